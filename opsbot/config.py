@@ -1,0 +1,470 @@
+"""The configuration: one YAML file, validated once, overridable by ``OPSBOT_*`` variables.
+
+Secrets are ``SecretStr`` and may come from the environment or from a sibling ``*_file``
+field (``token_file: /run/secrets/bot_token``). A bad file fails with a message naming the
+field and the line it is on (``load_config``), never with a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextvars import ContextVar
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from opsbot.errors import ConfigError
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Argv = Annotated[list[str], Field(min_length=1)]
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class _Model(BaseModel):
+    """Frozen, strict about unknown keys, and able to read ``x_file`` into a secret ``x``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for key in [k for k in data if isinstance(k, str) and k.endswith("_file")]:
+            field = key.removesuffix("_file")
+            info = cls.model_fields.get(field)
+            if info is None or "SecretStr" not in repr(info.annotation):
+                continue
+            if data.get(field) is None and data[key] is not None:
+                path = Path(str(data[key])).expanduser()
+                try:
+                    data = {**data, field: path.read_text().strip()}
+                except OSError as exc:
+                    raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from None
+        return data
+
+
+# --------------------------------------------------------------------------- people, chats
+
+
+class Role(StrEnum):
+    viewer = "viewer"
+    operator = "operator"
+    admin = "admin"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+class Person(_Model):
+    id: int = Field(description="Numeric Telegram user id.")
+    name: str = Field(min_length=1, max_length=64)
+    role: Role = Role.viewer
+
+
+class TelegramSettings(_Model):
+    token: SecretStr | None = Field(default=None, description="opsbot's own bot token.")
+    token_file: Path | None = None
+    api_url: str = Field(
+        default="https://api.telegram.org",
+        description="Bot API server root; the bot calls {api_url}/bot{token}/METHOD.",
+    )
+    ops_chat_id: int | None = Field(
+        default=None, description="The ops group where commands are typed."
+    )
+    incident_chat_id: int | None = Field(
+        default=None, description="Where results and alerts go; defaults to the ops chat."
+    )
+    incident_thread_id: int | None = Field(
+        default=None, description="Forum topic for alerts, if any."
+    )
+    allow_private_chats: bool = Field(
+        default=True, description="Known people may use a private chat."
+    )
+    poll_timeout: Annotated[int, Field(ge=0, le=60)] = 30
+    refusal_interval: Seconds = Field(
+        default=60.0, description="At most one refusal per user per chat."
+    )
+
+    @field_validator("api_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not re.match(r"^https?://", value):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def chat_ids(self) -> frozenset[int]:
+        return frozenset(c for c in (self.ops_chat_id, self.incident_chat_id) if c is not None)
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+class SSHEndpoint(_Model):
+    type: Literal["ssh"]
+    host: str = Field(min_length=1)
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    user: str = Field(min_length=1)
+    key_files: list[Path] = Field(default_factory=list, description="Private keys; none = agent.")
+    known_hosts: Path | None = Field(default=None, description="Default: ~/.ssh/known_hosts.")
+    insecure_no_host_key_check: bool = Field(
+        default=False,
+        description="Skip host key verification for this host. Logged on every connect.",
+    )
+    connect_timeout: Seconds = 10.0
+    keepalive_interval: Seconds = 15.0
+    max_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+
+
+class DockerTLS(_Model):
+    ca_cert: Path
+    client_cert: Path
+    client_key: Path
+    verify: bool = True
+
+
+class DockerEndpoint(_Model):
+    type: Literal["docker"]
+    url: str = Field(
+        default="unix:///var/run/docker.sock",
+        description="unix:///path, or tcp://host:2376 (with tls). Ignored with via_ssh.",
+    )
+    tls: DockerTLS | None = None
+    via_ssh: Name | None = Field(
+        default=None, description="An ssh endpoint to reach the engine through."
+    )
+    remote_socket: str = Field(
+        default="/var/run/docker.sock", description="Engine socket with via_ssh."
+    )
+    timeout: Seconds = 20.0
+
+
+class LocalEndpoint(_Model):
+    type: Literal["local"]
+
+
+Endpoint = Annotated[SSHEndpoint | DockerEndpoint | LocalEndpoint, Field(discriminator="type")]
+
+# --------------------------------------------------------------------------- checks
+
+
+class HttpCheck(_Model):
+    type: Literal["http"]
+    url: str = Field(pattern=r"^https?://")
+    expect_status: list[int] = Field(default_factory=lambda: [200])
+    latency_warning: Seconds = Field(default=3.0, description="Slower than this is a warning.")
+    timeout: Seconds = 5.0
+    json_field: str | None = Field(
+        default=None, description="Dotted path into a JSON body, e.g. status."
+    )
+    json_expect: str | int | float | bool | None = None
+    verify_tls: bool = True
+
+
+class TcpCheck(_Model):
+    type: Literal["tcp"]
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+    timeout: Seconds = 3.0
+
+
+class TelegramCheck(_Model):
+    """The operated bot's token still works, and its webhook is not backing up."""
+
+    type: Literal["telegram"]
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    api_url: str | None = Field(default=None, description="Default: telegram.api_url.")
+    pending_warning: Annotated[int, Field(ge=0)] = 100
+    timeout: Seconds = 5.0
+
+    @model_validator(mode="after")
+    def _needs_token(self) -> TelegramCheck:
+        if self.token is None:
+            raise ValueError("a telegram check needs token or token_file")
+        return self
+
+
+class CommandCheck(_Model):
+    type: Literal["command"]
+    argv: Argv
+    endpoint: Name | None = Field(default=None, description="Default: the target's endpoint.")
+    timeout: Seconds = 10.0
+
+
+Check = Annotated[HttpCheck | TcpCheck | TelegramCheck | CommandCheck, Field(discriminator="type")]
+
+# --------------------------------------------------------------------------- targets
+
+
+class Actions(_Model):
+    """Explicit argv per action, replacing the kind's default (runbook as code).
+
+    ``{lines}`` in a logs argv element is replaced by the requested line count.
+    """
+
+    status: Argv | None = None
+    logs: Argv | None = None
+    restart: Argv | None = None
+    rollback: Argv | None = None
+
+
+class _TargetBase(_Model):
+    endpoint: Name = "local"
+    description: str = ""
+    checks: list[Check] = Field(default_factory=list)
+    status_check: bool = Field(default=True, description="Include the kind's own process status.")
+    log_file: str | None = Field(default=None, description="Tail this file for /logs instead.")
+    actions: Actions = Actions()
+    timeout: Seconds = Field(default=15.0, description="Budget for all of this target's checks.")
+
+
+class ContainerTarget(_TargetBase):
+    kind: Literal["container"]
+    container: str | None = Field(
+        default=None, description="Container name; default: target name."
+    )
+
+
+class ComposeTarget(_TargetBase):
+    kind: Literal["compose"]
+    file: str = Field(description="Path of the compose file on the endpoint.")
+    service: str
+    compose_command: Argv = Field(default_factory=lambda: ["docker", "compose"])
+
+
+class SystemdTarget(_TargetBase):
+    kind: Literal["systemd"]
+    unit: str
+    user_unit: bool = False
+
+
+class PM2Target(_TargetBase):
+    kind: Literal["pm2"]
+    process: str
+
+
+class K8sTarget(_TargetBase):
+    kind: Literal["k8s"]
+    deployment: str
+    namespace: str = "default"
+    context: str | None = None
+    container: str | None = None
+    kubectl: Argv = Field(default_factory=lambda: ["kubectl"])
+
+
+class CommandTarget(_TargetBase):
+    kind: Literal["command"]
+
+    @model_validator(mode="after")
+    def _needs_something(self) -> CommandTarget:
+        if self.actions.status is None and not self.checks:
+            raise ValueError("a command target needs actions.status or at least one check")
+        return self
+
+
+Target = Annotated[
+    ContainerTarget | ComposeTarget | SystemdTarget | PM2Target | K8sTarget | CommandTarget,
+    Field(discriminator="kind"),
+]
+
+# --------------------------------------------------------------------------- the whole file
+
+
+class Limits(_Model):
+    max_log_lines: Annotated[int, Field(ge=1, le=10000)] = 10000
+    default_log_lines: Annotated[int, Field(ge=1, le=10000)] = 100
+    inline_chars: Annotated[int, Field(ge=200, le=4096)] = 4096
+
+
+_yaml_data: ContextVar[dict[str, Any]] = ContextVar("opsbot_yaml_data", default={})  # noqa: B039
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Feeds the parsed YAML file to pydantic-settings, below the environment in priority."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return _yaml_data.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_yaml_data.get())
+
+
+class Settings(BaseSettings):
+    """opsbot's whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OPSBOT_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    telegram: TelegramSettings = TelegramSettings()
+    people: list[Person] = Field(default_factory=list)
+    endpoints: dict[Name, Endpoint] = Field(default_factory=dict)
+    targets: dict[Name, Target] = Field(default_factory=dict)
+    limits: Limits = Limits()
+    data_dir: Path = Field(default=Path("./data"), description="Where opsbot keeps its own files.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Settings:
+        endpoints: dict[str, Any] = {"local": LocalEndpoint(type="local"), **self.endpoints}
+        for name, endpoint in endpoints.items():
+            via = endpoint.via_ssh if isinstance(endpoint, DockerEndpoint) else None
+            if via is not None and not isinstance(endpoints.get(via), SSHEndpoint):
+                raise ValueError(f"endpoints.{name}.via_ssh: {via!r} is not an ssh endpoint")
+        for name, target in self.targets.items():
+            where = endpoints.get(target.endpoint)
+            if where is None:
+                raise ValueError(f"targets.{name}.endpoint: unknown endpoint {target.endpoint!r}")
+            is_docker = isinstance(where, DockerEndpoint)
+            if (target.kind == "container") != is_docker:
+                raise ValueError(
+                    f"targets.{name}.endpoint: a {target.kind} target needs "
+                    + ("a docker endpoint" if target.kind == "container" else "an ssh or local")
+                    + " endpoint"
+                )
+            for check in target.checks:
+                if isinstance(check, CommandCheck) and check.endpoint not in (None, *endpoints):
+                    raise ValueError(f"targets.{name}.checks: unknown endpoint {check.endpoint!r}")
+        ids = [p.id for p in self.people]
+        if len(ids) != len(set(ids)):
+            raise ValueError("people: a user id is listed twice")
+        return self
+
+    @property
+    def all_endpoints(self) -> dict[str, SSHEndpoint | DockerEndpoint | LocalEndpoint]:
+        return {"local": LocalEndpoint(type="local"), **self.endpoints}
+
+    def person(self, user_id: int | None) -> Person | None:
+        return next((p for p in self.people if p.id == user_id), None)
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the configuration, for redaction."""
+        return [s.get_secret_value() for s in _walk_secrets(self) if s.get_secret_value()]
+
+
+def _walk_secrets(value: object) -> Iterator[SecretStr]:
+    if isinstance(value, SecretStr):
+        yield value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _walk_secrets(getattr(value, name))
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _walk_secrets(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _walk_secrets(item)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: Path | str | None) -> Settings:
+    """Read and validate the file (and the environment); raise ConfigError on any problem."""
+    data: dict[str, Any] = {}
+    lines: dict[tuple[str | int, ...], int] = {}
+    where = "environment"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = loaded or {}
+        if node is not None:
+            _index_lines(node, (), lines)
+    token = _yaml_data.set(data)
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, where, lines)) from None
+    finally:
+        _yaml_data.reset(token)
+
+
+def _index_lines(
+    node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]
+) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = (*path, str(key.value))
+            out[sub] = key.start_mark.line + 1
+            _index_lines(value, sub, out)
+            out[sub] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_lines(item, (*path, index), out)
+
+
+def _describe(exc: ValidationError, where: str, lines: dict[tuple[str | int, ...], int]) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = _without_tags(error["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+        place = f"{where}, line {line}" if line else where
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{place}: {dotted}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(problems)
+
+
+def _without_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """Drop the tag pydantic adds inside a discriminated union (``targets.x.compose.file``)."""
+    kept: list[str | int] = []
+    for part in loc:
+        if len(kept) >= 2 and kept[-2] in ("endpoints", "targets", "checks") and part in _TAGS:
+            continue
+        kept.append(part)
+    return tuple(kept)
+
+
+_TAGS = {
+    "ssh", "docker", "local", "http", "tcp", "telegram", "command",
+    "container", "compose", "systemd", "pm2", "k8s",
+}  # fmt: skip
+
+
+def json_schema() -> dict[str, Any]:
+    """The configuration's JSON schema, for editors."""
+    return Settings.model_json_schema()

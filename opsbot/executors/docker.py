@@ -1,0 +1,408 @@
+"""A Docker engine reached over a unix socket, TCP+TLS, or an SSH host's forwarded socket.
+
+The docker SDK blocks, its client constructor included (it negotiates the API version), so
+every SDK call runs in a worker thread (``asyncio.to_thread``) and never on the event loop.
+When the engine is reached through SSH, the SDK talks to a local unix socket that the event
+loop forwards over the pooled asyncssh connection: blocking the loop there would deadlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import docker.tls
+
+from opsbot.errors import ExecutorError
+from opsbot.executors import ExecResult
+from opsbot.executors.ssh import SSHHost, SSHPool
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Seconds past the in-container ``timeout`` before the reader gives up on the stream.
+EXEC_GRACE = 2.0
+#: Exit statuses of a command ended by ``timeout -s KILL`` (coreutils may report 124).
+_KILLED_BY_TIMEOUT = (124, 137)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DockerTLS:
+    """TLS settings of a ``tcp://host:2376`` engine (paths are PEM files)."""
+
+    ca_cert: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    verify: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStatus:
+    name: str
+    exists: bool
+    state: str | None = None  # created, running, paused, restarting, exited, dead
+    health: str | None = None  # healthy, unhealthy, starting; None without a healthcheck
+    image: str | None = None  # as configured, e.g. "quizbot:1.4"
+    image_id: str | None = None
+    started_at: datetime | None = None
+    restart_count: int = 0
+    exit_code: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+class DockerEngine:
+    """Typed async access to one Docker engine; connects lazily on first use."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str | None = None,
+        *,
+        tls: DockerTLS | None = None,
+        ssh: tuple[SSHPool, SSHHost, str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if (base_url is None) == (ssh is None):
+            raise ValueError("DockerEngine needs exactly one of base_url and ssh")
+        self.name = name
+        self.base_url = base_url
+        self.tls = tls
+        self.ssh = ssh
+        self.timeout = timeout
+        self._client: Any = None  # docker.DockerClient
+        self._lock = asyncio.Lock()
+        self._timeout_wrapper: dict[str, bool] = {}
+
+    def __repr__(self) -> str:
+        return f"DockerEngine({self.name}={self.where})"
+
+    @property
+    def where(self) -> str:
+        if self.ssh is not None:
+            _pool, host, path = self.ssh
+            return f"ssh://{host.username}@{host.address}{path}"
+        return str(self.base_url)
+
+    def executor(self, container: str) -> DockerExecExecutor:
+        return DockerExecExecutor(self, container)
+
+    # -- connection -------------------------------------------------------------------------
+
+    async def client(self) -> Any:
+        """The SDK client, created (in a thread) on first use."""
+        if self.ssh is not None:
+            # Re-establishes the forward at the same path if the SSH connection was replaced.
+            pool, host, remote_path = self.ssh
+            await pool.forward_unix_socket(host, remote_path)
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                self._client = await asyncio.to_thread(self._make_client, await self._url())
+            return self._client
+
+    async def _url(self) -> str:
+        if self.ssh is not None:
+            pool, host, remote_path = self.ssh
+            return f"unix://{await pool.forward_unix_socket(host, remote_path)}"
+        assert self.base_url is not None
+        return self.base_url
+
+    def _make_client(self, url: str) -> Any:
+        tls: Any = False
+        if self.tls is not None:
+            cert = None
+            if self.tls.client_cert is not None and self.tls.client_key is not None:
+                cert = (str(self.tls.client_cert), str(self.tls.client_key))
+            verify: bool | str = self.tls.verify
+            if self.tls.verify and self.tls.ca_cert is not None:
+                verify = str(self.tls.ca_cert)
+            tls = docker.tls.TLSConfig(client_cert=cert, verify=verify)
+        try:
+            return docker.DockerClient(
+                base_url=url, tls=tls, timeout=max(1, math.ceil(self.timeout))
+            )
+        except (docker.errors.DockerException, OSError) as exc:
+            raise ExecutorError(
+                f"Docker engine {self.name} ({self.where}) unreachable: {_describe(exc)}"
+            ) from None
+
+    async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one blocking SDK call in a thread, turning failures into ExecutorError."""
+        await self.client()
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except docker.errors.NotFound:
+            raise
+        except docker.errors.APIError as exc:
+            raise ExecutorError(
+                f"Docker engine {self.name}: {what} failed: {_describe(exc)}"
+            ) from None
+        except (docker.errors.DockerException, OSError) as exc:
+            raise ExecutorError(
+                f"Docker engine {self.name} ({self.where}) unreachable: {_describe(exc)}"
+            ) from None
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await asyncio.to_thread(client.close)
+
+    # -- typed operations -------------------------------------------------------------------
+
+    async def ping(self) -> float:
+        """Round-trip time of ``/_ping`` in seconds."""
+        client = await self.client()
+        started = time.monotonic()
+        await self._call("ping", client.api.ping)
+        return time.monotonic() - started
+
+    async def container_status(self, name: str) -> ContainerStatus:
+        client = await self.client()
+        try:
+            attrs = await self._call(f"inspect {name}", client.api.inspect_container, name)
+        except docker.errors.NotFound:
+            return ContainerStatus(name=name, exists=False)
+        return _status_from_inspect(name, attrs)
+
+    async def container_logs(self, name: str, tail: int, *, timestamps: bool = False) -> str:
+        """The last ``tail`` lines of stdout and stderr (cut by the engine, not here)."""
+        client = await self.client()
+        try:
+            data = await self._call(
+                f"logs {name}", client.api.logs, name,
+                stdout=True, stderr=True, tail=max(0, int(tail)), timestamps=timestamps,
+            )  # fmt: skip
+        except docker.errors.NotFound:
+            raise ExecutorError(f"Docker engine {self.name}: no container {name!r}") from None
+        if isinstance(data, bytes):
+            return data.decode("utf-8", errors="replace")
+        return str(data)
+
+    async def restart_container(self, name: str, timeout: float = 10.0) -> None:
+        """Stop (SIGTERM, SIGKILL after ``timeout`` s) and start the container again."""
+        client = await self.client()
+        try:
+            await self._call(
+                f"restart {name}", client.api.restart, name, timeout=max(0, math.ceil(timeout))
+            )
+        except docker.errors.NotFound:
+            raise ExecutorError(f"Docker engine {self.name}: no container {name!r}") from None
+
+    async def has_timeout_wrapper(self, container: str) -> bool:
+        """Whether ``timeout -s KILL N`` works in the container (probed once, then cached)."""
+        known = self._timeout_wrapper.get(container)
+        if known is None:
+            result = await self._exec(container, ["timeout", "-s", "KILL", "5", "true"], None,
+                                      deadline_in=10.0)  # fmt: skip
+            known = result.exit_status == 0
+            if not known:
+                log.warning(
+                    "container %s on %s has no usable `timeout`: a command that times out "
+                    "there is abandoned, not killed",
+                    container,
+                    self.name,
+                )
+            self._timeout_wrapper[container] = known
+        return known
+
+    async def _exec(
+        self, container: str, argv: list[str], stdin: bytes | None, *, deadline_in: float
+    ) -> ExecResult:
+        client = await self.client()
+        try:
+            return await self._call(
+                f"exec in {container}", _exec_blocking, client.api, container, argv, stdin,
+                deadline_in,
+            )  # fmt: skip
+        except docker.errors.NotFound:
+            raise ExecutorError(f"Docker engine {self.name}: no container {container!r}") from None
+
+
+class DockerExecExecutor:
+    """Runs an argv inside one container (``docker exec``, no shell, no tty)."""
+
+    def __init__(self, engine: DockerEngine, container: str) -> None:
+        self.engine = engine
+        self.container = container
+
+    def __repr__(self) -> str:
+        return f"DockerExecExecutor({self.engine.name}/{self.container})"
+
+    async def run(
+        self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None
+    ) -> ExecResult:
+        args = [str(a) for a in argv]
+        if not args:
+            raise ValueError("argv must not be empty")
+        started = time.monotonic()
+        if await self.engine.has_timeout_wrapper(self.container):
+            # busybox's timeout counts whole seconds; the reader waits a little longer so
+            # the kill (exit 137) is what ends the stream.
+            secs = max(1, math.ceil(timeout))
+            wrapped = ["timeout", "-s", "KILL", str(secs), *args]
+            result = await self.engine._exec(
+                self.container, wrapped, stdin, deadline_in=secs + EXEC_GRACE
+            )
+            killed = (result.exit_status in _KILLED_BY_TIMEOUT
+                      and time.monotonic() - started >= timeout)  # fmt: skip
+            if killed and not result.timed_out:
+                result = ExecResult(None, result.stdout, result.stderr, result.duration, True)
+        else:
+            result = await self.engine._exec(self.container, args, stdin, deadline_in=timeout)
+        return ExecResult(
+            result.exit_status, result.stdout, result.stderr,
+            time.monotonic() - started, result.timed_out,
+        )  # fmt: skip
+
+
+# -- blocking helpers (run in worker threads) -------------------------------------------------
+
+
+def _exec_blocking(
+    api: Any, container: str, argv: list[str], stdin: bytes | None, deadline_in: float
+) -> ExecResult:
+    """Create and start an exec, feed stdin, demultiplex its output until EOF or deadline.
+
+    This reads the upgraded HTTP connection itself rather than through ``exec_run``: that
+    gives a deadline, stdin, and reading through the HTTP response's buffer, so output that
+    arrived together with the response headers is not lost.
+    """
+    started = time.monotonic()
+    deadline = started + deadline_in
+    exec_id = api.exec_create(
+        container, argv, stdout=True, stderr=True, stdin=stdin is not None, tty=False
+    )["Id"]
+    response = api._post_json(
+        api._url("/exec/{0}/start", exec_id),
+        headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+        data={"Tty": False, "Detach": False},
+        stream=True,
+    )
+    try:
+        api._raise_for_status(response)
+        reader = response.raw._fp.fp  # BufferedReader over the hijacked connection
+        raw = reader.raw
+        sock: socket.socket = getattr(raw, "_sock", raw)
+        feeder = None
+        if stdin is not None:
+            feeder = threading.Thread(target=_feed, args=(sock, stdin), daemon=True)
+            feeder.start()
+        out, err, timed_out = _demux(reader, sock, deadline)
+    finally:
+        response.close()
+    if timed_out:
+        return ExecResult(None, out, err, time.monotonic() - started, timed_out=True)
+    exit_code: int | None = None
+    for _ in range(100):  # the exit code lands a moment after the stream ends
+        info = api.exec_inspect(exec_id)
+        if not info.get("Running"):
+            exit_code = info.get("ExitCode")
+            break
+        time.sleep(0.01)
+    return ExecResult(exit_code, out, err, time.monotonic() - started)
+
+
+def _feed(sock: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+
+
+def _demux(reader: Any, sock: socket.socket, deadline: float) -> tuple[str, str, bool]:
+    """Read Docker's multiplexed stream (8-byte frame headers) until EOF or the deadline."""
+    streams = {1: bytearray(), 2: bytearray()}
+    timed_out = False
+    try:
+        while True:
+            header = _read_exact(reader, sock, 8, deadline)
+            if header is None:
+                break
+            kind, size = struct.unpack(">BxxxL", header)
+            payload = _read_exact(reader, sock, size, deadline) if size else b""
+            if payload is None:
+                break
+            streams.get(kind, streams[1]).extend(payload)
+    except TimeoutError:
+        timed_out = True
+    return (
+        streams[1].decode("utf-8", errors="replace"),
+        streams[2].decode("utf-8", errors="replace"),
+        timed_out,
+    )
+
+
+def _read_exact(reader: Any, sock: socket.socket, n: int, deadline: float) -> bytes | None:
+    """``n`` bytes, or None at EOF; TimeoutError when the deadline passes first."""
+    buf = bytearray()
+    while len(buf) < n:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        sock.settimeout(remaining)
+        try:
+            chunk = reader.read1(n - len(buf))
+        except TimeoutError:
+            raise TimeoutError from None
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def _parse_time(value: object) -> datetime | None:
+    """Docker's RFC 3339 timestamps (nanoseconds, 'Z'); the zero time means never."""
+    if not isinstance(value, str) or not value or value.startswith("0001-"):
+        return None
+    text = value.replace("Z", "+00:00")
+    if "." in text:
+        head, rest = text.split(".", 1)
+        digits = "".join(c for c in rest if c.isdigit())
+        zone = rest[len(digits) :]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _status_from_inspect(name: str, attrs: dict[str, Any]) -> ContainerStatus:
+    state = attrs.get("State") or {}
+    health = state.get("Health") or {}
+    config = attrs.get("Config") or {}
+    exit_code = state.get("ExitCode")
+    return ContainerStatus(
+        name=name,
+        exists=True,
+        state=state.get("Status"),
+        health=health.get("Status") or None,
+        image=config.get("Image"),
+        image_id=attrs.get("Image"),
+        started_at=_parse_time(state.get("StartedAt")),
+        restart_count=int(attrs.get("RestartCount") or 0),
+        exit_code=int(exit_code) if isinstance(exit_code, int) else None,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    explanation = getattr(exc, "explanation", None)
+    text = str(explanation or exc).strip()
+    return text or type(exc).__name__

@@ -1,0 +1,386 @@
+"""Run commands on SSH hosts over pooled asyncssh connections.
+
+One connection per host, opened lazily and shared by every concurrent caller; a per-host
+semaphore bounds how many commands run on it at once (OpenSSH's ``MaxSessions`` is 10 by
+default). Host keys are verified against known_hosts unless a host explicitly opts out.
+
+The remote command string is ``shlex.join(argv)``: every element is one quoted word, so chat
+text can never become shell syntax. A deadline is enforced twice: locally by signalling and
+closing the channel, and remotely by wrapping the argv in ``timeout -k 2 N`` with
+N = ceil(timeout) + 1, so the remote process dies even if the SSH signal is not honoured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from opsbot.errors import ExecutorError, HostKeyError
+from opsbot.executors import ExecResult
+
+log = logging.getLogger(__name__)
+
+#: Seconds the remote ``timeout`` waits after its signal before it sends KILL.
+REMOTE_KILL_AFTER = 2
+#: Seconds to wait for the remote side to exit after the local deadline signalled it.
+SIGNAL_GRACE = 1.0
+
+# Failures that mean "the connection is gone" rather than "the command failed".
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    asyncssh.DisconnectError,
+    asyncssh.ChannelOpenError,
+    ConnectionError,
+    BrokenPipeError,
+    EOFError,
+)
+_START_ERRORS: tuple[type[BaseException], ...] = (*_CONNECTION_ERRORS, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SSHHost:
+    """How to reach one SSH host. Hashable: the pool keys its connections by this value."""
+
+    name: str
+    host: str
+    port: int = 22
+    username: str
+    #: Private key files; None = asyncssh's defaults (~/.ssh/id_* and the agent).
+    client_keys: tuple[Path, ...] | None = None
+    #: known_hosts file; None = the user's ~/.ssh/known_hosts.
+    known_hosts: Path | None = None
+    #: Skip host key verification (logged as a WARNING on every connect). Never the default.
+    insecure_no_host_key_check: bool = False
+    connect_timeout: float = 10.0
+    keepalive_interval: float = 15.0
+    keepalive_count_max: int = 3
+    max_concurrency: int = 8
+    #: Wrap every command in ``timeout -k 2 N`` on the remote side.
+    remote_timeout_wrapper: bool = True
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(slots=True)
+class _HostState:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    semaphore: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    conn: Any = None  # asyncssh.SSHClientConnection | None
+
+
+@dataclass(slots=True)
+class _Forward:
+    conn: Any  # the connection the listener lives on
+    listener: Any  # asyncssh.SSHListener
+    path: Path
+
+
+class SSHPool:
+    """One lazily opened, shared, self-healing asyncssh connection per SSH host."""
+
+    def __init__(self) -> None:
+        self._hosts: dict[SSHHost, _HostState] = {}
+        self._forwards: dict[tuple[SSHHost, str], _Forward] = {}
+        self._forward_locks: dict[tuple[SSHHost, str], asyncio.Lock] = {}
+        self._socket_dir: Path | None = None
+        self._closed = False
+        #: Total SSH handshakes made by this pool (for tests and metrics).
+        self.connections_opened = 0
+
+    def executor(self, host: SSHHost) -> SSHExecutor:
+        return SSHExecutor(self, host)
+
+    def _state(self, host: SSHHost) -> _HostState:
+        state = self._hosts.get(host)
+        if state is None:
+            state = _HostState(semaphore=asyncio.Semaphore(max(1, host.max_concurrency)))
+            self._hosts[host] = state
+        return state
+
+    def semaphore(self, host: SSHHost) -> asyncio.Semaphore:
+        return self._state(host).semaphore
+
+    async def connection(self, host: SSHHost) -> Any:
+        """The open connection to ``host``, connecting (once, for all callers) if needed."""
+        if self._closed:
+            raise ExecutorError("the SSH pool is closed")
+        state = self._state(host)
+        conn = state.conn
+        if conn is not None and not conn.is_closed():
+            return conn
+        async with state.lock:
+            conn = state.conn
+            if conn is not None and not conn.is_closed():
+                return conn
+            state.conn = None
+            conn = await self._connect(host)
+            state.conn = conn
+            return conn
+
+    async def discard(self, host: SSHHost, conn: Any) -> None:
+        """Forget ``conn`` (if it is still the current one) and close it."""
+        state = self._hosts.get(host)
+        if state is not None and state.conn is conn:
+            state.conn = None
+        conn.abort()
+        with contextlib.suppress(Exception):
+            await conn.wait_closed()
+
+    async def _connect(self, host: SSHHost) -> Any:
+        options: dict[str, Any] = {
+            "port": host.port,
+            "username": host.username,
+            "config": None,  # do not let ~/.ssh/config change what the settings say
+            "connect_timeout": host.connect_timeout,
+            "login_timeout": host.connect_timeout,
+            "keepalive_interval": host.keepalive_interval,
+            "keepalive_count_max": host.keepalive_count_max,
+        }
+        if host.client_keys is not None:
+            options["client_keys"] = [str(p) for p in host.client_keys]
+            options["agent_path"] = None
+        if host.insecure_no_host_key_check:
+            log.warning(
+                "SSH host %s (%s): host key verification is DISABLED "
+                "(insecure_no_host_key_check); the connection can be intercepted",
+                host.name,
+                host.address,
+            )
+            options["known_hosts"] = None
+        elif host.known_hosts is not None:
+            if not host.known_hosts.is_file():
+                raise HostKeyError(
+                    f"SSH host {host.name} ({host.address}): known_hosts file "
+                    f"{host.known_hosts} does not exist; add the host key with "
+                    f"`ssh-keyscan -p {host.port} {host.host} >> {host.known_hosts}` "
+                    "and check its fingerprint"
+                )
+            options["known_hosts"] = str(host.known_hosts)
+        try:
+            async with asyncio.timeout(host.connect_timeout):
+                conn = await asyncssh.connect(host.host, **options)
+        except asyncssh.HostKeyNotVerifiable as exc:
+            where = host.known_hosts or "~/.ssh/known_hosts"
+            raise HostKeyError(
+                f"SSH host {host.name} ({host.address}): host key not verifiable against "
+                f"{where} ({exc.reason}). If the host is new, add its key with "
+                f"`ssh-keyscan -p {host.port} {host.host} >> {where}` and check its "
+                "fingerprint; if the key changed, find out why before replacing it"
+            ) from None
+        except asyncssh.PermissionDenied as exc:
+            raise ExecutorError(
+                f"{host.address} refused login as {host.username!r}: {exc.reason}"
+            ) from None
+        except TimeoutError:
+            raise ExecutorError(
+                f"{host.address} unreachable: no SSH handshake within {host.connect_timeout:g} s"
+            ) from None
+        except (OSError, asyncssh.Error) as exc:
+            raise ExecutorError(f"{host.address} unreachable: {_describe(exc)}") from None
+        self.connections_opened += 1
+        log.info("SSH connected to %s (%s) as %s", host.name, host.address, host.username)
+        return conn
+
+    async def forward_unix_socket(self, host: SSHHost, remote_path: str) -> Path:
+        """A local unix socket forwarded to ``remote_path`` over the pooled connection.
+
+        The local path is stable for (host, remote_path): when the connection was replaced
+        the listener is recreated at the same path. The socket lives in a private (0700)
+        directory, since a forwarded Docker socket is root on the remote host.
+        """
+        key = (host, remote_path)
+        lock = self._forward_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            conn = await self.connection(host)
+            fwd = self._forwards.get(key)
+            if fwd is not None and fwd.conn is conn and not conn.is_closed():
+                return fwd.path
+            if fwd is not None:
+                fwd.listener.close()
+                del self._forwards[key]
+            if self._socket_dir is None:
+                self._socket_dir = Path(tempfile.mkdtemp(prefix="opsbot-ssh-"))
+            digest = hashlib.sha256(f"{host}|{remote_path}".encode()).hexdigest()[:16]
+            path = self._socket_dir / f"{digest}.sock"
+            path.unlink(missing_ok=True)
+            try:
+                listener = await conn.forward_local_path(str(path), remote_path)
+            except (OSError, asyncssh.Error) as exc:
+                raise ExecutorError(
+                    f"{host.address}: cannot forward {remote_path}: {_describe(exc)}"
+                ) from None
+            self._forwards[key] = _Forward(conn, listener, path)
+            return path
+
+    async def close(self) -> None:
+        """Close every listener and connection and wait for them to finish."""
+        self._closed = True
+        for fwd in self._forwards.values():
+            fwd.listener.close()
+        for fwd in self._forwards.values():
+            with contextlib.suppress(Exception):
+                await fwd.listener.wait_closed()
+        self._forwards.clear()
+        conns = [s.conn for s in self._hosts.values() if s.conn is not None]
+        for state in self._hosts.values():
+            state.conn = None
+        for conn in conns:
+            conn.close()
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                await conn.wait_closed()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+
+
+class SSHExecutor:
+    """Runs an argv on one SSH host through an :class:`SSHPool`."""
+
+    def __init__(self, pool: SSHPool, host: SSHHost) -> None:
+        self.pool = pool
+        self.host = host
+
+    def __repr__(self) -> str:
+        return f"SSHExecutor({self.host.name}={self.host.username}@{self.host.address})"
+
+    def command(self, argv: Sequence[str], timeout: float) -> str:
+        """The exact command string sent to the remote shell."""
+        args = [str(a) for a in argv]
+        if not args:
+            raise ValueError("argv must not be empty")
+        if self.host.remote_timeout_wrapper:
+            # One second past the local deadline: the local side signals first and the
+            # remote timer is the backstop, so a timeout is never reported as exit 124.
+            secs = math.ceil(timeout) + 1
+            args = ["timeout", "-k", str(REMOTE_KILL_AFTER), str(secs), *args]
+        return shlex.join(args)
+
+    async def run(
+        self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None
+    ) -> ExecResult:
+        command = self.command(argv, timeout)
+        async with self.pool.semaphore(self.host):
+            started = time.monotonic()
+            process = await self._start(command, stdin is not None)
+            return await self._finish(process, stdin, timeout, started)
+
+    async def _start(self, command: str, with_stdin: bool) -> Any:
+        """Open a session running ``command``; reconnect once if the connection was dead."""
+        for attempt in (1, 2):
+            conn = await self.pool.connection(self.host)
+            try:
+                async with asyncio.timeout(self.host.connect_timeout):
+                    return await conn.create_process(
+                        command,
+                        encoding=None,
+                        stdin=asyncssh.PIPE if with_stdin else asyncssh.DEVNULL,
+                    )
+            except _START_ERRORS as exc:
+                # Nothing ran yet: drop the connection and retry once on a fresh one.
+                broken = conn.is_closed() or not isinstance(exc, asyncssh.ChannelOpenError)
+                if isinstance(exc, asyncssh.ChannelOpenError) and not broken:
+                    raise ExecutorError(
+                        f"{self.host.address}: session refused: {_describe(exc)}"
+                    ) from None
+                await self.pool.discard(self.host, conn)
+                if attempt == 2:
+                    raise ExecutorError(
+                        f"{self.host.address}: connection lost before the command started: "
+                        f"{_describe(exc)}"
+                    ) from None
+                log.info(
+                    "SSH connection to %s lost (%s); reconnecting",
+                    self.host.address,
+                    _describe(exc),
+                )
+        raise AssertionError("unreachable")
+
+    async def _finish(
+        self, process: Any, stdin: bytes | None, timeout: float, started: float
+    ) -> ExecResult:
+        out = bytearray()
+        err = bytearray()
+        tasks = [
+            asyncio.ensure_future(_drain(process.stdout, out)),
+            asyncio.ensure_future(_drain(process.stderr, err)),
+        ]
+        if stdin is not None:
+            tasks.append(asyncio.ensure_future(_feed(process.stdin, stdin)))
+        timed_out = False
+        try:
+            async with asyncio.timeout(max(0.0, started + timeout - time.monotonic())):
+                await asyncio.gather(*tasks)
+                await process.wait_closed()
+        except TimeoutError:
+            timed_out = True
+            await self._stop(process, tasks)
+        except _CONNECTION_ERRORS as exc:
+            await self._stop(process, tasks)
+            raise ExecutorError(
+                f"{self.host.address}: connection lost while the command ran "
+                f"(its outcome is unknown): {_describe(exc)}"
+            ) from None
+        except BaseException:
+            await asyncio.shield(self._stop(process, tasks))
+            raise
+        return ExecResult(
+            exit_status=None if timed_out else process.returncode,
+            stdout=out.decode("utf-8", errors="replace"),
+            stderr=err.decode("utf-8", errors="replace"),
+            duration=time.monotonic() - started,
+            timed_out=timed_out,
+        )
+
+    async def _stop(self, process: Any, tasks: Sequence[asyncio.Future[None]]) -> None:
+        """End the remote process: signal it, give it a moment, then close the channel.
+
+        With the ``timeout`` wrapper the signal is TERM: the wrapper (coreutils) forwards it to
+        the command's whole process group and sends KILL itself 2 s later, whereas a KILL
+        would end only the wrapper and orphan the command. Without the wrapper only KILL is
+        sure to end the command (its children may survive: that is what the wrapper is for).
+        """
+        with contextlib.suppress(OSError, asyncssh.Error):
+            process.send_signal("TERM" if self.host.remote_timeout_wrapper else "KILL")
+        try:
+            async with asyncio.timeout(SIGNAL_GRACE):
+                await process.wait_closed()
+        except _START_ERRORS:
+            pass
+        finally:
+            process.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _drain(stream: Any, sink: bytearray) -> None:
+    while chunk := await stream.read(65536):
+        sink += chunk
+
+
+async def _feed(stream: Any, data: bytes) -> None:
+    with contextlib.suppress(*_CONNECTION_ERRORS):
+        stream.write(data)
+        await stream.drain()
+        stream.write_eof()
+
+
+def _describe(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    text = str(reason or exc) or type(exc).__name__
+    return text.strip()

@@ -1,0 +1,33 @@
+"""The Telegram layer: the only code that imports python-telegram-bot's handlers.
+
+Registration order matters: the gate runs in group -1 for every update and stops anything it
+does not admit; commands and buttons run in group 0 only for what it let through.
+"""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from opsbot.handlers.commands import CommandHandlers
+from opsbot.handlers.errors import ErrorReporter
+from opsbot.handlers.gate import Gate
+from opsbot.services import Services
+
+
+def register(application: Application, services: Services) -> Gate:  # type: ignore[type-arg]
+    gate = Gate(services)
+    handlers = CommandHandlers(gate)
+    application.add_handler(TypeHandler(Update, gate), group=-1)
+    application.add_handler(
+        MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, handlers.on_command)
+    )
+    application.add_handler(CallbackQueryHandler(handlers.on_button))
+    application.add_error_handler(ErrorReporter(services))
+    return gate

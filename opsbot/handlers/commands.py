@@ -1,0 +1,63 @@
+"""Chat commands and button taps, both handed to the Telegram-free verbs in opsbot.commands."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Update
+from telegram.ext import ContextTypes
+
+from opsbot.commands import Caller, dispatch
+from opsbot.handlers.gate import Gate
+from opsbot.handlers.reply import edit_reply, send_reply
+
+log = logging.getLogger(__name__)
+
+# Button data: "h" (health overview), "h:TARGET" (one target), "l:TARGET" (its logs).
+_BUTTON_VERBS = {"h": "health", "l": "logs"}
+
+
+class CommandHandlers:
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self.services = gate.services
+
+    def _caller(self, update: Update) -> Caller:
+        person = self.gate.admitted(update)
+        assert person is not None  # the gate ran first
+        chat = update.effective_chat
+        return Caller(person.name, person.role, person.id, chat.id if chat else None)
+
+    async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Any /command addressed to us: run the verb and answer in the same chat/topic."""
+        message = update.message
+        if message is None or not message.text:
+            return
+        first, *args = message.text.split()
+        verb = first[1:].split("@", 1)[0].lower()
+        if verb == "start":
+            verb = "help"
+        reply = await dispatch(self.services, self._caller(update), verb, args)
+        thread = message.message_thread_id if message.is_topic_message else None
+        await send_reply(context.bot, message.chat_id, reply, thread_id=thread)
+
+    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A tap on one of our buttons: refresh in place (health) or post logs."""
+        query = update.callback_query
+        if query is None or query.data is None:
+            return
+        key, _, arg = query.data.partition(":")
+        verb = _BUTTON_VERBS.get(key)
+        if verb is None:
+            await query.answer("This button is no longer valid.")
+            return
+        await query.answer()
+        reply = await dispatch(self.services, self._caller(update), verb, [arg] if arg else [])
+        message = query.message
+        if message is None or not hasattr(message, "edit_text"):
+            return
+        if verb == "health":
+            await edit_reply(message, reply)  # type: ignore[arg-type]
+        else:
+            thread = getattr(message, "message_thread_id", None)
+            await send_reply(context.bot, message.chat.id, reply, thread_id=thread)

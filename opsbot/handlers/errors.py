@@ -1,0 +1,38 @@
+"""The error handler: log the failure with an id, tell the admins the id, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+from telegram.ext import ContextTypes
+
+from opsbot.config import Role
+from opsbot.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class ErrorReporter:
+    def __init__(self, services: Services, min_interval: float = 10.0) -> None:
+        self.services = services
+        self.min_interval = min_interval
+        self._last_notice = -1e9
+
+    async def __call__(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        error_id = secrets.token_hex(4)
+        log.error("error %s while handling an update", error_id, exc_info=context.error)
+        self.services.audit.record("error", error_id=error_id, error=type(context.error).__name__)
+        chat = self.services.settings.telegram.ops_chat_id
+        admins = [p for p in self.services.settings.people if p.role is Role.admin]
+        now = time.monotonic()
+        if chat is None or not admins or now - self._last_notice < self.min_interval:
+            return
+        self._last_notice = now
+        try:
+            await context.bot.send_message(
+                chat, f"⚠️ Something failed (error id {error_id}). Details are in opsbot's log."
+            )
+        except Exception:  # the error handler must never raise
+            log.exception("could not report error %s to the ops chat", error_id)

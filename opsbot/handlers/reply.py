@@ -1,0 +1,61 @@
+"""Turning a ``Reply`` into Telegram messages: HTML text, a <pre> block, buttons, documents."""
+
+from __future__ import annotations
+
+import html
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message
+from telegram.constants import ParseMode
+from telegram.error import BadRequest
+
+from opsbot.render import Reply
+
+
+def to_html(reply: Reply) -> str:
+    text = html.escape(reply.text)
+    if reply.block:
+        text += f"\n<pre>{html.escape(reply.block)}</pre>"
+    return text
+
+
+def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
+    if not reply.buttons:
+        return None
+    row = [InlineKeyboardButton(b.label, callback_data=b.data) for b in reply.buttons]
+    return InlineKeyboardMarkup([row])
+
+
+async def send_reply(
+    bot: Bot, chat_id: int, reply: Reply, *, thread_id: int | None = None
+) -> Message:
+    """Send a reply: as a document when it carries one, else as one HTML message."""
+    if reply.document is not None:
+        return await bot.send_document(
+            chat_id,
+            InputFile(reply.document.content, filename=reply.document.filename),
+            caption=reply.text[:1024],
+            message_thread_id=thread_id,
+            reply_markup=keyboard(reply),
+        )
+    return await bot.send_message(
+        chat_id,
+        to_html(reply),
+        parse_mode=ParseMode.HTML,
+        message_thread_id=thread_id,
+        reply_markup=keyboard(reply),
+    )
+
+
+async def edit_reply(message: Message, reply: Reply) -> None:
+    """Replace a message's text in place; an unchanged text is not an error."""
+    if reply.document is not None:
+        await send_reply(message.get_bot(), message.chat_id, reply,
+                         thread_id=message.message_thread_id)  # fmt: skip
+        return
+    try:
+        await message.edit_text(
+            to_html(reply), parse_mode=ParseMode.HTML, reply_markup=keyboard(reply)
+        )
+    except BadRequest as exc:
+        if "not modified" not in str(exc):
+            raise

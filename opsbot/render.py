@@ -1,0 +1,91 @@
+"""Plain-text rendering of results, shared by Telegram and the console.
+
+A ``Reply`` is what a command answers: text (optionally one preformatted block), an optional
+document for long output, and optional buttons. The Telegram layer turns it into HTML; the
+console prints it. Nothing here knows Telegram.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+from opsbot.checks import TargetHealth
+from opsbot.redact import Redactor
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    label: str
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    filename: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A command's answer. ``block`` is shown preformatted below ``text``."""
+
+    text: str
+    block: str = ""
+    document: Document | None = None
+    buttons: tuple[Button, ...] = field(default_factory=tuple)
+
+    def redacted(self, redactor: Redactor) -> Reply:
+        document = self.document
+        if document is not None:
+            document = replace(document, content=redactor.redact_bytes(document.content))
+        return replace(
+            self,
+            text=redactor.redact(self.text),
+            block=redactor.redact(self.block),
+            document=document,
+        )
+
+
+def clock() -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime())
+
+
+def health_table(results: list[TargetHealth]) -> str:
+    """One line per target, worst first (the caller sorts): icon, name, latency, why."""
+    width = max((len(r.target) for r in results), default=0)
+    lines = []
+    for r in results:
+        why = "" if r.state == 0 else f"  {r.summary}"
+        lines.append(f"{r.state.icon} {r.target:<{width}} {r.latency:5.1f}s{why}")
+    return "\n".join(lines)
+
+
+def health_counts(results: list[TargetHealth]) -> str:
+    failing = sum(1 for r in results if r.state == 2)
+    warning = sum(1 for r in results if r.state == 1)
+    parts = [f"{len(results)} targets"]
+    if failing:
+        parts.append(f"{failing} failing")
+    if warning:
+        parts.append(f"{warning} warning")
+    if not failing and not warning:
+        parts.append("all healthy")
+    return ", ".join(parts)
+
+
+def target_detail(result: TargetHealth) -> str:
+    """Each check of one target on its own line."""
+    lines = []
+    for check in result.checks:
+        latency = f"{check.latency:5.2f}s" if check.latency is not None else "    - "
+        lines.append(f"{check.state.icon} {check.name}  {latency}  {check.detail}")
+    return "\n".join(lines)
+
+
+def truncate(text: str, limit: int) -> str:
+    """Keep the end of a log (the newest lines), marking what was cut."""
+    if len(text) <= limit:
+        return text
+    marker = "…(earlier lines cut)\n"
+    return marker + text[-(limit - len(marker)) :]

@@ -1,0 +1,111 @@
+"""The typed bundle of everything the verbs use, built once from the configuration.
+
+Nothing connects here at construction time: SSH connections and Docker clients open on first
+use and are pooled; ``close`` ends them all (called from the application's shutdown).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import httpx
+
+from opsbot.audit import Audit
+from opsbot.config import DockerEndpoint, LocalEndpoint, Settings, SSHEndpoint
+from opsbot.errors import ConfigError
+from opsbot.executors import Executor
+from opsbot.executors.docker import DockerEngine, DockerTLS
+from opsbot.executors.local import LocalExecutor
+from opsbot.executors.ssh import SSHHost, SSHPool
+from opsbot.redact import Redactor
+
+log = logging.getLogger(__name__)
+
+
+def ssh_host(name: str, endpoint: SSHEndpoint) -> SSHHost:
+    return SSHHost(
+        name=name,
+        host=endpoint.host,
+        port=endpoint.port,
+        username=endpoint.user,
+        client_keys=tuple(p.expanduser() for p in endpoint.key_files) or None,
+        known_hosts=endpoint.known_hosts.expanduser() if endpoint.known_hosts else None,
+        insecure_no_host_key_check=endpoint.insecure_no_host_key_check,
+        connect_timeout=endpoint.connect_timeout,
+        keepalive_interval=endpoint.keepalive_interval,
+        max_concurrency=endpoint.max_concurrency,
+    )
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redactor: Redactor
+    audit: Audit
+    http: httpx.AsyncClient
+    ssh: SSHPool = field(default_factory=SSHPool)
+    local: LocalExecutor = field(default_factory=LocalExecutor)
+    _docker: dict[str, DockerEngine] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        redactor = Redactor(settings.secrets())
+        return cls(
+            settings=settings,
+            redactor=redactor,
+            audit=Audit(settings.data_dir / "audit.jsonl"),
+            http=httpx.AsyncClient(follow_redirects=False),
+        )
+
+    @property
+    def telegram_api_url(self) -> str:
+        return self.settings.telegram.api_url
+
+    def executor(self, endpoint: str) -> Executor:
+        """The command executor of an ssh or local endpoint."""
+        config = self.settings.all_endpoints.get(endpoint)
+        match config:
+            case SSHEndpoint():
+                return self.ssh.executor(ssh_host(endpoint, config))
+            case LocalEndpoint():
+                return self.local
+        raise ConfigError(f"endpoint {endpoint!r} cannot run commands (it is {config!r})")
+
+    def docker(self, endpoint: str) -> DockerEngine:
+        """The Docker engine of a docker endpoint, created once and reused."""
+        engine = self._docker.get(endpoint)
+        if engine is not None:
+            return engine
+        config = self.settings.all_endpoints.get(endpoint)
+        if not isinstance(config, DockerEndpoint):
+            raise ConfigError(f"endpoint {endpoint!r} is not a docker endpoint")
+        via = None
+        if config.via_ssh is not None:
+            ssh_config = self.settings.all_endpoints[config.via_ssh]
+            assert isinstance(ssh_config, SSHEndpoint)  # checked by Settings
+            via = (self.ssh, ssh_host(config.via_ssh, ssh_config), config.remote_socket)
+        tls = None
+        if config.tls is not None:
+            tls = DockerTLS(
+                ca_cert=config.tls.ca_cert,
+                client_cert=config.tls.client_cert,
+                client_key=config.tls.client_key,
+                verify=config.tls.verify,
+            )
+        engine = DockerEngine(
+            endpoint,
+            base_url=None if via else config.url,
+            tls=tls,
+            ssh=via,
+            timeout=config.timeout,
+        )
+        self._docker[endpoint] = engine
+        return engine
+
+    async def close(self) -> None:
+        for engine in self._docker.values():
+            await engine.close()
+        self._docker.clear()
+        await self.ssh.close()
+        await self.http.aclose()

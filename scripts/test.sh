@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The project's one test command on a fresh Debian 12 machine:
+# system packages for the real-component lab, the package in editable mode, ruff, mypy, pytest.
+# Extra arguments go to pytest, e.g. `scripts/test.sh -k lab -x`.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+banner() { printf '\n==> %s\n' "$*"; }
+die() { printf 'scripts/test.sh: %s\n' "$*" >&2; exit 1; }
+
+APT_PACKAGES=(redis-server openssh-server docker.io busybox-static postgresql sqlite3
+              prometheus-alertmanager ca-certificates)
+
+missing_tools() {
+    local missing=()
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    [[ -x /usr/sbin/sshd ]] || missing+=(sshd)
+    command -v ssh-keygen >/dev/null || missing+=(ssh-keygen)
+    command -v dockerd >/dev/null || missing+=(dockerd)
+    command -v docker-init >/dev/null || missing+=(docker-init)
+    # the lab copies busybox into an image, so it must be the static build
+    dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
+        || missing+=(busybox-static)
+    compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(pg_ctl)
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(initdb)
+    command -v sqlite3 >/dev/null || missing+=(sqlite3)
+    command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+    echo "${missing[*]}"
+}
+
+banner "system packages"
+missing="$(missing_tools)"
+if [[ -n "$missing" ]]; then
+    if [[ "$(id -u)" -ne 0 ]]; then
+        die "missing: $missing. Run as root (the lab starts sshd, dockerd and postgres) or:
+  apt-get install -y --no-install-recommends ${APT_PACKAGES[*]}"
+    fi
+    echo "missing: $missing; installing with apt-get"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${APT_PACKAGES[@]}"
+    missing="$(missing_tools)"
+    [[ -z "$missing" ]] || die "still missing after apt-get install: $missing"
+else
+    echo "all present"
+fi
+if [[ "$(id -u)" -ne 0 ]]; then
+    echo "warning: not root; the lab fixtures (sshd user, dockerd, postgres) will fail" >&2
+fi
+
+banner "python environment"
+PY="${PYTHON:-python3}"
+command -v "$PY" >/dev/null || die "$PY not found (apt-get install -y python3)"
+stdlib="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')"
+if [[ -f "$stdlib/EXTERNALLY-MANAGED" ]]; then
+    # Debian's own python refuses pip installs (PEP 668): use a project venv instead
+    if [[ ! -x .venv/bin/python ]]; then
+        if ! "$PY" -m venv .venv; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+                python3-venv python3-pip
+            rm -rf .venv
+            "$PY" -m venv .venv
+        fi
+    fi
+    PY="$PWD/.venv/bin/python"
+fi
+"$PY" -m pip --version >/dev/null 2>&1 || die "pip missing for $PY (apt-get install -y python3-pip)"
+echo "using $("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
+
+banner "pip install -e .[dev]"
+"$PY" -m pip install -q -e '.[dev]'
+
+banner "ruff check"
+"$PY" -m ruff check .
+
+banner "mypy"
+"$PY" -m mypy
+
+banner "pytest $*"
+"$PY" -m pytest -q "$@"

@@ -1,0 +1,36 @@
+"""Session-wide real servers on loopback (see tests/lab/). A missing binary fails, never skips."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.lab.dockerd import DockerLab, start_dockerd
+from tests.lab.postgres import PostgresServer, start_postgres
+from tests.lab.redis import RedisServer, start_redis
+from tests.lab.sshd import SSHServer, start_sshd
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with start_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    with start_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def docker_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerLab]:
+    with start_dockerd(tmp_path_factory.mktemp("dockerd")) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    with start_postgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
