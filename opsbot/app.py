@@ -39,8 +39,15 @@ def build_application(settings: Settings, services: Services | None = None) -> A
         )
     services = services or Services.build(settings)
 
+    async def heartbeat(context: object) -> None:
+        """Proof of a live event loop, for the container's HEALTHCHECK."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        (settings.data_dir / "heartbeat").touch()
+
     async def post_init(application: AnyApplication) -> None:
         await publish_commands(application, settings)
+        assert application.job_queue is not None  # the job-queue extra is a dependency
+        application.job_queue.run_repeating(heartbeat, interval=30, first=0)
         log.info("opsbot is up as @%s", application.bot.username)
 
     async def post_shutdown(application: AnyApplication) -> None:

@@ -201,8 +201,7 @@ async def _tcp(label: str, check: TcpCheck) -> CheckResult:
 
 
 async def _telegram(label: str, check: TelegramCheck, runtime: CheckRuntime) -> CheckResult:
-    assert check.token is not None  # guaranteed by the model
-    base = f"{check.api_url or runtime.telegram_api_url}/bot{check.token.get_secret_value()}"
+    base = f"{check.api_url or runtime.telegram_api_url}/bot{check.secret()}"
     me = (await runtime.http.get(f"{base}/getMe", timeout=check.timeout)).json()
     if not me.get("ok"):
         why = "token revoked or invalid" if me.get("error_code") == 401 else me.get("description")

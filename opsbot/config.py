@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -39,11 +39,13 @@ class _Model(BaseModel):
     """Frozen, strict about unknown keys, and able to read ``x_file`` into a secret ``x``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Read x_file when the check runs rather than at start-up (a missing file fails one check).
+    lazy_secret_files: ClassVar[bool] = False
 
     @model_validator(mode="before")
     @classmethod
     def _read_secret_files(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or cls.lazy_secret_files:
             return data
         for key in [k for k in data if isinstance(k, str) and k.endswith("_file")]:
             field = key.removesuffix("_file")
@@ -192,6 +194,7 @@ class TelegramCheck(_Model):
     """The operated bot's token still works, and its webhook is not backing up."""
 
     type: Literal["telegram"]
+    lazy_secret_files: ClassVar[bool] = True
     token: SecretStr | None = None
     token_file: Path | None = None
     api_url: str | None = Field(default=None, description="Default: telegram.api_url.")
@@ -200,9 +203,21 @@ class TelegramCheck(_Model):
 
     @model_validator(mode="after")
     def _needs_token(self) -> TelegramCheck:
-        if self.token is None:
+        if self.token is None and self.token_file is None:
             raise ValueError("a telegram check needs token or token_file")
         return self
+
+    def secret(self) -> str:
+        """The token; read from token_file now, so a rotated file is picked up."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        assert self.token_file is not None
+        try:
+            return self.token_file.expanduser().read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read token_file {self.token_file}: {exc.strerror}"
+            ) from None
 
 
 class CommandCheck(_Model):

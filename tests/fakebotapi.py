@@ -37,6 +37,7 @@ loop; one re-entrant lock guards the state and a condition wakes long polls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import email.policy
 import itertools
@@ -47,10 +48,10 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import collapse_rfc2231_value
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -79,9 +80,7 @@ NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup "
     "are exactly the same as a current content and reply markup of the message"
 )
-QUERY_INVALID = (
-    "Bad Request: query is too old and response timeout expired or query ID is invalid"
-)
+QUERY_INVALID = "Bad Request: query is too old and response timeout expired or query ID is invalid"
 
 # Update types Telegram leaves out unless allowed_updates asks for them.
 _OPT_IN_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
@@ -327,8 +326,8 @@ def parse_html(text: str, *, strict_entities: bool = True) -> tuple[str, list[JS
                 nxt = text[i + 1 : i + 2]
                 if (nxt.isalpha() or nxt == "/") and ">" not in text[i:].split("<", 2)[1]:
                     raise fail(f"Unclosed start tag {at(i)}")
-                name = re.match(r"/?([^\s<>/]*)", text[i + 1 :])
-                raise fail(f'Unsupported start tag "{name[1] if name else ""}" {at(i)}')
+                word = re.match(r"/?([^\s<>/]*)", text[i + 1 :])
+                raise fail(f'Unsupported start tag "{word[1] if word else ""}" {at(i)}')
             closing, name, attrs = tag[1] == "/", tag[2].lower(), tag[3]
             if closing:
                 if not stack:
@@ -376,7 +375,10 @@ def _html_entity(
 ) -> JSON:
     if name not in _HTML_TAGS:
         raise fail(f'Unsupported start tag "{name}" {where}')
-    values = {m[1].lower(): (m[2] or "").strip("\"'") for m in _ATTR_RE.finditer(attrs)}
+    values = {
+        m[1].lower(): _HTML_ENTITY_RE.sub(_attr_entity, (m[2] or "").strip("\"'"))
+        for m in _ATTR_RE.finditer(attrs)
+    }
     entity: JSON = {"type": _HTML_TAGS[name]}
     if name == "span" and values.get("class") != "tg-spoiler":
         raise fail(f'Tag "span" must have class "tg-spoiler" {where}')
@@ -392,6 +394,11 @@ def _html_entity(
         if lang.startswith("language-"):
             stack[-1][2]["language"] = lang.removeprefix("language-")
     return entity
+
+
+def _attr_entity(match: re.Match[str]) -> str:
+    decoded = _decode_html_entity(match[1])
+    return match[0] if decoded is None else decoded
 
 
 def _decode_html_entity(name: str) -> str | None:
@@ -461,10 +468,8 @@ class _Server(ThreadingHTTPServer):
         with self._open_lock:
             socks = list(self._open)
         for sock in socks:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
@@ -475,6 +480,7 @@ class _Server(ThreadingHTTPServer):
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 120  # idle keep-alive connections
+    disable_nagle_algorithm = True  # else headers and body in two writes cost 40 ms a call
 
     def do_GET(self) -> None:
         cast(_Server, self.server).fake._serve(self)
@@ -525,10 +531,9 @@ def _header_text(value: str) -> str:
 
 def _parse_multipart(content_type: str, body: bytes) -> JSON:
     head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-    msg = cast(EmailMessage, BytesParser(policy=email.policy.HTTP).parsebytes(head + body))
+    msg = BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
     out: JSON = {}
     for part in msg.iter_parts():
-        part = cast(EmailMessage, part)
         raw_name = part.get_param("name", header="content-disposition")
         if raw_name is None:
             continue
@@ -808,6 +813,7 @@ class FakeBotAPI:
     ) -> JSON:
         """A user writes ``text``; a leading ``/command`` gets its bot_command entity."""
         with self._cond:
+            self._bot_state(token)
             chat = self._register(chat)
             msg = self._store(chat, user.to_api(), None, text, thread_id=thread_id)
             if text.startswith("/"):
@@ -825,6 +831,7 @@ class FakeBotAPI:
     ) -> JSON:
         """The user edits their message: an ``edited_message`` update."""
         with self._cond:
+            self._bot_state(token)
             chat = self._register(chat)
             msg = self._messages.get(chat.id, {}).get(message_id)
             if msg is None or msg.from_bot:
@@ -836,6 +843,7 @@ class FakeBotAPI:
 
     def channel_post(self, token: str, chat: Chat | int, text: str) -> JSON:
         with self._cond:
+            self._bot_state(token)
             chat = self._register(chat)
             if chat.type != "channel":
                 raise ValueError(f"chat {chat.id} is a {chat.type}, not a channel")
@@ -859,6 +867,7 @@ class FakeBotAPI:
         (Telegram's clients can only send those).
         """
         with self._cond:
+            self._bot_state(token)
             chat = self._register(chat)
             msg = self._messages.get(chat.id, {}).get(message_id)
             if msg is None or msg.bot_token != token:
@@ -879,6 +888,7 @@ class FakeBotAPI:
 
     def inline_query(self, token: str, user: User, query: str) -> JSON:
         with self._cond:
+            self._bot_state(token)
             inline = {
                 "id": str(5_000_000_000_000_000_000 + next(self._ids)),
                 "from": user.to_api(),
@@ -932,7 +942,9 @@ class FakeBotAPI:
         deadline = time.monotonic() + timeout
         while True:
             for call in self.calls[since:]:
-                if call.method.lower() == method.lower() and (predicate is None or predicate(call)):
+                if call.method.lower() == method.lower() and (
+                    predicate is None or predicate(call)
+                ):
                     return call
             if time.monotonic() >= deadline:
                 raise AssertionError(
@@ -941,22 +953,25 @@ class FakeBotAPI:
             await asyncio.sleep(0.02)
 
     def dump_calls(self, last: int = 25) -> str:
-        lines = []
-        for call in self.calls[-last:]:
-            params = {k: v for k, v in call.params.items() if k != "token"}
-            text = repr(params)
-            lines.append(f"  {call.method} {text[:300]}")
-        return "last calls:\n" + ("\n".join(lines) or "  (none)")
+        """The last calls, for failure messages (getUpdates polls are only counted)."""
+        calls = self.calls
+        polls = sum(c.method == "getUpdates" for c in calls)
+        lines = [f"  {c.method} {c.params!r:.300}" for c in calls if c.method != "getUpdates"][
+            -last:
+        ]
+        return f"last calls ({polls} getUpdates not shown):\n" + ("\n".join(lines) or "  (none)")
 
     # ---- HTTP plumbing
 
     def _serve(self, req: BaseHTTPRequestHandler) -> None:
         url = urlsplit(req.path)
-        status, payload, raw = 404, {"ok": False, "error_code": 404, "description": "Not Found"}
-        raw = None
+        status: int = 404
+        payload: JSON = {"ok": False, "error_code": 404, "description": "Not Found"}
+        raw: bytes | None = None
         try:
             body = _read_body(req)
             if match := _BOT_PATH.match(url.path):
+                params: JSON
                 try:
                     params = dict(parse_qsl(url.query, keep_blank_values=True))
                     params.update(_parse_body(req.headers.get("Content-Type", ""), body))
@@ -989,8 +1004,10 @@ class FakeBotAPI:
                 if params.pop("_unparsable", False):
                     self._calls.append(Call(token, name, params))
                     raise _bad("can't parse request body")
-                params = _coerce(params)
-                self._calls.append(Call(token, name, params))
+                try:
+                    params = _coerce(params)
+                finally:
+                    self._calls.append(Call(token, name, params))
                 bot = self._bots.get(token)
                 if bot is None:
                     raise TelegramAPIError(401, "Unauthorized")
@@ -1010,8 +1027,6 @@ class FakeBotAPI:
             except TelegramAPIError as exc:
                 return exc.code, exc.payload()
             except Exception as exc:  # a bug in the fake: make it loud
-                import traceback
-
                 traceback.print_exc()
                 return 500, {
                     "ok": False,
@@ -1030,6 +1045,12 @@ class FakeBotAPI:
 
     # ---- internals (called with the lock held)
 
+    def _bot_state(self, token: str) -> BotState:
+        bot = self._bots.get(token)
+        if bot is None:
+            raise ValueError(f"unknown bot token {token!r}: add_bot() it first")
+        return bot
+
     def _register(self, chat: Chat | int) -> Chat:
         if isinstance(chat, Chat):
             self._chats[chat.id] = chat
@@ -1040,9 +1061,9 @@ class FakeBotAPI:
         if chat_id is None or chat_id == "":
             raise _bad("chat_id is empty")
         if isinstance(chat_id, str):
-            for chat in self._chats.values():
-                if chat.username and f"@{chat.username}".lower() == chat_id.lower():
-                    return chat
+            for known in self._chats.values():
+                if known.username and f"@{known.username}".lower() == chat_id.lower():
+                    return known
             raise _bad("chat not found")
         chat = self._chats.get(chat_id)
         if chat is None:
@@ -1053,9 +1074,7 @@ class FakeBotAPI:
         return chat
 
     def _push(self, token: str, kind: str, payload: JSON) -> JSON:
-        bot = self._bots.get(token)
-        if bot is None:
-            raise ValueError(f"unknown bot token {token!r}: add_bot() it first")
+        bot = self._bot_state(token)
         update = {"update_id": bot.next_update_id, kind: copy.deepcopy(payload)}
         bot.next_update_id += 1
         wanted = (
@@ -1180,7 +1199,7 @@ class FakeBotAPI:
             raise _bad("message is too long")
         return plain, found
 
-    def _thread(self, chat: Chat, params: JSON) -> int | None:
+    def _thread_for(self, chat: Chat, params: JSON) -> int | None:
         thread_id = params.get("message_thread_id")
         if thread_id is None:
             return None
@@ -1355,7 +1374,7 @@ def _get_webhook_info(fake: FakeBotAPI, bot: BotState, p: JSON) -> JSON:
 
 def _send_message(fake: FakeBotAPI, bot: BotState, p: JSON) -> JSON:
     chat = fake._chat(p.get("chat_id"))
-    thread_id = fake._thread(chat, p)
+    thread_id = fake._thread_for(chat, p)
     markup = _check_markup(p.get("reply_markup"))
     plain, entities = fake._render(p.get("text"), p.get("parse_mode"), p.get("entities"))
     reply_to = fake._reply_to(chat, p)
@@ -1368,7 +1387,7 @@ def _send_message(fake: FakeBotAPI, bot: BotState, p: JSON) -> JSON:
 
 def _send_document(fake: FakeBotAPI, bot: BotState, p: JSON) -> JSON:
     chat = fake._chat(p.get("chat_id"))
-    thread_id = fake._thread(chat, p)
+    thread_id = fake._thread_for(chat, p)
     markup = _check_markup(p.get("reply_markup"))
     caption, entities = fake._render(
         p.get("caption"), p.get("parse_mode"), p.get("caption_entities"), caption=True
@@ -1569,7 +1588,11 @@ def _create_forum_topic(fake: FakeBotAPI, bot: BotState, p: JSON) -> JSON:
     # The thread id is the id of the "topic created" service message.
     thread_id = fake._new_message_id(chat.id)
     topics[thread_id] = ForumTopic(name, int(p.get("icon_color") or 7322096))
-    return {"message_thread_id": thread_id, "name": name, "icon_color": topics[thread_id].icon_color}
+    return {
+        "message_thread_id": thread_id,
+        "name": name,
+        "icon_color": topics[thread_id].icon_color,
+    }
 
 
 def _edit_forum_topic(fake: FakeBotAPI, bot: BotState, p: JSON) -> bool:

@@ -88,6 +88,7 @@ class DockerEngine:
         self.timeout = timeout
         self._client: Any = None  # docker.DockerClient
         self._lock = asyncio.Lock()
+        self._probe_lock = asyncio.Lock()
         self._timeout_wrapper: dict[str, bool] = {}
 
     def __repr__(self) -> str:
@@ -131,11 +132,16 @@ class DockerEngine:
             cert = None
             if self.tls.client_cert is not None and self.tls.client_key is not None:
                 cert = (str(self.tls.client_cert), str(self.tls.client_key))
-            verify: bool | str = self.tls.verify
-            if self.tls.verify and self.tls.ca_cert is not None:
-                verify = str(self.tls.ca_cert)
-            tls = docker.tls.TLSConfig(client_cert=cert, verify=verify)
+            ca = str(self.tls.ca_cert) if self.tls.ca_cert is not None else None
+            try:
+                tls = docker.tls.TLSConfig(client_cert=cert, ca_cert=ca, verify=self.tls.verify)
+            except docker.errors.TLSParameterError as exc:
+                raise ExecutorError(
+                    f"Docker engine {self.name}: bad TLS settings: {_describe(exc)}"
+                ) from None
         try:
+            if url.startswith("unix://"):
+                _probe_unix_socket(url.removeprefix("unix://"), self.timeout)
             return docker.DockerClient(
                 base_url=url, tls=tls, timeout=max(1, math.ceil(self.timeout))
             )
@@ -209,7 +215,12 @@ class DockerEngine:
     async def has_timeout_wrapper(self, container: str) -> bool:
         """Whether ``timeout -s KILL N`` works in the container (probed once, then cached)."""
         known = self._timeout_wrapper.get(container)
-        if known is None:
+        if known is not None:
+            return known
+        async with self._probe_lock:
+            known = self._timeout_wrapper.get(container)
+            if known is not None:
+                return known
             result = await self._exec(container, ["timeout", "-s", "KILL", "5", "true"], None,
                                       deadline_in=10.0)  # fmt: skip
             known = result.exit_status == 0
@@ -318,6 +329,18 @@ def _exec_blocking(
             break
         time.sleep(0.01)
     return ExecResult(exit_code, out, err, time.monotonic() - started)
+
+
+def _probe_unix_socket(path: str, timeout: float) -> None:
+    """Connect once and close, raising OSError if nobody listens.
+
+    docker 7.1's ``UnixHTTPConnection.connect`` leaks its socket when the connect fails (a
+    ResourceWarning at garbage collection); checking first keeps the common failure, a wrong
+    or dead socket at startup, clean.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path if path.startswith("/") else "/" + path)
 
 
 def _feed(sock: socket.socket, data: bytes) -> None:

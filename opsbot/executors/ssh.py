@@ -4,10 +4,16 @@ One connection per host, opened lazily and shared by every concurrent caller; a 
 semaphore bounds how many commands run on it at once (OpenSSH's ``MaxSessions`` is 10 by
 default). Host keys are verified against known_hosts unless a host explicitly opts out.
 
-The remote command string is ``shlex.join(argv)``: every element is one quoted word, so chat
-text can never become shell syntax. A deadline is enforced twice: locally by signalling and
-closing the channel, and remotely by wrapping the argv in ``timeout -k 2 N`` with
-N = ceil(timeout) + 1, so the remote process dies even if the SSH signal is not honoured.
+The remote command string is ``exec `` + ``shlex.join(argv)``: every element is one quoted word,
+so chat text can never become shell syntax. A deadline is enforced twice:
+
+* remotely, by wrapping the argv in ``timeout -k 2 N`` with N = ceil(timeout) + 1, so the
+  process dies even if the client vanishes or the SSH signal is not honoured;
+* locally, by sending TERM then KILL through the channel and closing it. OpenSSH (>= 7.9)
+  delivers a channel signal with ``killpg`` to the session's process group. ``exec`` matters
+  here: without it the login shell stays the group leader and coreutils ``timeout`` moves
+  the command into a group of its own, out of the signal's reach; with it ``timeout`` *is*
+  the session leader (its ``setpgid`` fails harmlessly) and the whole tree gets the signal.
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds the remote ``timeout`` waits after its signal before it sends KILL.
 REMOTE_KILL_AFTER = 2
-#: Seconds to wait for the remote side to exit after the local deadline signalled it.
-SIGNAL_GRACE = 1.0
+#: Seconds to wait for the remote side to exit after each signal (TERM, then KILL).
+SIGNAL_GRACE = 0.5
 
 # Failures that mean "the connection is gone" rather than "the command failed".
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -128,6 +134,9 @@ class SSHPool:
                 return conn
             state.conn = None
             conn = await self._connect(host)
+            if self._closed:  # closed while we were connecting
+                conn.close()
+                raise ExecutorError("the SSH pool is closed")
             state.conn = conn
             return conn
 
@@ -259,7 +268,7 @@ class SSHExecutor:
         return f"SSHExecutor({self.host.name}={self.host.username}@{self.host.address})"
 
     def command(self, argv: Sequence[str], timeout: float) -> str:
-        """The exact command string sent to the remote shell."""
+        """The exact command string sent to the remote login shell."""
         args = [str(a) for a in argv]
         if not args:
             raise ValueError("argv must not be empty")
@@ -268,7 +277,7 @@ class SSHExecutor:
             # remote timer is the backstop, so a timeout is never reported as exit 124.
             secs = math.ceil(timeout) + 1
             args = ["timeout", "-k", str(REMOTE_KILL_AFTER), str(secs), *args]
-        return shlex.join(args)
+        return "exec " + shlex.join(args)
 
     async def run(
         self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None
@@ -347,20 +356,25 @@ class SSHExecutor:
         )
 
     async def _stop(self, process: Any, tasks: Sequence[asyncio.Future[None]]) -> None:
-        """End the remote process: signal it, give it a moment, then close the channel.
+        """End the remote process group: TERM, a moment, KILL, a moment, close the channel.
 
-        With the ``timeout`` wrapper the signal is TERM: the wrapper (coreutils) forwards it to
-        the command's whole process group and sends KILL itself 2 s later, whereas a KILL
-        would end only the wrapper and orphan the command. Without the wrapper only KILL is
-        sure to end the command (its children may survive: that is what the wrapper is for).
+        sshd delivers the signal to the whole process group (see the module docstring); with
+        the ``timeout`` wrapper a TERM is also forwarded by it, followed by its own KILL.
         """
-        with contextlib.suppress(OSError, asyncssh.Error):
-            process.send_signal("TERM" if self.host.remote_timeout_wrapper else "KILL")
         try:
-            async with asyncio.timeout(SIGNAL_GRACE):
-                await process.wait_closed()
-        except _START_ERRORS:
-            pass
+            for sig in ("TERM", "KILL"):
+                try:
+                    process.send_signal(sig)
+                except (OSError, asyncssh.Error):
+                    break  # channel already closed
+                try:
+                    async with asyncio.timeout(SIGNAL_GRACE):
+                        await process.wait_closed()
+                    break
+                except TimeoutError:
+                    continue
+                except _CONNECTION_ERRORS:
+                    break
         finally:
             process.close()
             for task in tasks:

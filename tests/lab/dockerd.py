@@ -89,9 +89,30 @@ def _raw_ping(sock: Path) -> bool:
         return status_line.split(b" ")[1:2] == [b"200"]
 
 
+def _has_interpreter(path: Path) -> bool:
+    """True if the ELF64 file at `path` has a PT_INTERP header (is dynamically linked)."""
+    with path.open("rb") as f:
+        header = f.read(64)
+        phoff = int.from_bytes(header[0x20:0x28], "little")
+        phentsize = int.from_bytes(header[0x36:0x38], "little")
+        phnum = int.from_bytes(header[0x38:0x3A], "little")
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    pt_interp = 3
+    return any(
+        int.from_bytes(table[i : i + 4], "little") == pt_interp
+        for i in range(0, len(table), phentsize)
+    )
+
+
 def _rootfs_tar(root: Path, version: str) -> bytes:
     """A tarball of a minimal busybox rootfs with /VERSION = `version`."""
     busybox = require_binary("busybox", "busybox-static")
+    if _has_interpreter(Path(busybox)):
+        raise LabError(
+            f"{busybox} is dynamically linked and cannot run in a bare image: install the "
+            "Debian package 'busybox-static' (apt-get install -y busybox-static)"
+        )
     bin_dir = root / "bin"
     bin_dir.mkdir(parents=True)
     shutil.copy2(busybox, bin_dir / "busybox")

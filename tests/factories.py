@@ -1,0 +1,108 @@
+"""Builders shared by the tests: people, chats, configs, and a running opsbot to chat with."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from opsbot.app import AnyApplication, build_application
+from opsbot.config import Settings, load_config
+from opsbot.services import Services
+from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage, User
+
+OPSBOT_TOKEN = "7000000001:AAopsbotTESTtokenXXXXXXXXXXXXXXXXXXX"
+OPSBOT_USERNAME = "opsbot_test_bot"
+OPERATED_TOKEN = "7000000002:AAoperatedBOTtokenYYYYYYYYYYYYYYYYYY"
+OPERATED_USERNAME = "quiz_prod_bot"
+
+ALICE = User(1001, "Alice", "alice")  # admin
+BOB = User(1002, "Bob", "bob")  # admin
+VIC = User(1003, "Vic", "vic")  # viewer
+OSCAR = User(1004, "Oscar", "oscar")  # operator
+STRANGER = User(6666, "Mallory", "mallory")
+
+OPS = Chat(-1001000000100, "supergroup", "ops")
+INCIDENTS = Chat(-1001000000200, "supergroup", "incidents")
+FOREIGN = Chat(-1001000000999, "supergroup", "someone else's group")
+
+PEOPLE = [
+    {"id": ALICE.id, "name": "alice", "role": "admin"},
+    {"id": BOB.id, "name": "bob", "role": "admin"},
+    {"id": VIC.id, "name": "vic", "role": "viewer"},
+    {"id": OSCAR.id, "name": "oscar", "role": "operator"},
+]
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Settings:
+    """Write the YAML file a user would write, and load it the way opsbot does."""
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_config(path)
+
+
+def base_config(fake: FakeBotAPI, data_dir: Path) -> dict[str, Any]:
+    return {
+        "telegram": {
+            "token": OPSBOT_TOKEN,
+            "api_url": fake.url,
+            "ops_chat_id": OPS.id,
+            "incident_chat_id": INCIDENTS.id,
+            "poll_timeout": 1,
+        },
+        "people": PEOPLE,
+        "data_dir": str(data_dir),
+        "endpoints": {},
+        "targets": {},
+    }
+
+
+@dataclass
+class ChatSession:
+    """A running opsbot and the fake Bot API it talks to: the test is the chat."""
+
+    fake: FakeBotAPI
+    app: AnyApplication
+    services: Services
+
+    def send(self, text: str, user: User = ALICE, chat: Chat = OPS) -> dict[str, Any]:
+        return self.fake.send_text(OPSBOT_TOKEN, chat, user, text)
+
+    async def ask(
+        self, text: str, user: User = ALICE, chat: Chat = OPS, timeout: float = 20.0
+    ) -> FakeMessage:
+        """Send a message and wait for opsbot's next message in that chat."""
+        sent = self.send(text, user, chat)
+        return await self.fake.wait_for_message(
+            chat.id, timeout=timeout, after_message_id=sent["message_id"], token=OPSBOT_TOKEN
+        )
+
+    def tap(self, message: FakeMessage, data: str, user: User = ALICE, chat: Chat = OPS) -> str:
+        return self.fake.tap_button(OPSBOT_TOKEN, chat, user, message.message_id, data)
+
+    def bot_messages(self, chat: Chat = OPS) -> list[FakeMessage]:
+        return self.fake.bot_messages(chat.id, OPSBOT_TOKEN)
+
+
+@contextlib.asynccontextmanager
+async def running_opsbot(fake: FakeBotAPI, settings: Settings) -> AsyncIterator[ChatSession]:
+    """Start opsbot exactly as ``run_polling`` would (post_init included), then stop it."""
+    services = Services.build(settings)
+    app = build_application(settings, services)
+    await app.initialize()
+    assert app.post_init is not None
+    await app.post_init(app)
+    await app.start()
+    assert app.updater is not None
+    await app.updater.start_polling(poll_interval=0.0, timeout=1)
+    try:
+        yield ChatSession(fake, app, services)
+    finally:
+        await app.updater.stop()
+        await app.stop()
+        await app.shutdown()
+        assert app.post_shutdown is not None
+        await app.post_shutdown(app)
