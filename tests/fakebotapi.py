@@ -731,6 +731,8 @@ class FakeBotAPI:
         times: int = 1,
     ) -> None:
         """Answer the next ``times`` calls of ``method`` (any bot) with this error."""
+        if error_code == 429 and retry_after is None:
+            retry_after = 1
         error = TelegramAPIError(error_code, description, retry_after)
         with self._cond:
             self._failures.setdefault(method.lower(), deque()).extend([error] * times)
@@ -956,9 +958,8 @@ class FakeBotAPI:
         """The last calls, for failure messages (getUpdates polls are only counted)."""
         calls = self.calls
         polls = sum(c.method == "getUpdates" for c in calls)
-        lines = [f"  {c.method} {c.params!r:.300}" for c in calls if c.method != "getUpdates"][
-            -last:
-        ]
+        shown = [c for c in calls if c.method != "getUpdates"][-last:]
+        lines = [f"  {c.method} {c.params!r:.300}" for c in shown]
         return f"last calls ({polls} getUpdates not shown):\n" + ("\n".join(lines) or "  (none)")
 
     # ---- HTTP plumbing

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -81,9 +82,11 @@ def subject(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
             name="lab", host=server.host, port=server.port, username=server.username,
             client_keys=(server.client_key,), known_hosts=server.known_hosts,
         )  # fmt: skip
-        canary = server.canary_dir / uuid.uuid4().hex[:8]
+        # Our own dir beside the lab's shared canary_dir, which other tests expect empty.
+        canary = server.workdir / f"canary-{uuid.uuid4().hex[:8]}"
         canary.mkdir()
         canary.chmod(0o777)
+        request.addfinalizer(lambda: shutil.rmtree(canary, ignore_errors=True))
         return Subject("ssh", pool.executor(host), str(canary))
     engine: DockerEngine = request.getfixturevalue("docker_engine")
     container: str = request.getfixturevalue("exec_container")

@@ -76,7 +76,7 @@ async def test_host_key_not_in_known_hosts_is_refused(
     else:
         known_hosts = tmp_path / "known_hosts_empty"
         known_hosts.write_text("")
-    canary = sshd_server.canary_dir / f"hostkey-{uuid.uuid4().hex[:8]}"
+    canary = sshd_server.workdir / f"hostkey-{uuid.uuid4().hex[:8]}"
     executor = pool.executor(lab_host(sshd_server, known_hosts=known_hosts))
     with pytest.raises(HostKeyError) as caught:
         await executor.run(["touch", str(canary)], timeout=10)
@@ -256,3 +256,4 @@ async def test_forward_unix_socket_is_reused(pool: SSHPool, sshd_server: SSHServ
     finally:
         server.close()
         await server.wait_closed()
+        remote.unlink(missing_ok=True)

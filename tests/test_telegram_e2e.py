@@ -440,12 +440,13 @@ async def test_shell_injection_payloads_execute_nothing(
     chat: ChatSession, sshd_server: SSHServer, payload: str
 ) -> None:
     canary = sshd_server.canary_dir / "pwned"
+    before = set(sshd_server.canary_dir.iterdir())
     text = payload.format(c=canary)
     for command in (f"/logs sshbot {text}", f"/logs sshbot 5 {text}", f"/health {text}"):
         reply = await chat.ask(command, chat=ALICE_PRIVATE)
         assert reply.text is not None
     assert not canary.exists()
-    assert list(sshd_server.canary_dir.iterdir()) == []
+    assert set(sshd_server.canary_dir.iterdir()) == before
 
 
 # --------------------------------------------------------------------------- failures
