@@ -39,7 +39,7 @@ def build_application(settings: Settings, services: Services | None = None) -> A
         )
     services = services or Services.build(settings)
 
-    async def heartbeat(context: object) -> None:
+    async def heartbeat(context: object = None) -> None:
         """Proof of a live event loop, for the container's HEALTHCHECK."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         (settings.data_dir / "heartbeat").touch()
@@ -47,7 +47,8 @@ def build_application(settings: Settings, services: Services | None = None) -> A
     async def post_init(application: AnyApplication) -> None:
         await publish_commands(application, settings)
         assert application.job_queue is not None  # the job-queue extra is a dependency
-        application.job_queue.run_repeating(heartbeat, interval=30, first=0)
+        await heartbeat()
+        application.job_queue.run_repeating(heartbeat, interval=30, first=30)
         log.info("opsbot is up as @%s", application.bot.username)
 
     async def post_shutdown(application: AnyApplication) -> None:

@@ -29,7 +29,7 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
         MASK,
     ),
     # Telegram bot tokens: 123456789:AA... (35 characters after the colon).
-    (re.compile(r"\b\d{6,12}:[A-Za-z0-9_-]{30,40}\b"), MASK),
+    (re.compile(r"(?<!\d)\d{6,12}:[A-Za-z0-9_-]{30,40}(?![A-Za-z0-9_-])"), MASK),
     # AWS access key ids.
     (re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b"), MASK),
     # Authorization headers and bearer tokens.

@@ -1,0 +1,116 @@
+"""Configuration: YAML + environment, secrets from files, errors that name field and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from opsbot.config import ComposeTarget, Role, load_config
+from opsbot.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_example_and_local_configs_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPSBOT_TELEGRAM__TOKEN", "123456:" + "A" * 35)
+    example = load_config(REPO / "config" / "opsbot.example.yaml")
+    kinds = {t.kind for t in example.targets.values()}
+    assert {"pm2", "systemd", "compose", "container", "k8s", "command"} <= kinds
+    assert {p.role for p in example.people} == {Role.admin, Role.operator, Role.viewer}
+    monkeypatch.delenv("OPSBOT_TELEGRAM__TOKEN")
+    local = load_config(REPO / "config" / "local.yaml")
+    assert local.telegram.token is None
+    assert all(t.endpoint == "local" for t in local.targets.values())
+
+
+def test_errors_name_the_field_and_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "telegram:\n"
+        "  api_url: ftp://nope\n"
+        "endpoints:\n"
+        "  vps: {type: ssh, host: h}\n"
+        "targets:\n"
+        "  quizbot:\n"
+        "    kind: compose\n"
+        "    endpoint: vps\n"
+        "    service: bot\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert f"{path}, line 2: telegram.api_url: must start with http:// or https://" in message
+    assert f"{path}, line 4: endpoints.vps.user: Field required" in message
+    assert f"{path}, line 6: targets.quizbot.file: Field required" in message
+    assert "Traceback" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("targets: [1, 2", "not valid YAML"),
+        ("- just\n- a list\n", "the top level must be a mapping"),
+        ("targets:\n  Bad Name!: {kind: command, actions: {status: [true]}}\n", "targets.Bad"),
+        ("targets:\n  x: {kind: container}\n", "needs a docker endpoint"),
+        ("targets:\n  x: {kind: command, endpoint: nowhere, actions: {status: [a]}}\n", "unknown"),
+        ("targets:\n  x: {kind: command}\n", "needs actions.status or at least one check"),
+        ("people: [{id: 1, name: a}, {id: 1, name: b}]\n", "listed twice"),
+        ("surprise: 1\n", "surprise: Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_files_are_refused_clearly(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=None) as caught:
+        load_config(path)
+    assert expected in str(caught.value)
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("telegram:\n  ops_chat_id: -1\n  api_url: http://file.example\n")
+    monkeypatch.setenv("OPSBOT_TELEGRAM__OPS_CHAT_ID", "-100200300")
+    monkeypatch.setenv("OPSBOT_TELEGRAM__TOKEN", "42:from-env-secret")
+    settings = load_config(path)
+    assert settings.telegram.ops_chat_id == -100200300
+    assert settings.telegram.api_url == "http://file.example"
+    assert settings.telegram.token is not None
+    assert settings.telegram.token.get_secret_value() == "42:from-env-secret"
+    assert "from-env-secret" not in repr(settings)
+    assert "from-env-secret" not in str(settings.telegram)
+
+
+def test_secrets_come_from_files_and_are_collected_for_redaction(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("99:file-secret-value\n")
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"telegram:\n  token_file: {tmp_path / 'token'}\n"
+        "targets:\n"
+        "  bot:\n"
+        "    kind: command\n"
+        "    checks: [{type: telegram, token: '77:inline-check-token'}]\n"
+    )
+    settings = load_config(path)
+    assert settings.telegram.token is not None
+    assert settings.telegram.token.get_secret_value() == "99:file-secret-value"
+    assert sorted(settings.secrets()) == ["77:inline-check-token", "99:file-secret-value"]
+
+
+def test_a_missing_secret_file_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"telegram:\n  token_file: {tmp_path / 'absent'}\n")
+    with pytest.raises(ConfigError, match="token_file: cannot read"):
+        load_config(path)
+
+
+def test_compose_defaults_and_schema() -> None:
+    from opsbot.config import json_schema
+
+    schema = json_schema()
+    assert "targets" in schema["properties"]
+    assert json.dumps(schema)  # serialisable for editors
+    target = ComposeTarget(kind="compose", file="/srv/x.yml", service="bot")
+    assert target.compose_command == ["docker", "compose"]
+    assert target.endpoint == "local"
