@@ -462,3 +462,22 @@ async def test_a_failure_is_reported_to_admins_with_an_id_and_no_traceback(
     )
     assert notice.text is not None and "error id" in notice.text
     assert "Traceback" not in notice.text
+
+
+async def test_inline_queries_and_channel_posts_execute_nothing(
+    chat: ChatSession, canary: Path
+) -> None:
+    canary.unlink(missing_ok=True)
+    query = chat.fake.inline_query(OPSBOT_TOKEN, STRANGER, "/health")
+    await chat.fake.wait_for_call(
+        "answerInlineQuery", lambda c: c.params["inline_query_id"] == query["id"]
+    )
+    answer = chat.fake.inline_answers(query["id"])
+    assert answer is not None and answer["results"] == []
+    channel = Chat(-1001000000777, "channel", "announcements")
+    chat.fake.channel_post(OPSBOT_TOKEN, channel, "/health")
+    await asyncio.sleep(0.5)
+    assert not canary.exists()
+    assert chat.fake.bot_messages(channel.id, OPSBOT_TOKEN) == []
+    kinds = [e.get("kind") for e in chat.services.audit.entries() if e["event"] == "refused"]
+    assert "inline_query" in kinds and "channel_post" in kinds
