@@ -229,6 +229,65 @@ class CommandCheck(_Model):
 
 Check = Annotated[HttpCheck | TcpCheck | TelegramCheck | CommandCheck, Field(discriminator="type")]
 
+# --------------------------------------------------------------------------- backups
+
+
+class _BackupBase(_Model):
+    remote_dir: str = Field(
+        default="/var/backups/opsbot", description="Where dumps are written on the endpoint."
+    )
+    keep: Annotated[int, Field(ge=1, le=1000)] = Field(default=7, description="Newest N kept.")
+    copy_local: bool = Field(
+        default=True, description="Also copy each backup to opsbot's own backups directory."
+    )
+    send_max_bytes: Annotated[int, Field(ge=0, le=50_000_000)] = Field(
+        default=0, description="Send backups up to this size to the chat as documents (0: never)."
+    )
+    shrink_warning: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.5, description="Flag a backup smaller than this fraction of the previous one."
+    )
+    timeout: Seconds = 600.0
+
+
+class PostgresBackup(_BackupBase):
+    """pg_dump -Fc, verified with pg_restore --list. Credentials: the host's .pgpass/peer."""
+
+    type: Literal["postgres"]
+    database: str
+    host: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    user: str | None = None
+    pg_dump: Argv = Field(default_factory=lambda: ["pg_dump"])
+    pg_restore: Argv = Field(default_factory=lambda: ["pg_restore"])
+
+
+class SQLiteBackup(_BackupBase):
+    """sqlite3 .backup (online), verified with PRAGMA integrity_check."""
+
+    type: Literal["sqlite"]
+    path: str
+    sqlite3: Argv = Field(default_factory=lambda: ["sqlite3"])
+
+
+class RedisBackup(_BackupBase):
+    """BGSAVE, then a copy of the dump file once LASTSAVE moves."""
+
+    type: Literal["redis"]
+    dump_path: str = Field(description="The server's RDB file, e.g. /var/lib/redis/dump.rdb.")
+    redis_cli: Argv = Field(default_factory=lambda: ["redis-cli"])
+
+
+class FilesBackup(_BackupBase):
+    """A tar.gz of the given paths."""
+
+    type: Literal["files"]
+    paths: Annotated[list[str], Field(min_length=1)]
+
+
+Backup = Annotated[
+    PostgresBackup | SQLiteBackup | RedisBackup | FilesBackup, Field(discriminator="type")
+]
+
 # --------------------------------------------------------------------------- targets
 
 
@@ -252,6 +311,10 @@ class _TargetBase(_Model):
     log_file: str | None = Field(default=None, description="Tail this file for /logs instead.")
     actions: Actions = Actions()
     timeout: Seconds = Field(default=15.0, description="Budget for all of this target's checks.")
+    backups: list[Backup] = Field(default_factory=list)
+    verify_deadline: Seconds = Field(
+        default=60.0, description="After restart/rollback, how long to wait for healthy."
+    )
 
 
 class ContainerTarget(_TargetBase):
@@ -306,6 +369,35 @@ Target = Annotated[
 # --------------------------------------------------------------------------- the whole file
 
 
+class ApprovalPolicy(_Model):
+    """Which actions need approval, and by how many admins other than the requester."""
+
+    required: Annotated[int, Field(ge=1, le=5)] = Field(
+        default=1, description="Distinct approvers needed besides the requester."
+    )
+    allow_self_approval: bool = Field(
+        default=False, description="A single-admin team may approve its own requests."
+    )
+    ttl: Seconds = Field(default=600.0, description="Unapproved requests expire after this.")
+    restart: bool = True
+    rollback: bool = True
+    restore: bool = True
+    backup: bool = Field(default=False, description="Backups are not destructive by default.")
+
+
+class StoreSettings(_Model):
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: SecretStr | None = Field(default=None, description="redis://host:6379/0")
+    redis_url_file: Path | None = None
+    prefix: str = Field(default="opsbot", description="Key prefix in Redis.")
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> StoreSettings:
+        if self.backend == "redis" and self.redis_url is None:
+            raise ValueError("the redis backend needs redis_url (or redis_url_file)")
+        return self
+
+
 class Limits(_Model):
     max_log_lines: Annotated[int, Field(ge=1, le=10000)] = 10000
     default_log_lines: Annotated[int, Field(ge=1, le=10000)] = 100
@@ -337,6 +429,8 @@ class Settings(BaseSettings):
     endpoints: dict[Name, Endpoint] = Field(default_factory=dict)
     targets: dict[Name, Target] = Field(default_factory=dict)
     limits: Limits = Limits()
+    approvals: ApprovalPolicy = ApprovalPolicy()
+    store: StoreSettings = StoreSettings()
     data_dir: Path = Field(default=Path("./data"), description="Where opsbot keeps its own files.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -468,7 +562,8 @@ def _without_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     """Drop the tag pydantic adds inside a discriminated union (``targets.x.compose.file``)."""
     kept: list[str | int] = []
     for part in loc:
-        if len(kept) >= 2 and kept[-2] in ("endpoints", "targets", "checks") and part in _TAGS:
+        containers = ("endpoints", "targets", "checks", "backups")
+        if len(kept) >= 2 and kept[-2] in containers and part in _TAGS:
             continue
         kept.append(part)
     return tuple(kept)
@@ -477,6 +572,7 @@ def _without_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
 _TAGS = {
     "ssh", "docker", "local", "http", "tcp", "telegram", "command",
     "container", "compose", "systemd", "pm2", "k8s",
+    "postgres", "sqlite", "redis", "files",
 }  # fmt: skip
 
 
