@@ -1,0 +1,242 @@
+"""One contract suite for both store backends: SQLite on a temp file, Redis on a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from pydantic import SecretStr
+
+from opsbot.config import Settings, StoreSettings
+from opsbot.store import Store, Versioned
+from opsbot.store.factory import open_store
+from opsbot.store.redis import RedisStore
+from opsbot.store.sqlite import SQLiteStore
+
+TTL = 0.3
+PAST_TTL = 0.45
+
+OpenStore = Callable[[], Store]
+
+
+@pytest_asyncio.fixture(params=["sqlite", "redis"])
+async def open_another(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Opens another store over the same data: a restart, or a second replica."""
+    if request.param == "sqlite":
+        path = tmp_path / "state" / "opsbot.sqlite3"
+
+        def factory() -> Store:
+            return SQLiteStore(path)
+    else:
+        url = request.getfixturevalue("redis_server").url
+        prefix = f"test-{uuid.uuid4().hex}"
+
+        def factory() -> Store:
+            return RedisStore(url, prefix)
+
+    opened: list[Store] = []
+
+    def open_tracked() -> Store:
+        opened.append(factory())
+        return opened[-1]
+
+    yield open_tracked
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+def store(open_another: OpenStore) -> Store:
+    return open_another()
+
+
+# --------------------------------------------------------------------------- documents
+
+
+async def test_create_only_if_absent(store: Store) -> None:
+    assert await store.create("ns", "a", {"n": 1})
+    assert not await store.create("ns", "a", {"n": 2})
+    stored = await store.get("ns", "a")
+    assert stored is not None and stored.value == {"n": 1}
+    assert await store.get("ns", "missing") is None
+    assert await store.get("other", "a") is None
+
+
+async def test_put_get_round_trip_and_versions_grow(store: Store) -> None:
+    value = {"text": "héllo", "list": [1, 2.5, None, True], "nested": {"x": "y"}}
+    first = await store.put("ns", "a", value)
+    stored = await store.get("ns", "a")
+    assert stored is not None and stored.value == value and stored.version == first
+    second = await store.put("ns", "a", {"n": 2})
+    assert second > first
+    assert await store.get("ns", "a") == Versioned({"n": 2}, second)
+
+
+async def test_swap_wins_once_from_a_version(store: Store) -> None:
+    version = await store.put("ns", "a", {"state": "pending"})
+    new = await store.swap("ns", "a", version, {"state": "approved"})
+    assert new is not None and new > version
+    assert await store.swap("ns", "a", version, {"state": "denied"}) is None
+    stored = await store.get("ns", "a")
+    assert stored is not None and stored.value == {"state": "approved"} and stored.version == new
+    assert await store.swap("ns", "missing", version, {}) is None
+
+
+async def test_concurrent_swaps_exactly_one_wins(store: Store) -> None:
+    version = await store.put("ns", "a", {"winner": None})
+    results = await asyncio.gather(
+        *(store.swap("ns", "a", version, {"winner": i}) for i in range(100))
+    )
+    winners = [i for i, result in enumerate(results) if result is not None]
+    assert len(winners) == 1
+    stored = await store.get("ns", "a")
+    assert stored is not None and stored.value == {"winner": winners[0]}
+
+
+async def test_two_instances_swap_exactly_once(open_another: OpenStore) -> None:
+    """Two replicas on one Redis (or two connections on one SQLite file)."""
+    one, two = open_another(), open_another()
+    version = await one.put("ns", "a", {"winner": None})
+    results = await asyncio.gather(
+        *(
+            replica.swap("ns", "a", version, {"winner": i})
+            for i in range(50)
+            for replica in (one, two)
+        )
+    )
+    assert sum(result is not None for result in results) == 1
+
+
+async def test_delete(store: Store) -> None:
+    await store.put("ns", "a", {})
+    assert await store.delete("ns", "a")
+    assert not await store.delete("ns", "a")
+    assert await store.get("ns", "a") is None
+    assert await store.create("ns", "a", {})
+
+
+async def test_scan_lists_live_documents_of_the_namespace(store: Store) -> None:
+    va = await store.put("ns", "a", {"k": "a"})
+    vb = await store.put("ns", "b", {"k": "b"}, ttl=60)
+    await store.put("ns", "gone", {})
+    await store.delete("ns", "gone")
+    await store.put("other", "c", {})
+    found = await store.scan("ns")
+    assert found.keys() == {"a", "b"}
+    assert (found["a"].value, found["a"].version) == ({"k": "a"}, va)
+    assert found["b"].version == vb
+    assert await store.scan("empty") == {}
+
+
+# --------------------------------------------------------------------------- expiry
+
+
+async def test_documents_expire(store: Store) -> None:
+    """All ttl cases share one sleep to keep the suite fast."""
+    assert await store.create("ns", "expiring", {}, ttl=TTL)
+    v_kept = await store.put("ns", "kept", {}, ttl=TTL)
+    assert await store.swap("ns", "kept", v_kept, {"swapped": True}) is not None  # keeps ttl
+    v_extended = await store.put("ns", "extended", {}, ttl=TTL)
+    assert await store.swap("ns", "extended", v_extended, {}, ttl=60) is not None
+    await store.put("ns", "persisted", {}, ttl=TTL)
+    await store.put("ns", "persisted", {})  # put without ttl drops the old one
+    v_stale = await store.put("ns", "stale", {}, ttl=TTL)
+
+    await asyncio.sleep(PAST_TTL)
+
+    for key in ("expiring", "kept", "stale"):
+        assert await store.get("ns", key) is None, key
+    assert (await store.scan("ns")).keys() == {"extended", "persisted"}
+    assert await store.swap("ns", "stale", v_stale, {}) is None
+    assert not await store.delete("ns", "stale")
+    assert await store.create("ns", "expiring", {"again": True})
+    stored = await store.get("ns", "expiring")
+    assert stored is not None and stored.value == {"again": True}
+
+
+# --------------------------------------------------------------------------- logs
+
+
+async def test_append_and_tail_newest_first(store: Store) -> None:
+    assert await store.tail("log", "a", 5) == []
+    for i in range(5):
+        await store.append("log", "a", {"i": i})
+    await store.append("log", "b", {"i": 99})
+    assert await store.tail("log", "a", 3) == [{"i": 4}, {"i": 3}, {"i": 2}]
+    assert await store.tail("log", "a", 100) == [{"i": i} for i in (4, 3, 2, 1, 0)]
+    assert await store.tail("log", "a", 0) == []
+
+
+async def test_append_keep_caps_the_log(store: Store) -> None:
+    for i in range(10):
+        await store.append("log", "capped", {"i": i}, keep=3)
+    assert await store.tail("log", "capped", 10) == [{"i": 9}, {"i": 8}, {"i": 7}]
+    with pytest.raises(ValueError):
+        await store.append("log", "capped", {}, keep=0)
+
+
+# --------------------------------------------------------------------------- locks
+
+
+async def test_lock_acquire_release(store: Store) -> None:
+    assert await store.acquire("target:web", "replica-1", 60) is None
+    assert await store.acquire("target:web", "replica-2", 60) == "replica-1"
+    assert await store.acquire("target:web", "replica-1", 60) is None  # renews
+    assert not await store.release("target:web", "replica-2")
+    assert await store.acquire("target:db", "replica-2", 60) is None  # other names are free
+    assert await store.release("target:web", "replica-1")
+    assert not await store.release("target:web", "replica-1")
+    assert await store.acquire("target:web", "replica-2", 60) is None
+
+
+async def test_lock_lease_expires(store: Store) -> None:
+    assert await store.acquire("lease", "dead", TTL) is None
+    assert await store.acquire("renewed", "alive", TTL) is None
+    await asyncio.sleep(TTL / 2)
+    assert await store.acquire("renewed", "alive", 60) is None
+    await asyncio.sleep(PAST_TTL - TTL / 2)
+    assert not await store.release("lease", "dead")
+    assert await store.acquire("lease", "new", 60) is None
+    assert await store.acquire("renewed", "other", 60) == "alive"
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+async def test_data_survives_reopening(open_another: OpenStore) -> None:
+    first = open_another()
+    version = await first.put("ns", "a", {"n": 1})
+    await first.append("log", "a", {"i": 1})
+    assert await first.acquire("lock", "me", 60) is None
+    await first.close()
+
+    again = open_another()
+    stored = await again.get("ns", "a")
+    assert stored is not None and stored.value == {"n": 1} and stored.version == version
+    assert await again.put("ns", "b", {}) > version
+    assert await again.tail("log", "a", 10) == [{"i": 1}]
+    assert await again.acquire("lock", "other", 60) == "me"
+
+
+async def test_invalid_ttl_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError):
+        await store.put("ns", "a", {}, ttl=0)
+    with pytest.raises(ValueError):
+        await store.acquire("lock", "me", -1)
+
+
+async def test_factory_picks_the_configured_backend(tmp_path: Path) -> None:
+    sqlite = open_store(Settings(data_dir=tmp_path))
+    assert isinstance(sqlite, SQLiteStore)
+    assert sqlite.path == tmp_path / "opsbot.sqlite3"
+    assert not sqlite.path.exists()  # nothing is opened before the first call
+
+    url = SecretStr("redis://127.0.0.1:1/0")  # nothing listens there: it must not connect
+    backend = StoreSettings(backend="redis", redis_url=url, prefix="p")
+    redis = open_store(Settings(data_dir=tmp_path, store=backend))
+    assert isinstance(redis, RedisStore) and redis.prefix == "p"
+    await redis.close()
