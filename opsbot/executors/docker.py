@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
+import posixpath
 import socket
 import struct
+import tarfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +32,7 @@ import docker.tls
 from opsbot.errors import ExecutorError
 from opsbot.executors import ExecResult
 from opsbot.executors.ssh import SSHHost, SSHPool
+from opsbot.executors.transfer import CHUNK_SIZE, TransferError, temp_beside
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +216,110 @@ class DockerEngine:
         except docker.errors.NotFound:
             raise ExecutorError(f"Docker engine {self.name}: no container {name!r}") from None
 
+    async def image_id(self, ref: str) -> str | None:
+        """The id (``sha256:…``) an image reference resolves to on this engine, or None."""
+        client = await self.client()
+        try:
+            attrs = await self._call(f"inspect image {ref}", client.api.inspect_image, ref)
+        except docker.errors.NotFound:
+            return None
+        return str(attrs["Id"])
+
+    async def recreate_with_image(
+        self, name: str, image: str, *, stop_timeout: float = 10.0
+    ) -> None:
+        """Replace the container ``name`` by one running ``image``, keeping its settings.
+
+        Kept: name, env, cmd/entrypoint (only where they were set on the container rather than
+        inherited from its old image), labels, user, working dir, exposed ports, healthcheck,
+        and the whole host config (binds, mounts, port bindings, network mode, restart policy,
+        init...), anonymous volumes (re-attached by name) and user-defined networks.
+
+        Steps: create the new container under a temporary name, stop the old one, rename it
+        ``{name}-opsbot-old-{ts}``, rename the new one to ``name``, start it. If anything
+        after the create fails, the new container is removed and the old one put back (and
+        started again if it was running); ExecutorError says what happened. On success the
+        old container is removed (its volumes are kept).
+        """
+        client = await self.client()
+        api = client.api
+        where = f"Docker engine {self.name}"
+        try:
+            attrs = await self._call(f"inspect {name}", api.inspect_container, name)
+        except docker.errors.NotFound:
+            raise ExecutorError(f"{where}: no container {name!r}") from None
+        try:
+            await self._call(f"inspect image {image}", api.inspect_image, image)
+        except docker.errors.NotFound:
+            raise ExecutorError(f"{where}: no image {image!r} on this engine") from None
+        try:
+            old_image: dict[str, Any] | None = await self._call(
+                "inspect the old image", api.inspect_image, attrs["Image"]
+            )
+        except docker.errors.NotFound:
+            old_image = None  # pruned: keep every setting as if it had been explicit
+        if (attrs.get("HostConfig") or {}).get("AutoRemove"):
+            raise ExecutorError(
+                f"{where}: {name} was started with --rm (AutoRemove): stopping it would delete "
+                "it, so it cannot be recreated in place"
+            )
+        config, networks = _recreate_config(attrs, old_image, image)
+        old_id: str = attrs["Id"]
+        was_running = bool((attrs.get("State") or {}).get("Running"))
+        stamp = int(time.time())
+        old_name = f"{name}-opsbot-old-{stamp}"
+        created = await self._call(
+            f"create a container from {image}",
+            api.create_container_from_config, config, f"{name}-opsbot-new-{stamp}",
+        )  # fmt: skip
+        new_id: str = created["Id"]
+        stopped = renamed_old = False
+        try:
+            for network, endpoint in networks:
+                await self._call(
+                    f"connect the new container to {network}",
+                    api.connect_container_to_network, new_id, network, **endpoint,
+                )  # fmt: skip
+            await self._call(
+                f"stop {name}", api.stop, old_id, timeout=max(0, math.ceil(stop_timeout))
+            )
+            stopped = True
+            await self._call(f"rename {name}", api.rename, old_id, old_name)
+            renamed_old = True
+            await self._call(f"rename the new container to {name}", api.rename, new_id, name)
+            await self._call(f"start {name} with {image}", api.start, new_id)
+        except (ExecutorError, docker.errors.NotFound) as exc:
+            why = str(exc) if isinstance(exc, ExecutorError) else f"{where}: {_describe(exc)}"
+            undo = await self._put_back(api, new_id, old_id, name, renamed_old,
+                                        stopped and was_running)  # fmt: skip
+            raise ExecutorError(f"{why}; {undo}") from None
+        try:
+            await self._call(f"remove {old_name}", api.remove_container, old_id, force=True)
+        except (ExecutorError, docker.errors.NotFound) as exc:
+            log.warning("%s: could not remove the replaced container %s: %s", where, old_name, exc)
+
+    async def _put_back(
+        self, api: Any, new_id: str, old_id: str, name: str, renamed: bool, start: bool
+    ) -> str:
+        """Undo a failed recreate: drop the new container, restore the old one's name and run."""
+        problems = []
+        steps: list[tuple[str, Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = [
+            ("remove the new container", api.remove_container, (new_id,), {"force": True}),
+        ]
+        if renamed:
+            steps.append((f"rename the old container back to {name}", api.rename,
+                          (old_id, name), {}))  # fmt: skip
+        if start:
+            steps.append((f"start the old {name}", api.start, (old_id,), {}))
+        for what, fn, args, kwargs in steps:
+            try:
+                await self._call(what, fn, *args, **kwargs)
+            except (ExecutorError, docker.errors.NotFound) as exc:
+                problems.append(f"could not {what}: {_describe(exc)}")
+        if problems:
+            return "putting the old container back FAILED: " + "; ".join(problems)
+        return "the old container is back" + (" and running" if start else "")
+
     async def has_timeout_wrapper(self, container: str) -> bool:
         """Whether ``timeout -s KILL N`` works in the container (probed once, then cached)."""
         known = self._timeout_wrapper.get(container)
@@ -282,6 +390,46 @@ class DockerExecExecutor:
             result.exit_status, result.stdout, result.stderr,
             time.monotonic() - started, result.timed_out,
         )  # fmt: skip
+
+    # -- FileTransfer: the engine's archive endpoints (a one-member tar stream) --------------
+
+    async def fetch(
+        self, remote_path: str, local_path: Path, *, timeout: float | None = None
+    ) -> int:
+        """Stream the file at ``remote_path`` in the container into ``local_path``."""
+        return await self._transfer(
+            f"fetch {remote_path} from {self.container}", timeout,
+            _fetch_archive, self.container, remote_path, Path(local_path),
+        )  # fmt: skip
+
+    async def push(
+        self, local_path: Path, remote_path: str, *, timeout: float | None = None
+    ) -> int:
+        """Stream ``local_path`` into the container as ``remote_path`` (its directory exists)."""
+        return await self._transfer(
+            f"push {remote_path} to {self.container}", timeout,
+            _push_archive, self.container, Path(local_path), remote_path,
+        )  # fmt: skip
+
+    async def _transfer(
+        self, what: str, timeout: float | None, fn: Callable[..., int], *args: Any
+    ) -> int:
+        engine = self.engine
+        client = await engine.client()
+        stop = threading.Event()
+        try:
+            async with asyncio.timeout(timeout):
+                return await engine._call(what, fn, client.api, *args, stop)
+        except docker.errors.NotFound as exc:
+            raise TransferError(
+                f"Docker engine {engine.name}: cannot {what}: {_describe(exc)}"
+            ) from None
+        except TimeoutError:
+            raise TransferError(
+                f"Docker engine {engine.name}: cannot {what}: timed out after {timeout:g} s"
+            ) from None
+        finally:
+            stop.set()  # the worker thread abandons the copy if we gave up on it
 
 
 # -- blocking helpers (run in worker threads) -------------------------------------------------
@@ -429,3 +577,182 @@ def _describe(exc: BaseException) -> str:
     explanation = getattr(exc, "explanation", None)
     text = str(explanation or exc).strip()
     return text or type(exc).__name__
+
+
+def _recreate_config(
+    attrs: dict[str, Any], old_image: dict[str, Any] | None, image: str
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    """The create body for a copy of the inspected container running ``image``.
+
+    Settings equal to the old image's defaults are left out so the new image's own apply
+    (its env, cmd, labels...). Returns the body and the extra networks to connect before
+    the start (API < 1.44 takes one network at create).
+    """
+    cfg: dict[str, Any] = attrs.get("Config") or {}
+    known = old_image is not None
+    base: dict[str, Any] = ((old_image or {}).get("Config") or {}) if known else {}
+
+    def differs(key: str) -> bool:
+        return not known or cfg.get(key) != base.get(key)
+
+    out: dict[str, Any] = {"Image": image}
+    for key in ("Tty", "OpenStdin", "StdinOnce", "AttachStdin", "AttachStdout", "AttachStderr",
+                "StopTimeout", "NetworkDisabled"):  # fmt: skip
+        if cfg.get(key) is not None:
+            out[key] = cfg[key]
+    image_env = set(base.get("Env") or [])
+    out["Env"] = [e for e in cfg.get("Env") or [] if e not in image_env]
+    image_labels = base.get("Labels") or {}
+    out["Labels"] = {k: v for k, v in (cfg.get("Labels") or {}).items()
+                     if image_labels.get(k) != v}  # fmt: skip
+    if differs("Entrypoint"):  # an explicit entrypoint resets the image's cmd as well
+        out["Entrypoint"] = cfg.get("Entrypoint")
+        out["Cmd"] = cfg.get("Cmd")
+    elif differs("Cmd"):
+        out["Cmd"] = cfg.get("Cmd")
+    for key in ("User", "WorkingDir", "Healthcheck", "StopSignal"):
+        if differs(key) and cfg.get(key):
+            out[key] = cfg[key]
+    for key in ("ExposedPorts", "Volumes"):
+        extra = {k: v for k, v in (cfg.get(key) or {}).items() if k not in (base.get(key) or {})}
+        if extra:
+            out[key] = extra
+    host: dict[str, Any] = dict(attrs.get("HostConfig") or {})
+    mode = str(host.get("NetworkMode") or "default")
+    shares_host = mode == "host" or mode.startswith("container:")
+    hostname = cfg.get("Hostname")
+    if not shares_host and hostname and hostname != str(attrs.get("Id", ""))[:12]:
+        out["Hostname"] = hostname
+        if cfg.get("Domainname"):
+            out["Domainname"] = cfg["Domainname"]
+    # Anonymous volumes (from the image's VOLUME or `-v /path`) are re-attached by name.
+    binds = list(host.get("Binds") or [])
+    covered = {b.split(":")[1] for b in binds if b.count(":") >= 1}
+    covered |= {m.get("Target") for m in host.get("Mounts") or []}
+    for mount in attrs.get("Mounts") or []:
+        if mount.get("Type") == "volume" and mount.get("Destination") not in covered:
+            ro = "" if mount.get("RW", True) else ":ro"
+            binds.append(f"{mount['Name']}:{mount['Destination']}{ro}")
+    if binds:
+        host["Binds"] = binds
+    out["HostConfig"] = host
+    networks: list[tuple[str, dict[str, Any]]] = []
+    short_id = str(attrs.get("Id", ""))[:12]
+    attached = ((attrs.get("NetworkSettings") or {}).get("Networks")) or {}
+    for net, endpoint in attached.items():
+        if net in ("host", "none", "bridge") or shares_host:
+            continue
+        aliases = [a for a in endpoint.get("Aliases") or [] if a != short_id]
+        ipam = endpoint.get("IPAMConfig") or {}
+        if net == mode:
+            out["NetworkingConfig"] = {"EndpointsConfig": {net: {
+                "Aliases": aliases or None, "IPAMConfig": ipam or None,
+                "Links": endpoint.get("Links"),
+            }}}  # fmt: skip
+        else:
+            networks.append((net, {
+                "aliases": aliases or None, "links": endpoint.get("Links"),
+                "ipv4_address": ipam.get("IPv4Address"), "ipv6_address": ipam.get("IPv6Address"),
+            }))  # fmt: skip
+    return out, networks
+
+
+def _fetch_archive(
+    api: Any, container: str, path: str, local_path: Path, stop: threading.Event
+) -> int:
+    """Blocking: read GET /archive's tar stream; write its one file to ``local_path``."""
+    chunks, _stat = api.get_archive(container, path, chunk_size=CHUNK_SIZE)
+    temp = Path(temp_beside(local_path))
+    reader: Any = _ChunkReader(chunks)
+    copied = 0
+    try:
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
+            member = tar.next()
+            src = tar.extractfile(member) if member is not None and member.isfile() else None
+            if src is None:
+                raise TransferError(f"cannot fetch {path}: not a regular file")
+            with temp.open("wb") as out:
+                while chunk := src.read(CHUNK_SIZE):
+                    if stop.is_set():
+                        raise TransferError(f"fetching {path} was abandoned")
+                    out.write(chunk)
+                    copied += len(chunk)
+        os.replace(temp, local_path)
+    except (OSError, tarfile.TarError) as exc:
+        temp.unlink(missing_ok=True)
+        raise TransferError(f"cannot fetch {path}: {_describe(exc)}") from None
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return copied
+
+
+def _push_archive(
+    api: Any, container: str, local_path: Path, path: str, stop: threading.Event
+) -> int:
+    """Blocking: PUT /archive a one-member tar stream, extracted into ``path``'s directory."""
+    directory, name = posixpath.split(path)
+    if not path.startswith("/") or not name:
+        raise TransferError(f"cannot push to {path!r}: needs an absolute file path")
+    try:
+        src = local_path.open("rb")
+    except OSError as exc:
+        raise TransferError(f"cannot read {local_path}: {exc.strerror or exc}") from None
+    with src:
+        st = os.fstat(src.fileno())
+        info = tarfile.TarInfo(name)
+        info.size = st.st_size
+        info.mode = st.st_mode & 0o777
+        info.mtime = int(st.st_mtime)
+        api.put_archive(container, directory, _TarBody(info, src, stop))
+    return st.st_size
+
+
+class _ChunkReader:
+    """A minimal file object over an iterator of byte chunks (for ``tarfile`` stream mode)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                break
+            self._buffer += chunk
+        if size < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+class _TarBody:
+    """A one-file tar archive streamed from an open file; its length is known in advance.
+
+    ``requests`` sends an iterable with ``__len__`` as a Content-Length body, chunk by chunk.
+    """
+
+    def __init__(self, info: tarfile.TarInfo, src: Any, stop: threading.Event) -> None:
+        self._header = info.tobuf(format=tarfile.PAX_FORMAT)
+        self._size = info.size
+        self._src = src
+        self._stop = stop
+
+    def __len__(self) -> int:
+        padded = -(-self._size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        return len(self._header) + padded + 2 * tarfile.BLOCKSIZE
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._header
+        left = self._size
+        while left > 0:
+            if self._stop.is_set():
+                raise TransferError("the upload was abandoned")
+            chunk = self._src.read(min(CHUNK_SIZE, left))
+            if not chunk:
+                raise TransferError("the file shrank while it was being sent")
+            left -= len(chunk)
+            yield chunk
+        yield b"\0" * (-self._size % tarfile.BLOCKSIZE + 2 * tarfile.BLOCKSIZE)

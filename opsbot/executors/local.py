@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from opsbot.executors import ExecResult
+from opsbot.executors.transfer import TransferError, copy_file
 
 #: Seconds between SIGTERM and SIGKILL when a deadline passes.
 KILL_GRACE = 0.5
@@ -93,6 +96,37 @@ class LocalExecutor:
             duration=duration,
             timed_out=timed_out,
         )
+
+    # -- FileTransfer: both sides are this machine; the copy runs in a worker thread --------
+
+    async def fetch(
+        self, remote_path: str, local_path: Path, *, timeout: float | None = None
+    ) -> int:
+        return await _copy(self._path(remote_path), Path(local_path), timeout)
+
+    async def push(
+        self, local_path: Path, remote_path: str, *, timeout: float | None = None
+    ) -> int:
+        return await _copy(Path(local_path), self._path(remote_path), timeout)
+
+    def _path(self, remote_path: str) -> Path:
+        """A "remote" path as the commands this executor runs see it (relative to cwd)."""
+        return Path(self._cwd or ".") / remote_path
+
+
+async def _copy(source: Path, destination: Path, timeout: float | None) -> int:
+    stop = threading.Event()
+    try:
+        async with asyncio.timeout(timeout):
+            return await asyncio.to_thread(copy_file, source, destination, stop)
+    except TimeoutError:
+        raise TransferError(f"copying {source} to {destination} timed out") from None
+    except OSError as exc:
+        raise TransferError(
+            f"cannot copy {source} to {destination}: {exc.strerror or exc}"
+        ) from None
+    finally:
+        stop.set()  # the worker thread abandons the copy if we gave up on it
 
 
 async def _drain(stream: asyncio.StreamReader | None, sink: bytearray) -> None:

@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import shlex
 import shutil
 import tempfile
@@ -36,6 +37,7 @@ import asyncssh
 
 from opsbot.errors import ExecutorError, HostKeyError
 from opsbot.executors import ExecResult
+from opsbot.executors.transfer import CHUNK_SIZE, TransferError, temp_beside
 
 log = logging.getLogger(__name__)
 
@@ -380,6 +382,114 @@ class SSHExecutor:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- FileTransfer: SFTP over the same pooled connection ---------------------------------
+
+    async def fetch(
+        self, remote_path: str, local_path: Path, *, timeout: float | None = None
+    ) -> int:
+        """Stream ``remote_path`` into ``local_path`` (via a temporary name beside it)."""
+        local_path = Path(local_path)
+        temp = Path(temp_beside(local_path))
+        what = f"{self.host.address}: cannot fetch {remote_path}"
+        try:
+            async with self.pool.semaphore(self.host), asyncio.timeout(timeout):
+                sftp = await self._sftp()
+                async with sftp, sftp.open(remote_path, "rb") as src:
+                    out = await asyncio.to_thread(temp.open, "wb")
+                    copied = 0
+                    try:
+                        while chunk := await src.read(CHUNK_SIZE):
+                            await asyncio.to_thread(out.write, chunk)
+                            copied += len(chunk)
+                    finally:
+                        await asyncio.to_thread(out.close)
+            await asyncio.to_thread(os.replace, temp, local_path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                await asyncio.shield(asyncio.to_thread(temp.unlink, missing_ok=True))
+            error = _transfer_error(exc, what, timeout)
+            if error is exc:
+                raise
+            raise error from None
+        return copied
+
+    async def push(
+        self, local_path: Path, remote_path: str, *, timeout: float | None = None
+    ) -> int:
+        """Stream ``local_path`` to ``remote_path`` (via a temporary name, then a rename)."""
+        temp = temp_beside(remote_path)
+        what = f"{self.host.address}: cannot push {remote_path}"
+        try:
+            async with self.pool.semaphore(self.host), asyncio.timeout(timeout):
+                sftp = await self._sftp()
+                async with sftp:
+                    try:
+                        copied = await _push_file(sftp, Path(local_path), temp)
+                        try:
+                            await sftp.posix_rename(temp, remote_path)
+                        except asyncssh.SFTPOpUnsupported:
+                            with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+                                await sftp.remove(remote_path)
+                            await sftp.rename(temp, remote_path)
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            await asyncio.shield(sftp.remove(temp))
+                        raise
+        except BaseException as exc:
+            error = _transfer_error(exc, what, timeout)
+            if error is exc:
+                raise
+            raise error from None
+        return copied
+
+    async def _sftp(self) -> Any:
+        """An SFTP session on the pooled connection; reconnect once if it was dead."""
+        for attempt in (1, 2):
+            conn = await self.pool.connection(self.host)
+            try:
+                async with asyncio.timeout(self.host.connect_timeout):
+                    return await conn.start_sftp_client()
+            except _START_ERRORS as exc:
+                broken = conn.is_closed() or not isinstance(exc, asyncssh.ChannelOpenError)
+                if not broken:
+                    raise ExecutorError(
+                        f"{self.host.address}: SFTP session refused: {_describe(exc)}"
+                    ) from None
+                await self.pool.discard(self.host, conn)
+                if attempt == 2:
+                    raise ExecutorError(
+                        f"{self.host.address}: connection lost before the transfer started: "
+                        f"{_describe(exc)}"
+                    ) from None
+        raise AssertionError("unreachable")
+
+
+async def _push_file(sftp: Any, source: Path, remote_path: str) -> int:
+    src = await asyncio.to_thread(source.open, "rb")
+    copied = 0
+    try:
+        async with sftp.open(remote_path, "wb") as out:
+            while chunk := await asyncio.to_thread(src.read, CHUNK_SIZE):
+                await out.write(chunk)
+                copied += len(chunk)
+    finally:
+        await asyncio.to_thread(src.close)
+    return copied
+
+
+def _transfer_error(exc: BaseException, what: str, timeout: float | None) -> BaseException:
+    """The exception to raise for a failed transfer (cancellation and our own pass through)."""
+    if isinstance(exc, ExecutorError) or not isinstance(exc, Exception):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return TransferError(f"{what}: timed out" + (f" after {timeout:g} s" if timeout else ""))
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return TransferError(f"{what}: connection lost: {_describe(exc)}")
+    if isinstance(exc, asyncssh.SFTPError | OSError):
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        return TransferError(f"{what}: {str(reason).strip()}")
+    return exc
 
 
 async def _drain(stream: Any, sink: bytearray) -> None:
