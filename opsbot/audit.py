@@ -1,7 +1,9 @@
-"""The audit trail: who asked for what, where, and what came of it, as JSON lines.
+"""The audit trail: who asked for what, where, and what came of it.
 
-Every command, refusal and result is appended. Entries hold argv and digests of output, never
-the output itself, so the trail holds no secrets a target printed.
+Every command, refusal, request, approval, denial, execution and result is appended to the
+store (so every replica writes to one trail), globally and per target. Entries hold argv,
+exit status, durations and digests of output, never the output itself: the trail holds no
+secret a target printed.
 """
 
 from __future__ import annotations
@@ -10,10 +12,16 @@ import hashlib
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
+from opsbot.store import Store
+
 log = logging.getLogger("opsbot.audit")
+
+NAMESPACE = "audit"
+ALL = "*"
+KEEP_ALL = 100_000
+KEEP_PER_TARGET = 5_000
 
 
 def digest(text: str) -> str:
@@ -22,20 +30,24 @@ def digest(text: str) -> str:
 
 
 class Audit:
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
-    def record(self, event: str, **fields: Any) -> dict[str, Any]:
-        entry = {"ts": round(time.time(), 3), "event": event, **fields}
-        line = json.dumps(entry, default=str, ensure_ascii=False)
-        log.debug("%s", line)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as out:
-            out.write(line + "\n")
+    async def record(self, event: str, **fields: Any) -> dict[str, Any]:
+        raw = {"ts": round(time.time(), 3), "event": event, **fields}
+        entry: dict[str, Any] = json.loads(json.dumps(raw, default=str))
+        log.debug("%s", json.dumps(entry, ensure_ascii=False))
+        await self.store.append(NAMESPACE, ALL, entry, keep=KEEP_ALL)
+        target = fields.get("target")
+        if isinstance(target, str):
+            await self.store.append(NAMESPACE, target, entry, keep=KEEP_PER_TARGET)
         return entry
 
-    def entries(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line]
+    async def entries(self, target: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """Newest first."""
+        return await self.store.tail(NAMESPACE, target or ALL, limit)
+
+    async def export(self, target: str | None = None) -> str:
+        """The trail as JSON lines, oldest first."""
+        entries = await self.entries(target, KEEP_ALL)
+        return "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in reversed(entries))

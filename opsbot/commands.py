@@ -7,14 +7,16 @@ must exist, numbers are bounded) and are never joined into a shell string.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from opsbot import actions, backups, operations
 from opsbot.audit import digest
-from opsbot.checks import check_all, check_target
-from opsbot.config import Role, Target
+from opsbot.checks import TargetHealth, check_all, check_target
+from opsbot.config import Person, Role, Target
 from opsbot.errors import OpsbotError, UsageError
 from opsbot.render import (
     Button,
@@ -26,7 +28,9 @@ from opsbot.render import (
     target_detail,
 )
 from opsbot.services import Services
-from opsbot.targets import fetch_logs
+from opsbot.targets import State, fetch_logs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,11 @@ class Caller:
     role: Role
     user_id: int | None = None
     chat_id: int | None = None
+    thread_id: int | None = None
+
+    @property
+    def person(self) -> Person:
+        return Person(id=self.user_id or 0, name=self.name, role=self.role)
 
 
 Handler = Callable[[Services, Caller, list[str]], Awaitable[Reply]]
@@ -85,6 +94,7 @@ async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
     if args:
         name, target = parse_target(services, args[0])
         result = await check_target(name, target, services)
+        await _observe(services, [result])
         head = f"{result.state.icon} {name}: {result.state.name.lower()} ({result.latency:.1f} s)"
         return Reply(
             text=f"{head} · {clock()}",
@@ -95,11 +105,23 @@ async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
     if not targets:
         return Reply(text="No targets are configured.")
     results = await check_all(targets, services)
+    await _observe(services, results)
     return Reply(
         text=f"Health: {health_counts(results)} · {clock()}",
         block=health_table(results),
         buttons=(Button("🔄 Refresh", "h"),),
     )
+
+
+async def _observe(services: Services, results: list[TargetHealth]) -> None:
+    """Healthy containers' images become known-good versions, for /rollback."""
+    for result in results:
+        target = services.settings.targets[result.target]
+        if result.state is State.OK and target.kind == "container":
+            try:
+                await actions.observe_version(result.target, target, services, services.store)
+            except OpsbotError as exc:  # the health answer matters more than the history
+                log.warning("%s: version not recorded: %s", result.target, exc)
 
 
 async def logs(services: Services, caller: Caller, args: list[str]) -> Reply:
@@ -144,6 +166,96 @@ def _looks_numeric(word: str) -> bool:
     return bool(re.match(r"^[+-]?[\d.,_e]+$", word, re.IGNORECASE)) and word[0] not in "eE"
 
 
+async def _destructive(action: str, services: Services, caller: Caller, args: list[str]) -> Reply:
+    if len(args) != 1:
+        raise UsageError(f"usage: /{action} TARGET")
+    name, target = parse_target(services, args[0])
+    return await operations.request(
+        services, caller.person, action, name, target, (),
+        chat_id=caller.chat_id, thread_id=caller.thread_id,
+    )  # fmt: skip
+
+
+async def restart(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/restart TARGET"""
+    return await _destructive("restart", services, caller, args)
+
+
+async def rollback(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/rollback TARGET"""
+    return await _destructive("rollback", services, caller, args)
+
+
+async def backup(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/backup TARGET [list | restore NAME]"""
+    if not args or len(args) > 3:
+        raise UsageError("usage: /backup TARGET [list | restore NAME]")
+    name, target = parse_target(services, args[0])
+    sub = args[1].lower() if len(args) > 1 else ""
+    if sub == "list" and len(args) == 2:
+        records = await backups.list_backups(name, services.store)
+        if not records:
+            return Reply(text=f"No backups of {name} yet.")
+        lines = [backups.describe(r) for r in records]
+        return Reply(text=f"💾 backups of {name}, newest first", block="\n".join(lines))
+    if sub == "restore" and len(args) == 3:
+        return await operations.request(
+            services, caller.person, "restore", name, target, (args[2],),
+            chat_id=caller.chat_id, thread_id=caller.thread_id,
+        )  # fmt: skip
+    if sub:
+        raise UsageError("usage: /backup TARGET [list | restore NAME]")
+    return await operations.request(
+        services, caller.person, "backup", name, target, (),
+        chat_id=caller.chat_id, thread_id=caller.thread_id,
+    )  # fmt: skip
+
+
+async def audit(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/audit [TARGET] [N] | /audit export [TARGET]"""
+    if args and args[0].lower() == "export":
+        target = parse_target(services, args[1])[0] if len(args) > 1 else None
+        text = await services.audit.export(target)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        name = f"audit-{target or 'all'}-{stamp}.jsonl"
+        return Reply(
+            text=f"🧾 audit trail, {text.count(chr(10))} entries",
+            document=Document(name, text.encode()),
+        )
+    target = None
+    count = 20
+    for word in args[:2]:
+        if _NUMBER.match(word):
+            count = parse_count(word, 200)
+        else:
+            target = parse_target(services, word)[0]
+    entries = await services.audit.entries(target, count)
+    if not entries:
+        return Reply(text="The audit trail is empty.")
+    lines = [_audit_line(e) for e in entries]
+    return Reply(text=f"🧾 last {len(lines)} audit entries" + (f" of {target}" if target else ""),
+                 block="\n".join(lines))  # fmt: skip
+
+
+def parse_count(word: str, limit: int) -> int:
+    if not _NUMBER.match(word) or not 1 <= int(word) <= limit:
+        raise UsageError(f"N must be a whole number from 1 to {limit}")
+    return int(word)
+
+
+def _audit_line(entry: dict[str, object]) -> str:
+    when = time.strftime("%m-%d %H:%M:%S", time.gmtime(float(str(entry.get("ts", 0)))))
+    who = entry.get("who") or entry.get("username") or entry.get("user") or "-"
+    what = entry.get("verb") or entry.get("action") or entry.get("kind") or ""
+    target = entry.get("target") or ""
+    extra = entry.get("outcome") or entry.get("status") or entry.get("summary") or ""
+    if entry.get("ok") is not None:
+        extra = ("ok " if entry["ok"] else "FAILED ") + str(entry.get("summary", ""))
+    return " ".join(str(p) for p in (when, entry.get("event"), who, what, target, extra) if p)[
+        :300
+    ]
+
+
 async def help_(services: Services, caller: Caller, args: list[str]) -> Reply:
     """/help"""
     lines = [f"{v.usage}: {v.summary}" for v in VERBS.values() if caller.role.allows(v.role)]
@@ -165,6 +277,36 @@ VERBS: dict[str, Verb] = {
             "last lines (default 100), filtered case-insensitively",
             logs,
         ),
+        Verb(
+            "restart",
+            Role.operator,
+            "/restart TARGET",
+            "restart, verified healthy after",
+            restart,
+            destructive=True,
+        ),
+        Verb(
+            "rollback",
+            Role.operator,
+            "/rollback TARGET",
+            "back to the last known-good version",
+            rollback,
+            destructive=True,
+        ),
+        Verb(
+            "backup",
+            Role.operator,
+            "/backup TARGET [list | restore NAME]",
+            "verified backup; list them; restore one",
+            backup,
+        ),
+        Verb(
+            "audit",
+            Role.viewer,
+            "/audit [TARGET] [N] | /audit export",
+            "who did what, newest first",
+            audit,
+        ),
         Verb("help", Role.viewer, "/help", "what you may do here", help_),
     )
 }
@@ -179,7 +321,9 @@ async def dispatch(services: Services, caller: Caller, verb_name: str, args: lis
     if verb is None:
         reply = Reply(text=f"unknown command /{verb_name[:32]}; try /help")
     elif not caller.role.allows(verb.role):
-        services.audit.record("refused", who=caller.name, user=caller.user_id, verb=verb_name)
+        await services.audit.record(
+            "refused", who=caller.name, user=caller.user_id, verb=verb_name
+        )
         reply = Reply(text=f"/{verb_name} needs the {verb.role.value} role")
     else:
         started = time.monotonic()
@@ -188,7 +332,7 @@ async def dispatch(services: Services, caller: Caller, verb_name: str, args: lis
             outcome = "ok"
         except UsageError as exc:
             reply, outcome = Reply(text=f"⚠️ {exc}"), "usage"
-        services.audit.record(
+        await services.audit.record(
             "command",
             who=caller.name,
             user=caller.user_id,

@@ -34,6 +34,7 @@ class Reply:
     block: str = ""
     document: Document | None = None
     buttons: tuple[Button, ...] = field(default_factory=tuple)
+    request_id: str | None = None  # an approval card: its message id is recorded once sent
 
     def redacted(self, redactor: Redactor) -> Reply:
         document = self.document

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
+from opsbot.approvals import Approvals
 from opsbot.audit import Audit
 from opsbot.config import DockerEndpoint, LocalEndpoint, Settings, SSHEndpoint
 from opsbot.errors import ConfigError
@@ -19,6 +21,8 @@ from opsbot.executors.docker import DockerEngine, DockerTLS
 from opsbot.executors.local import LocalExecutor
 from opsbot.executors.ssh import SSHHost, SSHPool
 from opsbot.redact import Redactor
+from opsbot.store import Store
+from opsbot.store.factory import open_store
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,9 @@ def ssh_host(name: str, endpoint: SSHEndpoint) -> SSHHost:
 class Services:
     settings: Settings
     redactor: Redactor
+    store: Store
     audit: Audit
+    approvals: Approvals
     http: httpx.AsyncClient
     ssh: SSHPool = field(default_factory=SSHPool)
     local: LocalExecutor = field(default_factory=LocalExecutor)
@@ -51,12 +57,19 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         redactor = Redactor(settings.secrets())
+        store = open_store(settings)
         return cls(
             settings=settings,
             redactor=redactor,
-            audit=Audit(settings.data_dir / "audit.jsonl"),
+            store=store,
+            audit=Audit(store),
+            approvals=Approvals(store, settings.approvals),
             http=httpx.AsyncClient(follow_redirects=False),
         )
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.settings.data_dir / "backups"
 
     @property
     def telegram_api_url(self) -> str:
@@ -109,3 +122,4 @@ class Services:
         self._docker.clear()
         await self.ssh.close()
         await self.http.aclose()
+        await self.store.close()

@@ -37,6 +37,7 @@ def opsbot(*args: str, cwd: Path | None = None, env: dict[str, str] | None = Non
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSBOT_")}
+    env["PYTHONPATH"] = str(REPO)  # this checkout's opsbot, whatever is installed
     return {**env, **extra}
 
 
@@ -67,7 +68,7 @@ def test_console_runs_scripted_commands_from_stdin(tmp_path: Path) -> None:
     assert "📜 machine · last 3 lines" in done.stdout
     assert "unknown target 'nosuch'" in done.stdout
     assert "You are console (admin)" in done.stdout
-    assert (tmp_path / "data" / "audit.jsonl").exists()
+    assert (tmp_path / "data" / "opsbot.sqlite3").exists()  # the audit trail's store
 
 
 def test_a_bad_config_exits_with_the_field_and_line_not_a_traceback(tmp_path: Path) -> None:

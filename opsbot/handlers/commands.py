@@ -7,13 +7,16 @@ import logging
 from telegram import Update
 from telegram.ext import ContextTypes
 
+from opsbot import operations
 from opsbot.commands import Caller, dispatch
 from opsbot.handlers.gate import Gate
+from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.handlers.reply import edit_reply, send_reply
 
 log = logging.getLogger(__name__)
 
-# Button data: "h" (health overview), "h:TARGET" (one target), "l:TARGET" (its logs).
+# Button data: "h" (health overview), "h:TARGET" (one target), "l:TARGET" (its logs),
+# "a:ID" / "d:ID" (approve / deny the request with that opaque id).
 _BUTTON_VERBS = {"h": "health", "l": "logs"}
 
 
@@ -26,7 +29,9 @@ class CommandHandlers:
         person = self.gate.admitted(update)
         assert person is not None  # the gate ran first
         chat = update.effective_chat
-        return Caller(person.name, person.role, person.id, chat.id if chat else None)
+        message = update.effective_message
+        thread = message.message_thread_id if message and message.is_topic_message else None
+        return Caller(person.name, person.role, person.id, chat.id if chat else None, thread)
 
     async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Any /command addressed to us: run the verb and answer in the same chat/topic."""
@@ -39,7 +44,9 @@ class CommandHandlers:
             verb = "help"
         reply = await dispatch(self.services, self._caller(update), verb, args)
         thread = message.message_thread_id if message.is_topic_message else None
-        await send_reply(context.bot, message.chat_id, reply, thread_id=thread)
+        sent = await send_reply(context.bot, message.chat_id, reply, thread_id=thread)
+        if reply.request_id is not None:
+            await self.services.approvals.attach_message(reply.request_id, sent.message_id)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A tap on one of our buttons: refresh in place (health) or post logs."""
@@ -47,6 +54,9 @@ class CommandHandlers:
         if query is None or query.data is None:
             return
         key, _, arg = query.data.partition(":")
+        if key in ("a", "d"):
+            await self._decide(update, context, arg, approve=key == "a")
+            return
         verb = _BUTTON_VERBS.get(key)
         if verb is None:
             await query.answer("This button is no longer valid.")
@@ -61,3 +71,18 @@ class CommandHandlers:
         else:
             thread = getattr(message, "message_thread_id", None)
             await send_reply(context.bot, message.chat.id, reply, thread_id=thread)
+
+    async def _decide(
+        self, update: Update, context: ContextTypes.DEFAULT_TYPE, request_id: str, approve: bool
+    ) -> None:
+        """Approve/Deny: a toast for the tapper; the one winning approval runs the action."""
+        query = update.callback_query
+        assert query is not None
+        person = self.gate.admitted(update)
+        assert person is not None  # the gate ran first
+        toast, runner = await operations.decide(
+            self.services, person, request_id, approve, TelegramNotifier(context.bot)
+        )
+        await query.answer(toast[:200])
+        if runner is not None:
+            await runner()

@@ -23,7 +23,9 @@ class ErrorReporter:
     async def __call__(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         error_id = secrets.token_hex(4)
         log.error("error %s while handling an update", error_id, exc_info=context.error)
-        self.services.audit.record("error", error_id=error_id, error=type(context.error).__name__)
+        await self.services.audit.record(
+            "error", error_id=error_id, error=type(context.error).__name__
+        )
         chat = self.services.settings.telegram.ops_chat_id
         admins = [p for p in self.services.settings.people if p.role is Role.admin]
         now = time.monotonic()

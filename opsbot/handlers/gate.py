@@ -56,7 +56,7 @@ class Gate:
         if message is not None and not (message.text or "").startswith("/"):
             return  # ordinary chatter in a shared group: not a request, nothing to refuse
         kind = "button" if query else "message" if message else _kind(update)
-        self.services.audit.record(
+        await self.services.audit.record(
             "refused",
             user=user.id if user else None,
             username=user.username if user else None,

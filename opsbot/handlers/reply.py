@@ -57,5 +57,5 @@ async def edit_reply(message: Message, reply: Reply) -> None:
             to_html(reply), parse_mode=ParseMode.HTML, reply_markup=keyboard(reply)
         )
     except BadRequest as exc:
-        if "not modified" not in str(exc):
+        if "not modified" not in str(exc).lower():
             raise

@@ -1,0 +1,22 @@
+"""The Notifier port: how code below the handlers posts and edits messages.
+
+Approval cards, progress, results copied to the incident chat (and later alerts and incident
+status cards) start below ``handlers/``; they go out through this port, which the Telegram
+layer implements (``handlers/notifier.py``) and the console prints.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from opsbot.render import Reply
+
+
+class Notifier(Protocol):
+    async def send(self, chat_id: int, reply: Reply, *, thread_id: int | None = None) -> int:
+        """Post a reply; returns the new message's id."""
+        ...
+
+    async def edit(self, chat_id: int, message_id: int, reply: Reply) -> None:
+        """Replace a message's text and buttons in place (unchanged text is not an error)."""
+        ...

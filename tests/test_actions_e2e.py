@@ -1,0 +1,379 @@
+"""/restart, /rollback, /backup and /audit end to end, with two-person approval.
+
+The operator Oscar asks; the admins Alice and Bob decide by tapping the card's buttons in the
+fake Bot API; opsbot acts on a real container (lab dockerd), a real process behind the real
+sshd, and a real PostgreSQL database and SQLite file, with state in the default SQLite store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.factories import (
+    ALICE,
+    BOB,
+    INCIDENTS,
+    OPS,
+    OPSBOT_TOKEN,
+    OPSBOT_USERNAME,
+    OSCAR,
+    VIC,
+    ChatSession,
+    base_config,
+    running_opsbot,
+    write_config,
+)
+from tests.fakebotapi import FakeBotAPI, FakeMessage
+from tests.lab.dockerd import DockerLab, run_http_container
+from tests.lab.ports import free_port
+from tests.lab.postgres import PostgresServer, postgres_bin_dir
+from tests.lab.sshd import SSHServer
+
+TTL = 8  # seconds an unapproved request lives here (short, for the expiry test)
+
+PROCESS_SCRIPT = """#!/bin/sh
+# restart|status a long-running process of the lab user, by pid file
+dir=$(dirname "$0")
+case "$1" in
+  status) kill -0 "$(cat "$dir/proc.pid")" 2>/dev/null && echo "running $(cat "$dir/proc.pid")" ;;
+  restart)
+    [ -f "$dir/proc.pid" ] && kill "$(cat "$dir/proc.pid")" 2>/dev/null
+    setsid nohup sleep 100000 >/dev/null 2>&1 < /dev/null &
+    echo $! > "$dir/proc.pid"
+    echo "restarted as $!" ;;
+esac
+"""
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeBotAPI]:
+    with FakeBotAPI(group_per_minute=None) as api:
+        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
+        yield api
+
+
+@pytest.fixture(scope="module")
+def process_dir(sshd_server: SSHServer) -> Iterator[Path]:
+    script = sshd_server.workdir / "proc.sh"
+    script.write_text(PROCESS_SCRIPT)
+    script.chmod(0o755)
+    subprocess.run(
+        ["runuser", "-u", sshd_server.username, "--", str(script), "restart"], check=True
+    )
+    yield sshd_server.workdir
+    pid = (sshd_server.workdir / "proc.pid").read_text().strip()
+    subprocess.run(["kill", pid], check=False)
+
+
+@pytest.fixture(scope="module")
+def web_port(docker_lab: DockerLab) -> Iterator[int]:
+    port = free_port()
+    run_http_container(docker_lab, "act-web", port)
+    yield port
+    with closing(docker_lab.client()) as client:
+        client.containers.get("act-web").remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def rollback_port(docker_lab: DockerLab) -> Iterator[int]:
+    """A container started from :1 with env and a restart policy, to be deployed to :2."""
+    port = free_port()
+    with closing(docker_lab.client()) as client:
+        client.containers.run(
+            docker_lab.image_v1,
+            ["httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www"],
+            name="act-rb",
+            detach=True,
+            network_mode="host",
+            init=True,
+            environment={"QUIZ_MODE": "prod"},
+            restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
+        )
+    yield port
+    with closing(docker_lab.client()) as client:
+        client.containers.get("act-rb").remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def sqlite_db(sshd_server: SSHServer) -> Path:
+    path = sshd_server.workdir / "faceswap.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        db.executemany("INSERT INTO users (name) VALUES (?)", [("ann",), ("ben",), ("cy",)])
+        db.commit()
+    subprocess.run(["chown", sshd_server.username, str(path)], check=True)
+    return path
+
+
+def psql(server: PostgresServer, sql: str) -> str:
+    done = subprocess.run(
+        [str(postgres_bin_dir() / "psql"), "-h", server.host, "-p", str(server.port),
+         "-U", server.user, "-d", server.dbname, "-tAc", sql],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def chat(
+    fake: FakeBotAPI,
+    tmp_path_factory: pytest.TempPathFactory,
+    sshd_server: SSHServer,
+    docker_lab: DockerLab,
+    postgres_server: PostgresServer,
+    process_dir: Path,
+    web_port: int,
+    rollback_port: int,
+    sqlite_db: Path,
+) -> AsyncIterator[ChatSession]:
+    tmp = tmp_path_factory.mktemp("actions")
+    config = base_config(fake, tmp / "data")
+    config["approvals"] = {"ttl": TTL}
+    config["endpoints"] = {
+        "lab-ssh": {
+            "type": "ssh",
+            "host": sshd_server.host,
+            "port": sshd_server.port,
+            "user": sshd_server.username,
+            "key_files": [str(sshd_server.client_key)],
+            "known_hosts": str(sshd_server.known_hosts),
+        },
+        "lab-docker": {"type": "docker", "url": docker_lab.base_url},
+    }
+    bin_dir = postgres_bin_dir()
+    script = str(process_dir / "proc.sh")
+    config["targets"] = {
+        "web": {
+            "kind": "container",
+            "endpoint": "lab-docker",
+            "container": "act-web",
+            "verify_deadline": 20,
+            "checks": [{"type": "http", "url": f"http://127.0.0.1:{web_port}/health"}],
+        },
+        "quiz": {
+            "kind": "container",
+            "endpoint": "lab-docker",
+            "container": "act-rb",
+            "verify_deadline": 20,
+            "checks": [{"type": "http", "url": f"http://127.0.0.1:{rollback_port}/health"}],
+        },
+        "proc": {
+            "kind": "command",
+            "endpoint": "lab-ssh",
+            "verify_deadline": 20,
+            "actions": {"status": [script, "status"], "restart": [script, "restart"]},
+        },
+        "db": {
+            "kind": "command",
+            "endpoint": "lab-ssh",
+            "actions": {
+                "status": [
+                    str(bin_dir / "pg_isready"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(postgres_server.port),
+                ]
+            },
+            "backups": [
+                {
+                    "type": "postgres",
+                    "database": postgres_server.dbname,
+                    "host": "127.0.0.1",
+                    "port": postgres_server.port,
+                    "user": postgres_server.user,
+                    "pg_dump": [str(bin_dir / "pg_dump")],
+                    "pg_restore": [str(bin_dir / "pg_restore")],
+                    "remote_dir": str(sshd_server.workdir / "backups"),
+                },
+                {
+                    "type": "sqlite",
+                    "path": str(sqlite_db),
+                    "remote_dir": str(sshd_server.workdir / "backups"),
+                },
+            ],
+        },
+    }
+    settings = write_config(tmp / "opsbot.yaml", config)
+    async with running_opsbot(fake, settings) as session:
+        yield session
+
+
+async def tap_and_wait(
+    chat: ChatSession, card: FakeMessage, data: str, user: Any, done: str, timeout: float = 40
+) -> FakeMessage:
+    chat.tap(card, data, user=user)
+    return await chat.fake.wait_for_message(
+        OPS.id,
+        lambda m: m.message_id == card.message_id and done in (m.text or ""),
+        timeout=timeout,
+    )
+
+
+def toast(chat: ChatSession, query_id: str) -> str:
+    answer = chat.fake.answers(query_id)
+    return str(answer.get("text") if answer else None)
+
+
+async def wait_toast(chat: ChatSession, query_id: str) -> str:
+    await chat.fake.wait_for_call(
+        "answerCallbackQuery", lambda c: c.params["callback_query_id"] == query_id
+    )
+    return toast(chat, query_id)
+
+
+# --------------------------------------------------------------------------- restart
+
+
+async def test_container_restart_needs_a_second_admin_and_is_verified(
+    chat: ChatSession, docker_lab: DockerLab
+) -> None:
+    with closing(docker_lab.client()) as client:
+        started_before = client.containers.get("act-web").attrs["State"]["StartedAt"]
+    card = await chat.ask("/restart web", user=OSCAR)
+    assert card.text is not None and "restart web — approval needed" in card.text
+    assert "requested by oscar" in card.text
+    assert "restart" in card.text and "act-web" in card.text  # the exact API call
+    buttons = [b["callback_data"] for row in card.reply_markup["inline_keyboard"] for b in row]  # type: ignore[index]
+    assert all(len(b.encode()) <= 64 for b in buttons)
+    assert not any("web" in b for b in buttons)  # opaque ids, not the target
+
+    operator_tap = chat.tap(card, buttons[0], user=OSCAR)
+    assert "Only admins" in await wait_toast(chat, operator_tap) or "own request" in toast(
+        chat, operator_tap
+    )
+    done = await tap_and_wait(chat, card, buttons[0], ALICE, "restart web — done")
+    assert done.text is not None and "healthy after" in done.text
+    assert "approved by alice" in done.text
+    with closing(docker_lab.client()) as client:
+        assert client.containers.get("act-web").attrs["State"]["StartedAt"] != started_before
+    copy = await chat.fake.wait_for_message(
+        INCIDENTS.id, lambda m: "restart web" in (m.text or "")
+    )
+    assert copy.text is not None and "approved by alice" in copy.text
+
+
+async def test_ssh_process_restart_self_approval_refused(
+    chat: ChatSession, process_dir: Path
+) -> None:
+    pid_before = (process_dir / "proc.pid").read_text()
+    card = await chat.ask("/restart proc", user=ALICE)
+    approve = f"a:{card.text.split('id ')[1].split()[0]}" if card.text else ""
+    own = chat.tap(card, approve, user=ALICE)
+    assert "own request" in await wait_toast(chat, own)
+    assert (process_dir / "proc.pid").read_text() == pid_before
+    done = await tap_and_wait(chat, card, approve, BOB, "restart proc — done")
+    assert done.text is not None and "healthy after" in done.text
+    assert (process_dir / "proc.pid").read_text() != pid_before
+
+
+async def test_expired_and_denied_requests_never_run(chat: ChatSession, process_dir: Path) -> None:
+    pid_before = (process_dir / "proc.pid").read_text()
+    denied = await chat.ask("/restart proc", user=OSCAR)
+    request_id = (denied.text or "").split("id ")[1].split()[0]
+    await tap_and_wait(chat, denied, f"d:{request_id}", BOB, "denied")
+
+    expiring = await chat.ask("/restart proc", user=OSCAR)
+    request_id = (expiring.text or "").split("id ")[1].split()[0]
+    await asyncio.sleep(TTL + 0.5)
+    late = chat.tap(expiring, f"a:{request_id}", user=ALICE)
+    assert "expired" in await wait_toast(chat, late)
+    assert (process_dir / "proc.pid").read_text() == pid_before
+
+
+# --------------------------------------------------------------------------- rollback
+
+
+async def test_container_rollback_to_the_recorded_known_good_image(
+    chat: ChatSession, docker_lab: DockerLab
+) -> None:
+    healthy = await chat.ask("/health quiz")  # seen healthy on :1: recorded as known-good
+    assert healthy.text is not None and healthy.text.startswith("✅ quiz")
+    from opsbot.executors.docker import DockerEngine
+
+    engine = DockerEngine("deploy", docker_lab.base_url)
+    try:
+        await engine.recreate_with_image("act-rb", docker_lab.image_v2)  # a deploy of :2
+    finally:
+        await engine.close()
+    healthy = await chat.ask("/health quiz")
+    assert healthy.text is not None and "busybox:2" in healthy.text
+
+    card = await chat.ask("/rollback quiz", user=OSCAR)
+    assert card.text is not None and "approval needed" in card.text
+    assert "busybox:2" in card.text and "busybox:1" in card.text
+    request_id = card.text.split("id ")[1].split()[0]
+    done = await tap_and_wait(chat, card, f"a:{request_id}", BOB, "rollback quiz — done")
+    assert done.text is not None and "healthy after" in done.text
+    with closing(docker_lab.client()) as client:
+        container = client.containers.get("act-rb")
+        assert container.image.tags == [docker_lab.image_v1]
+        assert "QUIZ_MODE=prod" in container.attrs["Config"]["Env"]
+        policy = container.attrs["HostConfig"]["RestartPolicy"]
+        assert policy == {"Name": "on-failure", "MaximumRetryCount": 3}
+        assert container.status == "running"
+
+
+async def test_rollback_without_history_says_why(chat: ChatSession) -> None:
+    reply = await chat.ask("/rollback web", user=OSCAR)
+    assert reply.text is not None and "⚠️" in reply.text and reply.reply_markup is None
+
+
+# --------------------------------------------------------------------------- backups
+
+
+async def test_backups_of_postgres_and_sqlite_are_verified_listed_and_restorable(
+    chat: ChatSession, postgres_server: PostgresServer
+) -> None:
+    psql(postgres_server, "CREATE TABLE IF NOT EXISTS quiz (id int primary key, q text)")
+    psql(postgres_server, "DELETE FROM quiz; INSERT INTO quiz VALUES (1,'a'),(2,'b'),(3,'c')")
+    reply = await chat.ask("/backup db", user=OSCAR, timeout=90)  # not destructive: runs now
+    assert reply.text is not None and "backup db — done" in reply.text, reply.text
+    listed = await chat.ask("/backup db list", user=OSCAR)
+    assert listed.text is not None
+    names = [line.split()[0] for line in listed.text.splitlines()[1:]]
+    dump = next(n for n in names if n.startswith("db-postgres-"))
+    assert any(n.startswith("db-sqlite-") for n in names)
+    assert "sha256" in listed.text
+
+    psql(postgres_server, "DELETE FROM quiz")  # the disaster
+    card = await chat.ask(f"/backup db restore {dump}", user=OSCAR)
+    assert card.text is not None and "restore db — approval needed" in card.text
+    request_id = card.text.split("id ")[1].split()[0]
+    await tap_and_wait(chat, card, f"a:{request_id}", ALICE, "restore db — done", timeout=90)
+    assert psql(postgres_server, "SELECT string_agg(q, ',' ORDER BY id) FROM quiz") == "a,b,c"
+
+
+# --------------------------------------------------------------------------- audit
+
+
+async def test_the_audit_trail_shows_who_did_what(chat: ChatSession) -> None:
+    reply = await chat.ask("/audit web 50", user=BOB)
+    assert reply.text is not None
+    assert "requested oscar" in reply.text or "requested" in reply.text
+    assert "executed" in reply.text and "approved" in reply.text
+    export = await chat.ask("/audit export", user=BOB)
+    assert export.document_name is not None and export.document_name.endswith(".jsonl")
+    assert export.document_bytes is not None and b'"event": "executed"' in export.document_bytes
+
+
+async def test_bad_requests_run_nothing(chat: ChatSession) -> None:
+    for command, expected in [
+        ("/restart", "usage: /restart TARGET"),
+        ("/restart nosuch", "unknown target"),
+        ("/backup db restore nosuch.dump", "no backup named"),
+        ("/backup web", "has no backups configured"),
+    ]:
+        reply = await chat.ask(command, user=OSCAR)
+        assert reply.text is not None and expected in reply.text, (command, reply.text)
+    viewer = await chat.ask("/restart web", user=VIC)
+    assert viewer.text is not None and "needs the operator role" in viewer.text
