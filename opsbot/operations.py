@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from opsbot import actions, backups
 from opsbot.approvals import Request, Status
@@ -33,6 +34,7 @@ class Outcome:
     ok: bool
     summary: str
     output: str = ""
+    files: tuple[Path, ...] = ()  # small backups to send to the chat (spec.send_max_bytes)
 
 
 # --------------------------------------------------------------------------- planning
@@ -169,6 +171,10 @@ async def request(
     return _with_output(reply, name, outcome)
 
 
+def _files(outcome: Outcome) -> list[Document]:
+    return [Document(f.name, f.read_bytes(), raw=True) for f in outcome.files if f.exists()]
+
+
 def _with_output(reply: Reply, name: str, outcome: Outcome) -> Reply:
     if len(outcome.output) > 3000:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -177,9 +183,9 @@ def _with_output(reply: Reply, name: str, outcome: Outcome) -> Reply:
             block=reply.block,
             document=Document(f"{name}-{stamp}.log", outcome.output.encode()),
         )
-    if outcome.output.strip():
-        return Reply(text=reply.text, block=(reply.block + "\n\n" + outcome.output).strip())
-    return reply
+    block = (reply.block + "\n\n" + outcome.output).strip()
+    files = _files(outcome)
+    return Reply(text=reply.text, block=block, document=files[0] if files else None)
 
 
 # --------------------------------------------------------------------------- deciding
@@ -275,9 +281,10 @@ async def perform(services: Services, filed: Request, notifier: Notifier | None)
         steps=list(filed.steps), ok=outcome.ok, summary=summary,
         duration=round(duration, 3), digest=digest(output),
     )  # fmt: skip
+    redacted = Outcome(outcome.ok, summary, output, outcome.files)
     if notifier is not None:
-        await _report(services, notifier, done, Outcome(outcome.ok, summary, output))
-    return Outcome(outcome.ok, summary, output)
+        await _report(services, notifier, done, redacted)
+    return redacted
 
 
 def _busy(holder: str) -> str:
@@ -293,9 +300,11 @@ async def _report(services: Services, notifier: Notifier, done: Request, outcome
     reply = _with_output(card(done), done.target, outcome)
     if done.chat_id is not None and done.message_id is not None:
         await notifier.edit(done.chat_id, done.message_id, Reply(reply.text, reply.block))
-        if reply.document is not None:
-            await notifier.send(done.chat_id, Reply(f"output of {done.action} {done.target}",
-                                                    document=reply.document),
+        documents = [reply.document] if reply.document else []
+        documents += _files(outcome)
+        for document in documents:
+            caption = f"{done.action} {done.target}: {document.filename}"
+            await notifier.send(done.chat_id, Reply(caption, document=document),
                                 thread_id=done.thread_id)  # fmt: skip
     telegram = services.settings.telegram
     incident_chat = telegram.incident_chat_id or telegram.ops_chat_id
@@ -318,7 +327,7 @@ async def _run(services: Services, filed: Request, target: Target, progress: _Pr
         return Outcome(result.ok, result.summary, _join(result.output, result.last_logs))
     executor = backup_executor(services, name, target)
     if filed.action == "backup":
-        lines, ok = [], True
+        lines, ok, files = [], True, []
         for spec in target.backups:
             await progress(f"backing up ({spec.type})…")
             try:
@@ -326,10 +335,12 @@ async def _run(services: Services, filed: Request, target: Target, progress: _Pr
                     name, spec, executor, services.store, services.backups_dir, progress=progress
                 )
                 lines.append(backups.describe(record))
+                if record.local_path and record.size <= spec.send_max_bytes:
+                    files.append(Path(record.local_path))
             except OpsbotError as exc:
                 ok = False
                 lines.append(f"{spec.type}: failed: {exc}")
-        return Outcome(ok, "\n".join(lines))
+        return Outcome(ok, "\n".join(lines), files=tuple(files))
     if filed.action == "restore":
         record = backups.BackupRecord.from_doc(filed.payload["record"])
         await progress(f"restoring {record.name}…")

@@ -24,6 +24,7 @@ class Button:
 class Document:
     filename: str
     content: bytes
+    raw: bool = False  # binary data sent as is (a backup the config opted in to send)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ class Reply:
 
     def redacted(self, redactor: Redactor) -> Reply:
         document = self.document
-        if document is not None:
+        if document is not None and not document.raw:
             document = replace(document, content=redactor.redact_bytes(document.content))
         return replace(
             self,

@@ -445,6 +445,9 @@ def check_markdown_v2(text: str) -> None:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Bursts of concurrent requests (50 taps answered at once) overflow the default backlog
+    # of 5, and the kernel then resets connections: Telegram's servers do not do that.
+    request_queue_size = 256
 
     def __init__(self, fake: FakeBotAPI) -> None:
         super().__init__(("127.0.0.1", 0), _RequestHandler)

@@ -198,6 +198,7 @@ async def chat(
                 {
                     "type": "sqlite",
                     "path": str(sqlite_db),
+                    "send_max_bytes": 1_000_000,  # small: sent to the chat as well
                     "remote_dir": str(sshd_server.workdir / "backups"),
                 },
             ],
@@ -337,7 +338,10 @@ async def test_backups_of_postgres_and_sqlite_are_verified_listed_and_restorable
     psql(postgres_server, "CREATE TABLE IF NOT EXISTS quiz (id int primary key, q text)")
     psql(postgres_server, "DELETE FROM quiz; INSERT INTO quiz VALUES (1,'a'),(2,'b'),(3,'c')")
     reply = await chat.ask("/backup db", user=OSCAR, timeout=90)  # not destructive: runs now
-    assert reply.text is not None and "backup db — done" in reply.text, reply.text
+    assert reply.caption is not None and "backup db — done" in reply.caption, reply.caption
+    assert reply.document_name is not None and reply.document_name.startswith("db-sqlite-")
+    assert reply.document_bytes is not None
+    assert reply.document_bytes.startswith(b"SQLite format 3\x00")  # sent as is, not redacted
     listed = await chat.ask("/backup db list", user=OSCAR)
     assert listed.text is not None
     names = [line.split()[0] for line in listed.text.splitlines()[1:]]

@@ -81,7 +81,11 @@ class CommandHandlers:
         person = self.gate.admitted(update)
         assert person is not None  # the gate ran first
         toast, runner = await operations.decide(
-            self.services, person, request_id, approve, TelegramNotifier(context.bot)
+            self.services,
+            person,
+            request_id,
+            approve,
+            TelegramNotifier(context.bot, self.services.redactor),
         )
         await query.answer(toast[:200])
         if runner is not None:
