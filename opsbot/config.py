@@ -303,6 +303,19 @@ class Actions(_Model):
     rollback: Argv | None = None
 
 
+class Monitor(_Model):
+    """The built-in monitor: checks on an interval, with hysteresis so one blip pages nobody."""
+
+    enabled: bool = True
+    interval: Seconds = Field(default=30.0, description="Seconds between check rounds.")
+    fail_after: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=3, description="Consecutive failed rounds before an alert."
+    )
+    recover_after: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=2, description="Consecutive passed rounds before it recovers."
+    )
+
+
 class _TargetBase(_Model):
     endpoint: Name = "local"
     description: str = ""
@@ -312,6 +325,7 @@ class _TargetBase(_Model):
     actions: Actions = Actions()
     timeout: Seconds = Field(default=15.0, description="Budget for all of this target's checks.")
     backups: list[Backup] = Field(default_factory=list)
+    monitor: Monitor | None = Field(default=None, description="Default: alerts.monitor.")
     verify_deadline: Seconds = Field(
         default=60.0, description="After restart/rollback, how long to wait for healthy."
     )
@@ -385,6 +399,42 @@ class ApprovalPolicy(_Model):
     backup: bool = Field(default=False, description="Backups are not destructive by default.")
 
 
+class AlertSettings(_Model):
+    """Where alerts go and how fast: Telegram allows about 20 messages a minute in a group."""
+
+    chat_id: int | None = Field(default=None, description="Default: the incident chat.")
+    thread_id: int | None = Field(default=None, description="A forum topic for alerts.")
+    max_messages_per_minute: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=15, description="Alert messages per rolling minute; beyond it, digests."
+    )
+    digest_interval: Seconds = Field(default=60.0, description="Seconds between storm digests.")
+    reminder_interval: Seconds = Field(
+        default=900.0, description="Re-announce unacknowledged critical alerts this often."
+    )
+    monitor: Monitor = Monitor()
+
+
+class WebSettings(_Model):
+    """opsbot's HTTP server: alert webhooks, /healthz and /metrics."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    token: SecretStr | None = Field(default=None, description="Bearer token for the webhooks.")
+    token_file: Path | None = None
+    hmac_secret: SecretStr | None = Field(
+        default=None, description="Or: HMAC-SHA256 of the body in X-Opsbot-Signature."
+    )
+    hmac_secret_file: Path | None = None
+    max_body_bytes: Annotated[int, Field(ge=1024, le=50_000_000)] = 1_000_000
+
+    @model_validator(mode="after")
+    def _needs_auth(self) -> WebSettings:
+        if self.enabled and self.token is None and self.hmac_secret is None:
+            raise ValueError("the web server needs token or hmac_secret for its webhooks")
+        return self
+
+
 class StoreSettings(_Model):
     backend: Literal["sqlite", "redis"] = "sqlite"
     redis_url: SecretStr | None = Field(default=None, description="redis://host:6379/0")
@@ -431,6 +481,8 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     approvals: ApprovalPolicy = ApprovalPolicy()
     store: StoreSettings = StoreSettings()
+    alerts: AlertSettings = AlertSettings()
+    web: WebSettings = WebSettings()
     data_dir: Path = Field(default=Path("./data"), description="Where opsbot keeps its own files.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -570,7 +622,7 @@ def _without_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
 
 
 _TAGS = {
-    "ssh", "docker", "local", "http", "tcp", "telegram", "command",
+    "ssh", "docker", "local", "http", "tcp", "telegram", "command", "metric",
     "container", "compose", "systemd", "pm2", "k8s",
     "postgres", "sqlite", "redis", "files",
 }  # fmt: skip
