@@ -14,6 +14,7 @@ from opsbot.app import AnyApplication, build_application
 from opsbot.config import Settings, load_config
 from opsbot.services import Services
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage, User
+from tests.lab.sshd import SSHServer
 
 OPSBOT_TOKEN = "7000000001:AAopsbotTESTtokenXXXXXXXXXXXXXXXXXXX"
 OPSBOT_USERNAME = "opsbot_test_bot"
@@ -36,6 +37,19 @@ PEOPLE = [
     {"id": VIC.id, "name": "vic", "role": "viewer"},
     {"id": OSCAR.id, "name": "oscar", "role": "operator"},
 ]
+
+
+def ssh_endpoint(server: SSHServer, **overrides: Any) -> dict[str, Any]:
+    """The config of an SSH endpoint on the lab sshd, as the lab user, host key checked."""
+    return {
+        "type": "ssh",
+        "host": server.host,
+        "port": server.port,
+        "user": server.username,
+        "key_files": [str(server.client_key)],
+        "known_hosts": str(server.known_hosts),
+        **overrides,
+    }
 
 
 def write_config(path: Path, data: dict[str, Any]) -> Settings:

@@ -30,6 +30,7 @@ from tests.factories import (
     ChatSession,
     base_config,
     running_opsbot,
+    ssh_endpoint,
     write_config,
 )
 from tests.fakebotapi import FakeBotAPI, FakeMessage
@@ -139,14 +140,7 @@ async def chat(
     config = base_config(fake, tmp / "data")
     config["approvals"] = {"ttl": TTL}
     config["endpoints"] = {
-        "lab-ssh": {
-            "type": "ssh",
-            "host": sshd_server.host,
-            "port": sshd_server.port,
-            "user": sshd_server.username,
-            "key_files": [str(sshd_server.client_key)],
-            "known_hosts": str(sshd_server.known_hosts),
-        },
+        "lab-ssh": ssh_endpoint(sshd_server),
         "lab-docker": {"type": "docker", "url": docker_lab.base_url},
     }
     bin_dir = postgres_bin_dir()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import ALICE, OPS, OPSBOT_TOKEN, OPSBOT_USERNAME, PEOPLE
+from tests.factories import ALICE, OPS, OPSBOT_TOKEN, OPSBOT_USERNAME, PEOPLE, ssh_endpoint
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.dockerd import DockerLab
 from tests.lab.ports import free_port
@@ -90,14 +90,7 @@ def test_run_without_a_token_says_what_to_do(tmp_path: Path) -> None:
 def test_check_reports_each_endpoint_and_fails_on_any_failure(
     tmp_path: Path, sshd_server: SSHServer, docker_lab: DockerLab, fake: FakeBotAPI
 ) -> None:
-    ssh = {
-        "type": "ssh",
-        "host": sshd_server.host,
-        "port": sshd_server.port,
-        "user": sshd_server.username,
-        "key_files": [str(sshd_server.client_key)],
-        "known_hosts": str(sshd_server.known_hosts),
-    }
+    ssh = ssh_endpoint(sshd_server)
     config = {
         "telegram": {"token": OPSBOT_TOKEN, "api_url": fake.url},
         "endpoints": {

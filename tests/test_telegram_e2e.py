@@ -36,6 +36,7 @@ from tests.factories import (
     ChatSession,
     base_config,
     running_opsbot,
+    ssh_endpoint,
     write_config,
 )
 from tests.fakebotapi import Chat, FakeBotAPI
@@ -133,16 +134,9 @@ async def chat(
 ) -> AsyncIterator[ChatSession]:
     tmp = tmp_path_factory.mktemp("e2e")
     config = base_config(fake, tmp / "data")
-    ssh_common = {
-        "type": "ssh",
-        "host": sshd_server.host,
-        "user": sshd_server.username,
-        "key_files": [str(sshd_server.client_key)],
-        "known_hosts": str(sshd_server.known_hosts),
-    }
     config["endpoints"] = {
-        "lab-ssh": {**ssh_common, "port": sshd_server.port},
-        "hung-ssh": {**ssh_common, "port": silent_host, "connect_timeout": 2},
+        "lab-ssh": ssh_endpoint(sshd_server),
+        "hung-ssh": ssh_endpoint(sshd_server, port=silent_host, connect_timeout=2),
         "lab-docker": {"type": "docker", "url": docker_lab.base_url},
     }
     fake.set_webhook_info(
