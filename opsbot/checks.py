@@ -1,4 +1,4 @@
-"""Health checks: HTTP, TCP, Telegram bot token, command exit status, and the kind's status.
+"""Health checks: HTTP, TCP, bot token, command exit status, Prometheus metric, kind's status.
 
 All checks of all targets run concurrently. Each check has its own timeout and each target a
 budget for all of its checks together, so a slow or dead target never delays an answer past its
@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from opsbot.config import (
     Check,
     CommandCheck,
     ContainerTarget,
     HttpCheck,
+    MetricCheck,
     Target,
     TcpCheck,
     TelegramCheck,
@@ -110,6 +112,9 @@ def _label(check: Check) -> str:
             return "telegram bot"
         case CommandCheck():
             return f"command {check.argv[0]}"
+        case MetricCheck():
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(check.labels.items()))
+            return f"metric {check.metric}" + (f"{{{labels}}}" if labels else "")
 
 
 async def _timed(
@@ -159,6 +164,8 @@ def _run_check(
             return _timed(
                 label, check.timeout + 1, lambda: _command(label, check, name, target, runtime)
             )
+        case MetricCheck():
+            return _timed(label, check.timeout, lambda: _metric(label, check, runtime.http))
 
 
 async def _process(name: str, target: Target, runtime: Runtime) -> CheckResult:
@@ -191,6 +198,36 @@ async def _http(label: str, check: HttpCheck, http: httpx.AsyncClient) -> CheckR
             label, State.WARN, f"HTTP {response.status_code}, slow ({latency:.1f} s)"
         )
     return CheckResult(label, State.OK, f"HTTP {response.status_code}")
+
+
+async def _metric(label: str, check: MetricCheck, http: httpx.AsyncClient) -> CheckResult:
+    response = await http.get(check.url, timeout=check.timeout)
+    if response.status_code != 200:
+        return CheckResult(label, State.FAIL, f"HTTP {response.status_code}")
+    try:
+        values = [
+            sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+            if sample.name == check.metric
+            and all(sample.labels.get(k) == v for k, v in check.labels.items())
+        ]
+    except ValueError:
+        return CheckResult(label, State.FAIL, "cannot parse the metrics text")
+    if not values:
+        return CheckResult(label, State.FAIL, f"no metric {check.metric}")
+    value = float(sum(values))  # the parser gives ints for whole numbers, despite its types
+    shown = f"{check.metric} = {_number(value)}"
+    for limit, state in ((check.critical, State.FAIL), (check.warning, State.WARN)):
+        if limit is not None and (value < limit if check.below else value > limit):
+            sign = "<" if check.below else ">"
+            return CheckResult(label, state, f"{shown} ({sign} {_number(limit)})")
+    return CheckResult(label, State.OK, shown)
+
+
+def _number(value: float) -> str:
+    """Whole numbers in full (bytes, counts), others to four significant digits."""
+    return f"{value:.0f}" if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
 
 
 async def _tcp(label: str, check: TcpCheck) -> CheckResult:

@@ -227,7 +227,27 @@ class CommandCheck(_Model):
     timeout: Seconds = 10.0
 
 
-Check = Annotated[HttpCheck | TcpCheck | TelegramCheck | CommandCheck, Field(discriminator="type")]
+class MetricCheck(_Model):
+    """A Prometheus metric read from the target's /metrics, against thresholds.
+
+    Samples matching ``metric`` (and ``labels``) are summed; above ``warning`` is a warning,
+    above ``critical`` a failure (``below: true`` for metrics that must stay high).
+    """
+
+    type: Literal["metric"]
+    url: str = Field(pattern=r"^https?://")
+    metric: str = Field(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+    labels: dict[str, str] = Field(default_factory=dict)
+    warning: float | None = None
+    critical: float | None = None
+    below: bool = False
+    timeout: Seconds = 5.0
+
+
+Check = Annotated[
+    HttpCheck | TcpCheck | TelegramCheck | CommandCheck | MetricCheck,
+    Field(discriminator="type"),
+]
 
 # --------------------------------------------------------------------------- backups
 

@@ -34,3 +34,11 @@ def docker_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerLab]:
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     with start_postgres(tmp_path_factory.mktemp("postgres")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def alertmanager_factory(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """An AlertmanagerFactory: ``with alertmanager_factory(webhook_url, token) as am``."""
+    from tests.lab.alertmanager import AlertmanagerFactory
+
+    return AlertmanagerFactory(tmp_path_factory)

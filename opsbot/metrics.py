@@ -1,0 +1,72 @@
+"""opsbot's own Prometheus metrics, in a registry of their own.
+
+A dedicated ``CollectorRegistry`` (not prometheus_client's global one) lets tests and several
+applications live in one process without "Duplicated timeseries" errors. ``/metrics`` on the
+web server serves :meth:`Metrics.render`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+
+# Why a webhook request was refused (the label values of webhook_rejected_total).
+REJECT_REASONS = ("unauthorized", "too_large", "bad_json", "bad_shape", "ingest_failed")
+
+EXECUTOR_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class Metrics:
+    """Counters and histograms for one opsbot; ``render()`` gives the text exposition."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, namespace: str = "opsbot") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.commands_total = Counter(
+            "commands", "Commands handled, by verb and outcome.", ["verb", "outcome"],
+            namespace=namespace, registry=r,
+        )  # fmt: skip
+        self.approvals_total = Counter(
+            "approvals", "Approval requests decided, by decision.", ["decision"],
+            namespace=namespace, registry=r,
+        )  # fmt: skip
+        self.alerts_received_total = Counter(
+            "alerts_received", "Alert events accepted, by source.", ["source"],
+            namespace=namespace, registry=r,
+        )  # fmt: skip
+        self.alerts_sent_total = Counter(
+            "alerts_sent", "Alert messages sent to the chat.", namespace=namespace, registry=r
+        )
+        self.alerts_suppressed_total = Counter(
+            "alerts_suppressed", "Alert events not sent, by reason (dedup, silence, storm...).",
+            ["reason"], namespace=namespace, registry=r,
+        )  # fmt: skip
+        self.executor_seconds = Histogram(
+            "executor_seconds", "Time spent in executor calls, by kind (ssh, docker, local).",
+            ["kind"], buckets=EXECUTOR_BUCKETS, namespace=namespace, registry=r,
+        )  # fmt: skip
+        self.webhook_rejected_total = Counter(
+            "webhook_rejected", "Webhook requests refused, by reason.", ["reason"],
+            namespace=namespace, registry=r,
+        )  # fmt: skip
+        for reason in REJECT_REASONS:  # present (at 0) from the start, so rate() works
+            self.webhook_rejected_total.labels(reason=reason)
+
+    @contextmanager
+    def time_executor(self, kind: str) -> Iterator[None]:
+        """``with metrics.time_executor("ssh"): ...`` observes the elapsed seconds."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.executor_seconds.labels(kind=kind).observe(time.perf_counter() - started)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this registry (serve with ``content_type``)."""
+        return generate_latest(self.registry)

@@ -1,0 +1,519 @@
+"""The alert engine over real components: SQLite and Redis stores, a real ``telegram.Bot``
+talking HTTP to the fake Bot API with its rate limits on (20 messages a minute in a group).
+
+The engine's clock is injected where a test needs minutes to pass (throttled edits,
+durations, reminders, silence ends); the fake's flood limits run on real time, so the storm
+test keeps its real-time window short and checks every rolling minute of real sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+import pytest_asyncio
+from telegram import Bot
+
+from opsbot import silences
+from opsbot.alert_commands import ack_verb, alerts_verb, silence_verb, unsilence_verb
+from opsbot.alert_event import AlertEvent, Severity
+from opsbot.alerts import EVENTS, AlertEngine, count_events
+from opsbot.commands import Caller
+from opsbot.config import Person, Role, Settings
+from opsbot.errors import UsageError
+from opsbot.handlers.notifier import TelegramNotifier
+from opsbot.redact import Redactor
+from opsbot.services import Services
+from opsbot.store.redis import RedisStore
+from opsbot.store.sqlite import SQLiteStore
+from tests.factories import INCIDENTS, OPSBOT_TOKEN, OPSBOT_USERNAME, base_config, write_config
+from tests.fakebotapi import FakeBotAPI, FakeMessage
+from tests.lab.redis import RedisServer
+
+ALICE = Person(id=1001, name="alice", role=Role.admin)
+CHAT = INCIDENTS.id  # alerts go to the incident chat by default
+_prefixes = itertools.count()
+
+
+class Clock:
+    """Real time plus an offset the test moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBotAPI]:
+    with FakeBotAPI() as api:  # default flood limits: 20 messages a minute per group
+        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
+        yield api
+
+
+@pytest_asyncio.fixture
+async def bot(fake: FakeBotAPI) -> AsyncIterator[Bot]:
+    async with Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url) as opened:
+        yield opened
+
+
+@pytest_asyncio.fixture
+async def sqlite(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def make_settings(fake: FakeBotAPI, tmp_path: Path, **alerts: Any) -> Settings:
+    config = base_config(fake, tmp_path / "data")
+    config["targets"] = {
+        "quizbot": {"kind": "command", "actions": {"status": ["true"]}},
+        "paybot": {"kind": "command", "actions": {"status": ["true"]}},
+    }
+    config["alerts"] = {"reminder_interval": 900, **alerts}
+    return write_config(tmp_path / "c.yaml", config)
+
+
+def engine_for(
+    store: Any, settings: Settings, bot: Bot, clock: Clock | None = None
+) -> AlertEngine:
+    notifier = TelegramNotifier(bot, Redactor(settings.secrets()))
+    return AlertEngine(store, settings, notifier, clock=clock or time.time)
+
+
+def firing(
+    fingerprint: str,
+    target: str | None = "quizbot",
+    severity: Severity = Severity.critical,
+    summary: str = "webhook backlog: 1,234 pending updates",
+) -> AlertEvent:
+    return AlertEvent("alertmanager", fingerprint, "firing", severity, summary, target)
+
+
+def resolved(fingerprint: str, target: str | None = "quizbot") -> AlertEvent:
+    return AlertEvent("alertmanager", fingerprint, "resolved", Severity.critical, "", target)
+
+
+def buttons(message: FakeMessage) -> list[str]:
+    markup = message.reply_markup or {}
+    return [b["callback_data"] for row in markup.get("inline_keyboard", []) for b in row]
+
+
+def sends(fake: FakeBotAPI, chat: int = CHAT) -> int:
+    return sum(1 for c in fake.calls_to("sendMessage") if c.params.get("chat_id") == chat)
+
+
+def edits(fake: FakeBotAPI) -> int:
+    return len(fake.calls_to("editMessageText"))
+
+
+# --------------------------------------------------------------------------- one alert
+
+
+async def test_a_new_alert_posts_one_message_with_four_opaque_buttons(
+    fake: FakeBotAPI, bot: Bot, sqlite: SQLiteStore, tmp_path: Path
+) -> None:
+    engine = engine_for(sqlite, make_settings(fake, tmp_path), bot)
+    await engine.ingest([firing("fp-quiz-backlog")])
+
+    [message] = fake.bot_messages(CHAT)
+    [alert] = await engine.list()
+    assert len(alert.id) == 8 and alert.message_id == message.message_id
+    assert buttons(message) == [f"al:{alert.id}", f"ar:{alert.id}", f"as:{alert.id}",
+                                f"ak:{alert.id}"]  # fmt: skip
+    assert all("fp-quiz" not in data and len(data.encode()) <= 64 for data in buttons(message))
+    assert message.text is not None
+    assert message.text.startswith("🔥 CRITICAL · quizbot")
+    assert "webhook backlog: 1,234 pending updates" in message.text
+    assert "since " in message.text and "alertmanager" in message.text
+    assert await engine.get(alert.id) == alert
+    assert await engine.get("nope1234") is None
+
+    # an alert whose target is not configured: no Logs or Restart
+    await engine.ingest([firing("fp-unknown", target="elsewhere", severity=Severity.warning)])
+    other = fake.bot_messages(CHAT)[-1]
+    assert [d[:3] for d in buttons(other)] == ["as:", "ak:"]
+    assert other.text is not None and other.text.startswith("⚠️ WARNING · elsewhere")
+
+
+async def test_repeats_edit_the_message_in_place_then_resolve_posts_a_recovery_line(
+    fake: FakeBotAPI, bot: Bot, sqlite: SQLiteStore, tmp_path: Path
+) -> None:
+    clock = Clock()
+    engine = engine_for(sqlite, make_settings(fake, tmp_path), bot, clock)
+    await engine.ingest([firing("fp-1")])
+    for _ in range(36):
+        clock.advance(1.0)
+        await engine.ingest([firing("fp-1")])
+
+    assert sends(fake) == 1  # nothing new posted
+    assert edits(fake) <= 4  # at most one edit per 10 s of (engine) time
+    [message] = fake.bot_messages(CHAT)
+    assert message.text is not None and "×37" not in message.text
+
+    clock.advance(11)
+    await engine.tick()  # flushes the held-back count
+    [message] = fake.bot_messages(CHAT)
+    assert message.text is not None and "×37 since" in message.text
+    [alert] = await engine.list()
+    assert alert.count == 37
+
+    clock.advance(4 * 60 - 47)
+    await engine.ingest([resolved("fp-1")])  # a change of status is edited at once
+    first, recovery = fake.bot_messages(CHAT)
+    assert first.message_id == message.message_id and buttons(first) == []
+    assert first.text is not None and first.text.startswith("✅ RESOLVED · quizbot")
+    assert "✅ resolved after 4 min" in first.text
+    assert recovery.text is not None and recovery.text.startswith("✅ quizbot recovered")
+    assert alert.id in recovery.text
+    assert await engine.list() == []  # nothing firing
+    [done] = await engine.list(firing_only=False)
+    assert done.status == "resolved" and done.recovery == "sent"
+    assert fake.too_many_requests == []
+
+    # the same fingerprint firing again is a new occurrence: same id, a new message
+    clock.advance(60)
+    await engine.ingest([firing("fp-1")])
+    again = fake.bot_messages(CHAT)[-1]
+    assert again.message_id not in (first.message_id, recovery.message_id)
+    assert buttons(again)[-1] == f"ak:{alert.id}"
+    [refired] = await engine.list()
+    assert refired.count == 1 and refired.occurrence == 2
+
+
+async def test_ack_edits_the_message_and_stops_reminders(
+    fake: FakeBotAPI, bot: Bot, sqlite: SQLiteStore, tmp_path: Path
+) -> None:
+    clock = Clock()
+    engine = engine_for(sqlite, make_settings(fake, tmp_path, reminder_interval=900), bot, clock)
+    await engine.ingest([firing("fp-crit"), firing("fp-warn", severity=Severity.warning)])
+    crit, warn = sorted(await engine.list(), key=lambda a: a.fingerprint)
+    assert warn.severity is Severity.warning
+
+    clock.advance(901)
+    await engine.tick()
+    [reminder] = [m for m in fake.bot_messages(CHAT) if m.text and m.text.startswith("⏰")]
+    assert crit.id in (reminder.text or "") and buttons(reminder) == [f"ak:{crit.id}"]
+    await engine.tick()
+    assert sends(fake) == 3  # two alerts and one reminder (the warning is not reminded)
+
+    toast = await engine.ack(crit.id, ALICE)
+    assert toast.startswith("Acked by alice")
+    message = fake.message(CHAT, crit.message_id or 0)
+    assert message is not None and message.text is not None
+    assert "👀 acked by alice" in message.text
+    assert f"ak:{crit.id}" not in buttons(message) and f"as:{crit.id}" in buttons(message)
+    assert await engine.ack(crit.id, ALICE) == "Already acked by alice."
+    assert await engine.ack("unknown1", ALICE) == "This alert is no longer known."
+
+    clock.advance(901)
+    await engine.tick()
+    assert sends(fake) == 3  # acked: no more reminders
+    assert fake.too_many_requests == []
+
+
+async def test_a_silenced_target_records_but_posts_nothing_and_its_end_is_announced_once(
+    fake: FakeBotAPI, bot: Bot, sqlite: SQLiteStore, tmp_path: Path
+) -> None:
+    clock = Clock()
+    settings = make_settings(fake, tmp_path)
+    engine = engine_for(sqlite, settings, bot, clock)
+    replica = engine_for(sqlite, settings, bot, clock)
+    silence = await silences.add(sqlite, "quizbot", 600, "deploy", ALICE, now=clock())
+
+    await engine.ingest(
+        [firing("fp-q1"), firing("fp-q1"), firing("fp-q2", severity=Severity.info)]
+    )
+    await engine.ingest([firing("fp-pay", target="paybot")])
+    assert sends(fake) == 1  # only paybot's
+    quiet = [a for a in await engine.list() if a.target == "quizbot"]
+    assert len(quiet) == 2 and all(a.silenced and a.message_id is None for a in quiet)
+    assert {a.silence_id for a in quiet} == {silence.id}
+    assert sum(a.count for a in quiet) == 3
+
+    await engine.tick()
+    assert sends(fake) == 1
+    clock.advance(601)
+    await asyncio.gather(engine.tick(), replica.tick())
+    await engine.tick()
+    await replica.tick()
+    notices = [m for m in fake.bot_messages(CHAT) if m.text and m.text.startswith("🔔")]
+    assert len(notices) == 1
+    assert notices[0].text is not None
+    assert "silence of quizbot ended" in notices[0].text and "deploy" in notices[0].text
+    assert "2 alert(s) still firing" in notices[0].text
+
+    # the next repeat, with the silence over, posts the alert
+    await engine.ingest([firing("fp-q1")])
+    assert sends(fake) == 3
+    assert fake.too_many_requests == []
+
+
+async def test_the_silence_button_silences_the_target(
+    fake: FakeBotAPI, bot: Bot, sqlite: SQLiteStore, tmp_path: Path
+) -> None:
+    clock = Clock()
+    engine = engine_for(sqlite, make_settings(fake, tmp_path), bot, clock)
+    await engine.ingest([firing("fp-a"), firing("fp-none", target=None)])
+    a, none = sorted(await engine.list(), key=lambda x: x.fingerprint)
+
+    toast = await engine.silence_alert(a.id, ALICE)
+    assert toast.startswith("🔕 quizbot silenced for 1h")
+    message = fake.message(CHAT, a.message_id or 0)
+    assert message is not None and message.text is not None and "🔕 silenced until" in message.text
+    assert f"as:{a.id}" not in buttons(message)
+    [silence] = await silences.active(sqlite, clock())
+    assert silence.target == "quizbot" and silence.created_by == "alice"
+
+    # without a target, only that alert is muted
+    assert (await engine.silence_alert(none.id, ALICE, 600)).startswith("🔕 this alert")
+    assert len(await silences.active(sqlite, clock())) == 1
+    before = sends(fake)
+    await engine.ingest([firing("fp-b"), firing("fp-none", target=None)])  # both silenced
+    assert sends(fake) == before
+    assert all(x.silenced for x in await engine.list())
+
+
+# --------------------------------------------------------------------------- a storm
+
+
+async def test_a_storm_of_5000_alerts_is_recorded_and_stays_within_the_flood_limit(
+    fake: FakeBotAPI, bot: Bot, sqlite: SQLiteStore, tmp_path: Path
+) -> None:
+    clock = Clock()
+    settings = make_settings(fake, tmp_path, max_messages_per_minute=15, digest_interval=1.0)
+    engine = engine_for(sqlite, settings, bot, clock)
+    targets = ["quizbot", "paybot", "searchbot", "mailbot", "authbot"]
+    severities = [Severity.critical, Severity.warning, Severity.info]
+    shuffle = random.Random(7).shuffle
+
+    def event(i: int, status: Literal["firing", "resolved"] = "firing") -> AlertEvent:
+        return AlertEvent("alertmanager", f"storm-{i}", status, severities[i % 3],
+                          f"check {i} failing", targets[i % 5])  # fmt: skip
+
+    started = time.monotonic()
+    for batch in range(5):  # webhooks deliver alerts in groups: 5 × 1,000 events
+        events = []
+        for _ in range(2):  # 500 fingerprints twice; in the very last, one in five resolve
+            last = batch == 4 and _ == 1
+            half = [event(i, "resolved" if last and i % 5 == 0 else "firing") for i in range(500)]
+            shuffle(half)
+            events += half
+        await engine.ingest(events)
+        await engine.tick()
+    ingest_seconds = time.monotonic() - started
+    print(f"5,000 events ingested in {ingest_seconds:.1f} s")
+    for _ in range(3):
+        await asyncio.sleep(0.5)
+        await engine.tick()
+    assert ingest_seconds < 10
+
+    # everything is recorded and listable
+    everything = await engine.list(firing_only=False, limit=10_000)
+    assert len(everything) == 500
+    assert sum(a.count for a in everything) == 4900
+    assert sum(a.status == "resolved" for a in everything) == 100
+    assert count_events(await sqlite.tail(EVENTS, "all", 10_000)) == 5000
+    assert len(await engine.list(limit=10_000)) == 400
+
+    # the chat got a few alerts of their own, then one digest
+    messages = fake.bot_messages(CHAT)
+    posted = [m for m in messages if buttons(m)]
+    digests = [m for m in messages if m.text and "alert storm" in m.text]
+    assert len(posted) == 13  # the budget minus the two slots kept for the digest
+    assert all(m.text and m.text.startswith("🔥") for m in posted)  # most severe first
+    assert len(digests) == 1 and len(messages) == 14
+    digest = digests[0].text or ""
+    assert digest.startswith("🌩 alert storm: ") and "quizbot: " in digest and "/alerts" in digest
+    assert not any("recovered" in (m.text or "") for m in messages)  # none in a storm
+    ids = [d.split(":")[1] for m in posted for d in buttons(m) if d.startswith("ak:")]
+    assert len(set(ids)) == 13
+    assert all(a.message_id is not None or a.digested for a in everything)
+
+    # the flood limit: at most 20 messages in any rolling minute, and never a 429
+    dates = sorted(m.date for m in messages)
+    assert all(sum(1 for d in dates if first <= d < first + 60) <= 20 for first in dates)
+    assert fake.too_many_requests == []
+
+    # minutes later (engine time) the final state shows: counts, resolves, storm over
+    for _ in range(3):
+        clock.advance(61)
+        await engine.tick()
+    assert sends(fake) == 14  # only edits since
+    final = fake.message(CHAT, digests[0].message_id)
+    assert final is not None and final.text is not None
+    assert final.text.startswith("🌤 alert storm over: ")
+    by_message = {a.message_id: a for a in everything if a.message_id is not None}
+    for message in posted:
+        now = fake.message(CHAT, message.message_id)
+        alert = by_message[message.message_id]
+        assert now is not None and now.text is not None
+        if alert.status == "resolved":
+            assert now.text.startswith("✅ RESOLVED")
+        else:
+            assert "×10 since" in now.text
+    assert fake.too_many_requests == []
+
+
+# --------------------------------------------------------------------------- replicas
+
+
+@pytest_asyncio.fixture
+async def redis_pair(redis_server: RedisServer) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    prefix = f"alerts-test-{next(_prefixes)}-{time.time_ns()}"
+    one, two = RedisStore(redis_server.url, prefix), RedisStore(redis_server.url, prefix)
+    try:
+        yield one, two
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_two_replicas_post_each_new_alert_exactly_once(
+    redis_pair: tuple[RedisStore, RedisStore], tmp_path: Path
+) -> None:
+    # The two replicas' shared clock jumps a minute between rounds, so their budget lets
+    # every alert through; Telegram's own limits (on real time) are off for that.
+    clock = Clock()
+    with FakeBotAPI(group_per_minute=None, global_per_second=None) as fake:
+        fake.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
+        settings = make_settings(fake, tmp_path, max_messages_per_minute=20)
+        async with (
+            Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url) as bot_a,
+            Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url) as bot_b,
+        ):
+            one = engine_for(redis_pair[0], settings, bot_a, clock)
+            two = engine_for(redis_pair[1], settings, bot_b, clock)
+            for round_ in range(5):
+                events = [firing(f"rep-{round_}-{i}", target=f"t{i % 3}") for i in range(10)]
+                await asyncio.gather(one.ingest(events), two.ingest(list(reversed(events))))
+                await asyncio.gather(one.tick(), two.tick())
+                clock.advance(61)
+            alerts = await one.list(limit=100)
+            messages = fake.bot_messages(CHAT)
+            assert fake.too_many_requests == []
+    assert len(alerts) == 50 and all(a.count == 2 for a in alerts)  # both events recorded
+    assert len(messages) == 50
+    posted_ids = [d[3:] for m in messages for d in buttons(m) if d.startswith("ak:")]
+    assert sorted(posted_ids) == sorted(a.id for a in alerts)
+    assert {a.message_id for a in alerts} == {m.message_id for m in messages}
+
+
+async def test_two_replicas_share_one_budget_and_one_digest(
+    redis_pair: tuple[RedisStore, RedisStore], fake: FakeBotAPI, tmp_path: Path
+) -> None:
+    settings = make_settings(fake, tmp_path, max_messages_per_minute=20)
+    async with (
+        Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url) as bot_a,
+        Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url) as bot_b,
+    ):
+        one = engine_for(redis_pair[0], settings, bot_a)
+        two = engine_for(redis_pair[1], settings, bot_b)
+        events = [firing(f"share-{i}", target=f"t{i % 4}") for i in range(50)]
+        await asyncio.gather(one.ingest(events), two.ingest(events[::-1]))
+        await asyncio.gather(one.tick(), two.tick())
+        alerts = await two.list(limit=100)
+    messages = fake.bot_messages(CHAT)
+    posted = [m for m in messages if buttons(m)]
+    digests = [m for m in messages if m.text and m.text.startswith("🌩 alert storm")]
+    assert len(posted) == 18 and len(digests) == 1 and len(messages) == 19
+    posted_ids = [d[3:] for m in posted for d in buttons(m) if d.startswith("ak:")]
+    assert len(set(posted_ids)) == 18
+    assert len(alerts) == 50 and all(a.count == 2 for a in alerts)
+    assert sum(a.message_id is not None for a in alerts) == 18
+    assert sum(a.digested for a in alerts) == 32
+    assert fake.too_many_requests == []
+
+
+# --------------------------------------------------------------------------- the verbs
+
+
+async def test_the_alert_verbs(fake: FakeBotAPI, bot: Bot, tmp_path: Path) -> None:
+    settings = make_settings(fake, tmp_path)
+    services = Services.build(settings)
+    caller = Caller("alice", Role.admin, user_id=ALICE.id, chat_id=CHAT)
+    try:
+        engine = engine_for(services.store, settings, bot)
+        empty = await alerts_verb(engine, services, caller, [])
+        assert empty.text.startswith("✅ nothing firing")
+
+        await engine.ingest(
+            [
+                firing("v-1"),
+                firing("v-1"),
+                firing("v-2", target="paybot", severity=Severity.warning),
+            ]
+        )
+        await engine.ingest([firing("v-3"), resolved("v-3")])
+        listed = await alerts_verb(engine, services, caller, [])
+        assert listed.text.startswith("🚨 2 firing (1 critical)")
+        lines = listed.block.splitlines()
+        assert len(lines) == 2 and lines[0].startswith("🔥 ") and " quizbot ×2 since " in lines[0]
+        assert lines[1].startswith("⚠️ ") and " paybot ×1 " in lines[1]
+        every = await alerts_verb(engine, services, caller, ["all", "10"])
+        assert len(every.block.splitlines()) == 3 and "✅ " in every.block
+        one = await alerts_verb(engine, services, caller, ["1"])
+        assert len(one.block.splitlines()) == 1 and "+1 more" in one.text
+
+        crit = (await engine.list())[0]
+        acked = await ack_verb(engine, services, caller, [crit.id])
+        assert "Acked by alice" in acked.text
+        assert "[acked alice]" in (await alerts_verb(engine, services, caller, [])).block
+
+        silenced = await silence_verb(
+            engine, services, caller, ["QuizBot", "1h30m", "deploy", "v2"]
+        )
+        assert "quizbot silenced for 1h30m" in silenced.text and "deploy v2" in silenced.text
+        listing = await silence_verb(engine, services, caller, ["list"])
+        assert "quizbot until" in listing.block and "by alice — deploy v2" in listing.block
+        [silence] = await silences.active(services.store, time.time())
+        everyone = await silence_verb(engine, services, caller, ["*", "10m"])
+        assert "every target silenced for 10m" in everyone.text
+        ended = await unsilence_verb(engine, services, caller, [silence.id])
+        assert ended.text.startswith(f"🔔 silence {silence.id} of quizbot ended by alice")
+        assert len(await silences.active(services.store, time.time())) == 1
+
+        bad = [
+            (alerts_verb, ["everything"]),
+            (alerts_verb, ["0"]),
+            (ack_verb, []),
+            (ack_verb, ["no-such-1"]),
+            (ack_verb, ["a b;rm"]),
+            (silence_verb, []),
+            (silence_verb, ["quizbot"]),
+            (silence_verb, ["nosuchbot", "1h"]),
+            (silence_verb, ["quizbot", "soon"]),
+            (silence_verb, ["quizbot", "45s"]),
+            (silence_verb, ["quizbot", "31d"]),
+            (unsilence_verb, [silence.id]),  # already ended
+            (unsilence_verb, []),
+        ]
+        for verb, args in bad:
+            with pytest.raises(UsageError) as caught:
+                await verb(engine, services, caller, args)
+            assert "\n" not in str(caught.value) and len(str(caught.value)) < 200
+    finally:
+        await services.close()
+
+
+def test_parse_duration() -> None:
+    parse = silences.parse_duration
+    assert parse("1h30m") == 5400 and parse("90m") == 5400 and parse("2d") == 172800
+    assert parse("1w") == 7 * 86400 and parse(" 1H ") == 3600
+    assert parse("45s", minimum=1) == 45
+    for bad in ("45s", "31d", "", "1h1h", "90", "m", "1.5h", "-1h", "1h 30m"):
+        with pytest.raises(UsageError):
+            parse(bad)
+    assert silences.describe(5400) == "1h30m" and silences.describe(45) == "45s"
