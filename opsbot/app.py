@@ -18,15 +18,19 @@ from telegram import (
 )
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
-from opsbot import handlers
+from opsbot import handlers, monitor
+from opsbot.alerts import AlertEngine
 from opsbot.commands import VERBS
 from opsbot.config import Role, Settings
 from opsbot.errors import ConfigError
+from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.services import Services
+from opsbot.web import WebServer
 
 log = logging.getLogger(__name__)
 
 AnyApplication = Application[Any, Any, Any, Any, Any, Any]
+TICK_SECONDS = 3.0  # how often the alert engine flushes edits, digests, reminders
 
 
 def build_application(settings: Settings, services: Services | None = None) -> AnyApplication:
@@ -44,14 +48,21 @@ def build_application(settings: Settings, services: Services | None = None) -> A
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         (settings.data_dir / "heartbeat").touch()
 
+    web: list[WebServer] = []
+
     async def post_init(application: AnyApplication) -> None:
         await publish_commands(application, settings)
         assert application.job_queue is not None  # the job-queue extra is a dependency
         await heartbeat()
         application.job_queue.run_repeating(heartbeat, interval=30, first=30)
+        server = await start_alerting(application, services)
+        if server is not None:
+            web.append(server)
         log.info("opsbot is up as @%s", application.bot.username)
 
     async def post_shutdown(application: AnyApplication) -> None:
+        for server in web:
+            await server.stop()
         await services.close()
 
     application = (
@@ -68,6 +79,40 @@ def build_application(settings: Settings, services: Services | None = None) -> A
     )
     handlers.register(application, services)
     return application
+
+
+async def start_alerting(application: AnyApplication, services: Services) -> WebServer | None:
+    """The alert engine, its periodic tick, the monitor's rounds and the webhook server."""
+    settings = services.settings
+    jobs = application.job_queue
+    assert jobs is not None
+    engine = AlertEngine(
+        services.store, settings, TelegramNotifier(application.bot, services.redactor)
+    )
+    services.alerts = engine
+
+    async def tick(context: object) -> None:
+        await engine.tick()
+
+    jobs.run_repeating(tick, interval=TICK_SECONDS, first=TICK_SECONDS, name="alerts-tick")
+    still_firing = {
+        a.fingerprint: a.severity
+        for a in await engine.list(firing_only=True, limit=10_000)
+        if a.source == monitor.SOURCE
+    }
+    watcher = monitor.Monitor(settings, services, engine.ingest, firing=still_firing)
+    for name, interval in watcher.schedule():
+
+        async def round_(context: object, name: str = name) -> None:
+            await watcher.round(name)
+
+        jobs.run_repeating(round_, interval=interval, first=interval, name=f"monitor-{name}")
+    if not settings.web.enabled:
+        return None
+    server = WebServer(settings, engine.ingest, services.metrics)
+    port = await server.start()
+    log.info("alert webhooks, /healthz and /metrics on %s:%d", settings.web.host, port)
+    return server
 
 
 def commands_for(role: Role) -> list[BotCommand]:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from opsbot import actions, backups, operations
+from opsbot import actions, alert_commands, backups, operations
 from opsbot.audit import digest
 from opsbot.checks import TargetHealth, check_all, check_target
 from opsbot.config import Person, Role, Target
@@ -266,6 +266,15 @@ async def help_(services: Services, caller: Caller, args: list[str]) -> Reply:
     )
 
 
+def _alert_verb(verb: alert_commands.AlertVerb) -> Handler:
+    async def run(services: Services, caller: Caller, args: list[str]) -> Reply:
+        if services.alerts is None:
+            raise UsageError("alerts are handled by the running bot (opsbot run), not here")
+        return await verb(services.alerts, services, caller, args)
+
+    return run
+
+
 VERBS: dict[str, Verb] = {
     v.name: v
     for v in (
@@ -307,6 +316,10 @@ VERBS: dict[str, Verb] = {
             "who did what, newest first",
             audit,
         ),
+        *(
+            Verb(name, role, usage, summary, _alert_verb(verb))
+            for name, role, usage, summary, verb in alert_commands.VERB_SPECS
+        ),
         Verb("help", Role.viewer, "/help", "what you may do here", help_),
     )
 }
@@ -332,6 +345,7 @@ async def dispatch(services: Services, caller: Caller, verb_name: str, args: lis
             outcome = "ok"
         except UsageError as exc:
             reply, outcome = Reply(text=f"⚠️ {exc}"), "usage"
+        services.metrics.commands_total.labels(verb=verb_name, outcome=outcome).inc()
         await services.audit.record(
             "command",
             who=caller.name,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from opsbot.alerts import AlertEngine
 from opsbot.approvals import Approvals
 from opsbot.audit import Audit
 from opsbot.config import DockerEndpoint, LocalEndpoint, Settings, SSHEndpoint
@@ -20,6 +21,7 @@ from opsbot.executors import Executor
 from opsbot.executors.docker import DockerEngine, DockerTLS
 from opsbot.executors.local import LocalExecutor
 from opsbot.executors.ssh import SSHHost, SSHPool
+from opsbot.metrics import Metrics
 from opsbot.redact import Redactor
 from opsbot.store import Store
 from opsbot.store.factory import open_store
@@ -52,6 +54,8 @@ class Services:
     http: httpx.AsyncClient
     ssh: SSHPool = field(default_factory=SSHPool)
     local: LocalExecutor = field(default_factory=LocalExecutor)
+    metrics: Metrics = field(default_factory=Metrics)
+    alerts: AlertEngine | None = None  # built once a notifier exists (the bot's post_init)
     _docker: dict[str, DockerEngine] = field(default_factory=dict)
 
     @classmethod

@@ -69,6 +69,8 @@ def base_config(fake: FakeBotAPI, data_dir: Path) -> dict[str, Any]:
         },
         "people": PEOPLE,
         "data_dir": str(data_dir),
+        # The monitor would run checks in the background; tests that want it turn it on.
+        "alerts": {"monitor": {"enabled": False}},
         "endpoints": {},
         "targets": {},
     }

@@ -9,6 +9,7 @@ from telegram.ext import ContextTypes
 
 from opsbot import operations
 from opsbot.commands import Caller, dispatch
+from opsbot.config import Role
 from opsbot.handlers.gate import Gate
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.handlers.reply import edit_reply, send_reply
@@ -16,7 +17,8 @@ from opsbot.handlers.reply import edit_reply, send_reply
 log = logging.getLogger(__name__)
 
 # Button data: "h" (health overview), "h:TARGET" (one target), "l:TARGET" (its logs),
-# "a:ID" / "d:ID" (approve / deny the request with that opaque id).
+# "a:ID" / "d:ID" (approve / deny the request with that opaque id),
+# "al:ID" / "ar:ID" / "as:ID" / "ak:ID" (an alert's Logs, Restart, Silence 1h, Ack).
 _BUTTON_VERBS = {"h": "health", "l": "logs"}
 
 
@@ -57,6 +59,9 @@ class CommandHandlers:
         if key in ("a", "d"):
             await self._decide(update, context, arg, approve=key == "a")
             return
+        if key in ("al", "ar", "as", "ak"):
+            await self._alert_button(update, context, key, arg)
+            return
         verb = _BUTTON_VERBS.get(key)
         if verb is None:
             await query.answer("This button is no longer valid.")
@@ -90,3 +95,34 @@ class CommandHandlers:
         await query.answer(toast[:200])
         if runner is not None:
             await runner()
+
+    async def _alert_button(
+        self, update: Update, context: ContextTypes.DEFAULT_TYPE, key: str, alert_id: str
+    ) -> None:
+        """Alert buttons: Logs and Restart go through the verbs (Restart files a request)."""
+        query = update.callback_query
+        engine = self.services.alerts
+        assert query is not None
+        caller = self._caller(update)
+        alert = await engine.get(alert_id) if engine is not None else None
+        if engine is None or alert is None:
+            await query.answer("This alert is no longer known.")
+            return
+        if key != "al" and not caller.role.allows(Role.operator):
+            await query.answer("That needs the operator role.")
+            return
+        if key == "ak":
+            await query.answer((await engine.ack(alert_id, caller.person))[:200])
+            return
+        if key == "as":
+            await query.answer((await engine.silence_alert(alert_id, caller.person))[:200])
+            return
+        await query.answer()
+        verb = "logs" if key == "al" else "restart"
+        reply = await dispatch(self.services, caller, verb, [alert.target or "?"])
+        chat_id = caller.chat_id
+        if chat_id is None:
+            return
+        sent = await send_reply(context.bot, chat_id, reply, thread_id=caller.thread_id)
+        if reply.request_id is not None:
+            await self.services.approvals.attach_message(reply.request_id, sent.message_id)

@@ -6,9 +6,11 @@ import logging
 import secrets
 import time
 
+from telegram.error import Conflict
 from telegram.ext import ContextTypes
 
 from opsbot.config import Role
+from opsbot.monitor import on_conflict
 from opsbot.services import Services
 
 log = logging.getLogger(__name__)
@@ -21,6 +23,12 @@ class ErrorReporter:
         self._last_notice = -1e9
 
     async def __call__(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if isinstance(context.error, Conflict):
+            # Another process polls with opsbot's own token: an alert, not a crash report.
+            log.warning("409 Conflict: another poller is using this bot's token")
+            if self.services.alerts is not None:
+                await self.services.alerts.ingest([on_conflict(context.bot.username)])
+            return
         error_id = secrets.token_hex(4)
         log.error("error %s while handling an update", error_id, exc_info=context.error)
         await self.services.audit.record(
