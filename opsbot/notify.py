@@ -20,3 +20,11 @@ class Notifier(Protocol):
     async def edit(self, chat_id: int, message_id: int, reply: Reply) -> None:
         """Replace a message's text and buttons in place (unchanged text is not an error)."""
         ...
+
+    async def pin(self, chat_id: int, message_id: int) -> None:
+        """Pin a message (quietly); failing to pin (no right to) is not an error."""
+        ...
+
+    async def create_topic(self, chat_id: int, name: str) -> int | None:
+        """Open a forum topic; its thread id, or None when the chat is not a forum."""
+        ...

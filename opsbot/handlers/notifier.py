@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from telegram import Bot
 from telegram.constants import ParseMode
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 
 from opsbot.handlers.reply import keyboard, send_reply, to_html
 from opsbot.redact import Redactor
 from opsbot.render import Reply
+
+log = logging.getLogger(__name__)
 
 
 class TelegramNotifier:
@@ -36,3 +40,17 @@ class TelegramNotifier:
         except BadRequest as exc:
             if "not modified" not in str(exc).lower():
                 raise
+
+    async def pin(self, chat_id: int, message_id: int) -> None:
+        try:
+            await self.bot.pin_chat_message(chat_id, message_id, disable_notification=True)
+        except TelegramError as exc:  # e.g. not an admin of the chat: the card still works
+            log.warning("could not pin message %s in %s: %s", message_id, chat_id, exc)
+
+    async def create_topic(self, chat_id: int, name: str) -> int | None:
+        try:
+            topic = await self.bot.create_forum_topic(chat_id, name[:128])
+        except TelegramError as exc:  # not a forum, or no right to manage topics
+            log.info("no forum topic in %s (%s): posting in the chat", chat_id, exc)
+            return None
+        return topic.message_thread_id
