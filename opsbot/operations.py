@@ -204,6 +204,8 @@ async def decide(
     """Record a tap; returns the toast to show and, for the winning approval, the runner."""
     decision = await services.approvals.decide(request_id, person, approve)
     filed = decision.request
+    outcome = ("approved" if approve else "denied") if decision.changed else "refused"
+    services.metrics.approvals_total.labels(decision=outcome).inc()
     if decision.changed and filed is not None:
         await services.audit.record(
             "approved" if approve else "denied", who=person.name, user=person.id,
