@@ -16,7 +16,6 @@ import os
 import subprocess
 import tarfile
 import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import closing, suppress
@@ -34,7 +33,7 @@ from opsbot.services import Services
 from opsbot.store.sqlite import SQLiteStore
 from opsbot.targets import State
 from tests.lab.dockerd import DockerLab, run_http_container
-from tests.lab.ports import free_port
+from tests.lab.ports import free_port, process_alive, wait_http
 from tests.lab.sshd import SSHServer
 
 SUFFIX = uuid.uuid4().hex[:8]
@@ -82,34 +81,13 @@ def write_config(path: Path, data: dict[str, Any]) -> Settings:
     return load_config(path)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return ") Z " not in stat
-
-
-def _wait_http(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.05)
-
-
 def _http_container(lab: DockerLab, name: str, port: int, **options: Any) -> None:
     with closing(lab.client()) as client:
         client.containers.run(
             lab.image_v1, ["httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www"],
             name=name, detach=True, network_mode="host", init=True, **options,
         )  # fmt: skip
-    _wait_http(f"http://127.0.0.1:{port}/health")
+    wait_http(f"http://127.0.0.1:{port}/health")
 
 
 def _inspect(lab: DockerLab, name: str) -> dict[str, Any]:
@@ -402,7 +380,7 @@ async def test_restart_a_process_over_ssh_that_outlives_the_channel(
 ) -> None:
     target = settings.targets["app"]
     old_pid = int((app_dir / "app.pid").read_text())
-    assert _alive(old_pid)
+    assert process_alive(old_pid)
     own = Services.build(settings)  # closed below: the process must survive the connection
     try:
         planned = await plan_restart("app", target, own, store)
@@ -416,9 +394,9 @@ async def test_restart_a_process_over_ssh_that_outlives_the_channel(
     assert "started app as pid" in result.output
     new_pid = int((app_dir / "app.pid").read_text())
     assert new_pid != old_pid
-    assert not _alive(old_pid)
+    assert not process_alive(old_pid)
     time.sleep(0.3)
-    assert _alive(new_pid), "the restarted process died with the SSH connection"
+    assert process_alive(new_pid), "the restarted process died with the SSH connection"
     assert Path(f"/proc/{new_pid}/cmdline").read_bytes().startswith(b"tail\0")
 
 

@@ -16,7 +16,6 @@ import os
 import subprocess
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import closing, suppress
@@ -35,7 +34,7 @@ from opsbot.services import Services
 from opsbot.targets import State
 from tests.factories import ssh_endpoint, write_config
 from tests.lab.dockerd import DockerLab, run_http_container
-from tests.lab.ports import free_port
+from tests.lab.ports import free_port, process_alive, wait_http
 from tests.lab.sshd import SSHServer
 
 SUFFIX = uuid.uuid4().hex[:8]
@@ -160,19 +159,6 @@ def emitted(per_round: list[list[AlertEvent]]) -> list[int]:
     return [len(events) for events in per_round]
 
 
-def _wait_http(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.05)
-
-
 # --------------------------------------------------------------------------- (a) a container
 
 
@@ -193,7 +179,7 @@ def _stop(lab: DockerLab) -> None:
 def _start(lab: DockerLab, url: str) -> None:
     with closing(lab.client()) as client:
         client.containers.get(WEB).start()
-    _wait_http(url)
+    wait_http(url)
 
 
 async def test_a_stopped_container_fires_once_after_three_rounds_and_resolves_once(
@@ -260,17 +246,9 @@ def _kill_app(folder: Path) -> int:
     pid = int((folder / "app.pid").read_text())
     os.kill(pid, 9)
     deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:  # no kill -0: a zombie would pass
+    while process_alive(pid) and time.monotonic() < deadline:  # no kill -0: a zombie would pass
         time.sleep(0.01)
     return pid
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return ") Z " not in stat
 
 
 async def test_a_killed_process_behind_ssh_fires_once_and_resolves_once_restarted(

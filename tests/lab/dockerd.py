@@ -7,7 +7,6 @@ from sync code or a thread, never directly on the event loop.
 
 from __future__ import annotations
 
-import grp
 import io
 import shutil
 import socket
@@ -25,6 +24,7 @@ import docker
 
 from tests.lab.ports import (
     LabError,
+    group_exists,
     log_tail,
     require_binary,
     start_process,
@@ -136,14 +136,6 @@ def _rootfs_tar(root: Path, version: str) -> bytes:
     return buf.getvalue()
 
 
-def _group_exists(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
-
-
 def _remove_all_containers(base_url: str) -> None:
     with closing(docker.DockerClient(base_url=base_url, timeout=30)) as client:
         for container in client.containers.list(all=True):
@@ -165,7 +157,7 @@ def start_dockerd(tmp_path: Path) -> Iterator[DockerLab]:
             "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
             "--pidfile", str(root / "pid"), "--bridge=none", "--iptables=false",
             "--ip-masq=false"]  # fmt: skip
-    if _group_exists("docker"):
+    if group_exists("docker"):
         argv += ["--group", "docker"]
     proc = start_process(argv, log)
     try:

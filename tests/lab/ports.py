@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import grp
 import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,3 +112,34 @@ def run_logged(
             f"{what} failed (exit {result.returncode}): {' '.join(argv)}\n"
             f"--- tail of {log} ---\n{log_tail(log)}"
         )
+
+
+def group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    """Until ``url`` answers 200 (or raise the last error after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+def process_alive(pid: int) -> bool:
+    """Running and not a zombie (nothing reaps orphans here, so `kill -0` would lie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return ") Z " not in stat

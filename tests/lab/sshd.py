@@ -8,7 +8,6 @@ log stay in `tmp_path`.
 
 from __future__ import annotations
 
-import grp
 import os
 import pwd
 import shutil
@@ -24,6 +23,7 @@ from pathlib import Path
 from tests.lab.ports import (
     LabError,
     free_port,
+    group_exists,
     require_binary,
     run_logged,
     start_process,
@@ -53,14 +53,6 @@ def count_accepted_connections(server: SSHServer) -> int:
     return sum(1 for line in text.splitlines() if "Accepted publickey" in line)
 
 
-def _group_exists(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
-
-
 def _user_exists(name: str) -> bool:
     try:
         pwd.getpwnam(name)
@@ -82,7 +74,7 @@ def ensure_lab_user(log: Path) -> None:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
             )  # fmt: skip
         argv = [usermod, "-s", "/bin/sh", "-p", "*", LAB_USER]
-        if _group_exists("docker"):
+        if group_exists("docker"):
             argv[1:1] = ["-aG", "docker"]
         with log.open("ab") as out:
             done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)
