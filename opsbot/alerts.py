@@ -280,6 +280,7 @@ def alert_reply(alert: Alert, settings: Settings) -> Reply:
             buttons.append(Button("🔕 Silence 1h", f"as:{alert.id}"))
         if not alert.acked_by:
             buttons.append(Button("👀 Ack", f"ak:{alert.id}"))
+        buttons.append(Button("🚨 Declare incident", f"ai:{alert.id}"))
     return Reply(text=alert_text(alert), buttons=tuple(buttons))
 
 

@@ -7,6 +7,7 @@ Nothing connects at import time. Pools open lazily once the application runs and
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from telegram import (
@@ -18,12 +19,14 @@ from telegram import (
 )
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
-from opsbot import handlers, monitor
+from opsbot import handlers, monitor, timeline
 from opsbot.alerts import AlertEngine
+from opsbot.checks import check_all
 from opsbot.commands import VERBS
 from opsbot.config import Role, Settings
 from opsbot.errors import ConfigError
 from opsbot.handlers.notifier import TelegramNotifier
+from opsbot.incidents import Incidents
 from opsbot.services import Services
 from opsbot.web import WebServer
 
@@ -82,17 +85,27 @@ def build_application(settings: Settings, services: Services | None = None) -> A
 
 
 async def start_alerting(application: AnyApplication, services: Services) -> WebServer | None:
-    """The alert engine, its periodic tick, the monitor's rounds and the webhook server."""
+    """Alert engine, incidents, their periodic tick, the monitor's rounds, the web server."""
     settings = services.settings
     jobs = application.job_queue
     assert jobs is not None
-    engine = AlertEngine(
-        services.store, settings, TelegramNotifier(application.bot, services.redactor)
-    )
+    notifier = TelegramNotifier(application.bot, services.redactor)
+    engine = AlertEngine(services.store, settings, notifier)
     services.alerts = engine
+
+    async def health(names: Sequence[str]) -> str:
+        known = {n: settings.targets[n] for n in names if n in settings.targets}
+        results = await check_all(known, services)
+        return " · ".join(f"{r.state.icon} {r.target}" for r in results)
+
+    incidents = Incidents(services.store, settings, notifier, health=health)
+    services.incidents = incidents
+    services.audit.listeners.append(timeline.audit_listener(incidents))
+    ingest = timeline.noting_ingest(incidents, engine.ingest)
 
     async def tick(context: object) -> None:
         await engine.tick()
+        await incidents.tick()
 
     jobs.run_repeating(tick, interval=TICK_SECONDS, first=TICK_SECONDS, name="alerts-tick")
     still_firing = {
@@ -100,7 +113,7 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
         for a in await engine.list(firing_only=True, limit=10_000)
         if a.source == monitor.SOURCE
     }
-    watcher = monitor.Monitor(settings, services, engine.ingest, firing=still_firing)
+    watcher = monitor.Monitor(settings, services, ingest, firing=still_firing)
     for name, interval in watcher.schedule():
 
         async def round_(context: object, name: str = name) -> None:
@@ -109,7 +122,7 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
         jobs.run_repeating(round_, interval=interval, first=interval, name=f"monitor-{name}")
     if not settings.web.enabled:
         return None
-    server = WebServer(settings, engine.ingest, services.metrics)
+    server = WebServer(settings, ingest, services.metrics)
     port = await server.start()
     log.info("alert webhooks, /healthz and /metrics on %s:%d", settings.web.host, port)
     return server

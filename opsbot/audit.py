@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opsbot.store import Store
@@ -29,9 +30,13 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+Listener = Callable[[dict[str, Any]], Awaitable[None]]
+
+
 class Audit:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.listeners: list[Listener] = []  # e.g. incident timelines follow the trail
 
     async def record(self, event: str, **fields: Any) -> dict[str, Any]:
         raw = {"ts": round(time.time(), 3), "event": event, **fields}
@@ -41,6 +46,8 @@ class Audit:
         target = fields.get("target")
         if isinstance(target, str):
             await self.store.append(NAMESPACE, target, entry, keep=KEEP_PER_TARGET)
+        for listener in self.listeners:
+            await listener(entry)
         return entry
 
     async def entries(self, target: str | None = None, limit: int = 20) -> list[dict[str, Any]]:

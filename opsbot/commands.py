@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from opsbot import actions, alert_commands, backups, operations
+from opsbot import actions, alert_commands, backups, incident_commands, operations
 from opsbot.audit import digest
 from opsbot.checks import TargetHealth, check_all, check_target
 from opsbot.config import Person, Role, Target
@@ -266,6 +266,13 @@ async def help_(services: Services, caller: Caller, args: list[str]) -> Reply:
     )
 
 
+async def incident(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/incident …"""
+    if services.incidents is None:
+        raise UsageError("incidents are handled by the running bot (opsbot run), not here")
+    return await incident_commands.incident_verb(services.incidents, services, caller, args)
+
+
 def _alert_verb(verb: alert_commands.AlertVerb) -> Handler:
     async def run(services: Services, caller: Caller, args: list[str]) -> Reply:
         if services.alerts is None:
@@ -320,6 +327,13 @@ VERBS: dict[str, Verb] = {
             Verb(name, role, usage, summary, _alert_verb(verb))
             for name, role, usage, summary, verb in alert_commands.VERB_SPECS
         ),
+        Verb(
+            incident_commands.VERB_SPEC[0],
+            incident_commands.VERB_SPEC[1],
+            incident_commands.VERB_SPEC[2],
+            incident_commands.VERB_SPEC[3],
+            incident,
+        ),
         Verb("help", Role.viewer, "/help", "what you may do here", help_),
     )
 }
@@ -346,8 +360,10 @@ async def dispatch(services: Services, caller: Caller, verb_name: str, args: lis
         except UsageError as exc:
             reply, outcome = Reply(text=f"⚠️ {exc}"), "usage"
         services.metrics.commands_total.labels(verb=verb_name, outcome=outcome).inc()
+        named = args[0].lower() if args else ""
         await services.audit.record(
             "command",
+            target=named if named in services.settings.targets else None,
             who=caller.name,
             user=caller.user_id,
             chat=caller.chat_id,

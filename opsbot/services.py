@@ -21,6 +21,7 @@ from opsbot.executors import Executor
 from opsbot.executors.docker import DockerEngine, DockerTLS
 from opsbot.executors.local import LocalExecutor
 from opsbot.executors.ssh import SSHHost, SSHPool
+from opsbot.incidents import Incidents
 from opsbot.metrics import Metrics
 from opsbot.redact import Redactor
 from opsbot.store import Store
@@ -56,6 +57,7 @@ class Services:
     local: LocalExecutor = field(default_factory=LocalExecutor)
     metrics: Metrics = field(default_factory=Metrics)
     alerts: AlertEngine | None = None  # built once a notifier exists (the bot's post_init)
+    incidents: Incidents | None = None  # likewise
     _docker: dict[str, DockerEngine] = field(default_factory=dict)
 
     @classmethod

@@ -172,7 +172,7 @@ async def test_alert_buttons_ack_logs_and_silence_and_strangers_do_nothing(
         for row in (alert.reply_markup or {})["inline_keyboard"]
         for b in row
     }
-    assert set(data) == {"📜 Logs", "🔄 Restart", "🔕 Silence 1h", "👀 Ack"}
+    assert set(data) == {"📜 Logs", "🔄 Restart", "🔕 Silence 1h", "👀 Ack", "🚨 Declare incident"}
 
     stranger = chat.tap(alert, data["👀 Ack"], user=STRANGER, chat=INCIDENTS)
     await chat.fake.wait_for_call(

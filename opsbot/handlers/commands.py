@@ -8,6 +8,8 @@ from telegram import Update
 from telegram.ext import ContextTypes
 
 from opsbot import operations
+from opsbot.alert_event import Severity
+from opsbot.alerts import Alert
 from opsbot.commands import Caller, dispatch
 from opsbot.config import Role
 from opsbot.handlers.gate import Gate
@@ -18,7 +20,8 @@ log = logging.getLogger(__name__)
 
 # Button data: "h" (health overview), "h:TARGET" (one target), "l:TARGET" (its logs),
 # "a:ID" / "d:ID" (approve / deny the request with that opaque id),
-# "al:ID" / "ar:ID" / "as:ID" / "ak:ID" (an alert's Logs, Restart, Silence 1h, Ack).
+# "al:ID" / "ar:ID" / "as:ID" / "ak:ID" / "ai:ID" (an alert's Logs, Restart, Silence 1h,
+# Ack, Declare incident).
 _BUTTON_VERBS = {"h": "health", "l": "logs"}
 
 
@@ -59,7 +62,7 @@ class CommandHandlers:
         if key in ("a", "d"):
             await self._decide(update, context, arg, approve=key == "a")
             return
-        if key in ("al", "ar", "as", "ak"):
+        if key in ("al", "ar", "as", "ak", "ai"):
             await self._alert_button(update, context, key, arg)
             return
         verb = _BUTTON_VERBS.get(key)
@@ -117,6 +120,9 @@ class CommandHandlers:
         if key == "as":
             await query.answer((await engine.silence_alert(alert_id, caller.person))[:200])
             return
+        if key == "ai":
+            await query.answer(await self._declare_from(alert, caller))
+            return
         await query.answer()
         verb = "logs" if key == "al" else "restart"
         reply = await dispatch(self.services, caller, verb, [alert.target or "?"])
@@ -126,3 +132,18 @@ class CommandHandlers:
         sent = await send_reply(context.bot, chat_id, reply, thread_id=caller.thread_id)
         if reply.request_id is not None:
             await self.services.approvals.attach_message(reply.request_id, sent.message_id)
+
+    async def _declare_from(self, alert: Alert, caller: Caller) -> str:
+        """Declare incident on an alert: P1 for critical, P2 otherwise, its target involved."""
+        incidents = self.services.incidents
+        if incidents is None:
+            return "Incidents are not available."
+        severity = "P1" if alert.severity is Severity.critical else "P2"
+        targets = [alert.target] if alert.target in self.services.settings.targets else []
+        title = alert.summary.splitlines()[0][:100] if alert.summary else alert.source
+        declared = await incidents.declare(severity, title, targets, caller.person)
+        await self.services.audit.record(
+            "incident", who=caller.name, user=caller.user_id, incident=declared.id,
+            alert=alert.id, target=alert.target,
+        )  # fmt: skip
+        return f"{declared.id} declared ({severity})."

@@ -1,0 +1,144 @@
+"""/incident end to end: declared in a forum topic, a live status card, the automatic timeline,
+the post-mortem on resolve, a restart of opsbot, and the Declare incident alert button."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from opsbot.config import Settings
+from tests.factories import (
+    ALICE,
+    BOB,
+    INCIDENTS,
+    OPS,
+    OPSBOT_TOKEN,
+    OPSBOT_USERNAME,
+    OSCAR,
+    STRANGER,
+    VIC,
+    ChatSession,
+    base_config,
+    running_opsbot,
+    write_config,
+)
+from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
+from tests.lab.ports import free_port
+
+FORUM = Chat(INCIDENTS.id, "supergroup", "incidents", is_forum=True)
+WEBHOOK_TOKEN = "incident-webhook-token-0123456789"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBotAPI]:
+    with FakeBotAPI(group_per_minute=None) as api:
+        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
+        api.add_chat(FORUM)
+        yield api
+
+
+def settings_for(fake: FakeBotAPI, tmp_path: Path) -> Settings:
+    config: dict[str, Any] = base_config(fake, tmp_path / "data")
+    config["targets"] = {
+        "payments": {
+            "kind": "command",
+            "verify_deadline": 10,
+            "actions": {
+                "status": ["true"],
+                "restart": ["sh", "-c", f"echo restarted >> {tmp_path / 'restarts'}"],
+            },
+        }
+    }
+    config["web"] = {"enabled": True, "port": free_port(), "token": WEBHOOK_TOKEN}
+    return write_config(tmp_path / "opsbot.yaml", config)
+
+
+def card_of(chat: ChatSession) -> FakeMessage:
+    cards = [m for m in chat.bot_messages(INCIDENTS) if " · P" in (m.text or "").split("\n")[0]]
+    assert len(cards) == 1, [m.text for m in chat.bot_messages(INCIDENTS)]
+    return cards[0]
+
+
+async def test_an_incident_from_declaration_to_post_mortem_across_a_restart(
+    fake: FakeBotAPI, tmp_path: Path
+) -> None:
+    settings = settings_for(fake, tmp_path)
+    async with running_opsbot(fake, settings) as chat:
+        reply = await chat.ask("/incident P1 payments failing payments", user=ALICE)
+        assert reply.text is not None and "INC-1" in reply.text
+        topics = fake.topics(INCIDENTS.id)
+        assert len(topics) == 1 and "INC-1" in next(iter(topics.values())).name
+        card = await fake.wait_for_message(INCIDENTS.id, lambda m: "INC-1" in (m.text or ""))
+        assert card.pinned and card.thread_id in topics
+        assert card.text is not None and "Targets: payments" in card.text
+
+        # A restart approved during the incident lands on its timeline by itself.
+        request = await chat.ask("/restart payments", user=OSCAR)
+        request_id = (request.text or "").split("id ")[1].split()[0]
+        chat.tap(request, f"a:{request_id}", user=BOB)
+        await fake.wait_for_message(
+            OPS.id,
+            lambda m: m.message_id == request.message_id and "— done" in (m.text or ""),
+            timeout=30,
+        )
+        await chat.ask("/incident update INC-1 payment provider is back", user=ALICE)
+        await chat.ask("/incident ack INC-1", user=BOB)
+
+        shown = await chat.ask("/incident show INC-1", user=VIC)  # viewers may look
+        assert shown.text is not None
+        assert "restart" in shown.text and "approved" in shown.text
+        assert "payment provider is back" in shown.text
+        refused = await chat.ask("/incident mitigated INC-1", user=VIC)
+        assert refused.text is not None and "operator role" in refused.text
+        stranger = await chat.ask("/incident list", user=STRANGER)
+        assert stranger.text is not None and "Not authorized" in stranger.text
+
+    # opsbot restarts: the incident, its card and its timeline are still there.
+    async with running_opsbot(fake, settings) as chat:
+        listed = await chat.ask("/incident list", user=VIC)
+        assert listed.text is not None and "INC-1" in listed.text
+        await chat.ask("/incident mitigated INC-1", user=ALICE)
+        resolved = await chat.ask("/incident resolve INC-1 provider outage, retried", user=ALICE)
+        assert resolved.document_name == "INC-1-postmortem.md"
+        assert resolved.document_bytes is not None
+        postmortem = resolved.document_bytes.decode()
+        for heading in ("Timeline", "Impact", "Root Cause", "Resolution", "Action Items",
+                        "Lessons Learned"):  # fmt: skip
+            assert heading.lower() in postmortem.lower(), heading
+        assert "restart" in postmortem and "payment provider is back" in postmortem
+        assert "P1" in postmortem
+
+    final = card_of(chat)
+    assert final.message_id == card.message_id  # one card for the whole life
+    assert final.edits >= 4 and final.text is not None and final.text.startswith("✅ INC-1")
+
+
+async def test_declare_incident_from_an_alert_button(fake: FakeBotAPI, tmp_path: Path) -> None:
+    settings = settings_for(fake, tmp_path)
+    async with running_opsbot(fake, settings) as chat:
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.post(
+                f"http://127.0.0.1:{settings.web.port}/alerts/webhook",
+                json={"target": "payments", "severity": "critical", "summary": "5xx at 40%"},
+                headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"},
+            )
+        assert response.status_code == 202
+        alert = await fake.wait_for_message(INCIDENTS.id, lambda m: "5xx at 40%" in (m.text or ""))
+        data = {
+            b["text"]: b["callback_data"]
+            for row in (alert.reply_markup or {})["inline_keyboard"]
+            for b in row
+        }
+        query = chat.tap(alert, data["🚨 Declare incident"], user=ALICE, chat=INCIDENTS)
+        await fake.wait_for_call(
+            "answerCallbackQuery", lambda c: c.params["callback_query_id"] == query
+        )
+        answer = fake.answers(query)
+        assert answer is not None and "INC-1 declared (P1)" in str(answer["text"])
+        card = await fake.wait_for_message(INCIDENTS.id, lambda m: "INC-1 · P1" in (m.text or ""))
+        assert card.text is not None and "5xx at 40%" in card.text
+        assert "Targets: payments" in card.text
