@@ -1,11 +1,21 @@
-"""Session-wide real servers on loopback (see tests/lab/). A missing binary fails, never skips."""
+"""Session-wide real servers on loopback (see tests/lab/). A missing binary fails, never skips.
+
+Also two small per-test fixtures shared by several files: a PTB ``bot`` talking to the
+module's ``fake`` Bot API, and a ``sqlite_store`` in the test's tmp dir.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+import pytest_asyncio
+from telegram import Bot
 
+from opsbot.store.sqlite import SQLiteStore
+from tests.factories import OPSBOT_TOKEN
+from tests.fakebotapi import FakeBotAPI
 from tests.lab.dockerd import DockerLab, start_dockerd
 from tests.lab.postgres import PostgresServer, start_postgres
 from tests.lab.redis import RedisServer, start_redis
@@ -42,3 +52,19 @@ def alertmanager_factory(tmp_path_factory: pytest.TempPathFactory) -> object:
     from tests.lab.alertmanager import AlertmanagerFactory
 
     return AlertmanagerFactory(tmp_path_factory)
+
+
+@pytest_asyncio.fixture
+async def bot(fake: FakeBotAPI) -> AsyncIterator[Bot]:
+    """A real python-telegram-bot client of the module's fake Bot API (``fake`` fixture)."""
+    async with Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url) as opened:
+        yield opened
+
+
+@pytest_asyncio.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    opened = SQLiteStore(tmp_path / "state.sqlite3")
+    try:
+        yield opened
+    finally:
+        await opened.close()

@@ -61,21 +61,6 @@ def fake() -> Iterator[FakeBotAPI]:
         yield api
 
 
-@pytest_asyncio.fixture
-async def bot(fake: FakeBotAPI) -> AsyncIterator[Bot]:
-    async with Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url) as opened:
-        yield opened
-
-
-@pytest_asyncio.fixture
-async def sqlite(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "state.sqlite3")
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
 def make_settings(fake: FakeBotAPI, tmp_path: Path, **alerts: Any) -> Settings:
     config = base_config(fake, tmp_path / "data")
     config["targets"] = {
@@ -123,9 +108,9 @@ def edits(fake: FakeBotAPI) -> int:
 
 
 async def test_a_new_alert_posts_one_message_with_five_opaque_buttons(
-    fake: FakeBotAPI, bot: Bot, sqlite: SQLiteStore, tmp_path: Path
+    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
-    engine = engine_for(sqlite, make_settings(fake, tmp_path), bot)
+    engine = engine_for(sqlite_store, make_settings(fake, tmp_path), bot)
     await engine.ingest([firing("fp-quiz-backlog")])
 
     [message] = fake.bot_messages(CHAT)
@@ -149,10 +134,10 @@ async def test_a_new_alert_posts_one_message_with_five_opaque_buttons(
 
 
 async def test_repeats_edit_the_message_in_place_then_resolve_posts_a_recovery_line(
-    fake: FakeBotAPI, bot: Bot, sqlite: SQLiteStore, tmp_path: Path
+    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     clock = Clock()
-    engine = engine_for(sqlite, make_settings(fake, tmp_path), bot, clock)
+    engine = engine_for(sqlite_store, make_settings(fake, tmp_path), bot, clock)
     await engine.ingest([firing("fp-1")])
     for _ in range(36):
         clock.advance(1.0)
@@ -194,10 +179,12 @@ async def test_repeats_edit_the_message_in_place_then_resolve_posts_a_recovery_l
 
 
 async def test_ack_edits_the_message_and_stops_reminders(
-    fake: FakeBotAPI, bot: Bot, sqlite: SQLiteStore, tmp_path: Path
+    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     clock = Clock()
-    engine = engine_for(sqlite, make_settings(fake, tmp_path, reminder_interval=900), bot, clock)
+    engine = engine_for(
+        sqlite_store, make_settings(fake, tmp_path, reminder_interval=900), bot, clock
+    )
     await engine.ingest([firing("fp-crit"), firing("fp-warn", severity=Severity.warning)])
     crit, warn = sorted(await engine.list(), key=lambda a: a.fingerprint)
     assert warn.severity is Severity.warning
@@ -225,13 +212,13 @@ async def test_ack_edits_the_message_and_stops_reminders(
 
 
 async def test_a_silenced_target_records_but_posts_nothing_and_its_end_is_announced_once(
-    fake: FakeBotAPI, bot: Bot, sqlite: SQLiteStore, tmp_path: Path
+    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     clock = Clock()
     settings = make_settings(fake, tmp_path)
-    engine = engine_for(sqlite, settings, bot, clock)
-    replica = engine_for(sqlite, settings, bot, clock)
-    silence = await silences.add(sqlite, "quizbot", 600, "deploy", ALICE, now=clock())
+    engine = engine_for(sqlite_store, settings, bot, clock)
+    replica = engine_for(sqlite_store, settings, bot, clock)
+    silence = await silences.add(sqlite_store, "quizbot", 600, "deploy", ALICE, now=clock())
 
     await engine.ingest(
         [firing("fp-q1"), firing("fp-q1"), firing("fp-q2", severity=Severity.info)]
@@ -262,10 +249,10 @@ async def test_a_silenced_target_records_but_posts_nothing_and_its_end_is_announ
 
 
 async def test_the_silence_button_silences_the_target(
-    fake: FakeBotAPI, bot: Bot, sqlite: SQLiteStore, tmp_path: Path
+    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     clock = Clock()
-    engine = engine_for(sqlite, make_settings(fake, tmp_path), bot, clock)
+    engine = engine_for(sqlite_store, make_settings(fake, tmp_path), bot, clock)
     await engine.ingest([firing("fp-a"), firing("fp-none", target=None)])
     a, none = sorted(await engine.list(), key=lambda x: x.fingerprint)
 
@@ -274,12 +261,12 @@ async def test_the_silence_button_silences_the_target(
     message = fake.message(CHAT, a.message_id or 0)
     assert message is not None and message.text is not None and "🔕 silenced until" in message.text
     assert f"as:{a.id}" not in buttons(message)
-    [silence] = await silences.active(sqlite, clock())
+    [silence] = await silences.active(sqlite_store, clock())
     assert silence.target == "quizbot" and silence.created_by == "alice"
 
     # without a target, only that alert is muted
     assert (await engine.silence_alert(none.id, ALICE, 600)).startswith("🔕 this alert")
-    assert len(await silences.active(sqlite, clock())) == 1
+    assert len(await silences.active(sqlite_store, clock())) == 1
     before = sends(fake)
     await engine.ingest([firing("fp-b"), firing("fp-none", target=None)])  # both silenced
     assert sends(fake) == before
@@ -290,11 +277,11 @@ async def test_the_silence_button_silences_the_target(
 
 
 async def test_a_storm_of_5000_alerts_is_recorded_and_stays_within_the_flood_limit(
-    fake: FakeBotAPI, bot: Bot, sqlite: SQLiteStore, tmp_path: Path
+    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     clock = Clock()
     settings = make_settings(fake, tmp_path, max_messages_per_minute=15, digest_interval=1.0)
-    engine = engine_for(sqlite, settings, bot, clock)
+    engine = engine_for(sqlite_store, settings, bot, clock)
     targets = ["quizbot", "paybot", "searchbot", "mailbot", "authbot"]
     severities = [Severity.critical, Severity.warning, Severity.info]
     shuffle = random.Random(7).shuffle
@@ -325,7 +312,7 @@ async def test_a_storm_of_5000_alerts_is_recorded_and_stays_within_the_flood_lim
     assert len(everything) == 500
     assert sum(a.count for a in everything) == 4900
     assert sum(a.status == "resolved" for a in everything) == 100
-    assert count_events(await sqlite.tail(EVENTS, "all", 10_000)) == 5000
+    assert count_events(await sqlite_store.tail(EVENTS, "all", 10_000)) == 5000
     assert len(await engine.list(limit=10_000)) == 400
 
     # the chat got a few alerts of their own, then one digest

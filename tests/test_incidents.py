@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from telegram import Bot
 
 from opsbot.commands import Caller
@@ -75,21 +74,6 @@ def plain(fake: FakeBotAPI) -> FakeBotAPI:
     return fake
 
 
-@pytest_asyncio.fixture
-async def bot(fake: FakeBotAPI) -> AsyncIterator[Bot]:
-    async with Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url) as opened:
-        yield opened
-
-
-@pytest_asyncio.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "state.sqlite3")
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
 def make_settings(fake: FakeBotAPI, tmp_path: Path) -> Settings:
     config = base_config(fake, tmp_path / "data")
     config["targets"] = {
@@ -126,10 +110,10 @@ def sends(fake: FakeBotAPI) -> int:
 
 
 async def test_declare_in_a_forum_opens_a_topic_and_pins_the_card(
-    forum: FakeBotAPI, bot: Bot, store: SQLiteStore, tmp_path: Path
+    forum: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     settings = make_settings(forum, tmp_path)
-    incidents = incidents_for(store, settings, bot)
+    incidents = incidents_for(sqlite_store, settings, bot)
     first = await incidents.declare("p1", "payments failing", ["PAYBOT"], "alice")
     assert first.id == "INC-1" and first.severity == "P1" and first.state == "open"
     assert first.targets == ("paybot",) and first.commander == "alice"
@@ -152,10 +136,10 @@ async def test_declare_in_a_forum_opens_a_topic_and_pins_the_card(
 
 
 async def test_declare_in_a_plain_group_posts_the_card_in_the_chat(
-    plain: FakeBotAPI, bot: Bot, store: SQLiteStore, tmp_path: Path
+    plain: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     settings = make_settings(plain, tmp_path)
-    incidents = incidents_for(store, settings, bot)
+    incidents = incidents_for(sqlite_store, settings, bot)
     incident = await incidents.declare("P0", "everything is down", ["quizbot"], "alice")
     assert incident.thread_id is None and plain.topics(CHAT) == {}
     message = card(plain, incident.card_message_id)
@@ -171,11 +155,11 @@ async def test_declare_in_a_plain_group_posts_the_card_in_the_chat(
 
 
 async def test_every_change_edits_the_same_card_and_resolve_drafts_a_postmortem(
-    forum: FakeBotAPI, bot: Bot, store: SQLiteStore, tmp_path: Path
+    forum: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     settings = make_settings(forum, tmp_path)
     clock = Clock()
-    incidents = incidents_for(store, settings, bot, clock)
+    incidents = incidents_for(sqlite_store, settings, bot, clock)
     incident = await incidents.declare("P2", "payments failing", ["paybot"], "alice")
     card_id = incident.card_message_id
     posted = sends(forum)
@@ -233,9 +217,9 @@ async def test_every_change_edits_the_same_card_and_resolve_drafts_a_postmortem(
 
 
 async def test_invalid_transitions_are_refused(
-    plain: FakeBotAPI, bot: Bot, store: SQLiteStore, tmp_path: Path
+    plain: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
-    incidents = incidents_for(store, make_settings(plain, tmp_path), bot)
+    incidents = incidents_for(sqlite_store, make_settings(plain, tmp_path), bot)
     await incidents.declare("P2", "queue backlog", ["quizbot"], "alice")
     with pytest.raises(UsageError, match="INC-1 is open, not resolved"):
         await incidents.reopen("INC-1", "bob")
@@ -266,10 +250,10 @@ async def test_invalid_transitions_are_refused(
 
 
 async def test_automatic_timeline_for_involved_targets_only(
-    forum: FakeBotAPI, bot: Bot, store: SQLiteStore, tmp_path: Path
+    forum: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     clock = Clock()
-    incidents = incidents_for(store, make_settings(forum, tmp_path), bot, clock)
+    incidents = incidents_for(sqlite_store, make_settings(forum, tmp_path), bot, clock)
     pay = await incidents.declare("P1", "payments failing", ["paybot"], "alice")
     both = await incidents.declare("P2", "everything slow", ["paybot", "quizbot"], "alice")
     pay_edits = card(forum, pay.card_message_id).edits
@@ -315,12 +299,12 @@ async def test_automatic_timeline_for_involved_targets_only(
 
 
 async def test_unacknowledged_p1_is_reminded_until_acked(
-    forum: FakeBotAPI, bot: Bot, store: SQLiteStore, tmp_path: Path
+    forum: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     clock = Clock()
     settings = make_settings(forum, tmp_path)
-    incidents = incidents_for(store, settings, bot, clock)
-    other = incidents_for(store, settings, bot, clock)  # a second replica
+    incidents = incidents_for(sqlite_store, settings, bot, clock)
+    other = incidents_for(sqlite_store, settings, bot, clock)  # a second replica
     incident = await incidents.declare("P1", "payments failing", ["paybot"], "alice")
     await incidents.declare("P2", "minor glitch", ["quizbot"], "alice")  # never reminded
 
@@ -352,10 +336,10 @@ async def test_unacknowledged_p1_is_reminded_until_acked(
 
 
 async def test_p0_is_reminded_twice_as_often(
-    plain: FakeBotAPI, bot: Bot, store: SQLiteStore, tmp_path: Path
+    plain: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     clock = Clock()
-    incidents = incidents_for(store, make_settings(plain, tmp_path), bot, clock)
+    incidents = incidents_for(sqlite_store, make_settings(plain, tmp_path), bot, clock)
     await incidents.declare("P0", "all down", [], "alice")
     clock.advance(451)
     await incidents.tick()
@@ -394,11 +378,11 @@ async def test_incidents_survive_a_restart(plain: FakeBotAPI, bot: Bot, tmp_path
 
 
 async def test_two_replicas_racing_updates_append_each_once_on_one_card(
-    forum: FakeBotAPI, bot: Bot, store: SQLiteStore, tmp_path: Path
+    forum: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     settings = make_settings(forum, tmp_path)
-    one = incidents_for(store, settings, bot)
-    two = incidents_for(store, settings, bot)
+    one = incidents_for(sqlite_store, settings, bot)
+    two = incidents_for(sqlite_store, settings, bot)
     incident = await one.declare("P1", "payments failing", ["paybot"], "alice")
     posted = sends(forum)
     texts = [f"update {n}" for n in range(12)]
