@@ -24,6 +24,8 @@ COPY config/opsbot.example.yaml /etc/opsbot/opsbot.example.yaml
 USER opsbot
 ENV OPSBOT_DATA_DIR=/var/lib/opsbot
 VOLUME ["/var/lib/opsbot"]
+# Alert webhooks, /healthz and /metrics, when web.enabled is true.
+EXPOSE 8080
 
 # Liveness: the running bot touches $OPSBOT_DATA_DIR/heartbeat every 30 s from its event loop.
 # (`opsbot check` would also reach every endpoint: too strong, one dead host must not restart it.)

@@ -78,6 +78,7 @@ from typing import Any, Literal, TypeVar
 from opsbot import silences
 from opsbot.alert_event import AlertEvent, Severity
 from opsbot.config import Person, Settings
+from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
 from opsbot.render import Button, Reply
 from opsbot.store import Store, Versioned
@@ -315,11 +316,13 @@ class AlertEngine:
         notifier: Notifier,
         *,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.notifier = notifier
         self.clock = clock
+        self.metrics = metrics
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._leases = itertools.count(1)
         self._written: dict[str, Versioned] = {}  # this replica's last write per fingerprint
@@ -684,8 +687,13 @@ class AlertEngine:
                 return False
             marked = replace(current, digested=True)
             if await self.store.swap(ALERTS, alert.fingerprint, stored.version, marked.to_doc()):
+                self._count_suppressed("storm")
                 return True
         return False
+
+    def _count_suppressed(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.alerts_suppressed_total.labels(reason=reason).inc()
 
     async def _post(self, chat: int, alert: Alert) -> str:
         claimed = await self._claim(alert.fingerprint, lambda a: a.needs_post)
@@ -693,6 +701,7 @@ class AlertEngine:
             return "skipped"
         if not await self._take(chat, "alert"):
             await self._settle(claimed, lambda a: replace(a, digested=True))
+            self._count_suppressed("storm")
             return "no-budget"
         reply = alert_reply(claimed, self.settings)
         thread = self.thread_id
@@ -715,6 +724,8 @@ class AlertEngine:
                 failures=0,
             ),
         )
+        if self.metrics is not None:
+            self.metrics.alerts_sent_total.inc()
         return "posted"
 
     def _edit_due(self, alert: Alert, now: float, urgent_only: bool) -> str | None:

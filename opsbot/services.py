@@ -7,8 +7,10 @@ use and are pooled; ``close`` ends them all (called from the application's shutd
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -17,7 +19,7 @@ from opsbot.approvals import Approvals
 from opsbot.audit import Audit
 from opsbot.config import DockerEndpoint, LocalEndpoint, Settings, SSHEndpoint
 from opsbot.errors import ConfigError
-from opsbot.executors import Executor
+from opsbot.executors import ExecResult, Executor
 from opsbot.executors.docker import DockerEngine, DockerTLS
 from opsbot.executors.local import LocalExecutor
 from opsbot.executors.ssh import SSHHost, SSHPool
@@ -82,13 +84,13 @@ class Services:
         return self.settings.telegram.api_url
 
     def executor(self, endpoint: str) -> Executor:
-        """The command executor of an ssh or local endpoint."""
+        """The command executor of an ssh or local endpoint (timed for /metrics)."""
         config = self.settings.all_endpoints.get(endpoint)
         match config:
             case SSHEndpoint():
-                return self.ssh.executor(ssh_host(endpoint, config))
+                return TimedExecutor(self.ssh.executor(ssh_host(endpoint, config)), self, "ssh")
             case LocalEndpoint():
-                return self.local
+                return TimedExecutor(self.local, self, "local")
         raise ConfigError(f"endpoint {endpoint!r} cannot run commands (it is {config!r})")
 
     def docker(self, endpoint: str) -> DockerEngine:
@@ -129,3 +131,27 @@ class Services:
         await self.ssh.close()
         await self.http.aclose()
         await self.store.close()
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class TimedExecutor:
+    """An executor whose runs are observed in ``executor_seconds{kind}``.
+
+    File transfers (``fetch``/``push``) pass through to the wrapped executor.
+    """
+
+    inner: Executor
+    services: Services
+    kind: str
+
+    async def run(
+        self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None
+    ) -> ExecResult:
+        with self.services.metrics.time_executor(self.kind):
+            return await self.inner.run(argv, timeout=timeout, stdin=stdin)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return repr(self.inner)

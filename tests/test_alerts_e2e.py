@@ -234,3 +234,14 @@ async def test_five_thousand_alerts_in_ten_seconds_are_all_kept_and_never_flood(
     assert chat.fake.too_many_requests == []
     reply = await chat.ask("/alerts 5", user=ALICE, chat=ALICE_PRIVATE)
     assert reply.text is not None and "storm alert" in reply.text
+    async with httpx.AsyncClient(timeout=10) as http:
+        metrics = (await http.get(webhook_url(chat, "/metrics"))).text
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples['opsbot_alerts_received_total{source="webhook"}'] >= 5000
+    assert samples["opsbot_alerts_sent_total"] >= 1
+    assert samples['opsbot_alerts_suppressed_total{reason="storm"}'] >= 1
+    assert samples['opsbot_commands_total{outcome="ok",verb="alerts"}'] >= 1
