@@ -32,26 +32,20 @@ from opsbot.redact import Redactor
 from opsbot.services import Services
 from opsbot.store.redis import RedisStore
 from opsbot.store.sqlite import SQLiteStore
-from tests.factories import INCIDENTS, OPSBOT_TOKEN, OPSBOT_USERNAME, base_config, write_config
+from tests.factories import (
+    INCIDENTS,
+    OPSBOT_TOKEN,
+    OPSBOT_USERNAME,
+    Clock,
+    base_config,
+    write_config,
+)
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.redis import RedisServer
 
 ALICE = Person(id=1001, name="alice", role=Role.admin)
 CHAT = INCIDENTS.id  # alerts go to the incident chat by default
 _prefixes = itertools.count()
-
-
-class Clock:
-    """Real time plus an offset the test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
 
 
 @pytest.fixture

@@ -23,7 +23,14 @@ from opsbot.redact import Redactor
 from opsbot.services import Services
 from opsbot.store import Store
 from opsbot.store.sqlite import SQLiteStore
-from tests.factories import INCIDENTS, OPSBOT_TOKEN, OPSBOT_USERNAME, base_config, write_config
+from tests.factories import (
+    INCIDENTS,
+    OPSBOT_TOKEN,
+    OPSBOT_USERNAME,
+    Clock,
+    base_config,
+    write_config,
+)
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
 
 CHAT = INCIDENTS.id
@@ -40,19 +47,6 @@ SECTIONS = (
     "### Action Items",
     "### Lessons Learned",
 )
-
-
-class Clock:
-    """Real time plus an offset the test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
 
 
 @pytest.fixture
