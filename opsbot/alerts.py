@@ -77,6 +77,7 @@ from typing import Any, Literal, TypeVar
 
 from opsbot import silences
 from opsbot.alert_event import AlertEvent, Severity
+from opsbot.budget import WINDOW, ChatBudget
 from opsbot.config import Person, Settings
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
@@ -88,12 +89,10 @@ log = logging.getLogger(__name__)
 ALERTS = "alerts"
 IDS = "alert-ids"
 EVENTS = "alert-events"
-BUDGET = "alert-budget"
 STORMS = "alert-storms"
 
 EDIT_INTERVAL = 10.0  # seconds between counter edits of one alert's message
 LEASE = 60.0  # a claim to post or edit; longer than any Bot API call should take
-WINDOW = 60.0  # the budget's rolling window
 LOG_CHUNK = 200  # events per entry of the alert-events log
 LOG_KEEP = 20_000  # entries kept in the alert-events log
 FIRING_TTL = 30 * 86400.0  # a firing alert nobody repeats is forgotten after a month
@@ -327,8 +326,7 @@ class AlertEngine:
         self._leases = itertools.count(1)
         self._written: dict[str, Versioned] = {}  # this replica's last write per fingerprint
         config = settings.alerts
-        self.max_per_minute = config.max_messages_per_minute
-        self.reserve = min(2, self.max_per_minute - 1)
+        self.budget = ChatBudget(store, config.max_messages_per_minute, clock)
 
     # ----------------------------------------------------------------------- where
 
@@ -590,61 +588,6 @@ class AlertEngine:
                 return result
         return "Too many concurrent changes; try again."
 
-    # ----------------------------------------------------------------------- the budget
-
-    def _limit(self, kind: str) -> int:
-        if kind == "priority":
-            return self.max_per_minute
-        if kind == "counter":
-            return max(1, self.max_per_minute // 2)
-        return self.max_per_minute - self.reserve
-
-    async def _free(self, chat: int, kind: str) -> bool:
-        """Whether a slot of ``kind`` is free now (a peek: ``_take`` decides)."""
-        now = self.clock()
-        stored = await self.store.get(BUDGET, str(chat))
-        if stored is None:
-            return True
-        if now < float(stored.value.get("paused_until", 0)):
-            return False
-        recent = [t for t in stored.value["sends"] if t > now - WINDOW]
-        return len(recent) < self._limit(kind)
-
-    async def _take(self, chat: int, kind: str) -> bool:
-        """Take one slot of the chat's budget, shared by every replica."""
-        key = str(chat)
-        for _ in range(MAX_SWAPS):
-            now = self.clock()
-            stored = await self.store.get(BUDGET, key)
-            doc: dict[str, Any] = stored.value if stored else {"sends": [], "paused_until": 0.0}
-            if now < float(doc.get("paused_until", 0)):
-                return False
-            recent = [t for t in doc["sends"] if t > now - WINDOW]
-            if len(recent) >= self._limit(kind):
-                return False
-            new = {**doc, "sends": [*recent, now]}
-            if stored is None:
-                if await self.store.create(BUDGET, key, new, ttl=2 * WINDOW):
-                    return True
-            elif await self.store.swap(BUDGET, key, stored.version, new, ttl=2 * WINDOW):
-                return True
-        return False
-
-    async def _pause(self, chat: int, seconds: float) -> None:
-        """Telegram said 429: no slots in this chat for ``seconds``."""
-        key = str(chat)
-        for _ in range(MAX_SWAPS):
-            until = self.clock() + seconds
-            stored = await self.store.get(BUDGET, key)
-            doc: dict[str, Any] = stored.value if stored else {"sends": []}
-            new = {**doc, "paused_until": max(until, float(doc.get("paused_until", 0)))}
-            ttl = 2 * WINDOW + seconds
-            if stored is None:
-                if await self.store.create(BUDGET, key, new, ttl=ttl):
-                    return
-            elif await self.store.swap(BUDGET, key, stored.version, new, ttl=ttl):
-                return
-
     async def _call(self, chat: int, what: str, call: Awaitable[T]) -> T | None:
         """Make one Bot API call; a failure is logged (and a 429 pauses the chat)."""
         try:
@@ -656,7 +599,7 @@ class AlertEngine:
             if isinstance(retry_after, timedelta):
                 retry_after = retry_after.total_seconds()
             if isinstance(retry_after, int | float):
-                await self._pause(chat, float(retry_after))
+                await self.budget.pause(chat, float(retry_after))
             log.warning("alerts: %s in chat %s failed: %s", what, chat, exc)
             return None
 
@@ -699,7 +642,7 @@ class AlertEngine:
         claimed = await self._claim(alert.fingerprint, lambda a: a.needs_post)
         if claimed is None:
             return "skipped"
-        if not await self._take(chat, "alert"):
+        if not await self.budget.take(chat, "alert"):
             await self._settle(claimed, lambda a: replace(a, digested=True))
             self._count_suppressed("storm")
             return "no-budget"
@@ -747,14 +690,14 @@ class AlertEngine:
             return True
         chat = alert.chat_id
         budget = "alert" if kind == "status" else "counter"
-        if not await self._free(chat, budget):
+        if not await self.budget.free(chat, budget):
             return False
         claimed = await self._claim(
             alert.fingerprint, lambda a: self._edit_due(a, self.clock(), urgent_only) is not None
         )
         if claimed is None or claimed.message_id is None or claimed.chat_id is None:
             return True
-        if not await self._take(chat, budget):
+        if not await self.budget.take(chat, budget):
             await self._settle(claimed, lambda a: a)
             return False
         reply = alert_reply(claimed, self.settings)
@@ -779,7 +722,7 @@ class AlertEngine:
         claimed = await self._claim(alert.fingerprint, lambda a: a.recovery == "pending")
         if claimed is None:
             return
-        if chat is None or in_storm or not await self._take(chat, "alert"):
+        if chat is None or in_storm or not await self.budget.take(chat, "alert"):
             await self._settle(claimed, lambda a: replace(a, recovery="skipped"))
             return
         who = claimed.target or claimed.source
@@ -810,14 +753,14 @@ class AlertEngine:
     async def _remind(self, alert: Alert) -> bool:
         """Remind of an unacknowledged critical alert; False when the budget said no."""
         chat = alert.chat_id
-        if chat is None or not await self._free(chat, "alert"):
+        if chat is None or not await self.budget.free(chat, "alert"):
             return False
         claimed = await self._claim(
             alert.fingerprint, lambda a: self._reminder_due(a, self.clock())
         )
         if claimed is None:
             return True
-        if not await self._take(chat, "alert"):
+        if not await self.budget.take(chat, "alert"):
             await self._settle(claimed, lambda a: a)
             return False
         now = self.clock()
@@ -929,7 +872,7 @@ class AlertEngine:
         if claimed is None or claimed.lease != token:
             return
         sent: int | None = None
-        ok = await self._take(chat, "priority")
+        ok = await self.budget.take(chat, "priority")
         if ok:
             reply = Reply(text=storm_text(claimed, now))
             if claimed.message_id is None:
@@ -964,7 +907,7 @@ class AlertEngine:
         """Close the digest window; end the storm after a quiet one. True while it lasts."""
         now = self.clock()
         interval = self.settings.alerts.digest_interval
-        allowance = math.floor((self.max_per_minute - self.reserve) * interval / WINDOW)
+        allowance = math.floor(self.budget.alert_slots * interval / WINDOW)
 
         def roll(current: Storm | None) -> Storm | None:
             if current is None or not current.active or now - current.window_start < interval:
@@ -1021,7 +964,7 @@ class AlertEngine:
     async def _announce_expired(self, chat: int | None) -> None:
         """Announce silences that ended, once across replicas, in one message."""
         now = self.clock()
-        if chat is not None and not await self._free(chat, "priority"):
+        if chat is not None and not await self.budget.free(chat, "priority"):
             return  # try again at the next tick, before anyone marks them announced
         ended = await silences.expire(self.store, now)
         if not ended or chat is None:
@@ -1035,7 +978,7 @@ class AlertEngine:
             still = f"; {firing} alert(s) still firing, /alerts" if firing else ""
             by = f"by {silence.created_by}, id {silence.id}"
             lines.append(f"🔔 silence of {what} ended ({by}){note}{still}")
-        if not await self._take(chat, "priority"):
+        if not await self.budget.take(chat, "priority"):
             log.warning("alerts: no budget to announce %d ended silence(s)", len(ended))
             return
         await self._call(
