@@ -15,7 +15,7 @@ MASK = "[REDACTED]"
 
 _SECRET_WORDS = (
     r"SECRET|TOKEN|PASSWORD|PASSWD|PASS|PWD|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY|CREDENTIALS?"
-    r"|AUTH|SIGNING_?KEY|DSN|SESSION_?KEY|CLIENT_?SECRET|WEBHOOK_?SECRET"
+    r"|AUTH|SIGNING_?KEY|DSN|SESSION_?KEY|CLIENT_?SECRET|WEBHOOK_?SECRET|SECRET_?KEY"
 )
 
 # (pattern, replacement) pairs; groups keep the harmless part so the reader knows what was hidden.
@@ -36,17 +36,19 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)\b(bearer|token|basic)(\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1\2{MASK}"),
     # user:password@ in URLs and DSNs (postgres://, redis://, amqp://, https://...).
     (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/\s@]*:)([^@\s/]+)(@)"), rf"\1{MASK}\3"),
-    # .env style KEY=value / KEY: value lines whose key names a secret.
+    # .env style KEY=value / KEY: value lines whose (upper-case, as env vars are) key names a
+    # secret: STRIPE_SECRET_KEY=..., DATABASE_PASSWORD: ...
     (
         re.compile(
-            rf"(?im)^(\s*(?:export\s+)?[A-Z0-9_]*(?:{_SECRET_WORDS})[A-Z0-9_]*\s*[=:]\s*)(\S.*)$"
+            rf"(?m)^(\s*(?:export\s+)?[A-Z0-9_]*(?:{_SECRET_WORDS})[A-Z0-9_]*\s*[=:]\s*)(\S.*)$"
         ),
         rf"\1{MASK}",
     ),
-    # key=value pairs inside a line: password=..., api_key: ..., "secret": "..." (JSON).
+    # key=value pairs inside a line whose key ENDS with a secret word: password=...,
+    # api_key: ..., "secret": "..." (JSON). Ending, so "authbot: 330 critical" is left alone.
     (
         re.compile(
-            rf"(?i)(\"?\b[a-z0-9_]*(?:{_SECRET_WORDS})[a-z0-9_]*\"?\s*[=:]\s*\"?)"
+            rf"(?i)(\"?\b[a-z0-9_]*(?:{_SECRET_WORDS})\"?\s*[=:]\s*\"?)"
             r"([^\s\"',;&]{3,})"
         ),
         rf"\1{MASK}",
