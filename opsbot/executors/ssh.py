@@ -28,7 +28,7 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,26 +292,33 @@ class SSHExecutor:
 
     async def _start(self, command: str, with_stdin: bool) -> Any:
         """Open a session running ``command``; reconnect once if the connection was dead."""
+        stdin = asyncssh.PIPE if with_stdin else asyncssh.DEVNULL
+        return await self._open(
+            lambda conn: conn.create_process(command, encoding=None, stdin=stdin),
+            what="session",
+            purpose="the command",
+        )
+
+    async def _open(
+        self, opener: Callable[[Any], Awaitable[Any]], *, what: str, purpose: str
+    ) -> Any:
+        """Open a channel on the pooled connection. Nothing ran yet when that fails, so a dead
+        connection is dropped and the channel opened once more on a fresh one."""
         for attempt in (1, 2):
             conn = await self.pool.connection(self.host)
             try:
                 async with asyncio.timeout(self.host.connect_timeout):
-                    return await conn.create_process(
-                        command,
-                        encoding=None,
-                        stdin=asyncssh.PIPE if with_stdin else asyncssh.DEVNULL,
-                    )
+                    return await opener(conn)
             except _START_ERRORS as exc:
-                # Nothing ran yet: drop the connection and retry once on a fresh one.
                 broken = conn.is_closed() or not isinstance(exc, asyncssh.ChannelOpenError)
-                if isinstance(exc, asyncssh.ChannelOpenError) and not broken:
+                if not broken:
                     raise ExecutorError(
-                        f"{self.host.address}: session refused: {_describe(exc)}"
+                        f"{self.host.address}: {what} refused: {_describe(exc)}"
                     ) from None
                 await self.pool.discard(self.host, conn)
                 if attempt == 2:
                     raise ExecutorError(
-                        f"{self.host.address}: connection lost before the command started: "
+                        f"{self.host.address}: connection lost before {purpose} started: "
                         f"{_describe(exc)}"
                     ) from None
                 log.info(
@@ -445,24 +452,9 @@ class SSHExecutor:
 
     async def _sftp(self) -> Any:
         """An SFTP session on the pooled connection; reconnect once if it was dead."""
-        for attempt in (1, 2):
-            conn = await self.pool.connection(self.host)
-            try:
-                async with asyncio.timeout(self.host.connect_timeout):
-                    return await conn.start_sftp_client()
-            except _START_ERRORS as exc:
-                broken = conn.is_closed() or not isinstance(exc, asyncssh.ChannelOpenError)
-                if not broken:
-                    raise ExecutorError(
-                        f"{self.host.address}: SFTP session refused: {_describe(exc)}"
-                    ) from None
-                await self.pool.discard(self.host, conn)
-                if attempt == 2:
-                    raise ExecutorError(
-                        f"{self.host.address}: connection lost before the transfer started: "
-                        f"{_describe(exc)}"
-                    ) from None
-        raise AssertionError("unreachable")
+        return await self._open(
+            lambda conn: conn.start_sftp_client(), what="SFTP session", purpose="the transfer"
+        )
 
 
 async def _push_file(sftp: Any, source: Path, remote_path: str) -> int:
