@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from opsbot import actions, alert_commands, backups, incident_commands, operations
 from opsbot.audit import digest
 from opsbot.checks import TargetHealth, check_all, check_target
-from opsbot.config import Person, Role, Target
+from opsbot.config import K8sTarget, Person, Role, Target
 from opsbot.errors import OpsbotError, UsageError
 from opsbot.render import (
     Button,
@@ -28,7 +28,7 @@ from opsbot.render import (
     target_detail,
 )
 from opsbot.services import Services
-from opsbot.targets import State, fetch_logs
+from opsbot.targets import State, fetch_logs, k8s_revisions
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +181,52 @@ async def restart(services: Services, caller: Caller, args: list[str]) -> Reply:
     return await _destructive("restart", services, caller, args)
 
 
+_REVISION = re.compile(r"^[1-9]\d{0,8}$")
+
+
 async def rollback(services: Services, caller: Caller, args: list[str]) -> Reply:
-    """/rollback TARGET"""
-    return await _destructive("rollback", services, caller, args)
+    """/rollback TARGET [list | REVISION]"""
+    if len(args) != 2:
+        return await _destructive("rollback", services, caller, args)
+    name, target = parse_target(services, args[0])
+    if args[1].lower() == "list":
+        return await _revisions(services, name, target)
+    if not _REVISION.match(args[1]):
+        raise UsageError(
+            f"usage: /rollback TARGET [list | REVISION]; a revision is a number, not "
+            f"{args[1][:20]!r}"
+        )
+    return await operations.request(
+        services, caller.person, "rollback", name, target, (args[1],),
+        chat_id=caller.chat_id, thread_id=caller.thread_id,
+    )  # fmt: skip
+
+
+async def _revisions(services: Services, name: str, target: Target) -> Reply:
+    """The k8s deployment's revisions, newest first, with their images."""
+    if not isinstance(target, K8sTarget):
+        raise UsageError(f"{name} is a {target.kind} target; only k8s targets have revisions")
+    try:
+        revisions = await k8s_revisions(target, services, timeout=target.timeout)
+    except (RuntimeError, OpsbotError) as exc:
+        return Reply(text=f"❌ revisions of {name}: {exc}")
+    if not revisions:
+        return Reply(text=f"deployment {target.deployment} has no revisions recorded")
+    lines = []
+    for revision in revisions:
+        when = revision.created.replace("T", " ").removesuffix("Z")[:16]
+        mark = "current" if revision.current else ""
+        line = f"{revision.number:>4}  {mark:<7}  {when:<16}  {', '.join(revision.images)}"
+        if revision.change_cause:
+            line += f"  ({revision.change_cause[:80]})"
+        lines.append(line)
+    return Reply(
+        text=(
+            f"🕘 {name}: deployment {target.deployment} in {target.namespace}, "
+            f"{len(revisions)} revisions, newest first · /rollback {name} REVISION"
+        ),
+        block="\n".join(lines),
+    )
 
 
 async def backup(services: Services, caller: Caller, args: list[str]) -> Reply:
@@ -304,8 +347,8 @@ VERBS: dict[str, Verb] = {
         Verb(
             "rollback",
             Role.operator,
-            "/rollback TARGET",
-            "back to the last known-good version",
+            "/rollback TARGET [list | REVISION]",
+            "back to the last known-good version (k8s: list revisions, pick one)",
             rollback,
             destructive=True,
         ),
