@@ -145,8 +145,12 @@ async def _schedule_backups(
     async def tick(context: object) -> None:
         await scheduler.tick()
 
+    # A tick waits for the backups it starts (up to their timeout); a few may overlap so that
+    # RPOs are still watched meanwhile (slots are claimed, so none runs twice).
     interval = backup_schedule.TICK_SECONDS
-    jobs.run_repeating(tick, interval=interval, first=1.0, name="backups")
+    jobs.run_repeating(
+        tick, interval=interval, first=1.0, name="backups", job_kwargs={"max_instances": 3}
+    )
 
 
 def commands_for(role: Role) -> list[BotCommand]:
