@@ -261,7 +261,7 @@ async def test_backups_overview_and_test_restore_in_the_chat(chat: ChatSession) 
     overview = await chat.ask("/backups", user=VIC)
     text = overview.text or ""
     assert "faceswap sqlite " in text and "RPO 3s" in text and "not scheduled" in text, text
-    assert "faceswap-sqlite-" in text and "size 8.0 KiB → 8.0 KiB (±0%)" in text, text
+    assert "faceswap-sqlite-" in text and "size 8.0 KiB → 8.0 KiB" in text and "(±0%)" in text
     assert "web" not in text  # no backups configured there
 
     verified = await chat.ask("/backup faceswap verify", user=OSCAR, timeout=60)
