@@ -24,6 +24,9 @@ restore) of one target from running at once, across replicas.
 A backup that fails at any step leaves nothing behind: its remote and local files are removed
 and nothing is recorded.
 
+:func:`verify_restore` is the runbooks' "test restore": a kept backup restored into a scratch
+database or directory, reported (tables and row counts, keys, files), then thrown away.
+
 Nothing here knows about Telegram; ``progress`` is an optional async callback taking one line.
 """
 
@@ -440,17 +443,16 @@ async def _stop_scratch_redis(session: _Session, cli: list[str], pidfile: str) -
 async def _verify_files(session: _Session, record: BackupRecord, scratch: str) -> str:
     await session.say(f"extracting {record.name} into {scratch}…")
     await session.check(["tar", "-xzf", record.remote_path, "-C", scratch], "tar -xzf")
-    found = await session.check(
-        ["find", scratch, "-type", "f", "-printf", "%s %P\n"], "listing the files"
-    )
-    files = [line.partition(" ") for line in found.stdout.splitlines() if line.strip()]
-    sizes = [(path, int(size)) for size, _, path in files if size.isdigit()]
-    total = sum(size for _, size in sizes)
-    lines = [f"extracted into a scratch directory: {_count(len(sizes), 'file')}, "
-             f"{human_size(total)}"]  # fmt: skip
-    lines += [f"  /{path}  {human_size(size)}" for path, size in sorted(sizes)[:_SHOWN]]
-    if len(sizes) > _SHOWN:
-        lines.append(f"  … and {len(sizes) - _SHOWN} more files")
+    # Plain find and du -sk: GNU's and busybox's alike (a container may only have busybox).
+    found = await session.check(["find", scratch, "-type", "f"], "listing the files")
+    paths = sorted(p[len(scratch) :] for p in found.stdout.splitlines() if p.startswith(scratch))
+    used = await session.check(["du", "-sk", scratch], "du -sk")
+    kib = used.stdout.split()[0] if used.stdout.split() else "?"
+    size = human_size(int(kib) * 1024) if kib.isdigit() else "? KiB"
+    lines = [f"extracted into a scratch directory: {_count(len(paths), 'file')}, {size} on disk"]
+    lines += [f"  {path}" for path in paths[:_SHOWN]]
+    if len(paths) > _SHOWN:
+        lines.append(f"  … and {len(paths) - _SHOWN} more files")
     return "\n".join(lines)
 
 

@@ -287,7 +287,7 @@ async def _verify_backups(
     executor = operations.backup_executor(services, name, target)
     reports, ok = [], True
     for record in chosen:
-        spec = next((s for s in target.backups if s.type == record.kind), None)
+        spec = _spec_of(target, record)
         if spec is None:
             reports.append(f"{record.name}: no {record.kind} backup is configured any more")
             ok = False
@@ -301,6 +301,13 @@ async def _verify_backups(
             reports.append(f"test restore of {record.name} FAILED: {exc}")
     icon = "✅" if ok else "❌"
     return Reply(text=f"{icon} test restore of {name} · {clock()}", block="\n\n".join(reports))
+
+
+def _spec_of(target: Target, record: backups.BackupRecord) -> Backup | None:
+    """The configured backup a record came from (same kind and source), else one of its kind."""
+    same_kind = [s for s in target.backups if s.type == record.kind]
+    exact = [s for s in same_kind if backups.source_of(s) == record.source]
+    return (exact or same_kind or [None])[0]
 
 
 async def backups_overview(services: Services, caller: Caller, args: list[str]) -> Reply:

@@ -163,9 +163,11 @@ async def test_files_are_extracted_into_a_scratch_directory_and_listed(
 
     report = await verify_restore(TARGET, spec, record, LocalExecutor(), store=store)
 
-    assert "extracted into a scratch directory: 2 files, 16.0 KiB" in report, report
-    data = str(tmp_path / "data").lstrip("/")
-    assert f"/{data}/a.txt  6 B" in report and f"/{data}/sub/b.bin  16.0 KiB" in report
+    assert "extracted into a scratch directory: 2 files, " in report, report
+    assert " KiB on disk" in report
+    data = str(tmp_path / "data")
+    listed = [line.strip() for line in report.splitlines()[2:]]
+    assert listed == [f"{data}/a.txt", f"{data}/sub/b.bin"]
     assert (tmp_path / "data" / "a.txt").read_text() == "changed since\n"
     assert scratch_left(tmp_path / "remote") == []
 
