@@ -307,7 +307,8 @@ def _spec_of(target: Target, record: backups.BackupRecord) -> Backup | None:
     """The configured backup a record came from (same kind and source), else one of its kind."""
     same_kind = [s for s in target.backups if s.type == record.kind]
     exact = [s for s in same_kind if backups.source_of(s) == record.source]
-    return (exact or same_kind or [None])[0]
+    found = exact or same_kind
+    return found[0] if found else None
 
 
 async def backups_overview(services: Services, caller: Caller, args: list[str]) -> Reply:
