@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from opsbot.backups import BackupError, run_backup, verify_restore
-from opsbot.config import RedisBackup, SQLiteBackup
+from opsbot.config import FilesBackup, RedisBackup, SQLiteBackup
+from opsbot.executors.docker import DockerEngine
 from opsbot.executors.local import LocalExecutor
 from opsbot.executors.ssh import SSHExecutor, SSHHost, SSHPool
 from opsbot.store.sqlite import SQLiteStore
+from tests.lab.dockerd import DockerLab
 from tests.lab.postgres import PostgresServer, postgres_bin_dir
 from tests.lab.redis import RedisServer
 from tests.lab.sshd import SSHServer
@@ -180,3 +182,28 @@ async def test_a_dump_changed_since_the_backup_is_not_verified(
     Path(record.remote_path).write_bytes(b"not the archive")
     with pytest.raises(BackupError, match="changed since the backup"):
         await verify_restore(TARGET, spec, record, LocalExecutor(), store=store)
+
+
+async def test_files_in_a_busybox_container_are_verified_with_busybox_tools(
+    docker_lab: DockerLab, store: SQLiteStore, tmp_path: Path
+) -> None:
+    name = f"verify-{uuid.uuid4().hex[:8]}"
+    with closing(docker_lab.client()) as client:
+        client.containers.run(
+            docker_lab.image_v1, ["sleep", "3600"], name=name, detach=True, init=True,
+            network_mode="none",
+        )  # fmt: skip
+    engine = DockerEngine("lab", docker_lab.base_url)
+    try:
+        executor = engine.executor(name)
+        spec = FilesBackup(type="files", paths=["/www", "/VERSION"], remote_dir="/tmp/bk")
+        record = await run_backup(TARGET, spec, executor, store, tmp_path / "backups")
+        report = await verify_restore(TARGET, spec, record, executor, store=store)
+        left = await executor.run(["ls", "/tmp/bk"], timeout=10)
+    finally:
+        await engine.close()
+        with closing(docker_lab.client()) as client:
+            client.containers.get(name).remove(force=True)
+    assert "extracted into a scratch directory: 2 files, " in report, report
+    assert [line.strip() for line in report.splitlines()[2:]] == ["/VERSION", "/www/health"]
+    assert left.stdout.split() == [record.name]  # the scratch directory is gone
