@@ -1,10 +1,11 @@
 """/rollback of a Kubernetes target to a chosen revision, over the real sshd.
 
 No cluster can run here, so ``kubectl`` on the lab host is a small executable (a test double
-of the binary, not of opsbot): it records every argv it is run with and answers like kubectl
-does, from a state file of ReplicaSets that ``rollout undo --to-revision`` changes the way
-Kubernetes does (the chosen ReplicaSet becomes the newest revision). The target's ``kubectl:``
-argv points at it. The tests assert on the exact argv opsbot ran and on what the chat shows.
+of the binary, not of opsbot) that the fixture puts first on the lab user's PATH: it records
+every argv it is run with and answers like kubectl does, from a state file of ReplicaSets that
+``rollout undo --to-revision`` changes the way Kubernetes does (the chosen ReplicaSet becomes
+the newest revision). The target uses the default ``kubectl`` argv. The tests assert on the
+exact argv opsbot ran and on what the chat shows.
 """
 
 from __future__ import annotations
@@ -127,9 +128,8 @@ def _replicaset(
 
 @pytest.fixture(scope="module")
 def kube_dir(sshd_server: SSHServer) -> Iterator[Path]:
-    """The shim and its state, owned by the lab user on the lab host."""
-    directory = sshd_server.workdir / "kube"
-    directory.mkdir(exist_ok=True)
+    """The shim on the lab user's PATH, its state and its argv log beside it."""
+    directory = sshd_server.bin_dir
     R, T9 = "registry.local/", "T09:00:00Z"
     state = {
         "replicasets": [
@@ -148,6 +148,8 @@ def kube_dir(sshd_server: SSHServer) -> Iterator[Path]:
     for path in (directory, *directory.iterdir()):
         os.chown(path, lab.pw_uid, lab.pw_gid)
     yield directory
+    for name in ("kubectl", "state.json", "argv.log"):
+        (directory / name).unlink(missing_ok=True)
 
 
 def ran(kube_dir: Path) -> list[list[str]]:
@@ -175,7 +177,7 @@ async def chat(
     config["targets"] = {
         "quiz": {
             "kind": "k8s", "endpoint": "lab-ssh", "deployment": "quizbot", "namespace": "bots",
-            "kubectl": [str(kube_dir / "kubectl")], "verify_deadline": 20,
+            "verify_deadline": 20,
         },
         "proc": {"kind": "command", "endpoint": "lab-ssh", "actions": {"status": ["true"]}},
     }  # fmt: skip
@@ -209,8 +211,7 @@ async def test_rollback_to_a_revision_after_approval_is_verified(
     assert (
         "revision 3 (registry.local/quizbot:1.2) → revision 1 (registry.local/quizbot:1.0)" in text
     )
-    shim = str(kube_dir / "kubectl")
-    assert f"{shim} -n bots rollout undo deployment/quizbot --to-revision=1" in text
+    assert "kubectl -n bots rollout undo deployment/quizbot --to-revision=1" in text
     assert not any("undo" in argv for argv in ran(kube_dir))  # nothing ran before approval
 
     before = len(ran(kube_dir))
