@@ -194,6 +194,8 @@ _REVISION = re.compile(r"^[1-9]\d{0,8}$")
 
 async def rollback(services: Services, caller: Caller, args: list[str]) -> Reply:
     """/rollback TARGET [list | REVISION]"""
+    if len(args) > 2:
+        raise UsageError("usage: /rollback TARGET [list | REVISION]")
     if len(args) != 2:
         return await _destructive("rollback", services, caller, args)
     name, target = parse_target(services, args[0])

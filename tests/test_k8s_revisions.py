@@ -246,6 +246,7 @@ async def test_bad_revisions_run_nothing(chat: ChatSession, kube_dir: Path) -> N
         ("/rollback quiz 2;reboot", "a revision is a number"),
         ("/rollback quiz -1", "a revision is a number"),
         ("/rollback quiz 99999999999", "a revision is a number"),
+        ("/rollback quiz 1 2", "usage: /rollback TARGET [list | REVISION]"),
         ("/rollback proc list", "only k8s targets have revisions"),
         ("/rollback proc 2", "only a k8s target"),
     ]:
