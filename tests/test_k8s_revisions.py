@@ -84,6 +84,10 @@ elif args[:3] == ["rollout", "undo", "deployment/quizbot"]:
     with open(os.path.join(here, "state.json"), "w") as f:
         json.dump(state, f)
     print("deployment.apps/quizbot rolled back")
+elif args[:3] == ["rollout", "status", "deployment/quizbot"] and state.get("stuck"):
+    print('Waiting for deployment "quizbot" rollout to finish: 0 of 2 updated replicas are '
+          'available...')
+    sys.exit('error: deployment "quizbot" exceeded its progress deadline')
 elif args[:3] == ["rollout", "status", "deployment/quizbot"]:
     print('Waiting for deployment "quizbot" rollout to finish: 1 of 2 updated replicas are '
           'available...')
@@ -259,3 +263,30 @@ async def test_bad_revisions_run_nothing(chat: ChatSession, kube_dir: Path) -> N
     reply = await chat.ask(f"/rollback quiz {newest}", user=OSCAR)
     assert reply.text is not None and "is the one quizbot runs already" in reply.text
     assert all(argv[2:4] != ["rollout", "undo"] for argv in ran(kube_dir)[before:])
+
+
+async def test_a_rollout_that_does_not_finish_is_a_failed_rollback(
+    chat: ChatSession, kube_dir: Path
+) -> None:
+    state = json.loads((kube_dir / "state.json").read_text())
+    (kube_dir / "state.json").write_text(json.dumps({**state, "stuck": True}))
+    try:
+        card = await chat.ask("/rollback quiz 2", user=OSCAR)
+        text = card.text or ""
+        assert "→ revision 2 (registry.local/quizbot:1.1)" in text, text
+        request_id = text.split("id ")[1].split()[0]
+        chat.tap(card, f"a:{request_id}", user=BOB)
+        failed = await chat.fake.wait_for_message(
+            OPS.id,
+            lambda m: (
+                m.message_id == card.message_id and "rollback quiz — failed" in (m.text or "")
+            ),
+            timeout=40,
+        )
+    finally:
+        state = json.loads((kube_dir / "state.json").read_text())
+        state.pop("stuck", None)
+        (kube_dir / "state.json").write_text(json.dumps(state))
+    assert failed.text is not None
+    assert "exceeded its progress deadline" in failed.text
+    assert "kubectl -n bots rollout status deployment/quizbot --timeout=20s" in failed.text
