@@ -408,7 +408,7 @@ async def _verify_redis(
          "--logfile", posixpath.join(scratch, "redis.log")],
         "starting a scratch redis-server",
     )  # fmt: skip
-    cli = [spec.redis_cli[0], "-s", sock]  # the same redis-cli, at the scratch server
+    cli = [*_redis_cli_program(spec.redis_cli), "-s", sock]  # at the scratch server
     try:
         while True:  # LOADING until the whole RDB is read
             pong = await session.run([*cli, "PING"], "redis PING")
@@ -428,6 +428,14 @@ async def _verify_redis(
     if names:
         lines.append("  e.g. " + ", ".join(names))
     return "\n".join(lines)
+
+
+def _redis_cli_program(argv: Sequence[str]) -> list[str]:
+    """``redis_cli`` without its connection options: [sudo -u redis] redis-cli [-h … -p …]."""
+    for index, word in enumerate(argv):
+        if posixpath.basename(word) == "redis-cli":
+            return list(argv[: index + 1])
+    return list(argv[:1])
 
 
 async def _stop_scratch_redis(session: _Session, cli: list[str], pidfile: str) -> None:
