@@ -7,6 +7,7 @@ takes a second); the chat tests run the whole bot, whose own job ticks with the 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -37,6 +38,7 @@ from tests.factories import (
 )
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.postgres import PostgresServer, postgres_bin_dir
+from tests.lab.redis import RedisServer
 from tests.lab.sshd import SSHServer
 from tests.test_backups import chown_to_lab_user
 
@@ -180,6 +182,40 @@ async def test_scheduled_backups_run_once_per_slot_and_rpo_alerts_fire_and_recov
 
 async def _discard(events: list[AlertEvent]) -> None:
     del events
+
+
+async def test_three_replicas_sharing_redis_run_each_slot_once(
+    fake: FakeBotAPI, tmp_path: Path, sshd_server: SSHServer, redis_server: RedisServer
+) -> None:
+    work = sshd_server.workdir / f"replicas-{tmp_path.name[-12:]}"
+    db = make_sqlite(work)
+    config = base_config(fake, tmp_path / "data")
+    config["store"] = {"backend": "redis", "redis_url": redis_server.url,
+                       "prefix": f"sched-{tmp_path.name[-12:]}"}  # fmt: skip
+    config["endpoints"] = {"lab-ssh": ssh_endpoint(sshd_server)}
+    config["targets"] = {
+        "db": {
+            "kind": "command", "endpoint": "lab-ssh", "actions": {"status": ["true"]},
+            "backups": [{"type": "sqlite", "path": str(db), "remote_dir": str(work / "bk"),
+                         "schedule": "*/15 * * * *"}],
+        },
+    }  # fmt: skip
+    settings = write_config(tmp_path / "opsbot.yaml", config)
+    replicas = [Services.build(settings) for _ in range(3)]
+    try:
+        clock = Clock()
+        quarter = (time.time() // 900 + 1) * 900
+        for slot in (quarter, quarter + 900):
+            clock.offset = slot + 1 - time.time()
+            schedulers = [BackupScheduler(s, _discard, now=clock) for s in replicas]
+            await asyncio.gather(*(s.tick() for s in schedulers))
+        kept = await list_backups("db", replicas[0].store)
+        assert len(kept) == 2  # two slots, one backup each, whichever replica ran it
+        stamps = sorted(time.strftime("%H%M", time.gmtime(r.created)) for r in kept)
+        assert stamps == [time.strftime("%H%M", time.gmtime(t)) for t in (quarter, quarter + 900)]
+    finally:
+        for services in replicas:
+            await services.close()
 
 
 def test_a_bad_schedule_or_rpo_is_a_config_error(fake: FakeBotAPI, tmp_path: Path) -> None:
