@@ -421,7 +421,7 @@ class StatusPageSettings(_Model):
 
     title: str = Field(default="Service status", min_length=1, max_length=100)
     public: bool = Field(default=True, description="false: behind web.token (Bearer or Basic).")
-    refresh: Annotated[int, Field(ge=10, le=3600)] = Field(
+    refresh: Annotated[int, Field(ge=5, le=3600)] = Field(
         default=60, description="Seconds between the page's automatic reloads."
     )
     components: list[StatusComponent] = Field(default_factory=list)
