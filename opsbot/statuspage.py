@@ -182,7 +182,7 @@ border:2px solid currentColor}
 table{border-collapse:collapse;width:100%}
 caption{text-align:left;color:#59636e;padding:.25rem 0}
 th,td{text-align:left;padding:.5rem;border-bottom:1px solid var(--line)}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+th.num,td.num{text-align:right;font-variant-numeric:tabular-nums}
 .desc{display:block;font-weight:400;color:#59636e;font-size:.9rem}
 .incident{border-left:4px solid var(--line);padding:0 0 0 1rem;margin:1rem 0}
 .meta{color:#59636e;margin:.25rem 0}
