@@ -450,6 +450,14 @@ class Rotation(_Model):
         description="The first person's first shift begins on this day (weekly: the weekday).",
     )
 
+    @field_validator("at", mode="before")
+    @classmethod
+    def _sexagesimal(cls, value: Any) -> Any:
+        """YAML 1.1 reads an unquoted 9:30 as the number 570 (base 60): take it back."""
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+            return f"{value // 60:02d}:{value % 60:02d}"
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

@@ -5,6 +5,7 @@ incident's timeline."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -18,8 +19,8 @@ from opsbot import oncall
 from opsbot.alert_event import AlertEvent, Severity
 from opsbot.alerts import AlertEngine
 from opsbot.commands import Caller
-from opsbot.config import Role, Rotation, Settings
-from opsbot.errors import UsageError
+from opsbot.config import Role, Rotation, Settings, load_config
+from opsbot.errors import ConfigError, UsageError
 from opsbot.escalation import Escalator
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.incidents import Incidents
@@ -92,6 +93,47 @@ def test_daily_rotation_across_autumn_dst_and_a_single_person() -> None:
     assert oncall.shift_at(rotation, utc(2026, 10, 25, 8, 0)).primary == "alice"
     alone = Rotation(people=["alice"], handover="daily")
     assert oncall.shift_at(alone, time.time()).secondary is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"oncall": {"rotation": {"people": ["alice", "zed"]}}}, "'zed' is not one of people"),
+        ({"oncall": {"rotation": {"people": ["alice"]}, "contacts": ["zed"]}}, "oncall.contacts"),
+        (
+            {"oncall": {"rotation": {"people": ["alice"], "timezone": "Mars/Olympus"}}},
+            "unknown time zone 'Mars/Olympus'",
+        ),
+        ({"oncall": {"rotation": {"people": ["alice"], "at": "25:00"}}}, "oncall.rotation.at"),
+        (
+            {"status_page": {"components": [{"name": "API", "targets": ["nope"]}]}},
+            "status_page.components.0.targets: unknown target 'nope'",
+        ),
+        (
+            {"status_page": {"public": False, "components": []}},
+            "status_page.public: false needs web.token",
+        ),
+    ],
+)
+def test_bad_oncall_and_status_page_settings_are_named(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    config = {
+        "people": [{"id": 1, "name": "alice"}],
+        "targets": {"api": {"kind": "command", "actions": {"status": ["true"]}}},
+        **change,
+    }
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        write_config(tmp_path / "c.yaml", config)
+
+
+def test_an_unquoted_handover_time_is_read_as_meant(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "people: [{id: 1, name: alice}]\noncall: {rotation: {people: [alice], at: 9:30}}\n"
+    )
+    settings = load_config(path)
+    assert settings.oncall is not None and settings.oncall.rotation.at == "09:30"
 
 
 # --------------------------------------------------------------------------- /oncall
