@@ -18,6 +18,7 @@ episode escalates afresh.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "escalations"
 CLAIM_TTL = 90 * 86400.0
+EVERY = 15.0  # seconds between looks (steps are minutes apart; alerts can be thousands)
 STEPS = ("primary", "secondary", "contacts")
 
 
@@ -59,6 +61,7 @@ class Escalator:
         alerts: AlertEngine | None = None,
         *,
         clock: Callable[[], float] | None = None,
+        every: float = EVERY,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -66,12 +69,18 @@ class Escalator:
         self.incidents = incidents
         self.alerts = alerts
         self.clock = clock or incidents.clock
+        self.every = every
+        self._looked: float | None = None  # monotonic time of the last look
 
     async def tick(self) -> None:
-        """Page every step that is due and not yet claimed."""
+        """Page every step that is due and not yet claimed (at most once per ``every``)."""
         config = self.settings.oncall
         if config is None:
             return
+        started = time.monotonic()
+        if self._looked is not None and started - self._looked < self.every:
+            return
+        self._looked = started
         now = self.clock()
         due: list[Page] = []
         for incident in await self.incidents.all():

@@ -238,7 +238,8 @@ def engines(
     notifier = TelegramNotifier(bot, Redactor(settings.secrets()))
     incidents = Incidents(store, settings, notifier, clock=clock)
     alerts = AlertEngine(store, settings, notifier, clock=clock)
-    return incidents, alerts, Escalator(store, settings, notifier, incidents, alerts, clock=clock)
+    escalator = Escalator(store, settings, notifier, incidents, alerts, clock=clock, every=0)
+    return incidents, alerts, escalator
 
 
 async def test_an_unacknowledged_p1_pages_primary_then_secondary_then_its_budget_runs_out(
@@ -315,7 +316,11 @@ async def test_a_critical_alert_pages_until_acked_and_a_warning_never(
             AlertEvent("webhook", "fp-warn", "firing", Severity.warning, "quiz slow", "quizbot"),
         ]
     )
+    slow = Escalator(sqlite_store, settings, escalator.notifier, incidents, alerts, clock=clock)
+    await slow.tick()  # nothing due yet; it looks again only after 15 s of real time
     clock.advance(10 * MINUTE)
+    await slow.tick()
+    assert private(fake, shift.primary) == []
     await escalator.tick()
     await escalator.tick()
     [page] = private(fake, shift.primary)
