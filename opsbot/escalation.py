@@ -61,7 +61,7 @@ class Escalator:
         alerts: AlertEngine | None = None,
         *,
         clock: Callable[[], float] | None = None,
-        every: float = EVERY,
+        every: float | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -69,7 +69,7 @@ class Escalator:
         self.incidents = incidents
         self.alerts = alerts
         self.clock = clock or incidents.clock
-        self.every = every
+        self.every = _every(settings) if every is None else every
         self._looked: float | None = None  # monotonic time of the last look
 
     async def tick(self) -> None:
@@ -135,6 +135,20 @@ class Escalator:
             pass  # resolved meanwhile
         except Exception:
             log.exception("escalation %s: not noted on the timeline", page.key)
+
+
+def _every(settings: Settings) -> float:
+    """``EVERY``, or half the shortest configured step when that is shorter."""
+    if settings.oncall is None:
+        return EVERY
+    policies = settings.oncall.escalation
+    steps = [
+        minutes * 60
+        for policy in (policies.P0, policies.P1, policies.critical)
+        for minutes in (policy.primary, policy.secondary, policy.contacts, policy.resolve_within)
+        if minutes is not None
+    ]
+    return min([EVERY, *(s / 2 for s in steps)])
 
 
 def _minutes(value: float | None) -> float | None:

@@ -199,6 +199,24 @@ async def test_oncall_in_the_chat_shows_now_and_next_and_takes_overrides(
         assert reply.text is not None and f"primary {current.primary} ·" in reply.text
 
 
+async def test_the_running_bot_pages_the_primary_of_an_unacknowledged_p0(
+    fake: FakeBotAPI, tmp_path: Path
+) -> None:
+    """The wired path: the application's tick drives escalation, the page is a private message."""
+    fast = {"primary": 0.05, "secondary": None, "contacts": None}  # 3 seconds
+    settings = oncall_settings(fake, tmp_path, escalation={"P0": fast})
+    assert settings.oncall is not None
+    primary = oncall.shift_at(settings.oncall.rotation, time.time()).primary
+    async with running_opsbot(fake, settings) as chat:
+        reply = await chat.ask("/incident P0 checkout is down quizbot")
+        assert reply.text is not None and "INC-1 declared" in reply.text
+        page = await fake.wait_for_message(IDS[primary], timeout=15, token=OPSBOT_TOKEN)
+        assert page.text is not None and page.text.startswith("📟 INC-1 P0 checkout is down")
+        shown = await chat.ask("/incident show INC-1")
+        expected = f"opsbot · escalation — paged {primary} (primary) by private message"
+        assert expected in (shown.text or "")
+
+
 async def test_an_override_expires_by_itself(fake: FakeBotAPI, tmp_path: Path) -> None:
     settings = oncall_settings(fake, tmp_path)
     assert settings.oncall is not None
