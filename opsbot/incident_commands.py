@@ -94,7 +94,7 @@ async def incident_verb(
         done = await incidents.update(incident_id, person, " ".join(rest))
         return Reply(text=f"📝 {done.id} updated.")
     if sub == "public":
-        return await _public(incidents, incident_id, caller, rest)
+        return await _public(incidents, services, incident_id, caller, rest)
     if sub == "severity":
         if len(rest) != 1 or normalize_severity(rest[0]) is None:
             raise UsageError(f"usage: /incident severity [ID] {'|'.join(SEVERITIES)}")
@@ -124,7 +124,7 @@ async def incident_verb(
 
 
 async def _public(
-    incidents: Incidents, incident_id: str, caller: Caller, rest: list[str]
+    incidents: Incidents, services: Services, incident_id: str, caller: Caller, rest: list[str]
 ) -> Reply:
     """A status page update: ``[PHASE] [TEXT]``; the phase defaults to the latest one."""
     phase = parse_phase(rest[0]) if rest else None
@@ -137,7 +137,8 @@ async def _public(
                 f"usage: /incident public [ID] [{'|'.join(PHASES)}] [TEXT] — text for the"
                 " public status page; never internal details"
             )
-    done, record = await incidents.publish(incident_id, caller.person, phase, " ".join(words))
+    text = services.redactor.redact(" ".join(words))  # a pasted secret never goes public
+    done, record = await incidents.publish(incident_id, caller.person, phase, text)
     where = ", ".join(record.components) or "no component"
     return Reply(
         text=f"📣 {done.id} on the status page ({where}): {phase.title()}",

@@ -698,12 +698,14 @@ class Incidents:
     ) -> tuple[Incident, PublicIncident]:
         """Post a public update (status page) and note on the timeline that it was posted.
 
-        Only ``phase``, ``text`` and the affected components' names reach the public record.
+        Only ``phase``, ``text`` and the affected components' names reach the public record;
+        a text naming a target, an endpoint host or a person is refused.
         """
         key = normalize_id(incident_id)
         incident = await self.get(incident_id) if key is not None else None
         if incident is None:
             raise UsageError(f"no incident {key or _short(incident_id, 32)}; see /incident list")
+        status_updates.check_public(text, status_updates.internal_words(self.settings))
         record = await status_updates.post(
             self.store, incident.id, self.components(incident), phase, text, self.clock()
         )

@@ -28,7 +28,7 @@ from opsbot.store import Store
 log = logging.getLogger(__name__)
 
 NAMESPACE = "status-history"
-SOURCE = "monitor"  # monitor.SOURCE; not imported so the monitor module stays untouched
+SOURCE = "monitor"  # monitor.SOURCE (not imported: this module sits below the monitor)
 KEEP = 31 * 86400.0  # change points kept: a little more than the longest uptime window
 MAX_CHANGES = 5000
 MAX_SWAPS = 100

@@ -9,10 +9,13 @@ Investigating, Identified, Monitoring, Resolved. The latest phase is the record'
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
+from opsbot.config import DockerEndpoint, Settings, SSHEndpoint
 from opsbot.errors import UsageError
 from opsbot.store import Store
 
@@ -36,6 +39,36 @@ _TEMPLATES = {
         "We apologize for any inconvenience."
     ),
 }
+
+
+def internal_words(settings: Settings) -> set[str]:
+    """What a public update must not name: targets, endpoint hosts, people (lower case).
+
+    A word that is also a public component's name is allowed (a target may share it).
+    """
+    words = {name.lower() for name in settings.targets}
+    words |= {name.lower() for name in settings.endpoints}
+    words |= {person.name.lower() for person in settings.people}
+    for endpoint in settings.endpoints.values():
+        if isinstance(endpoint, SSHEndpoint):
+            words.add(endpoint.host.lower())
+        elif isinstance(endpoint, DockerEndpoint) and endpoint.url.startswith("tcp://"):
+            words.add((urlsplit(endpoint.url).hostname or "").lower())
+    public = {c.name.lower() for c in settings.status_page.components}
+    return {w for w in words if w and w not in public and w not in ("local", "localhost")}
+
+
+def check_public(text: str, forbidden: set[str]) -> None:
+    """Refuse a public text that names something internal (whole words, any case)."""
+    tokens = set(re.findall(r"[\w.@:-]+", text.lower()))
+    tokens |= {t.strip(".:-@") for t in tokens}
+    named = sorted(forbidden & tokens)
+    if named:
+        raise UsageError(
+            "a public update must not name internal targets, hosts or people: "
+            + ", ".join(named)
+            + ". Say it in words your users know (the components' names)."
+        )
 
 
 def parse_phase(word: str) -> str | None:

@@ -15,6 +15,7 @@ from xml.etree import ElementTree as ET
 import httpx
 import pytest
 
+from opsbot import monitor, status_history
 from opsbot.alert_event import AlertEvent, Severity
 from opsbot.config import Settings
 from opsbot.metrics import Metrics
@@ -121,6 +122,11 @@ async def test_status_json_and_atom_follow_the_monitor_and_public_updates_only(
         await chat.ask(f"/incident update INC-1 alice {SECRET_NOTE}")
         reply = await chat.ask("/incident public INC-1 identified The database was full")
         assert reply.text is not None and "status page (Ledger): Identified" in reply.text
+        refused = await chat.ask(f"/incident public INC-1 monitoring {INTERNAL} is back, Alice")
+        assert refused.text == (
+            "⚠️ a public update must not name internal targets, hosts or people: alice,"
+            f" {INTERNAL}. Say it in words your users know (the components' names)."
+        )
         body = (await http.get("/status.json")).json()
         [incident] = body["incidents"]["open"]
         assert incident["id"] == "INC-1" and incident["phase"] == "identified"
@@ -133,7 +139,7 @@ async def test_status_json_and_atom_follow_the_monitor_and_public_updates_only(
 
         # The runbook's template when no text is given; the --public form of update.
         await chat.ask("/incident public INC-1 monitoring")
-        await chat.ask("/incident update INC-1 --public Balances are catching up")
+        await chat.ask(f"/incident update INC-1 --public Balances are catching up {TOKEN}")
         (tmp_path / "down").unlink()
         await poll(http, "/status.json", lambda b: component(b, "Ledger")["state"] == "ok")
         reply = await chat.ask("/incident resolve INC-1 alice dropped the old WAL files")
@@ -146,7 +152,7 @@ async def test_status_json_and_atom_follow_the_monitor_and_public_updates_only(
         assert phases == ["resolved", "monitoring", "monitoring", "identified"]
         texts = [u["text"] for u in done["updates"]]
         assert texts[0].startswith("The issue with Ledger has been resolved.")
-        assert texts[1] == "Balances are catching up"
+        assert texts[1].startswith("Balances are catching up ") and TOKEN not in texts[1]
         assert texts[2] == "A fix has been applied to Ledger. We are monitoring the results."
         ledger = component(body, "Ledger")
         assert 99.0 < ledger["uptime"]["24h"] < 100
@@ -205,6 +211,7 @@ def test_uptime_counts_only_outages_and_merges_a_components_targets() -> None:
         return AlertEvent("monitor", check, status, severity, check, "t",  # type: ignore[arg-type]
                           labels={"check": check})  # fmt: skip
 
+    assert status_history.SOURCE == monitor.SOURCE
     day = 86400.0
     a = History({}).fold([event("http", "firing")], 1000.0)  # down from 1000 ...
     a = a.fold([event("tcp", "firing", Severity.warning)], 1500.0)  # still down (worst)
