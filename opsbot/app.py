@@ -19,7 +19,7 @@ from telegram import (
 )
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
-from opsbot import handlers, monitor, status_history, timeline
+from opsbot import handlers, monitor, timeline
 from opsbot.alerts import AlertEngine
 from opsbot.checks import check_all
 from opsbot.commands import VERBS
@@ -29,6 +29,7 @@ from opsbot.escalation import Escalator
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.incidents import Incidents
 from opsbot.services import Services
+from opsbot.status_history import recording_ingest
 from opsbot.statuspage import StatusPage
 from opsbot.web import WebServer
 
@@ -103,9 +104,7 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     incidents = Incidents(services.store, settings, notifier, health=health)
     services.incidents = incidents
     services.audit.listeners.append(timeline.audit_listener(incidents))
-    ingest = status_history.recording_ingest(
-        services.store, timeline.noting_ingest(incidents, engine.ingest)
-    )
+    ingest = recording_ingest(services.store, timeline.noting_ingest(incidents, engine.ingest))
     escalator = Escalator(services.store, settings, notifier, incidents, engine)
 
     async def tick(context: object) -> None:

@@ -13,18 +13,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from opsbot import (
-    actions,
-    alert_commands,
-    backups,
-    incident_commands,
-    oncall_commands,
-    operations,
-)
+from opsbot import actions, alert_commands, backups, incident_commands, operations
 from opsbot.audit import digest
 from opsbot.checks import TargetHealth, check_all, check_target
 from opsbot.config import Person, Role, Target
 from opsbot.errors import OpsbotError, UsageError
+from opsbot.oncall_commands import VERB_SPEC as ONCALL_VERB
 from opsbot.render import (
     Button,
     Document,
@@ -341,7 +335,7 @@ VERBS: dict[str, Verb] = {
             incident_commands.VERB_SPEC[3],
             incident,
         ),
-        Verb(*oncall_commands.VERB_SPEC),
+        Verb(*ONCALL_VERB),
         Verb("help", Role.viewer, "/help", "what you may do here", help_),
     )
 }
