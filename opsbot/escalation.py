@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "escalations"
 CLAIM_TTL = 90 * 86400.0
+KNOWN_CAP = 100_000  # step keys this process knows are claimed (skips a store write)
+BATCH_LINES = 10  # alerts listed in one page; the rest are counted
 EVERY = 15.0  # seconds between looks (steps are minutes apart; alerts can be thousands)
 STEPS = ("primary", "secondary", "contacts")
 
@@ -71,6 +73,7 @@ class Escalator:
         self.clock = clock or incidents.clock
         self.every = _every(settings) if every is None else every
         self._looked: float | None = None  # monotonic time of the last look
+        self._known: set[str] = set()
 
     async def tick(self) -> None:
         """Page every step that is due and not yet claimed (at most once per ``every``)."""
@@ -92,30 +95,57 @@ class Escalator:
                 pending = not alert.acked_by and not alert.silenced
                 if alert.severity is Severity.critical and pending:
                     due += _alert_steps(alert, config.escalation.critical, now)
-        for page in due:
+        claimed = [page for page in due if await self._claim(page, now)]
+        batches = [[p] for p in claimed if p.incident is not None]
+        for step in STEPS:  # alerts: one message per step and person, however many alerts
+            batch = [p for p in claimed if p.incident is None and p.step == step]
+            if batch:
+                batches.append(batch)
+        for batch in batches:
             try:
-                if await self.store.create(NAMESPACE, page.key, {"at": now}, ttl=CLAIM_TTL):
-                    await self._page(page, now)
+                await self._page(batch, now)
             except Exception:
-                log.exception("escalation %s failed", page.key)
+                log.exception("escalation %s failed", batch[0].key)
 
-    async def _page(self, page: Page, now: float) -> None:
+    async def _claim(self, page: Page, now: float) -> bool:
+        """True for the one replica (and the one run) that creates the step's document."""
+        if page.key in self._known:
+            return False
+        try:
+            won = await self.store.create(NAMESPACE, page.key, {"at": now}, ttl=CLAIM_TTL)
+        except Exception:
+            log.exception("escalation %s: not claimed", page.key)
+            return False
+        if len(self._known) >= KNOWN_CAP:
+            self._known.clear()
+        self._known.add(page.key)  # claimed by us or by another replica: never again
+        return bool(won)
+
+    async def _page(self, batch: list[Page], now: float) -> None:
+        """Page the people of the batch's step; note it on the timeline(s)."""
+        step = batch[0].step
         on_call = await oncall.who(self.settings, self.store, now)
         people: Sequence[tuple[str, Person | None]]
-        if page.step == "primary":
+        if step == "primary":
             people = [("primary", on_call.primary)]
-        elif page.step == "secondary":
+        elif step == "secondary":
             people = [("secondary", on_call.secondary)]
         else:
             people = [("escalation contact", p) for p in on_call.contacts]
             if not people:
                 people = [("secondary", on_call.secondary)]
+        what = batch[0].text
+        if len(batch) > 1:
+            lines = [f"• {p.text}" for p in batch[:BATCH_LINES]]
+            if len(batch) > BATCH_LINES:
+                lines.append(f"… and {len(batch) - BATCH_LINES} more: /alerts")
+            what = f"{len(batch)} critical alerts are not acknowledged:\n" + "\n".join(lines)
         notes = []
         for role, person in people:
             if person is None:
                 notes.append(f"no {role} to page")
                 continue
-            text = f"📟 {page.text}\nYou are paged as the {role}."
+            text = f"📟 {what}\nYou are paged as the {role}."
             try:
                 await self.notifier.send(person.id, Reply(text=text))
             except Exception as exc:
@@ -123,7 +153,11 @@ class Escalator:
                 notes.append(f"could not page {person.name} ({role}): {type(exc).__name__}")
             else:
                 notes.append(f"paged {person.name} ({role}) by private message")
-        await self._note(page, "; ".join(notes))
+        noted: set[tuple[str | None, str | None]] = set()
+        for page in batch:
+            if (page.incident, page.target) not in noted:
+                noted.add((page.incident, page.target))
+                await self._note(page, "; ".join(notes))
 
     async def _note(self, page: Page, text: str) -> None:
         try:

@@ -356,6 +356,31 @@ async def test_a_critical_alert_pages_until_acked_and_a_warning_never(
     ]
 
 
+async def test_a_storm_of_critical_alerts_is_one_page_per_step(
+    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
+) -> None:
+    settings = oncall_settings(fake, tmp_path)
+    assert settings.oncall is not None
+    clock = Clock()
+    shift = oncall.shift_at(settings.oncall.rotation, clock())
+    _, alerts, escalator = engines(sqlite_store, settings, bot, clock)
+    await alerts.ingest(
+        [
+            AlertEvent("webhook", f"fp-{n}", "firing", Severity.critical, f"disk {n} full", None)
+            for n in range(12)
+        ]
+    )
+    clock.advance(10 * MINUTE)
+    await escalator.tick()
+    await escalator.tick()
+    [page] = private(fake, shift.primary)
+    assert page.startswith("📟 12 critical alerts are not acknowledged:\n• CRITICAL alert ")
+    assert page.count("• CRITICAL alert") == 10 and "… and 2 more: /alerts" in page
+    clock.advance(10 * MINUTE)
+    await escalator.tick()
+    assert len(private(fake, shift.secondary or "")) == 1
+
+
 async def test_a_page_that_cannot_be_delivered_is_on_the_timeline(
     sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
