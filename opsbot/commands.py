@@ -18,6 +18,7 @@ from opsbot.audit import digest
 from opsbot.checks import TargetHealth, check_all, check_target
 from opsbot.config import Person, Role, Target
 from opsbot.errors import OpsbotError, UsageError
+from opsbot.oncall_commands import VERB_SPEC as ONCALL_VERB
 from opsbot.render import (
     Button,
     Document,
@@ -334,6 +335,7 @@ VERBS: dict[str, Verb] = {
             incident_commands.VERB_SPEC[3],
             incident,
         ),
+        Verb(*ONCALL_VERB),
         Verb("help", Role.viewer, "/help", "what you may do here", help_),
     )
 }

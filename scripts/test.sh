@@ -10,7 +10,7 @@ banner() { printf '\n==> %s\n' "$*"; }
 die() { printf 'scripts/test.sh: %s\n' "$*" >&2; exit 1; }
 
 APT_PACKAGES=(redis-server openssh-server docker.io busybox-static postgresql sqlite3
-              prometheus-alertmanager ca-certificates)
+              prometheus-alertmanager ca-certificates chromium chromium-driver)
 
 missing_tools() {
     local missing=()
@@ -26,6 +26,8 @@ missing_tools() {
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(initdb)
     command -v sqlite3 >/dev/null || missing+=(sqlite3)
     command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+    [[ -x /usr/bin/chromium ]] || missing+=(chromium)  # the status page's browser test
+    [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
     echo "${missing[*]}"
 }
 
