@@ -25,6 +25,7 @@ from opsbot.executors.local import LocalExecutor
 from opsbot.executors.ssh import SSHHost, SSHPool
 from opsbot.incidents import Incidents
 from opsbot.metrics import Metrics
+from opsbot.notify import Notifier
 from opsbot.redact import Redactor
 from opsbot.store import Store
 from opsbot.store.factory import open_store
@@ -60,6 +61,7 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     alerts: AlertEngine | None = None  # built once a notifier exists (the bot's post_init)
     incidents: Incidents | None = None  # likewise
+    notifier: Notifier | None = None  # posts and edits cards (/approve, /deny); likewise
     _docker: dict[str, DockerEngine] = field(default_factory=dict)
 
     @classmethod
