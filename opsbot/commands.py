@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from opsbot import actions, alert_commands, backups, incident_commands, operations
+from opsbot.approvals import Status
 from opsbot.audit import digest
 from opsbot.checks import TargetHealth, check_all, check_target
 from opsbot.config import Person, Role, Target
@@ -228,18 +229,14 @@ async def _decide(services: Services, caller: Caller, args: list[str], approve: 
     if services.notifier is None:
         raise UsageError("approvals are decided in the running bot or the console")
     request_id = args[0]
+    before = await services.approvals.get(request_id)
     toast, runner = await operations.decide(
         services, caller.person, request_id, approve, services.notifier
     )
     if runner is not None:
         await runner()  # the card is edited with progress and the result as it runs
     filed = await services.approvals.get(request_id)
-    me = caller.person.id
-    if filed is None or not (
-        any(a.id == me for a in filed.approvals)
-        if approve
-        else filed.denied_by is not None and filed.denied_by.id == me
-    ):
+    if filed is None or filed == before or filed.status is Status.expired:
         raise UsageError(toast)  # refused: not an admin, own request, expired, already done
     if filed.chat_id is not None and filed.message_id is not None:
         return Reply(text=toast)  # the card itself, edited in place, shows the rest

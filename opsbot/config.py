@@ -7,6 +7,7 @@ field and the line it is on (``load_config``), never with a traceback.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,7 +56,8 @@ class _Model(BaseModel):
             if info is None or "SecretStr" not in repr(info.annotation):
                 continue
             if data.get(field) is None and data[key] is not None:
-                path = Path(str(data[key])).expanduser()
+                # $CREDENTIALS_DIRECTORY/x (systemd LoadCredential=), ~/x
+                path = Path(os.path.expandvars(str(data[key]))).expanduser()
                 try:
                     data = {**data, field: path.read_text().strip()}
                 except OSError as exc:

@@ -195,7 +195,7 @@ async def check_telegram(services: Services, unreadable: Unreadable | None = Non
         response = await services.http.get(url, timeout=10)
         answer = response.json()
     except Exception as exc:  # any failure is a row, never a crash
-        text = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        text = _explain(exc)
         port = "443" if telegram.api_url.startswith("https") else "80"
         name, _, explicit = host.partition(":")
         return Row(
@@ -208,6 +208,20 @@ async def check_telegram(services: Services, unreadable: Unreadable | None = Non
             hint = f"the token was refused: copy it again from @BotFather into {variable}"
         return Row("telegram", "bot api", False, str(answer.get("description")), hint)
     return Row("telegram", "bot api", True, "@" + str(answer["result"].get("username")))
+
+
+def _explain(exc: BaseException) -> str:
+    """The exception and its innermost cause: httpx says "All connection attempts failed", the
+    OSError under it says why ("Connect call failed", "Name or service not known")."""
+    text = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    root: BaseException = exc
+    seen = {id(exc)}
+    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        root = nxt
+    if root is not exc and str(root) and str(root) not in text:
+        text += f" ({root})"
+    return text
 
 
 def secret_file_rows(settings: Settings, unreadable: Unreadable) -> list[Row]:
