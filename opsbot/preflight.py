@@ -28,7 +28,7 @@ from opsbot.config import (
 )
 from opsbot.config_errors import env_name
 from opsbot.errors import HostKeyError, OpsbotError
-from opsbot.services import Services
+from opsbot.services import Services, local_path
 
 Unreadable = list[tuple[str, Path, str]]  # (x_file key, path, reason)
 
@@ -101,7 +101,7 @@ def ssh_hint(config: SSHEndpoint, exc: BaseException) -> str:
 
 def key_file_problem(path: Path) -> tuple[str, str] | None:
     """(detail, hint) when a configured private key cannot be used; checked before connecting."""
-    full = path.expanduser()
+    full = local_path(path)
     if not full.exists():
         return (
             f"key file {path} does not exist",

@@ -10,7 +10,7 @@ banner() { printf '\n==> %s\n' "$*"; }
 die() { printf 'scripts/test.sh: %s\n' "$*" >&2; exit 1; }
 
 APT_PACKAGES=(redis-server openssh-server docker.io busybox-static postgresql sqlite3
-              prometheus-alertmanager ca-certificates)
+              prometheus-alertmanager ca-certificates docker-compose systemd)
 
 missing_tools() {
     local missing=()
@@ -26,6 +26,9 @@ missing_tools() {
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(initdb)
     command -v sqlite3 >/dev/null || missing+=(sqlite3)
     command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+    # tests/test_deploy.py: compose files and the systemd unit checked by their own tools
+    command -v docker-compose >/dev/null || missing+=(docker-compose)
+    command -v systemd-analyze >/dev/null || missing+=(systemd-analyze)
     echo "${missing[*]}"
 }
 
