@@ -220,7 +220,7 @@ class TelegramCheck(_Model):
             return self.token.get_secret_value()
         assert self.token_file is not None
         try:
-            return self.token_file.expanduser().read_text().strip()
+            return Path(os.path.expandvars(self.token_file)).expanduser().read_text().strip()
         except OSError as exc:
             raise ConfigError(
                 f"cannot read token_file {self.token_file}: {exc.strerror}"

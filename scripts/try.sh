@@ -27,8 +27,8 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 # (re)install when the code changed since the last install (a `git pull`, an edit), unless the
 # venv already runs this checkout's code (`pip install -e`, as scripts/test.sh does)
-here="$(cd .venv/.. && pwd)/opsbot/__init__.py"
-used="$(cd / && "$OLDPWD/.venv/bin/python" -c 'import opsbot; print(opsbot.__file__)' 2>/dev/null || true)"
+here="$PWD/opsbot/__init__.py"
+used="$(.venv/bin/python -I -c 'import opsbot; print(opsbot.__file__)' 2>/dev/null || true)"
 if [[ "$used" != "$here" ]] \
     && [[ ! -f $stamp || -n "$(find pyproject.toml opsbot -newer "$stamp" -print -quit)" ]]; then
     echo "installing opsbot into .venv (once; a minute the first time)" >&2
