@@ -49,16 +49,21 @@ def describe(
         raw: Loc = tuple(error["loc"])
         loc: Loc = clean(raw)
         dotted = ".".join(str(p) for p in loc) or "(top level)"
-        variable = env_source(loc)
+        message = error["msg"].removeprefix("Value error, ")
+        # "token_file: cannot read …" is raised for the section: the key is in the message
+        unreadable = re.match(r"^(\w+)_file: cannot read ", message)
+        subject = (*loc, f"{unreadable.group(1)}_file") if unreadable else loc
+        variable = env_source(subject)
         if variable is not None:
             place = f"environment variable {variable}"
         else:
-            line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+            found = (
+                lines[subject[:n]] for n in range(len(subject), 0, -1) if subject[:n] in lines
+            )
+            line = next(found, None)
             place = f"{where}, line {line}" if line else where
-        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden" and loc:
             message += _did_you_mean(model, raw, str(loc[-1]), variable is not None, loc)
-        unreadable = re.match(r"^(\w+)_file: cannot read ", message)
         if unreadable:
             secret = (*loc, unreadable.group(1))
             message += f"; or give the secret itself in {env_name(secret)}"

@@ -122,7 +122,7 @@ def test_an_unreadable_secret_file_says_which_variable_can_carry_it(tmp_path: Pa
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     message = str(caught.value)
-    assert f"{path}, line 1: store: redis_url_file: cannot read {tmp_path / 'absent'}" in message
+    assert f"{path}, line 3: store: redis_url_file: cannot read {tmp_path / 'absent'}" in message
     assert "or give the secret itself in OPSBOT_STORE__REDIS_URL" in message
 
 
@@ -230,3 +230,17 @@ def test_json_logs_are_one_redacted_object_per_line_and_libraries_are_quiet(
     ]
     assert "json-log-secret" not in lines[0]["message"]
     assert lines[0]["ts"].endswith("Z")
+
+
+def test_an_unreadable_secret_file_named_in_the_environment_is_blamed_on_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("telegram:\n  ops_chat_id: -1\n")
+    monkeypatch.setenv("OPSBOT_TELEGRAM__TOKEN_FILE", str(tmp_path / "absent"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert (
+        "environment variable OPSBOT_TELEGRAM__TOKEN_FILE: telegram: token_file: cannot read"
+        in str(caught.value)
+    )
