@@ -226,7 +226,8 @@ def test_json_logs_are_one_redacted_object_per_line_and_libraries_are_quiet(
             logging.getLogger(name).setLevel(logging.NOTSET)
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert [(e["level"], e["logger"]) for e in lines] == [
-        ("WARNING", "opsbot.test"), ("INFO", "opsbot.test")
+        ("WARNING", "opsbot.test"),
+        ("INFO", "opsbot.test"),
     ]
     assert "json-log-secret" not in lines[0]["message"]
     assert lines[0]["ts"].endswith("Z")

@@ -172,7 +172,9 @@ def test_make_secrets_gives_each_file_to_the_container_user_that_reads_it(
     # what the script makes is never committed: the folder ignores all but its README
     ignore = (REPO / "deploy" / "compose" / "secrets" / ".gitignore").read_text().splitlines()
     assert [line for line in ignore if not line.startswith("#")] == [
-        "*", "!.gitignore", "!README.md"
+        "*",
+        "!.gitignore",
+        "!README.md",
     ]
 
 
@@ -277,8 +279,10 @@ def test_the_redis_healthcheck_passes_only_with_the_generated_password(
     conf = str(compose_copy.secrets / "redis.conf")
     # $$ is compose's escape for $ (`config` may print it either way); in the container
     # redis-cli finds the default port
-    command = check.replace("$$", "$").replace("/run/secrets/redis_conf", conf).replace(
-        "redis-cli ping", f"redis-cli -p {compose_redis} ping"
+    command = (
+        check.replace("$$", "$")
+        .replace("/run/secrets/redis_conf", conf)
+        .replace("redis-cli ping", f"redis-cli -p {compose_redis} ping")
     )
     assert subprocess.run(["sh", "-c", command]).returncode == 0
     assert b"NOAUTH" in _cli(compose_redis)  # without the password: refused
