@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +54,6 @@ def test_readme_first_screen_has_the_two_commands_and_they_exist() -> None:
 
 
 def test_the_distribution_name_is_ours_and_the_command_stays_opsbot() -> None:
-    import tomllib
-
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["name"] == "opsbot-chatops"  # "opsbot" on PyPI is another project
     assert project["scripts"] == {"opsbot": "opsbot.cli:main"}
@@ -77,6 +77,14 @@ def test_dockerfile_caches_dependencies_runs_unprivileged_on_a_pinned_base() -> 
     code = next(i for i, line in enumerate(lines) if line.startswith("COPY opsbot"))
     assert copies[0] < deps < code
     assert "pip install --no-deps ." in " ".join(lines[code:])
+    # the dependency step, run as the image runs it, lists exactly pyproject's dependencies
+    extract = lines[deps].removeprefix("RUN ").split(" > /tmp/requirements.txt")[0]
+    assert extract.startswith("python -c ")
+    extract = shlex.quote(sys.executable) + extract.removeprefix("python")
+    done = subprocess.run(["sh", "-c", extract], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert done.stdout.splitlines() == project["dependencies"]
     user = next(line for line in lines if line.startswith("USER "))
     assert user == f"USER {OPSBOT_UID}:{OPSBOT_UID}"
     assert any(line.startswith("HEALTHCHECK ") for line in lines)
