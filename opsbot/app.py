@@ -93,6 +93,7 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     jobs = application.job_queue
     assert jobs is not None
     notifier = TelegramNotifier(application.bot, services.redactor)
+    services.notifier = notifier
     engine = AlertEngine(services.store, settings, notifier, metrics=services.metrics)
     services.alerts = engine
 

@@ -7,8 +7,10 @@ field and the line it is on (``load_config``), never with a traceback.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import date
 from enum import StrEnum
@@ -29,6 +31,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from opsbot.config_errors import describe, env_source
 from opsbot.errors import ConfigError
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
@@ -55,11 +58,15 @@ class _Model(BaseModel):
             if info is None or "SecretStr" not in repr(info.annotation):
                 continue
             if data.get(field) is None and data[key] is not None:
-                path = Path(str(data[key])).expanduser()
+                # $CREDENTIALS_DIRECTORY/x (systemd LoadCredential=), ~/x
+                path = Path(os.path.expandvars(str(data[key]))).expanduser()
                 try:
                     data = {**data, field: path.read_text().strip()}
                 except OSError as exc:
-                    raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from None
+                    problems = _unread_secret_files.get()
+                    if problems is None:
+                        raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from None
+                    problems.append((key, path, exc.strerror or str(exc)))
         return data
 
 
@@ -215,7 +222,7 @@ class TelegramCheck(_Model):
             return self.token.get_secret_value()
         assert self.token_file is not None
         try:
-            return self.token_file.expanduser().read_text().strip()
+            return Path(os.path.expandvars(self.token_file)).expanduser().read_text().strip()
         except OSError as exc:
             raise ConfigError(
                 f"cannot read token_file {self.token_file}: {exc.strerror}"
@@ -574,6 +581,26 @@ class Limits(_Model):
     inline_chars: Annotated[int, Field(ge=200, le=4096)] = 4096
 
 
+_unread_secret_files: ContextVar[list[tuple[str, Path, str]] | None] = ContextVar(
+    "opsbot_unread_secret_files", default=None
+)
+
+
+@contextmanager
+def tolerating_unreadable_secret_files() -> Iterator[list[tuple[str, Path, str]]]:
+    """Within: an unreadable ``x_file`` leaves ``x`` unset and is listed (key, path, reason).
+
+    ``opsbot check`` loads the configuration this way, to report the file among its other rows
+    instead of stopping at it.
+    """
+    problems: list[tuple[str, Path, str]] = []
+    token = _unread_secret_files.set(problems)
+    try:
+        yield problems
+    finally:
+        _unread_secret_files.reset(token)
+
+
 _yaml_data: ContextVar[dict[str, Any]] = ContextVar("opsbot_yaml_data", default={})  # noqa: B039
 
 
@@ -607,6 +634,9 @@ class Settings(BaseSettings):
     oncall: OnCallSettings | None = None
     data_dir: Path = Field(default=Path("./data"), description="Where opsbot keeps its own files.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one object per line, for log shippers."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -717,11 +747,19 @@ def load_config(path: Path | str | None) -> Settings:
             _index_lines(node, (), lines)
     token = _yaml_data.set(data)
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where, lines)) from None
     finally:
         _yaml_data.reset(token)
+    return _data_dir_beside(settings, path)
+
+
+def _data_dir_beside(settings: Settings, path: Path | None) -> Settings:
+    """A relative data_dir from the file is relative to the file, not to the current directory."""
+    if path is None or settings.data_dir.is_absolute() or env_source(("data_dir",)):
+        return settings
+    return settings.model_copy(update={"data_dir": path.parent.resolve() / settings.data_dir})
 
 
 def _index_lines(
@@ -740,15 +778,7 @@ def _index_lines(
 
 
 def _describe(exc: ValidationError, where: str, lines: dict[tuple[str | int, ...], int]) -> str:
-    problems = []
-    for error in exc.errors(include_url=False):
-        loc = _without_tags(error["loc"])
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
-        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
-        place = f"{where}, line {line}" if line else where
-        message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{place}: {dotted}: {message}")
-    return "invalid configuration:\n  " + "\n  ".join(problems)
+    return describe(exc, where, lines, Settings, _without_tags)
 
 
 def _without_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:

@@ -10,7 +10,8 @@ banner() { printf '\n==> %s\n' "$*"; }
 die() { printf 'scripts/test.sh: %s\n' "$*" >&2; exit 1; }
 
 APT_PACKAGES=(redis-server openssh-server docker.io busybox-static postgresql sqlite3
-              prometheus-alertmanager ca-certificates chromium chromium-driver)
+              prometheus-alertmanager ca-certificates chromium chromium-driver
+              docker-compose systemd)
 
 missing_tools() {
     local missing=()
@@ -28,6 +29,9 @@ missing_tools() {
     command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
     [[ -x /usr/bin/chromium ]] || missing+=(chromium)  # the status page's browser test
     [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+    # tests/test_deploy.py: compose files and the systemd unit checked by their own tools
+    command -v docker-compose >/dev/null || missing+=(docker-compose)
+    command -v systemd-analyze >/dev/null || missing+=(systemd-analyze)
     echo "${missing[*]}"
 }
 
