@@ -25,9 +25,12 @@ from opsbot.checks import check_all
 from opsbot.commands import VERBS
 from opsbot.config import Role, Settings
 from opsbot.errors import ConfigError
+from opsbot.escalation import Escalator
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.incidents import Incidents
 from opsbot.services import Services
+from opsbot.status_history import recording_ingest
+from opsbot.statuspage import StatusPage
 from opsbot.web import WebServer
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,7 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     jobs = application.job_queue
     assert jobs is not None
     notifier = TelegramNotifier(application.bot, services.redactor)
+    services.notifier = notifier
     engine = AlertEngine(services.store, settings, notifier, metrics=services.metrics)
     services.alerts = engine
 
@@ -101,11 +105,13 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     incidents = Incidents(services.store, settings, notifier, health=health)
     services.incidents = incidents
     services.audit.listeners.append(timeline.audit_listener(incidents))
-    ingest = timeline.noting_ingest(incidents, engine.ingest)
+    ingest = recording_ingest(services.store, timeline.noting_ingest(incidents, engine.ingest))
+    escalator = Escalator(services.store, settings, notifier, incidents, engine)
 
     async def tick(context: object) -> None:
         await engine.tick()
         await incidents.tick()
+        await escalator.tick()
 
     jobs.run_repeating(tick, interval=TICK_SECONDS, first=TICK_SECONDS, name="alerts-tick")
     still_firing = {
@@ -123,7 +129,8 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     await _schedule_backups(jobs, services, ingest, engine)
     if not settings.web.enabled:
         return None
-    server = WebServer(settings, ingest, services.metrics)
+    page = StatusPage(settings, services.store) if settings.status_page.enabled else None
+    server = WebServer(settings, ingest, services.metrics, status_page=page)
     port = await server.start()
     log.info("alert webhooks, /healthz and /metrics on %s:%d", settings.web.host, port)
     return server

@@ -21,10 +21,12 @@ from opsbot import (
     incident_commands,
     operations,
 )
+from opsbot.approvals import Status
 from opsbot.audit import digest
 from opsbot.checks import TargetHealth, check_all, check_target
 from opsbot.config import Backup, K8sTarget, Person, Role, Target
 from opsbot.errors import OpsbotError, UsageError
+from opsbot.oncall_commands import VERB_SPEC as ONCALL_VERB
 from opsbot.render import (
     Button,
     Document,
@@ -358,6 +360,38 @@ def _backup_line(
     )
 
 
+async def approve(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/approve ID: the Approve button, typed (consoles, chats without buttons)."""
+    return await _decide(services, caller, args, approve=True)
+
+
+async def deny(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/deny ID: the Deny button, typed; the requester denying cancels."""
+    return await _decide(services, caller, args, approve=False)
+
+
+async def _decide(services: Services, caller: Caller, args: list[str], approve: bool) -> Reply:
+    verb = "approve" if approve else "deny"
+    if len(args) != 1 or not re.match(r"^[A-Za-z0-9_-]{1,64}$", args[0]):
+        raise UsageError(f"usage: /{verb} ID (the id on the request's card)")
+    if services.notifier is None:
+        raise UsageError("approvals are decided in the running bot or the console")
+    request_id = args[0]
+    before = await services.approvals.get(request_id)
+    toast, runner = await operations.decide(
+        services, caller.person, request_id, approve, services.notifier
+    )
+    if runner is not None:
+        await runner()  # the card is edited with progress and the result as it runs
+    filed = await services.approvals.get(request_id)
+    if filed is None or filed == before or filed.status is Status.expired:
+        raise UsageError(toast)  # refused: not an admin, own request, expired, already done
+    if filed.chat_id is not None and filed.message_id is not None:
+        return Reply(text=toast)  # the card itself, edited in place, shows the rest
+    shown = operations.card(filed)
+    return Reply(text=f"{toast}\n{shown.text}", block=shown.block)
+
+
 async def audit(services: Services, caller: Caller, args: list[str]) -> Reply:
     """/audit [TARGET] [N] | /audit export [TARGET]"""
     if args and args[0].lower() == "export":
@@ -463,6 +497,8 @@ VERBS: dict[str, Verb] = {
             "verified backup; list them; test-restore one into scratch; restore one",
             backup,
         ),
+        Verb("approve", Role.operator, "/approve ID", "approve a request (as a button)", approve),
+        Verb("deny", Role.operator, "/deny ID", "deny a request; your own: cancel it", deny),
         Verb(
             "backups",
             Role.viewer,
@@ -488,6 +524,7 @@ VERBS: dict[str, Verb] = {
             incident_commands.VERB_SPEC[3],
             incident,
         ),
+        Verb(*ONCALL_VERB),
         Verb("help", Role.viewer, "/help", "what you may do here", help_),
     )
 }
@@ -498,14 +535,24 @@ VERBS: dict[str, Verb] = {
 
 async def dispatch(services: Services, caller: Caller, verb_name: str, args: list[str]) -> Reply:
     """Authorize, run and audit one command; the reply is redacted before it leaves."""
+    return (await dispatch_outcome(services, caller, verb_name, args))[0]
+
+
+async def dispatch_outcome(
+    services: Services, caller: Caller, verb_name: str, args: list[str]
+) -> tuple[Reply, str]:
+    """``dispatch``, with its outcome: ok, usage, refused or unknown (the console's exit code).
+
+    An outcome of ok whose reply starts with ❌ is a command that ran and failed.
+    """
     verb = VERBS.get(verb_name)
     if verb is None:
-        reply = Reply(text=f"unknown command /{verb_name[:32]}; try /help")
+        reply, outcome = Reply(text=f"unknown command /{verb_name[:32]}; try /help"), "unknown"
     elif not caller.role.allows(verb.role):
         await services.audit.record(
             "refused", who=caller.name, user=caller.user_id, verb=verb_name
         )
-        reply = Reply(text=f"/{verb_name} needs the {verb.role.value} role")
+        reply, outcome = Reply(text=f"/{verb_name} needs the {verb.role.value} role"), "refused"
     else:
         started = time.monotonic()
         try:
@@ -527,4 +574,4 @@ async def dispatch(services: Services, caller: Caller, verb_name: str, args: lis
             duration=round(time.monotonic() - started, 3),
             digest=digest(reply.text + reply.block),
         )
-    return reply.redacted(services.redactor)
+    return reply.redacted(services.redactor), outcome

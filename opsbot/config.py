@@ -8,12 +8,16 @@ field and the line it is on (``load_config``), never with a traceback.
 from __future__ import annotations
 
 import datetime
+import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from apscheduler.triggers.cron import CronTrigger
@@ -30,6 +34,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from opsbot.config_errors import describe, env_source
 from opsbot.errors import ConfigError
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
@@ -56,11 +61,15 @@ class _Model(BaseModel):
             if info is None or "SecretStr" not in repr(info.annotation):
                 continue
             if data.get(field) is None and data[key] is not None:
-                path = Path(str(data[key])).expanduser()
+                # $CREDENTIALS_DIRECTORY/x (systemd LoadCredential=), ~/x
+                path = Path(os.path.expandvars(str(data[key]))).expanduser()
                 try:
                     data = {**data, field: path.read_text().strip()}
                 except OSError as exc:
-                    raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from None
+                    problems = _unread_secret_files.get()
+                    if problems is None:
+                        raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from None
+                    problems.append((key, path, exc.strerror or str(exc)))
         return data
 
 
@@ -216,7 +225,7 @@ class TelegramCheck(_Model):
             return self.token.get_secret_value()
         assert self.token_file is not None
         try:
-            return self.token_file.expanduser().read_text().strip()
+            return Path(os.path.expandvars(self.token_file)).expanduser().read_text().strip()
         except OSError as exc:
             raise ConfigError(
                 f"cannot read token_file {self.token_file}: {exc.strerror}"
@@ -451,6 +460,104 @@ Target = Annotated[
     Field(discriminator="kind"),
 ]
 
+
+# --------------------------------------------------------------------------- status page, on-call
+
+
+class StatusComponent(_Model):
+    """One public component of the status page: a name and the targets behind it."""
+
+    name: str = Field(min_length=1, max_length=64, description="Shown on the page.")
+    description: str = Field(default="", max_length=200, description="Shown on the page.")
+    targets: Annotated[list[Name], Field(min_length=1)] = Field(
+        description="Never shown: the component's state is the worst of theirs."
+    )
+
+
+class StatusPageSettings(_Model):
+    """The public status page on the web server: /status, /status.json, /status.atom."""
+
+    title: str = Field(default="Service status", min_length=1, max_length=100)
+    public: bool = Field(default=True, description="false: behind web.token (Bearer or Basic).")
+    refresh: Annotated[int, Field(ge=5, le=3600)] = Field(
+        default=60, description="Seconds between the page's automatic reloads."
+    )
+    components: list[StatusComponent] = Field(default_factory=list)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.components)
+
+
+Minutes = Annotated[float, Field(gt=0, le=7 * 24 * 60)]
+
+
+class Rotation(_Model):
+    """Who is on call: ``people`` take turns; the next one in the list is the secondary."""
+
+    people: Annotated[list[str], Field(min_length=1)] = Field(description="Names from people.")
+    handover: Literal["daily", "weekly"] = "weekly"
+    at: str = Field(
+        default="09:00",
+        pattern=r"^([01]?\d|2[0-3]):[0-5]\d$",
+        description="Local handover time, HH:MM (quote it in YAML).",
+    )
+    timezone: str = "UTC"
+    start: date = Field(
+        default=date(2024, 1, 1),
+        description="The first person's first shift begins on this day (weekly: the weekday).",
+    )
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _sexagesimal(cls, value: Any) -> Any:
+        """YAML 1.1 reads an unquoted 9:30 as the number 570 (base 60): take it back."""
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+            return f"{value // 60:02d}:{value % 60:02d}"
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (like Europe/Berlin)") from None
+        return value
+
+
+class EscalationPolicy(_Model):
+    """Minutes after which an unacknowledged incident or alert pages each step (null: never)."""
+
+    primary: Minutes | None = 15
+    secondary: Minutes | None = 30
+    contacts: Minutes | None = 60
+    resolve_within: Minutes | None = Field(
+        default=None, description="Not resolved by then (acked or not): page the contacts."
+    )
+
+
+class Escalation(_Model):
+    P0: EscalationPolicy = EscalationPolicy(primary=5, secondary=15, contacts=30)
+    P1: EscalationPolicy = EscalationPolicy(
+        primary=15, secondary=30, contacts=60, resolve_within=120
+    )
+    critical: EscalationPolicy = Field(
+        default=EscalationPolicy(primary=10, secondary=20, contacts=40),
+        description="Critical alerts.",
+    )
+
+
+class OnCallSettings(_Model):
+    """The on-call rotation and the escalation policy; pages are private messages."""
+
+    rotation: Rotation
+    contacts: list[str] = Field(
+        default_factory=list, description="Escalation contacts (names from people), in order."
+    )
+    escalation: Escalation = Escalation()
+
+
 # --------------------------------------------------------------------------- the whole file
 
 
@@ -525,6 +632,26 @@ class Limits(_Model):
     inline_chars: Annotated[int, Field(ge=200, le=4096)] = 4096
 
 
+_unread_secret_files: ContextVar[list[tuple[str, Path, str]] | None] = ContextVar(
+    "opsbot_unread_secret_files", default=None
+)
+
+
+@contextmanager
+def tolerating_unreadable_secret_files() -> Iterator[list[tuple[str, Path, str]]]:
+    """Within: an unreadable ``x_file`` leaves ``x`` unset and is listed (key, path, reason).
+
+    ``opsbot check`` loads the configuration this way, to report the file among its other rows
+    instead of stopping at it.
+    """
+    problems: list[tuple[str, Path, str]] = []
+    token = _unread_secret_files.set(problems)
+    try:
+        yield problems
+    finally:
+        _unread_secret_files.reset(token)
+
+
 _yaml_data: ContextVar[dict[str, Any]] = ContextVar("opsbot_yaml_data", default={})  # noqa: B039
 
 
@@ -554,8 +681,13 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     alerts: AlertSettings = AlertSettings()
     web: WebSettings = WebSettings()
+    status_page: StatusPageSettings = StatusPageSettings()
+    oncall: OnCallSettings | None = None
     data_dir: Path = Field(default=Path("./data"), description="Where opsbot keeps its own files.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one object per line, for log shippers."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -592,6 +724,25 @@ class Settings(BaseSettings):
         ids = [p.id for p in self.people]
         if len(ids) != len(set(ids)):
             raise ValueError("people: a user id is listed twice")
+        return self
+
+    @model_validator(mode="after")
+    def _status_and_oncall(self) -> Settings:
+        for index, component in enumerate(self.status_page.components):
+            for name in component.targets:
+                if name not in self.targets:
+                    raise ValueError(
+                        f"status_page.components.{index}.targets: unknown target {name!r}"
+                    )
+        if not self.status_page.public and self.web.token is None:
+            raise ValueError("status_page.public: false needs web.token")
+        if self.oncall is not None:
+            names = {p.name for p in self.people}
+            listed = [("oncall.rotation.people", n) for n in self.oncall.rotation.people]
+            listed += [("oncall.contacts", n) for n in self.oncall.contacts]
+            for where, name in listed:
+                if name not in names:
+                    raise ValueError(f"{where}: {name!r} is not one of people")
         return self
 
     @property
@@ -647,11 +798,19 @@ def load_config(path: Path | str | None) -> Settings:
             _index_lines(node, (), lines)
     token = _yaml_data.set(data)
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where, lines)) from None
     finally:
         _yaml_data.reset(token)
+    return _data_dir_beside(settings, path)
+
+
+def _data_dir_beside(settings: Settings, path: Path | None) -> Settings:
+    """A relative data_dir from the file is relative to the file, not to the current directory."""
+    if path is None or settings.data_dir.is_absolute() or env_source(("data_dir",)):
+        return settings
+    return settings.model_copy(update={"data_dir": path.parent.resolve() / settings.data_dir})
 
 
 def _index_lines(
@@ -670,15 +829,7 @@ def _index_lines(
 
 
 def _describe(exc: ValidationError, where: str, lines: dict[tuple[str | int, ...], int]) -> str:
-    problems = []
-    for error in exc.errors(include_url=False):
-        loc = _without_tags(error["loc"])
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
-        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
-        place = f"{where}, line {line}" if line else where
-        message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{place}: {dotted}: {message}")
-    return "invalid configuration:\n  " + "\n  ".join(problems)
+    return describe(exc, where, lines, Settings, _without_tags)
 
 
 def _without_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:

@@ -9,6 +9,8 @@ Routes:
 - ``GET /healthz`` — ``{"status": "ok", ...}``, no auth.
 - ``GET /metrics`` — Prometheus text exposition, no auth: meant for loopback or internal
   scraping; do not publish it (bind ``web.host`` to loopback or filter it at the proxy).
+- ``GET /status``, ``/status.json``, ``/status.atom`` — the status page, when one is passed
+  (``statuspage.py``).
 
 Both webhooks need ``Authorization: Bearer <web.token>`` or ``X-Opsbot-Signature:
 sha256=<hex HMAC-SHA256 of the raw body keyed with web.hmac_secret>``. Bad input never causes
@@ -32,6 +34,7 @@ from aiohttp import web
 from opsbot.alert_event import AlertEvent, Severity
 from opsbot.config import Settings
 from opsbot.metrics import Metrics
+from opsbot.statuspage import StatusPage
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +72,14 @@ class WebServer:
         metrics: Metrics,
         *,
         healthy: Healthy | None = None,
+        status_page: StatusPage | None = None,
     ) -> None:
         self._settings = settings
         self._web = settings.web
         self._ingest = ingest
         self._metrics = metrics
         self._healthy = healthy
+        self._status_page = status_page
         self._token = (self._web.token.get_secret_value() if self._web.token else "").encode()
         self._hmac_secret = (
             self._web.hmac_secret.get_secret_value().encode() if self._web.hmac_secret else b""
@@ -90,6 +95,8 @@ class WebServer:
         app.router.add_post("/alerts/webhook", self._generic)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics_page)
+        if self._status_page is not None:
+            self._status_page.add_routes(app)
         return app
 
     async def start(self) -> int:
