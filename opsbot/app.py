@@ -19,7 +19,7 @@ from telegram import (
 )
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
-from opsbot import handlers, monitor, timeline
+from opsbot import backup_schedule, handlers, monitor, timeline
 from opsbot.alerts import AlertEngine
 from opsbot.checks import check_all
 from opsbot.commands import VERBS
@@ -126,6 +126,7 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
             await watcher.round(name)
 
         jobs.run_repeating(round_, interval=interval, first=interval, name=f"monitor-{name}")
+    await _schedule_backups(jobs, services, ingest, engine)
     if not settings.web.enabled:
         return None
     page = StatusPage(settings, services.store) if settings.status_page.enabled else None
@@ -133,6 +134,30 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     port = await server.start()
     log.info("alert webhooks, /healthz and /metrics on %s:%d", settings.web.host, port)
     return server
+
+
+async def _schedule_backups(
+    jobs: Any, services: Services, ingest: backup_schedule.Ingest, engine: AlertEngine
+) -> None:
+    """Scheduled backups and RPO checks, every TICK_SECONDS (if any are configured)."""
+    open_before = [
+        a.fingerprint
+        for a in await engine.list(firing_only=True, limit=10_000)
+        if a.source == backup_schedule.SOURCE
+    ]
+    scheduler = backup_schedule.BackupScheduler(services, ingest, firing=open_before)
+    if not scheduler.active:
+        return
+
+    async def tick(context: object) -> None:
+        await scheduler.tick()
+
+    # A tick waits for the backups it starts (up to their timeout); a few may overlap so that
+    # RPOs are still watched meanwhile (slots are claimed, so none runs twice).
+    interval = backup_schedule.TICK_SECONDS
+    jobs.run_repeating(
+        tick, interval=interval, first=1.0, name="backups", job_kwargs={"max_instances": 3}
+    )
 
 
 def commands_for(role: Role) -> list[BotCommand]:

@@ -13,11 +13,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from opsbot import actions, alert_commands, backups, incident_commands, operations
+from opsbot import (
+    actions,
+    alert_commands,
+    backup_schedule,
+    backups,
+    incident_commands,
+    operations,
+)
 from opsbot.approvals import Status
 from opsbot.audit import digest
 from opsbot.checks import TargetHealth, check_all, check_target
-from opsbot.config import Person, Role, Target
+from opsbot.config import Backup, K8sTarget, Person, Role, Target
 from opsbot.errors import OpsbotError, UsageError
 from opsbot.oncall_commands import VERB_SPEC as ONCALL_VERB
 from opsbot.render import (
@@ -30,7 +37,8 @@ from opsbot.render import (
     target_detail,
 )
 from opsbot.services import Services
-from opsbot.targets import State, fetch_logs
+from opsbot.silences import describe as describe_duration
+from opsbot.targets import State, fetch_logs, k8s_revisions
 
 log = logging.getLogger(__name__)
 
@@ -183,17 +191,67 @@ async def restart(services: Services, caller: Caller, args: list[str]) -> Reply:
     return await _destructive("restart", services, caller, args)
 
 
+_REVISION = re.compile(r"^[1-9]\d{0,8}$")
+
+
 async def rollback(services: Services, caller: Caller, args: list[str]) -> Reply:
-    """/rollback TARGET"""
-    return await _destructive("rollback", services, caller, args)
+    """/rollback TARGET [list | REVISION]"""
+    if len(args) > 2:
+        raise UsageError("usage: /rollback TARGET [list | REVISION]")
+    if len(args) != 2:
+        return await _destructive("rollback", services, caller, args)
+    name, target = parse_target(services, args[0])
+    if args[1].lower() == "list":
+        return await _revisions(services, name, target)
+    if not _REVISION.match(args[1]):
+        raise UsageError(
+            f"usage: /rollback TARGET [list | REVISION]; a revision is a number, not "
+            f"{args[1][:20]!r}"
+        )
+    return await operations.request(
+        services, caller.person, "rollback", name, target, (args[1],),
+        chat_id=caller.chat_id, thread_id=caller.thread_id,
+    )  # fmt: skip
+
+
+async def _revisions(services: Services, name: str, target: Target) -> Reply:
+    """The k8s deployment's revisions, newest first, with their images."""
+    if not isinstance(target, K8sTarget):
+        raise UsageError(f"{name} is a {target.kind} target; only k8s targets have revisions")
+    try:
+        revisions = await k8s_revisions(target, services, timeout=target.timeout)
+    except (RuntimeError, OpsbotError) as exc:
+        return Reply(text=f"❌ revisions of {name}: {exc}")
+    if not revisions:
+        return Reply(text=f"deployment {target.deployment} has no revisions recorded")
+    lines = []
+    for revision in revisions:
+        when = revision.created.replace("T", " ").removesuffix("Z")[:16]
+        mark = "current" if revision.current else ""
+        line = f"{revision.number:>4}  {mark:<7}  {when:<16}  {', '.join(revision.images)}"
+        if revision.change_cause:
+            line += f"  ({revision.change_cause[:80]})"
+        lines.append(line)
+    return Reply(
+        text=(
+            f"🕘 {name}: deployment {target.deployment} in {target.namespace}, "
+            f"{len(revisions)} revisions, newest first · /rollback {name} REVISION"
+        ),
+        block="\n".join(lines),
+    )
+
+
+BACKUP_USAGE = "usage: /backup TARGET [list | verify [NAME] | restore NAME]"
 
 
 async def backup(services: Services, caller: Caller, args: list[str]) -> Reply:
-    """/backup TARGET [list | restore NAME]"""
+    """/backup TARGET [list | verify [NAME] | restore NAME]"""
     if not args or len(args) > 3:
-        raise UsageError("usage: /backup TARGET [list | restore NAME]")
+        raise UsageError(BACKUP_USAGE)
     name, target = parse_target(services, args[0])
     sub = args[1].lower() if len(args) > 1 else ""
+    if sub == "verify":
+        return await _verify_backups(services, name, target, args[2] if len(args) == 3 else None)
     if sub == "list" and len(args) == 2:
         records = await backups.list_backups(name, services.store)
         if not records:
@@ -206,11 +264,100 @@ async def backup(services: Services, caller: Caller, args: list[str]) -> Reply:
             chat_id=caller.chat_id, thread_id=caller.thread_id,
         )  # fmt: skip
     if sub:
-        raise UsageError("usage: /backup TARGET [list | restore NAME]")
+        raise UsageError(BACKUP_USAGE)
     return await operations.request(
         services, caller.person, "backup", name, target, (),
         chat_id=caller.chat_id, thread_id=caller.thread_id,
     )  # fmt: skip
+
+
+async def _verify_backups(
+    services: Services, name: str, target: Target, wanted: str | None
+) -> Reply:
+    """The test restore of one backup, or of the newest backup of each configured source."""
+    if not target.backups:
+        raise UsageError(f"{name} has no backups configured")
+    records = await backups.list_backups(name, services.store)
+    if wanted is not None:
+        chosen = [r for r in records if r.name == wanted]
+        if not chosen:
+            shown = wanted if len(wanted) <= 80 else wanted[:80] + "…"
+            raise UsageError(f"no backup named {shown!r} for {name}; see /backup {name} list")
+    else:
+        newest = (backup_schedule.newest(records, spec) for spec in target.backups)
+        chosen = [r for r in newest if r is not None]
+        if not chosen:
+            raise UsageError(f"no backups of {name} yet; /backup {name} makes one")
+    executor = operations.backup_executor(services, name, target)
+    reports, ok = [], True
+    for record in chosen:
+        spec = _spec_of(target, record)
+        if spec is None:
+            reports.append(f"{record.name}: no {record.kind} backup is configured any more")
+            ok = False
+            continue
+        try:
+            reports.append(
+                await backups.verify_restore(name, spec, record, executor, store=services.store)
+            )
+        except OpsbotError as exc:
+            ok = False
+            reports.append(f"test restore of {record.name} FAILED: {exc}")
+    icon = "✅" if ok else "❌"
+    return Reply(text=f"{icon} test restore of {name} · {clock()}", block="\n\n".join(reports))
+
+
+def _spec_of(target: Target, record: backups.BackupRecord) -> Backup | None:
+    """The configured backup a record came from (same kind and source), else one of its kind."""
+    same_kind = [s for s in target.backups if s.type == record.kind]
+    exact = [s for s in same_kind if backups.source_of(s) == record.source]
+    found = exact or same_kind
+    return found[0] if found else None
+
+
+async def backups_overview(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/backups"""
+    if args:
+        raise UsageError("usage: /backups")
+    now = time.time()
+    lines: list[str] = []
+    worst = "✅"
+    for name, target in services.settings.targets.items():
+        if not target.backups:
+            continue
+        records = await backups.list_backups(name, services.store)
+        for spec in target.backups:
+            icon, line = _backup_line(name, target, spec, records, now)
+            lines.append(f"{icon} {line}")
+            worst = "❌" if "❌" in (icon, worst) else ("⚠️" if "⚠️" in (icon, worst) else "✅")
+    if not lines:
+        return Reply(text="No backups are configured.")
+    return Reply(text=f"{worst} backups · {clock()}", block="\n".join(lines))
+
+
+def _backup_line(
+    name: str, target: Target, spec: Backup, records: list[backups.BackupRecord], now: float
+) -> tuple[str, str]:
+    """(icon, lines) for one configured backup: newest, age against the RPO, size trend."""
+    head = f"{name} {spec.type} {backups.source_of(spec)}"
+    same = [r for r in records if r.kind == spec.type and r.source == backups.source_of(spec)]
+    rpo = target.rpo
+    limit = f"RPO {describe_duration(rpo)}" if rpo is not None else "no RPO"
+    after = backup_schedule.next_slot(spec, now)
+    nxt = time.strftime("%m-%d %H:%M UTC", time.gmtime(after)) if after is not None else None
+    plan = f"next {nxt} ({spec.schedule})" if nxt else "not scheduled"
+    if not same:
+        icon = "❌" if rpo is not None else "⚠️"
+        return icon, f"{head}\n   no backup yet · {limit} · {plan}"
+    newest = same[0]
+    age = now - newest.created
+    icon = "❌" if rpo is not None and age > rpo else ("⚠️" if newest.shrunk else "✅")
+    over = " — over it" if rpo is not None and age > rpo else ""
+    sizes = " → ".join(backups.human_size(r.size) for r in reversed(same[:5]))
+    return icon, (
+        f"{head}\n   {newest.name} · {describe_duration(age)} old · {limit}{over}\n"
+        f"   size {sizes} ({backups.describe_change(newest)}) · {plan}"
+    )
 
 
 async def approve(services: Services, caller: Caller, args: list[str]) -> Reply:
@@ -338,20 +485,27 @@ VERBS: dict[str, Verb] = {
         Verb(
             "rollback",
             Role.operator,
-            "/rollback TARGET",
-            "back to the last known-good version",
+            "/rollback TARGET [list | REVISION]",
+            "back to the last known-good version (k8s: list revisions, pick one)",
             rollback,
             destructive=True,
         ),
         Verb(
             "backup",
             Role.operator,
-            "/backup TARGET [list | restore NAME]",
-            "verified backup; list them; restore one",
+            "/backup TARGET [list | verify [NAME] | restore NAME]",
+            "verified backup; list them; test-restore one into scratch; restore one",
             backup,
         ),
         Verb("approve", Role.operator, "/approve ID", "approve a request (as a button)", approve),
         Verb("deny", Role.operator, "/deny ID", "deny a request; your own: cancel it", deny),
+        Verb(
+            "backups",
+            Role.viewer,
+            "/backups",
+            "every target's newest backup, its age against the RPO, its size trend",
+            backups_overview,
+        ),
         Verb(
             "audit",
             Role.viewer,

@@ -7,6 +7,7 @@ field and the line it is on (``load_config``), never with a traceback.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 from collections.abc import Iterator
@@ -19,8 +20,10 @@ from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -276,6 +279,42 @@ class _BackupBase(_Model):
         default=0.5, description="Flag a backup smaller than this fraction of the previous one."
     )
     timeout: Seconds = 600.0
+    schedule: str | None = Field(
+        default=None,
+        description="Cron expression (UTC), e.g. '0 */6 * * *': run this backup unattended.",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            cron_trigger(value)  # raises ValueError with the reason
+        return value
+
+
+def cron_trigger(expression: str) -> CronTrigger:
+    """APScheduler's parser of a five-field crontab line, in UTC."""
+    try:
+        return CronTrigger.from_crontab(expression, timezone=datetime.UTC)
+    except ValueError as exc:
+        raise ValueError(f"not a cron expression ({exc}): {expression!r}") from None
+
+
+_DURATION_PART = re.compile(r"(\d+)([smhdw])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(value: Any) -> Any:
+    """``6h``, ``90m``, ``1d12h`` or a number of seconds."""
+    if isinstance(value, str) and not value.strip().isdigit():
+        word = value.strip().lower()
+        if not word or _DURATION_PART.sub("", word):
+            raise ValueError(f"a duration looks like 6h, 90m or 1d12h, not {value!r}")
+        return sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(word))
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
 
 
 class PostgresBackup(_BackupBase):
@@ -288,6 +327,10 @@ class PostgresBackup(_BackupBase):
     user: str | None = None
     pg_dump: Argv = Field(default_factory=lambda: ["pg_dump"])
     pg_restore: Argv = Field(default_factory=lambda: ["pg_restore"])
+    psql: Argv = Field(
+        default_factory=lambda: ["psql"],
+        description="For /backup verify: creates, counts and drops a scratch database.",
+    )
 
 
 class SQLiteBackup(_BackupBase):
@@ -304,6 +347,10 @@ class RedisBackup(_BackupBase):
     type: Literal["redis"]
     dump_path: str = Field(description="The server's RDB file, e.g. /var/lib/redis/dump.rdb.")
     redis_cli: Argv = Field(default_factory=lambda: ["redis-cli"])
+    redis_server: Argv = Field(
+        default_factory=lambda: ["redis-server"],
+        description="For /backup verify: loads the dump in a scratch server on a unix socket.",
+    )
 
 
 class FilesBackup(_BackupBase):
@@ -354,6 +401,10 @@ class _TargetBase(_Model):
     actions: Actions = Actions()
     timeout: Seconds = Field(default=15.0, description="Budget for all of this target's checks.")
     backups: list[Backup] = Field(default_factory=list)
+    rpo: Duration | None = Field(
+        default=None,
+        description="Alert when a backup's newest verified copy is older than this (6h, 1d).",
+    )
     monitor: Monitor | None = Field(default=None, description="Default: alerts.monitor.")
     verify_deadline: Seconds = Field(
         default=60.0, description="After restart/rollback, how long to wait for healthy."

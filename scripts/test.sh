@@ -11,7 +11,7 @@ die() { printf 'scripts/test.sh: %s\n' "$*" >&2; exit 1; }
 
 APT_PACKAGES=(redis-server openssh-server docker.io busybox-static postgresql sqlite3
               prometheus-alertmanager ca-certificates chromium chromium-driver
-              docker-compose systemd)
+              docker-compose systemd python3)
 
 missing_tools() {
     local missing=()
@@ -32,6 +32,8 @@ missing_tools() {
     # tests/test_deploy.py: compose files and the systemd unit checked by their own tools
     command -v docker-compose >/dev/null || missing+=(docker-compose)
     command -v systemd-analyze >/dev/null || missing+=(systemd-analyze)
+    # the kubectl stand-in of tests/test_k8s_revisions.py runs as the lab user, via ssh
+    [[ -x /usr/bin/python3 ]] || missing+=(python3)
     echo "${missing[*]}"
 }
 

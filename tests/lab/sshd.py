@@ -45,6 +45,7 @@ class SSHServer:
     workdir: Path
     canary_dir: Path
     log_path: Path
+    bin_dir: Path  # first on the lab user's PATH (sshd SetEnv): tests put stand-in tools here
 
 
 def count_accepted_connections(server: SSHServer) -> int:
@@ -126,7 +127,8 @@ def start_sshd(tmp_path: Path) -> Iterator[SSHServer]:
         lab = pwd.getpwnam(LAB_USER)
         workdir = shared / "home-work"
         canary_dir = workdir / "canary"
-        for path in (workdir, canary_dir):
+        bin_dir = shared / "bin"
+        for path in (workdir, canary_dir, bin_dir):
             path.mkdir()
             path.chmod(0o755)
             os.chown(path, lab.pw_uid, lab.pw_gid)
@@ -147,6 +149,7 @@ def start_sshd(tmp_path: Path) -> Iterator[SSHServer]:
                 "KbdInteractiveAuthentication no",
                 "PubkeyAuthentication yes",
                 "PermitUserEnvironment no",
+                f"SetEnv PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin",
                 "MaxSessions 200",
                 "MaxStartups 200:30:400",
                 "PrintMotd no",
@@ -169,6 +172,7 @@ def start_sshd(tmp_path: Path) -> Iterator[SSHServer]:
                 workdir=workdir,
                 canary_dir=canary_dir,
                 log_path=log,
+                bin_dir=bin_dir,
             )
         finally:
             stop_process(proc)
