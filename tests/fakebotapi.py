@@ -815,12 +815,18 @@ class FakeBotAPI:
         thread_id: int | None = None,
         *,
         reply_to_message_id: int | None = None,
+        date: int | None = None,
     ) -> JSON:
-        """A user writes ``text``; a leading ``/command`` gets its bot_command entity."""
+        """A user writes ``text``; a leading ``/command`` gets its bot_command entity.
+
+        ``date`` (epoch seconds) backdates it: a message typed while the bot was away.
+        """
         with self._cond:
             self._bot_state(token)
             chat = self._register(chat)
             msg = self._store(chat, user.to_api(), None, text, thread_id=thread_id)
+            if date is not None:
+                msg.date = date
             if text.startswith("/"):
                 command = text.split(maxsplit=1)[0]
                 msg.entities = [

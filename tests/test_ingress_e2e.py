@@ -1,0 +1,109 @@
+"""What reaches opsbot's handlers: stale commands are not run, a redelivered update runs once.
+
+In-process opsbot (SQLite store) polling the fake Bot API; the target is a command whose every
+run leaves a line in a file, so the test counts executions, not log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from telegram import Update
+
+from tests.factories import (
+    ALICE,
+    OPS,
+    OPSBOT_TOKEN,
+    OPSBOT_USERNAME,
+    ChatSession,
+    base_config,
+    running_opsbot,
+    write_config,
+)
+from tests.fakebotapi import FakeBotAPI
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeBotAPI]:
+    with FakeBotAPI(group_per_minute=None) as api:
+        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
+        yield api
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    return tmp_path / "runs"
+
+
+@pytest_asyncio.fixture
+async def chat(fake: FakeBotAPI, tmp_path: Path, runs: Path) -> AsyncIterator[ChatSession]:
+    config = base_config(fake, tmp_path / "data")
+    config["targets"] = {
+        "counter": {
+            "kind": "command",
+            "actions": {"status": ["sh", "-c", f"echo ran >> {runs}"]},
+        }
+    }
+    settings = write_config(tmp_path / "opsbot.yaml", config)
+    async with running_opsbot(fake, settings) as session:
+        yield session
+
+
+def metric(session: ChatSession, name: str) -> float:
+    text = session.services.metrics.render().decode()
+    line = next(x for x in text.splitlines() if x.startswith(f"{name} "))
+    return float(line.split()[1])
+
+
+async def test_a_command_typed_while_opsbot_was_away_is_not_run_and_the_sender_is_told(
+    chat: ChatSession, fake: FakeBotAPI, runs: Path
+) -> None:
+    old = int(time.time()) - 14 * 60
+    first = fake.send_text(OPSBOT_TOKEN, OPS, ALICE, "/health counter", date=old)
+    fake.send_text(OPSBOT_TOKEN, OPS, ALICE, "/health counter", date=old + 5)
+    notice = await fake.wait_for_message(OPS.id, after_message_id=first["message_id"])
+    assert notice.text == (
+        "⏳ Ignored: /health was sent 14 min ago while opsbot was unreachable. "
+        "Send it again if you still want it."
+    )
+    assert notice.reply_to_message_id == first["message_id"]
+    fresh = await chat.ask("/health counter")  # typed now: runs
+    assert fresh.text is not None and "counter" in fresh.text
+    await asyncio.sleep(0.5)
+    replies = [m for m in chat.bot_messages() if m.message_id > first["message_id"]]
+    assert [m.message_id for m in replies] == [notice.message_id, fresh.message_id]  # told once
+    assert runs.read_text() == "ran\n"  # only the fresh one ran
+    assert metric(chat, "opsbot_updates_stale_total") == 2
+
+
+async def test_a_tap_on_an_old_card_still_counts(
+    chat: ChatSession, fake: FakeBotAPI, runs: Path
+) -> None:
+    overview = await chat.ask("/health counter")
+    with fake._cond:  # the card was posted 20 min ago; the tap is now
+        fake._messages[OPS.id][overview.message_id].date = int(time.time()) - 1200
+    query = chat.tap(overview, "h:counter")
+    deadline = time.monotonic() + 10
+    while runs.read_text().count("ran") < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert runs.read_text() == "ran\nran\n"  # the refresh ran the check again
+    assert fake.answers(query) is not None
+
+
+async def test_a_redelivered_update_runs_once(
+    chat: ChatSession, fake: FakeBotAPI, runs: Path
+) -> None:
+    sent = chat.send("/health counter")
+    update = {"update_id": fake.bot(OPSBOT_TOKEN).next_update_id - 1, "message": sent}
+    reply = await fake.wait_for_message(OPS.id, after_message_id=sent["message_id"])
+    for _ in range(3):  # Telegram redelivers it (or another replica got it too)
+        await chat.app.process_update(Update.de_json(dict(update), chat.app.bot))
+    await asyncio.sleep(0.5)
+    assert [m for m in chat.bot_messages() if m.message_id > reply.message_id] == []
+    assert runs.read_text() == "ran\n"
+    assert metric(chat, "opsbot_updates_duplicate_total") == 3
