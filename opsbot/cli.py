@@ -64,3 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # one line, no traceback, no secret: start-up must not crash-loop
+        text = Redactor(settings.secrets()).redact(str(exc).splitlines()[0] if str(exc) else "")
+        print(f"opsbot: {args.command} failed: {type(exc).__name__}: {text}", file=sys.stderr)
+        return 1
