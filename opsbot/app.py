@@ -145,7 +145,7 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
 
     lease = leader_lease(application)
     jobs.run_repeating(
-        only_when_leading(lease, tick), interval=TICK_SECONDS, first=TICK_SECONDS,
+        only_when_leading(lease, tick, "alerts tick"), interval=TICK_SECONDS, first=TICK_SECONDS,
         name="alerts-tick",
     )  # fmt: skip
     await schedule_monitor(application, services, engine, ingest, lease)
@@ -198,10 +198,8 @@ async def schedule_monitor(
         async def round_(context: object, name: str = name) -> None:
             await (await current()).round(name)
 
-        jobs.run_repeating(
-            only_when_leading(lease, round_), interval=interval, first=interval,
-            name=f"monitor-{name}",
-        )  # fmt: skip
+        job = only_when_leading(lease, round_, f"monitor round of {name}")
+        jobs.run_repeating(job, interval=interval, first=interval, name=f"monitor-{name}")
 
 
 def serve_telegram_webhook(

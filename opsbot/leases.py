@@ -22,11 +22,16 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from opsbot.metrics import Metrics
 from opsbot.store import Store
 
 log = logging.getLogger(__name__)
 
+# What an unreachable store raises (redis-py's ConnectionError/TimeoutError, and OSError).
+STORE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 RETRY_SECONDS = 1.0  # how often a standby tries to take the lease
 
 
@@ -135,12 +140,27 @@ class Lease:
 
 
 def only_when_leading(
-    lease: Lease | None, job: Callable[[object], Awaitable[None]]
+    lease: Lease | None, job: Callable[[object], Awaitable[None]], name: str = "job"
 ) -> Callable[[object], Coroutine[Any, Any, None]]:
-    """A job-queue callback that runs on the lease holder only (always, without a lease)."""
+    """A job-queue callback that runs on the lease holder only (always, without a lease).
+
+    A store that cannot be reached is an outage, not a bug: one warning when the job starts
+    failing that way and one when it works again, rather than a traceback every round.
+    """
+    failing: list[str] = []
 
     async def run(context: object) -> None:
-        if lease is None or lease.held:
+        if lease is not None and not lease.held:
+            return
+        try:
             await job(context)
+        except STORE_DOWN as exc:
+            if not failing:
+                log.warning("%s: the store is unreachable (%s); retrying", name, exc)
+            failing[:] = [type(exc).__name__]
+            return
+        if failing:
+            log.info("%s works again", name)
+            failing.clear()
 
     return run

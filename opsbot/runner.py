@@ -38,7 +38,9 @@ from opsbot.store import Store
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 60.0
-TOKEN_REJECTED = "the Bot API rejected the token: check OPSBOT_TELEGRAM__TOKEN / telegram.token_file"  # noqa: E501, S105
+TOKEN_REJECTED = (
+    "the Bot API rejected the token: check OPSBOT_TELEGRAM__TOKEN / telegram.token_file"  # noqa: S105
+)
 ALLOWED_UPDATES = list(Update.ALL_TYPES)
 
 
