@@ -91,10 +91,12 @@ class Replica:
 
 def write_config(fake: FakeBotAPI, tmp_path: Path, redis_url: str, runs: Path) -> Path:
     config: dict[str, Any] = base_config(fake, tmp_path / "data")
+    # The default leader lease (8 s): the failover measured is the one users get.
     config["store"] = {
-        "backend": "redis", "redis_url": redis_url, "prefix": f"ha-{next(_prefixes)}",
-        "leader_lease": 6,
-    }  # fmt: skip
+        "backend": "redis",
+        "redis_url": redis_url,
+        "prefix": f"ha-{next(_prefixes)}",
+    }
     config["web"] = {"enabled": True, "token": WEB_TOKEN}
     config["approvals"] = {"ttl": 300}
     config["targets"] = {
