@@ -209,8 +209,13 @@ def serve_telegram_webhook(
     webhook = settings.telegram.webhook
     assert webhook.url is not None and webhook.secret_token is not None
 
-    async def accept(data: dict[str, Any]) -> None:
-        await application.update_queue.put(Update.de_json(data, application.bot))
+    async def accept(data: dict[str, Any]) -> bool:
+        update = Update.de_json(data, application.bot)
+        if not application.running:
+            return False
+        # No await between the check and the put: stop() processes what was queued before it.
+        application.update_queue.put_nowait(update)
+        return True
 
     server.serve_telegram(webhook.path, webhook.secret_token.get_secret_value(), accept)
 

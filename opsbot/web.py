@@ -11,7 +11,8 @@ Routes:
   scraping; do not publish it (bind ``web.host`` to loopback or filter it at the proxy).
 - ``POST <path of telegram.webhook.url>`` (webhook mode) — Telegram's updates, accepted only
   with the right ``X-Telegram-Bot-Api-Secret-Token`` (compared in constant time; missing or
-  wrong: 401 and nothing runs), answered 200 as soon as the update is queued.
+  wrong: 401 and nothing runs), answered 200 as soon as the update is queued, 503 while
+  opsbot is starting or stopping (so Telegram sends it again, maybe to another replica).
 
 Both webhooks need ``Authorization: Bearer <web.token>`` or ``X-Opsbot-Signature:
 sha256=<hex HMAC-SHA256 of the raw body keyed with web.hmac_secret>``. Bad input never causes
@@ -43,7 +44,8 @@ Healthy = Callable[[], Awaitable[Mapping[str, Any]]]
 
 SIGNATURE_HEADER = "X-Opsbot-Signature"
 TELEGRAM_SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
-AcceptUpdate = Callable[[dict[str, Any]], Awaitable[None]]
+# Queues one update; False when the bot is not running (starting or stopping): 503, resent.
+AcceptUpdate = Callable[[dict[str, Any]], Awaitable[bool]]
 # Alertmanager labels that may name an opsbot target, in order of preference.
 TARGET_LABELS = ("target", "service", "job", "container")
 MAX_SUMMARY_CHARS = 2000
@@ -163,11 +165,13 @@ class WebServer:
         if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
             return self._reject(request, _bad_shape("expected an Update with an update_id"))
         try:
-            await accept(update)
+            queued = await accept(update)
         except Exception as exc:  # a malformed update: Telegram would resend it forever
             return self._reject(
                 request, _bad_shape(f"not an Update: {type(exc).__name__}"), exc_info=True
             )
+        if not queued:  # starting or stopping: Telegram (or the proxy) sends it again
+            return _json({"error": "not running, send it again"}, 503)
         return _json({"ok": True}, 200)
 
     async def _alertmanager(self, request: web.Request) -> web.Response:

@@ -1,4 +1,5 @@
-"""What reaches opsbot's handlers: stale commands are not run, a redelivered update runs once.
+"""What reaches opsbot's handlers: stale commands are not run, a redelivered update runs once,
+and the webhook path lets through only Telegram's requests (the secret) while opsbot runs.
 
 In-process opsbot (SQLite store) polling the fake Bot API; the target is a command whose every
 run leaves a line in a file, so the test counts executions, not log lines.
@@ -10,11 +11,17 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from telegram import Update
 
+from opsbot.alert_event import AlertEvent
+from opsbot.config import Settings, WebSettings
+from opsbot.metrics import Metrics
+from opsbot.web import WebServer
 from tests.factories import (
     ALICE,
     OPS,
@@ -107,3 +114,44 @@ async def test_a_redelivered_update_runs_once(
     assert [m for m in chat.bot_messages() if m.message_id > reply.message_id] == []
     assert runs.read_text() == "ran\n"
     assert metric(chat, "opsbot_updates_duplicate_total") == 3
+
+
+async def test_the_telegram_webhook_path_checks_the_secret_and_queues_updates() -> None:
+    settings = Settings(web=WebSettings(enabled=True, port=0, token="web-token-0123456789"))
+    queued: list[dict[str, Any]] = []
+    running = [False]
+
+    async def accept(update: dict[str, Any]) -> bool:
+        if running[0]:
+            queued.append(update)
+        return running[0]
+
+    server = WebServer(settings, _no_ingest, Metrics())
+    server.serve_telegram("/tg/hook", "s3cret-token", accept)
+    port = await server.start()
+    url = f"http://127.0.0.1:{port}/tg/hook"
+    good = {"X-Telegram-Bot-Api-Secret-Token": "s3cret-token"}
+    update = {
+        "update_id": 7,
+        "message": {"message_id": 1, "date": 0, "chat": {"id": 1, "type": "private"}},
+    }
+    try:
+        async with httpx.AsyncClient() as http:
+            assert (await http.post(url, json=update)).status_code == 401
+            wrong = {"X-Telegram-Bot-Api-Secret-Token": "s3cret-tokeN"}
+            assert (await http.post(url, json=update, headers=wrong)).status_code == 401
+            assert (await http.post(url, content=b"{", headers=good)).status_code == 400
+            assert (await http.post(url, json={"x": 1}, headers=good)).status_code == 400
+            assert queued == []
+            starting = await http.post(url, json=update, headers=good)
+            assert starting.status_code == 503  # not running yet: Telegram sends it again
+            running[0] = True
+            assert (await http.post(url, json=update, headers=good)).status_code == 200
+            assert (await http.get(url)).status_code == 405
+    finally:
+        await server.stop()
+    assert queued == [update]
+
+
+async def _no_ingest(events: list[AlertEvent]) -> None:
+    raise AssertionError("no alert expected")
