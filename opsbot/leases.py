@@ -61,6 +61,7 @@ class Lease:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._error: str | None = None
+        self._stopping = False
         self.term = 0  # how many times this replica took the lease
 
     @property
@@ -80,6 +81,7 @@ class Lease:
         task, self._task = self._task, None
         if task is None:
             return
+        self._stopping = True  # in case a cancellation is swallowed by a store call
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -87,28 +89,28 @@ class Lease:
         self._publish()
         if was_held:
             try:
-                await asyncio.wait_for(self.store.release(self.name, self.owner), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self.store.release(self.name, self.owner)
             except Exception as exc:  # it expires by itself
                 log.warning("could not release the %s lease: %s", self.name, exc)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             started = time.monotonic()
             await self._attempt(started)
             self._publish()
             pause = self.renew_every if self.held else RETRY_SECONDS
             next_try = started + pause
             # Sleep until the next attempt, but wake at the fence to stop in time.
-            while (now := time.monotonic()) < next_try:
+            while (now := time.monotonic()) < next_try and not self._stopping:
                 wake = min(next_try, self._valid_until) if self.held else next_try
                 await asyncio.sleep(max(wake - now, 0.001))
                 self._publish()
 
     async def _attempt(self, started: float) -> None:
         try:
-            holder = await asyncio.wait_for(
-                self.store.acquire(self.name, self.owner, self.ttl), self.renew_every
-            )
+            async with asyncio.timeout(self.renew_every):
+                holder = await self.store.acquire(self.name, self.owner, self.ttl)
         except Exception as exc:  # store unreachable: the fence ends leadership in time
             error = f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
             if self._error is None:

@@ -23,10 +23,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from telegram import Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
 
@@ -54,8 +57,7 @@ async def serve(settings: Settings) -> None:
     try:
         if not await connect(application, settings, stop):
             return
-        assert application.post_init is not None
-        await application.post_init(application)
+        await start_services(application, settings)
         await application.start()
         try:
             if settings.telegram.mode == "webhook":
@@ -98,6 +100,24 @@ async def connect(application: AnyApplication, settings: Settings, stop: asyncio
         if down_since:
             log.info("the Bot API answers again after %.0f s", time.monotonic() - down_since)
         return True
+
+
+async def start_services(application: AnyApplication, settings: Settings) -> None:
+    """post_init (commands menu, alerting, web server); what fails is one line with the fix."""
+    assert application.post_init is not None
+    try:
+        await application.post_init(application)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise ConfigError(
+            f"cannot reach Redis ({_reason(exc)}): check store.redis_url / store.sentinels "
+            "and that Redis is running"
+        ) from None
+    except OSError as exc:
+        web = settings.web
+        raise ConfigError(
+            f"cannot listen on {web.host}:{web.port} ({_os_error(exc)}): "
+            "check web.host / web.port"
+        ) from None
 
 
 async def poll(application: AnyApplication, settings: Settings, stop: asyncio.Event) -> None:
@@ -170,6 +190,11 @@ async def ensure_webhook(application: AnyApplication, settings: Settings, store:
     )
     await store.put("telegram", "webhook", {"fingerprint": fingerprint, "url": webhook.url})
     log.info("webhook set to %s", webhook.url)
+
+
+def _os_error(exc: OSError) -> str:
+    """``address already in use``: the OS's words without asyncio's preamble."""
+    return os.strerror(exc.errno).lower() if exc.errno else str(exc)
 
 
 def _reason(exc: BaseException) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -275,3 +276,33 @@ def test_an_unreachable_bot_api_at_start_is_retried_until_it_answers(tmp_path: P
     assert f"the Bot API at http://127.0.0.1:{port} is unreachable" in unreachable[0]
     assert "the Bot API answers again after" in stderr
     assert "Traceback" not in stderr and OPSBOT_TOKEN not in stderr
+
+
+def test_an_unreachable_redis_or_a_taken_port_is_one_line_naming_the_fix(
+    tmp_path: Path, fake: FakeBotAPI
+) -> None:
+    env = clean_env(OPSBOT_TELEGRAM__TOKEN=OPSBOT_TOKEN)
+    closed = free_port()
+    path = run_config(fake.url, tmp_path)
+    redis_env = {**env, "OPSBOT_STORE__BACKEND": "redis",
+                 "OPSBOT_STORE__REDIS_URL": f"redis://:hunter2@127.0.0.1:{closed}/0"}  # fmt: skip
+    done = opsbot("run", "--config", str(path), env=redis_env)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("opsbot: cannot reach Redis (ConnectionError: ")
+    assert last.endswith("check store.redis_url / store.sentinels and that Redis is running")
+    assert "Traceback" not in done.stderr and "hunter2" not in done.stderr
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        web_env = {**env, "OPSBOT_WEB__ENABLED": "true", "OPSBOT_WEB__TOKEN": "w" * 24,
+                   "OPSBOT_WEB__PORT": str(port)}  # fmt: skip
+        done = opsbot("run", "--config", str(path), env=web_env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"opsbot: cannot listen on 127.0.0.1:{port} (address already in use): "
+        "check web.host / web.port"
+    )
+    assert "Traceback" not in done.stderr

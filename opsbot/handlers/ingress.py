@@ -3,7 +3,8 @@
 Telegram redelivers an update it is not sure was received (a webhook answered late, a poller
 killed before confirming its offset), and behind a load balancer one update can reach two
 replicas. A claim in the shared store, made before any handler runs, lets exactly one of them
-through. The claim outlives Telegram's own 24 h retention of undelivered updates.
+through. The claim is a lease (in Redis a plain key with an expiry, no index to grow) that
+outlives Telegram's own 24 h retention of undelivered updates.
 
 The trade-off, stated: an update whose replica dies after the claim and before its handler
 finished is not handled again (at most once). Approvals have their own durable state; a lost
@@ -13,7 +14,7 @@ command is typed again.
 from __future__ import annotations
 
 import logging
-import time
+import secrets
 
 from telegram import Update
 from telegram.ext import ApplicationHandlerStop, ContextTypes
@@ -22,7 +23,6 @@ from opsbot.services import Services
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "updates"
 CLAIM_TTL = 26 * 3600.0  # Telegram keeps undelivered updates for 24 h
 
 
@@ -31,10 +31,10 @@ class UpdateDedup:
         self.services = services
 
     async def __call__(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        claimed = await self.services.store.create(
-            NAMESPACE, str(update.update_id), {"at": time.time()}, ttl=CLAIM_TTL
-        )
-        if not claimed:
+        # A fresh owner per claim: nobody "renews" a claim, a second one always fails.
+        owner = secrets.token_hex(8)
+        holder = await self.services.store.acquire(f"update:{update.update_id}", owner, CLAIM_TTL)
+        if holder is not None:
             log.info("update %d already handled: dropped", update.update_id)
             self.services.metrics.updates_duplicate_total.inc()
             raise ApplicationHandlerStop
