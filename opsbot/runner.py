@@ -115,8 +115,7 @@ async def start_services(application: AnyApplication, settings: Settings) -> Non
     except OSError as exc:
         web = settings.web
         raise ConfigError(
-            f"cannot listen on {web.host}:{web.port} ({_os_error(exc)}): "
-            "check web.host / web.port"
+            f"cannot listen on {web.host}:{web.port} ({_os_error(exc)}): check web.host / web.port"
         ) from None
 
 
