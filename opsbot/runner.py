@@ -31,7 +31,7 @@ from collections.abc import Awaitable
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from telegram import Update
-from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 
 from opsbot.app import AnyApplication, build_application, leader_lease, services_of
 from opsbot.config import Settings
@@ -61,8 +61,8 @@ async def serve(settings: Settings) -> None:
         await application.start()
         try:
             if settings.telegram.mode == "webhook":
-                await ensure_webhook(application, settings, services_of(application).store)
-                await stop.wait()
+                if await set_webhook(application, settings, stop):
+                    await stop.wait()
             else:
                 await poll(application, settings, stop)
         finally:
@@ -154,7 +154,7 @@ class _PollErrors:
         self.last: str | None = None
 
     def __call__(self, exc: TelegramError) -> None:
-        if isinstance(exc, NetworkError) and not isinstance(exc, Conflict):
+        if isinstance(exc, NetworkError) and not isinstance(exc, BadRequest):
             reason = _reason(exc)
             if reason != self.last:
                 log.warning("polling: the Bot API is unreachable (%s); retrying", reason)
@@ -162,6 +162,29 @@ class _PollErrors:
             return
         self.last = None
         self.application.create_task(self.application.process_error(error=exc, update=None))
+
+
+async def set_webhook(
+    application: AnyApplication, settings: Settings, stop: asyncio.Event
+) -> bool:
+    """ensure_webhook until Telegram answers (False if told to stop first)."""
+    delay, failing = 1.0, False
+    url = settings.telegram.webhook.url
+    while True:
+        try:
+            await ensure_webhook(application, settings, services_of(application).store)
+            return True
+        except BadRequest as exc:  # e.g. "bad webhook: Failed to resolve host"
+            raise ConfigError(
+                f"Telegram refused the webhook {url} ({exc.message}): check telegram.webhook.url"
+            ) from None
+        except (NetworkError, RetryAfter) as exc:
+            if not failing:
+                log.warning("setWebhook failed (%s): retrying with backoff", _reason(exc))
+            failing = True
+            pause, delay = delay, min(delay * 2, MAX_BACKOFF)
+            if await _stopped(stop, pause):
+                return False
 
 
 async def ensure_webhook(application: AnyApplication, settings: Settings, store: Store) -> None:
