@@ -8,6 +8,7 @@ run leaves a line in a file, so the test counts executions, not log lines.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from telegram import Update
 
 from opsbot.alert_event import AlertEvent
 from opsbot.config import Settings, WebSettings
+from opsbot.errors import ConfigError
 from opsbot.metrics import Metrics
 from opsbot.web import WebServer
 from tests.factories import (
@@ -155,3 +157,36 @@ async def test_the_telegram_webhook_path_checks_the_secret_and_queues_updates() 
 
 async def _no_ingest(events: list[AlertEvent]) -> None:
     raise AssertionError("no alert expected")
+
+
+def test_webhook_mode_config_names_what_is_missing(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("from-a-file_123\n")
+    web = {"enabled": True, "token": "web-token-0123456789"}
+    hook = {"url": "https://bot.example.org/tg/hook", "secret_token_file": str(secret_file)}
+    config = {"telegram": {"mode": "webhook", "webhook": hook}, "web": web}
+    settings = write_config(tmp_path / "ok.yaml", config)
+    assert settings.telegram.webhook.secret_token is not None
+    assert settings.telegram.webhook.secret_token.get_secret_value() == "from-a-file_123"
+    assert settings.telegram.webhook.path == "/tg/hook"
+    assert "from-a-file_123" in settings.secrets()  # redacted like every other secret
+
+    cases = {
+        "needs telegram.webhook.url and telegram.webhook.secret_token": {
+            "telegram": {"mode": "webhook"}, "web": web,
+        },
+        "telegram.mode webhook needs the web server (web.enabled: true)": {
+            "telegram": {"mode": "webhook", "webhook": hook},
+        },
+        "telegram.webhook.secret_token: must be 1-256 characters": {
+            "telegram": {"mode": "webhook", "webhook": {**hook, "secret_token": "no spaces"}},
+            "web": web,
+        },
+        "telegram.webhook.url: String should match pattern": {
+            "telegram": {"mode": "webhook", "webhook": {**hook, "url": "http://plain"}},
+            "web": web,
+        },
+    }  # fmt: skip
+    for expected, bad in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            write_config(tmp_path / "bad.yaml", bad)
