@@ -85,9 +85,9 @@ class Lease:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        was_held, self._valid_until = self.held, 0.0
+        self._valid_until = 0.0
         self._publish()
-        if was_held:
+        if self.term:  # ever taken: give it back (only if still ours: release checks the owner)
             try:
                 async with asyncio.timeout(2.0):
                     await self.store.release(self.name, self.owner)
