@@ -111,7 +111,8 @@ def write_config(fake: FakeBotAPI, tmp_path: Path, redis_url: str, runs: Path) -
         },
         "broken": {
             "kind": "command",
-            "actions": {"status": ["false"]},
+            # Each monitor round leaves a line too: rounds are counted across replicas.
+            "actions": {"status": ["sh", "-c", f"echo round >> {runs}; exit 1"]},
             "monitor": {"enabled": True, "interval": 1, "fail_after": 1},
         },
     }
@@ -185,7 +186,9 @@ async def test_three_polling_replicas_one_leader_fails_over_within_15s_without_4
         sent = fake.send_text(OPSBOT_TOKEN, OPS, ALICE, "/health counter")
         await fake.wait_for_message(OPS.id, after_message_id=sent["message_id"], timeout=20)
         await until(lambda: alerts_about(fake, "broken"), 20, "the alert about broken")
-        await asyncio.sleep(3)  # three more monitor rounds on the leader
+        rounds = lines(runs, "round")
+        await asyncio.sleep(4)  # four more monitor rounds, on the leader only
+        assert 2 <= lines(runs, "round") - rounds <= 6  # not ~12: once per round, not per replica
         assert len(alerts_about(fake, "broken")) == 1  # one alert, not one per replica
 
         leader = next(r for r in group if r.leads())
@@ -199,7 +202,9 @@ async def test_three_polling_replicas_one_leader_fails_over_within_15s_without_4
         failover = time.monotonic() - killed
         survivors = [r for r in group if r is not leader]
         await until(lambda: sum(r.leads() for r in survivors) == 1, 5, "a new leader")
+        rounds = lines(runs, "round")
         await asyncio.sleep(3)  # the new leader's monitor rounds
+        assert 1 <= lines(runs, "round") - rounds <= 5  # resumed, once per round
         print(f"failover: a command typed at the SIGKILL was answered after {failover:.1f} s")
         assert failover < 15
         assert answer.text is not None and "counter" in answer.text
