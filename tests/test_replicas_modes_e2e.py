@@ -2,8 +2,8 @@
 
 - Polling: three replicas, one leader polls (``opsbot_leader`` in each one's /metrics). The
   leader is SIGKILLed: another polls within 15 s, the command typed meanwhile is answered
-  once, Telegram answers no 409 after warm-up, and a failing target raises one alert, not
-  three.
+  once, Telegram answers no 409 after warm-up, a failing target raises one alert, not
+  three, and its monitor rounds run once per round (on the leader), resuming after failover.
 - Webhook: three replicas behind a "load balancer" (the fake posts to them in turn): updates
   spread across them, each runs once, a redelivered update_id runs once, a wrong or missing
   secret is 401 and runs nothing, and a restarted replica does not call setWebhook again.
