@@ -12,6 +12,7 @@ from pathlib import Path
 from opsbot.config import json_schema, load_config
 from opsbot.errors import ConfigError
 from opsbot.logsetup import setup_logging
+from opsbot.redact import Redactor
 
 DISTRIBUTION = "opsbot-chatops"
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = {}
     for name, text in (
-        ("run", "run the Telegram bot (long polling)"),
+        ("run", "run the Telegram bot (long polling or webhook)"),
         ("console", "run commands without Telegram, from a prompt or standard input"),
         ("check", "validate the config and reach every endpoint; non-zero exit on failure"),
     ):
@@ -83,3 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # one line, no traceback, no secret: start-up must not crash-loop
+        text = Redactor(settings.secrets()).redact(str(exc).splitlines()[0] if str(exc) else "")
+        print(f"opsbot: {args.command} failed: {type(exc).__name__}: {text}", file=sys.stderr)
+        return 1

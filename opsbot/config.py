@@ -95,6 +95,37 @@ class Person(_Model):
     role: Role = Role.viewer
 
 
+class WebhookSettings(_Model):
+    """Webhook mode: Telegram POSTs updates to ``url``; opsbot serves the URL's path."""
+
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https://[^/?#]+(/[^?#]*)?$",
+        description="The public HTTPS URL Telegram posts to (behind your reverse proxy).",
+    )
+    secret_token: SecretStr | None = Field(
+        default=None,
+        description="Telegram sends it in X-Telegram-Bot-Api-Secret-Token (A-Za-z0-9_-).",
+    )
+    secret_token_file: Path | None = None
+    max_connections: Annotated[int, Field(ge=1, le=100)] = 40
+
+    @field_validator("secret_token")
+    @classmethod
+    def _secret_charset(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(
+            r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()
+        ):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @property
+    def path(self) -> str:
+        """The URL's path: where opsbot's web server accepts the updates."""
+        assert self.url is not None
+        return "/" + self.url.split("://", 1)[1].partition("/")[2]
+
+
 class TelegramSettings(_Model):
     token: SecretStr | None = Field(default=None, description="opsbot's own bot token.")
     token_file: Path | None = None
@@ -118,6 +149,26 @@ class TelegramSettings(_Model):
     refusal_interval: Seconds = Field(
         default=60.0, description="At most one refusal per user per chat."
     )
+    max_update_age: Annotated[float, Field(ge=0, le=86400)] = Field(
+        default=120.0,
+        description="Commands older than this many seconds are not run (0: no limit).",
+    )
+    mode: Literal["polling", "webhook"] = Field(
+        default="polling",
+        description="polling (with the redis store: one replica polls at a time) or webhook.",
+    )
+    webhook: WebhookSettings = WebhookSettings()
+
+    @model_validator(mode="after")
+    def _webhook_complete(self) -> TelegramSettings:
+        if self.mode == "webhook" and (
+            self.webhook.url is None or self.webhook.secret_token is None
+        ):
+            raise ValueError(
+                "webhook mode needs telegram.webhook.url and telegram.webhook.secret_token "
+                "(or secret_token_file, or OPSBOT_TELEGRAM__WEBHOOK__SECRET_TOKEN)"
+            )
+        return self
 
     @field_validator("api_url")
     @classmethod
@@ -618,11 +669,28 @@ class StoreSettings(_Model):
     redis_url: SecretStr | None = Field(default=None, description="redis://host:6379/0")
     redis_url_file: Path | None = None
     prefix: str = Field(default="opsbot", description="Key prefix in Redis.")
+    sentinels: list[str] = Field(
+        default_factory=list,
+        description="Redis Sentinel addresses (host:port); then redis_url is optional.",
+    )
+    sentinel_service: str = Field(default="mymaster", description="The Sentinel master name.")
+    leader_lease: Annotated[float, Field(ge=2, le=120)] = Field(
+        default=8.0,
+        description="Seconds of the leader lease (polling, background work) between replicas.",
+    )
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not re.fullmatch(r"[^\s:]+:\d{1,5}", item):
+                raise ValueError(f"{item!r}: expected host:port")
+        return value
 
     @model_validator(mode="after")
     def _needs_url(self) -> StoreSettings:
-        if self.backend == "redis" and self.redis_url is None:
-            raise ValueError("the redis backend needs redis_url (or redis_url_file)")
+        if self.backend == "redis" and self.redis_url is None and not self.sentinels:
+            raise ValueError("the redis backend needs redis_url (or redis_url_file, or sentinels)")
         return self
 
 
@@ -669,7 +737,11 @@ class Settings(BaseSettings):
     """opsbot's whole configuration."""
 
     model_config = SettingsConfigDict(
-        env_prefix="OPSBOT_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix="OPSBOT_",
+        env_nested_delimiter="__",
+        env_ignore_empty=True,  # OPSBOT_TELEGRAM__TOKEN= (empty) counts as unset
+        extra="forbid",
+        frozen=True,
     )
 
     telegram: TelegramSettings = TelegramSettings()
@@ -721,6 +793,8 @@ class Settings(BaseSettings):
             for check in target.checks:
                 if isinstance(check, CommandCheck) and check.endpoint not in (None, *endpoints):
                     raise ValueError(f"targets.{name}.checks: unknown endpoint {check.endpoint!r}")
+        if self.telegram.mode == "webhook" and not self.web.enabled:
+            raise ValueError("telegram.mode webhook needs the web server (web.enabled: true)")
         ids = [p.id for p in self.people]
         if len(ids) != len(set(ids)):
             raise ValueError("people: a user id is listed twice")

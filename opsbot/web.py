@@ -11,6 +11,10 @@ Routes:
   scraping; do not publish it (bind ``web.host`` to loopback or filter it at the proxy).
 - ``GET /status``, ``/status.json``, ``/status.atom`` — the status page, when one is passed
   (``statuspage.py``).
+- ``POST <path of telegram.webhook.url>`` (webhook mode) — Telegram's updates, accepted only
+  with the right ``X-Telegram-Bot-Api-Secret-Token`` (compared in constant time; missing or
+  wrong: 401 and nothing runs), answered 200 as soon as the update is queued, 503 while
+  opsbot is starting or stopping (so Telegram sends it again, maybe to another replica).
 
 Both webhooks need ``Authorization: Bearer <web.token>`` or ``X-Opsbot-Signature:
 sha256=<hex HMAC-SHA256 of the raw body keyed with web.hmac_secret>``. Bad input never causes
@@ -42,6 +46,9 @@ Ingest = Callable[[list[AlertEvent]], Awaitable[None]]
 Healthy = Callable[[], Awaitable[Mapping[str, Any]]]
 
 SIGNATURE_HEADER = "X-Opsbot-Signature"
+TELEGRAM_SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
+# Queues one update; False when the bot is not running (starting or stopping): 503, resent.
+AcceptUpdate = Callable[[dict[str, Any]], Awaitable[bool]]
 # Alertmanager labels that may name an opsbot target, in order of preference.
 TARGET_LABELS = ("target", "service", "job", "container")
 MAX_SUMMARY_CHARS = 2000
@@ -86,6 +93,11 @@ class WebServer:
         )
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self._telegram: tuple[str, bytes, AcceptUpdate] | None = None
+
+    def serve_telegram(self, path: str, secret: str, accept: AcceptUpdate) -> None:
+        """Also accept Telegram's webhook POSTs at ``path`` (call before ``start``)."""
+        self._telegram = (path, secret.encode(), accept)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -97,6 +109,8 @@ class WebServer:
         app.router.add_get("/metrics", self._metrics_page)
         if self._status_page is not None:
             self._status_page.add_routes(app)
+        if self._telegram is not None:
+            app.router.add_post(self._telegram[0], self._telegram_update)
         return app
 
     async def start(self) -> int:
@@ -141,6 +155,31 @@ class WebServer:
         return web.Response(
             body=self._metrics.render(), headers={"Content-Type": self._metrics.content_type}
         )
+
+    async def _telegram_update(self, request: web.Request) -> web.Response:
+        """One update from Telegram: checked, parsed, queued; 200 means "do not resend"."""
+        assert self._telegram is not None
+        _, secret, accept = self._telegram
+        given = request.headers.get(TELEGRAM_SECRET_HEADER, "").encode("utf-8", "replace")
+        if not hmac.compare_digest(given, secret):
+            return self._reject(request, _Rejected(401, "unauthorized", "wrong secret token"))
+        try:
+            update = json.loads(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            return self._reject(request, _Rejected(413, "too_large", "body too large"))
+        except (ValueError, RecursionError):
+            return self._reject(request, _Rejected(400, "bad_json", "body is not valid JSON"))
+        if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+            return self._reject(request, _bad_shape("expected an Update with an update_id"))
+        try:
+            queued = await accept(update)
+        except Exception as exc:  # a malformed update: Telegram would resend it forever
+            return self._reject(
+                request, _bad_shape(f"not an Update: {type(exc).__name__}"), exc_info=True
+            )
+        if not queued:  # starting or stopping: Telegram (or the proxy) sends it again
+            return _json({"error": "not running, send it again"}, 503)
+        return _json({"ok": True}, 200)
 
     async def _alertmanager(self, request: web.Request) -> web.Response:
         return await self._webhook(request, "alertmanager", self._parse_alertmanager)

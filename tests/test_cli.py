@@ -392,3 +392,133 @@ def test_run_serves_the_chat_logs_no_secret_and_stops_cleanly(
     assert "DEBUG" in stderr  # it did log, at length
     assert OPSBOT_TOKEN not in stderr + stdout
     assert OPSBOT_TOKEN.split(":")[1] not in stderr + stdout
+
+
+# ---------------------------------------------------------------------------- start-up
+
+
+def run_config(fake_url: str, tmp_path: Path, **telegram: object) -> Path:
+    config = {
+        "telegram": {"api_url": fake_url, "ops_chat_id": OPS.id, "poll_timeout": 1, **telegram},
+        "people": PEOPLE,
+        "data_dir": str(tmp_path / "data"),
+        "targets": {"machine": {"kind": "command", "actions": {"status": ["true"]}}},
+    }
+    path = tmp_path / "opsbot.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def start(path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "opsbot", "run", "--config", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def answers_health(fake: FakeBotAPI, timeout: float = 20) -> bool:
+    sent = fake.send_text(OPSBOT_TOKEN, OPS, ALICE, "/health")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(m.message_id > sent["message_id"] for m in fake.bot_messages(OPS.id)):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr[-2000:]
+    return stderr
+
+
+def test_a_rejected_token_is_one_line_naming_the_fix(tmp_path: Path, fake: FakeBotAPI) -> None:
+    rejected = "7000000999:AArejectedTOKENzzzzzzzzzzzzzzzzzzzzz"
+    path = run_config(fake.url, tmp_path)
+    done = opsbot("run", "--config", str(path), env=clean_env(OPSBOT_TELEGRAM__TOKEN=rejected))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "opsbot: the Bot API rejected the token: check OPSBOT_TELEGRAM__TOKEN / "
+        "telegram.token_file"
+    )
+    assert "Traceback" not in done.stderr
+    assert rejected not in done.stderr and rejected.split(":")[1] not in done.stderr
+
+
+def test_an_empty_token_variable_counts_as_unset(tmp_path: Path) -> None:
+    env = clean_env(OPSBOT_TELEGRAM__TOKEN="")
+    done = opsbot("run", "--config", str(REPO / "config" / "local.yaml"), cwd=tmp_path, env=env)
+    assert done.returncode == 2
+    assert "telegram.token is not set" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_failing_command_menu_scope_is_a_warning_and_opsbot_runs(
+    tmp_path: Path, fake: FakeBotAPI
+) -> None:
+    # A person who never opened a private chat with the bot: Telegram answers 400.
+    fake.fail_next("setMyCommands", "Bad Request: chat not found", times=2)
+    proc = start(run_config(fake.url, tmp_path), clean_env(OPSBOT_TELEGRAM__TOKEN=OPSBOT_TOKEN))
+    try:
+        assert answers_health(fake)
+    finally:
+        stderr = stop(proc)
+    warnings = [line for line in stderr.splitlines() if "setMyCommands for" in line]
+    assert len(warnings) == 2, stderr[-2000:]
+    assert "WARNING" in warnings[0] and "failed: Chat not found; continuing" in warnings[0]
+    assert "Traceback" not in stderr
+
+
+def test_an_unreachable_bot_api_at_start_is_retried_until_it_answers(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start(
+        run_config(f"http://127.0.0.1:{port}", tmp_path),
+        clean_env(OPSBOT_TELEGRAM__TOKEN=OPSBOT_TOKEN),
+    )
+    try:
+        time.sleep(4)  # several attempts against a closed port
+        assert proc.poll() is None  # still trying, not crashed
+        with FakeBotAPI(group_per_minute=None, port=port) as late:
+            late.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
+            assert answers_health(late, timeout=30)
+            stderr = stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    unreachable = [line for line in stderr.splitlines() if "unreachable" in line]
+    assert len(unreachable) == 1, stderr[-2000:]  # once per state change, not per attempt
+    assert f"the Bot API at http://127.0.0.1:{port} is unreachable" in unreachable[0]
+    assert "the Bot API answers again after" in stderr
+    assert "Traceback" not in stderr and OPSBOT_TOKEN not in stderr
+
+
+def test_an_unreachable_redis_or_a_taken_port_is_one_line_naming_the_fix(
+    tmp_path: Path, fake: FakeBotAPI
+) -> None:
+    env = clean_env(OPSBOT_TELEGRAM__TOKEN=OPSBOT_TOKEN)
+    closed = free_port()
+    path = run_config(fake.url, tmp_path)
+    redis_env = {**env, "OPSBOT_STORE__BACKEND": "redis",
+                 "OPSBOT_STORE__REDIS_URL": f"redis://:hunter2@127.0.0.1:{closed}/0"}  # fmt: skip
+    done = opsbot("run", "--config", str(path), env=redis_env)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("opsbot: cannot reach Redis (ConnectionError: ")
+    assert last.endswith("check store.redis_url / store.sentinels and that Redis is running")
+    assert "Traceback" not in done.stderr and "hunter2" not in done.stderr
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        web_env = {**env, "OPSBOT_WEB__ENABLED": "true", "OPSBOT_WEB__TOKEN": "w" * 24,
+                   "OPSBOT_WEB__PORT": str(port)}  # fmt: skip
+        done = opsbot("run", "--config", str(path), env=web_env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"opsbot: cannot listen on 127.0.0.1:{port} (address already in use): "
+        "check web.host / web.port"
+    )
+    assert "Traceback" not in done.stderr
