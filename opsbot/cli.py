@@ -11,15 +11,15 @@ from pathlib import Path
 
 from opsbot.config import Settings, json_schema, load_config
 from opsbot.errors import ConfigError
-from opsbot.redact import RedactingFilter, Redactor
+from opsbot.redact import Redactor, install_log_redaction
 
 
 def setup_logging(settings: Settings) -> None:
-    """Log to stderr; every record passes through the redactor first."""
+    """Log to stderr; every handler's output (tracebacks too) and uncaught exceptions redacted."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(Redactor(settings.secrets())))
     logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
+    install_log_redaction(Redactor(settings.secrets()))
     # httpx logs every request URL, and Bot API URLs contain the token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_config(args.config)
     except ConfigError as exc:
-        print(f"opsbot: {exc}", file=sys.stderr)
+        print(f"opsbot: {Redactor().redact(str(exc))}", file=sys.stderr)
         return 2
     setup_logging(settings)
     try:

@@ -368,7 +368,8 @@ async def dispatch(services: Services, caller: Caller, verb_name: str, args: lis
             user=caller.user_id,
             chat=caller.chat_id,
             verb=verb_name,
-            args=[a[:64] for a in args[:8]],
+            # Redacted whole before it is cut: a key split into words is still a key.
+            args=[a[:64] for a in services.redactor.redact(" ".join(args)).split()[:8]],
             outcome=outcome,
             duration=round(time.monotonic() - started, 3),
             digest=digest(reply.text + reply.block),

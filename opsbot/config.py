@@ -447,6 +447,9 @@ class WebSettings(_Model):
     )
     hmac_secret_file: Path | None = None
     max_body_bytes: Annotated[int, Field(ge=1024, le=50_000_000)] = 1_000_000
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without the bearer token (loopback only)."
+    )
 
     @model_validator(mode="after")
     def _needs_auth(self) -> WebSettings:

@@ -28,6 +28,7 @@ from opsbot.metrics import Metrics
 from opsbot.redact import Redactor
 from opsbot.store import Store
 from opsbot.store.factory import open_store
+from opsbot.store.redacting import RedactingStore
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         redactor = Redactor(settings.secrets())
-        store = open_store(settings)
+        store = RedactingStore(open_store(settings), redactor)
         return cls(
             settings=settings,
             redactor=redactor,

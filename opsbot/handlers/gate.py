@@ -62,7 +62,7 @@ class Gate:
             username=user.username if user else None,
             chat=chat.id if chat else None,
             kind=kind,
-            text=(message.text or "")[:64] if message else None,
+            text=self.services.redactor.redact(message.text or "")[:64] if message else None,
         )
         key = (user.id if user else 0, chat.id if chat else 0)
         now = time.monotonic()
