@@ -175,3 +175,23 @@ def test_run_serves_the_chat_logs_no_secret_and_stops_cleanly(
     assert "DEBUG" in stderr  # it did log, at length
     assert OPSBOT_TOKEN not in stderr + stdout
     assert OPSBOT_TOKEN.split(":")[1] not in stderr + stdout
+
+
+def test_a_rejected_token_is_not_printed_in_the_traceback(
+    tmp_path: Path, fake: FakeBotAPI
+) -> None:
+    rejected = "7999999999:AArejectedTOKENzzzzzzzzzzzzzzzzzzzzzz"  # unknown to the Bot API
+    config = {
+        "telegram": {"api_url": fake.url, "ops_chat_id": OPS.id, "poll_timeout": 1},
+        "people": PEOPLE,
+        "data_dir": str(tmp_path / "data"),
+        "targets": {"machine": {"kind": "command", "actions": {"status": ["true"]}}},
+    }
+    path = tmp_path / "opsbot.yaml"
+    path.write_text(json.dumps(config))
+    env = clean_env(OPSBOT_TELEGRAM__TOKEN=rejected)
+    done = opsbot("run", "--config", str(path), env=env)
+    assert done.returncode != 0
+    assert "Traceback" in done.stderr and "InvalidToken" in done.stderr  # what went wrong
+    assert "[REDACTED]" in done.stderr
+    assert rejected.split(":")[1] not in done.stderr + done.stdout
