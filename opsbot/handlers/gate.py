@@ -45,6 +45,9 @@ class Gate:
             raise ApplicationHandlerStop
         if update.message and not _addressed_to_us(update, context.bot.username):
             raise ApplicationHandlerStop
+        if update.message and update.message.forward_origin is not None:
+            # A forwarded command was written by someone else, for another moment: never run.
+            raise ApplicationHandlerStop
         if self.admitted(update) is not None and update.inline_query is None:
             return
         await self._refuse(update)
