@@ -35,10 +35,22 @@ def main(argv: list[str] | None = None) -> int:
         command = sub.add_parser(name, help=text)
         command.add_argument("--config", "-c", type=Path, required=True, help="YAML file")
     sub.add_parser("schema", help="print the configuration's JSON schema")
+    totp = sub.add_parser("totp", help="step-up approval codes").add_subparsers(
+        dest="totp", required=True
+    )
+    enroll = totp.add_parser("enroll", help="a new TOTP secret for NAME: otpauth URI and QR")
+    enroll.add_argument("name")
+    enroll.add_argument("--config", "-c", type=Path, required=True, help="YAML file")
+    totp.add_parser("key", help="print a new approvals.totp_key")
     args = parser.parse_args(argv)
 
     if args.command == "schema":
         print(json.dumps(json_schema(), indent=2))
+        return 0
+    if args.command == "totp" and args.totp == "key":
+        from opsbot.stepup import new_key
+
+        print(new_key())
         return 0
     try:
         settings = load_config(args.config)
@@ -52,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
             run(settings)
             return 0
+        if args.command == "totp":
+            return asyncio.run(_enroll(settings, args.name))
         if args.command == "console":
             from opsbot.console import run_console
 
@@ -64,3 +78,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+async def _enroll(settings: Settings, name: str) -> int:
+    """Store a new TOTP secret for NAME; print the otpauth URI and its QR code to scan."""
+    import segno
+
+    from opsbot.stepup import enroll
+    from opsbot.store.factory import open_store
+
+    store = open_store(settings)
+    try:
+        enrolment = await enroll(settings, store, name)
+    finally:
+        await store.close()
+    print(f"TOTP for {enrolment.person.name}: scan the code or add this URI to your app.")
+    print(enrolment.uri)
+    segno.make(enrolment.uri, error="m").terminal(compact=True)
+    return 0

@@ -26,6 +26,7 @@ from opsbot.executors.ssh import SSHHost, SSHPool
 from opsbot.incidents import Incidents
 from opsbot.metrics import Metrics
 from opsbot.redact import Redactor
+from opsbot.stepup import TargetRules
 from opsbot.store import Store
 from opsbot.store.factory import open_store
 from opsbot.store.redacting import RedactingStore
@@ -72,7 +73,7 @@ class Services:
             redactor=redactor,
             store=store,
             audit=Audit(store),
-            approvals=Approvals(store, settings.approvals),
+            approvals=Approvals(store, settings.approvals, TargetRules(settings)),
             http=httpx.AsyncClient(follow_redirects=False),
         )
 

@@ -14,6 +14,7 @@ from opsbot.commands import BUTTONS, Caller, dispatch
 from opsbot.handlers.gate import Gate
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.handlers.reply import edit_reply, send_reply
+from opsbot.handlers.stepup import StepUpHandlers
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +22,10 @@ log = logging.getLogger(__name__)
 
 
 class CommandHandlers:
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, stepup: StepUpHandlers | None = None) -> None:
         self.gate = gate
         self.services = gate.services
+        self.stepup = stepup
 
     def _caller(self, update: Update) -> Caller:
         person = self.gate.admitted(update)
@@ -92,6 +94,11 @@ class CommandHandlers:
         assert query is not None
         person = self.gate.admitted(update)
         assert person is not None  # the gate ran first
+        if approve and self.stepup is not None:
+            refusal = await self.stepup.refusal(person, request_id)
+            if refusal is not None:
+                await query.answer(refusal[:200])
+                return
         toast, runner = await operations.decide(
             self.services,
             person,
@@ -99,6 +106,10 @@ class CommandHandlers:
             approve,
             TelegramNotifier(context.bot, self.services.redactor),
         )
+        held = runner is not None and self.stepup is not None
+        if held and await self.stepup.hold(context, person, request_id):  # type: ignore[union-attr]
+            await query.answer("Approved: now send me your TOTP code in private.")
+            return
         await query.answer(toast[:200])
         if runner is not None:
             await runner()

@@ -6,9 +6,10 @@ summaries), incidents with their timelines, and silences are redacted before the
 SQLite file or Redis, whichever module writes them. Reads pass through untouched.
 
 Two things are written exactly as given: the namespaces in ``EXACT``, whose documents are
-instructions rather than text (an approval request's argv runs as stored; version history and
-the backups index name images and files), and fields named in ``KEEP``, which are keys that
-other documents point at (an alert's fingerprint names its document).
+instructions or ciphertext rather than text (an approval request's argv runs as stored;
+version history and the backups index name images and files; TOTP secrets are encrypted), and
+fields named in ``KEEP``, which are keys that other documents point at (an alert's
+fingerprint names its document).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from opsbot.redact import Redactor
 from opsbot.store import JSONDoc, Store, Versioned
 
-EXACT = frozenset({"requests", "versions", "backups", "backups-index"})
+EXACT = frozenset({"requests", "versions", "backups", "backups-index", "totp"})
 KEEP = frozenset({"fingerprint"})
 
 
