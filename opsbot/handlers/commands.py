@@ -70,7 +70,7 @@ class CommandHandlers:
         if key in ("a", "d"):
             await self._decide(update, context, arg, approve=key == "a")
             return
-        if key.startswith("a"):
+        if key.startswith("a"):  # al, ar, as, ak, ai: the buttons on an alert
             await self._alert_button(update, context, key, arg)
             return
         verb = spec.verb
