@@ -9,7 +9,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from opsbot.config import json_schema, load_config
+from opsbot.config import Settings, json_schema, load_config
 from opsbot.errors import ConfigError
 from opsbot.logsetup import setup_logging
 from opsbot.redact import Redactor
@@ -50,10 +50,22 @@ def main(argv: list[str] | None = None) -> int:
         help="act as this configured person, with that person's role (default: an admin)",
     )
     sub.add_parser("schema", help="print the configuration's JSON schema")
+    totp = sub.add_parser("totp", help="step-up approval codes").add_subparsers(
+        dest="totp", required=True
+    )
+    enroll = totp.add_parser("enroll", help="a new TOTP secret for NAME: otpauth URI and QR")
+    enroll.add_argument("name")
+    enroll.add_argument("--config", "-c", type=Path, required=True, help="YAML file")
+    totp.add_parser("key", help="print a new approvals.totp_key")
     args = parser.parse_args(argv)
 
     if args.command == "schema":
         print(json.dumps(json_schema(), indent=2))
+        return 0
+    if args.command == "totp" and args.totp == "key":
+        from opsbot.stepup import new_key
+
+        print(new_key())
         return 0
     try:
         if args.command == "check":
@@ -63,15 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             settings, unreadable = load_config(args.config), []
     except ConfigError as exc:
-        print(f"opsbot: {exc}", file=sys.stderr)
+        print(f"opsbot: {Redactor().redact(str(exc))}", file=sys.stderr)
         return 2
-    setup_logging(settings, args.log_format or settings.log_format)
+    setup_logging(settings, getattr(args, "log_format", None) or settings.log_format)
     try:
         if args.command == "run":
             from opsbot.app import run
 
             run(settings)
             return 0
+        if args.command == "totp":
+            return asyncio.run(_enroll(settings, args.name))
         if args.command == "console":
             from opsbot.console import run_console
 
@@ -88,3 +102,21 @@ def main(argv: list[str] | None = None) -> int:
         text = Redactor(settings.secrets()).redact(str(exc).splitlines()[0] if str(exc) else "")
         print(f"opsbot: {args.command} failed: {type(exc).__name__}: {text}", file=sys.stderr)
         return 1
+
+
+async def _enroll(settings: Settings, name: str) -> int:
+    """Store a new TOTP secret for NAME; print the otpauth URI and its QR code to scan."""
+    import segno
+
+    from opsbot.stepup import enroll
+    from opsbot.store.factory import open_store
+
+    store = open_store(settings)
+    try:
+        enrolment = await enroll(settings, store, name)
+    finally:
+        await store.close()
+    print(f"TOTP for {enrolment.person.name}: scan the code or add this URI to your app.")
+    print(enrolment.uri)
+    segno.make(enrolment.uri, error="m").terminal(compact=True)
+    return 0

@@ -1,8 +1,10 @@
 """The verbs, Telegram-free: shared by the Telegram handlers and the console.
 
-Each verb declares the least role that may use it and whether it is destructive; the gate
-enforces that in one place (``authorize``). Arguments from chat are validated here (target names
-must exist, numbers are bounded) and are never joined into a shell string.
+``VERBS`` and ``BUTTONS`` are the authorization table: each verb and each kind of button
+declares the least role that may use it and whether it is destructive. ``dispatch`` enforces
+it for verbs, the button handler for taps (tests/test_authz_matrix.py proves both). Arguments
+from chat are validated here (target names must exist, numbers are bounded) and are never
+joined into a shell string.
 """
 
 from __future__ import annotations
@@ -530,6 +532,42 @@ VERBS: dict[str, Verb] = {
 }
 
 
+# --------------------------------------------------------------------------- buttons
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonSpec:
+    """One kind of inline button: its data is ``key`` or ``key:ARG`` (≤ 64 bytes in all).
+
+    ``role`` is the least role whose tap does anything (the handlers check it before acting);
+    ``verb`` is the verb a tap runs with ARG as its argument, if any. Approve and Deny have
+    finer rules on top, in approvals.py: only another admin approves; an admin denies, and the
+    requester may cancel their own request.
+    """
+
+    key: str
+    role: Role
+    summary: str
+    destructive: bool = False
+    verb: str | None = None
+
+
+BUTTONS: dict[str, ButtonSpec] = {
+    b.key: b
+    for b in (
+        ButtonSpec("h", Role.viewer, "refresh health (all, or h:TARGET)", verb="health"),
+        ButtonSpec("l", Role.viewer, "a target's logs (l:TARGET)", verb="logs"),
+        ButtonSpec("a", Role.admin, "approve a request (a:ID)", destructive=True),
+        ButtonSpec("d", Role.operator, "deny, or cancel one's own request (d:ID)"),
+        ButtonSpec("al", Role.viewer, "an alert's target's logs (al:ID)", verb="logs"),
+        ButtonSpec("ar", Role.operator, "restart an alert's target (ar:ID)", True, verb="restart"),
+        ButtonSpec("as", Role.operator, "silence an alert's target for 1 h (as:ID)"),
+        ButtonSpec("ak", Role.operator, "acknowledge an alert (ak:ID)"),
+        ButtonSpec("ai", Role.operator, "declare an incident from an alert (ai:ID)"),
+    )
+}
+
+
 # --------------------------------------------------------------------------- dispatch
 
 
@@ -569,7 +607,8 @@ async def dispatch_outcome(
             user=caller.user_id,
             chat=caller.chat_id,
             verb=verb_name,
-            args=[a[:64] for a in args[:8]],
+            # Redacted whole before it is cut: a key split into words is still a key.
+            args=[a[:64] for a in services.redactor.redact(" ".join(args)).split()[:8]],
             outcome=outcome,
             duration=round(time.monotonic() - started, 3),
             digest=digest(reply.text + reply.block),

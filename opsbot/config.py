@@ -443,6 +443,32 @@ class Monitor(_Model):
     )
 
 
+class TargetApprovals(_Model):
+    """Per-target approval rules, overriding ``approvals`` for this target."""
+
+    required: Annotated[int, Field(ge=1, le=5)] | None = None
+    step_up: Literal["none", "totp"] | None = None
+    allowed_hours: str | None = None
+
+    @field_validator("allowed_hours")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_window(value)
+        return value
+
+
+def parse_window(text: str) -> tuple[int, int]:
+    """``"09:00-18:00"`` → minutes of the day (start, end); end < start wraps past midnight."""
+    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", text)
+    if not match:
+        raise ValueError(f"expected HH:MM-HH:MM (UTC), not {text!r}")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59:
+        raise ValueError(f"not a time of day in {text!r}")
+    return h1 * 60 + m1, h2 * 60 + m2
+
+
 class _TargetBase(_Model):
     endpoint: Name = "local"
     description: str = ""
@@ -459,6 +485,9 @@ class _TargetBase(_Model):
     monitor: Monitor | None = Field(default=None, description="Default: alerts.monitor.")
     verify_deadline: Seconds = Field(
         default=60.0, description="After restart/rollback, how long to wait for healthy."
+    )
+    approvals: TargetApprovals | None = Field(
+        default=None, description="required / step_up / allowed_hours for this target."
     )
 
 
@@ -626,6 +655,28 @@ class ApprovalPolicy(_Model):
     rollback: bool = True
     restore: bool = True
     backup: bool = Field(default=False, description="Backups are not destructive by default.")
+    step_up: Literal["none", "totp"] = Field(
+        default="none",
+        description="totp: after Approve, the approver sends a TOTP code in a private chat.",
+    )
+    step_up_actions: list[str] = Field(
+        default_factory=list, description="Only these actions need step-up (default: all)."
+    )
+    step_up_timeout: Seconds = Field(default=60.0, description="Seconds to send the code.")
+    allowed_hours: str | None = Field(
+        default=None, description="Change window, UTC: HH:MM-HH:MM (may wrap past midnight)."
+    )
+    totp_key: SecretStr | None = Field(
+        default=None, description="Fernet key encrypting TOTP secrets in the store."
+    )
+    totp_key_file: Path | None = None
+
+    @field_validator("allowed_hours")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_window(value)
+        return value
 
 
 class AlertSettings(_Model):
@@ -656,6 +707,9 @@ class WebSettings(_Model):
     )
     hmac_secret_file: Path | None = None
     max_body_bytes: Annotated[int, Field(ge=1024, le=50_000_000)] = 1_000_000
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without the bearer token (loopback only)."
+    )
 
     @model_validator(mode="after")
     def _needs_auth(self) -> WebSettings:

@@ -13,7 +13,7 @@ import time
 from typing import Literal
 
 from opsbot.config import Settings
-from opsbot.redact import RedactingFilter, Redactor
+from opsbot.redact import Redactor, install_log_redaction
 
 LogFormat = Literal["text", "json"]
 CHATTY = ("apscheduler", "asyncssh", "telegram.ext", "aiohttp.access", "docker", "urllib3")
@@ -36,14 +36,15 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(settings: Settings, fmt: LogFormat = "text") -> None:
-    """Log to stderr; every record passes through the redactor first."""
+    """Log to stderr; every line (tracebacks included) passes through the redactor."""
     handler = logging.StreamHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(Redactor(settings.secrets())))
     logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
+    # Messages, exception text and tracebacks alike; uncaught exceptions too (sys.excepthook).
+    install_log_redaction(Redactor(settings.secrets()))
     libraries = logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
     for name in CHATTY:
         logging.getLogger(name).setLevel(libraries)

@@ -28,8 +28,10 @@ from opsbot.incidents import Incidents
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
 from opsbot.redact import Redactor
+from opsbot.stepup import TargetRules
 from opsbot.store import Store
 from opsbot.store.factory import open_store
+from opsbot.store.redacting import RedactingStore
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +75,13 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         redactor = Redactor(settings.secrets())
-        store = open_store(settings)
+        store = RedactingStore(open_store(settings), redactor)
         return cls(
             settings=settings,
             redactor=redactor,
             store=store,
             audit=Audit(store),
-            approvals=Approvals(store, settings.approvals),
+            approvals=Approvals(store, settings.approvals, TargetRules(settings)),
             http=httpx.AsyncClient(follow_redirects=False),
         )
 

@@ -6,9 +6,10 @@ Routes:
   :class:`AlertEvent` per alert, source ``alertmanager``.
 - ``POST /alerts/webhook`` — a generic JSON object ``{target, severity, summary, fingerprint?,
   status?, labels?}`` or a list of them, source ``webhook``.
-- ``GET /healthz`` — ``{"status": "ok", ...}``, no auth.
-- ``GET /metrics`` — Prometheus text exposition, no auth: meant for loopback or internal
-  scraping; do not publish it (bind ``web.host`` to loopback or filter it at the proxy).
+- ``GET /healthz`` — ``{"status": "ok"}`` (503 ``{"status": "error"}`` when the health
+  callback fails), no auth, and nothing more: it is what a load balancer may ask anyone.
+- ``GET /metrics`` — Prometheus text exposition, behind ``Authorization: Bearer <web.token>``
+  (Prometheus' ``authorization`` scrape setting) unless ``web.metrics_public: true``.
 - ``GET /status``, ``/status.json``, ``/status.atom`` — the status page, when one is passed
   (``statuspage.py``).
 - ``POST <path of telegram.webhook.url>`` (webhook mode) — Telegram's updates, accepted only
@@ -142,16 +143,21 @@ class WebServer:
     # ------------------------------------------------------------------ handlers
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = {"status": "ok"}
+        """Up or not, nothing more: the callback's details stay in the log."""
         if self._healthy is not None:
             try:
-                body.update(await self._healthy())
+                details = await self._healthy()
             except Exception as exc:
                 log.warning("healthz: health callback failed: %s", type(exc).__name__)
-                return _json({"status": "error", "error": type(exc).__name__}, 503)
-        return _json(body, 200)
+                return _json({"status": "error"}, 503)
+            if details.get("status", "ok") != "ok":
+                return _json({"status": "error"}, 503)
+        return _json({"status": "ok"}, 200)
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
+        if not self._web.metrics_public and not self._bearer_ok(request):
+            rejected = _Rejected(401, "unauthorized", "metrics need the bearer token")
+            return self._reject(request, rejected)
         return web.Response(
             body=self._metrics.render(), headers={"Content-Type": self._metrics.content_type}
         )

@@ -20,17 +20,21 @@ from opsbot.handlers.commands import CommandHandlers
 from opsbot.handlers.errors import ErrorReporter
 from opsbot.handlers.gate import Gate
 from opsbot.handlers.ingress import UpdateDedup
+from opsbot.handlers.stepup import StepUpHandlers
 from opsbot.services import Services
 
 
 def register(application: Application, services: Services) -> Gate:  # type: ignore[type-arg]
     gate = Gate(services)
-    handlers = CommandHandlers(gate)
+    stepup = StepUpHandlers(gate)
+    handlers = CommandHandlers(gate, stepup)
     application.add_handler(TypeHandler(Update, UpdateDedup(services)), group=-2)
     application.add_handler(TypeHandler(Update, gate), group=-1)
     application.add_handler(
         MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, handlers.on_command)
     )
+    code = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE & filters.Regex(r"^\s*\d{6}\s*$")
+    application.add_handler(MessageHandler(code, stepup.on_code))
     application.add_handler(CallbackQueryHandler(handlers.on_button))
     application.add_error_handler(ErrorReporter(services))
     return gate

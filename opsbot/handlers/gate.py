@@ -52,6 +52,9 @@ class Gate:
             raise ApplicationHandlerStop
         if update.message and not _addressed_to_us(update, context.bot.username):
             raise ApplicationHandlerStop
+        if update.message and update.message.forward_origin is not None:
+            # A forwarded command was written by someone else, for another moment: never run.
+            raise ApplicationHandlerStop
         if self.admitted(update) is not None and update.inline_query is None:
             if await self._stale(update):
                 raise ApplicationHandlerStop
@@ -98,7 +101,7 @@ class Gate:
             username=user.username if user else None,
             chat=chat.id if chat else None,
             kind=kind,
-            text=(message.text or "")[:64] if message else None,
+            text=self.services.redactor.redact(message.text or "")[:64] if message else None,
         )
         key = (user.id if user else 0, chat.id if chat else 0)
         now = time.monotonic()
