@@ -57,6 +57,10 @@ VERB_ARGS: dict[str, str] = {
     "unsilence": "nosuch",
     "incident": "list",
     "help": "",
+    "backups": "",
+    "oncall": "",
+    "approve": "nosuch",
+    "deny": "nosuch",
 }
 # What each kind of button carries in its row ({alert} and {request} are filled in).
 BUTTON_DATA: dict[str, str] = {
