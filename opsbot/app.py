@@ -26,6 +26,7 @@ from opsbot.commands import VERBS
 from opsbot.config import Role, Settings
 from opsbot.errors import ConfigError
 from opsbot.handlers.notifier import TelegramNotifier
+from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.incidents import Incidents
 from opsbot.services import Services
 from opsbot.web import WebServer
@@ -52,8 +53,10 @@ def build_application(settings: Settings, services: Services | None = None) -> A
         (settings.data_dir / "heartbeat").touch()
 
     web: list[WebServer] = []
+    workers: list[OutboxWorker] = []
 
     async def post_init(application: AnyApplication) -> None:
+        workers.append(start_outbox(application, services))
         await publish_commands(application, settings)
         assert application.job_queue is not None  # the job-queue extra is a dependency
         await heartbeat()
@@ -66,6 +69,8 @@ def build_application(settings: Settings, services: Services | None = None) -> A
     async def post_shutdown(application: AnyApplication) -> None:
         for server in web:
             await server.stop()
+        for worker in workers:
+            await worker.stop()
         await services.close()
 
     application = (
@@ -82,6 +87,13 @@ def build_application(settings: Settings, services: Services | None = None) -> A
     )
     handlers.register(application, services)
     return application
+
+
+def start_outbox(application: AnyApplication, services: Services) -> OutboxWorker:
+    """The worker that delivers the outbox (every replica runs one; they share the work)."""
+    worker = OutboxWorker(services.outbox, application.bot)
+    worker.start()
+    return worker
 
 
 async def start_alerting(application: AnyApplication, services: Services) -> WebServer | None:

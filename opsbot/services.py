@@ -25,6 +25,7 @@ from opsbot.executors.local import LocalExecutor
 from opsbot.executors.ssh import SSHHost, SSHPool
 from opsbot.incidents import Incidents
 from opsbot.metrics import Metrics
+from opsbot.outbox import Outbox, OutboxNotifier, Priority
 from opsbot.redact import Redactor
 from opsbot.store import Store
 from opsbot.store.factory import open_store
@@ -55,6 +56,7 @@ class Services:
     audit: Audit
     approvals: Approvals
     http: httpx.AsyncClient
+    outbox: Outbox
     ssh: SSHPool = field(default_factory=SSHPool)
     local: LocalExecutor = field(default_factory=LocalExecutor)
     metrics: Metrics = field(default_factory=Metrics)
@@ -73,7 +75,12 @@ class Services:
             audit=Audit(store),
             approvals=Approvals(store, settings.approvals),
             http=httpx.AsyncClient(follow_redirects=False),
+            outbox=Outbox(store),
         )
+
+    def notifier(self, priority: Priority = Priority.reply) -> OutboxNotifier:
+        """The one way out to the chat: the outbox, redacted, at ``priority``."""
+        return OutboxNotifier(self.outbox, self.redactor, priority)
 
     @property
     def backups_dir(self) -> Path:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from telegram import Update
+from telegram import CallbackQuery, Update
+from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from opsbot import operations
@@ -13,8 +14,8 @@ from opsbot.alerts import Alert
 from opsbot.commands import Caller, dispatch
 from opsbot.config import Role
 from opsbot.handlers.gate import Gate
-from opsbot.handlers.notifier import TelegramNotifier
-from opsbot.handlers.reply import edit_reply, send_reply
+from opsbot.outbox import Outbox
+from opsbot.render import Reply
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,14 @@ class CommandHandlers:
             verb = "help"
         reply = await dispatch(self.services, self._caller(update), verb, args)
         thread = message.message_thread_id if message.is_topic_message else None
-        sent = await send_reply(context.bot, message.chat_id, reply, thread_id=thread)
+        await self._reply(message.chat_id, reply, thread)
+
+    async def _reply(self, chat_id: int, reply: Reply, thread: int | None) -> None:
+        """Answer through the outbox; an approval card's ref is recorded before it is queued."""
+        ref = Outbox.new_ref()
         if reply.request_id is not None:
-            await self.services.approvals.attach_message(reply.request_id, sent.message_id)
+            await self.services.approvals.attach_message(reply.request_id, ref)
+        await self.services.notifier().send(chat_id, reply, thread_id=thread, ref=ref)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A tap on one of our buttons: refresh in place (health) or post logs."""
@@ -67,18 +73,18 @@ class CommandHandlers:
             return
         verb = _BUTTON_VERBS.get(key)
         if verb is None:
-            await query.answer("This button is no longer valid.")
+            await _answer(query, "This button is no longer valid.")
             return
-        await query.answer()
+        await _answer(query)
         reply = await dispatch(self.services, self._caller(update), verb, [arg] if arg else [])
         message = query.message
         if message is None or not hasattr(message, "edit_text"):
             return
-        if verb == "health":
-            await edit_reply(message, reply)  # type: ignore[arg-type]
+        if verb == "health" and reply.document is None:
+            await self.services.notifier().edit_message(message.chat.id, message.message_id, reply)
         else:
             thread = getattr(message, "message_thread_id", None)
-            await send_reply(context.bot, message.chat.id, reply, thread_id=thread)
+            await self._reply(message.chat.id, reply, thread)
 
     async def _decide(
         self, update: Update, context: ContextTypes.DEFAULT_TYPE, request_id: str, approve: bool
@@ -89,13 +95,9 @@ class CommandHandlers:
         person = self.gate.admitted(update)
         assert person is not None  # the gate ran first
         toast, runner = await operations.decide(
-            self.services,
-            person,
-            request_id,
-            approve,
-            TelegramNotifier(context.bot, self.services.redactor),
+            self.services, person, request_id, approve, self.services.notifier()
         )
-        await query.answer(toast[:200])
+        await _answer(query, toast[:200])
         if runner is not None:
             await runner()
 
@@ -109,29 +111,27 @@ class CommandHandlers:
         caller = self._caller(update)
         alert = await engine.get(alert_id) if engine is not None else None
         if engine is None or alert is None:
-            await query.answer("This alert is no longer known.")
+            await _answer(query, "This alert is no longer known.")
             return
         if key != "al" and not caller.role.allows(Role.operator):
-            await query.answer("That needs the operator role.")
+            await _answer(query, "That needs the operator role.")
             return
         if key == "ak":
-            await query.answer((await engine.ack(alert_id, caller.person))[:200])
+            await _answer(query, (await engine.ack(alert_id, caller.person))[:200])
             return
         if key == "as":
-            await query.answer((await engine.silence_alert(alert_id, caller.person))[:200])
+            await _answer(query, (await engine.silence_alert(alert_id, caller.person))[:200])
             return
         if key == "ai":
-            await query.answer(await self._declare_from(alert, caller))
+            await _answer(query, await self._declare_from(alert, caller))
             return
-        await query.answer()
+        await _answer(query)
         verb = "logs" if key == "al" else "restart"
         reply = await dispatch(self.services, caller, verb, [alert.target or "?"])
         chat_id = caller.chat_id
         if chat_id is None:
             return
-        sent = await send_reply(context.bot, chat_id, reply, thread_id=caller.thread_id)
-        if reply.request_id is not None:
-            await self.services.approvals.attach_message(reply.request_id, sent.message_id)
+        await self._reply(chat_id, reply, caller.thread_id)
 
     async def _declare_from(self, alert: Alert, caller: Caller) -> str:
         """Declare incident on an alert: P1 for critical, P2 otherwise, its target involved."""
@@ -147,3 +147,12 @@ class CommandHandlers:
             alert=alert.id, target=alert.target,
         )  # fmt: skip
         return f"{declared.id} declared ({severity})."
+
+
+async def _answer(query: CallbackQuery, text: str | None = None) -> None:
+    """The tap's toast, sent directly: it is only a courtesy, so its failure (a late tap's
+    400 "query is too old", an outage) is logged and never stops what the tap does."""
+    try:
+        await query.answer(text)
+    except TelegramError as exc:
+        log.info("could not answer a button tap: %s", exc)
