@@ -19,7 +19,7 @@ from telegram import (
 )
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
-from opsbot import handlers, monitor, timeline
+from opsbot import handlers, monitor, operations, timeline
 from opsbot.alerts import AlertEngine
 from opsbot.checks import check_all
 from opsbot.commands import VERBS
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 AnyApplication = Application[Any, Any, Any, Any, Any, Any]
 TICK_SECONDS = 3.0  # how often the alert engine flushes edits, digests, reminders
+REAP_SECONDS = 2.0  # how often expired and stranded approval requests are settled
 
 
 def build_application(settings: Settings, services: Services | None = None) -> AnyApplication:
@@ -57,6 +58,7 @@ def build_application(settings: Settings, services: Services | None = None) -> A
 
     async def post_init(application: AnyApplication) -> None:
         workers.append(start_outbox(application, services))
+        start_reaper(application, services)
         await publish_commands(application, settings)
         assert application.job_queue is not None  # the job-queue extra is a dependency
         await heartbeat()
@@ -94,6 +96,17 @@ def start_outbox(application: AnyApplication, services: Services) -> OutboxWorke
     worker = OutboxWorker(services.outbox, application.bot)
     worker.start()
     return worker
+
+
+def start_reaper(application: AnyApplication, services: Services) -> None:
+    """Expire requests at their expiry; run or fail approved requests a crash left behind."""
+    jobs = application.job_queue
+    assert jobs is not None
+
+    async def reap(context: object) -> None:
+        await operations.reap(services, services.notifier(), application.create_task)
+
+    jobs.run_repeating(reap, interval=REAP_SECONDS, first=1.0, name="requests-reaper")
 
 
 async def start_alerting(application: AnyApplication, services: Services) -> WebServer | None:
