@@ -28,6 +28,7 @@ from opsbot.errors import ConfigError
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.incidents import Incidents
+from opsbot.outbox import OutboxNotifier, Priority
 from opsbot.services import Services
 from opsbot.web import WebServer
 
@@ -114,7 +115,10 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     settings = services.settings
     jobs = application.job_queue
     assert jobs is not None
-    notifier = TelegramNotifier(application.bot, services.redactor)
+    # Alerts and incident cards leave through the outbox, behind command replies; topics are
+    # made directly (their thread id is needed at once).
+    topics = TelegramNotifier(application.bot, services.redactor).create_topic
+    notifier = OutboxNotifier(services.outbox, services.redactor, Priority.alert, topics=topics)
     engine = AlertEngine(services.store, settings, notifier, metrics=services.metrics)
     services.alerts = engine
 

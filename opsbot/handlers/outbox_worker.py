@@ -43,6 +43,7 @@ class OutboxWorker:
         self.idle = idle
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.passes = 0
         self._chats = asyncio.Semaphore(8)
 
     def start(self) -> None:
@@ -78,6 +79,7 @@ class OutboxWorker:
     async def run_once(self) -> bool:
         """One pass over every chat with work; True when something moved."""
         due = await self.outbox.due()
+        self.passes += 1
         moved = await asyncio.gather(*(self._chat(c, e) for c, e in due.items()))
         return any(moved)
 
