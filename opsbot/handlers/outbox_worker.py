@@ -120,8 +120,9 @@ class OutboxWorker:
             claimed = await self.outbox.claim(entry, self.owner)
             if claimed is None:
                 return True  # changed since the scan: look again
-            await self._deliver(claimed, where)
             moved = True
+            if not await self._deliver(claimed, where):
+                return moved  # to be retried: what follows waits behind it
         return moved
 
     async def _where(self, ref: int) -> JSONDoc:
@@ -132,13 +133,15 @@ class OutboxWorker:
             return {"message_id": ref}
         return {"lost": "unknown message"}
 
-    async def _deliver(self, entry: Entry, where: JSONDoc | None) -> None:
+    async def _deliver(self, entry: Entry, where: JSONDoc | None) -> bool:
+        """One Bot API call; False when the entry is to be retried."""
         try:
             message_id = await self._call(entry, where)
         except RetryAfter as exc:
             seconds = _seconds(exc)
             await self.outbox.pace.pause(entry.chat, seconds)
             await self.outbox.retry(entry, seconds, str(exc))
+            return False
         except BadRequest as exc:
             if "not modified" in str(exc).lower():
                 await self.outbox.delivered(entry, None)
@@ -146,6 +149,7 @@ class OutboxWorker:
                 await self.outbox.failed(entry, str(exc))
         except NetworkError as exc:  # 5xx, connection errors and timeouts
             await self.outbox.retry(entry, None, str(exc) or type(exc).__name__)
+            return False
         except TelegramError as exc:  # Forbidden and the like: retrying will not help
             if entry.kind == "pin":
                 log.warning("could not pin a message in %s: %s", entry.chat, exc)
@@ -153,8 +157,10 @@ class OutboxWorker:
         except Exception as exc:
             log.exception("outbox: delivering %s in chat %s", entry.kind, entry.chat)
             await self.outbox.retry(entry, None, repr(exc))
+            return False
         else:
             await self.outbox.delivered(entry, message_id)
+        return True
 
     async def _call(self, entry: Entry, where: JSONDoc | None) -> int | None:
         chat, reply = entry.chat, entry.reply
