@@ -9,6 +9,8 @@ result to the incident chat. Messages go out through the ``Notifier`` port.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 LOCK_TTL_MARGIN = 120.0
 REAP_GRACE = 15.0  # an approved request not started after this long is taken over
+RUN_LEASE = 15.0  # a running action renews its lease; a dead replica's lapses this fast
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,15 +282,29 @@ async def perform(services: Services, filed: Request, notifier: Notifier | None)
     owner = json.dumps({"action": filed.action, "by": filed.requester.name, "at": time.time(),
                         "request": filed.id})  # fmt: skip
     run_lease = f"run:{filed.id}"
-    if await services.store.acquire(run_lease, owner, ttl=_run_ttl(target)) is not None:
+    if await services.store.acquire(run_lease, owner, ttl=RUN_LEASE) is not None:
         return Outcome(False, "already running")
+    renewing = asyncio.create_task(_renew(services, run_lease, owner))
     try:
         started = await services.approvals.start(filed.id)
         if started is None:
             return Outcome(False, "already started")
         return await _perform(services, started, target, owner, notifier)
     finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
         await services.store.release(run_lease, owner)
+
+
+async def _renew(services: Services, lease: str, owner: str) -> None:
+    """Keep the run lease while the action runs: it lapses within RUN_LEASE of a crash."""
+    while True:
+        await asyncio.sleep(RUN_LEASE / 3)
+        try:
+            await services.store.acquire(lease, owner, ttl=RUN_LEASE)
+        except Exception as exc:  # the store is briefly away: the run goes on
+            log.warning("could not renew %s: %s", lease, exc)
 
 
 async def _perform(

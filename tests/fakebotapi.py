@@ -766,14 +766,20 @@ class FakeBotAPI:
         hang: float | None = None,
         times: int = 1,
         skip: int = 0,
-    ) -> None:
+    ) -> _Fault:
         """From the ``skip+1``-th call of ``method`` on, fail ``times`` calls: with the error,
         or (``hang``) by holding the request that long and closing it unanswered, unprocessed
-        (the client sees a timeout)."""
+        (the client sees a timeout). ``fault.times`` is 0 once it has all happened."""
         fault = _Fault(method.lower(), skip, times, hang,
                        TelegramAPIError(error_code, description, retry_after))  # fmt: skip
         with self._cond:
             self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._cond:
+            self._faults.clear()
+            self._down_except = None
 
     def set_down(self, down: bool, *, except_methods: tuple[str, ...] = ()) -> None:
         """Down: every call (but ``except_methods``) answers 502 and changes nothing."""
