@@ -81,7 +81,9 @@ def build_application(settings: Settings, services: Services | None = None) -> A
         .token(telegram.token.get_secret_value())
         .base_url(f"{telegram.api_url}/bot")
         .base_file_url(f"{telegram.api_url}/file/bot")
-        .rate_limiter(AIORateLimiter(max_retries=2))
+        # Groups are paced (and 429s retried) by the outbox, shared by every replica; this
+        # keeps only the bot-wide 30/s.
+        .rate_limiter(AIORateLimiter(group_max_rate=0))
         .concurrent_updates(8)
         .get_updates_read_timeout(telegram.poll_timeout + 10)
         .post_init(post_init)
