@@ -48,7 +48,7 @@ REFS = "outbox-refs"  # ref -> the Telegram message it became
 PACE = "outbox-pace"
 REF_TTL = 30 * 86400.0
 MAX_AGE = 6 * 3600.0  # an entry not delivered by then is dropped
-MAX_BACKOFF = 10.0
+MAX_BACKOFF = 5.0
 DONE_TTL = 5.0  # a delivered entry lingers this long (so a late claimer sees it is done)
 
 
