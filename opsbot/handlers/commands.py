@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from telegram import CallbackQuery, Update
@@ -97,9 +98,14 @@ class CommandHandlers:
         toast, runner = await operations.decide(
             self.services, person, request_id, approve, self.services.notifier()
         )
-        await _answer(query, toast[:200])
-        if runner is not None:
-            await runner()
+        # The toast goes out beside the action, which never waits on it (a hung call would
+        # hold the action for PTB's whole timeout).
+        toasting = asyncio.create_task(_answer(query, toast[:200]))
+        try:
+            if runner is not None:
+                await runner()
+        finally:
+            await toasting
 
     async def _alert_button(
         self, update: Update, context: ContextTypes.DEFAULT_TYPE, key: str, alert_id: str
