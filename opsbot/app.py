@@ -69,6 +69,11 @@ def build_application(settings: Settings, services: Services | None = None) -> A
             web.append(server)
         log.info("opsbot is up as @%s", application.bot.username)
 
+    async def post_stop(application: AnyApplication) -> None:
+        """The outbox worker finishes its pass while the bot can still call Telegram."""
+        for worker in workers:
+            await worker.stop()
+
     async def post_shutdown(application: AnyApplication) -> None:
         for server in web:
             await server.stop()
@@ -87,6 +92,7 @@ def build_application(settings: Settings, services: Services | None = None) -> A
         .concurrent_updates(8)
         .get_updates_read_timeout(telegram.poll_timeout + 10)
         .post_init(post_init)
+        .post_stop(post_stop)
         .post_shutdown(post_shutdown)
         .build()
     )

@@ -91,7 +91,9 @@ async def ask_restart(chat: ChatSession) -> FakeMessage:
     )  # fmt: skip
 
 
-async def final_card(fake: FakeBotAPI, card_id: int | None, state: str) -> FakeMessage:
+async def final_card(
+    fake: FakeBotAPI, card_id: int | None, state: str, timeout: float = 45
+) -> FakeMessage:
     return await fake.wait_for_message(
         OPS.id,
         lambda m: (
@@ -233,7 +235,8 @@ async def test_opsbot_sigkilled_mid_action_runs_it_once_and_the_card_says_so(
     second = start_opsbot(path)
     try:
         await fake.wait_for_call("getUpdates", since=calls, timeout=30)
-        failed = await final_card(fake, card.message_id, "failed")
+        # The dead run's lease lapses (RUN_LEASE, 15 s), then the reaper settles it.
+        failed = await final_card(fake, card.message_id, "failed", timeout=90)
     finally:
         second.send_signal(signal.SIGTERM)
         _, stderr = second.communicate(timeout=30)
