@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "outbox"  # entries waiting or in flight (a small namespace: scanned)
 REFS = "outbox-refs"  # ref -> the Telegram message it became
 PACE = "outbox-pace"
+FILES = "outbox-files"  # a document's bytes, apart from its entry (entries are scanned)
 REF_TTL = 30 * 86400.0
 MAX_AGE = 6 * 3600.0  # an entry not delivered by then is dropped
 MAX_BACKOFF = 5.0
@@ -72,8 +73,8 @@ def reply_to_doc(reply: Reply) -> JSONDoc:
 
 def reply_from_doc(doc: JSONDoc) -> Reply:
     document = None
-    if (d := doc.get("document")) is not None:
-        document = Document(d["filename"], base64.b64decode(d["content"]), d["raw"])
+    if (d := doc.get("document")) is not None:  # the bytes may be apart, under d["file"]
+        document = Document(d["filename"], base64.b64decode(d.get("content", "")), d["raw"])
     buttons = tuple(Button(label, data) for label, data in doc.get("buttons", []))
     return Reply(text=doc["text"], block=doc["block"], document=document, buttons=buttons)
 
@@ -177,8 +178,12 @@ class Outbox:
     ) -> int:
         """Queue a new message; returns its ref (valid for ``edit``/``pin`` at once)."""
         ref = ref or self.new_ref()
-        doc = self._doc("send", chat, priority, ref=ref, thread=thread_id,
-                        reply=reply_to_doc(reply))  # fmt: skip
+        body = reply_to_doc(reply)
+        if "document" in body:  # large: stored once, read only when it is sent
+            content = body["document"].pop("content")
+            await self.store.put(FILES, str(ref), {"content": content}, ttl=MAX_AGE)
+            body["document"]["file"] = str(ref)
+        doc = self._doc("send", chat, priority, ref=ref, thread=thread_id, reply=body)
         await self.store.put(NAMESPACE, f"s{ref}", doc, ttl=MAX_AGE)
         self.wakeup.set()
         return ref
@@ -252,6 +257,24 @@ class Outbox:
         stored = await self.store.get(NAMESPACE, f"s{ref}")
         return stored is not None and stored.value["state"] != "done"
 
+    async def reply_of(self, entry: Entry) -> Reply | None:
+        """The entry's reply with its document's bytes, read for delivery."""
+        reply, body = entry.reply, entry.doc.get("reply") or {}
+        file = (body.get("document") or {}).get("file")
+        if reply is None or reply.document is None or file is None:
+            return reply
+        stored = await self.store.get(FILES, file)
+        if stored is None:
+            raise LookupError(f"the document of {entry.key} is gone")
+        content = base64.b64decode(stored.value["content"])
+        return replace(reply, document=replace(reply.document, content=content))
+
+    async def _forget_file(self, entry: Entry) -> None:
+        if entry.kind == "send" and entry.ref is not None:
+            body = entry.doc.get("reply") or {}
+            if (body.get("document") or {}).get("file"):
+                await self.store.delete(FILES, str(entry.ref))
+
     async def claim(self, entry: Entry, owner: str) -> Entry | None:
         """Take the entry for delivery; None when another worker got it first."""
         now = self.clock()
@@ -267,6 +290,7 @@ class Outbox:
         if entry.ref is not None and message_id is not None and entry.kind in ("send", "edit"):
             await self.store.put(REFS, str(entry.ref), {"message_id": message_id}, ttl=REF_TTL)
         await self._settle(entry, None)
+        await self._forget_file(entry)
 
     async def failed(self, entry: Entry, reason: str) -> None:
         """The Bot API refused it for good (400, 403): drop it."""
@@ -275,6 +299,7 @@ class Outbox:
             lost = {"lost": reason, "thread": entry.thread}
             await self.store.put(REFS, str(entry.ref), lost, ttl=REF_TTL)
         await self._settle(entry, None)
+        await self._forget_file(entry)
 
     async def retry(self, entry: Entry, delay: float | None, reason: str) -> None:
         """Try again later: after ``delay`` (a 429's retry_after) or an exponential backoff."""
@@ -297,6 +322,7 @@ class Outbox:
                 lost = {"lost": "abandoned mid-call", "thread": entry.thread}
                 await self.store.put(REFS, str(entry.ref), lost, ttl=REF_TTL)
             await self._settle(entry, None)
+            await self._forget_file(entry)
             return
         await self._settle(entry, {})
 

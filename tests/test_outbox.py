@@ -19,8 +19,8 @@ from telegram import Bot
 from telegram.request import HTTPXRequest
 
 from opsbot.handlers.outbox_worker import OutboxWorker
-from opsbot.outbox import Outbox, Priority
-from opsbot.render import Reply
+from opsbot.outbox import FILES, Outbox, Priority
+from opsbot.render import Document, Reply
 from opsbot.store import Store
 from opsbot.store.redis import RedisStore
 from opsbot.store.sqlite import SQLiteStore
@@ -226,3 +226,24 @@ async def test_a_send_abandoned_mid_call_is_never_sent_twice_but_its_card_arrive
         await worker.stop()
     assert texts(fake.bot_messages(GROUP)) == ["card v2: done"]
     assert await outbox.message_id(ref) == fake.bot_messages(GROUP)[0].message_id
+
+
+async def test_a_document_is_kept_apart_and_sent_with_its_bytes(
+    open_store: OpenStore, bots: list[Bot], fake: FakeBotAPI
+) -> None:
+    store = open_store()
+    outbox = Outbox(store)
+    content = bytes(range(256)) * 4096  # 1 MiB, binary
+    ref = await outbox.send(GROUP, Reply("backup", document=Document("db.dump", content, True)))
+    [entry] = await outbox.pending()
+    assert "content" not in entry.doc["reply"]["document"]  # the scanned entry stays small
+    worker = OutboxWorker(outbox, bots[0])
+    worker.start()
+    try:
+        await drain(outbox)
+    finally:
+        await worker.stop()
+    [message] = fake.bot_messages(GROUP)
+    assert message.document_name == "db.dump" and message.document_bytes == content
+    assert message.caption == "backup"
+    assert await store.get(FILES, str(ref)) is None  # nothing left behind

@@ -154,6 +154,8 @@ class OutboxWorker:
             if entry.kind == "pin":
                 log.warning("could not pin a message in %s: %s", entry.chat, exc)
             await self.outbox.failed(entry, str(exc))
+        except LookupError as exc:  # its document expired from the store
+            await self.outbox.failed(entry, str(exc))
         except Exception as exc:
             log.exception("outbox: delivering %s in chat %s", entry.kind, entry.chat)
             await self.outbox.retry(entry, None, repr(exc))
@@ -163,11 +165,12 @@ class OutboxWorker:
         return True
 
     async def _call(self, entry: Entry, where: JSONDoc | None) -> int | None:
-        chat, reply = entry.chat, entry.reply
+        chat = entry.chat
         if entry.kind == "pin":
             assert where is not None
             await self.bot.pin_chat_message(chat, where["message_id"], disable_notification=True)
             return None
+        reply = await self.outbox.reply_of(entry)
         assert reply is not None
         if entry.kind == "send":
             return (await send_reply(self.bot, chat, reply, thread_id=entry.thread)).message_id
