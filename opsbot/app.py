@@ -102,7 +102,7 @@ def build_application(settings: Settings, services: Services | None = None) -> A
 
 def start_outbox(application: AnyApplication, services: Services) -> OutboxWorker:
     """The worker that delivers the outbox (every replica runs one; they share the work)."""
-    worker = OutboxWorker(services.outbox, application.bot)
+    worker = OutboxWorker(services.outbox, application.bot, metrics=services.metrics)
     worker.start()
     return worker
 

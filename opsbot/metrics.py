@@ -11,11 +11,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 # Why a webhook request was refused (the label values of webhook_rejected_total).
 REJECT_REASONS = ("unauthorized", "too_large", "bad_json", "bad_shape", "ingest_failed")
+
+# What became of an outbox call (the label values of outbox_calls_total).
+OUTBOX_OUTCOMES = ("delivered", "retried", "rate_limited", "dropped")
 
 EXECUTOR_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -57,6 +60,16 @@ class Metrics:
         )  # fmt: skip
         for reason in REJECT_REASONS:  # present (at 0) from the start, so rate() works
             self.webhook_rejected_total.labels(reason=reason)
+        self.outbox_calls_total = Counter(
+            "outbox_calls", "Bot API calls made by the outbox, by outcome.", ["outcome"],
+            namespace=namespace, registry=r,
+        )  # fmt: skip
+        for outcome in OUTBOX_OUTCOMES:
+            self.outbox_calls_total.labels(outcome=outcome)
+        self.outbox_pending = Gauge(
+            "outbox_pending", "Messages, edits and pins waiting in the outbox (last pass).",
+            namespace=namespace, registry=r,
+        )  # fmt: skip
 
     @contextmanager
     def time_executor(self, kind: str) -> Iterator[None]:

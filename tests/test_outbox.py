@@ -19,6 +19,7 @@ from telegram import Bot
 from telegram.request import HTTPXRequest
 
 from opsbot.handlers.outbox_worker import OutboxWorker
+from opsbot.metrics import OUTBOX_OUTCOMES, Metrics
 from opsbot.outbox import FILES, Outbox, Priority
 from opsbot.render import Document, Reply
 from opsbot.store import Store
@@ -173,7 +174,8 @@ async def test_retry_after_is_honoured_and_5xx_retried_and_400_dropped(
     started = time.monotonic()
     await outbox.send(GROUP, Reply("after a 429 and three 502s"))
     await outbox.send(GROUP, Reply("next in line"))
-    worker = OutboxWorker(outbox, bots[0])
+    metrics = Metrics()
+    worker = OutboxWorker(outbox, bots[0], metrics=metrics)
     worker.start()
     try:
         await drain(outbox)
@@ -185,6 +187,10 @@ async def test_retry_after_is_honoured_and_5xx_retried_and_400_dropped(
     finally:
         await worker.stop()
     assert took >= 2.0  # retry_after honoured
+    sample = metrics.registry.get_sample_value
+    counted = {o: sample("opsbot_outbox_calls_total", {"outcome": o}) for o in OUTBOX_OUTCOMES}
+    assert counted == {"rate_limited": 1, "retried": 3, "dropped": 1, "delivered": 3}
+    assert b"opsbot_outbox_pending 0.0" in metrics.render()
     assert texts(fake.bot_messages(GROUP)) == [
         "after a 429 and three 502s", "next in line", "still delivered",
     ]  # fmt: skip

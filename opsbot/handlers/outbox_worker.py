@@ -21,6 +21,7 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from opsbot.handlers.reply import keyboard, send_reply, to_html
+from opsbot.metrics import Metrics
 from opsbot.outbox import Entry, Outbox
 from opsbot.store import JSONDoc
 
@@ -35,9 +36,16 @@ def replica_id() -> str:
 
 class OutboxWorker:
     def __init__(
-        self, outbox: Outbox, bot: Bot, *, owner: str | None = None, idle: float = 0.5
+        self,
+        outbox: Outbox,
+        bot: Bot,
+        *,
+        owner: str | None = None,
+        idle: float = 0.5,
+        metrics: Metrics | None = None,
     ) -> None:
         self.outbox = outbox
+        self.metrics = metrics
         self.bot = bot
         self.owner = owner or replica_id()
         self.idle = idle
@@ -79,6 +87,8 @@ class OutboxWorker:
     async def run_once(self) -> bool:
         """One pass over every chat with work; True when something moved."""
         due = await self.outbox.due()
+        if self.metrics is not None:
+            self.metrics.outbox_pending.set(sum(len(entries) for entries in due.values()))
         self.passes += 1
         moved = await asyncio.gather(*(self._chat(c, e) for c, e in due.items()))
         return any(moved)
@@ -135,34 +145,42 @@ class OutboxWorker:
 
     async def _deliver(self, entry: Entry, where: JSONDoc | None) -> bool:
         """One Bot API call; False when the entry is to be retried."""
+        outcome = await self._attempt(entry, where)
+        if self.metrics is not None:
+            self.metrics.outbox_calls_total.labels(outcome=outcome).inc()
+        return outcome in ("delivered", "dropped")
+
+    async def _attempt(self, entry: Entry, where: JSONDoc | None) -> str:
         try:
             message_id = await self._call(entry, where)
         except RetryAfter as exc:
             seconds = _seconds(exc)
             await self.outbox.pace.pause(entry.chat, seconds)
             await self.outbox.retry(entry, seconds, str(exc))
-            return False
+            return "rate_limited"
         except BadRequest as exc:
             if "not modified" in str(exc).lower():
                 await self.outbox.delivered(entry, None)
-            else:
-                await self.outbox.failed(entry, str(exc))
+                return "delivered"
+            await self.outbox.failed(entry, str(exc))
+            return "dropped"
         except NetworkError as exc:  # 5xx, connection errors and timeouts
             await self.outbox.retry(entry, None, str(exc) or type(exc).__name__)
-            return False
+            return "retried"
         except TelegramError as exc:  # Forbidden and the like: retrying will not help
             if entry.kind == "pin":
                 log.warning("could not pin a message in %s: %s", entry.chat, exc)
             await self.outbox.failed(entry, str(exc))
+            return "dropped"
         except LookupError as exc:  # its document expired from the store
             await self.outbox.failed(entry, str(exc))
+            return "dropped"
         except Exception as exc:
             log.exception("outbox: delivering %s in chat %s", entry.kind, entry.chat)
             await self.outbox.retry(entry, None, repr(exc))
-            return False
-        else:
-            await self.outbox.delivered(entry, message_id)
-        return True
+            return "retried"
+        await self.outbox.delivered(entry, message_id)
+        return "delivered"
 
     async def _call(self, entry: Entry, where: JSONDoc | None) -> int | None:
         chat = entry.chat
