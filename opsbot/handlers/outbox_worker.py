@@ -27,6 +27,8 @@ from opsbot.store import JSONDoc
 
 log = logging.getLogger(__name__)
 
+CHAT_LEASE = 30.0  # one replica delivers a chat at a time; a dead one's lease lapses this fast
+CHAT_PASS = 10.0  # a pass over one chat stops starting calls after this long
 TELEGRAM_ID_LIMIT = 2**31  # refs are above it; a smaller "ref" is a message id from before
 
 
@@ -96,7 +98,7 @@ class OutboxWorker:
     async def _chat(self, chat: int, entries: list[Entry]) -> bool:
         async with self._chats:
             lease = f"outbox-chat:{chat}"
-            if await self.outbox.store.acquire(lease, self.owner, self.outbox.lease) is not None:
+            if await self.outbox.store.acquire(lease, self.owner, CHAT_LEASE) is not None:
                 return False  # another replica delivers this chat now
             try:
                 return await self._deliver_chat(chat, entries)
@@ -105,8 +107,11 @@ class OutboxWorker:
 
     async def _deliver_chat(self, chat: int, entries: list[Entry]) -> bool:
         moved = False
+        started = self.outbox.clock()
         for entry in entries:
             now = self.outbox.clock()
+            if now - started > CHAT_PASS:
+                return moved  # well within the chat's lease; the next pass goes on
             if entry.state == "claimed":
                 if entry.lease_until > now:
                     return moved  # in flight elsewhere: the chat keeps its order
