@@ -24,7 +24,7 @@ from telegram import (
 from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
-from opsbot import backup_schedule, handlers, monitor, timeline
+from opsbot import backup_schedule, handlers, monitor, operations, timeline
 from opsbot.alerts import AlertEngine
 from opsbot.checks import check_all
 from opsbot.commands import VERBS
@@ -32,8 +32,10 @@ from opsbot.config import Role, Settings
 from opsbot.errors import ConfigError
 from opsbot.escalation import Escalator
 from opsbot.handlers.notifier import TelegramNotifier
+from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.incidents import Incidents
 from opsbot.leases import Lease, only_when_leading, replica_id
+from opsbot.outbox import OutboxNotifier, Priority
 from opsbot.services import Services
 from opsbot.status_history import recording_ingest
 from opsbot.statuspage import StatusPage
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 AnyApplication = Application[Any, Any, Any, Any, Any, Any]
 TICK_SECONDS = 3.0  # how often the alert engine flushes edits, digests, reminders
 _SERVICES, _LEASE = "opsbot.services", "opsbot.leader"  # keys in application.bot_data
+REAP_SECONDS = 2.0  # how often expired and stranded approval requests are settled
 
 
 def build_application(settings: Settings, services: Services | None = None) -> AnyApplication:
@@ -62,8 +65,11 @@ def build_application(settings: Settings, services: Services | None = None) -> A
         (settings.data_dir / "heartbeat").touch()
 
     web: list[WebServer] = []
+    workers: list[OutboxWorker] = []
 
     async def post_init(application: AnyApplication) -> None:
+        workers.append(start_outbox(application, services))
+        start_reaper(application, services)
         await publish_commands(application, settings)
         assert application.job_queue is not None  # the job-queue extra is a dependency
         await heartbeat()
@@ -76,12 +82,19 @@ def build_application(settings: Settings, services: Services | None = None) -> A
             web.append(server)
         log.info("opsbot is up as @%s", application.bot.username)
 
+    async def post_stop(application: AnyApplication) -> None:
+        """The outbox worker finishes its pass while the bot can still call Telegram."""
+        for worker in workers:
+            await worker.stop()
+
     async def post_shutdown(application: AnyApplication) -> None:
         lease = leader_lease(application)
         if lease is not None:
             await lease.stop()
         for server in web:
             await server.stop()
+        for worker in workers:
+            await worker.stop()
         await services.close()
 
     application = (
@@ -89,10 +102,13 @@ def build_application(settings: Settings, services: Services | None = None) -> A
         .token(telegram.token.get_secret_value())
         .base_url(f"{telegram.api_url}/bot")
         .base_file_url(f"{telegram.api_url}/file/bot")
-        .rate_limiter(AIORateLimiter(max_retries=2))
+        # Groups are paced (and 429s retried) by the outbox, shared by every replica; this
+        # keeps only the bot-wide 30/s.
+        .rate_limiter(AIORateLimiter(group_max_rate=0))
         .concurrent_updates(8)
         .get_updates_read_timeout(telegram.poll_timeout + 10)
         .post_init(post_init)
+        .post_stop(post_stop)
         .post_shutdown(post_shutdown)
         .build()
     )
@@ -123,13 +139,33 @@ def services_of(application: AnyApplication) -> Services:
     return services
 
 
+def start_outbox(application: AnyApplication, services: Services) -> OutboxWorker:
+    """The worker that delivers the outbox (every replica runs one; they share the work)."""
+    worker = OutboxWorker(services.outbox, application.bot, metrics=services.metrics)
+    worker.start()
+    return worker
+
+
+def start_reaper(application: AnyApplication, services: Services) -> None:
+    """Expire requests at their expiry; run or fail approved requests a crash left behind."""
+    jobs = application.job_queue
+    assert jobs is not None
+
+    async def reap(context: object) -> None:
+        await operations.reap(services, services.notifier(), application.create_task)
+
+    jobs.run_repeating(reap, interval=REAP_SECONDS, first=1.0, name="requests-reaper")
+
+
 async def start_alerting(application: AnyApplication, services: Services) -> WebServer | None:
     """Alert engine, incidents, their periodic tick, the monitor's rounds, the web server."""
     settings = services.settings
     jobs = application.job_queue
     assert jobs is not None
-    notifier = TelegramNotifier(application.bot, services.redactor)
-    services.notifier = notifier
+    # Alerts and incident cards leave through the outbox, behind command replies; topics are
+    # made directly (their thread id is needed at once).
+    topics = TelegramNotifier(application.bot, services.redactor).create_topic
+    notifier = OutboxNotifier(services.outbox, services.redactor, Priority.alert, topics=topics)
     engine = AlertEngine(services.store, settings, notifier, metrics=services.metrics)
     services.alerts = engine
 

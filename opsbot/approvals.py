@@ -26,6 +26,8 @@ class Rules(Protocol):
 
     def refusal(self, target: str, action: str, now: float) -> str | None: ...
 
+    def step_up(self, target: str, action: str) -> bool: ...
+
 
 NAMESPACE = "requests"
 KEEP_AFTER_EXPIRY = 7 * 86400.0  # decided requests stay readable for a week
@@ -65,6 +67,11 @@ class Request:
     denied_by: Actor | None = None
     result: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)  # what exactly will run, as planned
+    started: float | None = None  # when a replica began running it (set once, by CAS)
+
+    @property
+    def approved_at(self) -> float:
+        return self.approvals[-1].at if self.approvals else self.requester.at
 
     def to_doc(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +115,10 @@ class Approvals:
 
     def needs_approval(self, action: str) -> bool:
         return bool(getattr(self.policy, action, True))
+
+    def needs_step_up(self, request: Request) -> bool:
+        """A won approval of this request runs only once its approver's TOTP code arrives."""
+        return self.rules is not None and self.rules.step_up(request.target, request.action)
 
     async def create(
         self,
@@ -164,6 +175,39 @@ class Approvals:
         if await self.store.swap(NAMESPACE, request_id, stored.version, claimed.to_doc()):
             return claimed
         return None
+
+    async def start(self, request_id: str, now: float | None = None) -> Request | None:
+        """Mark an approved request as running, once: None when it already started (or is
+        not approved). Whoever gets it runs the action; nobody else ever does."""
+        while True:
+            stored = await self.store.get(NAMESPACE, request_id)
+            if stored is None:
+                return None
+            request = Request.from_doc(stored.value)
+            if request.status is not Status.approved or request.started is not None:
+                return None
+            started = replace(request, started=time.time() if now is None else now)
+            if await self.store.swap(NAMESPACE, request_id, stored.version, started.to_doc()):
+                return started
+
+    async def expire(self, request_id: str, now: float | None = None) -> Request | None:
+        """Move a pending request past its expiry to expired, once (None when not due)."""
+        now = time.time() if now is None else now
+        while True:
+            stored = await self.store.get(NAMESPACE, request_id)
+            if stored is None:
+                return None
+            request = Request.from_doc(stored.value)
+            if request.status is not Status.pending or now <= request.expires:
+                return None
+            expired = replace(request, status=Status.expired)
+            if await self.store.swap(NAMESPACE, request_id, stored.version, expired.to_doc()):
+                return expired
+
+    async def open_requests(self) -> list[Request]:
+        """Requests still pending or approved (the reaper's work list)."""
+        found = [Request.from_doc(v.value) for v in (await self.store.scan(NAMESPACE)).values()]
+        return [r for r in found if r.status in (Status.pending, Status.approved)]
 
     async def finish(self, request_id: str, ok: bool, result: str) -> Request | None:
         status = Status.done if ok else Status.failed

@@ -27,9 +27,14 @@ MAX_SWAPS = 1000  # compare-and-set retries before giving up
 
 class ChatBudget:
     def __init__(
-        self, store: Store, per_minute: int, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        per_minute: int,
+        clock: Callable[[], float] = time.time,
+        namespace: str = NAMESPACE,
     ) -> None:
         self.store = store
+        self.namespace = namespace
         self.per_minute = per_minute
         self.reserve = min(2, per_minute - 1)
         self.clock = clock
@@ -49,7 +54,7 @@ class ChatBudget:
     async def free(self, chat: int, kind: str) -> bool:
         """Whether a slot of ``kind`` is free now (a peek: ``take`` decides)."""
         now = self.clock()
-        stored = await self.store.get(NAMESPACE, str(chat))
+        stored = await self.store.get(self.namespace, str(chat))
         if stored is None:
             return True
         if now < float(stored.value.get("paused_until", 0)):
@@ -62,7 +67,7 @@ class ChatBudget:
         key = str(chat)
         for _ in range(MAX_SWAPS):
             now = self.clock()
-            stored = await self.store.get(NAMESPACE, key)
+            stored = await self.store.get(self.namespace, key)
             doc: dict[str, Any] = stored.value if stored else {"sends": [], "paused_until": 0.0}
             if now < float(doc.get("paused_until", 0)):
                 return False
@@ -71,9 +76,9 @@ class ChatBudget:
                 return False
             new = {**doc, "sends": [*recent, now]}
             if stored is None:
-                if await self.store.create(NAMESPACE, key, new, ttl=2 * WINDOW):
+                if await self.store.create(self.namespace, key, new, ttl=2 * WINDOW):
                     return True
-            elif await self.store.swap(NAMESPACE, key, stored.version, new, ttl=2 * WINDOW):
+            elif await self.store.swap(self.namespace, key, stored.version, new, ttl=2 * WINDOW):
                 return True
         return False
 
@@ -82,12 +87,12 @@ class ChatBudget:
         key = str(chat)
         for _ in range(MAX_SWAPS):
             until = self.clock() + seconds
-            stored = await self.store.get(NAMESPACE, key)
+            stored = await self.store.get(self.namespace, key)
             doc: dict[str, Any] = stored.value if stored else {"sends": []}
             new = {**doc, "paused_until": max(until, float(doc.get("paused_until", 0)))}
             ttl = 2 * WINDOW + seconds
             if stored is None:
-                if await self.store.create(NAMESPACE, key, new, ttl=ttl):
+                if await self.store.create(self.namespace, key, new, ttl=ttl):
                     return
-            elif await self.store.swap(NAMESPACE, key, stored.version, new, ttl=ttl):
+            elif await self.store.swap(self.namespace, key, stored.version, new, ttl=ttl):
                 return

@@ -376,13 +376,15 @@ async def _decide(services: Services, caller: Caller, args: list[str], approve: 
     verb = "approve" if approve else "deny"
     if len(args) != 1 or not re.match(r"^[A-Za-z0-9_-]{1,64}$", args[0]):
         raise UsageError(f"usage: /{verb} ID (the id on the request's card)")
-    if services.notifier is None:
-        raise UsageError("approvals are decided in the running bot or the console")
     request_id = args[0]
     before = await services.approvals.get(request_id)
-    toast, runner = await operations.decide(
-        services, caller.person, request_id, approve, services.notifier
-    )
+    if approve and before is not None and services.approvals.needs_step_up(before):
+        raise UsageError(
+            "this request needs a TOTP step-up: tap Approve on its card, "
+            "then send your code to opsbot in private"
+        )
+    notifier = services.console_notifier or services.notifier()
+    toast, runner = await operations.decide(services, caller.person, request_id, approve, notifier)
     if runner is not None:
         await runner()  # the card is edited with progress and the result as it runs
     filed = await services.approvals.get(request_id)

@@ -104,7 +104,7 @@ def attach_services(services: Services, notifier: PrintNotifier) -> None:
         results = await check_all(known, services)
         return " · ".join(f"{r.state.icon} {r.target}" for r in results)
 
-    services.notifier = notifier
+    services.console_notifier = notifier
     services.alerts = AlertEngine(services.store, settings, notifier, metrics=services.metrics)
     incidents = Incidents(services.store, settings, notifier, health=health)
     services.incidents = incidents

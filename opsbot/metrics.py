@@ -17,6 +17,9 @@ from prometheus_client.exposition import generate_latest
 # Why a webhook request was refused (the label values of webhook_rejected_total).
 REJECT_REASONS = ("unauthorized", "too_large", "bad_json", "bad_shape", "ingest_failed")
 
+# What became of an outbox call (the label values of outbox_calls_total).
+OUTBOX_OUTCOMES = ("delivered", "retried", "rate_limited", "dropped")
+
 EXECUTOR_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
@@ -67,6 +70,16 @@ class Metrics:
         )  # fmt: skip
         self.leader = Gauge(
             "leader", "1 while this replica holds the leader lease (polls, background work).",
+            namespace=namespace, registry=r,
+        )  # fmt: skip
+        self.outbox_calls_total = Counter(
+            "outbox_calls", "Bot API calls made by the outbox, by outcome.", ["outcome"],
+            namespace=namespace, registry=r,
+        )  # fmt: skip
+        for outcome in OUTBOX_OUTCOMES:
+            self.outbox_calls_total.labels(outcome=outcome)
+        self.outbox_pending = Gauge(
+            "outbox_pending", "Messages, edits and pins waiting in the outbox (last pass).",
             namespace=namespace, registry=r,
         )  # fmt: skip
 

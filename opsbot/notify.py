@@ -2,7 +2,9 @@
 
 Approval cards, progress, results copied to the incident chat (and later alerts and incident
 status cards) start below ``handlers/``; they go out through this port, which the Telegram
-layer implements (``handlers/notifier.py``) and the console prints.
+layer implements and the console prints. In the bot it is the outbox
+(``outbox.OutboxNotifier``): ``send`` returns an opaque message *ref* at once, before
+anything reaches Telegram, and ``edit``/``pin`` take that ref.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from opsbot.render import Reply
 
 class Notifier(Protocol):
     async def send(self, chat_id: int, reply: Reply, *, thread_id: int | None = None) -> int:
-        """Post a reply; returns the new message's id."""
+        """Post a reply; returns the new message's ref (what ``edit`` and ``pin`` take)."""
         ...
 
     async def edit(self, chat_id: int, message_id: int, reply: Reply) -> None:

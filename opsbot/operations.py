@@ -9,7 +9,11 @@ result to the incident chat. Messages go out through the ``Notifier`` port.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -26,7 +30,11 @@ from opsbot.render import Button, Document, Reply
 from opsbot.services import Services
 from opsbot.targets import container_name
 
+log = logging.getLogger(__name__)
+
 LOCK_TTL_MARGIN = 120.0
+REAP_GRACE = 15.0  # an approved request not started after this long is taken over
+RUN_LEASE = 15.0  # a running action renews its lease; a dead replica's lapses this fast
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +243,12 @@ async def decide(
 
 
 async def _show(notifier: Notifier | None, filed: Request, progress: str = "") -> None:
+    """Queue the card's new state; a failure to queue it never stops the action."""
     if notifier is not None and filed.chat_id is not None and filed.message_id is not None:
-        await notifier.edit(filed.chat_id, filed.message_id, card(filed, progress))
+        try:
+            await notifier.edit(filed.chat_id, filed.message_id, card(filed, progress))
+        except Exception:
+            log.exception("could not update the card of request %s", filed.id)
 
 
 class _Progress:
@@ -258,19 +270,64 @@ class _Progress:
 # --------------------------------------------------------------------------- performing
 
 
+def _run_ttl(target: Target | None) -> float:
+    """How long a run may hold its locks: its deadlines plus a margin."""
+    if target is None:
+        return LOCK_TTL_MARGIN
+    ttl = target.verify_deadline + max((b.timeout for b in target.backups), default=0)
+    return ttl + LOCK_TTL_MARGIN
+
+
 async def perform(services: Services, filed: Request, notifier: Notifier | None) -> Outcome:
-    """Run an approved request once: under the target's lock, verified, reported."""
+    """Run an approved request once: under the target's lock, verified, reported.
+
+    The request is marked started (compare-and-set) under a run lease before anything runs,
+    so whoever calls this (the tap's handler, or the reaper after a crash) runs it at most
+    once; the reaper tells a run in progress (lease held) from a dead one (lease gone).
+    """
     target = services.settings.targets.get(filed.target)
-    started = time.monotonic()
     owner = json.dumps({"action": filed.action, "by": filed.requester.name, "at": time.time(),
                         "request": filed.id})  # fmt: skip
+    run_lease = f"run:{filed.id}"
+    if await services.store.acquire(run_lease, owner, ttl=RUN_LEASE) is not None:
+        return Outcome(False, "already running")
+    renewing = asyncio.create_task(_renew(services, run_lease, owner))
+    try:
+        started = await services.approvals.start(filed.id)
+        if started is None:
+            return Outcome(False, "already started")
+        return await _perform(services, started, target, owner, notifier)
+    finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
+        await services.store.release(run_lease, owner)
+
+
+async def _renew(services: Services, lease: str, owner: str) -> None:
+    """Keep the run lease while the action runs: it lapses within RUN_LEASE of a crash."""
+    while True:
+        await asyncio.sleep(RUN_LEASE / 3)
+        try:
+            await services.store.acquire(lease, owner, ttl=RUN_LEASE)
+        except Exception as exc:  # the store is briefly away: the run goes on
+            log.warning("could not renew %s: %s", lease, exc)
+
+
+async def _perform(
+    services: Services,
+    filed: Request,
+    target: Target | None,
+    owner: str,
+    notifier: Notifier | None,
+) -> Outcome:
+    started = time.monotonic()
     lock = f"target:{filed.target}"
     holder = None
     if target is None:
         outcome = Outcome(False, f"target {filed.target} is no longer configured")
     else:
-        ttl = target.verify_deadline + max((b.timeout for b in target.backups), default=0)
-        holder = await services.store.acquire(lock, owner, ttl=ttl + LOCK_TTL_MARGIN)
+        holder = await services.store.acquire(lock, owner, ttl=_run_ttl(target))
         if holder is not None:
             outcome = Outcome(False, _busy(holder))
         else:
@@ -292,7 +349,10 @@ async def perform(services: Services, filed: Request, notifier: Notifier | None)
     )  # fmt: skip
     redacted = Outcome(outcome.ok, summary, output, outcome.files)
     if notifier is not None:
-        await _report(services, notifier, done, redacted)
+        try:
+            await _report(services, notifier, done, redacted)
+        except Exception:  # the action ran; its record is in the store and the audit trail
+            log.exception("could not report the result of request %s", filed.id)
     return redacted
 
 
@@ -367,3 +427,79 @@ def backup_executor(services: Services, name: str, target: Target) -> Executor:
 
 def _join(*parts: str | None) -> str:
     return "\n\n".join(p for p in parts if p)
+
+
+# --------------------------------------------------------------------------- reaping
+
+
+async def reap(
+    services: Services,
+    notifier: Notifier,
+    spawn: Callable[[Awaitable[Outcome]], object],
+    now: float | None = None,
+) -> None:
+    """Settle what a tap's handler could not: expire pending requests at their expiry, and
+    take over approved requests left without a run (the replica died in between).
+
+    An approved request that never started is run (``spawn``ed, once: ``perform`` claims it).
+    One that started on a replica that died since is marked failed, never run a second time.
+    """
+    now = time.time() if now is None else now
+    approvals = services.approvals
+    for request in await approvals.open_requests():
+        if request.status is Status.pending:
+            if now > request.expires and (expired := await approvals.expire(request.id, now)):
+                await services.audit.record(
+                    "expired", target=expired.target, action=expired.action, request=expired.id
+                )
+                await _show(notifier, expired)
+            continue
+        if request.started is None and now - request.approved_at < REAP_GRACE:
+            continue  # its tap's handler is about to run it
+        if request.started is None and approvals.needs_step_up(request):
+            # Held for the approver's TOTP code (handlers/stepup.py): never run from here. If
+            # the replica holding the challenge died, the code never comes: fail it.
+            waited = services.settings.approvals.step_up_timeout + REAP_GRACE
+            if now - request.approved_at > waited:
+                await _settle_unrun(services, notifier, request, "no step-up code in time: not run")
+            continue
+        probe = f"reaper:{secrets.token_hex(4)}"
+        if await services.store.acquire(f"run:{request.id}", probe, ttl=30) is not None:
+            continue  # running now
+        try:
+            current = await approvals.get(request.id)
+            if current is None or current.status is not Status.approved:
+                continue
+            if current.started is not None:
+                await _abandoned(services, notifier, current)
+                continue
+        finally:
+            await services.store.release(f"run:{request.id}", probe)
+        log.warning("request %s was approved but never run: running it now", current.id)
+        spawn(perform(services, current, notifier))
+
+
+async def _settle_unrun(
+    services: Services, notifier: Notifier, request: Request, reason: str
+) -> None:
+    """Mark a request that never ran as failed, with the reason on its card."""
+    done = await services.approvals.finish(request.id, False, reason)
+    if done is not None:
+        log.warning("request %s: %s", done.id, reason)
+        await _show(notifier, done)
+
+
+async def _abandoned(services: Services, notifier: Notifier, request: Request) -> None:
+    reason = (
+        "failed: opsbot stopped while this was running, so its outcome is unknown;"
+        " check the target before trying again"
+    )
+    done = await services.approvals.finish(request.id, False, reason)
+    if done is None:
+        return
+    log.warning("request %s was running on a replica that died: marked failed", request.id)
+    await services.audit.record(
+        "executed", target=done.target, action=done.action, request=done.id,
+        who=done.requester.name, ok=False, summary=reason,
+    )  # fmt: skip
+    await _report(services, notifier, done, Outcome(False, reason))

@@ -27,6 +27,7 @@ from opsbot.executors.ssh import SSHHost, SSHPool
 from opsbot.incidents import Incidents
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
+from opsbot.outbox import Outbox, OutboxNotifier, Priority
 from opsbot.redact import Redactor
 from opsbot.stepup import TargetRules
 from opsbot.store import Store
@@ -64,12 +65,13 @@ class Services:
     audit: Audit
     approvals: Approvals
     http: httpx.AsyncClient
+    outbox: Outbox
     ssh: SSHPool = field(default_factory=SSHPool)
     local: LocalExecutor = field(default_factory=LocalExecutor)
     metrics: Metrics = field(default_factory=Metrics)
     alerts: AlertEngine | None = None  # built once a notifier exists (the bot's post_init)
     incidents: Incidents | None = None  # likewise
-    notifier: Notifier | None = None  # posts and edits cards (/approve, /deny); likewise
+    console_notifier: Notifier | None = None  # the console's printer: it runs no outbox worker
     _docker: dict[str, DockerEngine] = field(default_factory=dict)
 
     @classmethod
@@ -83,7 +85,12 @@ class Services:
             audit=Audit(store),
             approvals=Approvals(store, settings.approvals, TargetRules(settings)),
             http=httpx.AsyncClient(follow_redirects=False),
+            outbox=Outbox(store),
         )
+
+    def notifier(self, priority: Priority = Priority.reply) -> OutboxNotifier:
+        """The one way out to the chat: the outbox, redacted, at ``priority``."""
+        return OutboxNotifier(self.outbox, self.redactor, priority)
 
     @property
     def backups_dir(self) -> Path:

@@ -133,6 +133,8 @@ async def running_opsbot(fake: FakeBotAPI, settings: Settings) -> AsyncIterator[
     finally:
         await app.updater.stop()
         await app.stop()
+        if app.post_stop is not None:
+            await app.post_stop(app)
         await app.shutdown()
         assert app.post_shutdown is not None
         await app.post_shutdown(app)

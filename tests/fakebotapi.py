@@ -27,6 +27,10 @@ It is the only fake in the test suite.  What it covers:
   (``strict_html_entities``), Telegram would keep it as text.
 * Recording for assertions: every call, every 429 answered, the current state of every
   message (edits, pins, reactions, documents), the commands set per scope, callback answers.
+* Fault injection: ``fail_next`` (the next calls of a method answer an error: 502, 429 with
+  ``retry_after``, 400 "query is too old"...), ``inject`` (the same, or a hang that never
+  answers, for the n-th matching call on), and ``set_down`` (every call answers 502 Bad
+  Gateway, as a proxy in front of an unreachable Bot API does).
 * Injecting what users do (messages, commands, edits, button taps, inline queries, channel
   posts) as updates that ``getUpdates`` long-polls deliver.
 
@@ -186,6 +190,15 @@ class Call(NamedTuple):
     token: str
     method: str
     params: JSON
+
+
+@dataclass
+class _Fault:
+    method: str
+    skip: int
+    times: int
+    hang: float | None
+    error: TelegramAPIError
 
 
 @dataclass(frozen=True)
@@ -626,6 +639,9 @@ class FakeBotAPI:
         self._calls: list[Call] = []
         self._too_many: list[RateLimitHit] = []
         self._failures: dict[str, deque[TelegramAPIError]] = {}
+        self._faults: list[_Fault] = []
+        self._down_except: frozenset[str] | None = None
+        self.refused_while_down = 0
         self._windows: dict[tuple[str, str, int], deque[float]] = {}
         self._ids = itertools.count(1)
         self._server: _Server | None = None
@@ -747,6 +763,48 @@ class FakeBotAPI:
         error = TelegramAPIError(error_code, description, retry_after)
         with self._cond:
             self._failures.setdefault(method.lower(), deque()).extend([error] * times)
+
+    def inject(
+        self,
+        method: str,
+        *,
+        error_code: int = 502,
+        description: str = "Bad Gateway",
+        retry_after: int | None = None,
+        hang: float | None = None,
+        times: int = 1,
+        skip: int = 0,
+    ) -> _Fault:
+        """From the ``skip+1``-th call of ``method`` on, fail ``times`` calls: with the error,
+        or (``hang``) by holding the request that long and closing it unanswered, unprocessed
+        (the client sees a timeout). ``fault.times`` is 0 once it has all happened."""
+        fault = _Fault(method.lower(), skip, times, hang,
+                       TelegramAPIError(error_code, description, retry_after))  # fmt: skip
+        with self._cond:
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._cond:
+            self._faults.clear()
+            self._down_except = None
+
+    def set_down(self, down: bool, *, except_methods: tuple[str, ...] = ()) -> None:
+        """Down: every call (but ``except_methods``) answers 502 and changes nothing."""
+        with self._cond:
+            self._down_except = frozenset(m.lower() for m in except_methods) if down else None
+
+    def _fault_for(self, method: str) -> _Fault | None:
+        with self._cond:
+            for fault in self._faults:
+                if fault.method != method.lower() or fault.times <= 0:
+                    continue
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    return None
+                fault.times -= 1
+                return fault
+            return None
 
     def reset_rate_limits(self) -> None:
         with self._cond:
@@ -1051,6 +1109,33 @@ class FakeBotAPI:
         try:
             body = _read_body(req)
             if match := _BOT_PATH.match(url.path):
+                method = match[2].lower()
+                with self._cond:
+                    down = self._down_except is not None and method not in self._down_except
+                    if down:
+                        self.refused_while_down += 1
+                fault = None if down else self._fault_for(method)
+                if fault is not None and fault.hang is not None:
+                    time.sleep(fault.hang)  # never answered: the client times out
+                    req.close_connection = True
+                    return
+                if down or fault is not None:
+                    error = fault.error if fault else TelegramAPIError(502, "Bad Gateway")
+                    if fault is not None:
+                        with self._cond:
+                            self._calls.append(Call(unquote(match[1]), match[2], {"_fault": 1}))
+                            if error.code == 429:
+                                self._too_many.append(RateLimitHit(
+                                    unquote(match[1]), match[2], None, error.retry_after or 1,
+                                    True))  # fmt: skip
+                    status, payload = error.code, error.payload()
+                    data = json.dumps(payload).encode()
+                    req.send_response(status)
+                    req.send_header("Content-Type", "application/json")
+                    req.send_header("Content-Length", str(len(data)))
+                    req.end_headers()
+                    req.wfile.write(data)
+                    return
                 params: JSON
                 try:
                     params = dict(parse_qsl(url.query, keep_blank_values=True))

@@ -13,6 +13,7 @@ One opsbot runs for the whole module against:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import subprocess
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from opsbot.commands import VERBS
 from tests.factories import (
     ALICE,
     FOREIGN,
@@ -448,9 +450,14 @@ async def test_shell_injection_payloads_execute_nothing(
 
 
 async def test_a_failure_is_reported_to_admins_with_an_id_and_no_traceback(
-    chat: ChatSession,
+    chat: ChatSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    chat.fake.fail_next("sendMessage", "Bad Request: chat not found")
+    # Replies leave through the outbox (a failing send no longer fails the handler): a bug in
+    # a verb is what fails it now.
+    async def broken(*args: object) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(VERBS, "help", dataclasses.replace(VERBS["help"], run=broken))
     sent = chat.send("/help")
     notice = await chat.fake.wait_for_message(
         OPS.id, lambda m: "Something failed" in (m.text or ""), after_message_id=sent["message_id"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from telegram import Update
+from telegram import CallbackQuery, Update
+from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from opsbot import operations
@@ -12,9 +14,9 @@ from opsbot.alert_event import Severity
 from opsbot.alerts import Alert
 from opsbot.commands import BUTTONS, Caller, dispatch
 from opsbot.handlers.gate import Gate
-from opsbot.handlers.notifier import TelegramNotifier
-from opsbot.handlers.reply import edit_reply, send_reply
 from opsbot.handlers.stepup import StepUpHandlers
+from opsbot.outbox import Outbox
+from opsbot.render import Reply
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,14 @@ class CommandHandlers:
             verb = "help"
         reply = await dispatch(self.services, self._caller(update), verb, args)
         thread = message.message_thread_id if message.is_topic_message else None
-        sent = await send_reply(context.bot, message.chat_id, reply, thread_id=thread)
+        await self._reply(message.chat_id, reply, thread)
+
+    async def _reply(self, chat_id: int, reply: Reply, thread: int | None) -> None:
+        """Answer through the outbox; an approval card's ref is recorded before it is queued."""
+        ref = Outbox.new_ref()
         if reply.request_id is not None:
-            await self.services.approvals.attach_message(reply.request_id, sent.message_id)
+            await self.services.approvals.attach_message(reply.request_id, ref)
+        await self.services.notifier().send(chat_id, reply, thread_id=thread, ref=ref)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A tap on one of our buttons: refresh in place (health) or post logs."""
@@ -75,16 +82,16 @@ class CommandHandlers:
             return
         verb = spec.verb
         assert verb is not None  # every other button runs a verb
-        await query.answer()
+        await _answer(query)
         reply = await dispatch(self.services, caller, verb, [arg] if arg else [])
         message = query.message
         if message is None or not hasattr(message, "edit_text"):
             return
-        if verb == "health":
-            await edit_reply(message, reply)  # type: ignore[arg-type]
+        if verb == "health" and reply.document is None:
+            await self.services.notifier().edit_message(message.chat.id, message.message_id, reply)
         else:
             thread = getattr(message, "message_thread_id", None)
-            await send_reply(context.bot, message.chat.id, reply, thread_id=thread)
+            await self._reply(message.chat.id, reply, thread)
 
     async def _decide(
         self, update: Update, context: ContextTypes.DEFAULT_TYPE, request_id: str, approve: bool
@@ -100,19 +107,20 @@ class CommandHandlers:
                 await query.answer(refusal[:200])
                 return
         toast, runner = await operations.decide(
-            self.services,
-            person,
-            request_id,
-            approve,
-            TelegramNotifier(context.bot, self.services.redactor),
+            self.services, person, request_id, approve, self.services.notifier()
         )
         held = runner is not None and self.stepup is not None
         if held and await self.stepup.hold(context, person, request_id):  # type: ignore[union-attr]
-            await query.answer("Approved: now send me your TOTP code in private.")
+            await _answer(query, "Approved: now send me your TOTP code in private.")
             return
-        await query.answer(toast[:200])
-        if runner is not None:
-            await runner()
+        # The toast goes out beside the action, which never waits on it (a hung call would
+        # hold the action for PTB's whole timeout).
+        toasting = asyncio.create_task(_answer(query, toast[:200]))
+        try:
+            if runner is not None:
+                await runner()
+        finally:
+            await toasting
 
     async def _alert_button(
         self, update: Update, context: ContextTypes.DEFAULT_TYPE, key: str, alert_id: str
@@ -124,26 +132,24 @@ class CommandHandlers:
         caller = self._caller(update)
         alert = await engine.get(alert_id) if engine is not None else None
         if engine is None or alert is None:
-            await query.answer("This alert is no longer known.")
+            await _answer(query, "This alert is no longer known.")
             return
         if key == "ak":
-            await query.answer((await engine.ack(alert_id, caller.person))[:200])
+            await _answer(query, (await engine.ack(alert_id, caller.person))[:200])
             return
         if key == "as":
-            await query.answer((await engine.silence_alert(alert_id, caller.person))[:200])
+            await _answer(query, (await engine.silence_alert(alert_id, caller.person))[:200])
             return
         if key == "ai":
-            await query.answer(await self._declare_from(alert, caller))
+            await _answer(query, await self._declare_from(alert, caller))
             return
-        await query.answer()
+        await _answer(query)
         verb = BUTTONS[key].verb or "logs"
         reply = await dispatch(self.services, caller, verb, [alert.target or "?"])
         chat_id = caller.chat_id
         if chat_id is None:
             return
-        sent = await send_reply(context.bot, chat_id, reply, thread_id=caller.thread_id)
-        if reply.request_id is not None:
-            await self.services.approvals.attach_message(reply.request_id, sent.message_id)
+        await self._reply(chat_id, reply, caller.thread_id)
 
     async def _declare_from(self, alert: Alert, caller: Caller) -> str:
         """Declare incident on an alert: P1 for critical, P2 otherwise, its target involved."""
@@ -159,3 +165,12 @@ class CommandHandlers:
             alert=alert.id, target=alert.target,
         )  # fmt: skip
         return f"{declared.id} declared ({severity})."
+
+
+async def _answer(query: CallbackQuery, text: str | None = None) -> None:
+    """The tap's toast, sent directly: it is only a courtesy, so its failure (a late tap's
+    400 "query is too old", an outage) is logged and never stops what the tap does."""
+    try:
+        await query.answer(text)
+    except TelegramError as exc:
+        log.info("could not answer a button tap: %s", exc)

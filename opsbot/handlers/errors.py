@@ -11,6 +11,7 @@ from telegram.ext import ContextTypes
 
 from opsbot.config import Role
 from opsbot.monitor import on_conflict
+from opsbot.render import Reply
 from opsbot.services import Services
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,8 @@ class ErrorReporter:
         if chat is None or not admins or now - self._last_notice < self.min_interval:
             return
         self._last_notice = now
+        text = f"⚠️ Something failed (error id {error_id}). Details are in opsbot's log."
         try:
-            await context.bot.send_message(
-                chat, f"⚠️ Something failed (error id {error_id}). Details are in opsbot's log."
-            )
+            await self.services.notifier().send(chat, Reply(text))
         except Exception:  # the error handler must never raise
             log.exception("could not report error %s to the ops chat", error_id)

@@ -16,10 +16,12 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from telegram import Chat, Update
+from telegram import Chat, Message, Update
+from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from opsbot.config import Person
+from opsbot.render import Reply
 from opsbot.services import Services
 
 log = logging.getLogger(__name__)
@@ -83,10 +85,11 @@ class Gate:
         if now - self._last_stale.get(key, -1e9) < STALE_NOTICE_INTERVAL:
             return True  # one notice for a whole backlog of stale commands
         self._last_stale[key] = now
-        await message.reply_text(
-            f"⏳ Ignored: {command} was sent {_ago(age)} while opsbot was unreachable. "
+        notice = Reply(
+            text=f"⏳ Ignored: {command} was sent {_ago(age)} while opsbot was unreachable. "
             "Send it again if you still want it."
         )
+        await self.services.notifier().send(message.chat_id, notice, thread_id=_thread(message))
         return True
 
     async def _refuse(self, update: Update) -> None:
@@ -112,11 +115,19 @@ class Gate:
         if not quiet:
             self._last_refusal[key] = now
         if query is not None:
-            await query.answer(None if quiet else REFUSAL)
+            try:  # a toast is ephemeral: its failure (query too old, 5xx) changes nothing
+                await query.answer(None if quiet else REFUSAL)
+            except TelegramError as exc:
+                log.info("refusal toast not shown: %s", exc)
         elif message is not None and not quiet:
-            await message.reply_text(REFUSAL)
+            refusal = Reply(text=REFUSAL)
+            await self.services.notifier().send(message.chat_id, refusal, thread_id=_thread(message))
         elif update.inline_query is not None:
             await update.inline_query.answer([], cache_time=60, is_personal=True)
+
+
+def _thread(message: Message) -> int | None:
+    return message.message_thread_id if message.is_topic_message else None
 
 
 def _addressed_to_us(update: Update, username: str) -> bool:

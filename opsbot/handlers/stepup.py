@@ -16,7 +16,7 @@ from telegram.ext import ContextTypes
 from opsbot import operations
 from opsbot.config import Person
 from opsbot.handlers.gate import Gate
-from opsbot.handlers.notifier import TelegramNotifier
+from opsbot.render import Reply
 from opsbot.services import Services
 from opsbot.stepup import StepUp, enrolled
 
@@ -58,14 +58,14 @@ class StepUpHandlers:
             self._expire, timeout, data=(person, request_id), name=f"step-up-{request_id}"
         )
         request = await self.services.approvals.get(request_id)
-        notifier = TelegramNotifier(context.bot, self.services.redactor)
+        notifier = self.services.notifier()
         if request is not None and request.chat_id is not None and request.message_id:
             waiting = f"🔐 waiting for {person.name}'s TOTP code ({timeout:.0f} s, in private)"
             await notifier.edit(
                 request.chat_id, request.message_id, operations.card(request, waiting)
             )
-        await context.bot.send_message(
-            person.id, f"🔐 Send me your TOTP code within {timeout:.0f} s to run it."
+        await notifier.send(
+            person.id, Reply(text=f"🔐 Send me your TOTP code within {timeout:.0f} s to run it.")
         )
         return True
 
@@ -76,12 +76,11 @@ class StepUpHandlers:
         if message is None or message.text is None or person is None:
             return
         answer = await self.stepup.answer(person, message.text.strip())
-        await message.reply_text(answer.message)
+        await self.services.notifier().send(message.chat_id, Reply(text=answer.message))
         if answer.run is not None:
             request = await self.services.approvals.get(answer.run)
             if request is not None:
-                notifier = TelegramNotifier(context.bot, self.services.redactor)
-                await operations.perform(self.services, request, notifier)
+                await operations.perform(self.services, request, self.services.notifier())
         elif answer.failed is not None:
             await self._fail(context, answer.failed, "step-up refused: too many wrong codes")
 
@@ -97,5 +96,6 @@ class StepUpHandlers:
     async def _fail(self, context: ContextTypes.DEFAULT_TYPE, request_id: str, why: str) -> None:
         done = await self.services.approvals.finish(request_id, False, why)
         if done is not None and done.chat_id is not None and done.message_id:
-            notifier = TelegramNotifier(context.bot, self.services.redactor)
-            await notifier.edit(done.chat_id, done.message_id, operations.card(done, why))
+            await self.services.notifier().edit(
+                done.chat_id, done.message_id, operations.card(done, why)
+            )

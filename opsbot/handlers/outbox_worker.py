@@ -1,0 +1,223 @@
+"""The outbox's Telegram side: delivers queued entries through the Bot API.
+
+Every replica runs one worker; they share the work through the store (a lease per chat, a
+claim per entry; see ``opsbot/outbox.py`` for the rules). The worker wakes at once when this
+replica queues something and every ``idle`` seconds otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import warnings
+from datetime import timedelta
+
+from telegram import Bot
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
+
+from opsbot.handlers.reply import keyboard, send_reply, to_html
+from opsbot.metrics import Metrics
+from opsbot.outbox import Entry, Outbox
+from opsbot.store import JSONDoc
+
+log = logging.getLogger(__name__)
+
+CHAT_LEASE = 30.0  # one replica delivers a chat at a time; a dead one's lease lapses this fast
+CHAT_PASS = 10.0  # a pass over one chat stops starting calls after this long
+TELEGRAM_ID_LIMIT = 2**31  # refs are above it; a smaller "ref" is a message id from before
+
+
+def replica_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        outbox: Outbox,
+        bot: Bot,
+        *,
+        owner: str | None = None,
+        idle: float = 0.5,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.metrics = metrics
+        self.bot = bot
+        self.owner = owner or replica_id()
+        self.idle = idle
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.passes = 0
+        self._chats = asyncio.Semaphore(8)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="outbox-worker")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Finish the pass under way (so no claim is left behind), then stop."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self.outbox.wakeup.set()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, grace)
+
+    async def _loop(self) -> None:
+        failing = False
+        while not self._stopping:
+            self.outbox.wakeup.clear()
+            try:
+                busy = await self.run_once()
+                if failing:
+                    log.info("outbox: the store answers again")
+                failing = False
+            except Exception as exc:  # the store is down (Redis restarting): wait and retry
+                if not failing:
+                    log.warning("outbox: cannot read the store: %s", exc)
+                failing, busy = True, False
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.outbox.wakeup.wait(), self.idle)
+
+    async def run_once(self) -> bool:
+        """One pass over every chat with work; True when something moved."""
+        due = await self.outbox.due()
+        if self.metrics is not None:
+            self.metrics.outbox_pending.set(sum(len(entries) for entries in due.values()))
+        self.passes += 1
+        moved = await asyncio.gather(*(self._chat(c, e) for c, e in due.items()))
+        return any(moved)
+
+    async def _chat(self, chat: int, entries: list[Entry]) -> bool:
+        async with self._chats:
+            lease = f"outbox-chat:{chat}"
+            if await self.outbox.store.acquire(lease, self.owner, CHAT_LEASE) is not None:
+                return False  # another replica delivers this chat now
+            try:
+                return await self._deliver_chat(chat, entries)
+            finally:
+                await self.outbox.store.release(lease, self.owner)
+
+    async def _deliver_chat(self, chat: int, entries: list[Entry]) -> bool:
+        moved = False
+        started = self.outbox.clock()
+        for entry in entries:
+            now = self.outbox.clock()
+            if now - started > CHAT_PASS:
+                return moved  # well within the chat's lease; the next pass goes on
+            if entry.state == "claimed":
+                if entry.lease_until > now:
+                    return moved  # in flight elsewhere: the chat keeps its order
+                await self.outbox.recover(entry)
+                return True
+            if entry.not_before > now:
+                return moved  # backing off: what follows waits behind it
+            where: JSONDoc | None = None
+            if entry.kind != "send" and entry.message_id is None:
+                assert entry.ref is not None
+                if await self.outbox.send_queued(entry.ref):
+                    continue  # its message is not posted yet
+                where = await self._where(entry.ref)
+                if entry.kind == "pin" and "message_id" not in where:
+                    await self.outbox.failed(entry, f"nothing to pin: {where}")
+                    moved = True
+                    continue
+            posts = entry.kind == "send" or (where is not None and "message_id" not in where)
+            if chat < 0 and posts and not await self.outbox.pace.take(chat, "priority"):
+                return moved  # this group's minute of new messages is used up
+            claimed = await self.outbox.claim(entry, self.owner)
+            if claimed is None:
+                return True  # changed since the scan: look again
+            moved = True
+            if not await self._deliver(claimed, where):
+                return moved  # to be retried: what follows waits behind it
+        return moved
+
+    async def _where(self, ref: int) -> JSONDoc:
+        state = await self.outbox.ref_state(ref)
+        if state is not None:
+            return state
+        if ref < TELEGRAM_ID_LIMIT:
+            return {"message_id": ref}
+        return {"lost": "unknown message"}
+
+    async def _deliver(self, entry: Entry, where: JSONDoc | None) -> bool:
+        """One Bot API call; False when the entry is to be retried."""
+        outcome = await self._attempt(entry, where)
+        if self.metrics is not None:
+            self.metrics.outbox_calls_total.labels(outcome=outcome).inc()
+        return outcome in ("delivered", "dropped")
+
+    async def _attempt(self, entry: Entry, where: JSONDoc | None) -> str:
+        try:
+            message_id = await self._call(entry, where)
+        except RetryAfter as exc:
+            seconds = _seconds(exc)
+            await self.outbox.pace.pause(entry.chat, seconds)
+            await self.outbox.retry(entry, seconds, str(exc))
+            return "rate_limited"
+        except BadRequest as exc:
+            if "not modified" in str(exc).lower():
+                await self.outbox.delivered(entry, None)
+                return "delivered"
+            await self.outbox.failed(entry, str(exc))
+            return "dropped"
+        except NetworkError as exc:  # 5xx, connection errors and timeouts
+            await self.outbox.retry(entry, None, str(exc) or type(exc).__name__)
+            return "retried"
+        except TelegramError as exc:  # Forbidden and the like: retrying will not help
+            if entry.kind == "pin":
+                log.warning("could not pin a message in %s: %s", entry.chat, exc)
+            await self.outbox.failed(entry, str(exc))
+            return "dropped"
+        except LookupError as exc:  # its document expired from the store
+            await self.outbox.failed(entry, str(exc))
+            return "dropped"
+        except Exception as exc:
+            log.exception("outbox: delivering %s in chat %s", entry.kind, entry.chat)
+            await self.outbox.retry(entry, None, repr(exc))
+            return "retried"
+        await self.outbox.delivered(entry, message_id)
+        return "delivered"
+
+    async def _call(self, entry: Entry, where: JSONDoc | None) -> int | None:
+        chat = entry.chat
+        if entry.kind == "pin":
+            assert where is not None
+            await self.bot.pin_chat_message(chat, where["message_id"], disable_notification=True)
+            return None
+        reply = await self.outbox.reply_of(entry)
+        assert reply is not None
+        if entry.kind == "send":
+            return (await send_reply(self.bot, chat, reply, thread_id=entry.thread)).message_id
+        message_id = entry.message_id
+        if message_id is None:
+            assert where is not None
+            if "message_id" not in where:  # its message was lost: post the newest text anew
+                sent = await send_reply(self.bot, chat, reply, thread_id=where.get("thread"))
+                return sent.message_id
+            message_id = int(where["message_id"])
+        await self.bot.edit_message_text(
+            to_html(reply),
+            chat_id=chat,
+            message_id=message_id,
+            parse_mode=ParseMode.HTML,
+            reply_markup=keyboard(reply),
+        )
+        return message_id
+
+
+def _seconds(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():  # PTB deprecates reading it as an int
+        warnings.simplefilter("ignore")
+        retry_after = exc.retry_after
+    if isinstance(retry_after, timedelta):
+        return retry_after.total_seconds()
+    return float(retry_after)
