@@ -75,7 +75,7 @@ def _did_you_mean(model: type[BaseModel], raw: Loc, unknown: str, from_env: bool
     known = sorted(valid_keys(model, raw[:-1]))
     close = difflib.get_close_matches(unknown.lower(), known, n=1, cutoff=0.6)
     if not close:
-        return f" (valid here: {', '.join(known)})" if 0 < len(known) <= 12 else ""
+        return f" (valid here: {', '.join(known)})" if 0 < len(known) <= 20 else ""
     if from_env:
         return f"; did you mean {env_name((*loc[:-1], close[0]))}?"
     return f"; did you mean {close[0]!r}?"

@@ -69,7 +69,8 @@ class Replica:
 
     def metric(self, name: str, **labels: str) -> float:
         """A sample of its /metrics (summed over label sets matching ``labels``)."""
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        auth = {"Authorization": f"Bearer {WEB_TOKEN}"}  # /metrics is closed by default
+        text = httpx.get(f"{self.url}/metrics", headers=auth, timeout=5).text
         total = 0.0
         for line in text.splitlines():
             if not line.startswith(name) or line.startswith("#"):
