@@ -461,7 +461,8 @@ async def reap(
             # the replica holding the challenge died, the code never comes: fail it.
             waited = services.settings.approvals.step_up_timeout + REAP_GRACE
             if now - request.approved_at > waited:
-                await _settle_unrun(services, notifier, request, "no step-up code in time: not run")
+                why = "no step-up code in time: not run"
+                await _settle_unrun(services, notifier, request, why)
             continue
         probe = f"reaper:{secrets.token_hex(4)}"
         if await services.store.acquire(f"run:{request.id}", probe, ttl=30) is not None:

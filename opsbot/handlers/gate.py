@@ -120,8 +120,8 @@ class Gate:
             except TelegramError as exc:
                 log.info("refusal toast not shown: %s", exc)
         elif message is not None and not quiet:
-            refusal = Reply(text=REFUSAL)
-            await self.services.notifier().send(message.chat_id, refusal, thread_id=_thread(message))
+            thread = _thread(message)
+            await self.services.notifier().send(message.chat_id, Reply(REFUSAL), thread_id=thread)
         elif update.inline_query is not None:
             await update.inline_query.answer([], cache_time=60, is_personal=True)
 

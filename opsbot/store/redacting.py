@@ -17,7 +17,12 @@ from __future__ import annotations
 from opsbot.redact import Redactor
 from opsbot.store import JSONDoc, Store, Versioned
 
-EXACT = frozenset({"requests", "versions", "backups", "backups-index", "totp"})
+EXACT = frozenset({
+    "requests", "versions", "backups", "backups-index", "totp",
+    # the outbox: texts are redacted before they are queued; documents (a backup sent by
+    # opt-in) must arrive byte for byte
+    "outbox-files", "outbox-refs", "outbox-pace",
+})
 KEEP = frozenset({"fingerprint"})
 
 
