@@ -102,9 +102,10 @@ def build_application(settings: Settings, services: Services | None = None) -> A
         .token(telegram.token.get_secret_value())
         .base_url(f"{telegram.api_url}/bot")
         .base_file_url(f"{telegram.api_url}/file/bot")
-        # Groups are paced (and 429s retried) by the outbox, shared by every replica; this
-        # keeps only the bot-wide 30/s.
-        .rate_limiter(AIORateLimiter(group_max_rate=0))
+        # Groups are paced by the outbox, shared by every replica; this keeps the bot-wide
+        # 30/s, and retries a 429 twice for the calls that do not go through the outbox
+        # (button toasts); the outbox handles a 429 that outlasts that itself.
+        .rate_limiter(AIORateLimiter(group_max_rate=0, max_retries=2))
         .concurrent_updates(8)
         .get_updates_read_timeout(telegram.poll_timeout + 10)
         .post_init(post_init)
@@ -154,7 +155,10 @@ def start_reaper(application: AnyApplication, services: Services) -> None:
     async def reap(context: object) -> None:
         await operations.reap(services, services.notifier(), application.create_task)
 
-    jobs.run_repeating(reap, interval=REAP_SECONDS, first=1.0, name="requests-reaper")
+    # Every replica may reap (each request is claimed before it is touched); a store outage
+    # is logged once, not as a traceback every round.
+    job = only_when_leading(None, reap, "requests reaper")
+    jobs.run_repeating(job, interval=REAP_SECONDS, first=1.0, name="requests-reaper")
 
 
 async def start_alerting(application: AnyApplication, services: Services) -> WebServer | None:

@@ -146,6 +146,11 @@ class TelegramSettings(_Model):
         default=True, description="Known people may use a private chat."
     )
     poll_timeout: Annotated[int, Field(ge=0, le=60)] = 30
+    group_messages_per_minute: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=20,
+        description="New messages a minute opsbot sends to one group (Telegram allows about "
+        "20); raise it only for a self-hosted Bot API server without that limit.",
+    )
     refusal_interval: Seconds = Field(
         default=60.0, description="At most one refusal per user per chat."
     )

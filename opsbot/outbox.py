@@ -175,8 +175,12 @@ class Outbox:
         thread_id: int | None = None,
         priority: Priority = Priority.reply,
         ref: int | None = None,
+        reply_to: int | None = None,
     ) -> int:
-        """Queue a new message; returns its ref (valid for ``edit``/``pin`` at once)."""
+        """Queue a new message; returns its ref (valid for ``edit``/``pin`` at once).
+
+        ``reply_to`` threads it to the Telegram message it answers (sent anyway if that one
+        is gone)."""
         ref = ref or self.new_ref()
         body = reply_to_doc(reply)
         if "document" in body:  # large: stored once, read only when it is sent
@@ -184,6 +188,8 @@ class Outbox:
             await self.store.put(FILES, str(ref), {"content": content}, ttl=MAX_AGE)
             body["document"]["file"] = str(ref)
         doc = self._doc("send", chat, priority, ref=ref, thread=thread_id, reply=body)
+        if reply_to is not None:
+            doc["reply_to"] = reply_to
         await self.store.put(NAMESPACE, f"s{ref}", doc, ttl=MAX_AGE)
         self.wakeup.set()
         return ref
@@ -381,12 +387,21 @@ class OutboxNotifier:
         self.topics = topics
 
     async def send(
-        self, chat_id: int, reply: Reply, *, thread_id: int | None = None, ref: int | None = None
+        self,
+        chat_id: int,
+        reply: Reply,
+        *,
+        thread_id: int | None = None,
+        ref: int | None = None,
+        reply_to: int | None = None,
     ) -> int:
-        """Queue a message; ``ref`` (from ``Outbox.new_ref``) when the caller stored it first."""
+        """Queue a message; ``ref`` (from ``Outbox.new_ref``) when the caller stored it first;
+        ``reply_to``: the Telegram message id of the command it answers."""
         reply = reply.redacted(self.redactor)
-        return await self.outbox.send(chat_id, reply, thread_id=thread_id,
-                                      priority=self.priority, ref=ref)  # fmt: skip
+        return await self.outbox.send(
+            chat_id, reply, thread_id=thread_id, priority=self.priority, ref=ref,
+            reply_to=reply_to,
+        )  # fmt: skip
 
     async def edit(self, chat_id: int, message_id: int, reply: Reply) -> None:
         reply = reply.redacted(self.redactor)

@@ -85,7 +85,7 @@ class Services:
             audit=Audit(store),
             approvals=Approvals(store, settings.approvals, TargetRules(settings)),
             http=httpx.AsyncClient(follow_redirects=False),
-            outbox=Outbox(store),
+            outbox=Outbox(store, group_per_minute=settings.telegram.group_messages_per_minute),
         )
 
     def notifier(self, priority: Priority = Priority.reply) -> OutboxNotifier:

@@ -67,6 +67,8 @@ def base_config(fake: FakeBotAPI, data_dir: Path) -> dict[str, Any]:
             "ops_chat_id": OPS.id,
             "incident_chat_id": INCIDENTS.id,
             "poll_timeout": 1,
+            # opsbot paces groups as the Bot API it talks to does (no limit: no pacing)
+            "group_messages_per_minute": fake.group_per_minute or 100_000,
         },
         "people": PEOPLE,
         "data_dir": str(data_dir),

@@ -227,11 +227,11 @@ class Matrix:
 
     async def request(self) -> str:
         """A restart request filed by the admin Alice in the ops chat: its opaque id."""
-        before = len(self.fake.bot_messages(OPS.id, OPSBOT_TOKEN))
-        await self.feed(
-            "message", self.fake.send_text(OPSBOT_TOKEN, OPS, ALICE, "/restart canary")
+        sent = self.fake.send_text(OPSBOT_TOKEN, OPS, ALICE, "/restart canary")
+        await self.feed("message", sent)
+        card = await self.fake.wait_for_message(  # the card leaves through the outbox
+            OPS.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN
         )
-        card = self.fake.bot_messages(OPS.id, OPSBOT_TOKEN)[before]
         buttons = [b for row in (card.reply_markup or {}).get("inline_keyboard", []) for b in row]
         return next(b["callback_data"][2:] for b in buttons if b["callback_data"][:2] == "a:")
 

@@ -157,6 +157,10 @@ async def push_every_secret(chat: ChatSession, log: logging.Logger) -> None:
             chat.fake.fail_next("sendDocument", f"Bad Request: file rejected: {secret.text}")
             chat.send("/audit export", chat=ALICE_PRIVATE)
             log.warning("target printed: %s", secret.text)
+            try:  # an exception whose text holds the secret, logged with its traceback
+                raise RuntimeError(f"executor said: {secret.text}")
+            except RuntimeError:
+                log.exception("target failed")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
@@ -195,7 +199,8 @@ async def test_no_sink_holds_a_secret(
 
         async def settled() -> bool:
             alerts = await engine.list(firing_only=False, limit=1000)
-            errors = log_output.getvalue().count("while handling an update")
+            # each refused document (its error text holds a secret) is logged by the outbox
+            errors = log_output.getvalue().count("outbox: dropped")
             return len(alerts) >= len(CORPUS) and errors >= len(CORPUS)
 
         await until(settled)
@@ -207,7 +212,9 @@ async def test_no_sink_holds_a_secret(
 
     # The flow really ran: refusals, commands, errors audited; alerts; a post-mortem.
     events = [e["event"] for e in audit]
-    assert events.count("refused") >= len(CORPUS) and events.count("error") >= len(CORPUS)
+    # (a refused document's error, secret and all, is no longer an audited handler error: the
+    # outbox logs it and keeps it beside the lost message's ref; both sinks are read below)
+    assert events.count("refused") >= len(CORPUS)
     assert "resolved" in (resolved.text or "").lower() or resolved.document_name
     assert shown.document_name or shown.text
 

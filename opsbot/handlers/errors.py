@@ -32,9 +32,12 @@ class ErrorReporter:
             return
         error_id = secrets.token_hex(4)
         log.error("error %s while handling an update", error_id, exc_info=context.error)
-        await self.services.audit.record(
-            "error", error_id=error_id, error=type(context.error).__name__
-        )
+        try:  # the error handler must never raise (the store may be what failed)
+            await self.services.audit.record(
+                "error", error_id=error_id, error=type(context.error).__name__
+            )
+        except Exception as exc:
+            log.warning("error %s not audited: %s", error_id, exc)
         chat = self.services.settings.telegram.ops_chat_id
         admins = [p for p in self.services.settings.people if p.role is Role.admin]
         now = time.monotonic()
@@ -44,5 +47,5 @@ class ErrorReporter:
         text = f"⚠️ Something failed (error id {error_id}). Details are in opsbot's log."
         try:
             await self.services.notifier().send(chat, Reply(text))
-        except Exception:  # the error handler must never raise
-            log.exception("could not report error %s to the ops chat", error_id)
+        except Exception as exc:  # the error handler must never raise
+            log.warning("could not report error %s to the ops chat: %s", error_id, exc)

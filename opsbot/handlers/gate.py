@@ -89,7 +89,9 @@ class Gate:
             text=f"⏳ Ignored: {command} was sent {_ago(age)} while opsbot was unreachable. "
             "Send it again if you still want it."
         )
-        await self.services.notifier().send(message.chat_id, notice, thread_id=_thread(message))
+        await self.services.notifier().send(
+            message.chat_id, notice, thread_id=_thread(message), reply_to=message.message_id
+        )
         return True
 
     async def _refuse(self, update: Update) -> None:
@@ -121,7 +123,9 @@ class Gate:
                 log.info("refusal toast not shown: %s", exc)
         elif message is not None and not quiet:
             thread = _thread(message)
-            await self.services.notifier().send(message.chat_id, Reply(REFUSAL), thread_id=thread)
+            await self.services.notifier().send(
+                message.chat_id, Reply(REFUSAL), thread_id=thread, reply_to=message.message_id
+            )
         elif update.inline_query is not None:
             await update.inline_query.answer([], cache_time=60, is_personal=True)
 

@@ -196,7 +196,10 @@ class OutboxWorker:
         reply = await self.outbox.reply_of(entry)
         assert reply is not None
         if entry.kind == "send":
-            return (await send_reply(self.bot, chat, reply, thread_id=entry.thread)).message_id
+            answers = entry.doc.get("reply_to")
+            thread = entry.thread
+            sent = await send_reply(self.bot, chat, reply, thread_id=thread, reply_to=answers)
+            return sent.message_id
         message_id = entry.message_id
         if message_id is None:
             assert where is not None

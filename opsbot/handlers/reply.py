@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import html
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    Message,
+    ReplyParameters,
+)
 from telegram.constants import ParseMode
 from telegram.error import BadRequest
 
@@ -26,9 +33,19 @@ def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
 
 
 async def send_reply(
-    bot: Bot, chat_id: int, reply: Reply, *, thread_id: int | None = None
+    bot: Bot,
+    chat_id: int,
+    reply: Reply,
+    *,
+    thread_id: int | None = None,
+    reply_to: int | None = None,
 ) -> Message:
-    """Send a reply: as a document when it carries one, else as one HTML message."""
+    """Send a reply: as a document when it carries one, else as one HTML message.
+
+    ``reply_to`` threads it to that message; if the message is gone it is sent all the same."""
+    answering = (
+        ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+    )
     if reply.document is not None:
         return await bot.send_document(
             chat_id,
@@ -36,6 +53,7 @@ async def send_reply(
             caption=reply.text[:1024],
             message_thread_id=thread_id,
             reply_markup=keyboard(reply),
+            reply_parameters=answering,
         )
     return await bot.send_message(
         chat_id,
@@ -43,6 +61,7 @@ async def send_reply(
         parse_mode=ParseMode.HTML,
         message_thread_id=thread_id,
         reply_markup=keyboard(reply),
+        reply_parameters=answering,
     )
 
 

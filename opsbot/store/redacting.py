@@ -19,9 +19,9 @@ from opsbot.store import JSONDoc, Store, Versioned
 
 EXACT = frozenset({
     "requests", "versions", "backups", "backups-index", "totp",
-    # the outbox: texts are redacted before they are queued; documents (a backup sent by
-    # opt-in) must arrive byte for byte
-    "outbox-files", "outbox-refs", "outbox-pace",
+    # the outbox's documents (a backup sent by opt-in) must arrive byte for byte; texts are
+    # redacted before they are queued
+    "outbox-files",
 })
 KEEP = frozenset({"fingerprint"})
 
