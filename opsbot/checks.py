@@ -67,9 +67,23 @@ class CheckRuntime(Runtime, Protocol):
     def telegram_api_url(self) -> str: ...
 
 
-async def check_all(targets: Mapping[str, Target], runtime: CheckRuntime) -> list[TargetHealth]:
-    """Every target, concurrently; worst first, then by name."""
-    results = await asyncio.gather(*(check_target(n, t, runtime) for n, t in targets.items()))
+async def check_all(
+    targets: Mapping[str, Target],
+    runtime: CheckRuntime,
+    on_result: Callable[[TargetHealth], None] | None = None,
+) -> list[TargetHealth]:
+    """Every target, concurrently; worst first, then by name.
+
+    ``on_result`` is called with each target's health as soon as it is known (for progress).
+    """
+
+    async def one(name: str, target: Target) -> TargetHealth:
+        result = await check_target(name, target, runtime)
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    results = await asyncio.gather(*(one(n, t) for n, t in targets.items()))
     return sorted(results, key=lambda h: (-h.state, h.target))
 
 

@@ -7,17 +7,19 @@ must exist, numbers are bounded) and are never joined into a shell string.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opsbot import actions, alert_commands, backups, incident_commands, operations
 from opsbot.audit import digest
 from opsbot.checks import TargetHealth, check_all, check_target
 from opsbot.config import Person, Role, Target
 from opsbot.errors import OpsbotError, UsageError
+from opsbot.progress import ProgressSink
 from opsbot.render import (
     Button,
     Document,
@@ -42,6 +44,8 @@ class Caller:
     user_id: int | None = None
     chat_id: int | None = None
     thread_id: int | None = None
+    #: Where a long verb may report progress (a chat's in-place message); None = nowhere.
+    progress: ProgressSink | None = field(default=None, compare=False)
 
     @property
     def person(self) -> Person:
@@ -104,13 +108,57 @@ async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
     targets = services.settings.targets
     if not targets:
         return Reply(text="No targets are configured.")
-    results = await check_all(targets, services)
+    results = await _check_all_showing_progress(services, caller, targets)
     await _observe(services, results)
     return Reply(
         text=f"Health: {health_counts(results)} · {clock()}",
         block=health_table(results),
         buttons=(Button("🔄 Refresh", "h"),),
     )
+
+
+#: /health over more targets than this shows progress at once; fewer, only once it is slow.
+PROGRESS_MIN_TARGETS = 20
+#: Seconds after which a /health over few targets starts showing progress.
+PROGRESS_AFTER = 0.5
+
+
+async def _check_all_showing_progress(
+    services: Services, caller: Caller, targets: dict[str, Target]
+) -> list[TargetHealth]:
+    """check_all, reporting "12/100 checked · worst so far …" to the caller's progress sink."""
+    sink = caller.progress
+    if sink is None:
+        return await check_all(targets, services)
+    arrived: list[TargetHealth] = []
+    showing = False
+
+    def show() -> None:
+        nonlocal showing
+        showing = True
+        sink(_progress_reply(arrived, len(targets)))
+
+    def on_result(result: TargetHealth) -> None:
+        arrived.append(result)
+        if showing:
+            show()
+
+    delay = 0.0 if len(targets) > PROGRESS_MIN_TARGETS else PROGRESS_AFTER
+    timer = asyncio.get_running_loop().call_later(delay, show)
+    try:
+        return await check_all(targets, services, on_result)
+    finally:
+        timer.cancel()
+
+
+def _progress_reply(arrived: list[TargetHealth], total: int) -> Reply:
+    text = f"⏳ Health: {len(arrived)}/{total} checked…"
+    bad = sorted((r for r in arrived if r.state), key=lambda h: (-h.state, h.target))
+    if not bad:
+        return Reply(text=text + (" all healthy so far" if arrived else ""))
+    worst = bad[0]
+    text += f" worst so far: {worst.state.icon} {worst.target}"
+    return Reply(text=text, block=health_table(bad[:10]))
 
 
 async def _observe(services: Services, results: list[TargetHealth]) -> None:
