@@ -7,7 +7,7 @@ use and are pooled; ``close`` ends them all (called from the application's shutd
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,23 @@ from opsbot.store.factory import open_store
 log = logging.getLogger(__name__)
 
 
-def ssh_host(name: str, endpoint: SSHEndpoint) -> SSHHost:
+def ssh_host(
+    name: str, endpoint: SSHEndpoint, endpoints: Mapping[str, object] | None = None
+) -> SSHHost:
+    """The pool's view of an ssh endpoint; ``endpoints`` resolves its bastion (``via``)."""
+    via = None
+    if endpoint.via is not None:
+        bastion = (endpoints or {}).get(endpoint.via)
+        if not isinstance(bastion, SSHEndpoint):
+            raise ConfigError(f"endpoint {name!r}: via {endpoint.via!r} is not an ssh endpoint")
+        via = ssh_host(endpoint.via, bastion, endpoints)
+    ssh_config = endpoint.ssh_config
+    # With ssh_config, a port not written in opsbot's settings comes from the ssh config.
+    from_config = ssh_config is not False and "port" not in endpoint.model_fields_set
     return SSHHost(
         name=name,
         host=endpoint.host,
-        port=endpoint.port,
+        port=None if from_config else endpoint.port,
         username=endpoint.user,
         client_keys=tuple(p.expanduser() for p in endpoint.key_files) or None,
         known_hosts=endpoint.known_hosts.expanduser() if endpoint.known_hosts else None,
@@ -44,6 +56,8 @@ def ssh_host(name: str, endpoint: SSHEndpoint) -> SSHHost:
         connect_timeout=endpoint.connect_timeout,
         keepalive_interval=endpoint.keepalive_interval,
         max_concurrency=endpoint.max_concurrency,
+        via=via,
+        ssh_config=ssh_config.expanduser() if isinstance(ssh_config, Path) else ssh_config,
     )
 
 
@@ -88,7 +102,11 @@ class Services:
         config = self.settings.all_endpoints.get(endpoint)
         match config:
             case SSHEndpoint():
-                return TimedExecutor(self.ssh.executor(ssh_host(endpoint, config)), self, "ssh")
+                return TimedExecutor(
+                    self.ssh.executor(ssh_host(endpoint, config, self.settings.all_endpoints)),
+                    self,
+                    "ssh",
+                )
             case LocalEndpoint():
                 return TimedExecutor(self.local, self, "local")
         raise ConfigError(f"endpoint {endpoint!r} cannot run commands (it is {config!r})")
@@ -105,7 +123,8 @@ class Services:
         if config.via_ssh is not None:
             ssh_config = self.settings.all_endpoints[config.via_ssh]
             assert isinstance(ssh_config, SSHEndpoint)  # checked by Settings
-            via = (self.ssh, ssh_host(config.via_ssh, ssh_config), config.remote_socket)
+            host = ssh_host(config.via_ssh, ssh_config, self.settings.all_endpoints)
+            via = (self.ssh, host, config.remote_socket)
         tls = None
         if config.tls is not None:
             tls = DockerTLS(

@@ -63,7 +63,8 @@ class SSHHost:
 
     name: str
     host: str
-    port: int = 22
+    #: None: from the ssh config (with ``ssh_config``), else 22.
+    port: int | None = 22
     username: str
     #: Private key files; None = asyncssh's defaults (~/.ssh/id_* and the agent).
     client_keys: tuple[Path, ...] | None = None
@@ -77,10 +78,15 @@ class SSHHost:
     max_concurrency: int = 8
     #: Wrap every command in ``timeout -k 2 N`` on the remote side.
     remote_timeout_wrapper: bool = True
+    #: A bastion: this host's connection is tunnelled through the bastion's pooled one.
+    via: SSHHost | None = None
+    #: Honour ~/.ssh/config (True) or this file; False = only these settings count.
+    ssh_config: bool | Path = False
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        where = self.host if self.port is None else f"{self.host}:{self.port}"
+        return where if self.via is None else f"{where} (via {self.via.name})"
 
 
 @dataclass(slots=True)
@@ -153,9 +159,11 @@ class SSHPool:
 
     async def _connect(self, host: SSHHost) -> Any:
         options: dict[str, Any] = {
-            "port": host.port,
+            "port": () if host.port is None else host.port,
             "username": host.username,
-            "config": None,  # do not let ~/.ssh/config change what the settings say
+            # None: ~/.ssh/config must not change what the settings say, unless opted in
+            # (then () is asyncssh's default, ~/.ssh/config).
+            "config": _config_option(host.ssh_config),
             "connect_timeout": host.connect_timeout,
             "login_timeout": host.connect_timeout,
             "keepalive_interval": host.keepalive_interval,
@@ -177,10 +185,14 @@ class SSHPool:
                 raise HostKeyError(
                     f"SSH host {host.name} ({host.address}): known_hosts file "
                     f"{host.known_hosts} does not exist; add the host key with "
-                    f"`ssh-keyscan -p {host.port} {host.host} >> {host.known_hosts}` "
+                    f"`ssh-keyscan -p {host.port or 22} {host.host} >> {host.known_hosts}` "
                     "and check its fingerprint"
                 )
             options["known_hosts"] = str(host.known_hosts)
+        if host.via is not None:
+            # The bastion's pooled connection (opened once for all the hosts behind it);
+            # asyncssh opens a direct-tcpip channel on it and runs this handshake inside.
+            options["tunnel"] = await self.connection(host.via)
         try:
             async with asyncio.timeout(host.connect_timeout):
                 conn = await asyncssh.connect(host.host, **options)
@@ -189,7 +201,7 @@ class SSHPool:
             raise HostKeyError(
                 f"SSH host {host.name} ({host.address}): host key not verifiable against "
                 f"{where} ({exc.reason}). If the host is new, add its key with "
-                f"`ssh-keyscan -p {host.port} {host.host} >> {where}` and check its "
+                f"`ssh-keyscan -p {host.port or 22} {host.host} >> {where}` and check its "
                 "fingerprint; if the key changed, find out why before replacing it"
             ) from None
         except asyncssh.PermissionDenied as exc:
@@ -494,6 +506,14 @@ async def _feed(stream: Any, data: bytes) -> None:
         stream.write(data)
         await stream.drain()
         stream.write_eof()
+
+
+def _config_option(ssh_config: bool | Path) -> Any:
+    if ssh_config is False:
+        return None
+    if ssh_config is True:
+        return ()
+    return [str(ssh_config)]
 
 
 def _describe(exc: BaseException) -> str:
