@@ -290,7 +290,7 @@ async def _command(
         executor = runtime.docker(target.endpoint).executor(container_name(name, target))
     else:
         executor = runtime.executor(check.endpoint or target.endpoint)
-    result = await executor.run(check.argv, timeout=check.timeout)
+    result = await executor.run(check.argv, timeout=check.timeout, probe=True)
     if result.timed_out:
         return CheckResult(label, State.FAIL, f"timed out after {check.timeout:g} s")
     if result.exit_status == 0:

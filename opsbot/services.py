@@ -75,6 +75,7 @@ class Services:
     alerts: AlertEngine | None = None  # built once a notifier exists (the bot's post_init)
     incidents: Incidents | None = None  # likewise
     _docker: dict[str, DockerEngine] = field(default_factory=dict)
+    _executors: dict[str, Executor] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -98,18 +99,24 @@ class Services:
         return self.settings.telegram.api_url
 
     def executor(self, endpoint: str) -> Executor:
-        """The command executor of an ssh or local endpoint (timed for /metrics)."""
-        config = self.settings.all_endpoints.get(endpoint)
+        """The command executor of an ssh or local endpoint (timed for /metrics), made once:
+        every check of every round asks for one."""
+        made = self._executors.get(endpoint)
+        if made is not None:
+            return made
+        endpoints = self.settings.all_endpoints
+        config = endpoints.get(endpoint)
         match config:
             case SSHEndpoint():
-                return TimedExecutor(
-                    self.ssh.executor(ssh_host(endpoint, config, self.settings.all_endpoints)),
-                    self,
-                    "ssh",
+                made = TimedExecutor(
+                    self.ssh.executor(ssh_host(endpoint, config, endpoints)), self, "ssh"
                 )
             case LocalEndpoint():
-                return TimedExecutor(self.local, self, "local")
-        raise ConfigError(f"endpoint {endpoint!r} cannot run commands (it is {config!r})")
+                made = TimedExecutor(self.local, self, "local")
+            case _:
+                raise ConfigError(f"endpoint {endpoint!r} cannot run commands (it is {config!r})")
+        self._executors[endpoint] = made
+        return made
 
     def docker(self, endpoint: str) -> DockerEngine:
         """The Docker engine of a docker endpoint, created once and reused."""
@@ -164,10 +171,15 @@ class TimedExecutor:
     kind: str
 
     async def run(
-        self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        stdin: bytes | None = None,
+        probe: bool = False,
     ) -> ExecResult:
         with self.services.metrics.time_executor(self.kind):
-            return await self.inner.run(argv, timeout=timeout, stdin=stdin)
+            return await self.inner.run(argv, timeout=timeout, stdin=stdin, probe=probe)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
