@@ -7,6 +7,7 @@ is a user's message pushed into the fake, the answer is what opsbot sends or edi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -128,6 +129,7 @@ class Opsbot:
         first: float | None = None
         deadline = started + timeout
         while True:
+            seen = len(self.fake.calls)
             for message in self.fake.bot_messages(CHAT.id, OPSBOT_TOKEN):
                 if message.message_id <= sent["message_id"]:
                     continue
@@ -136,9 +138,10 @@ class Opsbot:
                 shown = message.text if message.text is not None else message.caption
                 if shown is not None and done(shown):
                     return Answer(first, time.perf_counter() - started, message)
-            if time.perf_counter() > deadline:
+            left = deadline - time.perf_counter()
+            if left <= 0:
                 raise RuntimeError(f"no answer to {text!r} within {timeout} s")
-            time.sleep(0.002)
+            self.fake.wait_for_calls_beyond(seen, left)
 
     def memory(self) -> tuple[float, float]:
         """(RSS now, peak RSS) of the opsbot process, in MB."""
@@ -163,6 +166,17 @@ def running_opsbot(fake: FakeBotAPI, config: dict[str, Any], tmp: Path) -> Itera
         yield bot
     finally:
         bot.stop()
+
+
+def verb_seconds(data_dir: Path, verb: str) -> list[float]:
+    """How long each run of ``verb`` took inside opsbot (the audit trail's ``duration``):
+    the rest of a chat round trip is Telegram's part (here the fake's) and the handler's."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(data_dir / "opsbot.sqlite3")) as db:
+        rows = db.execute("SELECT value FROM logs WHERE namespace = 'audit' AND key = '*'")
+        entries = [json.loads(value) for (value,) in rows]
+    return [e["duration"] for e in entries if e.get("verb") == verb and "duration" in e]
 
 
 def ratio(value: float, floor: float) -> str:

@@ -1,18 +1,21 @@
 """Benchmark: /health over N SSH hosts, cold and warm, beside its anchors in the same run.
 
 Starts N real sshd on loopback (tests/lab, root needed: one process, port, host key and key
-pair each) and configures opsbot with one command target per host (status `true` over SSH).
-Then, on the same hosts, one after the other:
+pair each) and configures opsbot with one command target per host, its status the program
+``/bin/true`` over SSH. Every contender runs that same program: ``true`` alone would be the
+login shell's builtin, no process at all, which no real check is (and which made the floor
+look 25-30% cheaper than any harness that starts the program). Then, on the same hosts:
 
 * opsbot: ``python -m opsbot run`` against the fake Bot API; `/health` is a user's message,
   timed until the answer shows every target. Cold = the first /health of a fresh process (one
   handshake per host), warm = the next ones (pooled connections). First feedback = its first
   message (the progress message from 20 targets up).
-* bare asyncssh, the floor: cold = gather(connect + run `true`) over all hosts; warm = gather
-  (run `true`) on connections already open. Host keys verified, like opsbot.
-* parallel-ssh (``--anchors all``): ParallelSSHClient.run_command('true') + join; cold = a
+* bare asyncssh, the floor: cold = gather(connect + run `/bin/true`) over all hosts; warm = gather
+  (run `/bin/true`) on connections already open. Host keys verified, like opsbot. Its rounds
+  alternate with opsbot's, so both see the same load on the machine.
+* parallel-ssh (``--anchors all``): ParallelSSHClient.run_command('/bin/true') + join; cold = a
   new client, warm = the same client again.
-* ansible-core (``--anchors all``): ``ansible all -m raw -a true -f N``; cold with
+* ansible-core (``--anchors all``): ``ansible all -m raw -a /bin/true -f N``; cold with
   ControlMaster=no, warm with ControlPersist (after one warming run).
 
 Appends a ``## health_fanout`` section with the ratios to bench/RESULTS.md (``--results``).
@@ -48,10 +51,14 @@ from blackbox import (
     running_opsbot,
     sshd_farm,
     stamp,
+    verb_seconds,
 )
 
 from tests.factories import ssh_endpoint
 from tests.lab.sshd import SSHServer, count_accepted_connections
+
+#: What every contender runs on every host: a program (see the module docstring).
+PROGRAM = "/bin/true"
 
 
 def median(values: list[float]) -> float:
@@ -70,7 +77,7 @@ def _connect(server: SSHServer) -> Any:
 
 
 async def _run_true(conn: Any) -> None:
-    result = await conn.run("true", check=True)
+    result = await conn.run(PROGRAM, check=True)
     assert result.exit_status == 0
 
 
@@ -89,16 +96,16 @@ async def bare_cold(servers: list[SSHServer]) -> float:
     return elapsed
 
 
-async def bare_warm(servers: list[SSHServer], rounds: int) -> list[float]:
-    conns = await asyncio.gather(*(_connect(s) for s in servers))
+async def bare_open(servers: list[SSHServer]) -> list[Any]:
+    conns = list(await asyncio.gather(*(_connect(s) for s in servers)))
     await asyncio.gather(*(_run_true(c) for c in conns))  # first channel opened on each
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        await asyncio.gather(*(_run_true(c) for c in conns))
-        times.append(time.perf_counter() - started)
-    await _close(list(conns))
-    return times
+    return conns
+
+
+async def bare_warm(conns: list[Any]) -> float:
+    started = time.perf_counter()
+    await asyncio.gather(*(_run_true(c) for c in conns))
+    return time.perf_counter() - started
 
 
 async def _close(conns: list[Any]) -> None:
@@ -110,20 +117,26 @@ async def _close(conns: list[Any]) -> None:
 # --------------------------------------------------------------------------- opsbot
 
 
-def opsbot_rounds(
+def interleaved_rounds(
     servers: list[SSHServer], tmp: Path, cold_rounds: int, rounds: int
 ) -> dict[str, list[float]]:
-    """Cold: the first /health of each fresh opsbot process; warm: the next ``rounds``."""
+    """opsbot and the bare floor, round for round (the machine's load drifts; both see it).
+
+    opsbot cold: the first /health of each fresh process; warm: the next ``rounds`` of the
+    first process. Floor cold: connect+run on every host, then close; warm: run on the
+    connections kept open meanwhile.
+    """
+    loop = asyncio.new_event_loop()
     n = len(servers)
     endpoints = {f"h{i:03d}": ssh_endpoint(s, max_concurrency=8) for i, s in enumerate(servers)}
     targets = {
         f"bot{i:03d}": {"kind": "command", "endpoint": f"h{i:03d}",
-                        "actions": {"status": ["true"]}}
+                        "actions": {"status": [PROGRAM]}}
         for i in range(n)
     }  # fmt: skip
     out: dict[str, list[float]] = {
         "cold": [], "cold_first": [], "warm": [], "warm_first": [], "cold_handshakes": [],
-        "warm_handshakes": [], "rss": [],
+        "warm_handshakes": [], "rss": [], "warm_inside": [], "bare_cold": [], "bare_warm": [],
     }  # fmt: skip
 
     def done(text: str) -> bool:
@@ -134,6 +147,7 @@ def opsbot_rounds(
 
     with fake_bot_api() as fake:
         for r in range(cold_rounds):
+            out["bare_cold"].append(loop.run_until_complete(bare_cold(servers)))
             config = opsbot_config(fake, tmp / f"data{r}", endpoints=endpoints, targets=targets)
             with running_opsbot(fake, config, tmp / f"opsbot{r}") as bot:
                 before = logins()
@@ -142,15 +156,21 @@ def opsbot_rounds(
                 out["cold"].append(answer.final)
                 out["cold_first"].append(answer.first)
                 out["cold_handshakes"].append(logins() - before)
-                if r == 0:
-                    before = logins()
-                    for _ in range(rounds):
-                        answer = bot.ask("/health", done)
-                        _check_healthy(answer.message.text, n)
-                        out["warm"].append(answer.final)
-                        out["warm_first"].append(answer.first)
-                    out["warm_handshakes"].append(logins() - before)
-                    out["rss"].append(bot.memory()[0])
+                if r > 0:
+                    continue
+                conns = loop.run_until_complete(bare_open(servers))
+                before = logins()
+                for _ in range(rounds):
+                    out["bare_warm"].append(loop.run_until_complete(bare_warm(conns)))
+                    answer = bot.ask("/health", done)
+                    _check_healthy(answer.message.text, n)
+                    out["warm"].append(answer.final)
+                    out["warm_first"].append(answer.first)
+                out["warm_handshakes"].append(logins() - before)
+                loop.run_until_complete(_close(conns))
+                out["rss"].append(bot.memory()[0])
+                out["warm_inside"] = verb_seconds(tmp / "data0", "health")[1:]
+    loop.close()
     return out
 
 
@@ -170,7 +190,7 @@ def pssh_rounds(servers: list[SSHServer], rounds: int) -> tuple[float, list[floa
 
     def run(client: Any) -> float:
         started = time.perf_counter()
-        output = client.run_command("true")
+        output = client.run_command(PROGRAM)
         client.join(output)
         elapsed = time.perf_counter() - started
         codes = [o.exit_code for o in output]
@@ -235,7 +255,7 @@ def ansible_rounds(
         **base_env,
         "ANSIBLE_SSH_ARGS": f"{known_opt} -o ControlMaster=auto -o ControlPersist=300s",
     }
-    argv = [str(ansible), "lab", "-i", str(inventory), "-m", "raw", "-a", "true",
+    argv = [str(ansible), "lab", "-i", str(inventory), "-m", "raw", "-a", PROGRAM,
             "-f", str(len(servers)), "-o"]  # fmt: skip
 
     def run(env: dict[str, str]) -> float:
@@ -264,7 +284,8 @@ def ansible_rounds(
 
 
 def report(args: argparse.Namespace, figures: dict[str, Any]) -> str:
-    ops, floor_cold, floor_warm = figures["opsbot"], figures["bare_cold"], figures["bare_warm"]
+    ops = figures["opsbot"]
+    floor_cold, floor_warm = ops["bare_cold"], ops["bare_warm"]
     cold, warm = median(ops["cold"]), median(ops["warm"])
     fc, fw = median(floor_cold), median(floor_warm)
     command = (
@@ -281,6 +302,8 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> str:
         "|---|---|---|",
         f"| opsbot `/health` via the fake Bot API | {cold:.3f} s (**{ratio(cold, fc)}** floor) "
         f"| {warm:.3f} s (**{ratio(warm, fw)}** floor) |",
+        f"| opsbot inside the verb (the rest is the chat round trip) | – "
+        f"| {median(ops['warm_inside']):.3f} s |",
         f"| opsbot first feedback | {median(ops['cold_first']):.3f} s "
         f"| {median(ops['warm_first']):.3f} s |",
         f"| bare asyncssh (floor): connect+run / run on open connections | {fc:.3f} s "
@@ -327,13 +350,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"starting {args.hosts} sshd…", file=sys.stderr)
         with sshd_farm(tmp, args.hosts) as servers:
             step: Callable[[str], None] = lambda what: print(what, file=sys.stderr)  # noqa: E731
-            step("bare asyncssh…")
-            figures["bare_cold"] = [
-                asyncio.run(bare_cold(servers)) for _ in range(args.cold_rounds)
-            ]
-            figures["bare_warm"] = asyncio.run(bare_warm(servers, args.rounds))
-            step("opsbot…")
-            figures["opsbot"] = opsbot_rounds(servers, tmp, args.cold_rounds, args.rounds)
+            step("opsbot and bare asyncssh, round for round…")
+            figures["opsbot"] = interleaved_rounds(servers, tmp, args.cold_rounds, args.rounds)
             if args.anchors == "all":
                 step("parallel-ssh…")
                 figures["pssh"] = pssh_rounds(servers, args.rounds)

@@ -8,6 +8,7 @@ must exist, numbers are bounded) and are never joined into a shell string.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import re
 import time
@@ -117,9 +118,11 @@ async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
     )
 
 
-#: /health over more targets than this shows progress at once; fewer, only once it is slow.
+#: /health over more targets than this shows progress soon; fewer, only once it is slow.
 PROGRESS_MIN_TARGETS = 20
-#: Seconds after which a /health over few targets starts showing progress.
+#: Seconds before the progress message of a /health over many targets (an answer that comes
+#: sooner needs none), and over few.
+PROGRESS_SOON = 0.2
 PROGRESS_AFTER = 0.5
 
 
@@ -130,20 +133,24 @@ async def _check_all_showing_progress(
     sink = caller.progress
     if sink is None:
         return await check_all(targets, services)
-    arrived: list[TargetHealth] = []
+    arrived = 0
+    bad: list[TargetHealth] = []  # worst first; kept as results come (few, usually none)
     showing = False
 
     def show() -> None:
         nonlocal showing
         showing = True
-        sink(_progress_reply(arrived, len(targets)))
+        sink(_progress_reply(arrived, bad, len(targets)))
 
     def on_result(result: TargetHealth) -> None:
-        arrived.append(result)
+        nonlocal arrived
+        arrived += 1
+        if result.state:
+            bisect.insort(bad, result, key=lambda h: (-h.state, h.target))
         if showing:
             show()
 
-    delay = 0.0 if len(targets) > PROGRESS_MIN_TARGETS else PROGRESS_AFTER
+    delay = PROGRESS_SOON if len(targets) > PROGRESS_MIN_TARGETS else PROGRESS_AFTER
     timer = asyncio.get_running_loop().call_later(delay, show)
     try:
         return await check_all(targets, services, on_result)
@@ -151,9 +158,8 @@ async def _check_all_showing_progress(
         timer.cancel()
 
 
-def _progress_reply(arrived: list[TargetHealth], total: int) -> Reply:
-    text = f"⏳ Health: {len(arrived)}/{total} checked…"
-    bad = sorted((r for r in arrived if r.state), key=lambda h: (-h.state, h.target))
+def _progress_reply(arrived: int, bad: list[TargetHealth], total: int) -> Reply:
+    text = f"⏳ Health: {arrived}/{total} checked…"
     if not bad:
         return Reply(text=text + (" all healthy so far" if arrived else ""))
     worst = bad[0]
