@@ -147,7 +147,7 @@ async def _check_all_showing_progress(
         arrived += 1
         if result.state:
             bisect.insort(bad, result, key=lambda h: (-h.state, h.target))
-        if showing:
+        if showing and arrived < len(targets):  # the last one: the answer follows at once
             show()
 
     delay = PROGRESS_SOON if len(targets) > PROGRESS_MIN_TARGETS else PROGRESS_AFTER

@@ -3,8 +3,9 @@
 A verb reports progress through a ``ProgressSink`` (a plain callback taking a ``Reply``; the
 latest one wins), so the verbs stay Telegram-free. ``ProgressMessage`` is the sink the chat
 uses: it posts the first progress reply through the ``Notifier`` port, edits it at most every
-``interval`` seconds with the latest state (never blocking the verb), and ``finish`` edits it
-one last time with the final reply, so the last state is always shown.
+``interval`` seconds (1 s in a private chat, 3 s in a group) with the latest state (never
+blocking the verb), and ``finish`` edits it one last time with the final reply, so the last
+state is always shown.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ class ProgressMessage:
         chat_id: int,
         *,
         thread_id: int | None = None,
-        interval: float = 1.0,
+        interval: float | None = None,
     ) -> None:
         self.notifier = notifier
         self.chat_id = chat_id
         self.thread_id = thread_id
-        self.interval = interval
+        # Edits count against Telegram's ~20 messages a minute per group: slower there.
+        self.interval = interval if interval is not None else (1.0 if chat_id > 0 else 3.0)
         self.message_id: int | None = None
         self._latest: Reply | None = None
         self._wake = asyncio.Event()

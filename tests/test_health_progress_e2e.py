@@ -19,7 +19,7 @@ from opsbot.config import Role, Settings
 from opsbot.render import Reply
 from opsbot.services import Services
 from tests.factories import (
-    OPS,
+    ALICE,
     OPSBOT_TOKEN,
     OPSBOT_USERNAME,
     ChatSession,
@@ -28,10 +28,12 @@ from tests.factories import (
     ssh_endpoint,
     write_config,
 )
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import Chat, FakeBotAPI
 from tests.lab.sshd import SSHServer
 
-SLOW_SECONDS = 2.5
+PRIVATE = Chat(ALICE.id, "private")
+SLOW_SECONDS = 3.0
+MEDIUM_SECONDS = 1.5
 MANY = 24  # above the 20 targets from which progress shows at once
 
 
@@ -56,6 +58,11 @@ async def chat(
             "timeout": 10,
             "checks": [{"type": "command", "argv": ["sleep", str(SLOW_SECONDS)], "timeout": 8}],
         },
+        "mediumbot": {
+            "kind": "command",
+            "endpoint": "lab-ssh",
+            "checks": [{"type": "command", "argv": ["sleep", str(MEDIUM_SECONDS)]}],
+        },
         "fastbot": {"kind": "command", "endpoint": "lab-ssh", "actions": {"status": ["true"]}},
         "brokenbot": {"kind": "command", "endpoint": "lab-ssh", "actions": {"status": ["false"]}},
     }
@@ -68,12 +75,13 @@ async def chat(
 async def test_slow_health_shows_progress_within_a_second_then_every_target(
     chat: ChatSession,
 ) -> None:
-    total = 3
+    """In a private chat, where the message may be edited every second."""
+    total = 4
     since = len(chat.fake.calls)
-    sent = chat.send("/health")
+    sent = chat.send("/health", chat=PRIVATE)
     started = time.monotonic()
     first = await chat.fake.wait_for_message(
-        OPS.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=5
+        PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=5
     )
     waited = time.monotonic() - started
     assert waited < 1.0, f"first feedback after {waited:.2f} s"
@@ -82,7 +90,7 @@ async def test_slow_health_shows_progress_within_a_second_then_every_target(
 
     # Progress shows the failing target before the slow one has answered.
     shown = await chat.fake.wait_for_message(
-        OPS.id,
+        PRIVATE.id,
         lambda m: m.message_id == first.message_id and "brokenbot" in (m.text or ""),
         token=OPSBOT_TOKEN,
         timeout=SLOW_SECONDS,
@@ -91,7 +99,7 @@ async def test_slow_health_shows_progress_within_a_second_then_every_target(
     assert "slowbot" not in shown.text
 
     final = await chat.fake.wait_for_message(
-        OPS.id,
+        PRIVATE.id,
         lambda m: m.message_id == first.message_id and (m.text or "").startswith("Health:"),
         token=OPSBOT_TOKEN,
         timeout=15,
@@ -101,17 +109,23 @@ async def test_slow_health_shows_progress_within_a_second_then_every_target(
     assert final.text is not None
     assert final.text.splitlines()[0].startswith(f"Health: {total} targets, 1 failing")
     rows = final.text.splitlines()[1:]
-    assert {r.split()[1] for r in rows} == {"slowbot", "fastbot", "brokenbot"}
+    assert {r.split()[1] for r in rows} == {"slowbot", "mediumbot", "fastbot", "brokenbot"}
     assert rows[0].startswith("❌ brokenbot")
     assert final.reply_markup is not None  # the Refresh button arrives with the final state
     # One message, edited in place: no second answer was posted.
-    later = [m for m in chat.bot_messages() if m.message_id > sent["message_id"]]
+    later = [m for m in chat.bot_messages(PRIVATE) if m.message_id > sent["message_id"]]
     assert [m.message_id for m in later] == [first.message_id]
     edits = [
         c for c in chat.fake.calls[since:]
         if c.method == "editMessageText" and c.params["message_id"] == first.message_id
     ]  # fmt: skip
     assert edits and "Health:" in edits[-1].params["text"]
+    # It was edited as results arrived (2/4, then 3/4 once the medium one answered), and
+    # the final state came last.
+    progress = [t for t in final.history if t is not None and t.startswith("⏳")]
+    counts = [int(re.search(r"(\d+)/4 checked", t)[1]) for t in progress]  # type: ignore[index]
+    assert counts == sorted(counts) and len(set(counts)) >= 2, final.history
+    assert max(counts) < total and final.history[-1] == final.text
 
 
 async def test_a_quick_answer_comes_once_without_progress(chat: ChatSession) -> None:
@@ -141,4 +155,4 @@ async def test_health_over_many_targets_reports_progress_soon(tmp_path: Path) ->
     assert seen, "no progress reported"
     assert re.fullmatch(rf"⏳ Health: \d+/{MANY} checked….*", seen[0].text)
     assert f"{MANY}/{MANY}" not in seen[0].text  # shown while the sleepy one still ran
-    assert seen[-1].text == f"⏳ Health: {MANY}/{MANY} checked… all healthy so far"
+    assert seen[-1].text == f"⏳ Health: {MANY - 1}/{MANY} checked… all healthy so far"
