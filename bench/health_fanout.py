@@ -57,7 +57,8 @@ from blackbox import (
 from tests.factories import ssh_endpoint
 from tests.lab.sshd import SSHServer, count_accepted_connections
 
-#: What every contender runs on every host: a program (see the module docstring).
+#: What every contender runs on every host: a program (see the module docstring);
+#: ``--program true`` measures against the builtin instead.
 PROGRAM = "/bin/true"
 
 
@@ -291,6 +292,7 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> str:
     command = (
         f"python bench/health_fanout.py --hosts {args.hosts} --rounds {args.rounds} "
         f"--cold-rounds {args.cold_rounds} --anchors {args.anchors}"
+        + (f" --program {args.program}" if args.program != "/bin/true" else "")
     )
     lines = [
         f"## health_fanout · {stamp()} · {args.hosts} SSH hosts",
@@ -342,7 +344,9 @@ def main(argv: list[str] | None = None) -> None:
         help="bare: only the asyncssh floor (no parallel-ssh, no ansible: the CI smoke)",
     )  # fmt: skip
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--program", default=PROGRAM, help="what every contender runs")
     args = parser.parse_args(argv)
+    globals()["PROGRAM"] = args.program
 
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="opsbot-fanout-") as name:

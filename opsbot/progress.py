@@ -63,8 +63,11 @@ class ProgressMessage:
         if self._task is None:
             return None
         await self._task  # an edit already on its way lands before the final one
-        if self.message_id is None or reply.document is not None:
+        if self.message_id is None:
             return None
+        if reply.document is not None:  # a message cannot become a document: the caller
+            await self.notifier.edit(self.chat_id, self.message_id, Reply(reply.text))
+            return None  # sends it, and no "⏳" state is left behind
         await self.notifier.edit(self.chat_id, self.message_id, reply)
         return self.message_id
 
