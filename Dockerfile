@@ -1,28 +1,41 @@
-# opsbot: a Telegram ChatOps bot. Build: docker build -t opsbot .
-FROM python:3.11-slim
+# opsbot: a Telegram ChatOps bot.  Build: docker build -t opsbot:0.1.0 .
+# The base is pinned to an exact tag (add @sha256:<digest> from your registry to pin it fully);
+# dependencies get their own layer, so editing the code does not reinstall them.
+FROM python:3.11.12-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # ssh-keygen/ssh-keyscan for managing known_hosts; tini reaps children and forwards signals.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends openssh-client tini \
     && rm -rf /var/lib/apt/lists/*
 
-RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin opsbot \
-    && mkdir -p /var/lib/opsbot /etc/opsbot \
-    && chown opsbot:opsbot /var/lib/opsbot
+# uid/gid 10001: files mounted into the container (SSH key, secrets) must be readable by it.
+RUN groupadd --gid 10001 opsbot \
+    && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin opsbot \
+    && mkdir -p /var/lib/opsbot /etc/opsbot /home/opsbot/.ssh \
+    && chown opsbot:opsbot /var/lib/opsbot /home/opsbot/.ssh \
+    && chmod 0700 /home/opsbot/.ssh
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+# 1. dependencies only: this layer is rebuilt when pyproject.toml changes, not the code
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+# 2. the code
+COPY README.md ./
 COPY opsbot ./opsbot
-RUN pip install .
+RUN pip install --no-deps . && rm -rf build
 
 COPY config/opsbot.example.yaml /etc/opsbot/opsbot.example.yaml
 
-USER opsbot
-ENV OPSBOT_DATA_DIR=/var/lib/opsbot
+USER 10001:10001
+ENV HOME=/home/opsbot \
+    OPSBOT_DATA_DIR=/var/lib/opsbot
 VOLUME ["/var/lib/opsbot"]
 # Alert webhooks, /healthz and /metrics, when web.enabled is true.
 EXPOSE 8080

@@ -14,7 +14,7 @@ container     Docker API restart                  recreate with the previous kno
 compose       ``compose -f FILE restart SERVICE``  ``actions.rollback`` only (see below)
 systemd       ``systemctl [--user] restart UNIT``  ``actions.rollback`` only
 pm2           ``pm2 restart PROCESS``             ``actions.rollback`` only
-k8s           ``kubectl rollout restart`` + status ``kubectl rollout undo`` + status
+k8s           ``kubectl rollout restart`` + status ``kubectl rollout undo [--to-revision]``
 command       ``actions.restart`` only            ``actions.rollback`` only
 ============  ==================================  =========================================
 
@@ -35,6 +35,7 @@ target is seen healthy.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shlex
 import time
@@ -56,7 +57,7 @@ from opsbot.errors import OpsbotError, UsageError
 from opsbot.executors import Executor
 from opsbot.executors.docker import ContainerStatus
 from opsbot.store import JSONDoc, Store
-from opsbot.targets import State, container_name, fetch_logs
+from opsbot.targets import State, container_name, fetch_logs, k8s_revisions
 from opsbot.versions import Version, ago, previous_good, record_healthy
 
 log = logging.getLogger(__name__)
@@ -159,12 +160,21 @@ async def plan_restart(name: str, target: Target, runtime: CheckRuntime, store: 
             raise UsageError(f"{name} cannot be restarted: a command target needs actions.restart")
 
 
-async def plan_rollback(name: str, target: Target, runtime: CheckRuntime, store: Store) -> Plan:
-    """The rollback of ``name`` to its previous known-good version.
+async def plan_rollback(
+    name: str, target: Target, runtime: CheckRuntime, store: Store, revision: int | None = None
+) -> Plan:
+    """The rollback of ``name`` to its previous known-good version, or to ``revision`` (k8s).
 
     Raises UsageError when there is nothing to roll back to, or the kind has no rollback
-    without ``actions.rollback``.
+    without ``actions.rollback``, or the revision does not exist.
     """
+    if revision is not None:
+        if not isinstance(target, K8sTarget) or target.actions.rollback is not None:
+            raise UsageError(
+                f"{name} has no revisions to pick from: only a k8s target without "
+                f"actions.rollback does; use /rollback {name}"
+            )
+        return await _k8s_revision_rollback(name, target, runtime, revision)
     if target.actions.rollback is not None:
         return _argv_plan("rollback", name, target, [target.actions.rollback], "actions.rollback")
     match target:
@@ -182,6 +192,40 @@ async def plan_rollback(name: str, target: Target, runtime: CheckRuntime, store:
                 "file, so set actions.rollback (e.g. pin the previous tag, then up -d --no-deps)"
             )
     raise UsageError(f"{name} has no rollback: a {target.kind} target needs actions.rollback")
+
+
+async def _k8s_revision_rollback(
+    name: str, target: K8sTarget, runtime: CheckRuntime, revision: int
+) -> Plan:
+    """``rollout undo --to-revision=N``, N checked against the deployment's ReplicaSets."""
+    try:
+        revisions = await k8s_revisions(target, runtime, timeout=target.timeout)
+    except (RuntimeError, OpsbotError) as exc:
+        raise UsageError(
+            f"{name}: cannot read the revisions of {target.deployment}: {exc}"
+        ) from None
+    wanted = next((r for r in revisions if r.number == revision), None)
+    known = ", ".join(str(r.number) for r in revisions) or "none"
+    if wanted is None:
+        raise UsageError(
+            f"deployment {target.deployment} has no revision {revision} (it has: {known}; "
+            f"see /rollback {name} list)"
+        )
+    if wanted.current:
+        raise UsageError(f"revision {revision} is the one {target.deployment} runs already")
+    current = revisions[0]
+    undo = [*_kubectl(target), "rollout", "undo", f"deployment/{target.deployment}",
+            f"--to-revision={revision}"]  # fmt: skip
+    planned = _argv_plan(
+        "rollback", name, target, [undo, _rollout_status(target)],
+        f"deployment {target.deployment} back to revision {revision}",
+    )  # fmt: skip
+    return dataclasses.replace(
+        planned,
+        from_version=current.label(),
+        to_version=wanted.label(),
+        note=f"{current.label()} → {wanted.label()}, in {target.namespace} on {target.endpoint}",
+    )
 
 
 async def _container_rollback(

@@ -1,40 +1,49 @@
 """The composition root: builds the services and the python-telegram-bot Application.
 
 Nothing connects at import time. Pools open lazily once the application runs and close in
-``post_shutdown``; bot commands are published per role in ``post_init``.
+``post_shutdown``; bot commands are published per role in ``post_init``. With the redis store,
+the replicas share a leader lease (``leader_lease``): background work (alert ticks, incident
+ticks, monitor rounds) runs on its holder only, and in polling mode only the holder polls
+(:mod:`opsbot.runner`).
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from telegram import (
     BotCommand,
+    BotCommandScope,
     BotCommandScopeChat,
     BotCommandScopeChatMember,
     BotCommandScopeDefault,
     Update,
 )
+from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
-from opsbot import handlers, monitor, timeline
+from opsbot import backup_schedule, handlers, monitor, timeline
 from opsbot.alerts import AlertEngine
 from opsbot.checks import check_all
 from opsbot.commands import VERBS
 from opsbot.config import Role, Settings
 from opsbot.errors import ConfigError
+from opsbot.escalation import Escalator
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.incidents import Incidents
+from opsbot.leases import Lease, only_when_leading, replica_id
 from opsbot.services import Services
+from opsbot.status_history import recording_ingest
+from opsbot.statuspage import StatusPage
 from opsbot.web import WebServer
 
 log = logging.getLogger(__name__)
 
 AnyApplication = Application[Any, Any, Any, Any, Any, Any]
 TICK_SECONDS = 3.0  # how often the alert engine flushes edits, digests, reminders
+_SERVICES, _LEASE = "opsbot.services", "opsbot.leader"  # keys in application.bot_data
 
 
 def build_application(settings: Settings, services: Services | None = None) -> AnyApplication:
@@ -59,12 +68,18 @@ def build_application(settings: Settings, services: Services | None = None) -> A
         assert application.job_queue is not None  # the job-queue extra is a dependency
         await heartbeat()
         application.job_queue.run_repeating(heartbeat, interval=30, first=30)
+        lease = leader_lease(application)
+        if lease is not None:
+            lease.start()
         server = await start_alerting(application, services)
         if server is not None:
             web.append(server)
         log.info("opsbot is up as @%s", application.bot.username)
 
     async def post_shutdown(application: AnyApplication) -> None:
+        lease = leader_lease(application)
+        if lease is not None:
+            await lease.stop()
         for server in web:
             await server.stop()
         await services.close()
@@ -82,7 +97,30 @@ def build_application(settings: Settings, services: Services | None = None) -> A
         .build()
     )
     handlers.register(application, services)
+    application.bot_data[_SERVICES] = services
+    application.bot_data[_LEASE] = make_lease(services)
     return application
+
+
+def make_lease(services: Services) -> Lease | None:
+    """The leader lease shared by the replicas of one Redis; None for SQLite (one replica)."""
+    store = services.settings.store
+    if store.backend != "redis":
+        return None
+    return Lease(
+        services.store, "leader", replica_id(), store.leader_lease, metrics=services.metrics
+    )
+
+
+def leader_lease(application: AnyApplication) -> Lease | None:
+    lease = application.bot_data.get(_LEASE)
+    return lease if isinstance(lease, Lease) else None
+
+
+def services_of(application: AnyApplication) -> Services:
+    services = application.bot_data[_SERVICES]
+    assert isinstance(services, Services)
+    return services
 
 
 async def start_alerting(application: AnyApplication, services: Services) -> WebServer | None:
@@ -91,6 +129,7 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     jobs = application.job_queue
     assert jobs is not None
     notifier = TelegramNotifier(application.bot, services.redactor)
+    services.notifier = notifier
     engine = AlertEngine(services.store, settings, notifier, metrics=services.metrics)
     services.alerts = engine
 
@@ -102,31 +141,120 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     incidents = Incidents(services.store, settings, notifier, health=health)
     services.incidents = incidents
     services.audit.listeners.append(timeline.audit_listener(incidents))
-    ingest = timeline.noting_ingest(incidents, engine.ingest)
+    ingest = recording_ingest(services.store, timeline.noting_ingest(incidents, engine.ingest))
+    escalator = Escalator(services.store, settings, notifier, incidents, engine)
 
     async def tick(context: object) -> None:
         await engine.tick()
         await incidents.tick()
+        await escalator.tick()
 
-    jobs.run_repeating(tick, interval=TICK_SECONDS, first=TICK_SECONDS, name="alerts-tick")
-    still_firing = {
-        a.fingerprint: a.severity
-        for a in await engine.list(firing_only=True, limit=10_000)
-        if a.source == monitor.SOURCE
-    }
-    watcher = monitor.Monitor(settings, services, ingest, firing=still_firing)
-    for name, interval in watcher.schedule():
-
-        async def round_(context: object, name: str = name) -> None:
-            await watcher.round(name)
-
-        jobs.run_repeating(round_, interval=interval, first=interval, name=f"monitor-{name}")
+    lease = leader_lease(application)
+    jobs.run_repeating(
+        only_when_leading(lease, tick, "alerts tick"), interval=TICK_SECONDS, first=TICK_SECONDS,
+        name="alerts-tick",
+    )  # fmt: skip
+    await schedule_monitor(application, services, engine, ingest, lease)
+    await _schedule_backups(jobs, services, ingest, engine, lease)
     if not settings.web.enabled:
         return None
-    server = WebServer(settings, ingest, services.metrics)
+    page = StatusPage(settings, services.store) if settings.status_page.enabled else None
+    server = WebServer(settings, ingest, services.metrics, status_page=page)
+    if settings.telegram.mode == "webhook":
+        serve_telegram_webhook(application, server, settings)
     port = await server.start()
     log.info("alert webhooks, /healthz and /metrics on %s:%d", settings.web.host, port)
     return server
+
+
+async def _schedule_backups(
+    jobs: Any, services: Services, ingest: backup_schedule.Ingest, engine: AlertEngine,
+    lease: Lease | None,
+) -> None:
+    """Scheduled backups and RPO checks, every TICK_SECONDS (if any are configured)."""
+    open_before = [
+        a.fingerprint
+        for a in await engine.list(firing_only=True, limit=10_000)
+        if a.source == backup_schedule.SOURCE
+    ]
+    scheduler = backup_schedule.BackupScheduler(services, ingest, firing=open_before)
+    if not scheduler.active:
+        return
+
+    async def tick(context: object) -> None:
+        await scheduler.tick()
+
+    # A tick waits for the backups it starts (up to their timeout); a few may overlap so that
+    # RPOs are still watched meanwhile (slots are claimed, so none runs twice).
+    interval = backup_schedule.TICK_SECONDS
+    jobs.run_repeating(
+        only_when_leading(lease, tick, "scheduled backups"),
+        interval=interval,
+        first=1.0,
+        name="backups",
+        job_kwargs={"max_instances": 3},
+    )
+
+
+async def schedule_monitor(
+    application: AnyApplication,
+    services: Services,
+    engine: AlertEngine,
+    ingest: monitor.Ingest,
+    lease: Lease | None,
+) -> None:
+    """The monitor's rounds, on the lease holder only.
+
+    A replica that takes the lease over starts a fresh ``Monitor`` seeded with what the engine
+    still holds firing, so it resolves what the previous holder raised.
+    """
+    settings = services.settings
+
+    async def fresh() -> monitor.Monitor:
+        still_firing = {
+            a.fingerprint: a.severity
+            for a in await engine.list(firing_only=True, limit=10_000)
+            if a.source == monitor.SOURCE
+        }
+        return monitor.Monitor(settings, services, ingest, firing=still_firing)
+
+    watcher = await fresh()
+    term = [lease.term if lease is not None else 0]
+
+    async def current() -> monitor.Monitor:
+        nonlocal watcher
+        if lease is not None and lease.term != term[0]:
+            term[0] = lease.term
+            watcher = await fresh()
+        return watcher
+
+    jobs = application.job_queue
+    assert jobs is not None
+    for name, interval in watcher.schedule():
+
+        async def round_(context: object, name: str = name) -> None:
+            await (await current()).round(name)
+
+        job = only_when_leading(lease, round_, f"monitor round of {name}")
+        jobs.run_repeating(job, interval=interval, first=interval, name=f"monitor-{name}")
+
+
+def serve_telegram_webhook(
+    application: AnyApplication, server: WebServer, settings: Settings
+) -> None:
+    """Webhook mode: the URL's path on opsbot's web server feeds the application's queue."""
+    webhook = settings.telegram.webhook
+    assert webhook.url is not None and webhook.secret_token is not None
+
+    async def accept(data: dict[str, Any]) -> bool:
+        update = Update.de_json(data, application.bot)
+        if not application.running:
+            return False
+        # No await between the check and the put: stop() processes what was queued before it.
+        application.update_queue.put_nowait(update)
+        return True
+
+    server.serve_telegram(webhook.path, webhook.secret_token.get_secret_value(), accept)
 
 
 def commands_for(role: Role) -> list[BotCommand]:
@@ -136,22 +264,32 @@ def commands_for(role: Role) -> list[BotCommand]:
 async def publish_commands(application: AnyApplication, settings: Settings) -> None:
     """setMyCommands per role: each person sees only what they may use, where they may."""
     bot = application.bot
-    await bot.delete_my_commands(scope=BotCommandScopeDefault())
+    try:
+        await bot.delete_my_commands(scope=BotCommandScopeDefault())
+    except TelegramError as exc:
+        log.warning("deleteMyCommands failed (%s); continuing", exc)
     for person in settings.people:
         commands = commands_for(person.role)
-        for chat_id in sorted(settings.telegram.chat_ids):
-            scope = BotCommandScopeChatMember(chat_id=chat_id, user_id=person.id)
-            await bot.set_my_commands(commands, scope=scope)
+        scopes: list[tuple[str, BotCommandScope]] = [
+            (f"in chat {chat_id}", BotCommandScopeChatMember(chat_id=chat_id, user_id=person.id))
+            for chat_id in sorted(settings.telegram.chat_ids)
+        ]
         if settings.telegram.allow_private_chats:
-            await bot.set_my_commands(commands, scope=BotCommandScopeChat(chat_id=person.id))
+            scopes.append(("in their private chat", BotCommandScopeChat(chat_id=person.id)))
+        for where, scope in scopes:
+            try:
+                await bot.set_my_commands(commands, scope=scope)
+            except TelegramError as exc:
+                # Typically "chat not found": they never opened a chat with the bot, or it is
+                # not in that group yet. Their menu stays generic; opsbot runs on.
+                log.warning(
+                    "setMyCommands for %s (%d) %s failed: %s; continuing",
+                    person.name, person.id, where, exc,
+                )  # fmt: skip
 
 
 def run(settings: Settings) -> None:
-    """Long polling until interrupted; graceful shutdown closes every pool."""
-    application = build_application(settings)
-    # What start-up made (modules, settings, handlers) lives as long as the process: out of
-    # the collector's sight, the many collections a /health fan-out triggers stay short.
-    gc.freeze()
-    application.run_polling(
-        allowed_updates=Update.ALL_TYPES, timeout=settings.telegram.poll_timeout
-    )
+    """Serve until SIGTERM/SIGINT (see :mod:`opsbot.runner`); shutdown closes every pool."""
+    from opsbot.runner import run as run_forever
+
+    run_forever(settings)

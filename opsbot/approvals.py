@@ -12,10 +12,20 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from opsbot.config import ApprovalPolicy, Person, Role
 from opsbot.store import Store
+
+
+class Rules(Protocol):
+    """Per-target rules on top of the policy (stepup.TargetRules): approvers needed, and
+    why an approval is refused right now (outside the change window), if it is."""
+
+    def required(self, target: str, action: str) -> int: ...
+
+    def refusal(self, target: str, action: str, now: float) -> str | None: ...
+
 
 NAMESPACE = "requests"
 KEEP_AFTER_EXPIRY = 7 * 86400.0  # decided requests stay readable for a week
@@ -91,9 +101,10 @@ class Decision:
 
 
 class Approvals:
-    def __init__(self, store: Store, policy: ApprovalPolicy) -> None:
+    def __init__(self, store: Store, policy: ApprovalPolicy, rules: Rules | None = None) -> None:
         self.store = store
         self.policy = policy
+        self.rules = rules
 
     def needs_approval(self, action: str) -> bool:
         return bool(getattr(self.policy, action, True))
@@ -186,10 +197,11 @@ class Approvals:
                 )
             else:
                 approvals = (*request.approvals, actor)
-                enough = len(approvals) >= self.policy.required
+                required = self._required(request)
+                enough = len(approvals) >= required
                 status = Status.approved if enough else Status.pending
                 updated = replace(request, approvals=approvals, status=status)
-                missing = self.policy.required - len(approvals)
+                missing = required - len(approvals)
                 message = "Approved: running." if enough else f"Approved; {missing} more needed."
             if await self.store.swap(NAMESPACE, request_id, stored.version, updated.to_doc()):
                 execute = approve and updated.status is Status.approved
@@ -214,7 +226,14 @@ class Approvals:
             return "You cannot approve your own request; another admin must."
         if any(a.id == person.id for a in request.approvals):
             return "You already approved this request."
+        if self.rules is not None:
+            return self.rules.refusal(request.target, request.action, now)
         return None
+
+    def _required(self, request: Request) -> int:
+        if self.rules is None:
+            return self.policy.required
+        return self.rules.required(request.target, request.action)
 
     async def _update(self, request_id: str, change: Any) -> Request | None:
         while True:

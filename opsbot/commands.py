@@ -1,8 +1,10 @@
 """The verbs, Telegram-free: shared by the Telegram handlers and the console.
 
-Each verb declares the least role that may use it and whether it is destructive; the gate
-enforces that in one place (``authorize``). Arguments from chat are validated here (target names
-must exist, numbers are bounded) and are never joined into a shell string.
+``VERBS`` and ``BUTTONS`` are the authorization table: each verb and each kind of button
+declares the least role that may use it and whether it is destructive. ``dispatch`` enforces
+it for verbs, the button handler for taps (tests/test_authz_matrix.py proves both). Arguments
+from chat are validated here (target names must exist, numbers are bounded) and are never
+joined into a shell string.
 """
 
 from __future__ import annotations
@@ -15,11 +17,20 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from opsbot import actions, alert_commands, backups, incident_commands, operations
+from opsbot import (
+    actions,
+    alert_commands,
+    backup_schedule,
+    backups,
+    incident_commands,
+    operations,
+)
+from opsbot.approvals import Status
 from opsbot.audit import digest
 from opsbot.checks import TargetHealth, check_all, check_target
-from opsbot.config import Person, Role, Target
+from opsbot.config import Backup, K8sTarget, Person, Role, Target
 from opsbot.errors import OpsbotError, UsageError
+from opsbot.oncall_commands import VERB_SPEC as ONCALL_VERB
 from opsbot.progress import ProgressSink
 from opsbot.render import (
     Button,
@@ -31,7 +42,8 @@ from opsbot.render import (
     target_detail,
 )
 from opsbot.services import Services
-from opsbot.targets import State, fetch_logs
+from opsbot.silences import describe as describe_duration
+from opsbot.targets import State, fetch_logs, k8s_revisions
 
 log = logging.getLogger(__name__)
 
@@ -235,17 +247,67 @@ async def restart(services: Services, caller: Caller, args: list[str]) -> Reply:
     return await _destructive("restart", services, caller, args)
 
 
+_REVISION = re.compile(r"^[1-9]\d{0,8}$")
+
+
 async def rollback(services: Services, caller: Caller, args: list[str]) -> Reply:
-    """/rollback TARGET"""
-    return await _destructive("rollback", services, caller, args)
+    """/rollback TARGET [list | REVISION]"""
+    if len(args) > 2:
+        raise UsageError("usage: /rollback TARGET [list | REVISION]")
+    if len(args) != 2:
+        return await _destructive("rollback", services, caller, args)
+    name, target = parse_target(services, args[0])
+    if args[1].lower() == "list":
+        return await _revisions(services, name, target)
+    if not _REVISION.match(args[1]):
+        raise UsageError(
+            f"usage: /rollback TARGET [list | REVISION]; a revision is a number, not "
+            f"{args[1][:20]!r}"
+        )
+    return await operations.request(
+        services, caller.person, "rollback", name, target, (args[1],),
+        chat_id=caller.chat_id, thread_id=caller.thread_id,
+    )  # fmt: skip
+
+
+async def _revisions(services: Services, name: str, target: Target) -> Reply:
+    """The k8s deployment's revisions, newest first, with their images."""
+    if not isinstance(target, K8sTarget):
+        raise UsageError(f"{name} is a {target.kind} target; only k8s targets have revisions")
+    try:
+        revisions = await k8s_revisions(target, services, timeout=target.timeout)
+    except (RuntimeError, OpsbotError) as exc:
+        return Reply(text=f"❌ revisions of {name}: {exc}")
+    if not revisions:
+        return Reply(text=f"deployment {target.deployment} has no revisions recorded")
+    lines = []
+    for revision in revisions:
+        when = revision.created.replace("T", " ").removesuffix("Z")[:16]
+        mark = "current" if revision.current else ""
+        line = f"{revision.number:>4}  {mark:<7}  {when:<16}  {', '.join(revision.images)}"
+        if revision.change_cause:
+            line += f"  ({revision.change_cause[:80]})"
+        lines.append(line)
+    return Reply(
+        text=(
+            f"🕘 {name}: deployment {target.deployment} in {target.namespace}, "
+            f"{len(revisions)} revisions, newest first · /rollback {name} REVISION"
+        ),
+        block="\n".join(lines),
+    )
+
+
+BACKUP_USAGE = "usage: /backup TARGET [list | verify [NAME] | restore NAME]"
 
 
 async def backup(services: Services, caller: Caller, args: list[str]) -> Reply:
-    """/backup TARGET [list | restore NAME]"""
+    """/backup TARGET [list | verify [NAME] | restore NAME]"""
     if not args or len(args) > 3:
-        raise UsageError("usage: /backup TARGET [list | restore NAME]")
+        raise UsageError(BACKUP_USAGE)
     name, target = parse_target(services, args[0])
     sub = args[1].lower() if len(args) > 1 else ""
+    if sub == "verify":
+        return await _verify_backups(services, name, target, args[2] if len(args) == 3 else None)
     if sub == "list" and len(args) == 2:
         records = await backups.list_backups(name, services.store)
         if not records:
@@ -258,11 +320,132 @@ async def backup(services: Services, caller: Caller, args: list[str]) -> Reply:
             chat_id=caller.chat_id, thread_id=caller.thread_id,
         )  # fmt: skip
     if sub:
-        raise UsageError("usage: /backup TARGET [list | restore NAME]")
+        raise UsageError(BACKUP_USAGE)
     return await operations.request(
         services, caller.person, "backup", name, target, (),
         chat_id=caller.chat_id, thread_id=caller.thread_id,
     )  # fmt: skip
+
+
+async def _verify_backups(
+    services: Services, name: str, target: Target, wanted: str | None
+) -> Reply:
+    """The test restore of one backup, or of the newest backup of each configured source."""
+    if not target.backups:
+        raise UsageError(f"{name} has no backups configured")
+    records = await backups.list_backups(name, services.store)
+    if wanted is not None:
+        chosen = [r for r in records if r.name == wanted]
+        if not chosen:
+            shown = wanted if len(wanted) <= 80 else wanted[:80] + "…"
+            raise UsageError(f"no backup named {shown!r} for {name}; see /backup {name} list")
+    else:
+        newest = (backup_schedule.newest(records, spec) for spec in target.backups)
+        chosen = [r for r in newest if r is not None]
+        if not chosen:
+            raise UsageError(f"no backups of {name} yet; /backup {name} makes one")
+    executor = operations.backup_executor(services, name, target)
+    reports, ok = [], True
+    for record in chosen:
+        spec = _spec_of(target, record)
+        if spec is None:
+            reports.append(f"{record.name}: no {record.kind} backup is configured any more")
+            ok = False
+            continue
+        try:
+            reports.append(
+                await backups.verify_restore(name, spec, record, executor, store=services.store)
+            )
+        except OpsbotError as exc:
+            ok = False
+            reports.append(f"test restore of {record.name} FAILED: {exc}")
+    icon = "✅" if ok else "❌"
+    return Reply(text=f"{icon} test restore of {name} · {clock()}", block="\n\n".join(reports))
+
+
+def _spec_of(target: Target, record: backups.BackupRecord) -> Backup | None:
+    """The configured backup a record came from (same kind and source), else one of its kind."""
+    same_kind = [s for s in target.backups if s.type == record.kind]
+    exact = [s for s in same_kind if backups.source_of(s) == record.source]
+    found = exact or same_kind
+    return found[0] if found else None
+
+
+async def backups_overview(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/backups"""
+    if args:
+        raise UsageError("usage: /backups")
+    now = time.time()
+    lines: list[str] = []
+    worst = "✅"
+    for name, target in services.settings.targets.items():
+        if not target.backups:
+            continue
+        records = await backups.list_backups(name, services.store)
+        for spec in target.backups:
+            icon, line = _backup_line(name, target, spec, records, now)
+            lines.append(f"{icon} {line}")
+            worst = "❌" if "❌" in (icon, worst) else ("⚠️" if "⚠️" in (icon, worst) else "✅")
+    if not lines:
+        return Reply(text="No backups are configured.")
+    return Reply(text=f"{worst} backups · {clock()}", block="\n".join(lines))
+
+
+def _backup_line(
+    name: str, target: Target, spec: Backup, records: list[backups.BackupRecord], now: float
+) -> tuple[str, str]:
+    """(icon, lines) for one configured backup: newest, age against the RPO, size trend."""
+    head = f"{name} {spec.type} {backups.source_of(spec)}"
+    same = [r for r in records if r.kind == spec.type and r.source == backups.source_of(spec)]
+    rpo = target.rpo
+    limit = f"RPO {describe_duration(rpo)}" if rpo is not None else "no RPO"
+    after = backup_schedule.next_slot(spec, now)
+    nxt = time.strftime("%m-%d %H:%M UTC", time.gmtime(after)) if after is not None else None
+    plan = f"next {nxt} ({spec.schedule})" if nxt else "not scheduled"
+    if not same:
+        icon = "❌" if rpo is not None else "⚠️"
+        return icon, f"{head}\n   no backup yet · {limit} · {plan}"
+    newest = same[0]
+    age = now - newest.created
+    icon = "❌" if rpo is not None and age > rpo else ("⚠️" if newest.shrunk else "✅")
+    over = " — over it" if rpo is not None and age > rpo else ""
+    sizes = " → ".join(backups.human_size(r.size) for r in reversed(same[:5]))
+    return icon, (
+        f"{head}\n   {newest.name} · {describe_duration(age)} old · {limit}{over}\n"
+        f"   size {sizes} ({backups.describe_change(newest)}) · {plan}"
+    )
+
+
+async def approve(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/approve ID: the Approve button, typed (consoles, chats without buttons)."""
+    return await _decide(services, caller, args, approve=True)
+
+
+async def deny(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/deny ID: the Deny button, typed; the requester denying cancels."""
+    return await _decide(services, caller, args, approve=False)
+
+
+async def _decide(services: Services, caller: Caller, args: list[str], approve: bool) -> Reply:
+    verb = "approve" if approve else "deny"
+    if len(args) != 1 or not re.match(r"^[A-Za-z0-9_-]{1,64}$", args[0]):
+        raise UsageError(f"usage: /{verb} ID (the id on the request's card)")
+    if services.notifier is None:
+        raise UsageError("approvals are decided in the running bot or the console")
+    request_id = args[0]
+    before = await services.approvals.get(request_id)
+    toast, runner = await operations.decide(
+        services, caller.person, request_id, approve, services.notifier
+    )
+    if runner is not None:
+        await runner()  # the card is edited with progress and the result as it runs
+    filed = await services.approvals.get(request_id)
+    if filed is None or filed == before or filed.status is Status.expired:
+        raise UsageError(toast)  # refused: not an admin, own request, expired, already done
+    if filed.chat_id is not None and filed.message_id is not None:
+        return Reply(text=toast)  # the card itself, edited in place, shows the rest
+    shown = operations.card(filed)
+    return Reply(text=f"{toast}\n{shown.text}", block=shown.block)
 
 
 async def audit(services: Services, caller: Caller, args: list[str]) -> Reply:
@@ -358,17 +541,26 @@ VERBS: dict[str, Verb] = {
         Verb(
             "rollback",
             Role.operator,
-            "/rollback TARGET",
-            "back to the last known-good version",
+            "/rollback TARGET [list | REVISION]",
+            "back to the last known-good version (k8s: list revisions, pick one)",
             rollback,
             destructive=True,
         ),
         Verb(
             "backup",
             Role.operator,
-            "/backup TARGET [list | restore NAME]",
-            "verified backup; list them; restore one",
+            "/backup TARGET [list | verify [NAME] | restore NAME]",
+            "verified backup; list them; test-restore one into scratch; restore one",
             backup,
+        ),
+        Verb("approve", Role.operator, "/approve ID", "approve a request (as a button)", approve),
+        Verb("deny", Role.operator, "/deny ID", "deny a request; your own: cancel it", deny),
+        Verb(
+            "backups",
+            Role.viewer,
+            "/backups",
+            "every target's newest backup, its age against the RPO, its size trend",
+            backups_overview,
         ),
         Verb(
             "audit",
@@ -388,7 +580,44 @@ VERBS: dict[str, Verb] = {
             incident_commands.VERB_SPEC[3],
             incident,
         ),
+        Verb(*ONCALL_VERB),
         Verb("help", Role.viewer, "/help", "what you may do here", help_),
+    )
+}
+
+
+# --------------------------------------------------------------------------- buttons
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonSpec:
+    """One kind of inline button: its data is ``key`` or ``key:ARG`` (≤ 64 bytes in all).
+
+    ``role`` is the least role whose tap does anything (the handlers check it before acting);
+    ``verb`` is the verb a tap runs with ARG as its argument, if any. Approve and Deny have
+    finer rules on top, in approvals.py: only another admin approves; an admin denies, and the
+    requester may cancel their own request.
+    """
+
+    key: str
+    role: Role
+    summary: str
+    destructive: bool = False
+    verb: str | None = None
+
+
+BUTTONS: dict[str, ButtonSpec] = {
+    b.key: b
+    for b in (
+        ButtonSpec("h", Role.viewer, "refresh health (all, or h:TARGET)", verb="health"),
+        ButtonSpec("l", Role.viewer, "a target's logs (l:TARGET)", verb="logs"),
+        ButtonSpec("a", Role.admin, "approve a request (a:ID)", destructive=True),
+        ButtonSpec("d", Role.operator, "deny, or cancel one's own request (d:ID)"),
+        ButtonSpec("al", Role.viewer, "an alert's target's logs (al:ID)", verb="logs"),
+        ButtonSpec("ar", Role.operator, "restart an alert's target (ar:ID)", True, verb="restart"),
+        ButtonSpec("as", Role.operator, "silence an alert's target for 1 h (as:ID)"),
+        ButtonSpec("ak", Role.operator, "acknowledge an alert (ak:ID)"),
+        ButtonSpec("ai", Role.operator, "declare an incident from an alert (ai:ID)"),
     )
 }
 
@@ -398,14 +627,24 @@ VERBS: dict[str, Verb] = {
 
 async def dispatch(services: Services, caller: Caller, verb_name: str, args: list[str]) -> Reply:
     """Authorize, run and audit one command; the reply is redacted before it leaves."""
+    return (await dispatch_outcome(services, caller, verb_name, args))[0]
+
+
+async def dispatch_outcome(
+    services: Services, caller: Caller, verb_name: str, args: list[str]
+) -> tuple[Reply, str]:
+    """``dispatch``, with its outcome: ok, usage, refused or unknown (the console's exit code).
+
+    An outcome of ok whose reply starts with ❌ is a command that ran and failed.
+    """
     verb = VERBS.get(verb_name)
     if verb is None:
-        reply = Reply(text=f"unknown command /{verb_name[:32]}; try /help")
+        reply, outcome = Reply(text=f"unknown command /{verb_name[:32]}; try /help"), "unknown"
     elif not caller.role.allows(verb.role):
         await services.audit.record(
             "refused", who=caller.name, user=caller.user_id, verb=verb_name
         )
-        reply = Reply(text=f"/{verb_name} needs the {verb.role.value} role")
+        reply, outcome = Reply(text=f"/{verb_name} needs the {verb.role.value} role"), "refused"
     else:
         started = time.monotonic()
         try:
@@ -422,9 +661,10 @@ async def dispatch(services: Services, caller: Caller, verb_name: str, args: lis
             user=caller.user_id,
             chat=caller.chat_id,
             verb=verb_name,
-            args=[a[:64] for a in args[:8]],
+            # Redacted whole before it is cut: a key split into words is still a key.
+            args=[a[:64] for a in services.redactor.redact(" ".join(args)).split()[:8]],
             outcome=outcome,
             duration=round(time.monotonic() - started, 3),
             digest=digest(reply.text + reply.block),
         )
-    return reply.redacted(services.redactor)
+    return reply.redacted(services.redactor), outcome

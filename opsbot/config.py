@@ -7,16 +7,23 @@ field and the line it is on (``load_config``), never with a traceback.
 
 from __future__ import annotations
 
+import datetime
+import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -27,6 +34,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from opsbot.config_errors import describe, env_source
 from opsbot.errors import ConfigError
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
@@ -53,11 +61,15 @@ class _Model(BaseModel):
             if info is None or "SecretStr" not in repr(info.annotation):
                 continue
             if data.get(field) is None and data[key] is not None:
-                path = Path(str(data[key])).expanduser()
+                # $CREDENTIALS_DIRECTORY/x (systemd LoadCredential=), ~/x
+                path = Path(os.path.expandvars(str(data[key]))).expanduser()
                 try:
                     data = {**data, field: path.read_text().strip()}
                 except OSError as exc:
-                    raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from None
+                    problems = _unread_secret_files.get()
+                    if problems is None:
+                        raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from None
+                    problems.append((key, path, exc.strerror or str(exc)))
         return data
 
 
@@ -83,6 +95,37 @@ class Person(_Model):
     role: Role = Role.viewer
 
 
+class WebhookSettings(_Model):
+    """Webhook mode: Telegram POSTs updates to ``url``; opsbot serves the URL's path."""
+
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https://[^/?#]+(/[^?#]*)?$",
+        description="The public HTTPS URL Telegram posts to (behind your reverse proxy).",
+    )
+    secret_token: SecretStr | None = Field(
+        default=None,
+        description="Telegram sends it in X-Telegram-Bot-Api-Secret-Token (A-Za-z0-9_-).",
+    )
+    secret_token_file: Path | None = None
+    max_connections: Annotated[int, Field(ge=1, le=100)] = 40
+
+    @field_validator("secret_token")
+    @classmethod
+    def _secret_charset(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(
+            r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()
+        ):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @property
+    def path(self) -> str:
+        """The URL's path: where opsbot's web server accepts the updates."""
+        assert self.url is not None
+        return "/" + self.url.split("://", 1)[1].partition("/")[2]
+
+
 class TelegramSettings(_Model):
     token: SecretStr | None = Field(default=None, description="opsbot's own bot token.")
     token_file: Path | None = None
@@ -106,6 +149,26 @@ class TelegramSettings(_Model):
     refusal_interval: Seconds = Field(
         default=60.0, description="At most one refusal per user per chat."
     )
+    max_update_age: Annotated[float, Field(ge=0, le=86400)] = Field(
+        default=120.0,
+        description="Commands older than this many seconds are not run (0: no limit).",
+    )
+    mode: Literal["polling", "webhook"] = Field(
+        default="polling",
+        description="polling (with the redis store: one replica polls at a time) or webhook.",
+    )
+    webhook: WebhookSettings = WebhookSettings()
+
+    @model_validator(mode="after")
+    def _webhook_complete(self) -> TelegramSettings:
+        if self.mode == "webhook" and (
+            self.webhook.url is None or self.webhook.secret_token is None
+        ):
+            raise ValueError(
+                "webhook mode needs telegram.webhook.url and telegram.webhook.secret_token "
+                "(or secret_token_file, or OPSBOT_TELEGRAM__WEBHOOK__SECRET_TOKEN)"
+            )
+        return self
 
     @field_validator("api_url")
     @classmethod
@@ -223,7 +286,7 @@ class TelegramCheck(_Model):
             return self.token.get_secret_value()
         assert self.token_file is not None
         try:
-            return self.token_file.expanduser().read_text().strip()
+            return Path(os.path.expandvars(self.token_file)).expanduser().read_text().strip()
         except OSError as exc:
             raise ConfigError(
                 f"cannot read token_file {self.token_file}: {exc.strerror}"
@@ -277,6 +340,42 @@ class _BackupBase(_Model):
         default=0.5, description="Flag a backup smaller than this fraction of the previous one."
     )
     timeout: Seconds = 600.0
+    schedule: str | None = Field(
+        default=None,
+        description="Cron expression (UTC), e.g. '0 */6 * * *': run this backup unattended.",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            cron_trigger(value)  # raises ValueError with the reason
+        return value
+
+
+def cron_trigger(expression: str) -> CronTrigger:
+    """APScheduler's parser of a five-field crontab line, in UTC."""
+    try:
+        return CronTrigger.from_crontab(expression, timezone=datetime.UTC)
+    except ValueError as exc:
+        raise ValueError(f"not a cron expression ({exc}): {expression!r}") from None
+
+
+_DURATION_PART = re.compile(r"(\d+)([smhdw])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(value: Any) -> Any:
+    """``6h``, ``90m``, ``1d12h`` or a number of seconds."""
+    if isinstance(value, str) and not value.strip().isdigit():
+        word = value.strip().lower()
+        if not word or _DURATION_PART.sub("", word):
+            raise ValueError(f"a duration looks like 6h, 90m or 1d12h, not {value!r}")
+        return sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(word))
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
 
 
 class PostgresBackup(_BackupBase):
@@ -289,6 +388,10 @@ class PostgresBackup(_BackupBase):
     user: str | None = None
     pg_dump: Argv = Field(default_factory=lambda: ["pg_dump"])
     pg_restore: Argv = Field(default_factory=lambda: ["pg_restore"])
+    psql: Argv = Field(
+        default_factory=lambda: ["psql"],
+        description="For /backup verify: creates, counts and drops a scratch database.",
+    )
 
 
 class SQLiteBackup(_BackupBase):
@@ -305,6 +408,10 @@ class RedisBackup(_BackupBase):
     type: Literal["redis"]
     dump_path: str = Field(description="The server's RDB file, e.g. /var/lib/redis/dump.rdb.")
     redis_cli: Argv = Field(default_factory=lambda: ["redis-cli"])
+    redis_server: Argv = Field(
+        default_factory=lambda: ["redis-server"],
+        description="For /backup verify: loads the dump in a scratch server on a unix socket.",
+    )
 
 
 class FilesBackup(_BackupBase):
@@ -346,6 +453,32 @@ class Monitor(_Model):
     )
 
 
+class TargetApprovals(_Model):
+    """Per-target approval rules, overriding ``approvals`` for this target."""
+
+    required: Annotated[int, Field(ge=1, le=5)] | None = None
+    step_up: Literal["none", "totp"] | None = None
+    allowed_hours: str | None = None
+
+    @field_validator("allowed_hours")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_window(value)
+        return value
+
+
+def parse_window(text: str) -> tuple[int, int]:
+    """``"09:00-18:00"`` → minutes of the day (start, end); end < start wraps past midnight."""
+    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", text)
+    if not match:
+        raise ValueError(f"expected HH:MM-HH:MM (UTC), not {text!r}")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59:
+        raise ValueError(f"not a time of day in {text!r}")
+    return h1 * 60 + m1, h2 * 60 + m2
+
+
 class _TargetBase(_Model):
     endpoint: Name = "local"
     description: str = ""
@@ -355,9 +488,16 @@ class _TargetBase(_Model):
     actions: Actions = Actions()
     timeout: Seconds = Field(default=15.0, description="Budget for all of this target's checks.")
     backups: list[Backup] = Field(default_factory=list)
+    rpo: Duration | None = Field(
+        default=None,
+        description="Alert when a backup's newest verified copy is older than this (6h, 1d).",
+    )
     monitor: Monitor | None = Field(default=None, description="Default: alerts.monitor.")
     verify_deadline: Seconds = Field(
         default=60.0, description="After restart/rollback, how long to wait for healthy."
+    )
+    approvals: TargetApprovals | None = Field(
+        default=None, description="required / step_up / allowed_hours for this target."
     )
 
 
@@ -410,6 +550,104 @@ Target = Annotated[
     Field(discriminator="kind"),
 ]
 
+
+# --------------------------------------------------------------------------- status page, on-call
+
+
+class StatusComponent(_Model):
+    """One public component of the status page: a name and the targets behind it."""
+
+    name: str = Field(min_length=1, max_length=64, description="Shown on the page.")
+    description: str = Field(default="", max_length=200, description="Shown on the page.")
+    targets: Annotated[list[Name], Field(min_length=1)] = Field(
+        description="Never shown: the component's state is the worst of theirs."
+    )
+
+
+class StatusPageSettings(_Model):
+    """The public status page on the web server: /status, /status.json, /status.atom."""
+
+    title: str = Field(default="Service status", min_length=1, max_length=100)
+    public: bool = Field(default=True, description="false: behind web.token (Bearer or Basic).")
+    refresh: Annotated[int, Field(ge=5, le=3600)] = Field(
+        default=60, description="Seconds between the page's automatic reloads."
+    )
+    components: list[StatusComponent] = Field(default_factory=list)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.components)
+
+
+Minutes = Annotated[float, Field(gt=0, le=7 * 24 * 60)]
+
+
+class Rotation(_Model):
+    """Who is on call: ``people`` take turns; the next one in the list is the secondary."""
+
+    people: Annotated[list[str], Field(min_length=1)] = Field(description="Names from people.")
+    handover: Literal["daily", "weekly"] = "weekly"
+    at: str = Field(
+        default="09:00",
+        pattern=r"^([01]?\d|2[0-3]):[0-5]\d$",
+        description="Local handover time, HH:MM (quote it in YAML).",
+    )
+    timezone: str = "UTC"
+    start: date = Field(
+        default=date(2024, 1, 1),
+        description="The first person's first shift begins on this day (weekly: the weekday).",
+    )
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _sexagesimal(cls, value: Any) -> Any:
+        """YAML 1.1 reads an unquoted 9:30 as the number 570 (base 60): take it back."""
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+            return f"{value // 60:02d}:{value % 60:02d}"
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (like Europe/Berlin)") from None
+        return value
+
+
+class EscalationPolicy(_Model):
+    """Minutes after which an unacknowledged incident or alert pages each step (null: never)."""
+
+    primary: Minutes | None = 15
+    secondary: Minutes | None = 30
+    contacts: Minutes | None = 60
+    resolve_within: Minutes | None = Field(
+        default=None, description="Not resolved by then (acked or not): page the contacts."
+    )
+
+
+class Escalation(_Model):
+    P0: EscalationPolicy = EscalationPolicy(primary=5, secondary=15, contacts=30)
+    P1: EscalationPolicy = EscalationPolicy(
+        primary=15, secondary=30, contacts=60, resolve_within=120
+    )
+    critical: EscalationPolicy = Field(
+        default=EscalationPolicy(primary=10, secondary=20, contacts=40),
+        description="Critical alerts.",
+    )
+
+
+class OnCallSettings(_Model):
+    """The on-call rotation and the escalation policy; pages are private messages."""
+
+    rotation: Rotation
+    contacts: list[str] = Field(
+        default_factory=list, description="Escalation contacts (names from people), in order."
+    )
+    escalation: Escalation = Escalation()
+
+
 # --------------------------------------------------------------------------- the whole file
 
 
@@ -427,6 +665,28 @@ class ApprovalPolicy(_Model):
     rollback: bool = True
     restore: bool = True
     backup: bool = Field(default=False, description="Backups are not destructive by default.")
+    step_up: Literal["none", "totp"] = Field(
+        default="none",
+        description="totp: after Approve, the approver sends a TOTP code in a private chat.",
+    )
+    step_up_actions: list[str] = Field(
+        default_factory=list, description="Only these actions need step-up (default: all)."
+    )
+    step_up_timeout: Seconds = Field(default=60.0, description="Seconds to send the code.")
+    allowed_hours: str | None = Field(
+        default=None, description="Change window, UTC: HH:MM-HH:MM (may wrap past midnight)."
+    )
+    totp_key: SecretStr | None = Field(
+        default=None, description="Fernet key encrypting TOTP secrets in the store."
+    )
+    totp_key_file: Path | None = None
+
+    @field_validator("allowed_hours")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_window(value)
+        return value
 
 
 class AlertSettings(_Model):
@@ -457,6 +717,9 @@ class WebSettings(_Model):
     )
     hmac_secret_file: Path | None = None
     max_body_bytes: Annotated[int, Field(ge=1024, le=50_000_000)] = 1_000_000
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without the bearer token (loopback only)."
+    )
 
     @model_validator(mode="after")
     def _needs_auth(self) -> WebSettings:
@@ -470,11 +733,28 @@ class StoreSettings(_Model):
     redis_url: SecretStr | None = Field(default=None, description="redis://host:6379/0")
     redis_url_file: Path | None = None
     prefix: str = Field(default="opsbot", description="Key prefix in Redis.")
+    sentinels: list[str] = Field(
+        default_factory=list,
+        description="Redis Sentinel addresses (host:port); then redis_url is optional.",
+    )
+    sentinel_service: str = Field(default="mymaster", description="The Sentinel master name.")
+    leader_lease: Annotated[float, Field(ge=2, le=120)] = Field(
+        default=8.0,
+        description="Seconds of the leader lease (polling, background work) between replicas.",
+    )
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not re.fullmatch(r"[^\s:]+:\d{1,5}", item):
+                raise ValueError(f"{item!r}: expected host:port")
+        return value
 
     @model_validator(mode="after")
     def _needs_url(self) -> StoreSettings:
-        if self.backend == "redis" and self.redis_url is None:
-            raise ValueError("the redis backend needs redis_url (or redis_url_file)")
+        if self.backend == "redis" and self.redis_url is None and not self.sentinels:
+            raise ValueError("the redis backend needs redis_url (or redis_url_file, or sentinels)")
         return self
 
 
@@ -482,6 +762,26 @@ class Limits(_Model):
     max_log_lines: Annotated[int, Field(ge=1, le=10000)] = 10000
     default_log_lines: Annotated[int, Field(ge=1, le=10000)] = 100
     inline_chars: Annotated[int, Field(ge=200, le=4096)] = 4096
+
+
+_unread_secret_files: ContextVar[list[tuple[str, Path, str]] | None] = ContextVar(
+    "opsbot_unread_secret_files", default=None
+)
+
+
+@contextmanager
+def tolerating_unreadable_secret_files() -> Iterator[list[tuple[str, Path, str]]]:
+    """Within: an unreadable ``x_file`` leaves ``x`` unset and is listed (key, path, reason).
+
+    ``opsbot check`` loads the configuration this way, to report the file among its other rows
+    instead of stopping at it.
+    """
+    problems: list[tuple[str, Path, str]] = []
+    token = _unread_secret_files.set(problems)
+    try:
+        yield problems
+    finally:
+        _unread_secret_files.reset(token)
 
 
 _yaml_data: ContextVar[dict[str, Any]] = ContextVar("opsbot_yaml_data", default={})  # noqa: B039
@@ -501,7 +801,11 @@ class Settings(BaseSettings):
     """opsbot's whole configuration."""
 
     model_config = SettingsConfigDict(
-        env_prefix="OPSBOT_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix="OPSBOT_",
+        env_nested_delimiter="__",
+        env_ignore_empty=True,  # OPSBOT_TELEGRAM__TOKEN= (empty) counts as unset
+        extra="forbid",
+        frozen=True,
     )
 
     telegram: TelegramSettings = TelegramSettings()
@@ -513,8 +817,13 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     alerts: AlertSettings = AlertSettings()
     web: WebSettings = WebSettings()
+    status_page: StatusPageSettings = StatusPageSettings()
+    oncall: OnCallSettings | None = None
     data_dir: Path = Field(default=Path("./data"), description="Where opsbot keeps its own files.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one object per line, for log shippers."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -549,9 +858,30 @@ class Settings(BaseSettings):
             for check in target.checks:
                 if isinstance(check, CommandCheck) and check.endpoint not in (None, *endpoints):
                     raise ValueError(f"targets.{name}.checks: unknown endpoint {check.endpoint!r}")
+        if self.telegram.mode == "webhook" and not self.web.enabled:
+            raise ValueError("telegram.mode webhook needs the web server (web.enabled: true)")
         ids = [p.id for p in self.people]
         if len(ids) != len(set(ids)):
             raise ValueError("people: a user id is listed twice")
+        return self
+
+    @model_validator(mode="after")
+    def _status_and_oncall(self) -> Settings:
+        for index, component in enumerate(self.status_page.components):
+            for name in component.targets:
+                if name not in self.targets:
+                    raise ValueError(
+                        f"status_page.components.{index}.targets: unknown target {name!r}"
+                    )
+        if not self.status_page.public and self.web.token is None:
+            raise ValueError("status_page.public: false needs web.token")
+        if self.oncall is not None:
+            names = {p.name for p in self.people}
+            listed = [("oncall.rotation.people", n) for n in self.oncall.rotation.people]
+            listed += [("oncall.contacts", n) for n in self.oncall.contacts]
+            for where, name in listed:
+                if name not in names:
+                    raise ValueError(f"{where}: {name!r} is not one of people")
         return self
 
     @property
@@ -621,11 +951,19 @@ def load_config(path: Path | str | None) -> Settings:
             _index_lines(node, (), lines)
     token = _yaml_data.set(data)
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where, lines)) from None
     finally:
         _yaml_data.reset(token)
+    return _data_dir_beside(settings, path)
+
+
+def _data_dir_beside(settings: Settings, path: Path | None) -> Settings:
+    """A relative data_dir from the file is relative to the file, not to the current directory."""
+    if path is None or settings.data_dir.is_absolute() or env_source(("data_dir",)):
+        return settings
+    return settings.model_copy(update={"data_dir": path.parent.resolve() / settings.data_dir})
 
 
 def _index_lines(
@@ -644,15 +982,7 @@ def _index_lines(
 
 
 def _describe(exc: ValidationError, where: str, lines: dict[tuple[str | int, ...], int]) -> str:
-    problems = []
-    for error in exc.errors(include_url=False):
-        loc = _without_tags(error["loc"])
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
-        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
-        place = f"{where}, line {line}" if line else where
-        message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{place}: {dotted}: {message}")
-    return "invalid configuration:\n  " + "\n  ".join(problems)
+    return describe(exc, where, lines, Settings, _without_tags)
 
 
 def _without_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:

@@ -17,6 +17,7 @@ import re
 import time
 from typing import TYPE_CHECKING
 
+from opsbot import status_updates
 from opsbot.config import Role
 from opsbot.errors import UsageError
 from opsbot.incidents import (
@@ -32,6 +33,7 @@ from opsbot.incidents import (
     postmortem_document,
 )
 from opsbot.render import Document, Reply
+from opsbot.status_updates import PHASES, parse_phase
 
 if TYPE_CHECKING:
     from opsbot.commands import Caller
@@ -39,11 +41,12 @@ if TYPE_CHECKING:
 
 USAGE = (
     "/incident P0..P3 TITLE [TARGET…] | list | show|ack|mitigated|reopen [ID]"
-    " | update [ID] TEXT | severity [ID] P0..P3 | assign [ID] @user | resolve [ID] [SUMMARY]"
+    " | update [ID] [--public] TEXT | public [ID] [PHASE] [TEXT]"
+    " | severity [ID] P0..P3 | assign [ID] @user | resolve [ID] [SUMMARY]"
 )
 SUMMARY = "declare and run incidents: pinned status card, timeline, post-mortem draft"
 READ_ONLY = ("list", "show")
-CHANGES = ("ack", "update", "severity", "assign", "mitigated", "resolve", "reopen")
+CHANGES = ("ack", "update", "public", "severity", "assign", "mitigated", "resolve", "reopen")
 _USER = re.compile(r"^@?[A-Za-z0-9_.-]{1,64}$")
 _EXPLICIT_ID = re.compile(r"^(?:INC-?|#)\d{1,9}$", re.IGNORECASE)
 LISTED = 20
@@ -83,11 +86,15 @@ async def incident_verb(
         _no_more(rest, sub)
         done = await incidents.ack(incident_id, person)
         return Reply(text=f"👀 {done.id} acknowledged by {person.name}: reminders stop.")
+    if sub == "update" and rest and rest[0].lower() == "--public":
+        sub, rest = "public", rest[1:]
     if sub == "update":
         if not rest:
             raise UsageError("usage: /incident update [ID] TEXT")
         done = await incidents.update(incident_id, person, " ".join(rest))
         return Reply(text=f"📝 {done.id} updated.")
+    if sub == "public":
+        return await _public(incidents, services, incident_id, caller, rest)
     if sub == "severity":
         if len(rest) != 1 or normalize_severity(rest[0]) is None:
             raise UsageError(f"usage: /incident severity [ID] {'|'.join(SEVERITIES)}")
@@ -114,6 +121,29 @@ async def incident_verb(
     # reopen
     done = await incidents.reopen(incident_id, person, " ".join(rest))
     return Reply(text=f"🔥 {done.id} reopened: open again, unacknowledged.")
+
+
+async def _public(
+    incidents: Incidents, services: Services, incident_id: str, caller: Caller, rest: list[str]
+) -> Reply:
+    """A status page update: ``[PHASE] [TEXT]``; the phase defaults to the latest one."""
+    phase = parse_phase(rest[0]) if rest else None
+    words = rest[1:] if phase is not None else rest
+    if phase is None:
+        latest = await status_updates.get(incidents.store, incident_id)
+        phase = latest.phase if latest is not None else "investigating"
+        if not words:
+            raise UsageError(
+                f"usage: /incident public [ID] [{'|'.join(PHASES)}] [TEXT] — text for the"
+                " public status page; never internal details"
+            )
+    text = services.redactor.redact(" ".join(words))  # a pasted secret never goes public
+    done, record = await incidents.publish(incident_id, caller.person, phase, text)
+    where = ", ".join(record.components) or "no component"
+    return Reply(
+        text=f"📣 {done.id} on the status page ({where}): {phase.title()}",
+        block=record.updates[-1].text,
+    )
 
 
 async def _declare(

@@ -41,10 +41,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from opsbot import status_updates
 from opsbot.config import Person, Settings
 from opsbot.errors import UsageError
 from opsbot.notify import Notifier
 from opsbot.render import Document, Reply
+from opsbot.status_updates import PublicIncident
 from opsbot.store import Store
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ ICONS = {"P0": "🔴", "P1": "🟠", "P2": "🟡", "P3": "🔵"}
 STATES = ("open", "acknowledged", "mitigated", "resolved")
 KINDS = (
     "declared", "ack", "update", "severity", "assign", "mitigated", "resolved", "reopened",
-    "command", "approval", "action", "alert", "recovery",
+    "command", "approval", "action", "alert", "recovery", "public", "escalation",
 )  # fmt: skip
 
 EDIT_INTERVAL = 10.0  # seconds between card edits caused by automatic timeline entries
@@ -271,6 +273,8 @@ _DESCRIBED = {
     "action": "Action ({actor})",
     "alert": "Alert ({actor})",
     "recovery": "Recovery ({actor})",
+    "public": "Status page update by {actor}",
+    "escalation": "Escalation ({actor})",
 }
 
 
@@ -657,7 +661,9 @@ class Incidents:
                 summary=summary or None,
             ).add(Entry(now, who, "resolved", summary or "resolved"))
 
-        return await self._apply(incident_id, change)
+        done = await self._apply(incident_id, change)
+        await self._resolve_publicly(done)
+        return done
 
     async def reopen(self, incident_id: str, person: Person | str, reason: str = "") -> Incident:
         who = _name(person)
@@ -676,6 +682,55 @@ class Incidents:
             ).add(Entry(now, who, "reopened", reason or "reopened"))
 
         return await self._apply(incident_id, change)
+
+    # ----------------------------------------------------------------------- status page
+
+    def components(self, incident: Incident) -> tuple[str, ...]:
+        """The public components (``status_page.components``) behind the incident's targets."""
+        return tuple(
+            c.name
+            for c in self.settings.status_page.components
+            if set(c.targets) & set(incident.targets)
+        )
+
+    async def publish(
+        self, incident_id: str, person: Person | str, phase: str, text: str
+    ) -> tuple[Incident, PublicIncident]:
+        """Post a public update (status page) and note on the timeline that it was posted.
+
+        Only ``phase``, ``text`` and the affected components' names reach the public record;
+        a text naming a target, an endpoint host or a person is refused.
+        """
+        key = normalize_id(incident_id)
+        incident = await self.get(incident_id) if key is not None else None
+        if incident is None:
+            raise UsageError(f"no incident {key or _short(incident_id, 32)}; see /incident list")
+        status_updates.check_public(text, status_updates.internal_words(self.settings))
+        record = await status_updates.post(
+            self.store, incident.id, self.components(incident), phase, text, self.clock()
+        )
+        update = record.updates[-1]
+        who = _name(person)
+
+        def change(i: Incident, now: float) -> Incident:
+            return i.add(Entry(now, who, "public", f"[{update.phase.title()}] {update.text}"))
+
+        return await self._apply(incident.id, change), record
+
+    async def _resolve_publicly(self, incident: Incident) -> None:
+        """A resolved incident that was on the status page gets the runbook's Resolved note."""
+        try:
+            record = await status_updates.get(self.store, incident.id)
+            if record is not None and not record.resolved:
+                await status_updates.post(
+                    self.store, incident.id, record.components, "resolved", "", self.clock()
+                )
+        except Exception:
+            log.exception("%s: the status page was not told it is resolved", incident.id)
+
+    async def add_entry(self, incident_id: str, actor: str, kind: str, text: str) -> Incident:
+        """Append an automatic entry to one incident (throttled card edit, like ``note``)."""
+        return await self._note(incident_id, actor, kind, text)
 
     # ----------------------------------------------------------------------- automatic timeline
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 # Why a webhook request was refused (the label values of webhook_rejected_total).
@@ -57,6 +57,18 @@ class Metrics:
         )  # fmt: skip
         for reason in REJECT_REASONS:  # present (at 0) from the start, so rate() works
             self.webhook_rejected_total.labels(reason=reason)
+        self.updates_stale_total = Counter(
+            "updates_stale", "Commands not run: older than telegram.max_update_age.",
+            namespace=namespace, registry=r,
+        )  # fmt: skip
+        self.updates_duplicate_total = Counter(
+            "updates_duplicate", "Updates dropped: their update_id was already handled.",
+            namespace=namespace, registry=r,
+        )  # fmt: skip
+        self.leader = Gauge(
+            "leader", "1 while this replica holds the leader lease (polls, background work).",
+            namespace=namespace, registry=r,
+        )  # fmt: skip
 
     @contextmanager
     def time_executor(self, kind: str) -> Iterator[None]:

@@ -44,6 +44,13 @@ async def plan(
     services: Services, action: str, name: str, target: Target, args: tuple[str, ...]
 ) -> tuple[tuple[str, ...], str, dict[str, object]]:
     """(steps shown on the card, a note, the payload that pins exactly what will run)."""
+    if action == "rollback" and args:  # /rollback TARGET REVISION (k8s)
+        if len(args) != 1 or not args[0].isdigit():
+            raise UsageError(f"usage: /rollback {name} [list | REVISION]")
+        planned = await actions.plan_rollback(
+            name, target, services, services.store, revision=int(args[0])
+        )
+        return planned.steps, planned.note, {"plan": asdict(planned)}
     if action in ("restart", "rollback"):
         planner = actions.plan_restart if action == "restart" else actions.plan_rollback
         planned = await planner(name, target, services, services.store)

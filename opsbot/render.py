@@ -7,6 +7,7 @@ console prints it. Nothing here knows Telegram.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field, replace
 
@@ -38,15 +39,50 @@ class Reply:
     request_id: str | None = None  # an approval card: its message id is recorded once sent
 
     def redacted(self, redactor: Redactor) -> Reply:
+        """Ready to leave: secrets hidden, terminal escapes and control characters removed,
+        over-long lines folded (documents keep their lines whole)."""
         document = self.document
         if document is not None and not document.raw:
-            document = replace(document, content=redactor.redact_bytes(document.content))
+            text = document.content.decode("utf-8", errors="replace")
+            content = redactor.redact(clean(text)).encode()
+            document = replace(document, content=content)
         return replace(
             self,
-            text=redactor.redact(self.text),
-            block=redactor.redact(self.block),
+            text=fold(redactor.redact(clean(self.text))),
+            block=fold(redactor.redact(clean(self.block))),
             document=document,
         )
+
+
+# ANSI/VT100 escape sequences: CSI (colours, cursor moves), OSC (titles, hyperlinks, ended by
+# BEL or ST) and the two-character ones; then any other C0/C1 control character except tab and
+# newline. A carriage return ends a progress-bar frame: keep what follows it, like a terminal.
+_ANSI = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x9b[0-?]*[ -/]*[@-~]"  # CSI
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC
+    r"|\x1b[@-Z\\-_]"  # two-character escapes
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_PROGRESS = re.compile(r"[^\n]*\r(?!\n)")
+FOLD_AT = 512  # characters a chat line may have before it is folded
+
+
+def clean(text: str) -> str:
+    """Text as a terminal would have shown it: no escape sequences, no control characters."""
+    text = _ANSI.sub("", text)
+    text = _PROGRESS.sub("", text.replace("\r\n", "\n"))
+    return _CONTROL.sub("", text)
+
+
+def fold(text: str, width: int = FOLD_AT) -> str:
+    """Lines longer than ``width`` broken into ``width``-character lines marked with ↪."""
+    if all(len(line) <= width for line in text.split("\n")):
+        return text
+    out: list[str] = []
+    for line in text.split("\n"):
+        out.append(line[:width])
+        out.extend("↪ " + line[i : i + width] for i in range(width, len(line), width))
+    return "\n".join(out)
 
 
 def clock() -> str:

@@ -7,6 +7,7 @@ use and are pooled; ``close`` ends them all (called from the application's shutd
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,19 @@ from opsbot.executors.local import LocalExecutor
 from opsbot.executors.ssh import SSHHost, SSHPool
 from opsbot.incidents import Incidents
 from opsbot.metrics import Metrics
+from opsbot.notify import Notifier
 from opsbot.redact import Redactor
+from opsbot.stepup import TargetRules
 from opsbot.store import Store
 from opsbot.store.factory import open_store
+from opsbot.store.redacting import RedactingStore
 
 log = logging.getLogger(__name__)
+
+
+def local_path(path: Path) -> Path:
+    """~ and $VARS expanded: ``$CREDENTIALS_DIRECTORY/ssh_key`` under systemd's LoadCredential."""
+    return Path(os.path.expandvars(path)).expanduser()
 
 
 def ssh_host(
@@ -50,14 +59,14 @@ def ssh_host(
         host=endpoint.host,
         port=None if from_config else endpoint.port,
         username=endpoint.user,
-        client_keys=tuple(p.expanduser() for p in endpoint.key_files) or None,
-        known_hosts=endpoint.known_hosts.expanduser() if endpoint.known_hosts else None,
+        client_keys=tuple(local_path(p) for p in endpoint.key_files) or None,
+        known_hosts=local_path(endpoint.known_hosts) if endpoint.known_hosts else None,
         insecure_no_host_key_check=endpoint.insecure_no_host_key_check,
         connect_timeout=endpoint.connect_timeout,
         keepalive_interval=endpoint.keepalive_interval,
         max_concurrency=endpoint.max_concurrency,
         via=via,
-        ssh_config=ssh_config.expanduser() if isinstance(ssh_config, Path) else ssh_config,
+        ssh_config=local_path(ssh_config) if isinstance(ssh_config, Path) else ssh_config,
     )
 
 
@@ -74,19 +83,20 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     alerts: AlertEngine | None = None  # built once a notifier exists (the bot's post_init)
     incidents: Incidents | None = None  # likewise
+    notifier: Notifier | None = None  # posts and edits cards (/approve, /deny); likewise
     _docker: dict[str, DockerEngine] = field(default_factory=dict)
     _executors: dict[str, Executor] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         redactor = Redactor(settings.secrets())
-        store = open_store(settings)
+        store = RedactingStore(open_store(settings), redactor)
         return cls(
             settings=settings,
             redactor=redactor,
             store=store,
             audit=Audit(store),
-            approvals=Approvals(store, settings.approvals),
+            approvals=Approvals(store, settings.approvals, TargetRules(settings)),
             http=httpx.AsyncClient(follow_redirects=False),
         )
 

@@ -238,3 +238,81 @@ async def fetch_logs(
 
 def container_name(name: str, target: ContainerTarget) -> str:
     return target.container or name
+
+
+# --------------------------------------------------------------------------- k8s revisions
+
+#: The annotation Kubernetes keeps a deployment's revision number in, on each ReplicaSet.
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """One revision of a deployment, as its ReplicaSet remembers it."""
+
+    number: int
+    images: tuple[str, ...]
+    created: str  # the ReplicaSet's creationTimestamp (RFC 3339)
+    change_cause: str  # kubernetes.io/change-cause, often empty
+    current: bool
+
+    def label(self) -> str:
+        return f"revision {self.number} ({', '.join(self.images) or 'no image'})"
+
+
+def revisions_argv(target: K8sTarget) -> list[str]:
+    """What ``kubectl rollout history`` reads: the ReplicaSets, with their pod templates."""
+    return [*_kubectl(target), "get", "replicasets", "-o", "json"]
+
+
+def parse_revisions(target: K8sTarget, stdout: str) -> list[Revision]:
+    """The deployment's revisions, newest first; the highest number is the one running.
+
+    ReplicaSets are matched by their owner reference to the deployment (as kubectl does), so
+    other deployments' ReplicaSets in the namespace are ignored. Raises ValueError on output
+    that is not a ReplicaSet list.
+    """
+    document = json.loads(stdout)
+    if not isinstance(document, dict) or not isinstance(document.get("items"), list):
+        raise ValueError("not a list of ReplicaSets")
+    found: dict[int, Revision] = {}
+    for item in document["items"]:
+        meta = item.get("metadata") or {}
+        owners = meta.get("ownerReferences") or []
+        if not any(
+            o.get("kind") == "Deployment" and o.get("name") == target.deployment for o in owners
+        ):
+            continue
+        annotations = meta.get("annotations") or {}
+        number = str(annotations.get(REVISION_ANNOTATION, ""))
+        if not number.isdigit():
+            continue
+        containers = (((item.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+            "containers"
+        ) or []
+        found[int(number)] = Revision(
+            number=int(number),
+            images=tuple(str(c.get("image", "?")) for c in containers),
+            created=str(meta.get("creationTimestamp", "")),
+            change_cause=str(annotations.get("kubernetes.io/change-cause", "")),
+            current=False,
+        )
+    ordered = [found[n] for n in sorted(found, reverse=True)]
+    if ordered:
+        top = ordered[0]
+        ordered[0] = Revision(top.number, top.images, top.created, top.change_cause, True)
+    return ordered
+
+
+async def k8s_revisions(target: K8sTarget, runtime: Runtime, timeout: float) -> list[Revision]:
+    """The deployment's revisions, newest first. Raises RuntimeError if kubectl fails."""
+    result = await runtime.executor(target.endpoint).run(revisions_argv(target), timeout=timeout)
+    if result.timed_out:
+        raise RuntimeError(f"kubectl get replicasets timed out after {timeout:.0f} s")
+    if result.exit_status != 0:
+        why = _first_line(result.stderr or result.stdout) or f"exit {result.exit_status}"
+        raise RuntimeError(f"kubectl get replicasets failed: {why}")
+    try:
+        return parse_revisions(target, result.stdout)
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise RuntimeError(f"unreadable kubectl output ({exc.__class__.__name__})") from None

@@ -6,9 +6,16 @@ Routes:
   :class:`AlertEvent` per alert, source ``alertmanager``.
 - ``POST /alerts/webhook`` — a generic JSON object ``{target, severity, summary, fingerprint?,
   status?, labels?}`` or a list of them, source ``webhook``.
-- ``GET /healthz`` — ``{"status": "ok", ...}``, no auth.
-- ``GET /metrics`` — Prometheus text exposition, no auth: meant for loopback or internal
-  scraping; do not publish it (bind ``web.host`` to loopback or filter it at the proxy).
+- ``GET /healthz`` — ``{"status": "ok"}`` (503 ``{"status": "error"}`` when the health
+  callback fails), no auth, and nothing more: it is what a load balancer may ask anyone.
+- ``GET /metrics`` — Prometheus text exposition, behind ``Authorization: Bearer <web.token>``
+  (Prometheus' ``authorization`` scrape setting) unless ``web.metrics_public: true``.
+- ``GET /status``, ``/status.json``, ``/status.atom`` — the status page, when one is passed
+  (``statuspage.py``).
+- ``POST <path of telegram.webhook.url>`` (webhook mode) — Telegram's updates, accepted only
+  with the right ``X-Telegram-Bot-Api-Secret-Token`` (compared in constant time; missing or
+  wrong: 401 and nothing runs), answered 200 as soon as the update is queued, 503 while
+  opsbot is starting or stopping (so Telegram sends it again, maybe to another replica).
 
 Both webhooks need ``Authorization: Bearer <web.token>`` or ``X-Opsbot-Signature:
 sha256=<hex HMAC-SHA256 of the raw body keyed with web.hmac_secret>``. Bad input never causes
@@ -32,6 +39,7 @@ from aiohttp import web
 from opsbot.alert_event import AlertEvent, Severity
 from opsbot.config import Settings
 from opsbot.metrics import Metrics
+from opsbot.statuspage import StatusPage
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,9 @@ Ingest = Callable[[list[AlertEvent]], Awaitable[None]]
 Healthy = Callable[[], Awaitable[Mapping[str, Any]]]
 
 SIGNATURE_HEADER = "X-Opsbot-Signature"
+TELEGRAM_SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
+# Queues one update; False when the bot is not running (starting or stopping): 503, resent.
+AcceptUpdate = Callable[[dict[str, Any]], Awaitable[bool]]
 # Alertmanager labels that may name an opsbot target, in order of preference.
 TARGET_LABELS = ("target", "service", "job", "container")
 MAX_SUMMARY_CHARS = 2000
@@ -69,18 +80,25 @@ class WebServer:
         metrics: Metrics,
         *,
         healthy: Healthy | None = None,
+        status_page: StatusPage | None = None,
     ) -> None:
         self._settings = settings
         self._web = settings.web
         self._ingest = ingest
         self._metrics = metrics
         self._healthy = healthy
+        self._status_page = status_page
         self._token = (self._web.token.get_secret_value() if self._web.token else "").encode()
         self._hmac_secret = (
             self._web.hmac_secret.get_secret_value().encode() if self._web.hmac_secret else b""
         )
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self._telegram: tuple[str, bytes, AcceptUpdate] | None = None
+
+    def serve_telegram(self, path: str, secret: str, accept: AcceptUpdate) -> None:
+        """Also accept Telegram's webhook POSTs at ``path`` (call before ``start``)."""
+        self._telegram = (path, secret.encode(), accept)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -90,6 +108,10 @@ class WebServer:
         app.router.add_post("/alerts/webhook", self._generic)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics_page)
+        if self._status_page is not None:
+            self._status_page.add_routes(app)
+        if self._telegram is not None:
+            app.router.add_post(self._telegram[0], self._telegram_update)
         return app
 
     async def start(self) -> int:
@@ -121,19 +143,49 @@ class WebServer:
     # ------------------------------------------------------------------ handlers
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = {"status": "ok"}
+        """Up or not, nothing more: the callback's details stay in the log."""
         if self._healthy is not None:
             try:
-                body.update(await self._healthy())
+                details = await self._healthy()
             except Exception as exc:
                 log.warning("healthz: health callback failed: %s", type(exc).__name__)
-                return _json({"status": "error", "error": type(exc).__name__}, 503)
-        return _json(body, 200)
+                return _json({"status": "error"}, 503)
+            if details.get("status", "ok") != "ok":
+                return _json({"status": "error"}, 503)
+        return _json({"status": "ok"}, 200)
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
+        if not self._web.metrics_public and not self._bearer_ok(request):
+            rejected = _Rejected(401, "unauthorized", "metrics need the bearer token")
+            return self._reject(request, rejected)
         return web.Response(
             body=self._metrics.render(), headers={"Content-Type": self._metrics.content_type}
         )
+
+    async def _telegram_update(self, request: web.Request) -> web.Response:
+        """One update from Telegram: checked, parsed, queued; 200 means "do not resend"."""
+        assert self._telegram is not None
+        _, secret, accept = self._telegram
+        given = request.headers.get(TELEGRAM_SECRET_HEADER, "").encode("utf-8", "replace")
+        if not hmac.compare_digest(given, secret):
+            return self._reject(request, _Rejected(401, "unauthorized", "wrong secret token"))
+        try:
+            update = json.loads(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            return self._reject(request, _Rejected(413, "too_large", "body too large"))
+        except (ValueError, RecursionError):
+            return self._reject(request, _Rejected(400, "bad_json", "body is not valid JSON"))
+        if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+            return self._reject(request, _bad_shape("expected an Update with an update_id"))
+        try:
+            queued = await accept(update)
+        except Exception as exc:  # a malformed update: Telegram would resend it forever
+            return self._reject(
+                request, _bad_shape(f"not an Update: {type(exc).__name__}"), exc_info=True
+            )
+        if not queued:  # starting or stopping: Telegram (or the proxy) sends it again
+            return _json({"error": "not running, send it again"}, 503)
+        return _json({"ok": True}, 200)
 
     async def _alertmanager(self, request: web.Request) -> web.Response:
         return await self._webhook(request, "alertmanager", self._parse_alertmanager)

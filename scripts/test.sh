@@ -10,7 +10,8 @@ banner() { printf '\n==> %s\n' "$*"; }
 die() { printf 'scripts/test.sh: %s\n' "$*" >&2; exit 1; }
 
 APT_PACKAGES=(redis-server openssh-server docker.io busybox-static postgresql sqlite3
-              prometheus-alertmanager ca-certificates iproute2)
+              prometheus-alertmanager ca-certificates chromium chromium-driver
+              docker-compose systemd python3 iproute2)
 
 missing_tools() {
     local missing=()
@@ -29,6 +30,13 @@ missing_tools() {
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(initdb)
     command -v sqlite3 >/dev/null || missing+=(sqlite3)
     command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+    [[ -x /usr/bin/chromium ]] || missing+=(chromium)  # the status page's browser test
+    [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+    # tests/test_deploy.py: compose files and the systemd unit checked by their own tools
+    command -v docker-compose >/dev/null || missing+=(docker-compose)
+    command -v systemd-analyze >/dev/null || missing+=(systemd-analyze)
+    # the kubectl stand-in of tests/test_k8s_revisions.py runs as the lab user, via ssh
+    [[ -x /usr/bin/python3 ]] || missing+=(python3)
     echo "${missing[*]}"
 }
 

@@ -207,6 +207,8 @@ class WebhookInfo:
     pending_update_count: int | None = None
     last_error_date: int | None = None
     last_error_message: str | None = None
+    secret_token: str | None = None  # what setWebhook set; sent back in webhook POSTs
+    max_connections: int | None = None
 
 
 @dataclass
@@ -449,8 +451,8 @@ class _Server(ThreadingHTTPServer):
     # of 5, and the kernel then resets connections: Telegram's servers do not do that.
     request_queue_size = 256
 
-    def __init__(self, fake: FakeBotAPI) -> None:
-        super().__init__(("127.0.0.1", 0), _RequestHandler)
+    def __init__(self, fake: FakeBotAPI, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _RequestHandler)
         self.fake = fake
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
@@ -592,8 +594,12 @@ class FakeBotAPI:
         count_edits: bool = False,
         strict_chats: bool = False,
         strict_html_entities: bool = True,
+        port: int = 0,
     ) -> None:
         """Rate limits are per bot, over rolling windows; ``None`` switches one off.
+
+        ``port``: listen there (0: any free port); a test can start the fake late on a port
+        opsbot is already trying to reach.
 
         ``strict_chats``: unknown chat ids answer "chat not found" instead of being created
         on first use (positive ids as private chats, negative ones as supergroups).
@@ -604,6 +610,8 @@ class FakeBotAPI:
         self.count_edits = count_edits
         self.strict_chats = strict_chats
         self.strict_html_entities = strict_html_entities
+        self.port = port
+        self._conflicts: list[Call] = []
 
         self._cond = threading.Condition(threading.RLock())
         self._bots: dict[str, BotState] = {}
@@ -630,7 +638,7 @@ class FakeBotAPI:
         if self._server is not None:
             raise RuntimeError("FakeBotAPI already started")
         self._stopping = False
-        self._server = _Server(self)
+        self._server = _Server(self, self.port)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -755,6 +763,16 @@ class FakeBotAPI:
         return [c for c in self.calls if c.method.lower() == method.lower()]
 
     @property
+    def conflicts(self) -> list[Call]:
+        """getUpdates calls answered 409 Conflict to a client still listening.
+
+        A long poll whose client went away (cancelled, killed) and that is ended by a newer
+        poll is not counted: nobody receives that answer, on Telegram either.
+        """
+        with self._cond:
+            return list(self._conflicts)
+
+    @property
     def too_many_requests(self) -> list[RateLimitHit]:
         with self._cond:
             return list(self._too_many)
@@ -815,12 +833,18 @@ class FakeBotAPI:
         thread_id: int | None = None,
         *,
         reply_to_message_id: int | None = None,
+        date: int | None = None,
     ) -> JSON:
-        """A user writes ``text``; a leading ``/command`` gets its bot_command entity."""
+        """A user writes ``text``; a leading ``/command`` gets its bot_command entity.
+
+        ``date`` (epoch seconds) backdates it: a message typed while the bot was away.
+        """
         with self._cond:
             self._bot_state(token)
             chat = self._register(chat)
             msg = self._store(chat, user.to_api(), None, text, thread_id=thread_id)
+            if date is not None:
+                msg.date = date
             if text.startswith("/"):
                 command = text.split(maxsplit=1)[0]
                 msg.entities = [
@@ -971,6 +995,58 @@ class FakeBotAPI:
         lines = [f"  {c.method} {c.params!r:.300}" for c in shown]
         return f"last calls ({polls} getUpdates not shown):\n" + ("\n".join(lines) or "  (none)")
 
+    # ---- webhooks: doing what Telegram does when a webhook is set
+
+    def deliver_webhook(
+        self,
+        token: str,
+        endpoints: list[str] | None = None,
+        *,
+        secret_token: str | bool = True,
+        timeout: float = 10.0,
+    ) -> list[tuple[int, str, int]]:
+        """POST every pending update of the bot as JSON, the way Telegram delivers them.
+
+        ``endpoints``: where to post, in turn (a load balancer's round robin); default: the
+        URL setWebhook set. The header ``X-Telegram-Bot-Api-Secret-Token`` carries the secret
+        setWebhook set (``secret_token=True``), that string, or is left out (False). An update
+        answered 2xx is delivered and leaves the queue; any other answer leaves it pending, as
+        on Telegram.
+        Blocking: from a test whose opsbot runs in the same event loop, use a thread.
+        Returns ``(update_id, endpoint, status)`` per POST (status 0: no connection).
+        """
+        import urllib.error
+        import urllib.request
+
+        with self._cond:
+            bot = self._bot_state(token)
+            pending = copy.deepcopy(bot.updates)
+            targets = endpoints or [bot.webhook.url]
+            secret = bot.webhook.secret_token if secret_token is True else secret_token or None
+        results: list[tuple[int, str, int]] = []
+        delivered: set[int] = set()
+        for index, update in enumerate(pending):
+            endpoint = targets[index % len(targets)]
+            request = urllib.request.Request(
+                endpoint, data=json.dumps(update).encode(), method="POST",
+                headers={"Content-Type": "application/json"},
+            )  # fmt: skip
+            if secret is not None:
+                request.add_header("X-Telegram-Bot-Api-Secret-Token", secret)
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as answer:
+                    status = answer.status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            except OSError:
+                status = 0
+            results.append((update["update_id"], endpoint, status))
+            if 200 <= status < 300:
+                delivered.add(update["update_id"])
+        with self._cond:
+            bot.updates = [u for u in bot.updates if u["update_id"] not in delivered]
+        return results
+
     # ---- HTTP plumbing
 
     def _serve(self, req: BaseHTTPRequestHandler) -> None:
@@ -988,6 +1064,9 @@ class FakeBotAPI:
                 except (ValueError, UnicodeError):
                     params = {"_unparsable": True}
                 status, payload = self._dispatch(unquote(match[1]), match[2], params)
+                if status == 409 and _peer_open(req.connection):
+                    with self._cond:
+                        self._conflicts.append(Call(unquote(match[1]), match[2], params))
             elif match := _FILE_PATH.match(url.path):
                 raw = self._file_bytes(unquote(match[1]), unquote(match[2]))
             if raw is not None:
@@ -1304,6 +1383,21 @@ def _check_markup(markup: Any) -> JSON | None:
 # --------------------------------------------------------------------------- methods
 
 
+def _peer_open(sock: socket.socket) -> bool:
+    """Whether the client of this connection is still there (not closed or reset)."""
+    timeout = sock.gettimeout()
+    try:
+        sock.setblocking(False)
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True  # nothing to read: still open
+    except OSError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            sock.settimeout(timeout)
+
+
 def _get_me(fake: FakeBotAPI, bot: BotState, p: JSON) -> JSON:
     return {
         **bot.user(),
@@ -1359,9 +1453,18 @@ def _set_webhook(fake: FakeBotAPI, bot: BotState, p: JSON) -> bool:
     url = str(p.get("url") or "")
     if url and not url.startswith("https://"):
         raise _bad("bad webhook: An HTTPS URL must be provided for webhook")
+    secret = p.get("secret_token")
+    if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", str(secret)):
+        raise _bad("secret token contains unallowed characters")
     if p.get("drop_pending_updates"):
         bot.updates.clear()
-    bot.webhook = WebhookInfo(url=url)
+    if isinstance(p.get("allowed_updates"), list):
+        bot.allowed_updates = p["allowed_updates"] or None
+    bot.webhook = WebhookInfo(
+        url=url,
+        secret_token=None if secret is None else str(secret),
+        max_connections=p.get("max_connections"),
+    )
     return True
 
 
@@ -1378,7 +1481,7 @@ def _get_webhook_info(fake: FakeBotAPI, bot: BotState, p: JSON) -> JSON:
     if info.last_error_message is not None:
         out["last_error_message"] = info.last_error_message
     if info.url:
-        out["max_connections"] = 40
+        out["max_connections"] = info.max_connections or 40
     if bot.allowed_updates is not None:
         out["allowed_updates"] = bot.allowed_updates
     return out

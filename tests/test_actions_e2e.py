@@ -243,9 +243,7 @@ async def test_container_restart_needs_a_second_admin_and_is_verified(
     assert not any("web" in b for b in buttons)  # opaque ids, not the target
 
     operator_tap = chat.tap(card, buttons[0], user=OSCAR)
-    assert "Only admins" in await wait_toast(chat, operator_tap) or "own request" in toast(
-        chat, operator_tap
-    )
+    assert "needs the admin role" in await wait_toast(chat, operator_tap)
     done = await tap_and_wait(chat, card, buttons[0], ALICE, "restart web — done")
     assert done.text is not None and "healthy after" in done.text
     assert "approved by alice" in done.text
@@ -269,6 +267,40 @@ async def test_ssh_process_restart_self_approval_refused(
     done = await tap_and_wait(chat, card, approve, BOB, "restart proc — done")
     assert done.text is not None and "healthy after" in done.text
     assert (process_dir / "proc.pid").read_text() != pid_before
+
+
+async def test_typed_approve_and_deny_work_where_buttons_do_not(
+    chat: ChatSession, process_dir: Path
+) -> None:
+    """/approve ID and /deny ID: the same decisions as the buttons, under the same policy."""
+    pid_before = (process_dir / "proc.pid").read_text()
+    card = await chat.ask("/restart proc", user=OSCAR)
+    request_id = (card.text or "").split("id ")[1].split()[0]
+    own = await chat.ask(f"/approve {request_id}", user=OSCAR)
+    assert own.text is not None and "/approve needs" not in own.text
+    assert "own request" in own.text or "Only admins" in own.text
+    viewer = await chat.ask(f"/approve {request_id}", user=VIC)
+    assert viewer.text is not None and "needs the operator role" in viewer.text
+    assert (process_dir / "proc.pid").read_text() == pid_before
+    approved = await chat.ask(f"/approve {request_id}", user=BOB, timeout=40)
+    assert approved.text is not None and "Approved: running." in approved.text
+    done = await chat.fake.wait_for_message(
+        OPS.id,
+        lambda m: m.message_id == card.message_id and "restart proc — done" in (m.text or ""),
+        timeout=40,
+    )
+    assert done.text is not None and "approved by bob" in done.text
+    assert (process_dir / "proc.pid").read_text() != pid_before
+
+    second = await chat.ask("/restart proc", user=OSCAR)
+    second_id = (second.text or "").split("id ")[1].split()[0]
+    denied = await chat.ask(f"/deny {second_id}", user=ALICE)
+    assert denied.text is not None and "Denied by alice" in denied.text
+    await chat.fake.wait_for_message(
+        OPS.id, lambda m: m.message_id == second.message_id and "denied" in (m.text or "")
+    )
+    bad = await chat.ask("/approve ../../etc", user=BOB)
+    assert bad.text is not None and "usage: /approve ID" in bad.text
 
 
 async def test_expired_and_denied_requests_never_run(chat: ChatSession, process_dir: Path) -> None:

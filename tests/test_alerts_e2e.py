@@ -235,7 +235,8 @@ async def test_five_thousand_alerts_in_ten_seconds_are_all_kept_and_never_flood(
     reply = await chat.ask("/alerts 5", user=ALICE, chat=ALICE_PRIVATE)
     assert reply.text is not None and "storm alert" in reply.text
     async with httpx.AsyncClient(timeout=10) as http:
-        metrics = (await http.get(webhook_url(chat, "/metrics"))).text
+        auth = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+        metrics = (await http.get(webhook_url(chat, "/metrics"), headers=auth)).text
     samples = {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()

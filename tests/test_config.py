@@ -114,3 +114,134 @@ def test_compose_defaults_and_schema() -> None:
     target = ComposeTarget(kind="compose", file="/srv/x.yml", service="bot")
     assert target.compose_command == ["docker", "compose"]
     assert target.endpoint == "local"
+
+
+def test_an_unreadable_secret_file_says_which_variable_can_carry_it(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"store:\n  backend: redis\n  redis_url_file: {tmp_path / 'absent'}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert f"{path}, line 3: store: redis_url_file: cannot read {tmp_path / 'absent'}" in message
+    assert "or give the secret itself in OPSBOT_STORE__REDIS_URL" in message
+
+
+def test_secret_files_may_live_in_the_systemd_credentials_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "opsbot_token").write_text("55:from-a-credential\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    monkeypatch.setenv("OPSBOT_TELEGRAM__TOKEN_FILE", "$CREDENTIALS_DIRECTORY/opsbot_token")
+    settings = load_config(None)
+    assert settings.telegram.token is not None
+    assert settings.telegram.token.get_secret_value() == "55:from-a-credential"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("telegram:\n  tokn: x\n", "line 2: telegram.tokn: Extra inputs are not permitted; "
+                                   "did you mean 'token'?"),
+        ("endpoints:\n  vps: {type: ssh, hostname: h, user: u}\n",
+         "line 2: endpoints.vps.hostname: Extra inputs are not permitted; did you mean 'host'?"),
+        ("targets:\n  x:\n    kind: command\n    actions: {status: [a]}\n    verify_deadlin: 5\n",
+         "line 5: targets.x.verify_deadlin: Extra inputs are not permitted; "
+         "did you mean 'verify_deadline'?"),
+        ("targets:\n  x:\n    kind: command\n    actions: {statu: [a]}\n",
+         "targets.x.actions.statu: Extra inputs are not permitted; did you mean 'status'?"),
+        ("approvals:\n  zzz: 1\n", "approvals.zzz: Extra inputs are not permitted (valid here: "
+                                   "allow_self_approval, backup, required, restart, restore, "
+                                   "rollback, ttl)"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_key_gets_the_nearest_valid_one(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert expected in str(caught.value)
+
+
+def test_a_bad_environment_value_is_blamed_on_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("telegram:\n  ops_chat_id: -1\n")
+    monkeypatch.setenv("OPSBOT_TELEGRAM__OPS_CHAT_ID", "ops")
+    monkeypatch.setenv("OPSBOT_STORE__BACKEN", "redis")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert (
+        "environment variable OPSBOT_TELEGRAM__OPS_CHAT_ID: telegram.ops_chat_id: "
+        "Input should be a valid integer" in message
+    )
+    assert "line 2" not in message
+    assert (
+        "environment variable OPSBOT_STORE__BACKEN: store.backen: Extra inputs are not "
+        "permitted; did you mean OPSBOT_STORE__BACKEND?" in message
+    )
+
+
+def test_a_relative_data_dir_is_beside_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "etc").mkdir()
+    path = tmp_path / "etc" / "c.yaml"
+    path.write_text("data_dir: ./state\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(path).data_dir == tmp_path / "etc" / "state"
+    assert load_config(Path("etc/c.yaml")).data_dir == tmp_path / "etc" / "state"
+    path.write_text(f"data_dir: {tmp_path / 'abs'}\n")
+    assert load_config(path).data_dir == tmp_path / "abs"
+    path.write_text("targets: {}\n")  # the default, ./data, is beside the file too
+    assert load_config(path).data_dir == tmp_path / "etc" / "data"
+    monkeypatch.setenv("OPSBOT_DATA_DIR", "rel")  # a shell's relative path: from where it runs
+    assert load_config(path).data_dir == Path("rel")
+
+
+def test_json_logs_are_one_redacted_object_per_line_and_libraries_are_quiet(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    from opsbot.logsetup import CHATTY, setup_logging
+
+    monkeypatch.setenv("OPSBOT_TELEGRAM__TOKEN", "4242:json-log-secret")
+    settings = load_config(None)
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        setup_logging(settings, "json")
+        logging.getLogger("opsbot.test").warning("token is %s", "4242:json-log-secret")
+        logging.getLogger("apscheduler.scheduler").info("Running job every 3 s")
+        logging.getLogger("asyncssh").info("Opening SSH connection")
+        logging.getLogger("opsbot.test").info("plain info")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for name in (*CHATTY, "httpx"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(e["level"], e["logger"]) for e in lines] == [
+        ("WARNING", "opsbot.test"),
+        ("INFO", "opsbot.test"),
+    ]
+    assert "json-log-secret" not in lines[0]["message"]
+    assert lines[0]["ts"].endswith("Z")
+
+
+def test_an_unreadable_secret_file_named_in_the_environment_is_blamed_on_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("telegram:\n  ops_chat_id: -1\n")
+    monkeypatch.setenv("OPSBOT_TELEGRAM__TOKEN_FILE", str(tmp_path / "absent"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert (
+        "environment variable OPSBOT_TELEGRAM__TOKEN_FILE: telegram: token_file: cannot read"
+        in str(caught.value)
+    )

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import sys
+import threading
 
 import pytest
 
-from opsbot.redact import MASK, RedactingFilter, Redactor
+from opsbot.redact import MASK, RedactingFilter, Redactor, install_log_redaction
+from opsbot.render import FOLD_AT, Document, Reply
+from tests.secrets_corpus import CORPUS, HMAC_SECRET, OPSBOT_BOT_TOKEN, WEB_TOKEN, Secret, leaks
 
 
 @pytest.mark.parametrize(
@@ -70,3 +76,80 @@ def test_logging_filter_redacts_messages_and_arguments(caplog: pytest.LogCapture
         logger.info("calling %s with %s", "https://x/bot1:top-secret-value/getMe", "ok")
     assert "top-secret-value" not in caplog.text
     assert MASK in caplog.text
+
+
+@pytest.mark.parametrize("secret", CORPUS, ids=lambda s: s.name)
+def test_every_corpus_secret_is_hidden(secret: Secret) -> None:
+    redactor = Redactor([OPSBOT_BOT_TOKEN, WEB_TOKEN, HMAC_SECRET])
+    redacted = redactor.redact(secret.text)
+    assert leaks(redacted) == []
+    assert MASK in redacted
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "commit 3f2a9c1e8b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39 merged",  # a git SHA is not a key
+        "/usr/lib/python3/dist-packages/telegram/ext/_application.py line 1234",
+        "ghp is short for nothing here; xoxo and glpat are words",
+        "eyJ alone is not a token",
+        "-----BEGIN CERTIFICATE----- is public",
+    ],
+)
+def test_corpus_look_alikes_survive(line: str) -> None:
+    assert Redactor().redact(line) == line
+
+
+def test_a_private_key_cut_short_is_hidden_to_the_end() -> None:
+    text = "key: -----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lg"
+    assert Redactor().redact(text) == f"key: {MASK}"
+
+
+def test_json_documents_are_redacted_field_by_field_except_kept_fields() -> None:
+    doc = {"summary": CORPUS[0].text, "fingerprint": "f-1", "n": 3, "list": [CORPUS[4].text]}
+    redacted = Redactor().redact_json(doc, frozenset({"fingerprint"}))
+    assert leaks(json.dumps(redacted)) == []
+    assert redacted["fingerprint"] == "f-1" and redacted["n"] == 3
+
+
+def test_the_log_formatter_redacts_tracebacks_and_the_excepthook_too() -> None:
+    stream, hook_out = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root = logging.getLogger()
+    saved = sys.excepthook, threading.excepthook
+    root.addHandler(handler)
+    try:
+        install_log_redaction(Redactor([WEB_TOKEN]), stream=hook_out)
+        try:
+            raise RuntimeError(f"cannot connect: {CORPUS[4].text} with {WEB_TOKEN}")
+        except RuntimeError as exc:
+            logging.getLogger("test.redact").error("failed %s", CORPUS[0].text, exc_info=True)
+            sys.excepthook(type(exc), exc, exc.__traceback__)
+    finally:
+        root.removeHandler(handler)
+        sys.excepthook, threading.excepthook = saved
+    assert "Traceback" in stream.getvalue() and "Traceback" in hook_out.getvalue()
+    assert leaks(stream.getvalue()) == [] and leaks(hook_out.getvalue()) == []
+    assert stream.getvalue().count(MASK) >= 3
+
+
+def test_replies_leave_without_terminal_escapes_and_with_long_lines_folded() -> None:
+    coloured = "\x1b[31mERROR\x1b[0m payment failed\x07 \x1b]0;title\x07done\x00"
+    progress = "downloading 10%\rdownloading 100%\r\nnext"
+    long_line = "x" * (FOLD_AT * 2 + 10)
+    reply = Reply(
+        text=coloured,
+        block=f"{progress}\n{long_line}",
+        document=Document("a.log", f"{coloured}\n{CORPUS[0].text}\n".encode()),
+    ).redacted(Redactor())
+    assert reply.text == "ERROR payment failed done"
+    lines = reply.block.split("\n")
+    assert lines[:2] == ["downloading 100%", "next"]
+    assert [len(line) for line in lines[2:]] == [FOLD_AT, FOLD_AT + 2, 12]
+    assert lines[3].startswith("↪ ")
+    assert reply.document is not None
+    content = reply.document.content.decode()
+    assert content.startswith("ERROR payment failed done\n") and leaks(content) == []
+    raw = Document("backup.bin", b"\x1b[31m\x00binary", raw=True)
+    assert Reply(text="x", document=raw).redacted(Redactor()).document == raw

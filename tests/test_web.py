@@ -355,19 +355,22 @@ async def test_alertmanager_payload_maps_fields(web: Running) -> None:
 # --------------------------------------------------------------------------- health, metrics
 
 
-async def test_healthz_and_metrics_need_no_auth(web: Running) -> None:
+async def test_healthz_is_open_and_metrics_need_the_token(web: Running) -> None:
     response = await web.http.get("/healthz")
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    for headers in ({}, bearer("wrong"), {"Authorization": f"Basic {TOKEN}"}):
+        refused = await web.http.get("/metrics", headers=headers)
+        assert refused.status_code == 401 and "opsbot_" not in refused.text
     await web.post("/alerts/webhook", ALERT)  # 401
     await web.post("/alerts/webhook", ALERT, bearer())  # 202
     web.metrics.commands_total.labels(verb="restart", outcome="ok").inc()
     with web.metrics.time_executor("ssh"):
         pass
-    response = await web.http.get("/metrics")
+    response = await web.http.get("/metrics", headers=bearer())
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
-    assert 'opsbot_webhook_rejected_total{reason="unauthorized"} 1.0' in text
+    assert 'opsbot_webhook_rejected_total{reason="unauthorized"} 4.0' in text
     assert 'opsbot_webhook_rejected_total{reason="too_large"} 0.0' in text
     assert 'opsbot_alerts_received_total{source="webhook"} 1.0' in text
     assert 'opsbot_commands_total{outcome="ok",verb="restart"} 1.0' in text
@@ -377,21 +380,29 @@ async def test_healthz_and_metrics_need_no_auth(web: Running) -> None:
     assert (await web.http.get("/alerts/webhook")).status_code == 405
 
 
-async def test_healthz_includes_the_callback() -> None:
+async def test_healthz_follows_the_callback_and_says_nothing_more() -> None:
     state: dict[str, Any] = {"store": "sqlite", "targets": 2}
 
     async def healthy() -> dict[str, Any]:
         if state.get("broken"):
-            raise ConnectionError("store down")
+            raise ConnectionError("store down at redis://:hunter2@10.0.0.5")
         return state
 
     async for web in run(healthy=healthy):
         response = await web.http.get("/healthz")
-        assert response.json() == {"status": "ok", "store": "sqlite", "targets": 2}
+        assert (response.status_code, response.json()) == (200, {"status": "ok"})
+        state["status"] = "degraded"
+        response = await web.http.get("/healthz")
+        assert (response.status_code, response.json()) == (503, {"status": "error"})
         state["broken"] = True
         response = await web.http.get("/healthz")
-        assert response.status_code == 503
-        assert response.json() == {"status": "error", "error": "ConnectionError"}
+        assert (response.status_code, response.json()) == (503, {"status": "error"})
+
+
+async def test_metrics_public_serves_metrics_without_the_token() -> None:
+    async for web in run(settings(metrics_public=True)):
+        response = await web.http.get("/metrics")
+        assert response.status_code == 200 and "opsbot_commands_total" in response.text
 
 
 async def test_two_servers_and_restart() -> None:

@@ -15,6 +15,7 @@ import math
 import os
 import posixpath
 import socket
+import ssl
 import struct
 import tarfile
 import threading
@@ -52,6 +53,29 @@ class DockerTLS:
     client_cert: Path | None = None
     client_key: Path | None = None
     verify: bool = True
+
+
+class _APIClient(docker.APIClient):  # type: ignore[misc]
+    """The SDK's client, whose TLS ``ca_cert`` is not overridden by ``REQUESTS_CA_BUNDLE``.
+
+    requests lets that variable (set in many images, pointing at the system CAs) win over a
+    session's own ``verify`` (psf/requests#3829), so a private Docker CA would never be used
+    and every TLS engine would fail with "unable to get local issuer certificate".
+    """
+
+    def merge_environment_settings(
+        self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> Any:
+        if verify is None:
+            verify = self.verify
+        return super().merge_environment_settings(url, proxies, stream, verify, cert)
+
+
+class _Client(docker.DockerClient):  # type: ignore[misc]
+    """``docker.DockerClient`` (whose constructor only builds ``api``) with :class:`_APIClient`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.api = _APIClient(**kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +157,13 @@ class DockerEngine:
     def _make_client(self, url: str) -> Any:
         tls: Any = False
         if self.tls is not None:
+            for field_name in ("ca_cert", "client_cert", "client_key"):
+                path = getattr(self.tls, field_name)
+                if path is not None and not os.access(path, os.R_OK):
+                    raise ExecutorError(
+                        f"Docker engine {self.name}: bad TLS settings: tls.{field_name} "
+                        f"{path} is not a readable file"
+                    )
             cert = None
             if self.tls.client_cert is not None and self.tls.client_key is not None:
                 cert = (str(self.tls.client_cert), str(self.tls.client_key))
@@ -146,9 +177,7 @@ class DockerEngine:
         try:
             if url.startswith("unix://"):
                 _probe_unix_socket(url.removeprefix("unix://"), self.timeout)
-            return docker.DockerClient(
-                base_url=url, tls=tls, timeout=max(1, math.ceil(self.timeout))
-            )
+            return _Client(base_url=url, tls=tls, timeout=max(1, math.ceil(self.timeout)))
         except (docker.errors.DockerException, OSError) as exc:
             raise ExecutorError(
                 f"Docker engine {self.name} ({self.where}) unreachable: {_describe(exc)}"
@@ -579,6 +608,9 @@ def _status_from_inspect(name: str, attrs: dict[str, Any]) -> ContainerStatus:
 
 
 def _describe(exc: BaseException) -> str:
+    tls = _tls_problem(exc)
+    if tls is not None:
+        return tls
     explanation = getattr(exc, "explanation", None)
     text = str(explanation or exc).strip()
     return text or type(exc).__name__
@@ -761,3 +793,41 @@ class _TarBody:
             left -= len(chunk)
             yield chunk
         yield b"\0" * (-self._size % tarfile.BLOCKSIZE + 2 * tarfile.BLOCKSIZE)
+
+
+def _tls_problem(exc: BaseException) -> str | None:
+    """A TLS failure buried in the SDK's exception chain, said plainly; None if there is none.
+
+    requests and urllib3 wrap the ``ssl`` error several times over (MaxRetryError, SSLError,
+    DockerException); the reader needs the one line of what to fix, not that chain.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen or len(seen) > 20:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            why = current.verify_message or current.reason or str(current)
+            return (
+                f"TLS: the engine's server certificate failed verification ({why}); "
+                "check tls.ca_cert is the CA that signed the daemon's --tlscert"
+            )
+        if isinstance(current, ssl.SSLError):
+            reason = str(current.reason or current)
+            if any(word in reason.upper() for word in _REFUSED_CLIENT):
+                return (
+                    f"TLS: the engine refused our client certificate ({reason}); "
+                    "tls.client_cert must be signed by the CA the daemon trusts (--tlscacert)"
+                )
+            return f"TLS handshake failed: {reason}"
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked += list(current.args)
+        todo += [e for e in linked if isinstance(e, BaseException)]
+    return None
+
+
+#: OpenSSL alerts a server sends when it does not accept the client's certificate.
+_REFUSED_CLIENT = ("BAD_CERTIFICATE", "UNKNOWN_CA", "CERTIFICATE_REQUIRED", "ACCESS_DENIED",
+                   "UNSUPPORTED_CERTIFICATE", "CERTIFICATE_UNKNOWN")  # fmt: skip

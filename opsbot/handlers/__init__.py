@@ -1,7 +1,8 @@
 """The Telegram layer: the only code that imports python-telegram-bot's handlers.
 
-Registration order matters: the gate runs in group -1 for every update and stops anything it
-does not admit; commands and buttons run in group 0 only for what it let through.
+Registration order matters: the dedup claim runs first (group -2, each update_id once across
+replicas), the gate in group -1 for every update and stops anything it does not admit;
+commands and buttons run in group 0 only for what it let through.
 """
 
 from __future__ import annotations
@@ -18,16 +19,22 @@ from telegram.ext import (
 from opsbot.handlers.commands import CommandHandlers
 from opsbot.handlers.errors import ErrorReporter
 from opsbot.handlers.gate import Gate
+from opsbot.handlers.ingress import UpdateDedup
+from opsbot.handlers.stepup import StepUpHandlers
 from opsbot.services import Services
 
 
 def register(application: Application, services: Services) -> Gate:  # type: ignore[type-arg]
     gate = Gate(services)
-    handlers = CommandHandlers(gate)
+    stepup = StepUpHandlers(gate)
+    handlers = CommandHandlers(gate, stepup)
+    application.add_handler(TypeHandler(Update, UpdateDedup(services)), group=-2)
     application.add_handler(TypeHandler(Update, gate), group=-1)
     application.add_handler(
         MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, handlers.on_command)
     )
+    code = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE & filters.Regex(r"^\s*\d{6}\s*$")
+    application.add_handler(MessageHandler(code, stepup.on_code))
     application.add_handler(CallbackQueryHandler(handlers.on_button))
     application.add_error_handler(ErrorReporter(services))
     return gate

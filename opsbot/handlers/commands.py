@@ -11,26 +11,23 @@ from telegram.ext import ContextTypes
 from opsbot import operations
 from opsbot.alert_event import Severity
 from opsbot.alerts import Alert
-from opsbot.commands import Caller, dispatch
-from opsbot.config import Role
+from opsbot.commands import BUTTONS, Caller, dispatch
 from opsbot.handlers.gate import Gate
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.handlers.reply import edit_reply, send_reply
+from opsbot.handlers.stepup import StepUpHandlers
 from opsbot.progress import ProgressMessage
 
 log = logging.getLogger(__name__)
 
-# Button data: "h" (health overview), "h:TARGET" (one target), "l:TARGET" (its logs),
-# "a:ID" / "d:ID" (approve / deny the request with that opaque id),
-# "al:ID" / "ar:ID" / "as:ID" / "ak:ID" / "ai:ID" (an alert's Logs, Restart, Silence 1h,
-# Ack, Declare incident).
-_BUTTON_VERBS = {"h": "health", "l": "logs"}
+# Button data is "key" or "key:ARG"; the keys, their roles and verbs are commands.BUTTONS.
 
 
 class CommandHandlers:
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, stepup: StepUpHandlers | None = None) -> None:
         self.gate = gate
         self.services = gate.services
+        self.stepup = stepup
 
     def _caller(self, update: Update) -> Caller:
         person = self.gate.admitted(update)
@@ -71,18 +68,27 @@ class CommandHandlers:
         if query is None or query.data is None:
             return
         key, _, arg = query.data.partition(":")
+        spec = BUTTONS.get(key)
+        if spec is None:
+            await query.answer("This button is no longer valid.")
+            return
+        caller = self._caller(update)
+        if not caller.role.allows(spec.role):
+            await self.services.audit.record(
+                "refused", who=caller.name, user=caller.user_id, chat=caller.chat_id, button=key
+            )
+            await query.answer(f"That needs the {spec.role.value} role.")
+            return
         if key in ("a", "d"):
             await self._decide(update, context, arg, approve=key == "a")
             return
-        if key in ("al", "ar", "as", "ak", "ai"):
+        if key.startswith("a"):  # al, ar, as, ak, ai: the buttons on an alert
             await self._alert_button(update, context, key, arg)
             return
-        verb = _BUTTON_VERBS.get(key)
-        if verb is None:
-            await query.answer("This button is no longer valid.")
-            return
+        verb = spec.verb
+        assert verb is not None  # every other button runs a verb
         await query.answer()
-        reply = await dispatch(self.services, self._caller(update), verb, [arg] if arg else [])
+        reply = await dispatch(self.services, caller, verb, [arg] if arg else [])
         message = query.message
         if message is None or not hasattr(message, "edit_text"):
             return
@@ -100,6 +106,11 @@ class CommandHandlers:
         assert query is not None
         person = self.gate.admitted(update)
         assert person is not None  # the gate ran first
+        if approve and self.stepup is not None:
+            refusal = await self.stepup.refusal(person, request_id)
+            if refusal is not None:
+                await query.answer(refusal[:200])
+                return
         toast, runner = await operations.decide(
             self.services,
             person,
@@ -107,6 +118,10 @@ class CommandHandlers:
             approve,
             TelegramNotifier(context.bot, self.services.redactor),
         )
+        held = runner is not None and self.stepup is not None
+        if held and await self.stepup.hold(context, person, request_id):  # type: ignore[union-attr]
+            await query.answer("Approved: now send me your TOTP code in private.")
+            return
         await query.answer(toast[:200])
         if runner is not None:
             await runner()
@@ -123,9 +138,6 @@ class CommandHandlers:
         if engine is None or alert is None:
             await query.answer("This alert is no longer known.")
             return
-        if key != "al" and not caller.role.allows(Role.operator):
-            await query.answer("That needs the operator role.")
-            return
         if key == "ak":
             await query.answer((await engine.ack(alert_id, caller.person))[:200])
             return
@@ -136,7 +148,7 @@ class CommandHandlers:
             await query.answer(await self._declare_from(alert, caller))
             return
         await query.answer()
-        verb = "logs" if key == "al" else "restart"
+        verb = BUTTONS[key].verb or "logs"
         reply = await dispatch(self.services, caller, verb, [alert.target or "?"])
         chat_id = caller.chat_id
         if chat_id is None:

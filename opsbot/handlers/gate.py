@@ -4,12 +4,17 @@ It admits an update only when it comes from a known person in an allowed chat: t
 the incident chat, or (if enabled) a known person's private chat. Everything else, messages,
 edits, channel posts, button taps and inline queries alike, is stopped here: nothing runs, the
 refusal is audited, and the sender gets at most one short refusal per interval.
+
+A command older than ``telegram.max_update_age`` (typed while opsbot or the network was down)
+is not run either: the sender is told once, and it is counted. Button taps are not aged: a tap
+on an old card is a fresh decision (the approval itself expires on its own clock).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 
 from telegram import Chat, Update
 from telegram.ext import ApplicationHandlerStop, ContextTypes
@@ -20,12 +25,14 @@ from opsbot.services import Services
 log = logging.getLogger(__name__)
 
 REFUSAL = "⛔ Not authorized. This bot only answers its team."
+STALE_NOTICE_INTERVAL = 60.0  # one "ignored" notice per sender and chat per backlog
 
 
 class Gate:
     def __init__(self, services: Services) -> None:
         self.services = services
         self._last_refusal: dict[tuple[int, int], float] = {}
+        self._last_stale: dict[tuple[int, int], float] = {}
 
     def admitted(self, update: Update) -> Person | None:
         """The person behind an update, if they may use opsbot where they are."""
@@ -45,10 +52,42 @@ class Gate:
             raise ApplicationHandlerStop
         if update.message and not _addressed_to_us(update, context.bot.username):
             raise ApplicationHandlerStop
+        if update.message and update.message.forward_origin is not None:
+            # A forwarded command was written by someone else, for another moment: never run.
+            raise ApplicationHandlerStop
         if self.admitted(update) is not None and update.inline_query is None:
+            if await self._stale(update):
+                raise ApplicationHandlerStop
             return
         await self._refuse(update)
         raise ApplicationHandlerStop
+
+    async def _stale(self, update: Update) -> bool:
+        """A command older than max_update_age: not run; the sender is told once."""
+        message, limit = update.message, self.services.settings.telegram.max_update_age
+        if message is None or not (message.text or "").startswith("/") or limit <= 0:
+            return False
+        age = (datetime.now(UTC) - message.date).total_seconds()
+        if age <= limit:
+            return False
+        self.services.metrics.updates_stale_total.inc()
+        user = update.effective_user
+        command = message.text.split(maxsplit=1)[0] if message.text else ""
+        log.info("stale command %s (%.0f s old) not run", command, age)
+        await self.services.audit.record(
+            "stale", user=user.id if user else None, chat=message.chat_id, command=command,
+            age=round(age),
+        )  # fmt: skip
+        key = (user.id if user else 0, message.chat_id)
+        now = time.monotonic()
+        if now - self._last_stale.get(key, -1e9) < STALE_NOTICE_INTERVAL:
+            return True  # one notice for a whole backlog of stale commands
+        self._last_stale[key] = now
+        await message.reply_text(
+            f"⏳ Ignored: {command} was sent {_ago(age)} while opsbot was unreachable. "
+            "Send it again if you still want it."
+        )
+        return True
 
     async def _refuse(self, update: Update) -> None:
         user, chat = update.effective_user, update.effective_chat
@@ -62,7 +101,7 @@ class Gate:
             username=user.username if user else None,
             chat=chat.id if chat else None,
             kind=kind,
-            text=(message.text or "")[:64] if message else None,
+            text=self.services.redactor.redact(message.text or "")[:64] if message else None,
         )
         key = (user.id if user else 0, chat.id if chat else 0)
         now = time.monotonic()
@@ -87,6 +126,17 @@ def _addressed_to_us(update: Update, username: str) -> bool:
         return True
     first = text.split(maxsplit=1)[0]
     return "@" not in first or first.split("@", 1)[1].lower() == username.lower()
+
+
+def _ago(seconds: float) -> str:
+    """``45 s ago``, ``14 min ago``, ``3 h ago``, ``2 days ago``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
 
 
 def _kind(update: Update) -> str:

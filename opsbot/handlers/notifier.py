@@ -49,7 +49,7 @@ class TelegramNotifier:
 
     async def create_topic(self, chat_id: int, name: str) -> int | None:
         try:
-            topic = await self.bot.create_forum_topic(chat_id, name[:128])
+            topic = await self.bot.create_forum_topic(chat_id, self.redactor.redact(name)[:128])
         except TelegramError as exc:  # not a forum, or no right to manage topics
             log.info("no forum topic in %s (%s): posting in the chat", chat_id, exc)
             return None

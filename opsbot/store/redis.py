@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
@@ -80,10 +81,25 @@ def _ms(ttl: float | None) -> str:
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str = "opsbot") -> None:
+    def __init__(
+        self,
+        url: str | None,
+        prefix: str = "opsbot",
+        *,
+        client: aioredis.Redis | None = None,
+        also_close: Sequence[aioredis.Redis] = (),
+    ) -> None:
+        """From a ``redis://`` url, or a ready client (a Sentinel's ``master_for``).
+
+        ``also_close``: clients closed with this store (a Sentinel's own connections).
+        """
         self.prefix = prefix
-        # from_url connects lazily, on the first command.
-        self._redis = aioredis.from_url(url, decode_responses=True)
+        self._also_close = list(also_close)
+        if client is None:
+            assert url is not None
+            # from_url connects lazily, on the first command.
+            client = aioredis.from_url(url, decode_responses=True)
+        self._redis = client
         self._write = self._redis.register_script(_WRITE)
         self._scan = self._redis.register_script(_SCAN)
         self._acquire = self._redis.register_script(_ACQUIRE)
@@ -184,3 +200,5 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+        for client in self._also_close:
+            await client.aclose()

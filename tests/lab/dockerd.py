@@ -1,8 +1,10 @@
 """A real dockerd on a private unix socket, with two busybox images made without a registry.
 
 The daemon's dirs live in a short /tmp/opsbot-dk-XXXX path (unix socket path limit); that dir
-is 0755 so the ssh lab user (group docker) can reach the socket. The docker SDK blocks: use it
-from sync code or a thread, never directly on the event loop.
+is 0755 so the ssh lab user (group docker) can reach the socket. The same daemon also listens
+on ``tcp://127.0.0.1:PORT`` with ``--tlsverify`` and a PKI made for the session
+(:mod:`tests.lab.tls`): ``tls_url`` plus ``pki.client`` reach it, ``pki.rogue`` is refused.
+The docker SDK blocks: use it from sync code or a thread, never directly on the event loop.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import docker.tls
 
 from tests.lab.ports import (
     LabError,
+    free_port,
     group_exists,
     log_tail,
     require_binary,
@@ -31,6 +35,7 @@ from tests.lab.ports import (
     stop_process,
     wait_until,
 )
+from tests.lab.tls import LabPKI, make_pki
 
 IMAGE_REPO = "opsbot-lab/busybox"
 
@@ -41,10 +46,30 @@ class DockerLab:
     base_url: str
     image_v1: str
     image_v2: str
+    tls_url: str  # tcp://127.0.0.1:PORT, --tlsverify
+    pki: LabPKI
+    api_version: str
 
     def client(self) -> docker.DockerClient:
         """A new blocking SDK client for this daemon; the caller closes it."""
         return docker.DockerClient(base_url=self.base_url, timeout=60)
+
+    def tls_client(self) -> docker.DockerClient:
+        """A blocking SDK client over TCP+TLS with the lab's client certificate.
+
+        The API version is given (no request in the constructor) so that ``trust_env`` can be
+        turned off first: requests would let REQUESTS_CA_BUNDLE override the lab's CA.
+        """
+        tls = docker.tls.TLSConfig(
+            client_cert=(str(self.pki.client.client_cert), str(self.pki.client.client_key)),
+            ca_cert=str(self.pki.ca_cert),
+            verify=True,
+        )
+        client = docker.DockerClient(
+            base_url=self.tls_url, tls=tls, timeout=60, version=self.api_version
+        )
+        client.api.trust_env = False
+        return client
 
 
 def _http_ok(url: str) -> bool:
@@ -153,7 +178,11 @@ def start_dockerd(tmp_path: Path) -> Iterator[DockerLab]:
     base_url = f"unix://{sock}"
     log = tmp_path / "dockerd.log"
     (root / "daemon.json").write_text("{}\n")
-    argv = [dockerd, "--host", base_url, "--config-file", str(root / "daemon.json"),
+    pki = make_pki(root / "tls")
+    tls_url = f"tcp://127.0.0.1:{free_port()}"
+    argv = [dockerd, "--host", base_url, "--host", tls_url, "--tlsverify",
+            "--tlscacert", str(pki.ca_cert), "--tlscert", str(pki.server_cert),
+            "--tlskey", str(pki.server_key), "--config-file", str(root / "daemon.json"),
             "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
             "--pidfile", str(root / "pid"), "--bridge=none", "--iptables=false",
             "--ip-masq=false"]  # fmt: skip
@@ -166,12 +195,19 @@ def start_dockerd(tmp_path: Path) -> Iterator[DockerLab]:
         with closing(docker.DockerClient(base_url=base_url, timeout=30)) as client:
             if not client.ping():
                 raise LabError(f"dockerd does not answer the SDK ping\n{log_tail(log)}")
+            api_version = str(client.api.api_version)
         lab = DockerLab(
             socket_path=sock,
             base_url=base_url,
             image_v1=f"{IMAGE_REPO}:1",
             image_v2=f"{IMAGE_REPO}:2",
+            tls_url=tls_url,
+            pki=pki,
+            api_version=api_version,
         )
+        with closing(lab.tls_client()) as client:
+            if not client.ping():
+                raise LabError(f"dockerd does not answer over TLS on {tls_url}\n{log_tail(log)}")
         with closing(lab.client()) as client:
             for version in ("1", "2"):
                 data = _rootfs_tar(tmp_path / f"rootfs-v{version}", version)

@@ -45,6 +45,7 @@ class SSHServer:
     workdir: Path
     canary_dir: Path
     log_path: Path
+    bin_dir: Path  # first on the lab user's PATH (sshd SetEnv): tests put stand-in tools here
 
 
 def count_accepted_connections(server: SSHServer) -> int:
@@ -133,7 +134,8 @@ def start_sshd(
         lab = pwd.getpwnam(LAB_USER)
         workdir = shared / "home-work"
         canary_dir = workdir / "canary"
-        for path in (workdir, canary_dir):
+        bin_dir = shared / "bin"
+        for path in (workdir, canary_dir, bin_dir):
             path.mkdir()
             path.chmod(0o755)
             os.chown(path, lab.pw_uid, lab.pw_gid)
@@ -154,6 +156,7 @@ def start_sshd(
                 "KbdInteractiveAuthentication no",
                 "PubkeyAuthentication yes",
                 "PermitUserEnvironment no",
+                f"SetEnv PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin",
                 "MaxSessions 200",
                 "MaxStartups 200:30:400",
                 "PrintMotd no",
@@ -182,6 +185,7 @@ def start_sshd(
                 workdir=workdir,
                 canary_dir=canary_dir,
                 log_path=log,
+                bin_dir=bin_dir,
             )
         finally:
             stop_process(proc)

@@ -1,0 +1,101 @@
+"""Step-up in the chat: hold a won approval until the approver's TOTP code arrives in private.
+
+The approval tap goes through ``operations.decide`` as usual; when the request's target or
+action needs step-up, the winning tap does not run the action but ``hold``s it: the card says
+whose code it waits for, a job gives up after ``approvals.step_up_timeout``, and ``on_code``
+(a six-digit message in the approver's private chat) runs it once the code checks out.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Update
+from telegram.ext import ContextTypes
+
+from opsbot import operations
+from opsbot.config import Person
+from opsbot.handlers.gate import Gate
+from opsbot.handlers.notifier import TelegramNotifier
+from opsbot.services import Services
+from opsbot.stepup import StepUp, enrolled
+
+log = logging.getLogger(__name__)
+
+
+class StepUpHandlers:
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self.services: Services = gate.services
+        self.stepup = StepUp(self.services.settings, self.services.store, self.services.audit)
+
+    async def _needed(self, request_id: str) -> bool:
+        request = await self.services.approvals.get(request_id)
+        return request is not None and self.stepup.rules.step_up(request.target, request.action)
+
+    async def refusal(self, person: Person, request_id: str) -> str | None:
+        """Before an approval is recorded: why this approver cannot complete it, if so."""
+        if not await self._needed(request_id):
+            return None
+        if not self.services.settings.telegram.allow_private_chats:
+            return "Step-up needs telegram.allow_private_chats: true."
+        if not await enrolled(self.services.store, person):
+            return f"This needs your TOTP code: enroll first (opsbot totp enroll {person.name})."
+        if await self.stepup.locked(person):
+            return "🔒 Step-up is locked for you after three wrong codes; try later."
+        return None
+
+    async def hold(
+        self, context: ContextTypes.DEFAULT_TYPE, person: Person, request_id: str
+    ) -> bool:
+        """After a winning approval: True when the action must wait for a code."""
+        if not await self._needed(request_id):
+            return False
+        await self.stepup.challenge(person, request_id)
+        timeout = self.services.settings.approvals.step_up_timeout
+        assert context.job_queue is not None  # the job-queue extra is a dependency
+        context.job_queue.run_once(
+            self._expire, timeout, data=(person, request_id), name=f"step-up-{request_id}"
+        )
+        request = await self.services.approvals.get(request_id)
+        notifier = TelegramNotifier(context.bot, self.services.redactor)
+        if request is not None and request.chat_id is not None and request.message_id:
+            waiting = f"🔐 waiting for {person.name}'s TOTP code ({timeout:.0f} s, in private)"
+            await notifier.edit(
+                request.chat_id, request.message_id, operations.card(request, waiting)
+            )
+        await context.bot.send_message(
+            person.id, f"🔐 Send me your TOTP code within {timeout:.0f} s to run it."
+        )
+        return True
+
+    async def on_code(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A six-digit message in a private chat: the answer to a step-up challenge."""
+        message = update.message
+        person = self.gate.admitted(update)
+        if message is None or message.text is None or person is None:
+            return
+        answer = await self.stepup.answer(person, message.text.strip())
+        await message.reply_text(answer.message)
+        if answer.run is not None:
+            request = await self.services.approvals.get(answer.run)
+            if request is not None:
+                notifier = TelegramNotifier(context.bot, self.services.redactor)
+                await operations.perform(self.services, request, notifier)
+        elif answer.failed is not None:
+            await self._fail(context, answer.failed, "step-up refused: too many wrong codes")
+
+    async def _expire(self, context: ContextTypes.DEFAULT_TYPE) -> None:
+        job = context.job
+        assert job is not None
+        person: Person
+        request_id: str
+        person, request_id = job.data  # type: ignore[misc]
+        if await self.stepup.expire(person, request_id):
+            await self._fail(context, request_id, "no step-up code in time: not run")
+
+    async def _fail(self, context: ContextTypes.DEFAULT_TYPE, request_id: str, why: str) -> None:
+        done = await self.services.approvals.finish(request_id, False, why)
+        if done is not None and done.chat_id is not None and done.message_id:
+            notifier = TelegramNotifier(context.bot, self.services.redactor)
+            await notifier.edit(done.chat_id, done.message_id, operations.card(done, why))

@@ -1,0 +1,116 @@
+"""The status page in a real headless Chromium (Debian's chromium + chromium-driver, driven by
+Selenium; nothing is downloaded), with JavaScript turned off: it renders, an incident posted in
+the chat appears by the page's own refresh, and only its public update shows.
+
+The screenshot is kept: under the test's tmp dir and copied to tests/artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+from tests.factories import ALICE, OPSBOT_TOKEN, OPSBOT_USERNAME, running_opsbot
+from tests.fakebotapi import FakeBotAPI
+from tests.test_statuspage import INTERNAL, SECRET_NOTE, status_settings
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+REFRESH = 5
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBotAPI]:
+    with FakeBotAPI(group_per_minute=None) as api:
+        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
+        yield api
+
+
+@pytest.fixture
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[webdriver.Chrome]:
+    """Headless Chromium with a fresh profile, no network chatter and JavaScript disabled."""
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never fetch anything
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        "--window-size=1000,1100",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    options.add_experimental_option(
+        "prefs", {"profile.managed_default_content_settings.javascript": 2}
+    )
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    try:
+        driver.set_page_load_timeout(20)
+        yield driver
+    finally:
+        driver.quit()
+
+
+def page_text(driver: webdriver.Chrome) -> str:
+    return str(driver.find_element(By.TAG_NAME, "body").text)
+
+
+async def test_the_status_page_in_chromium_shows_a_chat_incident_after_one_refresh(
+    fake: FakeBotAPI, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    settings = status_settings(fake, tmp_path, refresh=REFRESH)
+    url = f"http://127.0.0.1:{settings.web.port}/status"
+    async with running_opsbot(fake, settings) as chat:
+        await asyncio.to_thread(browser.get, url)
+        assert browser.title == "Example status"
+        html = browser.find_element(By.TAG_NAME, "html")
+        assert html.get_attribute("lang") == "en"
+        assert browser.find_elements(By.TAG_NAME, "script") == []
+        refresh = browser.find_element(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]')
+        assert refresh.get_attribute("content") == str(REFRESH)
+        assert browser.find_element(By.CSS_SELECTOR, '[role="status"]').text == (
+            "All systems operational"
+        )
+        rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
+        assert [r.find_element(By.TAG_NAME, "th").text.split("\n")[0] for r in rows] == [
+            "Payments API",
+            "Ledger",
+        ]
+        assert "Operational" in rows[1].text and "100%" in rows[1].text
+        assert "No open incidents." in await asyncio.to_thread(page_text, browser)
+
+        # The ledger goes down; declared and updated in the chat while the page stays open.
+        (tmp_path / "down").touch()
+        await chat.ask(f"/incident P1 ledger disk full {INTERNAL}", user=ALICE)
+        await chat.ask(f"/incident update INC-1 {SECRET_NOTE}")
+        await chat.ask("/incident public INC-1 identified The database was full")
+        posted = time.monotonic()
+        shown = ""
+        while "The database was full" not in shown or "Outage" not in shown:
+            assert time.monotonic() - posted < REFRESH + 5, "not shown within one refresh"
+            await asyncio.sleep(0.25)
+            shown = await asyncio.to_thread(page_text, browser)
+        assert "Incident INC-1 — Ledger" in shown and "Identified" in shown
+        for internal in (SECRET_NOTE, INTERNAL, "disk full", "alice", "P1"):
+            assert internal not in shown and internal not in browser.page_source, internal
+
+        shot = tmp_path / "status-page.png"
+        assert await asyncio.to_thread(browser.save_screenshot, str(shot))
+        assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copy(shot, ARTIFACTS / "status-page.png")
+        print(f"status page screenshot: {ARTIFACTS / 'status-page.png'}")
