@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from telegram import Update
 from telegram.ext import ContextTypes
@@ -15,6 +16,7 @@ from opsbot.handlers.gate import Gate
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.handlers.reply import edit_reply, send_reply
 from opsbot.handlers.stepup import StepUpHandlers
+from opsbot.progress import ProgressMessage
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +46,21 @@ class CommandHandlers:
         verb = first[1:].split("@", 1)[0].lower()
         if verb == "start":
             verb = "help"
-        reply = await dispatch(self.services, self._caller(update), verb, args)
         thread = message.message_thread_id if message.is_topic_message else None
-        sent = await send_reply(context.bot, message.chat_id, reply, thread_id=thread)
+        notifier = TelegramNotifier(context.bot, self.services.redactor)
+        progress = ProgressMessage(notifier, message.chat_id, thread_id=thread)
+        caller = replace(self._caller(update), progress=progress.update)
+        try:
+            reply = await dispatch(self.services, caller, verb, args)
+        except BaseException:
+            progress.cancel()
+            raise
+        message_id = await progress.finish(reply)
+        if message_id is None:
+            sent = await send_reply(context.bot, message.chat_id, reply, thread_id=thread)
+            message_id = sent.message_id
         if reply.request_id is not None:
-            await self.services.approvals.attach_message(reply.request_id, sent.message_id)
+            await self.services.approvals.attach_message(reply.request_id, message_id)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A tap on one of our buttons: refresh in place (health) or post logs."""
