@@ -67,9 +67,23 @@ class CheckRuntime(Runtime, Protocol):
     def telegram_api_url(self) -> str: ...
 
 
-async def check_all(targets: Mapping[str, Target], runtime: CheckRuntime) -> list[TargetHealth]:
-    """Every target, concurrently; worst first, then by name."""
-    results = await asyncio.gather(*(check_target(n, t, runtime) for n, t in targets.items()))
+async def check_all(
+    targets: Mapping[str, Target],
+    runtime: CheckRuntime,
+    on_result: Callable[[TargetHealth], None] | None = None,
+) -> list[TargetHealth]:
+    """Every target, concurrently; worst first, then by name.
+
+    ``on_result`` is called with each target's health as soon as it is known (for progress).
+    """
+
+    async def one(name: str, target: Target) -> TargetHealth:
+        result = await check_target(name, target, runtime)
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    results = await asyncio.gather(*(one(n, t) for n, t in targets.items()))
     return sorted(results, key=lambda h: (-h.state, h.target))
 
 
@@ -81,6 +95,14 @@ async def check_target(name: str, target: Target, runtime: CheckRuntime) -> Targ
         probes.append((_process_label(target), _process(name, target, runtime)))
     for check in target.checks:
         probes.append((_label(check), _run_check(check, name, target, runtime)))
+    if len(probes) == 1:  # the common case, without a task of its own
+        label, probe = probes[0]
+        try:
+            async with asyncio.timeout(target.timeout):
+                result = await probe
+        except TimeoutError:
+            result = CheckResult(label, State.FAIL, f"no answer within {target.timeout:g} s")
+        return TargetHealth(name, (result,), time.monotonic() - started)
     tasks = [asyncio.ensure_future(probe) for _, probe in probes]
     done, pending = await asyncio.wait(tasks, timeout=target.timeout) if tasks else (set(), set())
     for task in pending:
@@ -276,7 +298,7 @@ async def _command(
         executor = runtime.docker(target.endpoint).executor(container_name(name, target))
     else:
         executor = runtime.executor(check.endpoint or target.endpoint)
-    result = await executor.run(check.argv, timeout=check.timeout)
+    result = await executor.run(check.argv, timeout=check.timeout, probe=True)
     if result.timed_out:
         return CheckResult(label, State.FAIL, f"timed out after {check.timeout:g} s")
     if result.exit_status == 0:

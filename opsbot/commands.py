@@ -9,11 +9,13 @@ joined into a shell string.
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opsbot import (
     actions,
@@ -29,6 +31,7 @@ from opsbot.checks import TargetHealth, check_all, check_target
 from opsbot.config import Backup, K8sTarget, Person, Role, Target
 from opsbot.errors import OpsbotError, UsageError
 from opsbot.oncall_commands import VERB_SPEC as ONCALL_VERB
+from opsbot.progress import ProgressSink
 from opsbot.render import (
     Button,
     Document,
@@ -54,6 +57,8 @@ class Caller:
     user_id: int | None = None
     chat_id: int | None = None
     thread_id: int | None = None
+    #: Where a long verb may report progress (a chat's in-place message); None = nowhere.
+    progress: ProgressSink | None = field(default=None, compare=False)
 
     @property
     def person(self) -> Person:
@@ -116,13 +121,62 @@ async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
     targets = services.settings.targets
     if not targets:
         return Reply(text="No targets are configured.")
-    results = await check_all(targets, services)
+    results = await _check_all_showing_progress(services, caller, targets)
     await _observe(services, results)
     return Reply(
         text=f"Health: {health_counts(results)} · {clock()}",
         block=health_table(results),
         buttons=(Button("🔄 Refresh", "h"),),
     )
+
+
+#: /health over more targets than this shows progress soon; fewer, only once it is slow.
+PROGRESS_MIN_TARGETS = 20
+#: Seconds before the progress message of a /health over many targets (an answer that comes
+#: sooner needs none), and over few.
+PROGRESS_SOON = 0.2
+PROGRESS_AFTER = 0.5
+
+
+async def _check_all_showing_progress(
+    services: Services, caller: Caller, targets: dict[str, Target]
+) -> list[TargetHealth]:
+    """check_all, reporting "12/100 checked · worst so far …" to the caller's progress sink."""
+    sink = caller.progress
+    if sink is None:
+        return await check_all(targets, services)
+    arrived = 0
+    bad: list[TargetHealth] = []  # worst first; kept as results come (few, usually none)
+    showing = False
+
+    def show() -> None:
+        nonlocal showing
+        showing = True
+        sink(_progress_reply(arrived, bad, len(targets)))
+
+    def on_result(result: TargetHealth) -> None:
+        nonlocal arrived
+        arrived += 1
+        if result.state:
+            bisect.insort(bad, result, key=lambda h: (-h.state, h.target))
+        if showing and arrived < len(targets):  # the last one: the answer follows at once
+            show()
+
+    delay = PROGRESS_SOON if len(targets) > PROGRESS_MIN_TARGETS else PROGRESS_AFTER
+    timer = asyncio.get_running_loop().call_later(delay, show)
+    try:
+        return await check_all(targets, services, on_result)
+    finally:
+        timer.cancel()
+
+
+def _progress_reply(arrived: int, bad: list[TargetHealth], total: int) -> Reply:
+    text = f"⏳ Health: {arrived}/{total} checked…"
+    if not bad:
+        return Reply(text=text + (" all healthy so far" if arrived else ""))
+    worst = bad[0]
+    text += f" worst so far: {worst.state.icon} {worst.target}"
+    return Reply(text=text, block=health_table(bad[:10]))
 
 
 async def _observe(services: Services, results: list[TargetHealth]) -> None:

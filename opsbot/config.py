@@ -204,6 +204,16 @@ class SSHEndpoint(_Model):
     connect_timeout: Seconds = 10.0
     keepalive_interval: Seconds = 15.0
     max_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    via: Name | None = Field(
+        default=None,
+        description="An ssh endpoint to reach this host through (a bastion, like ProxyJump): "
+        "its pooled connection carries this one; both host keys are verified.",
+    )
+    ssh_config: bool | Path = Field(
+        default=False,
+        description="Honour ~/.ssh/config (or this file) for this host: Host aliases, "
+        "ProxyJump, IdentityFile, User defaults. Off by default: the settings say it all.",
+    )
 
 
 class DockerTLS(_Model):
@@ -838,6 +848,7 @@ class Settings(BaseSettings):
             via = endpoint.via_ssh if isinstance(endpoint, DockerEndpoint) else None
             if via is not None and not isinstance(endpoints.get(via), SSHEndpoint):
                 raise ValueError(f"endpoints.{name}.via_ssh: {via!r} is not an ssh endpoint")
+            _check_bastions(name, endpoints)
         for name, target in self.targets.items():
             where = endpoints.get(target.endpoint)
             if where is None:
@@ -888,6 +899,20 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value in the configuration, for redaction."""
         return [s.get_secret_value() for s in _walk_secrets(self) if s.get_secret_value()]
+
+
+def _check_bastions(name: str, endpoints: dict[str, Any]) -> None:
+    """An ssh endpoint's ``via`` chain names ssh endpoints and ends (no loop)."""
+    seen = [name]
+    endpoint = endpoints[name]
+    while isinstance(endpoint, SSHEndpoint) and endpoint.via is not None:
+        via = endpoint.via
+        if not isinstance(endpoints.get(via), SSHEndpoint):
+            raise ValueError(f"endpoints.{seen[-1]}.via: {via!r} is not an ssh endpoint")
+        if via in seen:
+            raise ValueError(f"endpoints.{name}.via: a loop ({' → '.join([*seen, via])})")
+        seen.append(via)
+        endpoint = endpoints[via]
 
 
 def _walk_secrets(value: object) -> Iterator[SecretStr]:

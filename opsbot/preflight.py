@@ -146,6 +146,7 @@ async def check_endpoint(services: Services, name: str) -> Row:
         match config:
             case SSHEndpoint():
                 where = f"{config.user}@{config.host}:{config.port}"
+                where += f" via {config.via}" if config.via else ""
                 result = await services.executor(name).run(
                     ["true"], timeout=config.connect_timeout
                 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -58,6 +59,9 @@ async def serve(settings: Settings) -> None:
         if not await connect(application, settings, stop):
             return
         await start_services(application, settings)
+        # What start-up made (modules, settings, handlers) lives as long as the process: out
+        # of the collector's sight, the many collections a /health fan-out triggers stay short.
+        gc.freeze()
         await application.start()
         try:
             if settings.telegram.mode == "webhook":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,11 +42,23 @@ def local_path(path: Path) -> Path:
     return Path(os.path.expandvars(path)).expanduser()
 
 
-def ssh_host(name: str, endpoint: SSHEndpoint) -> SSHHost:
+def ssh_host(
+    name: str, endpoint: SSHEndpoint, endpoints: Mapping[str, object] | None = None
+) -> SSHHost:
+    """The pool's view of an ssh endpoint; ``endpoints`` resolves its bastion (``via``)."""
+    via = None
+    if endpoint.via is not None:
+        bastion = (endpoints or {}).get(endpoint.via)
+        if not isinstance(bastion, SSHEndpoint):
+            raise ConfigError(f"endpoint {name!r}: via {endpoint.via!r} is not an ssh endpoint")
+        via = ssh_host(endpoint.via, bastion, endpoints)
+    ssh_config = endpoint.ssh_config
+    # With ssh_config, a port not written in opsbot's settings comes from the ssh config.
+    from_config = ssh_config is not False and "port" not in endpoint.model_fields_set
     return SSHHost(
         name=name,
         host=endpoint.host,
-        port=endpoint.port,
+        port=None if from_config else endpoint.port,
         username=endpoint.user,
         client_keys=tuple(local_path(p) for p in endpoint.key_files) or None,
         known_hosts=local_path(endpoint.known_hosts) if endpoint.known_hosts else None,
@@ -54,6 +66,8 @@ def ssh_host(name: str, endpoint: SSHEndpoint) -> SSHHost:
         connect_timeout=endpoint.connect_timeout,
         keepalive_interval=endpoint.keepalive_interval,
         max_concurrency=endpoint.max_concurrency,
+        via=via,
+        ssh_config=local_path(ssh_config) if isinstance(ssh_config, Path) else ssh_config,
     )
 
 
@@ -73,6 +87,7 @@ class Services:
     incidents: Incidents | None = None  # likewise
     console_notifier: Notifier | None = None  # the console's printer: it runs no outbox worker
     _docker: dict[str, DockerEngine] = field(default_factory=dict)
+    _executors: dict[str, Executor] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -101,14 +116,24 @@ class Services:
         return self.settings.telegram.api_url
 
     def executor(self, endpoint: str) -> Executor:
-        """The command executor of an ssh or local endpoint (timed for /metrics)."""
-        config = self.settings.all_endpoints.get(endpoint)
+        """The command executor of an ssh or local endpoint (timed for /metrics), made once:
+        every check of every round asks for one."""
+        made = self._executors.get(endpoint)
+        if made is not None:
+            return made
+        endpoints = self.settings.all_endpoints
+        config = endpoints.get(endpoint)
         match config:
             case SSHEndpoint():
-                return TimedExecutor(self.ssh.executor(ssh_host(endpoint, config)), self, "ssh")
+                made = TimedExecutor(
+                    self.ssh.executor(ssh_host(endpoint, config, endpoints)), self, "ssh"
+                )
             case LocalEndpoint():
-                return TimedExecutor(self.local, self, "local")
-        raise ConfigError(f"endpoint {endpoint!r} cannot run commands (it is {config!r})")
+                made = TimedExecutor(self.local, self, "local")
+            case _:
+                raise ConfigError(f"endpoint {endpoint!r} cannot run commands (it is {config!r})")
+        self._executors[endpoint] = made
+        return made
 
     def docker(self, endpoint: str) -> DockerEngine:
         """The Docker engine of a docker endpoint, created once and reused."""
@@ -122,7 +147,8 @@ class Services:
         if config.via_ssh is not None:
             ssh_config = self.settings.all_endpoints[config.via_ssh]
             assert isinstance(ssh_config, SSHEndpoint)  # checked by Settings
-            via = (self.ssh, ssh_host(config.via_ssh, ssh_config), config.remote_socket)
+            host = ssh_host(config.via_ssh, ssh_config, self.settings.all_endpoints)
+            via = (self.ssh, host, config.remote_socket)
         tls = None
         if config.tls is not None:
             tls = DockerTLS(
@@ -162,10 +188,15 @@ class TimedExecutor:
     kind: str
 
     async def run(
-        self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        stdin: bytes | None = None,
+        probe: bool = False,
     ) -> ExecResult:
         with self.services.metrics.time_executor(self.kind):
-            return await self.inner.run(argv, timeout=timeout, stdin=stdin)
+            return await self.inner.run(argv, timeout=timeout, stdin=stdin, probe=probe)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -207,7 +207,7 @@ async def process_status(name: str, target: Target, runtime: Runtime, timeout: f
     argv = status_argv(target)
     if argv is None:  # a command target with checks only
         return Status(State.OK, "no status command")
-    result = await runtime.executor(target.endpoint).run(argv, timeout=timeout)
+    result = await runtime.executor(target.endpoint).run(argv, timeout=timeout, probe=True)
     return parse_status(target, result)
 
 

@@ -11,13 +11,16 @@ die() { printf 'scripts/test.sh: %s\n' "$*" >&2; exit 1; }
 
 APT_PACKAGES=(redis-server openssh-server docker.io busybox-static postgresql sqlite3
               prometheus-alertmanager ca-certificates chromium chromium-driver
-              docker-compose systemd python3)
+              docker-compose systemd python3 iproute2)
 
 missing_tools() {
     local missing=()
     command -v redis-server >/dev/null || missing+=(redis-server)
     [[ -x /usr/sbin/sshd ]] || missing+=(sshd)
     command -v ssh-keygen >/dev/null || missing+=(ssh-keygen)
+    command -v ssh >/dev/null || missing+=(ssh)
+    # network namespaces for the bastion test (tests/lab/netns.py)
+    command -v ip >/dev/null || [[ -x /usr/sbin/ip ]] || missing+=(ip)
     command -v dockerd >/dev/null || missing+=(dockerd)
     command -v docker-init >/dev/null || missing+=(docker-init)
     # the lab copies busybox into an image, so it must be the static build

@@ -1039,6 +1039,12 @@ class FakeBotAPI:
                 )
             await asyncio.sleep(0.02)
 
+    def wait_for_calls_beyond(self, count: int, timeout: float) -> bool:
+        """Block this thread (without polling) until more than ``count`` calls were received;
+        False on timeout. For benchmarks, whose waiting must not take CPU from opsbot."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._calls) > count, timeout)
+
     def dump_calls(self, last: int = 25) -> str:
         """The last calls, for failure messages (getUpdates polls are only counted)."""
         calls = self.calls
@@ -1201,6 +1207,8 @@ class FakeBotAPI:
                     "error_code": 500,
                     "description": f"Internal Server Error: fake failed: {exc!r}",
                 }
+            finally:
+                self._cond.notify_all()  # for wait_for_calls_beyond()
 
     def _file_bytes(self, token: str, path: str) -> bytes | None:
         with self._cond:

@@ -312,7 +312,8 @@ def test_check_on_the_example_config_names_every_unreachable_endpoint(tmp_path: 
     done = opsbot("check", "--config", str(REPO / "config" / "opsbot.example.yaml"), env=env)
     assert done.returncode == 1
     failed = [line.split()[0] for line in done.stdout.splitlines() if " FAILED " in line]
-    expected = {"faceswap-vps", "chauffeur-vps", "quiz-vps", "k8s-bastion", "quiz-docker"}
+    expected = {"faceswap-vps", "chauffeur-vps", "quiz-vps", "k8s-bastion", "db-internal",
+                "quiz-docker"}  # fmt: skip
     assert expected | {"telegram"} == set(failed)
     rows = check_rows(done.stdout)
     assert "key file ~/.ssh/opsbot_ed25519 does not exist" in rows["quiz-vps"][0]

@@ -75,13 +75,18 @@ class RecordingExecutor(LocalExecutor):
         self.ran = 0
 
     async def run(
-        self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        stdin: bytes | None = None,
+        probe: bool = False,
     ) -> ExecResult:
         if [str(a) for a in argv] not in self.allowed:
             self.outside.append([str(a) for a in argv])
             raise AssertionError(f"executed outside the inventory: {argv!r}")
         self.ran += 1
-        return await super().run(argv, timeout=timeout, stdin=stdin)
+        return await super().run(argv, timeout=timeout, stdin=stdin, probe=probe)
 
 
 @dataclass

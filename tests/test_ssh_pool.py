@@ -257,3 +257,34 @@ async def test_forward_unix_socket_is_reused(pool: SSHPool, sshd_server: SSHServ
         server.close()
         await server.wait_closed()
         remote.unlink(missing_ok=True)
+
+
+async def test_a_probe_runs_without_the_remote_timeout_process_and_still_dies_on_time(
+    pool: SSHPool, sshd_server: SSHServer
+) -> None:
+    """Health probes skip the `timeout` wrapper (OpenSSH delivers our signal to the group);
+    anything else keeps it as the backstop for a vanished client."""
+    executor = pool.executor(lab_host(sshd_server))
+    parent = ["sh", "-c", "cat /proc/$PPID/comm"]
+    assert (await executor.run(parent, timeout=5)).stdout.strip() == "timeout"
+    assert (await executor.run(parent, timeout=5, probe=True)).stdout.strip() == "sshd"
+
+    marker = f"{uuid.uuid4().int % 10**6 + 10**6}.5"  # a sleep nobody else runs
+    started = time.monotonic()
+    result = await executor.run(["sh", "-c", f"sleep {marker}"], timeout=1, probe=True)
+    assert result.timed_out and time.monotonic() - started < 3
+    deadline = time.monotonic() + 3
+    while _running(f"sleep {marker}") and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not _running(f"sleep {marker}"), "the hung probe outlived its deadline"
+
+
+def _running(cmdline: str) -> bool:
+    for proc in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{proc}/cmdline", "rb") as f:
+                if f.read().replace(b"\0", b" ").strip().decode() == cmdline:
+                    return True
+        except (FileNotFoundError, NotADirectoryError, PermissionError, ProcessLookupError):
+            continue
+    return False

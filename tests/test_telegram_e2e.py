@@ -41,7 +41,7 @@ from tests.factories import (
     ssh_endpoint,
     write_config,
 )
-from tests.fakebotapi import Chat, FakeBotAPI
+from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
 from tests.lab.dockerd import DockerLab, run_http_container
 from tests.lab.ports import free_port
 from tests.lab.postgres import PostgresServer, postgres_bin_dir
@@ -203,11 +203,24 @@ async def chat(
 # --------------------------------------------------------------------------- /health
 
 
+async def _health_of_all(chat: ChatSession) -> FakeMessage:
+    """/health's final answer (the dead host is slow, so a progress message comes first and
+    is edited into the answer)."""
+    sent = chat.send("/health")
+    return await chat.fake.wait_for_message(
+        OPS.id,
+        lambda m: (m.text or "").startswith("Health:"),
+        timeout=20,
+        after_message_id=sent["message_id"],
+        token=OPSBOT_TOKEN,
+    )
+
+
 async def test_health_lists_every_target_worst_first_within_the_dead_hosts_timeout(
     chat: ChatSession, canary: Path
 ) -> None:
     started = time.monotonic()
-    reply = await chat.ask("/health")
+    reply = await _health_of_all(chat)
     elapsed = time.monotonic() - started
     assert reply.text is not None
     lines = reply.text.splitlines()
@@ -363,7 +376,7 @@ async def test_viewer_in_a_foreign_chat_is_refused(chat: ChatSession, canary: Pa
 
 
 async def test_stranger_button_tap_executes_nothing(chat: ChatSession, canary: Path) -> None:
-    reply = await chat.ask("/health")
+    reply = await _health_of_all(chat)
     canary.unlink(missing_ok=True)
     edits = reply.edits
     query = chat.tap(reply, "h", user=STRANGER)

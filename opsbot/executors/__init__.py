@@ -37,5 +37,13 @@ class Executor(Protocol):
     """Runs one argv with a deadline; the process is ended when the deadline passes."""
 
     async def run(
-        self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None
-    ) -> ExecResult: ...
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        stdin: bytes | None = None,
+        probe: bool = False,
+    ) -> ExecResult:
+        """``probe``: a short read-only health probe, run as cheaply as the deadline allows
+        (over SSH: without the remote ``timeout`` process where signals reach it)."""
+        ...

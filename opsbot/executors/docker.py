@@ -395,7 +395,12 @@ class DockerExecExecutor:
         return f"DockerExecExecutor({self.engine.name}/{self.container})"
 
     async def run(
-        self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        stdin: bytes | None = None,
+        probe: bool = False,
     ) -> ExecResult:
         args = [str(a) for a in argv]
         if not args:

@@ -29,7 +29,12 @@ class LocalExecutor:
         return "LocalExecutor()"
 
     async def run(
-        self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        stdin: bytes | None = None,
+        probe: bool = False,
     ) -> ExecResult:
         args = [str(a) for a in argv]
         if not args:

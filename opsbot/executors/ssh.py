@@ -14,6 +14,10 @@ so chat text can never become shell syntax. A deadline is enforced twice:
   here: without it the login shell stays the group leader and coreutils ``timeout`` moves
   the command into a group of its own, out of the signal's reach; with it ``timeout`` *is*
   the session leader (its ``setpgid`` fails harmlessly) and the whole tree gets the signal.
+
+Health probes (``probe=True``: status and command checks, every target every round) skip the
+remote ``timeout`` when the server is OpenSSH 7.9+: the local signal ends them on time, and
+the extra fork and exec per check would cost more than the rest of the check together.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import shlex
 import shutil
 import tempfile
@@ -63,7 +68,8 @@ class SSHHost:
 
     name: str
     host: str
-    port: int = 22
+    #: None: from the ssh config (with ``ssh_config``), else 22.
+    port: int | None = 22
     username: str
     #: Private key files; None = asyncssh's defaults (~/.ssh/id_* and the agent).
     client_keys: tuple[Path, ...] | None = None
@@ -77,10 +83,15 @@ class SSHHost:
     max_concurrency: int = 8
     #: Wrap every command in ``timeout -k 2 N`` on the remote side.
     remote_timeout_wrapper: bool = True
+    #: A bastion: this host's connection is tunnelled through the bastion's pooled one.
+    via: SSHHost | None = None
+    #: Honour ~/.ssh/config (True) or this file; False = only these settings count.
+    ssh_config: bool | Path = False
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        where = self.host if self.port is None else f"{self.host}:{self.port}"
+        return where if self.via is None else f"{where} (via {self.via.name})"
 
 
 @dataclass(slots=True)
@@ -153,9 +164,11 @@ class SSHPool:
 
     async def _connect(self, host: SSHHost) -> Any:
         options: dict[str, Any] = {
-            "port": host.port,
+            "port": () if host.port is None else host.port,
             "username": host.username,
-            "config": None,  # do not let ~/.ssh/config change what the settings say
+            # None: ~/.ssh/config must not change what the settings say, unless opted in
+            # (then () is asyncssh's default, ~/.ssh/config).
+            "config": _config_option(host.ssh_config),
             "connect_timeout": host.connect_timeout,
             "login_timeout": host.connect_timeout,
             "keepalive_interval": host.keepalive_interval,
@@ -177,10 +190,14 @@ class SSHPool:
                 raise HostKeyError(
                     f"SSH host {host.name} ({host.address}): known_hosts file "
                     f"{host.known_hosts} does not exist; add the host key with "
-                    f"`ssh-keyscan -p {host.port} {host.host} >> {host.known_hosts}` "
+                    f"`ssh-keyscan -p {host.port or 22} {host.host} >> {host.known_hosts}` "
                     "and check its fingerprint"
                 )
             options["known_hosts"] = str(host.known_hosts)
+        if host.via is not None:
+            # The bastion's pooled connection (opened once for all the hosts behind it);
+            # asyncssh opens a direct-tcpip channel on it and runs this handshake inside.
+            options["tunnel"] = await self.connection(host.via)
         try:
             async with asyncio.timeout(host.connect_timeout):
                 conn = await asyncssh.connect(host.host, **options)
@@ -189,7 +206,7 @@ class SSHPool:
             raise HostKeyError(
                 f"SSH host {host.name} ({host.address}): host key not verifiable against "
                 f"{where} ({exc.reason}). If the host is new, add its key with "
-                f"`ssh-keyscan -p {host.port} {host.host} >> {where}` and check its "
+                f"`ssh-keyscan -p {host.port or 22} {host.host} >> {where}` and check its "
                 "fingerprint; if the key changed, find out why before replacing it"
             ) from None
         except asyncssh.PermissionDenied as exc:
@@ -269,12 +286,12 @@ class SSHExecutor:
     def __repr__(self) -> str:
         return f"SSHExecutor({self.host.name}={self.host.username}@{self.host.address})"
 
-    def command(self, argv: Sequence[str], timeout: float) -> str:
+    def command(self, argv: Sequence[str], timeout: float, *, backstop: bool = True) -> str:
         """The exact command string sent to the remote login shell."""
         args = [str(a) for a in argv]
         if not args:
             raise ValueError("argv must not be empty")
-        if self.host.remote_timeout_wrapper:
+        if backstop and self.host.remote_timeout_wrapper:
             # One second past the local deadline: the local side signals first and the
             # remote timer is the backstop, so a timeout is never reported as exit 124.
             secs = math.ceil(timeout) + 1
@@ -282,19 +299,37 @@ class SSHExecutor:
         return "exec " + shlex.join(args)
 
     async def run(
-        self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        stdin: bytes | None = None,
+        probe: bool = False,
     ) -> ExecResult:
-        command = self.command(argv, timeout)
+        self.command(argv, timeout)  # an empty argv fails before anything is opened
         async with self.pool.semaphore(self.host):
             started = time.monotonic()
-            process = await self._start(command, stdin is not None)
+            process = await self._start(argv, timeout, stdin is not None, probe)
             return await self._finish(process, stdin, timeout, started)
 
-    async def _start(self, command: str, with_stdin: bool) -> Any:
-        """Open a session running ``command``; reconnect once if the connection was dead."""
+    async def _start(
+        self, argv: Sequence[str], timeout: float, with_stdin: bool, probe: bool
+    ) -> Any:
+        """Open a session running the command; reconnect once if the connection was dead.
+
+        A probe goes without the remote ``timeout`` process (one fork and exec fewer on the
+        host, per check, every round) where the server delivers our signal to the process
+        group (OpenSSH 7.9+): its deadline is then enforced from here. What a probe gives up
+        is only the case of opsbot vanishing while a probe hangs."""
         stdin = asyncssh.PIPE if with_stdin else asyncssh.DEVNULL
+
+        def create(conn: Any) -> Awaitable[Any]:
+            backstop = not (probe and _signals_reach_the_group(conn))
+            command = self.command(argv, timeout, backstop=backstop)
+            return conn.create_process(command, encoding=None, stdin=stdin)  # type: ignore[no-any-return]
+
         return await self._open(
-            lambda conn: conn.create_process(command, encoding=None, stdin=stdin),
+            create,
             what="session",
             purpose="the command",
         )
@@ -331,22 +366,20 @@ class SSHExecutor:
     async def _finish(
         self, process: Any, stdin: bytes | None, timeout: float, started: float
     ) -> ExecResult:
-        out = bytearray()
-        err = bytearray()
-        tasks = [
-            asyncio.ensure_future(_drain(process.stdout, out)),
-            asyncio.ensure_future(_drain(process.stderr, err)),
-        ]
-        if stdin is not None:
-            tasks.append(asyncio.ensure_future(_feed(process.stdin, stdin)))
+        # communicate() buffers both streams inside asyncssh until the channel closes: no
+        # reader tasks of our own (the output is kept whole either way).
+        tasks = [] if stdin is None else [asyncio.ensure_future(_feed(process.stdin, stdin))]
         timed_out = False
         try:
             async with asyncio.timeout(max(0.0, started + timeout - time.monotonic())):
+                out, err = await process.communicate()
                 await asyncio.gather(*tasks)
-                await process.wait_closed()
+            if process.returncode is None and _lost(process):
+                raise ConnectionError("the connection closed before the command's exit status")
         except TimeoutError:
             timed_out = True
             await self._stop(process, tasks)
+            out, err = process.collect_output()
         except _CONNECTION_ERRORS as exc:
             await self._stop(process, tasks)
             raise ExecutorError(
@@ -358,8 +391,8 @@ class SSHExecutor:
             raise
         return ExecResult(
             exit_status=None if timed_out else process.returncode,
-            stdout=out.decode("utf-8", errors="replace"),
-            stderr=err.decode("utf-8", errors="replace"),
+            stdout=bytes(out).decode("utf-8", errors="replace"),
+            stderr=bytes(err).decode("utf-8", errors="replace"),
             duration=time.monotonic() - started,
             timed_out=timed_out,
         )
@@ -484,16 +517,31 @@ def _transfer_error(exc: BaseException, what: str, timeout: float | None) -> Bas
     return exc
 
 
-async def _drain(stream: Any, sink: bytearray) -> None:
-    while chunk := await stream.read(65536):
-        sink += chunk
-
-
 async def _feed(stream: Any, data: bytes) -> None:
     with contextlib.suppress(*_CONNECTION_ERRORS):
         stream.write(data)
         await stream.drain()
         stream.write_eof()
+
+
+def _lost(process: Any) -> bool:
+    conn = process.get_extra_info("connection")
+    return conn is None or bool(conn.is_closed())
+
+
+def _signals_reach_the_group(conn: Any) -> bool:
+    """Whether the server delivers a channel signal to the session's process group."""
+    version = str(conn.get_extra_info("server_version") or "")
+    match = re.match(r"SSH-2\.0-OpenSSH_(\d+)\.(\d+)", version)
+    return match is not None and (int(match[1]), int(match[2])) >= (7, 9)
+
+
+def _config_option(ssh_config: bool | Path) -> Any:
+    if ssh_config is False:
+        return None
+    if ssh_config is True:
+        return ()
+    return [str(ssh_config)]
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from telegram import CallbackQuery, Update
 from telegram.error import TelegramError
@@ -16,6 +17,7 @@ from opsbot.commands import BUTTONS, Caller, dispatch
 from opsbot.handlers.gate import Gate
 from opsbot.handlers.stepup import StepUpHandlers
 from opsbot.outbox import Outbox
+from opsbot.progress import ProgressMessage
 from opsbot.render import Reply
 
 log = logging.getLogger(__name__)
@@ -46,16 +48,30 @@ class CommandHandlers:
         verb = first[1:].split("@", 1)[0].lower()
         if verb == "start":
             verb = "help"
-        reply = await dispatch(self.services, self._caller(update), verb, args)
         thread = message.message_thread_id if message.is_topic_message else None
-        await self._reply(message.chat_id, reply, thread)
+        notifier = self.services.notifier()
+        progress = ProgressMessage(notifier, message.chat_id, thread_id=thread)
+        caller = replace(self._caller(update), progress=progress.update)
+        try:
+            reply = await dispatch(self.services, caller, verb, args)
+        except BaseException:
+            progress.cancel()
+            raise
+        ref = await progress.finish(reply)
+        if ref is None:
+            await self._reply(message.chat_id, reply, thread, reply_to=message.message_id)
+        elif reply.request_id is not None:
+            await self.services.approvals.attach_message(reply.request_id, ref)
 
-    async def _reply(self, chat_id: int, reply: Reply, thread: int | None) -> None:
+    async def _reply(
+        self, chat_id: int, reply: Reply, thread: int | None, *, reply_to: int | None = None
+    ) -> None:
         """Answer through the outbox; an approval card's ref is recorded before it is queued."""
         ref = Outbox.new_ref()
         if reply.request_id is not None:
             await self.services.approvals.attach_message(reply.request_id, ref)
-        await self.services.notifier().send(chat_id, reply, thread_id=thread, ref=ref)
+        notifier = self.services.notifier()
+        await notifier.send(chat_id, reply, thread_id=thread, ref=ref, reply_to=reply_to)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A tap on one of our buttons: refresh in place (health) or post logs."""

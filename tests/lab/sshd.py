@@ -99,8 +99,15 @@ def _banner(port: int) -> bool:
         return sock.recv(256).startswith(b"SSH-2.0-")
 
 
+def _listening(log: Path, address: str, port: int) -> bool:
+    return f"Server listening on {address} port {port}." in log.read_text(errors="replace")
+
+
 @contextmanager
-def start_sshd(tmp_path: Path) -> Iterator[SSHServer]:
+def start_sshd(
+    tmp_path: Path, *, address: str = "127.0.0.1", netns: str | None = None
+) -> Iterator[SSHServer]:
+    """An sshd on ``address`` (inside the network namespace ``netns`` when given)."""
     sshd = require_binary("sshd", "openssh-server")
     tmp_path.mkdir(parents=True, exist_ok=True)
     log = tmp_path / "sshd.log"
@@ -114,9 +121,9 @@ def start_sshd(tmp_path: Path) -> Iterator[SSHServer]:
     client_key = tmp_path / "client_key"
     client_pub = _keygen(client_key, log)
     known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub}\n")
+    known_hosts.write_text(f"[{address}]:{port} {host_pub}\n")
     known_hosts_wrong = tmp_path / "known_hosts_wrong"
-    known_hosts_wrong.write_text(f"[127.0.0.1]:{port} {wrong_pub}\n")
+    known_hosts_wrong.write_text(f"[{address}]:{port} {wrong_pub}\n")
 
     shared = Path(tempfile.mkdtemp(prefix="opsbot-ssh-", dir="/tmp"))
     try:
@@ -137,7 +144,7 @@ def start_sshd(tmp_path: Path) -> Iterator[SSHServer]:
         config.write_text(
             "\n".join([
                 f"Port {port}",
-                "ListenAddress 127.0.0.1",
+                f"ListenAddress {address}",
                 f"HostKey {host_key}",
                 f"PidFile {tmp_path / 'sshd.pid'}",
                 f"AuthorizedKeysFile {authorized}",
@@ -159,11 +166,17 @@ def start_sshd(tmp_path: Path) -> Iterator[SSHServer]:
                 "",
             ])
         )  # fmt: skip
-        proc = start_process([sshd, "-D", "-e", "-f", str(config), "-E", str(log)], log)
+        argv = [sshd, "-D", "-e", "-f", str(config), "-E", str(log)]
+        if netns is not None:
+            argv = [require_binary("ip", "iproute2"), "netns", "exec", netns, *argv]
+        proc = start_process(argv, log)
         try:
-            wait_until(lambda: _banner(port), what="sshd", log=log, proc=proc)
+            if netns is None:
+                wait_until(lambda: _banner(port), what="sshd", log=log, proc=proc)
+            else:  # maybe unreachable from here: its own log says when it listens
+                wait_until(lambda: _listening(log, address, port), what="sshd", log=log, proc=proc)
             yield SSHServer(
-                host="127.0.0.1",
+                host=address,
                 port=port,
                 username=LAB_USER,
                 client_key=client_key,

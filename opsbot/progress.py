@@ -1,0 +1,99 @@
+"""Progress of a long command: one message, edited in place, replaced by the final answer.
+
+A verb reports progress through a ``ProgressSink`` (a plain callback taking a ``Reply``; the
+latest one wins), so the verbs stay Telegram-free. ``ProgressMessage`` is the sink the chat
+uses: it posts the first progress reply through the ``Notifier`` port, edits it at most every
+``interval`` seconds (1 s in a private chat, 3 s in a group) with the latest state (never
+blocking the verb), and ``finish`` edits it one last time with the final reply, so the last
+state is always shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from opsbot.notify import Notifier
+from opsbot.render import Reply
+
+log = logging.getLogger(__name__)
+
+#: Called by a verb with its latest progress; must not block (it only records the reply).
+ProgressSink = Callable[[Reply], None]
+
+
+class ProgressMessage:
+    """A progress message in one chat (and topic), driven by a background task."""
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        chat_id: int,
+        *,
+        thread_id: int | None = None,
+        interval: float | None = None,
+    ) -> None:
+        self.notifier = notifier
+        self.chat_id = chat_id
+        self.thread_id = thread_id
+        # Edits count against Telegram's ~20 messages a minute per group: slower there.
+        self.interval = interval if interval is not None else (1.0 if chat_id > 0 else 3.0)
+        self.message_id: int | None = None
+        self._latest: Reply | None = None
+        self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def update(self, reply: Reply) -> None:
+        """The latest progress (a ``ProgressSink``): shown as soon as the pacing allows."""
+        if self._closing.is_set():
+            return
+        self._latest = reply
+        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._pump(), name="opsbot-progress")
+
+    async def finish(self, reply: Reply) -> int | None:
+        """Show ``reply`` in place of the progress; its message id, or None when no progress
+        message exists (then the caller sends ``reply`` as a new message)."""
+        self._closing.set()
+        self._wake.set()
+        if self._task is None:
+            return None
+        await self._task  # an edit already on its way lands before the final one
+        if self.message_id is None:
+            return None
+        if reply.document is not None:  # a message cannot become a document: the caller
+            await self.notifier.edit(self.chat_id, self.message_id, Reply(reply.text))
+            return None  # sends it, and no "⏳" state is left behind
+        await self.notifier.edit(self.chat_id, self.message_id, reply)
+        return self.message_id
+
+    def cancel(self) -> None:
+        """Stop updating (the command failed; its error is reported elsewhere)."""
+        self._closing.set()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _pump(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._closing.is_set():
+                return  # finish() shows the final state; a late first message is not needed
+            reply = self._latest
+            assert reply is not None
+            try:
+                if self.message_id is None:
+                    self.message_id = await self.notifier.send(
+                        self.chat_id, reply, thread_id=self.thread_id
+                    )
+                else:
+                    await self.notifier.edit(self.chat_id, self.message_id, reply)
+            except Exception as exc:  # progress is a courtesy: the command goes on regardless
+                log.warning("progress message in %s not updated: %s", self.chat_id, exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._closing.wait()
