@@ -27,6 +27,7 @@ from opsbot.config import Role, Settings
 from opsbot.errors import ConfigError
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.incidents import Incidents
+from opsbot.scheduler import MonitorScheduler
 from opsbot.services import Services
 from opsbot.web import WebServer
 
@@ -114,12 +115,9 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
         if a.source == monitor.SOURCE
     }
     watcher = monitor.Monitor(settings, services, ingest, firing=still_firing)
-    for name, interval in watcher.schedule():
-
-        async def round_(context: object, name: str = name) -> None:
-            await watcher.round(name)
-
-        jobs.run_repeating(round_, interval=interval, first=interval, name=f"monitor-{name}")
+    rounds = MonitorScheduler(watcher, settings, services.metrics)
+    rounds.start()
+    services.on_close.append(rounds.stop)
     if not settings.web.enabled:
         return None
     server = WebServer(settings, ingest, services.metrics)

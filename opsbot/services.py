@@ -7,7 +7,7 @@ use and are pooled; ``close`` ends them all (called from the application's shutd
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import httpx
 from opsbot.alerts import AlertEngine
 from opsbot.approvals import Approvals
 from opsbot.audit import Audit
+from opsbot.checks import CHECKS_IN_FLIGHT
 from opsbot.config import DockerEndpoint, LocalEndpoint, Settings, SSHEndpoint
 from opsbot.errors import ConfigError
 from opsbot.executors import ExecResult, Executor
@@ -30,6 +31,11 @@ from opsbot.store import Store
 from opsbot.store.factory import open_store
 
 log = logging.getLogger(__name__)
+
+# Room for every monitor check at once plus the chat's own /health, so no check waits here.
+HTTP_LIMITS = httpx.Limits(
+    max_connections=2 * CHECKS_IN_FLIGHT, max_keepalive_connections=CHECKS_IN_FLIGHT
+)
 
 
 def ssh_host(name: str, endpoint: SSHEndpoint) -> SSHHost:
@@ -60,6 +66,8 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     alerts: AlertEngine | None = None  # built once a notifier exists (the bot's post_init)
     incidents: Incidents | None = None  # likewise
+    # Background work to stop before the pools close (the monitor's rounds), newest first.
+    on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _docker: dict[str, DockerEngine] = field(default_factory=dict)
 
     @classmethod
@@ -72,7 +80,7 @@ class Services:
             store=store,
             audit=Audit(store),
             approvals=Approvals(store, settings.approvals),
-            http=httpx.AsyncClient(follow_redirects=False),
+            http=httpx.AsyncClient(follow_redirects=False, limits=HTTP_LIMITS),
         )
 
     @property
@@ -125,6 +133,8 @@ class Services:
         return engine
 
     async def close(self) -> None:
+        while self.on_close:
+            await self.on_close.pop()()
         for engine in self._docker.values():
             await engine.close()
         self._docker.clear()
