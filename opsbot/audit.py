@@ -8,6 +8,7 @@ secret a target printed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -37,6 +38,8 @@ class Audit:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.listeners: list[Listener] = []  # e.g. incident timelines follow the trail
+        self._pending: set[asyncio.Task[None]] = set()
+        self._last: asyncio.Task[None] | None = None
 
     async def record(self, event: str, **fields: Any) -> dict[str, Any]:
         raw = {"ts": round(time.time(), 3), "event": event, **fields}
@@ -50,8 +53,35 @@ class Audit:
             await listener(entry)
         return entry
 
+    def record_soon(self, event: str, **fields: Any) -> None:
+        """Record in the background, in call order, so a reply never waits for the trail.
+
+        The entry keeps the time of this call; a failure is logged. Reads wait for it.
+        """
+        fields.setdefault("ts", round(time.time(), 3))
+        task = asyncio.create_task(self._record_after(self._last, event, fields))
+        self._last = task
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _record_after(
+        self, previous: asyncio.Task[None] | None, event: str, fields: dict[str, Any]
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            await self.record(event, **fields)
+        except Exception:
+            log.exception("audit: a %s entry was not recorded", event)
+
+    async def flush(self) -> None:
+        """Wait until every ``record_soon`` entry is written (or failed)."""
+        while self._pending:
+            await asyncio.wait(list(self._pending))
+
     async def entries(self, target: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """Newest first."""
+        await self.flush()
         return await self.store.tail(NAMESPACE, target or ALL, limit)
 
     async def export(self, target: str | None = None) -> str:

@@ -80,7 +80,7 @@ async def check_all(targets: Mapping[str, Target], runtime: CheckRuntime) -> lis
 
 
 #: Checks the monitor runs at once; the shared HTTP pool is sized above it (services.py).
-CHECKS_IN_FLIGHT = 64
+CHECKS_IN_FLIGHT = 128
 
 #: Waits for a slot on an endpoint (an ``endpoint_key``); the check runs inside it.
 Gate = Callable[[str], AbstractAsyncContextManager[None]]

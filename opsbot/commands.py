@@ -348,9 +348,7 @@ async def dispatch(services: Services, caller: Caller, verb_name: str, args: lis
     if verb is None:
         reply = Reply(text=f"unknown command /{verb_name[:32]}; try /help")
     elif not caller.role.allows(verb.role):
-        await services.audit.record(
-            "refused", who=caller.name, user=caller.user_id, verb=verb_name
-        )
+        services.audit.record_soon("refused", who=caller.name, user=caller.user_id, verb=verb_name)
         reply = Reply(text=f"/{verb_name} needs the {verb.role.value} role")
     else:
         started = time.monotonic()
@@ -361,7 +359,7 @@ async def dispatch(services: Services, caller: Caller, verb_name: str, args: lis
             reply, outcome = Reply(text=f"⚠️ {exc}"), "usage"
         services.metrics.commands_total.labels(verb=verb_name, outcome=outcome).inc()
         named = args[0].lower() if args else ""
-        await services.audit.record(
+        services.audit.record_soon(  # after the reply, never in its way
             "command",
             target=named if named in services.settings.targets else None,
             who=caller.name,

@@ -135,6 +135,7 @@ class Services:
     async def close(self) -> None:
         while self.on_close:
             await self.on_close.pop()()
+        await self.audit.flush()
         for engine in self._docker.values():
             await engine.close()
         self._docker.clear()
