@@ -13,7 +13,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from opsbot.store import Store
@@ -32,6 +34,11 @@ def digest(text: str) -> str:
 
 
 Listener = Callable[[dict[str, Any]], Awaitable[None]]
+
+# Entries held while a reply is on its way (see Audit.after_reply); per task, so per update.
+_held: ContextVar[list[tuple[str, dict[str, Any]]] | None] = ContextVar(
+    "opsbot_audit_held", default=None
+)
 
 
 class Audit:
@@ -59,10 +66,26 @@ class Audit:
         The entry keeps the time of this call; a failure is logged. Reads wait for it.
         """
         fields.setdefault("ts", round(time.time(), 3))
+        held = _held.get()
+        if held is not None:
+            held.append((event, fields))
+            return
         task = asyncio.create_task(self._record_after(self._last, event, fields))
         self._last = task
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    @contextmanager
+    def after_reply(self) -> Iterator[None]:
+        """Hold this task's ``record_soon`` entries until the block (the reply) is done."""
+        held: list[tuple[str, dict[str, Any]]] = []
+        token = _held.set(held)
+        try:
+            yield
+        finally:
+            _held.reset(token)
+            for event, fields in held:
+                self.record_soon(event, **fields)
 
     async def _record_after(
         self, previous: asyncio.Task[None] | None, event: str, fields: dict[str, Any]

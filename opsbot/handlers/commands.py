@@ -47,9 +47,10 @@ class CommandHandlers:
         verb = first[1:].split("@", 1)[0].lower()
         if verb == "start":
             verb = "help"
-        reply = await dispatch(self.services, self._caller(update), verb, args)
-        thread = message.message_thread_id if message.is_topic_message else None
-        sent = await send_reply(context.bot, message.chat_id, reply, thread_id=thread)
+        with self.services.audit.after_reply():  # the trail is written once the reply is out
+            reply = await dispatch(self.services, self._caller(update), verb, args)
+            thread = message.message_thread_id if message.is_topic_message else None
+            sent = await send_reply(context.bot, message.chat_id, reply, thread_id=thread)
         if reply.request_id is not None:
             await self.services.approvals.attach_message(reply.request_id, sent.message_id)
 
