@@ -108,7 +108,7 @@ class Figures:
 # --------------------------------------------------------------------------- what is watched
 
 
-class Services:
+class Watched:
     """HTTP servers the HTTP and TCP targets point at (always 200)."""
 
     def __init__(self) -> None:
@@ -121,8 +121,8 @@ class Services:
 
 
 @contextlib.asynccontextmanager
-async def http_servers(count: int) -> AsyncIterator[Services]:
-    services = Services()
+async def http_servers(count: int) -> AsyncIterator[Watched]:
+    services = Watched()
     runners = []
     try:
         for _ in range(count):

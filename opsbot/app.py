@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from telegram import (
     BotCommand,
@@ -29,7 +29,9 @@ from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.incidents import Incidents
 from opsbot.scheduler import MonitorScheduler
 from opsbot.services import Services
-from opsbot.web import WebServer
+
+if TYPE_CHECKING:  # aiohttp loads only when the web server is enabled
+    from opsbot.web import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,8 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     services.on_close.append(rounds.stop)
     if not settings.web.enabled:
         return None
+    from opsbot.web import WebServer
+
     server = WebServer(settings, ingest, services.metrics)
     port = await server.start()
     log.info("alert webhooks, /healthz and /metrics on %s:%d", settings.web.host, port)

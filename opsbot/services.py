@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -21,14 +21,16 @@ from opsbot.checks import CHECKS_IN_FLIGHT
 from opsbot.config import DockerEndpoint, LocalEndpoint, Settings, SSHEndpoint
 from opsbot.errors import ConfigError
 from opsbot.executors import ExecResult, Executor
-from opsbot.executors.docker import DockerEngine, DockerTLS
 from opsbot.executors.local import LocalExecutor
-from opsbot.executors.ssh import SSHHost, SSHPool
 from opsbot.incidents import Incidents
 from opsbot.metrics import Metrics
 from opsbot.redact import Redactor
 from opsbot.store import Store
 from opsbot.store.factory import open_store
+
+if TYPE_CHECKING:  # asyncssh and the Docker SDK load only for configs that use them
+    from opsbot.executors.docker import DockerEngine
+    from opsbot.executors.ssh import SSHHost, SSHPool
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ HTTP_LIMITS = httpx.Limits(
 
 
 def ssh_host(name: str, endpoint: SSHEndpoint) -> SSHHost:
+    from opsbot.executors.ssh import SSHHost
+
     return SSHHost(
         name=name,
         host=endpoint.host,
@@ -61,7 +65,6 @@ class Services:
     audit: Audit
     approvals: Approvals
     http: httpx.AsyncClient
-    ssh: SSHPool = field(default_factory=SSHPool)
     local: LocalExecutor = field(default_factory=LocalExecutor)
     metrics: Metrics = field(default_factory=Metrics)
     alerts: AlertEngine | None = None  # built once a notifier exists (the bot's post_init)
@@ -69,6 +72,7 @@ class Services:
     # Background work to stop before the pools close (the monitor's rounds), newest first.
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _docker: dict[str, DockerEngine] = field(default_factory=dict)
+    _ssh: SSHPool | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -82,6 +86,15 @@ class Services:
             approvals=Approvals(store, settings.approvals),
             http=httpx.AsyncClient(follow_redirects=False, limits=HTTP_LIMITS),
         )
+
+    @property
+    def ssh(self) -> SSHPool:
+        """The SSH connection pool, created (and asyncssh imported) on first use."""
+        if self._ssh is None:
+            from opsbot.executors.ssh import SSHPool
+
+            self._ssh = SSHPool()
+        return self._ssh
 
     @property
     def backups_dir(self) -> Path:
@@ -109,6 +122,8 @@ class Services:
         config = self.settings.all_endpoints.get(endpoint)
         if not isinstance(config, DockerEndpoint):
             raise ConfigError(f"endpoint {endpoint!r} is not a docker endpoint")
+        from opsbot.executors.docker import DockerEngine, DockerTLS
+
         via = None
         if config.via_ssh is not None:
             ssh_config = self.settings.all_endpoints[config.via_ssh]
@@ -139,7 +154,8 @@ class Services:
         for engine in self._docker.values():
             await engine.close()
         self._docker.clear()
-        await self.ssh.close()
+        if self._ssh is not None:
+            await self._ssh.close()
         await self.http.aclose()
         await self.store.close()
 
