@@ -30,6 +30,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from opsbot.alert_event import AlertEvent, Severity
+from opsbot.coalesce import Coalescer
 from opsbot.config import Settings
 from opsbot.metrics import Metrics
 
@@ -72,7 +73,7 @@ class WebServer:
     ) -> None:
         self._settings = settings
         self._web = settings.web
-        self._ingest = ingest
+        self._ingest = Coalescer(ingest)  # concurrent requests, one ingest call
         self._metrics = metrics
         self._healthy = healthy
         self._token = (self._web.token.get_secret_value() if self._web.token else "").encode()
