@@ -80,7 +80,9 @@ async def check_all(targets: Mapping[str, Target], runtime: CheckRuntime) -> lis
 
 
 #: Checks the monitor runs at once; the shared HTTP pool is sized above it (services.py).
-CHECKS_IN_FLIGHT = 128
+#: Per-endpoint slots do the throttling; this only caps the total, high enough that slow SSH
+#: hosts never hold every slot while HTTP and TCP checks wait.
+CHECKS_IN_FLIGHT = 512
 
 #: Waits for a slot on an endpoint (an ``endpoint_key``); the check runs inside it.
 Gate = Callable[[str], AbstractAsyncContextManager[None]]

@@ -35,9 +35,7 @@ if TYPE_CHECKING:  # asyncssh and the Docker SDK load only for configs that use 
 log = logging.getLogger(__name__)
 
 # Room for every monitor check at once plus the chat's own /health, so no check waits here.
-HTTP_LIMITS = httpx.Limits(
-    max_connections=2 * CHECKS_IN_FLIGHT, max_keepalive_connections=CHECKS_IN_FLIGHT
-)
+HTTP_LIMITS = httpx.Limits(max_connections=CHECKS_IN_FLIGHT + 128, max_keepalive_connections=128)
 
 
 def ssh_host(name: str, endpoint: SSHEndpoint) -> SSHHost:
