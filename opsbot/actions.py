@@ -41,7 +41,7 @@ import shlex
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from opsbot.checks import CheckRuntime, TargetHealth, check_target
 from opsbot.config import (
@@ -55,10 +55,12 @@ from opsbot.config import (
 )
 from opsbot.errors import OpsbotError, UsageError
 from opsbot.executors import Executor
-from opsbot.executors.docker import ContainerStatus
 from opsbot.store import JSONDoc, Store
 from opsbot.targets import State, container_name, fetch_logs, k8s_revisions
 from opsbot.versions import Version, ago, previous_good, record_healthy
+
+if TYPE_CHECKING:  # the Docker SDK loads only for a config with a docker endpoint
+    from opsbot.executors.docker import ContainerStatus
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from telegram import (
     BotCommand,
@@ -36,10 +36,12 @@ from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.incidents import Incidents
 from opsbot.leases import Lease, only_when_leading, replica_id
 from opsbot.outbox import OutboxNotifier, Priority
+from opsbot.scheduler import MonitorScheduler
 from opsbot.services import Services
 from opsbot.status_history import recording_ingest
-from opsbot.statuspage import StatusPage
-from opsbot.web import WebServer
+
+if TYPE_CHECKING:  # aiohttp loads only when the web server is enabled
+    from opsbot.web import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -194,10 +196,13 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
         only_when_leading(lease, tick, "alerts tick"), interval=TICK_SECONDS, first=TICK_SECONDS,
         name="alerts-tick",
     )  # fmt: skip
-    await schedule_monitor(application, services, engine, ingest, lease)
+    await schedule_monitor(services, engine, ingest, lease)
     await _schedule_backups(jobs, services, ingest, engine, lease)
     if not settings.web.enabled:
         return None
+    from opsbot.statuspage import StatusPage
+    from opsbot.web import WebServer
+
     page = StatusPage(settings, services.store) if settings.status_page.enabled else None
     server = WebServer(settings, ingest, services.metrics, status_page=page)
     if settings.telegram.mode == "webhook":
@@ -237,13 +242,9 @@ async def _schedule_backups(
 
 
 async def schedule_monitor(
-    application: AnyApplication,
-    services: Services,
-    engine: AlertEngine,
-    ingest: monitor.Ingest,
-    lease: Lease | None,
+    services: Services, engine: AlertEngine, ingest: monitor.Ingest, lease: Lease | None
 ) -> None:
-    """The monitor's rounds, on the lease holder only.
+    """The monitor's rounds (one scheduler, spread over each interval), on the lease holder.
 
     A replica that takes the lease over starts a fresh ``Monitor`` seeded with what the engine
     still holds firing, so it resolves what the previous holder raised.
@@ -261,22 +262,20 @@ async def schedule_monitor(
     watcher = await fresh()
     term = [lease.term if lease is not None else 0]
 
-    async def current() -> monitor.Monitor:
+    async def current() -> monitor.Monitor | None:
         nonlocal watcher
-        if lease is not None and lease.term != term[0]:
+        if lease is None:
+            return watcher
+        if not lease.held:
+            return None
+        if lease.term != term[0]:
             term[0] = lease.term
             watcher = await fresh()
         return watcher
 
-    jobs = application.job_queue
-    assert jobs is not None
-    for name, interval in watcher.schedule():
-
-        async def round_(context: object, name: str = name) -> None:
-            await (await current()).round(name)
-
-        job = only_when_leading(lease, round_, f"monitor round of {name}")
-        jobs.run_repeating(job, interval=interval, first=interval, name=f"monitor-{name}")
+    rounds = MonitorScheduler(watcher, settings, services.metrics, current=current)
+    rounds.start()
+    services.on_close.append(rounds.stop)
 
 
 def serve_telegram_webhook(

@@ -3,6 +3,10 @@
 All checks of all targets run concurrently. Each check has its own timeout and each target a
 budget for all of its checks together, so a slow or dead target never delays an answer past its
 own timeout: what has not answered by then is reported as failed, and the others still report.
+
+The monitor passes a ``gate``: each check then first waits for a slot on its endpoint (see
+``endpoint_key``) and only then starts, its timeout and the target's budget counted from that
+moment, so opsbot's own queueing never reads as the target being slow.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from opsbot.config import (
     Check,
@@ -87,28 +93,77 @@ async def check_all(
     return sorted(results, key=lambda h: (-h.state, h.target))
 
 
-async def check_target(name: str, target: Target, runtime: CheckRuntime) -> TargetHealth:
-    """All checks of one target within the target's timeout budget."""
+#: Checks the monitor runs at once; the shared HTTP pool is sized above it (services.py).
+#: Per-endpoint slots do the throttling; this only caps the total, high enough that slow SSH
+#: hosts never hold every slot while HTTP and TCP checks wait.
+CHECKS_IN_FLIGHT = 512
+
+#: Waits for a slot on an endpoint (an ``endpoint_key``); the check runs inside it.
+Gate = Callable[[str], AbstractAsyncContextManager[None]]
+
+
+def endpoint_key(check: Check | None, target: Target) -> str:
+    """What a check talks to: an endpoint name, an HTTP origin or a TCP address.
+
+    ``None`` stands for the target's process status (its kind's own check).
+    """
+    match check:
+        case HttpCheck() | MetricCheck():
+            parts = urlsplit(check.url)
+            return f"{parts.scheme}://{parts.netloc}"
+        case TelegramCheck():
+            return "telegram"
+        case TcpCheck():
+            return f"tcp://{check.host}:{check.port}"
+        case CommandCheck():
+            return check.endpoint or target.endpoint
+    return target.endpoint
+
+
+async def check_target(
+    name: str, target: Target, runtime: CheckRuntime, *, gate: Gate | None = None
+) -> TargetHealth:
+    """All checks of one target within the target's timeout budget.
+
+    With a ``gate``, each check waits for its endpoint's slot first and the budget applies to
+    each check from the moment it got one.
+    """
     started = time.monotonic()
-    probes: list[tuple[str, Awaitable[CheckResult]]] = []
+    probes: list[tuple[str, str, Callable[[], Awaitable[CheckResult]]]] = []
     if target.status_check and (target.kind != "command" or target.actions.status):
-        probes.append((_process_label(target), _process(name, target, runtime)))
+        status = partial(_process, name, target, runtime)
+        probes.append((_process_label(target), endpoint_key(None, target), status))
     for check in target.checks:
-        probes.append((_label(check), _run_check(check, name, target, runtime)))
-    if len(probes) == 1:  # the common case, without a task of its own
-        label, probe = probes[0]
+        run = partial(_run_check, check, name, target, runtime)
+        probes.append((_label(check), endpoint_key(check, target), run))
+    if gate is None and len(probes) == 1:  # the common case, without a task of its own
+        label, _, probe = probes[0]
         try:
             async with asyncio.timeout(target.timeout):
-                result = await probe
+                result = await probe()
         except TimeoutError:
             result = CheckResult(label, State.FAIL, f"no answer within {target.timeout:g} s")
         return TargetHealth(name, (result,), time.monotonic() - started)
-    tasks = [asyncio.ensure_future(probe) for _, probe in probes]
-    done, pending = await asyncio.wait(tasks, timeout=target.timeout) if tasks else (set(), set())
+    if gate is None:
+        tasks = [asyncio.ensure_future(probe()) for _, _, probe in probes]
+        budget: float | None = target.timeout
+    else:
+        tasks = [
+            asyncio.ensure_future(_gated(gate, key, probe, label, target.timeout))
+            for label, key, probe in probes
+        ]
+        budget = None  # each gated check keeps its own budget, from when it starts
+    try:
+        done, pending = await asyncio.wait(tasks, timeout=budget) if tasks else (set(), set())
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     for task in pending:
         task.cancel()
     results = []
-    for (label, _), task in zip(probes, tasks, strict=True):
+    for (label, _, _), task in zip(probes, tasks, strict=True):
         if task in done:
             results.append(task.result())
         else:
@@ -118,6 +173,17 @@ async def check_target(name: str, target: Target, runtime: CheckRuntime) -> Targ
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
     return TargetHealth(name, tuple(results), time.monotonic() - started)
+
+
+async def _gated(
+    gate: Gate, key: str, probe: Callable[[], Awaitable[CheckResult]], label: str, budget: float
+) -> CheckResult:
+    async with gate(key):
+        try:
+            async with asyncio.timeout(budget):
+                return await probe()
+        except TimeoutError:
+            return CheckResult(label, State.FAIL, f"no answer within {budget:g} s")
 
 
 def _process_label(target: Target) -> str:
@@ -223,6 +289,8 @@ async def _http(label: str, check: HttpCheck, http: httpx.AsyncClient) -> CheckR
 
 
 async def _metric(label: str, check: MetricCheck, http: httpx.AsyncClient) -> CheckResult:
+    from prometheus_client.parser import text_string_to_metric_families  # only metric checks
+
     response = await http.get(check.url, timeout=check.timeout)
     if response.status_code != 200:
         return CheckResult(label, State.FAIL, f"HTTP {response.status_code}")

@@ -643,9 +643,7 @@ async def dispatch_outcome(
     if verb is None:
         reply, outcome = Reply(text=f"unknown command /{verb_name[:32]}; try /help"), "unknown"
     elif not caller.role.allows(verb.role):
-        await services.audit.record(
-            "refused", who=caller.name, user=caller.user_id, verb=verb_name
-        )
+        services.audit.record_soon("refused", who=caller.name, user=caller.user_id, verb=verb_name)
         reply, outcome = Reply(text=f"/{verb_name} needs the {verb.role.value} role"), "refused"
     else:
         started = time.monotonic()
@@ -656,7 +654,7 @@ async def dispatch_outcome(
             reply, outcome = Reply(text=f"⚠️ {exc}"), "usage"
         services.metrics.commands_total.labels(verb=verb_name, outcome=outcome).inc()
         named = args[0].lower() if args else ""
-        await services.audit.record(
+        services.audit.record_soon(  # after the reply, never in its way
             "command",
             target=named if named in services.settings.targets else None,
             who=caller.name,

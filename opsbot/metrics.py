@@ -21,6 +21,7 @@ REJECT_REASONS = ("unauthorized", "too_large", "bad_json", "bad_shape", "ingest_
 OUTBOX_OUTCOMES = ("delivered", "retried", "rate_limited", "dropped")
 
 EXECUTOR_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class Metrics:
@@ -56,6 +57,24 @@ class Metrics:
         )  # fmt: skip
         self.webhook_rejected_total = Counter(
             "webhook_rejected", "Webhook requests refused, by reason.", ["reason"],
+            namespace=namespace, registry=r,
+        )  # fmt: skip
+        self.monitor_round_lag_seconds = Histogram(
+            "monitor_round_lag_seconds",
+            "How late a monitor round's first check started, after its due time.",
+            buckets=LAG_BUCKETS, namespace=namespace, registry=r,
+        )  # fmt: skip
+        self.monitor_rounds_late_total = Counter(
+            "monitor_rounds_late", "Monitor rounds due while the target's last one still ran "
+            "(each runs right after it, late).", namespace=namespace, registry=r,
+        )  # fmt: skip
+        self.monitor_rounds_skipped_total = Counter(
+            "monitor_rounds_skipped", "Monitor rounds not run: due while one was already "
+            "waiting behind a running round of the same target (should stay 0).",
+            namespace=namespace, registry=r,
+        )  # fmt: skip
+        self.monitor_checks_in_flight = Gauge(
+            "monitor_checks_in_flight", "Monitor checks running now (past their slot).",
             namespace=namespace, registry=r,
         )  # fmt: skip
         for reason in REJECT_REASONS:  # present (at 0) from the start, so rate() works

@@ -14,14 +14,13 @@ restarted opsbot counts afresh (at worst ``fail_after`` rounds later); pass ``fi
 the engine still holds open from this source) so that an alert raised before the restart is
 still resolved after it.
 
-Telegram-free: the application schedules ``round`` on its job queue (``schedule`` says what
-and how often); the console can use ``run_forever`` instead.
+Telegram-free: ``scheduler.MonitorScheduler`` runs the rounds (``schedule`` says what and how
+often), for the application as for ``run_forever``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from opsbot.alert_event import AlertEvent, Severity
-from opsbot.checks import CheckResult, CheckRuntime, check_target
+from opsbot.checks import CheckResult, CheckRuntime, Gate, check_target
 from opsbot.config import Monitor as MonitorSettings
 from opsbot.config import Settings, Target
 from opsbot.errors import UsageError
@@ -133,12 +132,16 @@ class Monitor:
             if self.policy(name).enabled and _checks_something(target)
         ]
 
-    async def round(self, name: str) -> list[AlertEvent]:
-        """Check one target once; emit (and return) the events its checks' hysteresis allows."""
+    async def round(self, name: str, *, gate: Gate | None = None) -> list[AlertEvent]:
+        """Check one target once; emit (and return) the events its checks' hysteresis allows.
+
+        ``gate`` gives each check its slot (see ``checks.check_target``).
+        """
         policy = self.policy(name)
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:  # rounds of one target never overlap, even when a round runs long
-            health = await check_target(name, self._settings.targets[name], self._runtime)
+            target = self._settings.targets[name]
+            health = await check_target(name, target, self._runtime, gate=gate)
             now = time.time()
             events, changes = [], []
             for check in _unique(health.checks):
@@ -164,23 +167,15 @@ class Monitor:
             return events
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Rounds for every scheduled target at its interval until ``stop`` is set (console)."""
+        """Rounds for every scheduled target at its interval until ``stop`` is set."""
+        from opsbot.scheduler import MonitorScheduler  # it builds on this module
 
-        async def loop(name: str, interval: float) -> None:
-            while not stop.is_set():
-                started = time.monotonic()
-                try:
-                    await self.round(name)
-                except Exception:
-                    log.exception("monitor round for %s failed", name)
-                remaining = interval - (time.monotonic() - started)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, remaining)):
-                        await stop.wait()
-
-        async with asyncio.TaskGroup() as group:
-            for name, interval in self.schedule():
-                group.create_task(loop(name, interval))
+        scheduler = MonitorScheduler(self, self._settings)
+        scheduler.start()
+        try:
+            await stop.wait()
+        finally:
+            await scheduler.stop()
 
 
 def _unique(checks: tuple[CheckResult, ...]) -> list[CheckResult]:

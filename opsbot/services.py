@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from opsbot.alerts import AlertEngine
 from opsbot.approvals import Approvals
 from opsbot.audit import Audit
+from opsbot.checks import CHECKS_IN_FLIGHT
 from opsbot.config import DockerEndpoint, LocalEndpoint, Settings, SSHEndpoint
 from opsbot.errors import ConfigError
 from opsbot.executors import ExecResult, Executor
-from opsbot.executors.docker import DockerEngine, DockerTLS
 from opsbot.executors.local import LocalExecutor
-from opsbot.executors.ssh import SSHHost, SSHPool
 from opsbot.incidents import Incidents
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
@@ -34,7 +33,14 @@ from opsbot.store import Store
 from opsbot.store.factory import open_store
 from opsbot.store.redacting import RedactingStore
 
+if TYPE_CHECKING:  # asyncssh and the Docker SDK load only for configs that use them
+    from opsbot.executors.docker import DockerEngine
+    from opsbot.executors.ssh import SSHHost, SSHPool
+
 log = logging.getLogger(__name__)
+
+# Room for every monitor check at once plus the chat's own /health, so no check waits here.
+HTTP_LIMITS = httpx.Limits(max_connections=CHECKS_IN_FLIGHT + 128, max_keepalive_connections=128)
 
 
 def local_path(path: Path) -> Path:
@@ -52,6 +58,8 @@ def ssh_host(
         if not isinstance(bastion, SSHEndpoint):
             raise ConfigError(f"endpoint {name!r}: via {endpoint.via!r} is not an ssh endpoint")
         via = ssh_host(endpoint.via, bastion, endpoints)
+    from opsbot.executors.ssh import SSHHost
+
     ssh_config = endpoint.ssh_config
     # With ssh_config, a port not written in opsbot's settings comes from the ssh config.
     from_config = ssh_config is not False and "port" not in endpoint.model_fields_set
@@ -80,14 +88,16 @@ class Services:
     approvals: Approvals
     http: httpx.AsyncClient
     outbox: Outbox
-    ssh: SSHPool = field(default_factory=SSHPool)
     local: LocalExecutor = field(default_factory=LocalExecutor)
     metrics: Metrics = field(default_factory=Metrics)
     alerts: AlertEngine | None = None  # built once a notifier exists (the bot's post_init)
     incidents: Incidents | None = None  # likewise
     console_notifier: Notifier | None = None  # the console's printer: it runs no outbox worker
+    # Background work to stop before the pools close (the monitor's rounds), newest first.
+    on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _docker: dict[str, DockerEngine] = field(default_factory=dict)
     _executors: dict[str, Executor] = field(default_factory=dict)
+    _ssh: SSHPool | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -99,13 +109,22 @@ class Services:
             store=store,
             audit=Audit(store),
             approvals=Approvals(store, settings.approvals, TargetRules(settings)),
-            http=httpx.AsyncClient(follow_redirects=False),
+            http=httpx.AsyncClient(follow_redirects=False, limits=HTTP_LIMITS),
             outbox=Outbox(store, group_per_minute=settings.telegram.group_messages_per_minute),
         )
 
     def notifier(self, priority: Priority = Priority.reply) -> OutboxNotifier:
         """The one way out to the chat: the outbox, redacted, at ``priority``."""
         return OutboxNotifier(self.outbox, self.redactor, priority)
+
+    @property
+    def ssh(self) -> SSHPool:
+        """The SSH connection pool, created (and asyncssh imported) on first use."""
+        if self._ssh is None:
+            from opsbot.executors.ssh import SSHPool
+
+            self._ssh = SSHPool()
+        return self._ssh
 
     @property
     def backups_dir(self) -> Path:
@@ -143,6 +162,8 @@ class Services:
         config = self.settings.all_endpoints.get(endpoint)
         if not isinstance(config, DockerEndpoint):
             raise ConfigError(f"endpoint {endpoint!r} is not a docker endpoint")
+        from opsbot.executors.docker import DockerEngine, DockerTLS
+
         via = None
         if config.via_ssh is not None:
             ssh_config = self.settings.all_endpoints[config.via_ssh]
@@ -168,10 +189,14 @@ class Services:
         return engine
 
     async def close(self) -> None:
+        while self.on_close:
+            await self.on_close.pop()()
+        await self.audit.flush()
         for engine in self._docker.values():
             await engine.close()
         self._docker.clear()
-        await self.ssh.close()
+        if self._ssh is not None:
+            await self._ssh.close()
         await self.http.aclose()
         await self.store.close()
 

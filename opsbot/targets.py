@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from opsbot.config import (
     ComposeTarget,
@@ -24,7 +24,9 @@ from opsbot.config import (
     Target,
 )
 from opsbot.executors import ExecResult, Executor
-from opsbot.executors.docker import DockerEngine
+
+if TYPE_CHECKING:  # the Docker SDK loads only for a config with a docker endpoint
+    from opsbot.executors.docker import DockerEngine
 
 
 class State(IntEnum):

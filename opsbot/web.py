@@ -37,6 +37,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from opsbot.alert_event import AlertEvent, Severity
+from opsbot.coalesce import Coalescer
 from opsbot.config import Settings
 from opsbot.metrics import Metrics
 from opsbot.statuspage import StatusPage
@@ -84,7 +85,7 @@ class WebServer:
     ) -> None:
         self._settings = settings
         self._web = settings.web
-        self._ingest = ingest
+        self._ingest = Coalescer(ingest)  # concurrent requests, one ingest call
         self._metrics = metrics
         self._healthy = healthy
         self._status_page = status_page

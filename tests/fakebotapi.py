@@ -1017,6 +1017,22 @@ class FakeBotAPI:
                 )
             await asyncio.sleep(0.02)
 
+    def next_bot_message(
+        self, chat_id: int, after_message_id: int, token: str, timeout: float = 10.0
+    ) -> FakeMessage:
+        """Block until the bot posts in the chat after ``after_message_id`` (for benchmarks:
+        it wakes the moment the message is stored, without polling)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for message_id, msg in self._messages.get(chat_id, {}).items():
+                    if message_id > after_message_id and msg.bot_token == token:
+                        return copy.deepcopy(msg)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no bot message in chat {chat_id} within {timeout}s")
+                self._cond.wait(left)
+
     async def wait_for_call(
         self,
         method: str,
@@ -1286,6 +1302,7 @@ class FakeBotAPI:
             history=[text],
         )
         self._messages.setdefault(chat.id, {})[message_id] = msg
+        self._cond.notify_all()  # wakes next_bot_message
         return msg
 
     def _new_message_id(self, chat_id: int) -> int:

@@ -52,16 +52,17 @@ class CommandHandlers:
         notifier = self.services.notifier()
         progress = ProgressMessage(notifier, message.chat_id, thread_id=thread)
         caller = replace(self._caller(update), progress=progress.update)
-        try:
-            reply = await dispatch(self.services, caller, verb, args)
-        except BaseException:
-            progress.cancel()
-            raise
-        ref = await progress.finish(reply)
-        if ref is None:
-            await self._reply(message.chat_id, reply, thread, reply_to=message.message_id)
-        elif reply.request_id is not None:
-            await self.services.approvals.attach_message(reply.request_id, ref)
+        with self.services.audit.after_reply():  # the trail is written once the reply is queued
+            try:
+                reply = await dispatch(self.services, caller, verb, args)
+            except BaseException:
+                progress.cancel()
+                raise
+            ref = await progress.finish(reply)
+            if ref is None:
+                await self._reply(message.chat_id, reply, thread, reply_to=message.message_id)
+            elif reply.request_id is not None:
+                await self.services.approvals.attach_message(reply.request_id, ref)
 
     async def _reply(
         self, chat_id: int, reply: Reply, thread: int | None, *, reply_to: int | None = None

@@ -5,12 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from redis.asyncio.sentinel import Sentinel
-
 from opsbot.config import Settings
 from opsbot.errors import ConfigError
 from opsbot.store import Store
-from opsbot.store.redis import RedisStore
 from opsbot.store.sqlite import SQLiteStore
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -50,6 +47,8 @@ def open_store(settings: Settings) -> Store:
     store = settings.store
     if store.backend != "redis":
         return SQLiteStore(settings.data_dir / "opsbot.sqlite3")
+    from opsbot.store.redis import RedisStore  # redis loads only when configured
+
     url = store.redis_url.get_secret_value() if store.redis_url else None
     target: SentinelTarget | None = None
     if url is not None and url.startswith(f"{SENTINEL_SCHEME}://"):
@@ -61,6 +60,8 @@ def open_store(settings: Settings) -> Store:
     if target is None:
         assert url is not None  # StoreSettings refuses redis without a url or sentinels
         return RedisStore(url, store.prefix)
+    from redis.asyncio.sentinel import Sentinel
+
     sentinel = Sentinel(target.sentinels, socket_timeout=5.0)  # type: ignore[no-untyped-call]
     master = sentinel.master_for(
         target.service, db=target.db, password=target.password, decode_responses=True
