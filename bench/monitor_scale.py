@@ -171,7 +171,10 @@ def targets(
 
 def scrape(port: int) -> dict[str, float]:
     """opsbot's /metrics as {sample name with labels: value}, monitor samples only."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+    request = urllib.request.Request(  # /metrics is closed by default: the web token opens it
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {WEB_TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
         text = response.read().decode()
     out = {}
     for family in text_string_to_metric_families(text):
