@@ -34,7 +34,7 @@ from bench.scale_lab import (
     start_fake,
     wait_for_startup,
 )
-from opsbot.store.sqlite import SQLiteStore
+from opsbot.state.store.sqlite import SQLiteStore
 from tests.lab.ports import free_port, wait_until
 
 HEADER = "| date | alerts × in flight | bare aiohttp 202 | opsbot | ratio | recorded | machine |"

@@ -24,24 +24,28 @@ from telegram import (
 from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
-from opsbot import backup_schedule, handlers, monitor, operations, timeline
-from opsbot.alerts import AlertEngine
-from opsbot.checks import check_all
-from opsbot.commands import VERBS
+from opsbot import handlers
+from opsbot.actions import operations
+from opsbot.actions.backups import schedule as backup_schedule
+from opsbot.alerting import monitor
+from opsbot.alerting.engine import AlertEngine
+from opsbot.alerting.scheduler import MonitorScheduler
+from opsbot.alerting.status_history import recording_ingest
 from opsbot.config import Role, Settings
 from opsbot.errors import ConfigError
-from opsbot.escalation import Escalator
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.handlers.outbox_worker import OutboxWorker
-from opsbot.incidents import Incidents
-from opsbot.leases import Lease, only_when_leading, replica_id
-from opsbot.outbox import OutboxNotifier, Priority
-from opsbot.scheduler import MonitorScheduler
+from opsbot.incidents import timeline
+from opsbot.incidents.escalation import Escalator
+from opsbot.incidents.state import Incidents
+from opsbot.reach.checks import check_all
 from opsbot.services import Services
-from opsbot.status_history import recording_ingest
+from opsbot.state.leases import Lease, only_when_leading, replica_id
+from opsbot.state.outbox import OutboxNotifier, Priority
+from opsbot.verbs.registry import VERBS
 
 if TYPE_CHECKING:  # aiohttp loads only when the web server is enabled
-    from opsbot.web import WebServer
+    from opsbot.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +204,8 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     await _schedule_backups(jobs, services, ingest, engine, lease)
     if not settings.web.enabled:
         return None
-    from opsbot.statuspage import StatusPage
-    from opsbot.web import WebServer
+    from opsbot.web.server import WebServer
+    from opsbot.web.statuspage import StatusPage
 
     page = StatusPage(settings, services.store) if settings.status_page.enabled else None
     server = WebServer(settings, ingest, services.metrics, status_page=page)

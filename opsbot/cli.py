@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(json_schema(), indent=2))
         return 0
     if args.command == "totp" and args.totp == "key":
-        from opsbot.stepup import new_key
+        from opsbot.actions.stepup import new_key
 
         print(new_key())
         return 0
@@ -108,8 +108,8 @@ async def _enroll(settings: Settings, name: str) -> int:
     """Store a new TOTP secret for NAME; print the otpauth URI and its QR code to scan."""
     import segno
 
-    from opsbot.stepup import enroll
-    from opsbot.store.factory import open_store
+    from opsbot.actions.stepup import enroll
+    from opsbot.state.store.factory import open_store
 
     store = open_store(settings)
     try:

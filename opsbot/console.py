@@ -22,15 +22,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from opsbot import timeline
-from opsbot.alerts import AlertEngine
-from opsbot.checks import check_all
-from opsbot.commands import Caller, dispatch_outcome
+from opsbot.alerting.engine import AlertEngine
 from opsbot.config import Role, Settings
 from opsbot.errors import ConfigError
-from opsbot.incidents import Incidents
+from opsbot.incidents import timeline
+from opsbot.incidents.state import Incidents
+from opsbot.reach.checks import check_all
 from opsbot.render import Reply
 from opsbot.services import Services
+from opsbot.verbs.registry import Caller, dispatch_outcome
 
 PROMPT = "opsbot> "
 HISTORY_FILE = "console_history"

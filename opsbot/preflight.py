@@ -26,7 +26,7 @@ from opsbot.config import (
     load_config,
     tolerating_unreadable_secret_files,
 )
-from opsbot.config_errors import env_name
+from opsbot.config.errors import env_name
 from opsbot.errors import HostKeyError, OpsbotError
 from opsbot.services import Services, local_path
 

@@ -11,7 +11,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 
-from opsbot.checks import TargetHealth
+from opsbot.reach.checks import TargetHealth
 from opsbot.redact import Redactor
 
 

@@ -7,13 +7,13 @@ it goes away and once when it answers again.
 Updates come in one of two ways:
 
 * ``telegram.mode: polling`` (default). With the SQLite store (one replica) opsbot polls. With
-  the redis store every replica competes for the leader lease (:mod:`opsbot.leases`); only the
-  holder polls, the others stand by warm (services built, web server up) and take over when it
+  the redis store every replica competes for the leader lease (:mod:`opsbot.state.leases`); only
+  the holder polls, the others stand by warm (services built, web server up) and take over when it
   expires. The holder stops polling before its lease can expire, so no two replicas poll at
   once and Telegram never answers 409 Conflict.
 * ``telegram.mode: webhook``: Telegram POSTs every update to ``telegram.webhook.url``; each
-  replica serves that path on its own web server (:mod:`opsbot.web`), a load balancer spreads
-  the requests, and the update_id claim (:mod:`opsbot.handlers.ingress`) runs each once.
+  replica serves that path on its own web server (:mod:`opsbot.web.server`), a load balancer
+  spreads the requests, and the update_id claim (:mod:`opsbot.handlers.ingress`) runs each once.
   ``setWebhook`` is called only when Telegram's ``getWebhookInfo`` or the secret differ.
 """
 
@@ -37,7 +37,7 @@ from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, T
 from opsbot.app import AnyApplication, build_application, leader_lease, services_of
 from opsbot.config import Settings
 from opsbot.errors import ConfigError
-from opsbot.store import Store
+from opsbot.state.store import Store
 
 log = logging.getLogger(__name__)
 

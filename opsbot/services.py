@@ -15,27 +15,27 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from opsbot.alerts import AlertEngine
-from opsbot.approvals import Approvals
-from opsbot.audit import Audit
-from opsbot.checks import CHECKS_IN_FLIGHT
+from opsbot.actions.approvals import Approvals
+from opsbot.actions.stepup import TargetRules
+from opsbot.alerting.engine import AlertEngine
 from opsbot.config import DockerEndpoint, LocalEndpoint, Settings, SSHEndpoint
 from opsbot.errors import ConfigError
-from opsbot.executors import ExecResult, Executor
-from opsbot.executors.local import LocalExecutor
-from opsbot.incidents import Incidents
+from opsbot.incidents.state import Incidents
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
-from opsbot.outbox import Outbox, OutboxNotifier, Priority
+from opsbot.reach.checks import CHECKS_IN_FLIGHT
+from opsbot.reach.executors import ExecResult, Executor
+from opsbot.reach.executors.local import LocalExecutor
 from opsbot.redact import Redactor
-from opsbot.stepup import TargetRules
-from opsbot.store import Store
-from opsbot.store.factory import open_store
-from opsbot.store.redacting import RedactingStore
+from opsbot.state.audit import Audit
+from opsbot.state.outbox import Outbox, OutboxNotifier, Priority
+from opsbot.state.store import Store
+from opsbot.state.store.factory import open_store
+from opsbot.state.store.redacting import RedactingStore
 
 if TYPE_CHECKING:  # asyncssh and the Docker SDK load only for configs that use them
-    from opsbot.executors.docker import DockerEngine
-    from opsbot.executors.ssh import SSHHost, SSHPool
+    from opsbot.reach.executors.docker import DockerEngine
+    from opsbot.reach.executors.ssh import SSHHost, SSHPool
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def ssh_host(
         if not isinstance(bastion, SSHEndpoint):
             raise ConfigError(f"endpoint {name!r}: via {endpoint.via!r} is not an ssh endpoint")
         via = ssh_host(endpoint.via, bastion, endpoints)
-    from opsbot.executors.ssh import SSHHost
+    from opsbot.reach.executors.ssh import SSHHost
 
     ssh_config = endpoint.ssh_config
     # With ssh_config, a port not written in opsbot's settings comes from the ssh config.
@@ -121,7 +121,7 @@ class Services:
     def ssh(self) -> SSHPool:
         """The SSH connection pool, created (and asyncssh imported) on first use."""
         if self._ssh is None:
-            from opsbot.executors.ssh import SSHPool
+            from opsbot.reach.executors.ssh import SSHPool
 
             self._ssh = SSHPool()
         return self._ssh
@@ -162,7 +162,7 @@ class Services:
         config = self.settings.all_endpoints.get(endpoint)
         if not isinstance(config, DockerEndpoint):
             raise ConfigError(f"endpoint {endpoint!r} is not a docker endpoint")
-        from opsbot.executors.docker import DockerEngine, DockerTLS
+        from opsbot.reach.executors.docker import DockerEngine, DockerTLS
 
         via = None
         if config.via_ssh is not None:

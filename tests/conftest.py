@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from telegram import Bot
 
-from opsbot.store.sqlite import SQLiteStore
+from opsbot.state.store.sqlite import SQLiteStore
 from tests.factories import OPSBOT_TOKEN
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.dockerd import DockerLab, start_dockerd

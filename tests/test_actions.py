@@ -25,13 +25,19 @@ from typing import Any
 import pytest
 import yaml
 
-from opsbot import versions
-from opsbot.actions import Plan, execute, observe_version, plan_restart, plan_rollback
+from opsbot.actions import versions
+from opsbot.actions.kinds import (
+    Plan,
+    execute,
+    observe_version,
+    plan_restart,
+    plan_rollback,
+)
 from opsbot.config import Settings, load_config
 from opsbot.errors import ExecutorError, UsageError
+from opsbot.reach.targets import State
 from opsbot.services import Services
-from opsbot.store.sqlite import SQLiteStore
-from opsbot.targets import State
+from opsbot.state.store.sqlite import SQLiteStore
 from tests.lab.dockerd import DockerLab, run_http_container
 from tests.lab.ports import free_port, process_alive, wait_http
 from tests.lab.sshd import SSHServer

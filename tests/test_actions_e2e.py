@@ -333,7 +333,7 @@ async def test_container_rollback_to_the_recorded_known_good_image(
 ) -> None:
     healthy = await chat.ask("/health quiz")  # seen healthy on :1: recorded as known-good
     assert healthy.text is not None and healthy.text.startswith("✅ quiz")
-    from opsbot.executors.docker import DockerEngine
+    from opsbot.reach.executors.docker import DockerEngine
 
     engine = DockerEngine("deploy", docker_lab.base_url)
     try:

@@ -20,18 +20,18 @@ import pytest
 import pytest_asyncio
 from telegram import Bot
 
-from opsbot import silences
-from opsbot.alert_commands import ack_verb, alerts_verb, silence_verb, unsilence_verb
-from opsbot.alert_event import AlertEvent, Severity
-from opsbot.alerts import EVENTS, AlertEngine, count_events
-from opsbot.commands import Caller
+from opsbot.alerting import silences
+from opsbot.alerting.engine import EVENTS, AlertEngine, count_events
+from opsbot.alerting.event import AlertEvent, Severity
+from opsbot.alerting.verbs import ack_verb, alerts_verb, silence_verb, unsilence_verb
 from opsbot.config import Person, Role, Settings
 from opsbot.errors import UsageError
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.redact import Redactor
 from opsbot.services import Services
-from opsbot.store.redis import RedisStore
-from opsbot.store.sqlite import SQLiteStore
+from opsbot.state.store.redis import RedisStore
+from opsbot.state.store.sqlite import SQLiteStore
+from opsbot.verbs.registry import Caller
 from tests.factories import (
     INCIDENTS,
     OPSBOT_TOKEN,

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from opsbot.approvals import Approvals, Request, Status
+from opsbot.actions.approvals import Approvals, Request, Status
 from opsbot.config import ApprovalPolicy, Person, Role
-from opsbot.store import Store
-from opsbot.store.redis import RedisStore
-from opsbot.store.sqlite import SQLiteStore
+from opsbot.state.store import Store
+from opsbot.state.store.redis import RedisStore
+from opsbot.state.store.sqlite import SQLiteStore
 from tests.lab.redis import RedisServer
 
 OSCAR = Person(id=4, name="oscar", role=Role.operator)

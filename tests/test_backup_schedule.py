@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from opsbot import backup_schedule
-from opsbot.alert_event import AlertEvent
-from opsbot.backup_schedule import BackupScheduler
-from opsbot.backups import list_backups, run_backup
+from opsbot.actions.backups import schedule as backup_schedule
+from opsbot.actions.backups.records import list_backups, run_backup
+from opsbot.actions.backups.schedule import BackupScheduler
+from opsbot.alerting.event import AlertEvent
 from opsbot.services import Services
 from tests.factories import (
     INCIDENTS,

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from opsbot.backups import BackupError, run_backup, verify_restore
+from opsbot.actions.backups.records import BackupError, run_backup, verify_restore
 from opsbot.config import FilesBackup, RedisBackup, SQLiteBackup
-from opsbot.executors.docker import DockerEngine
-from opsbot.executors.local import LocalExecutor
-from opsbot.executors.ssh import SSHExecutor, SSHHost, SSHPool
-from opsbot.store.sqlite import SQLiteStore
+from opsbot.reach.executors.docker import DockerEngine
+from opsbot.reach.executors.local import LocalExecutor
+from opsbot.reach.executors.ssh import SSHExecutor, SSHHost, SSHPool
+from opsbot.state.store.sqlite import SQLiteStore
 from tests.lab.dockerd import DockerLab
 from tests.lab.postgres import PostgresServer, postgres_bin_dir
 from tests.lab.redis import RedisServer

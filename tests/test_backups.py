@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from opsbot.backups import (
+from opsbot.actions.backups.records import (
     BackupError,
     BackupRecord,
     describe,
@@ -28,12 +28,12 @@ from opsbot.backups import (
     run_backup,
 )
 from opsbot.config import FilesBackup, PostgresBackup, RedisBackup, SQLiteBackup
-from opsbot.executors import Executor
-from opsbot.executors.docker import DockerEngine
-from opsbot.executors.local import LocalExecutor
-from opsbot.executors.ssh import SSHExecutor, SSHHost, SSHPool
-from opsbot.executors.transfer import TransferError, transfer_of
-from opsbot.store.sqlite import SQLiteStore
+from opsbot.reach.executors import Executor
+from opsbot.reach.executors.docker import DockerEngine
+from opsbot.reach.executors.local import LocalExecutor
+from opsbot.reach.executors.ssh import SSHExecutor, SSHHost, SSHPool
+from opsbot.reach.executors.transfer import TransferError, transfer_of
+from opsbot.state.store.sqlite import SQLiteStore
 from tests.lab.dockerd import DockerLab
 from tests.lab.postgres import PostgresServer, postgres_bin_dir
 from tests.lab.redis import RedisServer

@@ -16,12 +16,12 @@ import pytest
 import pytest_asyncio
 from pydantic import TypeAdapter
 
-from opsbot.checks import check_all, check_target
 from opsbot.config import Target
-from opsbot.executors import Executor
-from opsbot.executors.docker import DockerEngine
-from opsbot.executors.local import LocalExecutor
-from opsbot.targets import State
+from opsbot.reach.checks import check_all, check_target
+from opsbot.reach.executors import Executor
+from opsbot.reach.executors.docker import DockerEngine
+from opsbot.reach.executors.local import LocalExecutor
+from opsbot.reach.targets import State
 from tests.lab.ports import free_port
 
 TARGET = TypeAdapter(Target)

@@ -10,8 +10,8 @@ from contextlib import closing
 import pytest
 
 from opsbot.errors import ExecutorError
-from opsbot.executors.docker import DockerEngine
-from opsbot.executors.ssh import SSHHost, SSHPool
+from opsbot.reach.executors.docker import DockerEngine
+from opsbot.reach.executors.ssh import SSHHost, SSHPool
 from tests.lab.dockerd import DockerLab
 from tests.lab.ports import free_port
 from tests.lab.sshd import SSHServer

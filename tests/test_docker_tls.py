@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from opsbot.errors import ExecutorError
-from opsbot.executors.docker import DockerEngine, DockerTLS
+from opsbot.reach.executors.docker import DockerEngine, DockerTLS
 from tests.factories import (
     BOB,
     OPS,

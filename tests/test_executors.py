@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from opsbot.executors import Executor
-from opsbot.executors.docker import DockerEngine
-from opsbot.executors.local import LocalExecutor
-from opsbot.executors.ssh import SSHHost, SSHPool
+from opsbot.reach.executors import Executor
+from opsbot.reach.executors.docker import DockerEngine
+from opsbot.reach.executors.local import LocalExecutor
+from opsbot.reach.executors.ssh import SSHHost, SSHPool
 from tests.lab.dockerd import DockerLab
 from tests.lab.sshd import SSHServer
 

@@ -33,11 +33,11 @@ from hypothesis import strategies as st
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from opsbot.app import AnyApplication, build_application
-from opsbot.commands import VERBS, Caller, dispatch
 from opsbot.config import Role
-from opsbot.executors import ExecResult
-from opsbot.executors.local import LocalExecutor
+from opsbot.reach.executors import ExecResult
+from opsbot.reach.executors.local import LocalExecutor
 from opsbot.services import Services
+from opsbot.verbs.registry import VERBS, Caller, dispatch
 from tests.factories import (
     ALICE,
     BOB,

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 from telegram import Bot
 
-from opsbot.commands import Caller
 from opsbot.config import Role, Settings
 from opsbot.errors import UsageError
 from opsbot.handlers.notifier import TelegramNotifier
-from opsbot.incident_commands import VERB_SPEC, incident_verb
-from opsbot.incidents import Incidents, normalize_id, postmortem
+from opsbot.incidents.state import Incidents, normalize_id, postmortem
+from opsbot.incidents.verbs import VERB_SPEC, incident_verb
 from opsbot.redact import Redactor
 from opsbot.services import Services
-from opsbot.store import Store
-from opsbot.store.sqlite import SQLiteStore
+from opsbot.state.store import Store
+from opsbot.state.store.sqlite import SQLiteStore
+from opsbot.verbs.registry import Caller
 from tests.factories import (
     INCIDENTS,
     OPSBOT_TOKEN,

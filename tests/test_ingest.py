@@ -15,13 +15,13 @@ import httpx
 import pytest
 from telegram import Bot
 
-from opsbot.alert_event import AlertEvent
-from opsbot.alerts import AlertEngine
+from opsbot.alerting.engine import AlertEngine
+from opsbot.alerting.event import AlertEvent
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.metrics import Metrics
 from opsbot.redact import Redactor
-from opsbot.store.sqlite import SQLiteStore
-from opsbot.web import WebServer
+from opsbot.state.store.sqlite import SQLiteStore
+from opsbot.web.server import WebServer
 from tests.factories import OPSBOT_TOKEN, OPSBOT_USERNAME, base_config, write_config
 from tests.fakebotapi import FakeBotAPI
 

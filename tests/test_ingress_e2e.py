@@ -19,11 +19,11 @@ import pytest
 import pytest_asyncio
 from telegram import Update
 
-from opsbot.alert_event import AlertEvent
+from opsbot.alerting.event import AlertEvent
 from opsbot.config import Settings, WebSettings
 from opsbot.errors import ConfigError
 from opsbot.metrics import Metrics
-from opsbot.web import WebServer
+from opsbot.web.server import WebServer
 from tests.factories import (
     ALICE,
     OPS,

@@ -25,9 +25,9 @@ import redis.asyncio as aioredis
 
 from opsbot.config import load_config
 from opsbot.errors import ConfigError
-from opsbot.leases import Lease
-from opsbot.store.factory import open_store, parse_sentinel_url
-from opsbot.store.redis import RedisStore
+from opsbot.state.leases import Lease
+from opsbot.state.store.factory import open_store, parse_sentinel_url
+from opsbot.state.store.redis import RedisStore
 from tests.lab.ports import free_port, start_process, stop_process, wait_until
 from tests.lab.redis import RedisServer
 

@@ -26,12 +26,12 @@ from typing import Any
 
 import pytest
 
-from opsbot.alert_event import AlertEvent, Severity
-from opsbot.checks import check_target
+from opsbot.alerting.event import AlertEvent, Severity
+from opsbot.alerting.monitor import Monitor, fingerprint, on_conflict
 from opsbot.config import Settings
-from opsbot.monitor import Monitor, fingerprint, on_conflict
+from opsbot.reach.checks import check_target
+from opsbot.reach.targets import State
 from opsbot.services import Services
-from opsbot.targets import State
 from tests.factories import ssh_endpoint, write_config
 from tests.lab.dockerd import DockerLab, run_http_container
 from tests.lab.ports import free_port, process_alive, wait_http

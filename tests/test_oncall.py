@@ -15,19 +15,19 @@ from typing import Any
 import pytest
 from telegram import Bot
 
-from opsbot import oncall
-from opsbot.alert_event import AlertEvent, Severity
-from opsbot.alerts import AlertEngine
-from opsbot.commands import Caller
+from opsbot.alerting.engine import AlertEngine
+from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.config import Role, Rotation, Settings, load_config
 from opsbot.errors import ConfigError, UsageError
-from opsbot.escalation import Escalator
 from opsbot.handlers.notifier import TelegramNotifier
-from opsbot.incidents import Incidents
-from opsbot.oncall_commands import oncall_verb
+from opsbot.incidents import oncall
+from opsbot.incidents.escalation import Escalator
+from opsbot.incidents.oncall_verbs import oncall_verb
+from opsbot.incidents.state import Incidents
 from opsbot.redact import Redactor
 from opsbot.services import Services
-from opsbot.store.sqlite import SQLiteStore
+from opsbot.state.store.sqlite import SQLiteStore
+from opsbot.verbs.registry import Caller
 from tests.factories import (
     ALICE,
     BOB,

@@ -20,11 +20,11 @@ from telegram.request import HTTPXRequest
 
 from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.metrics import OUTBOX_OUTCOMES, Metrics
-from opsbot.outbox import FILES, Outbox, Priority
 from opsbot.render import Document, Reply
-from opsbot.store import Store
-from opsbot.store.redis import RedisStore
-from opsbot.store.sqlite import SQLiteStore
+from opsbot.state.outbox import FILES, Outbox, Priority
+from opsbot.state.store import Store
+from opsbot.state.store.redis import RedisStore
+from opsbot.state.store.sqlite import SQLiteStore
 from tests.factories import OPSBOT_TOKEN, OPSBOT_USERNAME
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 

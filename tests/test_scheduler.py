@@ -16,10 +16,10 @@ from typing import Any
 
 from aiohttp import web
 
-from opsbot.alert_event import AlertEvent
+from opsbot.alerting.event import AlertEvent
+from opsbot.alerting.monitor import Monitor
+from opsbot.alerting.scheduler import MonitorScheduler, phase
 from opsbot.metrics import Metrics
-from opsbot.monitor import Monitor
-from opsbot.scheduler import MonitorScheduler, phase
 from opsbot.services import Services
 from tests.factories import write_config
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from opsbot.errors import ExecutorError, HostKeyError
-from opsbot.executors.ssh import SSHHost, SSHPool
+from opsbot.reach.executors.ssh import SSHHost, SSHPool
 from tests.lab.ports import free_port
 from tests.lab.sshd import SSHServer, count_accepted_connections
 
@@ -105,7 +105,7 @@ async def test_insecure_flag_connects_and_warns(
         known_hosts=sshd_server.known_hosts_wrong,
         insecure_no_host_key_check=True,
     )
-    with caplog.at_level(logging.WARNING, logger="opsbot.executors.ssh"):
+    with caplog.at_level(logging.WARNING, logger="opsbot.reach.executors.ssh"):
         result = await pool.executor(host).run(["echo", "ok"], timeout=10)
     assert result.stdout == "ok\n"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

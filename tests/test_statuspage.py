@@ -15,14 +15,14 @@ from xml.etree import ElementTree as ET
 import httpx
 import pytest
 
-from opsbot import monitor, status_history
-from opsbot.alert_event import AlertEvent, Severity
+from opsbot.alerting import monitor, status_history
+from opsbot.alerting.event import AlertEvent, Severity
+from opsbot.alerting.status_history import History, uptime
 from opsbot.config import Settings
 from opsbot.metrics import Metrics
-from opsbot.status_history import History, uptime
-from opsbot.statuspage import StatusPage
-from opsbot.store.sqlite import SQLiteStore
-from opsbot.web import WebServer
+from opsbot.state.store.sqlite import SQLiteStore
+from opsbot.web.server import WebServer
+from opsbot.web.statuspage import StatusPage
 from tests.factories import (
     ALICE,
     OPSBOT_TOKEN,

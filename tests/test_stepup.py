@@ -21,10 +21,10 @@ from urllib.parse import parse_qs, urlparse
 import pyotp
 import pytest
 
-from opsbot.audit import Audit
+from opsbot.actions.stepup import StepUp, TargetRules, enroll, in_window, new_key
 from opsbot.config import Settings
-from opsbot.stepup import StepUp, TargetRules, enroll, in_window, new_key
-from opsbot.store.sqlite import SQLiteStore
+from opsbot.state.audit import Audit
+from opsbot.state.store.sqlite import SQLiteStore
 from tests.factories import (
     ALICE,
     BOB,

@@ -12,10 +12,10 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from opsbot.config import Settings, StoreSettings
-from opsbot.store import Store, Versioned
-from opsbot.store.factory import open_store
-from opsbot.store.redis import RedisStore
-from opsbot.store.sqlite import SQLiteStore
+from opsbot.state.store import Store, Versioned
+from opsbot.state.store.factory import open_store
+from opsbot.state.store.redis import RedisStore
+from opsbot.state.store.sqlite import SQLiteStore
 
 TTL = 0.3
 PAST_TTL = 0.45

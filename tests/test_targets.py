@@ -9,8 +9,8 @@ import pytest
 from pydantic import TypeAdapter
 
 from opsbot.config import Target
-from opsbot.executors import ExecResult
-from opsbot.targets import State, logs_argv, parse_status, status_argv
+from opsbot.reach.executors import ExecResult
+from opsbot.reach.targets import State, logs_argv, parse_status, status_argv
 
 TARGET = TypeAdapter(Target)
 

@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from opsbot.alert_event import AlertEvent, Severity
+from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.config import Actions, CommandTarget, Settings, Target, WebSettings
 from opsbot.metrics import Metrics
-from opsbot.web import WebServer
+from opsbot.web.server import WebServer
 from tests.lab.alertmanager import AlertmanagerFactory, post_alerts, rfc3339
 
 TOKEN = "web-token-0123456789abcdef"
@@ -120,7 +120,7 @@ ALERT = {"target": "quizbot", "severity": "critical", "summary": "quizbot is dow
 
 
 async def test_bearer_token_is_required(web: Running, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="opsbot.web")
+    caplog.set_level(logging.INFO, logger="opsbot.web.server")
     for headers in (
         {},
         bearer("wrong"),
@@ -263,7 +263,7 @@ async def test_ingest_failure_is_503(web: Running, caplog: pytest.LogCaptureFixt
     assert response.status_code == 503
     assert response.json() == {"error": "not accepted: RuntimeError"}
     assert web.sample("opsbot_webhook_rejected_total", reason="ingest_failed") == 1
-    [record] = [r for r in caplog.records if r.name == "opsbot.web" and r.exc_info]
+    [record] = [r for r in caplog.records if r.name == "opsbot.web.server" and r.exc_info]
     assert record.levelno == logging.ERROR and "503 ingest_failed" in record.getMessage()
     web.inbox.fail = False
     assert (await web.post("/alerts/webhook", ALERT, bearer())).status_code == 202

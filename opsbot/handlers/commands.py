@@ -1,4 +1,4 @@
-"""Chat commands and button taps, both handed to the Telegram-free verbs in opsbot.commands."""
+"""Chat commands and button taps, both handed to the Telegram-free verbs (opsbot.verbs)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from telegram import CallbackQuery, Update
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
-from opsbot import operations
-from opsbot.alert_event import Severity
-from opsbot.alerts import Alert
-from opsbot.commands import BUTTONS, Caller, dispatch
+from opsbot.actions import operations
+from opsbot.alerting.engine import Alert
+from opsbot.alerting.event import Severity
 from opsbot.handlers.gate import Gate
 from opsbot.handlers.stepup import StepUpHandlers
-from opsbot.outbox import Outbox
-from opsbot.progress import ProgressMessage
 from opsbot.render import Reply
+from opsbot.state.outbox import Outbox
+from opsbot.verbs.progress import ProgressMessage
+from opsbot.verbs.registry import BUTTONS, Caller, dispatch
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import time
 from telegram.error import Conflict
 from telegram.ext import ContextTypes
 
+from opsbot.alerting.monitor import on_conflict
 from opsbot.config import Role
-from opsbot.monitor import on_conflict
 from opsbot.render import Reply
 from opsbot.services import Services
 

@@ -1,7 +1,7 @@
 """The outbox's Telegram side: delivers queued entries through the Bot API.
 
 Every replica runs one worker; they share the work through the store (a lease per chat, a
-claim per entry; see ``opsbot/outbox.py`` for the rules). The worker wakes at once when this
+claim per entry; see ``opsbot/state/outbox.py`` for the rules). The worker wakes at once when this
 replica queues something and every ``idle`` seconds otherwise.
 """
 
@@ -22,8 +22,8 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from opsbot.handlers.reply import keyboard, send_reply, to_html
 from opsbot.metrics import Metrics
-from opsbot.outbox import Entry, Outbox
-from opsbot.store import JSONDoc
+from opsbot.state.outbox import Entry, Outbox
+from opsbot.state.store import JSONDoc
 
 log = logging.getLogger(__name__)
 

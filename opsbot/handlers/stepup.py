@@ -13,12 +13,12 @@ import logging
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from opsbot import operations
+from opsbot.actions import operations
+from opsbot.actions.stepup import StepUp, enrolled
 from opsbot.config import Person
 from opsbot.handlers.gate import Gate
 from opsbot.render import Reply
 from opsbot.services import Services
-from opsbot.stepup import StepUp, enrolled
 
 log = logging.getLogger(__name__)
 

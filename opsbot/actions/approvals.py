@@ -1,0 +1,289 @@
+"""Two-person approval of destructive actions, as a state machine over the store.
+
+A request is a document in the store (namespace ``requests``) under an opaque short id; the
+buttons on its card carry only that id. Every decision is a compare-and-set on the document's
+version, so however many admins tap Approve at once, on however many replicas, exactly one
+tap moves it from ``pending`` to ``approved``, and only that tap's handler runs the action.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any, Protocol
+
+from opsbot.config import ApprovalPolicy, Person, Role
+from opsbot.state.store import Store
+
+
+class Rules(Protocol):
+    """Per-target rules on top of the policy (stepup.TargetRules): approvers needed, and
+    why an approval is refused right now (outside the change window), if it is."""
+
+    def required(self, target: str, action: str) -> int: ...
+
+    def refusal(self, target: str, action: str, now: float) -> str | None: ...
+
+    def step_up(self, target: str, action: str) -> bool: ...
+
+
+NAMESPACE = "requests"
+KEEP_AFTER_EXPIRY = 7 * 86400.0  # decided requests stay readable for a week
+
+
+class Status(StrEnum):
+    pending = "pending"
+    approved = "approved"  # claimed by one approver: running
+    denied = "denied"
+    expired = "expired"
+    done = "done"
+    failed = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    id: int | None
+    name: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    id: str
+    action: str
+    target: str
+    args: tuple[str, ...]
+    steps: tuple[str, ...]
+    note: str
+    requester: Actor
+    chat_id: int | None
+    thread_id: int | None
+    expires: float
+    status: Status = Status.pending
+    message_id: int | None = None
+    approvals: tuple[Actor, ...] = ()
+    denied_by: Actor | None = None
+    result: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)  # what exactly will run, as planned
+    started: float | None = None  # when a replica began running it (set once, by CAS)
+
+    @property
+    def approved_at(self) -> float:
+        return self.approvals[-1].at if self.approvals else self.requester.at
+
+    def to_doc(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Request:
+        def actor(value: dict[str, Any] | None) -> Actor | None:
+            return Actor(**value) if value else None
+
+        requester = actor(doc["requester"])
+        assert requester is not None
+        return cls(
+            **{
+                **doc,
+                "args": tuple(doc["args"]),
+                "steps": tuple(doc["steps"]),
+                "status": Status(doc["status"]),
+                "requester": requester,
+                "approvals": tuple(Actor(**a) for a in doc["approvals"]),
+                "denied_by": actor(doc["denied_by"]),
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a tap did: ``execute`` is True for exactly one approver of a request."""
+
+    request: Request | None
+    message: str
+    execute: bool = False
+    changed: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Approvals:
+    def __init__(self, store: Store, policy: ApprovalPolicy, rules: Rules | None = None) -> None:
+        self.store = store
+        self.policy = policy
+        self.rules = rules
+
+    def needs_approval(self, action: str) -> bool:
+        return bool(getattr(self.policy, action, True))
+
+    def needs_step_up(self, request: Request) -> bool:
+        """A won approval of this request runs only once its approver's TOTP code arrives."""
+        return self.rules is not None and self.rules.step_up(request.target, request.action)
+
+    async def create(
+        self,
+        *,
+        action: str,
+        target: str,
+        args: tuple[str, ...],
+        steps: tuple[str, ...],
+        note: str,
+        payload: dict[str, Any],
+        requester: Person | Actor,
+        chat_id: int | None,
+        thread_id: int | None = None,
+        now: float | None = None,
+    ) -> Request:
+        now = time.time() if now is None else now
+        who = (
+            requester if isinstance(requester, Actor) else Actor(requester.id, requester.name, now)
+        )
+        while True:
+            request = Request(
+                id=secrets.token_urlsafe(6),
+                action=action,
+                target=target,
+                args=args,
+                steps=steps,
+                note=note,
+                payload=payload,
+                requester=who,
+                chat_id=chat_id,
+                thread_id=thread_id,
+                expires=now + self.policy.ttl,
+            )
+            ttl = self.policy.ttl + KEEP_AFTER_EXPIRY
+            if await self.store.create(NAMESPACE, request.id, request.to_doc(), ttl=ttl):
+                return request
+
+    async def get(self, request_id: str) -> Request | None:
+        stored = await self.store.get(NAMESPACE, request_id)
+        return Request.from_doc(stored.value) if stored else None
+
+    async def attach_message(self, request_id: str, message_id: int) -> None:
+        await self._update(request_id, lambda r: replace(r, message_id=message_id))
+
+    async def claim_unreviewed(self, request_id: str) -> Request | None:
+        """Move a request the policy lets through without review to approved, once."""
+        stored = await self.store.get(NAMESPACE, request_id)
+        if stored is None:
+            return None
+        request = Request.from_doc(stored.value)
+        if request.status is not Status.pending:
+            return None
+        claimed = replace(request, status=Status.approved)
+        if await self.store.swap(NAMESPACE, request_id, stored.version, claimed.to_doc()):
+            return claimed
+        return None
+
+    async def start(self, request_id: str, now: float | None = None) -> Request | None:
+        """Mark an approved request as running, once: None when it already started (or is
+        not approved). Whoever gets it runs the action; nobody else ever does."""
+        while True:
+            stored = await self.store.get(NAMESPACE, request_id)
+            if stored is None:
+                return None
+            request = Request.from_doc(stored.value)
+            if request.status is not Status.approved or request.started is not None:
+                return None
+            started = replace(request, started=time.time() if now is None else now)
+            if await self.store.swap(NAMESPACE, request_id, stored.version, started.to_doc()):
+                return started
+
+    async def expire(self, request_id: str, now: float | None = None) -> Request | None:
+        """Move a pending request past its expiry to expired, once (None when not due)."""
+        now = time.time() if now is None else now
+        while True:
+            stored = await self.store.get(NAMESPACE, request_id)
+            if stored is None:
+                return None
+            request = Request.from_doc(stored.value)
+            if request.status is not Status.pending or now <= request.expires:
+                return None
+            expired = replace(request, status=Status.expired)
+            if await self.store.swap(NAMESPACE, request_id, stored.version, expired.to_doc()):
+                return expired
+
+    async def open_requests(self) -> list[Request]:
+        """Requests still pending or approved (the reaper's work list)."""
+        found = [Request.from_doc(v.value) for v in (await self.store.scan(NAMESPACE)).values()]
+        return [r for r in found if r.status in (Status.pending, Status.approved)]
+
+    async def finish(self, request_id: str, ok: bool, result: str) -> Request | None:
+        status = Status.done if ok else Status.failed
+        return await self._update(request_id, lambda r: replace(r, status=status, result=result))
+
+    async def decide(
+        self, request_id: str, person: Person, approve: bool, now: float | None = None
+    ) -> Decision:
+        """Record one tap; compare-and-set so concurrent taps resolve to one outcome."""
+        for _ in range(1000):
+            now = time.time() if now is None else now
+            stored = await self.store.get(NAMESPACE, request_id)
+            if stored is None:
+                return Decision(None, "This request no longer exists.")
+            request = Request.from_doc(stored.value)
+            refusal = self._refusal(request, person, now, approve)
+            if refusal is not None:
+                if request.status is Status.pending and now > request.expires:
+                    expired = replace(request, status=Status.expired)
+                    if await self.store.swap(NAMESPACE, request_id, stored.version,
+                                             expired.to_doc()):  # fmt: skip
+                        return Decision(expired, refusal, changed=True)
+                    continue
+                return Decision(request, refusal)
+            actor = Actor(person.id, person.name, now)
+            if not approve:
+                updated = replace(request, status=Status.denied, denied_by=actor)
+                cancelled = person.id == request.requester.id
+                message = (
+                    f"Cancelled by {person.name}." if cancelled else f"Denied by {person.name}."
+                )
+            else:
+                approvals = (*request.approvals, actor)
+                required = self._required(request)
+                enough = len(approvals) >= required
+                status = Status.approved if enough else Status.pending
+                updated = replace(request, approvals=approvals, status=status)
+                missing = required - len(approvals)
+                message = "Approved: running." if enough else f"Approved; {missing} more needed."
+            if await self.store.swap(NAMESPACE, request_id, stored.version, updated.to_doc()):
+                execute = approve and updated.status is Status.approved
+                return Decision(updated, message, execute=execute, changed=True)
+        return Decision(None, "Too many concurrent taps; try again.")
+
+    def _refusal(self, request: Request, person: Person, now: float, approve: bool) -> str | None:
+        if request.status is not Status.pending:
+            by = request.approvals[-1].name if request.approvals else None
+            if request.status is Status.denied and request.denied_by:
+                by = request.denied_by.name
+            return f"Already {request.status.value}" + (f" by {by}." if by else ".")
+        if now > request.expires:
+            return "This request has expired."
+        if not approve and person.id == request.requester.id:
+            return None  # requesters may always cancel their own request
+        if person.role is not Role.admin:
+            return "Only admins can approve or deny."
+        if not approve:
+            return None
+        if person.id == request.requester.id and not self.policy.allow_self_approval:
+            return "You cannot approve your own request; another admin must."
+        if any(a.id == person.id for a in request.approvals):
+            return "You already approved this request."
+        if self.rules is not None:
+            return self.rules.refusal(request.target, request.action, now)
+        return None
+
+    def _required(self, request: Request) -> int:
+        if self.rules is None:
+            return self.policy.required
+        return self.rules.required(request.target, request.action)
+
+    async def _update(self, request_id: str, change: Any) -> Request | None:
+        while True:
+            stored = await self.store.get(NAMESPACE, request_id)
+            if stored is None:
+                return None
+            updated = change(Request.from_doc(stored.value))
+            if await self.store.swap(NAMESPACE, request_id, stored.version, updated.to_doc()):
+                return updated  # type: ignore[no-any-return]

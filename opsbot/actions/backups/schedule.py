@@ -1,0 +1,270 @@
+"""Scheduled backups and recovery-point objectives, reported as alerts.
+
+A backup with ``schedule:`` (five-field cron, UTC, parsed by APScheduler's ``CronTrigger``)
+runs the same verified backup as ``/backup``
+(:func:`opsbot.actions.backups.records.run_backup`) at each slot.
+Every replica ticks; each slot is claimed in the store first (``store.create`` of
+``backup-runs/<target>/<n>/<slot>``), so one replica runs it, once. A slot missed by at most
+``CATCH_UP`` (a restart at the wrong moment) still runs; older ones are skipped: the RPO
+alert says what that costs.
+
+A failed scheduled backup is a critical alert carrying the tool's error (redacted), resolved
+by the next scheduled backup of the same thing that succeeds. A target's ``rpo:`` applies to
+each of its backups: when the newest verified backup of one (scheduled or by hand) is older
+than the RPO, or there is none, an alert fires; it resolves when a new one lands.
+
+Alerts go through the alert engine's ``ingest`` (source ``backup``), like the monitor's. The
+clock is injectable (``now``) so tests can move through schedules and RPOs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from opsbot.actions import operations
+from opsbot.actions.backups import records as backups
+from opsbot.alerting.event import AlertEvent, Severity
+from opsbot.alerting.silences import describe as describe_duration
+from opsbot.config import Backup, Target, cron_trigger
+from opsbot.services import Services
+
+log = logging.getLogger(__name__)
+
+SOURCE = "backup"
+CLAIMS = "backup-runs"
+#: How long a slot's claim is kept (long after any replica could still be looking at it).
+CLAIM_TTL = 7 * 86400.0
+#: Seconds between two looks at the schedules and RPOs (the application's job interval).
+TICK_SECONDS = 30.0
+#: A slot this recent, when a scheduler first looks, still runs (it was missed by a restart).
+CATCH_UP = 300.0
+
+Ingest = Callable[[list[AlertEvent]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One configured backup of one target; ``index`` is its place in ``backups:``."""
+
+    target: str
+    index: int
+    spec: Backup
+
+    @property
+    def key(self) -> str:
+        return f"{self.target}/{self.index}"
+
+    @property
+    def what(self) -> str:
+        return f"{self.spec.type} backup of {backups.source_of(self.spec)}"
+
+
+def jobs(targets: dict[str, Target]) -> list[Job]:
+    """Every configured backup, scheduled or not."""
+    return [
+        Job(name, index, spec)
+        for name, target in targets.items()
+        for index, spec in enumerate(target.backups)
+    ]
+
+
+def next_slot(spec: Backup, after: float) -> float | None:
+    """The first scheduled time at or after ``after`` (epoch seconds), None if unscheduled."""
+    if spec.schedule is None:
+        return None
+    fire = cron_trigger(spec.schedule).get_next_fire_time(None, _utc(after))
+    return fire.timestamp() if fire is not None else None
+
+
+def failed_fingerprint(job: Job) -> str:
+    return AlertEvent.make_fingerprint(SOURCE, job.target, "failed", job.what)
+
+
+def rpo_fingerprint(job: Job) -> str:
+    return AlertEvent.make_fingerprint(SOURCE, job.target, "rpo", job.what)
+
+
+def newest(records: Iterable[backups.BackupRecord], spec: Backup) -> backups.BackupRecord | None:
+    """The newest kept backup of what ``spec`` dumps (records come newest first)."""
+    source = backups.source_of(spec)
+    return next((r for r in records if r.kind == spec.type and r.source == source), None)
+
+
+class BackupScheduler:
+    """Runs due scheduled backups (claimed once across replicas) and watches RPOs."""
+
+    def __init__(
+        self,
+        services: Services,
+        ingest: Ingest,
+        *,
+        now: Callable[[], float] = time.time,
+        firing: Iterable[str] = (),
+    ) -> None:
+        self._services = services
+        self._ingest = ingest
+        self._now = now
+        self._firing = set(firing)  # fingerprints this source holds open (seeded at start)
+        self._next: dict[str, float | None] = {}
+
+    @property
+    def active(self) -> bool:
+        """Whether any backup is scheduled or any target with backups has an RPO."""
+        targets = self._services.settings.targets
+        return any(
+            job.spec.schedule is not None or targets[job.target].rpo is not None
+            for job in jobs(targets)
+        )
+
+    async def tick(self) -> list[AlertEvent]:
+        """Run what is due, then check every RPO; ingest (and return) the alert events."""
+        events: list[AlertEvent] = []
+        for job in jobs(self._services.settings.targets):
+            slot = self._due(job)
+            if slot is not None:
+                events += await self._run(job, slot)
+        events += await self._check_rpos()
+        redact = self._services.redactor.redact
+        events = [dataclasses.replace(e, summary=redact(e.summary)) for e in events]
+        if events:
+            await self._ingest(events)
+            for event in events:
+                if event.status == "firing":
+                    self._firing.add(event.fingerprint)
+                else:
+                    self._firing.discard(event.fingerprint)
+        return events
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    def _due(self, job: Job) -> float | None:
+        """The slot to run now, if one has come; the next one is then looked up afresh."""
+        if job.spec.schedule is None:
+            return None
+        now = self._now()
+        if job.key not in self._next:
+            self._next[job.key] = next_slot(job.spec, now - CATCH_UP)
+        slot = self._next[job.key]
+        if slot is None or slot > now:
+            return None
+        self._next[job.key] = next_slot(job.spec, max(now, slot + 1))
+        return slot
+
+    async def _run(self, job: Job, slot: float) -> list[AlertEvent]:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(slot))
+        claim: dict[str, Any] = {"slot": slot, "claimed_at": self._now()}
+        store = self._services.store
+        if not await store.create(CLAIMS, f"{job.key}/{stamp}", claim, ttl=CLAIM_TTL):
+            return []  # another replica has this slot
+        services = self._services
+        target = services.settings.targets[job.target]
+        started = time.monotonic()
+        try:
+            executor = operations.backup_executor(services, job.target, target)
+            record = await backups.run_backup(
+                job.target, job.spec, executor, store, services.backups_dir, now=self._now
+            )
+        except backups.BackupBusy as exc:
+            log.info("%s: scheduled backup skipped: %s", job.target, exc)
+            return []
+        except Exception as exc:  # any failure of an unattended backup must reach a person
+            error = services.redactor.redact(str(exc) or type(exc).__name__)
+            what = services.redactor.redact(job.what)
+            log.warning("%s: scheduled %s failed: %s", job.target, what, error)
+            await self._audit(job, ok=False, summary=error, started=started)
+            schedule = str(job.spec.schedule)
+            return [
+                AlertEvent(
+                    source=SOURCE,
+                    fingerprint=failed_fingerprint(job),
+                    status="firing",
+                    severity=Severity.critical,
+                    summary=f"{job.target}: scheduled {job.what} failed: {error}",
+                    target=job.target,
+                    starts_at=slot,
+                    labels={"check": f"{job.spec.type} backup", "schedule": schedule},
+                )
+            ]
+        summary = services.redactor.redact(backups.describe(record))
+        await self._audit(job, ok=True, summary=summary, started=started)
+        fingerprint = failed_fingerprint(job)
+        if fingerprint not in self._firing:
+            return []
+        return [
+            AlertEvent(
+                source=SOURCE,
+                fingerprint=fingerprint,
+                status="resolved",
+                severity=Severity.critical,
+                summary=f"{job.target}: scheduled {job.what} works again: {summary}",
+                target=job.target,
+                labels={"check": f"{job.spec.type} backup"},
+            )
+        ]
+
+    async def _audit(self, job: Job, *, ok: bool, summary: str, started: float) -> None:
+        await self._services.audit.record(
+            "executed", target=job.target, action="backup", who="schedule",
+            steps=[f"{job.spec.type}: {backups.source_of(job.spec)}"], ok=ok, summary=summary,
+            duration=round(time.monotonic() - started, 3),
+        )  # fmt: skip
+
+    # -- RPOs --------------------------------------------------------------------------------
+
+    async def _check_rpos(self) -> list[AlertEvent]:
+        events = []
+        targets = self._services.settings.targets
+        kept: dict[str, list[backups.BackupRecord]] = {}
+        for job in jobs(targets):
+            rpo = targets[job.target].rpo
+            if rpo is None:
+                continue
+            if job.target not in kept:
+                kept[job.target] = await backups.list_backups(job.target, self._services.store)
+            event = self._rpo_event(job, rpo, newest(kept[job.target], job.spec))
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _rpo_event(
+        self, job: Job, rpo: float, record: backups.BackupRecord | None
+    ) -> AlertEvent | None:
+        now = self._now()
+        fingerprint = rpo_fingerprint(job)
+        limit = describe_duration(rpo)
+        breached = record is None or now - record.created > rpo
+        if breached == (fingerprint in self._firing):
+            return None  # no change
+        if record is None:
+            summary = f"{job.target}: no verified {job.what} yet (RPO {limit})"
+        elif breached:
+            summary = (
+                f"{job.target}: the newest verified {job.what} is "
+                f"{describe_duration(now - record.created)} old, over the RPO of {limit} "
+                f"({record.name})"
+            )
+        else:
+            summary = (
+                f"{job.target}: a verified {job.what} landed: {record.name}, "
+                f"{describe_duration(now - record.created)} old (RPO {limit})"
+            )
+        return AlertEvent(
+            source=SOURCE,
+            fingerprint=fingerprint,
+            status="firing" if breached else "resolved",
+            severity=Severity.critical,
+            summary=summary,
+            target=job.target,
+            starts_at=(record.created + rpo) if record is not None else now,
+            labels={"check": "rpo", "rpo": limit},
+        )
+
+
+def _utc(epoch: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC)

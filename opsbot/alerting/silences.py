@@ -1,0 +1,181 @@
+"""Silences and maintenance windows, as documents in the store (namespace ``silences``).
+
+A silence covers one target by name, or every target with ``*``, from ``starts`` to ``ends``.
+Alerts of a silenced target are still recorded (``silenced=true``) but not posted. Each
+document lives until a day after its end (its ttl), so a silence that just ended can still be
+announced and listed.
+
+``expire`` is how the end of a silence is announced exactly once across replicas: it flips
+``announced_end`` by compare-and-set, and only the replica whose swap won gets the silence
+back. ``remove`` ends a silence early; a removed silence is not announced (whoever removed it
+got the answer).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from opsbot.config import Person
+from opsbot.errors import UsageError
+from opsbot.state.store import Store
+
+NAMESPACE = "silences"
+KEEP_AFTER_END = 86400.0
+MIN_SECONDS = 60
+MAX_SECONDS = 30 * 86400
+EVERY_TARGET = "*"
+
+_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION = re.compile(r"^(?:\d{1,6}[wdhms])+$")
+_PART = re.compile(r"(\d{1,6})([wdhms])")
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    id: str
+    target: str  # a target name, or "*" for every target
+    starts: float
+    ends: float
+    reason: str
+    created_by: str
+    announced_end: bool = False
+    removed_by: str | None = None
+
+    def active(self, now: float) -> bool:
+        return self.starts <= now < self.ends
+
+    def covers(self, target: str | None) -> bool:
+        return self.target == EVERY_TARGET or (target is not None and self.target == target)
+
+    def to_doc(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Silence:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in doc.items() if k in known})
+
+
+def parse_duration(text: str, *, minimum: int = MIN_SECONDS, maximum: int = MAX_SECONDS) -> int:
+    """``1h30m``, ``90m``, ``2d``, ``45s``, ``1w`` → seconds, within [minimum, maximum]."""
+    word = text.strip().lower()
+    if not _DURATION.match(word):
+        shown = text if len(text) <= 20 else text[:20] + "…"
+        raise UsageError(f"a duration looks like 90m, 1h30m, 2d or 45s, not {shown!r}")
+    units = [unit for _, unit in _PART.findall(word)]
+    if len(units) != len(set(units)):
+        raise UsageError(f"a duration names each unit once, not {word!r}")
+    seconds = sum(int(number) * _UNITS[unit] for number, unit in _PART.findall(word))
+    if not minimum <= seconds <= maximum:
+        raise UsageError(
+            f"a duration must be from {describe(minimum)} to {describe(maximum)}, not {word}"
+        )
+    return seconds
+
+
+def describe(seconds: float) -> str:
+    """A short human duration: 45s, 90 → 1m30s, 5400 → 1h30m, 2d."""
+    rest = max(0, round(seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size or (unit == "s" and not parts):
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts[:2])
+
+
+def _name(person: Person | str) -> str:
+    return person.name if isinstance(person, Person) else str(person)
+
+
+async def add(
+    store: Store,
+    target: str,
+    seconds: float,
+    reason: str,
+    person: Person | str,
+    *,
+    now: float | None = None,
+) -> Silence:
+    """A new silence of ``target`` (or ``*``) from now for ``seconds``."""
+    if not 1 <= seconds <= MAX_SECONDS:
+        raise UsageError(f"a silence lasts from 1s to {describe(MAX_SECONDS)}")
+    now = time.time() if now is None else now
+    while True:
+        silence = Silence(
+            id=secrets.token_urlsafe(6),
+            target=target,
+            starts=now,
+            ends=now + seconds,
+            reason=reason[:200],
+            created_by=_name(person),
+        )
+        if await store.create(NAMESPACE, silence.id, silence.to_doc(), ttl=_ttl(silence, now)):
+            return silence
+
+
+def _ttl(silence: Silence, now: float) -> float:
+    return max(silence.ends - now, 0.0) + KEEP_AFTER_END
+
+
+async def get(store: Store, silence_id: str) -> Silence | None:
+    stored = await store.get(NAMESPACE, silence_id)
+    return Silence.from_doc(stored.value) if stored else None
+
+
+async def remove(
+    store: Store, silence_id: str, person: Person | str, *, now: float | None = None
+) -> Silence | None:
+    """End an active silence now; None when there is no such active silence."""
+    now = time.time() if now is None else now
+    while True:
+        stored = await store.get(NAMESPACE, silence_id)
+        if stored is None:
+            return None
+        silence = Silence.from_doc(stored.value)
+        if silence.ends <= now:
+            return None
+        ended = replace(
+            silence, ends=max(silence.starts, now), announced_end=True, removed_by=_name(person)
+        )
+        ttl = _ttl(ended, now)
+        if await store.swap(NAMESPACE, silence_id, stored.version, ended.to_doc(), ttl=ttl):
+            return ended
+
+
+async def _all(store: Store) -> list[Silence]:
+    return [Silence.from_doc(v.value) for v in (await store.scan(NAMESPACE)).values()]
+
+
+async def active(store: Store, now: float) -> list[Silence]:
+    """The silences in force at ``now``, ending soonest first."""
+    return sorted((s for s in await _all(store) if s.active(now)), key=lambda s: s.ends)
+
+
+def matching(silences: list[Silence], target: str | None, now: float) -> Silence | None:
+    """The silence among ``silences`` covering ``target`` at ``now`` (the longest one)."""
+    found = [s for s in silences if s.active(now) and s.covers(target)]
+    return max(found, key=lambda s: s.ends) if found else None
+
+
+async def matches(store: Store, target: str | None, now: float) -> Silence | None:
+    """The active silence covering ``target`` (by name or ``*``), if any."""
+    return matching(await active(store, now), target, now)
+
+
+async def expire(store: Store, now: float) -> list[Silence]:
+    """Silences that have ended and were not announced yet: each is returned to exactly one
+    caller across replicas (the one whose compare-and-set marked it announced)."""
+    ended: list[Silence] = []
+    for key, stored in (await store.scan(NAMESPACE)).items():
+        silence = Silence.from_doc(stored.value)
+        if silence.announced_end or silence.ends > now:
+            continue
+        marked = replace(silence, announced_end=True)
+        if await store.swap(NAMESPACE, key, stored.version, marked.to_doc()):
+            ended.append(marked)
+    return sorted(ended, key=lambda s: s.ends)

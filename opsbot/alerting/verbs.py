@@ -1,0 +1,208 @@
+"""The alert verbs: /alerts, /silence, /unsilence, /ack (Telegram-free).
+
+They have the shape of the verbs in ``commands.py`` with the ``AlertEngine`` in front, so
+``commands.py`` can bind them (``functools.partial(alerts_verb, engine)``) without this module
+importing it: ``Caller`` and ``Services`` are only annotations here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from opsbot.alerting import silences
+from opsbot.alerting.engine import Alert, AlertEngine, hhmm, span
+from opsbot.alerting.event import Severity
+from opsbot.config import Role
+from opsbot.errors import UsageError
+from opsbot.render import Document, Reply
+
+if TYPE_CHECKING:
+    from opsbot.services import Services
+    from opsbot.verbs.registry import Caller
+
+MAX_LISTED = 500
+DEFAULT_LISTED = 30
+_NUMBER = re.compile(r"^\d{1,6}$")
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _count(word: str) -> int:
+    if not _NUMBER.match(word) or not 1 <= int(word) <= MAX_LISTED:
+        raise UsageError(f"N must be a whole number from 1 to {MAX_LISTED}")
+    return int(word)
+
+
+def _an_id(word: str, what: str, hint: str) -> str:
+    if not _ID.match(word):
+        shown = word if len(word) <= 32 else word[:32] + "…"
+        raise UsageError(f"{shown!r} is not {what} id; {hint}")
+    return word
+
+
+def alert_line(alert: Alert) -> str:
+    """One line of /alerts: icon, id, target, count, since, flags, summary."""
+    who = alert.target or alert.source
+    flags = []
+    if alert.acked_by:
+        flags.append(f"acked {alert.acked_by}")
+    if alert.silenced and alert.firing:
+        flags.append("silenced")
+    if alert.digested and alert.message_id is None:
+        flags.append("in digest")
+    flag = f" [{', '.join(flags)}]" if flags else ""
+    summary = alert.summary if len(alert.summary) <= 70 else alert.summary[:69] + "…"
+    if alert.firing:
+        head = (
+            f"{alert.severity.icon} {alert.id} {who} ×{alert.count} since {hhmm(alert.first_seen)}"
+        )
+    else:
+        took = span((alert.resolved_at or alert.last_seen) - alert.first_seen)
+        head = f"✅ {alert.id} {who} ×{alert.count} resolved {hhmm(alert.last_seen)} after {took}"
+    return f"{head}{flag} — {summary}"
+
+
+async def alerts_verb(
+    engine: AlertEngine, services: Services, caller: Caller, args: list[str]
+) -> Reply:
+    """/alerts [all] [N]: firing alerts, most severe first; with ``all`` recent ones too."""
+    show_all = False
+    limit = DEFAULT_LISTED
+    if len(args) > 2:
+        raise UsageError("usage: /alerts [all] [N]")
+    for word in args:
+        if word.lower() == "all":
+            show_all = True
+        elif _NUMBER.match(word):
+            limit = _count(word)
+        else:
+            raise UsageError("usage: /alerts [all] [N]")
+    everything = await engine.list(firing_only=False, limit=10**9)
+    firing = [a for a in everything if a.firing]
+    shown = (everything if show_all else firing)[:limit]
+    critical = sum(1 for a in firing if a.severity is Severity.critical)
+    acked = sum(1 for a in firing if a.acked_by)
+    silenced = sum(1 for a in firing if a.silenced)
+    if firing:
+        parts = [f"{critical} critical"] if critical else []
+        parts += [f"{acked} acked"] if acked else []
+        parts += [f"{silenced} silenced"] if silenced else []
+        head = f"🚨 {len(firing)} firing" + (f" ({', '.join(parts)})" if parts else "")
+    else:
+        head = "✅ nothing firing"
+    storm = await engine.storm()
+    if storm is not None:
+        head += (
+            f" · 🌩 storm since {hhmm(storm.started)}: {storm.total:,} alerts, {storm.new:,} new"
+        )
+    if not shown:
+        return Reply(text=head + (" · no alerts recorded" if show_all else ""))
+    more = len(everything if show_all else firing) - len(shown)
+    head += f" · showing {len(shown)}" + (
+        f" (+{more} more: /alerts all {MAX_LISTED})" if more else ""
+    )
+    body = "\n".join(alert_line(a) for a in shown)
+    footer = "/ack ID · /silence TARGET 1h"
+    limit_chars = services.settings.limits.inline_chars - len(head) - len(footer) - 32
+    if len(body) <= limit_chars:
+        return Reply(text=f"{head}\n{footer}", block=body)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return Reply(
+        text=f"{head} · attached\n{footer}",
+        document=Document(f"alerts-{stamp}.txt", body.encode()),
+    )
+
+
+def silence_line(silence: silences.Silence, now: float) -> str:
+    what = "every target" if silence.target == silences.EVERY_TARGET else silence.target
+    left = span(silence.ends - now)
+    note = f" — {silence.reason}" if silence.reason else ""
+    return (
+        f"🔕 {silence.id} {what} until {hhmm(silence.ends)} ({left} left)"
+        f" by {silence.created_by}{note}"
+    )
+
+
+async def silence_verb(
+    engine: AlertEngine, services: Services, caller: Caller, args: list[str]
+) -> Reply:
+    """/silence TARGET DURATION [reason…] | /silence list"""
+    usage = "usage: /silence TARGET DURATION [reason] (TARGET or *; e.g. 90m, 1h30m, 2d) | list"
+    now = engine.clock()
+    if len(args) == 1 and args[0].lower() == "list":
+        active = await silences.active(engine.store, now)
+        if not active:
+            return Reply(text="🔔 no silences in force.")
+        return Reply(
+            text=f"🔕 {len(active)} silence(s) in force · /unsilence ID",
+            block="\n".join(silence_line(s, now) for s in active),
+        )
+    if len(args) < 2:
+        raise UsageError(usage)
+    target = args[0].lower()
+    if target != silences.EVERY_TARGET and target not in services.settings.targets:
+        known = ", ".join(sorted(services.settings.targets)) or "none configured"
+        shown = args[0] if len(args[0]) <= 32 else args[0][:32] + "…"
+        raise UsageError(f"unknown target {shown!r}; known targets: {known}, or * for all")
+    seconds = silences.parse_duration(args[1])
+    reason = " ".join(args[2:])
+    if len(reason) > 200:
+        raise UsageError("the reason is limited to 200 characters")
+    silence = await silences.add(engine.store, target, seconds, reason, caller.person, now=now)
+    what = "every target" if target == silences.EVERY_TARGET else target
+    note = f" — {reason}" if reason else ""
+    return Reply(
+        text=(
+            f"🔕 {what} silenced for {silences.describe(seconds)}, until {hhmm(silence.ends)}"
+            f" · by {caller.name} · id {silence.id}{note}\n"
+            "Alerts are still recorded (/alerts); /unsilence " + silence.id + " ends it early."
+        )
+    )
+
+
+async def unsilence_verb(
+    engine: AlertEngine, services: Services, caller: Caller, args: list[str]
+) -> Reply:
+    """/unsilence ID"""
+    if len(args) != 1:
+        raise UsageError("usage: /unsilence ID (see /silence list)")
+    silence_id = _an_id(args[0], "a silence", "see /silence list")
+    ended = await silences.remove(engine.store, silence_id, caller.person, now=engine.clock())
+    if ended is None:
+        raise UsageError(f"no silence {silence_id!r} in force; see /silence list")
+    what = "every target" if ended.target == silences.EVERY_TARGET else ended.target
+    return Reply(
+        text=f"🔔 silence {ended.id} of {what} ended by {caller.name}; alerts post again."
+    )
+
+
+async def ack_verb(
+    engine: AlertEngine, services: Services, caller: Caller, args: list[str]
+) -> Reply:
+    """/ack ID"""
+    if len(args) != 1:
+        raise UsageError("usage: /ack ID (the id is on the alert and in /alerts)")
+    alert_id = _an_id(args[0], "an alert", "see /alerts")
+    if await engine.get(alert_id) is None:
+        raise UsageError(f"no alert {alert_id!r}; see /alerts")
+    toast = await engine.ack(alert_id, caller.person)
+    return Reply(text=f"👀 {alert_id}: {toast}")
+
+
+AlertVerb = Callable[[AlertEngine, "Services", "Caller", list[str]], Awaitable[Reply]]
+
+# (name, least role, usage, summary, verb): for commands.VERBS, bound to the engine.
+VERB_SPECS: tuple[tuple[str, Role, str, str, AlertVerb], ...] = (
+    ("alerts", Role.viewer, "/alerts [all] [N]", "firing alerts first, then recent", alerts_verb),
+    ("ack", Role.operator, "/ack ID", "acknowledge an alert: reminders stop", ack_verb),
+    (
+        "silence",
+        Role.operator,
+        "/silence TARGET|* DURATION [reason] | list",
+        "no alert messages for a while (still recorded)",
+        silence_verb,
+    ),
+    ("unsilence", Role.operator, "/unsilence ID", "end a silence early", unsilence_verb),
+)

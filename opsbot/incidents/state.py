@@ -1,0 +1,869 @@
+"""Incidents: declare, acknowledge, mitigate, resolve; a live status card and a timeline.
+
+An incident is a document in the store (``incidents/INC-7``); its short, human id comes from
+a counter document (``incident-counter/next``) incremented by compare-and-set, so ids are
+unique across replicas. States::
+
+    open ──ack──▶ acknowledged ──mitigated──▶ mitigated ──resolve──▶ resolved
+      └──────────────mitigated / resolve──────────┘            reopen ──▶ open
+
+Declaring opens a forum topic for the incident when the incident chat is a forum (else the
+card goes to the chat itself), posts the status card and pins it. Every change after that
+edits the same card in place: one message id for the incident's whole life.
+
+Replicas: every change is a compare-and-set of the incident document, and the card text the
+change leads to is rendered and stored (``card_text``) in that same write; only the writer
+whose swap succeeded edits the card, and only when ``card_text`` changed. After its edit a
+writer re-reads the document and edits once more if a concurrent change was stored
+meanwhile, so the card ends showing the latest state.
+
+The automatic timeline (``note``): the audit trail and the alert engine report commands,
+approvals, action results, alerts and recoveries per target; each is appended to every
+unresolved incident involving that target. Those card edits are throttled to one per
+``EDIT_INTERVAL`` seconds per incident; ``tick`` flushes what was held back, refreshes the
+card's duration (and the targets' health) at most once a minute, and re-announces
+unacknowledged P0/P1 incidents (P1 every ``alerts.reminder_interval``, P0 twice as often),
+each reminder claimed by a compare-and-set on ``last_reminder`` so exactly one replica sends
+it.
+
+On resolve, ``postmortem(incident)`` drafts the post-incident report in the runbooks'
+template (Markdown), filled with what opsbot knows and ``_TODO: …_`` prompts for the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from opsbot.config import Person, Settings
+from opsbot.errors import UsageError
+from opsbot.incidents import public as status_updates
+from opsbot.incidents.public import PublicIncident
+from opsbot.notify import Notifier
+from opsbot.render import Document, Reply
+from opsbot.state.store import Store
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "incidents"
+COUNTER = "incident-counter"
+PREFIX = "INC-"
+
+SEVERITIES = ("P0", "P1", "P2", "P3")
+ICONS = {"P0": "🔴", "P1": "🟠", "P2": "🟡", "P3": "🔵"}
+STATES = ("open", "acknowledged", "mitigated", "resolved")
+KINDS = (
+    "declared", "ack", "update", "severity", "assign", "mitigated", "resolved", "reopened",
+    "command", "approval", "action", "alert", "recovery", "public", "escalation",
+)  # fmt: skip
+
+EDIT_INTERVAL = 10.0  # seconds between card edits caused by automatic timeline entries
+REFRESH_INTERVAL = 60.0  # the card's duration and health are refreshed at most this often
+CARD_RETRY = 60.0  # a card that could not be posted is retried by tick after this long
+HEALTH_TIMEOUT = 20.0
+MAX_TIMELINE = 500  # entries kept per incident (the first, "declared", always stays)
+MAX_TEXT = 500  # characters of one timeline entry
+MAX_TITLE = 200
+CARD_ENTRIES = 6  # latest timeline entries shown on the card
+MAX_SWAPS = 1000
+CONVERGE = 5  # re-reads after a card edit, while concurrent changes keep coming
+
+State = Literal["open", "acknowledged", "mitigated", "resolved"]
+Health = Callable[[Sequence[str]], Awaitable[str]]
+_ID = re.compile(r"^(?:INC-?|#)?(\d{1,9})$", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------- the incident
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One timeline entry; ``kind`` is one of ``KINDS``."""
+
+    at: float
+    actor: str
+    kind: str
+    text: str
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"at": self.at, "actor": self.actor, "kind": self.kind, "text": self.text}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Entry:
+        return cls(float(doc["at"]), str(doc["actor"]), str(doc["kind"]), str(doc["text"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    id: str
+    severity: str
+    title: str
+    targets: tuple[str, ...]
+    state: State
+    commander: str
+    declared_by: str
+    created: float
+    acked_at: float | None = None
+    mitigated_at: float | None = None
+    resolved_at: float | None = None
+    chat_id: int | None = None
+    thread_id: int | None = None
+    card_message_id: int | None = None
+    summary: str | None = None
+    last_update: str | None = None
+    last_reminder: float | None = None
+    timeline: tuple[Entry, ...] = ()
+    dropped: int = 0  # timeline entries dropped beyond MAX_TIMELINE
+    first_severity: str | None = None
+    # the card
+    card_text: str | None = None  # what the card shows (or is about to show)
+    card_edited_at: float = 0.0
+    card_dirty: bool = False  # an automatic entry is not on the card yet
+    card_retry_at: float | None = None
+    health: str | None = None
+    health_at: float = 0.0
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = {name: getattr(self, name) for name in _FIELDS}
+        doc["targets"] = list(self.targets)
+        doc["timeline"] = [e.to_doc() for e in self.timeline]
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Incident:
+        values = {k: v for k, v in doc.items() if k in _FIELDS}
+        values["targets"] = tuple(doc.get("targets", ()))
+        values["timeline"] = tuple(Entry.from_doc(e) for e in doc.get("timeline", ()))
+        return cls(**values)
+
+    @property
+    def resolved(self) -> bool:
+        return self.state == "resolved"
+
+    @property
+    def number(self) -> int:
+        return int(self.id.removeprefix(PREFIX))
+
+    def duration(self, now: float) -> float:
+        end = self.resolved_at if self.resolved_at is not None else now
+        return max(0.0, end - self.created)
+
+    def add(self, *entries: Entry) -> Incident:
+        """The incident with entries appended (the oldest but the first dropped past the cap)."""
+        timeline = (*self.timeline, *entries)
+        dropped = self.dropped
+        if len(timeline) > MAX_TIMELINE:
+            cut = len(timeline) - MAX_TIMELINE
+            timeline = (timeline[0], *timeline[1 + cut :])
+            dropped += cut
+        return replace(self, timeline=timeline, dropped=dropped)
+
+
+_FIELDS = tuple(Incident.__dataclass_fields__)
+
+
+def normalize_id(word: str) -> str | None:
+    """``INC-7``, ``inc-7``, ``#7`` or ``7`` → ``INC-7``; None for anything else."""
+    match = _ID.match(word.strip())
+    return f"{PREFIX}{int(match.group(1))}" if match else None
+
+
+def normalize_severity(word: str) -> str | None:
+    upper = word.strip().upper()
+    return upper if upper in SEVERITIES else None
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def hhmm(ts: float) -> str:
+    return time.strftime("%H:%M UTC", time.gmtime(ts))
+
+
+def duration_text(seconds: float) -> str:
+    """Minutes granularity (the card is refreshed once a minute): <1 min, 12 min, 2h 05m."""
+    minutes = int(max(0.0, seconds) // 60)
+    if minutes < 1:
+        return "<1 min"
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60}h {minutes % 60:02d}m"
+    return f"{minutes // 1440} d {minutes % 1440 // 60}h"
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def entry_line(entry: Entry, limit: int = 160) -> str:
+    text = f" — {_short(entry.text, limit)}" if entry.text else ""
+    return f"{time.strftime('%H:%M', time.gmtime(entry.at))} {entry.actor} · {entry.kind}{text}"
+
+
+_STATE_LINE = {
+    "open": "🔥 open, unacknowledged",
+    "acknowledged": "👀 acknowledged",
+    "mitigated": "🩹 mitigated",
+    "resolved": "✅ resolved",
+}
+
+
+def card_text(incident: Incident, now: float) -> str:
+    """The status card; depends only on the document and ``now``, so replicas render alike."""
+    icon = "✅" if incident.resolved else ICONS.get(incident.severity, "⚪")
+    took = duration_text(incident.duration(now))
+    when = f"after {took}" if incident.resolved else f"for {took}"
+    lines = [
+        f"{icon} {incident.id} · {incident.severity} · {_short(incident.title, MAX_TITLE)}",
+        f"State: {_STATE_LINE[incident.state]} {when} (since {hhmm(incident.created)})",
+        f"Commander: {incident.commander} · declared by {incident.declared_by}",
+        "Targets: " + (", ".join(incident.targets) or "none named"),
+    ]
+    if incident.health and not incident.resolved:
+        lines.append(f"Health: {_short(incident.health, 300)}")
+    if incident.last_update:
+        lines.append(f"Last update: {_short(incident.last_update, 300)}")
+    if incident.resolved and incident.summary:
+        lines.append(f"Summary: {_short(incident.summary, 300)}")
+    shown = incident.timeline[-CARD_ENTRIES:]
+    total = len(incident.timeline) + incident.dropped
+    lines += ["", f"Timeline (latest {len(shown)} of {total}):"]
+    lines += [entry_line(e) for e in shown]
+    if incident.resolved:
+        lines += ["", f"/incident show {incident.id} · /incident reopen {incident.id}"]
+    else:
+        lines += ["", f"/incident ack|update|mitigated|resolve {incident.id}"]
+    return "\n".join(lines)
+
+
+def _with_card(incident: Incident, now: float) -> Incident:
+    """The incident with the card re-rendered, as shown from now (an explicit change)."""
+    return replace(incident, card_text=card_text(incident, now), card_edited_at=now,
+                   card_dirty=False)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- post-mortem
+
+
+def _stamp(ts: float, day: str) -> str:
+    this_day = time.strftime("%Y-%m-%d", time.gmtime(ts))
+    fmt = "%H:%M" if this_day == day else "%Y-%m-%d %H:%M"
+    return time.strftime(fmt, time.gmtime(ts))
+
+
+_DESCRIBED = {
+    "declared": "Incident declared by {actor}",
+    "ack": "Acknowledged by {actor}",
+    "update": "Update from {actor}",
+    "severity": "Severity changed by {actor}",
+    "assign": "Commander assigned by {actor}",
+    "mitigated": "Mitigated ({actor})",
+    "resolved": "Resolved by {actor}",
+    "reopened": "Reopened by {actor}",
+    "command": "Command by {actor}",
+    "approval": "Approval ({actor})",
+    "action": "Action ({actor})",
+    "alert": "Alert ({actor})",
+    "recovery": "Recovery ({actor})",
+    "public": "Status page update by {actor}",
+    "escalation": "Escalation ({actor})",
+}
+
+
+def postmortem(incident: Incident) -> str:
+    """A Markdown post-incident report draft, in the runbooks' template."""
+    day = time.strftime("%Y-%m-%d", time.gmtime(incident.created))
+    end = incident.resolved_at
+    status = "Resolved" if incident.resolved else f"Investigating ({incident.state})"
+    duration = (
+        f"{duration_text(end - incident.created)} ({_stamp(incident.created, day)}–"
+        f"{_stamp(end, day)} UTC)"
+        if end is not None
+        else f"ongoing since {_stamp(incident.created, day)} UTC"
+    )
+    severity = incident.severity
+    if incident.first_severity and incident.first_severity != incident.severity:
+        severity += f" (declared {incident.first_severity})"
+    services = ", ".join(incident.targets) or "_TODO: list the impacted services_"
+
+    def since(ts: float | None) -> str | None:
+        return duration_text(ts - incident.created) if ts is not None else None
+
+    lines = [
+        f"## Incident Report: {incident.id} {incident.title}",
+        "",
+        f"**Date:** {day}",
+        f"**Duration:** {duration}",
+        f"**Severity:** {severity}",
+        f"**Status:** {status}",
+        f"**Incident commander:** {incident.commander} (declared by {incident.declared_by})",
+        f"**Targets:** {services}",
+        "",
+        "### Timeline",
+        "_All times UTC, recorded by opsbot. Add when the root cause was identified._",
+        "",
+    ]
+    if incident.dropped:
+        lines.append(f"- … {incident.dropped} earlier entries were not kept")
+    for entry in incident.timeline:
+        what = _DESCRIBED.get(entry.kind, entry.kind + " ({actor})").format(actor=entry.actor)
+        said = entry.text not in ("", "acknowledged", "mitigated", "resolved", "reopened")
+        text = f": {_short(entry.text, MAX_TEXT)}" if said else ""
+        lines.append(f"- {_stamp(entry.at, day)} - {what}{text}")
+    measures = [
+        ("Time to acknowledge", since(incident.acked_at)),
+        ("Time to mitigate", since(incident.mitigated_at)),
+        ("Time to resolve", since(incident.resolved_at)),
+    ]
+    lines += [
+        "",
+        "### Impact",
+        "- Users affected: _TODO: how many users were affected, and how?_",
+        f"- Services impacted: {services}",
+        "- Data loss: _TODO: None / describe_",
+    ]
+    lines += [f"- {name}: {value}" for name, value in measures if value is not None]
+    lines += [
+        "",
+        "### Root Cause",
+        "_TODO: what caused the incident, and why it was not caught earlier._",
+        "",
+        "### Resolution",
+        incident.summary or "_TODO: what was done to fix it._",
+    ]
+    actions = [e for e in incident.timeline if e.kind in ("action", "approval", "command")]
+    if actions:
+        lines += ["", "Actions taken (from the timeline):"]
+        lines += [f"- {_stamp(e.at, day)} {e.actor}: {_short(e.text, MAX_TEXT)}" for e in actions]
+    lines += [
+        "",
+        "### Action Items",
+        "- [ ] _TODO: prevention measure 1_",
+        "- [ ] _TODO: prevention measure 2_",
+        "- [ ] Update runbook with new procedures",
+        "",
+        "### Lessons Learned",
+        "_TODO: what went well, what went badly, where we got lucky._",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def postmortem_document(incident: Incident) -> Document:
+    return Document(f"{incident.id}-postmortem.md", postmortem(incident).encode())
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+def _name(person: Person | str) -> str:
+    return person.name if isinstance(person, Person) else str(person)
+
+
+@dataclass
+class _Change:
+    """A change's outcome: the document before and after the winning swap."""
+
+    before: Incident
+    after: Incident
+
+
+class Incidents:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        notifier: Notifier,
+        *,
+        clock: Callable[[], float] = time.time,
+        health: Health | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.notifier = notifier
+        self.clock = clock
+        self.health = health
+
+    @property
+    def chat_id(self) -> int | None:
+        telegram = self.settings.telegram
+        return telegram.incident_chat_id or telegram.ops_chat_id
+
+    # ----------------------------------------------------------------------- reading
+
+    async def get(self, incident_id: str) -> Incident | None:
+        key = normalize_id(incident_id)
+        if key is None:
+            return None
+        stored = await self.store.get(NAMESPACE, key)
+        return Incident.from_doc(stored.value) if stored else None
+
+    async def all(self) -> list[Incident]:
+        return [Incident.from_doc(v.value) for v in (await self.store.scan(NAMESPACE)).values()]
+
+    async def list(self, open_first: bool = True, limit: int = 20) -> list[Incident]:
+        """Newest first; with ``open_first`` the unresolved ones before the resolved."""
+        incidents = sorted(await self.all(), key=lambda i: -i.created)
+        if open_first:
+            incidents.sort(key=lambda i: i.resolved)  # stable: newest first within each
+        return incidents[: max(0, limit)]
+
+    async def by_thread(self, chat_id: int | None, thread_id: int | None) -> Incident | None:
+        """The incident whose forum topic this is (for commands typed inside it)."""
+        if chat_id is None or thread_id is None:
+            return None
+        found = [i for i in await self.all() if (i.chat_id, i.thread_id) == (chat_id, thread_id)]
+        return max(found, key=lambda i: i.created) if found else None
+
+    # ----------------------------------------------------------------------- declare
+
+    async def declare(
+        self,
+        severity: str,
+        title: str,
+        targets: Sequence[str],
+        person: Person | str,
+        *,
+        chat_id: int | None = None,
+    ) -> Incident:
+        level = normalize_severity(severity)
+        if level is None:
+            raise UsageError(f"severity must be one of {', '.join(SEVERITIES)}")
+        title = _short(title, MAX_TITLE)
+        if not title:
+            raise UsageError("an incident needs a title")
+        names = tuple(dict.fromkeys(t.lower() for t in targets))
+        who = _name(person)
+        chat = chat_id if chat_id is not None else self.chat_id
+        now = self.clock()
+        health = await self._health(names)
+        number = await self._next_number()
+        while True:
+            incident = Incident(
+                id=f"{PREFIX}{number}",
+                severity=level,
+                title=title,
+                targets=names,
+                state="open",
+                commander=who,
+                declared_by=who,
+                created=now,
+                chat_id=chat,
+                first_severity=level,
+                health=health,
+                health_at=now if health is not None else 0.0,
+                last_reminder=now,
+            ).add(Entry(now, who, "declared", f"{level} {title}"))
+            if await self.store.create(NAMESPACE, incident.id, incident.to_doc()):
+                break
+            number = await self._next_number()  # the counter was behind (a restored store)
+        if chat is None:
+            return incident
+        return await self._post_card(incident, first=True)
+
+    async def _next_number(self) -> int:
+        for _ in range(MAX_SWAPS):
+            stored = await self.store.get(COUNTER, "next")
+            if stored is None:
+                if await self.store.create(COUNTER, "next", {"n": 1}):
+                    return 1
+                continue
+            number = int(stored.value["n"]) + 1
+            if await self.store.swap(COUNTER, "next", stored.version, {"n": number}):
+                return number
+        raise UsageError("too many incidents declared at once; try again")
+
+    async def _post_card(self, incident: Incident, *, first: bool) -> Incident:
+        """Open the topic (once) and post and pin the card; record where it went."""
+        assert incident.chat_id is not None
+        chat = incident.chat_id
+        thread = incident.thread_id
+        if first and thread is None:
+            name = f"{incident.id} {incident.severity} {incident.title}"
+            try:
+                thread = await self.notifier.create_topic(chat, name)
+            except Exception:
+                log.exception("%s: could not open a topic", incident.id)
+                thread = None
+            if thread is not None:
+                incident = await self._set(incident.id, lambda i: replace(i, thread_id=thread))
+        now = self.clock()
+        text = card_text(incident, now)
+        try:
+            message_id = await self.notifier.send(chat, Reply(text=text), thread_id=thread)
+        except Exception:
+            log.exception("%s: could not post the status card; tick will retry", incident.id)
+            return incident
+        with_card = await self._set(
+            incident.id, lambda i: replace(_with_card(i, now), card_message_id=message_id)
+        )
+        try:
+            await self.notifier.pin(chat, message_id)
+        except Exception:
+            log.exception("%s: could not pin the status card", incident.id)
+        if with_card.card_text != text:  # changed between the post and the record
+            await self._edit(with_card)
+        return with_card
+
+    async def _set(self, incident_id: str, change: Callable[[Incident], Incident]) -> Incident:
+        """A change that needs no card edit of its own (bookkeeping)."""
+        return (await self._change(incident_id, change)).after
+
+    # ----------------------------------------------------------------------- changes
+
+    async def _change(self, incident_id: str, change: Callable[[Incident], Incident]) -> _Change:
+        """Compare-and-set loop; ``change`` may raise UsageError to refuse."""
+        key = normalize_id(incident_id)
+        if key is None:
+            raise UsageError(f"{_short(incident_id, 32)!r} is not an incident id (like INC-7)")
+        for _ in range(MAX_SWAPS):
+            stored = await self.store.get(NAMESPACE, key)
+            if stored is None:
+                raise UsageError(f"no incident {key}; see /incident list")
+            before = Incident.from_doc(stored.value)
+            after = change(before)
+            if await self.store.swap(NAMESPACE, key, stored.version, after.to_doc()):
+                return _Change(before, after)
+        raise UsageError(f"too many concurrent changes of {key}; try again")
+
+    async def _apply(
+        self, incident_id: str, change: Callable[[Incident, float], Incident]
+    ) -> Incident:
+        """An explicit change: record it, and (only this writer) edit the card at once."""
+        now = self.clock()
+        done = await self._change(incident_id, lambda i: _with_card(change(i, now), now))
+        await self._show(done.before, done.after)
+        return done.after
+
+    async def _show(self, before: Incident, after: Incident) -> None:
+        if after.card_text is not None and after.card_text != before.card_text:
+            await self._edit(after)
+            await self._converge(after)
+
+    async def _edit(self, incident: Incident) -> bool:
+        if incident.chat_id is None or incident.card_message_id is None:
+            return False
+        try:
+            await self.notifier.edit(
+                incident.chat_id, incident.card_message_id, Reply(text=incident.card_text or "")
+            )
+        except Exception:
+            log.exception("%s: could not edit the status card", incident.id)
+            return False
+        return True
+
+    async def _converge(self, shown: Incident) -> None:
+        """Show the newest text if a concurrent change was stored while we edited.
+
+        A writer stops only when a read made after its last edit finds what that edit showed;
+        so a newer text was stored after that read, and its writer's edit lands after ours.
+        """
+        for _ in range(CONVERGE):
+            latest = await self.get(shown.id)
+            if latest is None or latest.card_text in (None, shown.card_text):
+                return
+            if not await self._edit(latest):
+                return
+            shown = latest
+
+    async def ack(self, incident_id: str, person: Person | str) -> Incident:
+        who = _name(person)
+
+        def change(i: Incident, now: float) -> Incident:
+            if i.state != "open":
+                raise UsageError(f"{i.id} is already {i.state}")
+            return replace(i, state="acknowledged", acked_at=now).add(
+                Entry(now, who, "ack", "acknowledged")
+            )
+
+        return await self._apply(incident_id, change)
+
+    async def update(self, incident_id: str, person: Person | str, text: str) -> Incident:
+        who = _name(person)
+        text = _short(text, MAX_TEXT)
+        if not text:
+            raise UsageError("an update needs some text")
+
+        def change(i: Incident, now: float) -> Incident:
+            _not_resolved(i, "updated")
+            last = f"{hhmm(now)} {who}: {text}"
+            return replace(i, last_update=last).add(Entry(now, who, "update", text))
+
+        return await self._apply(incident_id, change)
+
+    async def set_severity(
+        self, incident_id: str, person: Person | str, severity: str
+    ) -> Incident:
+        who = _name(person)
+        level = normalize_severity(severity)
+        if level is None:
+            raise UsageError(f"severity must be one of {', '.join(SEVERITIES)}")
+
+        def change(i: Incident, now: float) -> Incident:
+            _not_resolved(i, "changed")
+            if i.severity == level:
+                raise UsageError(f"{i.id} is already {level}")
+            entry = Entry(now, who, "severity", f"{i.severity} → {level}")
+            return replace(i, severity=level).add(entry)
+
+        return await self._apply(incident_id, change)
+
+    async def assign(self, incident_id: str, person: Person | str, commander: str) -> Incident:
+        who = _name(person)
+        commander = commander.strip().lstrip("@")
+        if not commander:
+            raise UsageError("assign to whom? /incident assign ID @user")
+
+        def change(i: Incident, now: float) -> Incident:
+            _not_resolved(i, "assigned")
+            if i.commander == commander:
+                raise UsageError(f"{commander} is already the commander of {i.id}")
+            entry = Entry(now, who, "assign", f"commander {i.commander} → {commander}")
+            return replace(i, commander=commander).add(entry)
+
+        return await self._apply(incident_id, change)
+
+    async def mitigated(self, incident_id: str, person: Person | str, text: str = "") -> Incident:
+        who = _name(person)
+        text = _short(text, MAX_TEXT)
+
+        def change(i: Incident, now: float) -> Incident:
+            if i.state in ("mitigated", "resolved"):
+                raise UsageError(f"{i.id} is already {i.state}")
+            acked = i.acked_at if i.acked_at is not None else now
+            return replace(i, state="mitigated", mitigated_at=now, acked_at=acked).add(
+                Entry(now, who, "mitigated", text or "mitigated")
+            )
+
+        return await self._apply(incident_id, change)
+
+    async def resolve(self, incident_id: str, person: Person | str, summary: str = "") -> Incident:
+        """Resolve; the post-mortem draft is ``postmortem(incident)`` (or its document)."""
+        who = _name(person)
+        summary = _short(summary, MAX_TEXT)
+
+        def change(i: Incident, now: float) -> Incident:
+            if i.resolved:
+                raise UsageError(f"{i.id} is already resolved; /incident reopen {i.id} first")
+            return replace(
+                i,
+                state="resolved",
+                resolved_at=now,
+                acked_at=i.acked_at if i.acked_at is not None else now,
+                summary=summary or None,
+            ).add(Entry(now, who, "resolved", summary or "resolved"))
+
+        done = await self._apply(incident_id, change)
+        await self._resolve_publicly(done)
+        return done
+
+    async def reopen(self, incident_id: str, person: Person | str, reason: str = "") -> Incident:
+        who = _name(person)
+        reason = _short(reason, MAX_TEXT)
+
+        def change(i: Incident, now: float) -> Incident:
+            if i.state not in ("mitigated", "resolved"):
+                raise UsageError(f"{i.id} is {i.state}, not resolved or mitigated")
+            return replace(
+                i,
+                state="open",
+                acked_at=None,
+                mitigated_at=None,
+                resolved_at=None,
+                last_reminder=now,
+            ).add(Entry(now, who, "reopened", reason or "reopened"))
+
+        return await self._apply(incident_id, change)
+
+    # ----------------------------------------------------------------------- status page
+
+    def components(self, incident: Incident) -> tuple[str, ...]:
+        """The public components (``status_page.components``) behind the incident's targets."""
+        return tuple(
+            c.name
+            for c in self.settings.status_page.components
+            if set(c.targets) & set(incident.targets)
+        )
+
+    async def publish(
+        self, incident_id: str, person: Person | str, phase: str, text: str
+    ) -> tuple[Incident, PublicIncident]:
+        """Post a public update (status page) and note on the timeline that it was posted.
+
+        Only ``phase``, ``text`` and the affected components' names reach the public record;
+        a text naming a target, an endpoint host or a person is refused.
+        """
+        key = normalize_id(incident_id)
+        incident = await self.get(incident_id) if key is not None else None
+        if incident is None:
+            raise UsageError(f"no incident {key or _short(incident_id, 32)}; see /incident list")
+        status_updates.check_public(text, status_updates.internal_words(self.settings))
+        record = await status_updates.post(
+            self.store, incident.id, self.components(incident), phase, text, self.clock()
+        )
+        update = record.updates[-1]
+        who = _name(person)
+
+        def change(i: Incident, now: float) -> Incident:
+            return i.add(Entry(now, who, "public", f"[{update.phase.title()}] {update.text}"))
+
+        return await self._apply(incident.id, change), record
+
+    async def _resolve_publicly(self, incident: Incident) -> None:
+        """A resolved incident that was on the status page gets the runbook's Resolved note."""
+        try:
+            record = await status_updates.get(self.store, incident.id)
+            if record is not None and not record.resolved:
+                await status_updates.post(
+                    self.store, incident.id, record.components, "resolved", "", self.clock()
+                )
+        except Exception:
+            log.exception("%s: the status page was not told it is resolved", incident.id)
+
+    async def add_entry(self, incident_id: str, actor: str, kind: str, text: str) -> Incident:
+        """Append an automatic entry to one incident (throttled card edit, like ``note``)."""
+        return await self._note(incident_id, actor, kind, text)
+
+    # ----------------------------------------------------------------------- automatic timeline
+
+    async def note(self, target: str, actor: str, kind: str, text: str) -> builtins.list[Incident]:
+        """Append an automatic entry to every unresolved incident involving ``target``.
+
+        Never raises for a store or Telegram problem (callers are the audit trail and the
+        alert engine); returns the incidents it was added to.
+        """
+        name = target.lower()
+        try:
+            involved = [i for i in await self.all() if not i.resolved and name in i.targets]
+        except Exception:
+            log.exception("incidents: timeline note for %s not recorded", name)
+            return []
+        noted: builtins.list[Incident] = []
+        for incident in involved:
+            try:
+                noted.append(await self._note(incident.id, actor, kind, text))
+            except UsageError:
+                continue  # resolved meanwhile
+            except Exception:
+                log.exception("%s: timeline note not recorded", incident.id)
+        return noted
+
+    async def _note(self, incident_id: str, actor: str, kind: str, text: str) -> Incident:
+        now = self.clock()
+        entry = Entry(now, _short(actor, 64) or "opsbot", kind, _short(text, MAX_TEXT))
+
+        def change(i: Incident) -> Incident:
+            _not_resolved(i, "noted")
+            added = i.add(entry)
+            if now - i.card_edited_at < EDIT_INTERVAL:
+                return replace(added, card_dirty=True)  # tick shows it
+            return _with_card(added, now)
+
+        done = await self._change(incident_id, change)
+        await self._show(done.before, done.after)
+        return done.after
+
+    # ----------------------------------------------------------------------- tick
+
+    async def tick(self) -> None:
+        """Reminders, held-back card edits and the once-a-minute card refresh."""
+        for incident in await self.all():
+            if incident.resolved or incident.chat_id is None:
+                continue
+            try:
+                await self._remind(incident)
+                if incident.card_message_id is None:
+                    await self._retry_card(incident)
+                else:
+                    await self._refresh(incident)
+            except Exception:
+                log.exception("%s: tick failed", incident.id)
+
+    def reminder_interval(self, severity: str) -> float | None:
+        interval = float(self.settings.alerts.reminder_interval)
+        return {"P0": interval / 2, "P1": interval}.get(severity)
+
+    async def _remind(self, incident: Incident) -> None:
+        interval = self.reminder_interval(incident.severity)
+        if interval is None or incident.state != "open" or incident.chat_id is None:
+            return
+        now = self.clock()
+        last = incident.last_reminder if incident.last_reminder is not None else incident.created
+        if now - last < interval:
+            return
+        stored = await self.store.get(NAMESPACE, incident.id)
+        if stored is None:
+            return
+        current = Incident.from_doc(stored.value)
+        if current.state != "open" or current.last_reminder != incident.last_reminder:
+            return  # acknowledged, or another replica reminded meanwhile
+        claimed = replace(current, last_reminder=now)
+        if not await self.store.swap(NAMESPACE, incident.id, stored.version, claimed.to_doc()):
+            return  # another writer: it or the next tick decides
+        text = (
+            f"⏰ {incident.id} {incident.severity} {_short(incident.title, 100)}: "
+            f"still unacknowledged after {duration_text(now - incident.created)}"
+            f" — /incident ack {incident.id}"
+        )
+        await self.notifier.send(incident.chat_id, Reply(text=text), thread_id=incident.thread_id)
+
+    async def _retry_card(self, incident: Incident) -> None:
+        now = self.clock()
+        since = incident.card_retry_at if incident.card_retry_at is not None else incident.created
+        if now - since < CARD_RETRY:
+            return
+        stored = await self.store.get(NAMESPACE, incident.id)
+        if stored is None:
+            return
+        current = Incident.from_doc(stored.value)
+        if current.card_message_id is not None or current.card_retry_at != incident.card_retry_at:
+            return
+        claimed = replace(current, card_retry_at=now)
+        if await self.store.swap(NAMESPACE, incident.id, stored.version, claimed.to_doc()):
+            await self._post_card(claimed, first=False)
+
+    async def _refresh(self, incident: Incident) -> None:
+        now = self.clock()
+        since = now - incident.card_edited_at
+        if not (incident.card_dirty and since >= EDIT_INTERVAL) and since < REFRESH_INTERVAL:
+            return
+        health, health_at = incident.health, incident.health_at
+        if self.health is not None and now - health_at >= REFRESH_INTERVAL:
+            fresh = await self._health(incident.targets)
+            if fresh is not None:
+                health, health_at = fresh, now
+        stored = await self.store.get(NAMESPACE, incident.id)
+        if stored is None:
+            return
+        current = Incident.from_doc(stored.value)
+        if current.resolved or current.card_edited_at != incident.card_edited_at:
+            return  # changed meanwhile: that writer showed it
+        updated = _with_card(replace(current, health=health, health_at=health_at), now)
+        if updated.card_text == current.card_text:
+            return
+        if await self.store.swap(NAMESPACE, incident.id, stored.version, updated.to_doc()):
+            await self._show(current, updated)
+
+    async def _health(self, targets: Sequence[str]) -> str | None:
+        if self.health is None or not targets:
+            return None
+        try:
+            return _short(await asyncio.wait_for(self.health(targets), HEALTH_TIMEOUT), 300)
+        except Exception:
+            log.exception("incidents: health of %s unknown", ", ".join(targets))
+            return None
+
+
+def _not_resolved(incident: Incident, what: str) -> None:
+    if incident.resolved:
+        raise UsageError(
+            f"{incident.id} is resolved and cannot be {what}; /incident reopen {incident.id}"
+        )

@@ -1,0 +1,424 @@
+"""The outbox: every message opsbot sends, edits or pins is a row in the store first.
+
+Callers never wait on Telegram: ``send`` stores an entry and returns an opaque *message ref*
+(an int) at once; ``edit`` and ``pin`` take that ref. A worker on any replica
+(``handlers/outbox_worker.py``) delivers the entries and records, per ref, the Telegram
+message id it produced, so an edit queued before its message is posted waits for it.
+
+Rules the worker keeps (all state is in the store, shared by replicas):
+
+* **Order.** Per chat, entries go out by (priority, enqueue time): command replies and
+  approval cards (``Priority.reply``) ahead of alerts and incident cards (``Priority.alert``);
+  within a priority, in the order they were queued. One worker holds a chat at a time (a
+  store lease), and an entry that waits for a retry holds back the ones behind it.
+* **At most once.** An entry is claimed by compare-and-set (with a lease) before the Bot API
+  is called. A send whose claimer died before recording its message id is never sent again:
+  its ref is marked lost, and the next edit of that ref is posted as a new message, so the
+  final state of a card still arrives.
+* **Coalescing.** There is one edit entry per message: a newer text replaces a queued one
+  (an edit already in flight is followed by the newest text only).
+* **Retries.** 5xx, network errors and timeouts back off exponentially (capped at
+  ``MAX_BACKOFF``); a 429 pauses the chat for its ``retry_after``; other errors (400, 403)
+  drop the entry. Entries older than ``MAX_AGE`` are dropped.
+* **Pacing.** At most ``group_per_minute`` calls in any rolling minute per group chat, shared
+  by every replica (``budget.ChatBudget`` in namespace ``outbox-pace``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from enum import IntEnum
+from typing import Any
+
+from opsbot.alerting.budget import ChatBudget
+from opsbot.redact import Redactor
+from opsbot.render import Button, Document, Reply
+from opsbot.state.store import JSONDoc, Store, Versioned
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "outbox"  # entries waiting or in flight (a small namespace: scanned)
+REFS = "outbox-refs"  # ref -> the Telegram message it became
+PACE = "outbox-pace"
+FILES = "outbox-files"  # a document's bytes, apart from its entry (entries are scanned)
+REF_TTL = 30 * 86400.0
+MAX_AGE = 6 * 3600.0  # an entry not delivered by then is dropped
+MAX_BACKOFF = 5.0
+DONE_TTL = 5.0  # a delivered entry lingers this long (so a late claimer sees it is done)
+
+
+class Priority(IntEnum):
+    reply = 0  # command replies, approval cards and their progress
+    alert = 1  # alerts, digests, incident cards and reminders
+
+
+def reply_to_doc(reply: Reply) -> JSONDoc:
+    doc: JSONDoc = {"text": reply.text, "block": reply.block}
+    if reply.buttons:
+        doc["buttons"] = [[b.label, b.data] for b in reply.buttons]
+    if reply.document is not None:
+        doc["document"] = {
+            "filename": reply.document.filename,
+            "content": base64.b64encode(reply.document.content).decode(),
+            "raw": reply.document.raw,
+        }
+    return doc
+
+
+def reply_from_doc(doc: JSONDoc) -> Reply:
+    document = None
+    if (d := doc.get("document")) is not None:  # the bytes may be apart, under d["file"]
+        document = Document(d["filename"], base64.b64decode(d.get("content", "")), d["raw"])
+    buttons = tuple(Button(label, data) for label, data in doc.get("buttons", []))
+    return Reply(text=doc["text"], block=doc["block"], document=document, buttons=buttons)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One piece of work for the worker, as stored (``version`` for compare-and-set)."""
+
+    key: str
+    version: int
+    kind: str  # send | edit | pin
+    chat: int
+    priority: int
+    seq: int
+    ref: int | None  # send: the ref it creates; edit/pin: the ref it acts on
+    message_id: int | None  # edit of a message known by its Telegram id
+    thread: int | None
+    reply: Reply | None
+    state: str  # pending | claimed | done
+    owner: str
+    lease_until: float
+    not_before: float
+    attempts: int
+    created: float
+    doc: JSONDoc
+
+    @classmethod
+    def from_stored(cls, key: str, stored: Versioned) -> Entry:
+        d = stored.value
+        reply = reply_from_doc(d["reply"]) if d.get("reply") else None
+        return cls(
+            key=key,
+            version=stored.version,
+            kind=d["kind"],
+            chat=int(d["chat"]),
+            priority=int(d["priority"]),
+            seq=int(d["seq"]),
+            ref=d.get("ref"),
+            message_id=d.get("message_id"),
+            thread=d.get("thread"),
+            reply=reply,
+            state=d["state"],
+            owner=d.get("owner", ""),
+            lease_until=float(d.get("lease_until", 0)),
+            not_before=float(d.get("not_before", 0)),
+            attempts=int(d.get("attempts", 0)),
+            created=float(d["created"]),
+            doc=d,
+        )
+
+
+_seq_last = 0
+
+
+def _next_seq() -> int:
+    """Enqueue order: wall-clock nanoseconds, strictly growing within this process."""
+    global _seq_last
+    _seq_last = max(time.time_ns(), _seq_last + 1)
+    return _seq_last
+
+
+class Outbox:
+    """The store side of the outbox: enqueue (callers) and claim/settle (the worker)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        group_per_minute: int = 20,
+        lease: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.lease = lease
+        self.clock = clock
+        self.pace = ChatBudget(store, group_per_minute, clock, namespace=PACE)
+        self.wakeup = asyncio.Event()  # set on every enqueue: a local worker starts at once
+
+    # ------------------------------------------------------------------ enqueueing
+
+    @staticmethod
+    def new_ref() -> int:
+        """A message ref: random, above any Telegram message id (those stay below 2**31)."""
+        return 2**32 + secrets.randbelow(2**52)
+
+    def _doc(self, kind: str, chat: int, priority: Priority, **fields: Any) -> JSONDoc:
+        now = self.clock()
+        return {
+            "kind": kind, "chat": chat, "priority": int(priority), "seq": _next_seq(),
+            "state": "pending", "created": now, "attempts": 0, "not_before": 0.0, **fields,
+        }  # fmt: skip
+
+    async def send(
+        self,
+        chat: int,
+        reply: Reply,
+        *,
+        thread_id: int | None = None,
+        priority: Priority = Priority.reply,
+        ref: int | None = None,
+        reply_to: int | None = None,
+    ) -> int:
+        """Queue a new message; returns its ref (valid for ``edit``/``pin`` at once).
+
+        ``reply_to`` threads it to the Telegram message it answers (sent anyway if that one
+        is gone)."""
+        ref = ref or self.new_ref()
+        body = reply_to_doc(reply)
+        if "document" in body:  # large: stored once, read only when it is sent
+            content = body["document"].pop("content")
+            await self.store.put(FILES, str(ref), {"content": content}, ttl=MAX_AGE)
+            body["document"]["file"] = str(ref)
+        doc = self._doc("send", chat, priority, ref=ref, thread=thread_id, reply=body)
+        if reply_to is not None:
+            doc["reply_to"] = reply_to
+        await self.store.put(NAMESPACE, f"s{ref}", doc, ttl=MAX_AGE)
+        self.wakeup.set()
+        return ref
+
+    async def edit(
+        self, chat: int, ref: int, reply: Reply, *, priority: Priority = Priority.reply
+    ) -> None:
+        """Queue the newest text of the message ``ref``; older queued texts are replaced."""
+        await self._edit(f"e{ref}", self._doc("edit", chat, priority, ref=ref,
+                                               reply=reply_to_doc(reply)))  # fmt: skip
+
+    async def edit_message(
+        self, chat: int, message_id: int, reply: Reply, *, priority: Priority = Priority.reply
+    ) -> None:
+        """Like ``edit``, for a message known by its Telegram id (a tapped message)."""
+        doc = self._doc("edit", chat, priority, message_id=message_id, reply=reply_to_doc(reply))
+        await self._edit(f"m{chat}_{message_id}", doc)
+
+    async def _edit(self, key: str, doc: JSONDoc) -> None:
+        while True:
+            stored = await self.store.get(NAMESPACE, key)
+            if stored is None:
+                if await self.store.create(NAMESPACE, key, doc, ttl=MAX_AGE):
+                    break
+                continue
+            current = stored.value
+            if current["state"] == "pending":  # replace the queued text, keep its place
+                new = {**current, "reply": doc["reply"]}
+            elif current["state"] == "claimed":  # in flight: send the newest text after it
+                new = {**current, "next": doc["reply"]}
+            else:  # done
+                new = doc
+            if await self.store.swap(NAMESPACE, key, stored.version, new, ttl=MAX_AGE):
+                break
+        self.wakeup.set()
+
+    async def pin(self, chat: int, ref: int, *, priority: Priority = Priority.reply) -> None:
+        await self.store.put(NAMESPACE, f"p{ref}", self._doc("pin", chat, priority, ref=ref),
+                             ttl=MAX_AGE)  # fmt: skip
+        self.wakeup.set()
+
+    async def message_id(self, ref: int) -> int | None:
+        """The Telegram message id a ref became, once delivered."""
+        stored = await self.store.get(REFS, str(ref))
+        if stored is None:
+            return None
+        mid = stored.value.get("message_id")
+        return int(mid) if mid is not None else None
+
+    async def pending(self) -> list[Entry]:
+        """Every entry waiting or in flight, in delivery order per chat."""
+        entries = [Entry.from_stored(k, v) for k, v in (await self.store.scan(NAMESPACE)).items()]
+        live = [e for e in entries if e.state != "done"]
+        return sorted(live, key=lambda e: (e.chat, e.priority, e.seq))
+
+    # ------------------------------------------------------------------ the worker's side
+
+    async def due(self) -> dict[int, list[Entry]]:
+        """Entries per chat, in delivery order."""
+        by_chat: dict[int, list[Entry]] = {}
+        for entry in await self.pending():
+            by_chat.setdefault(entry.chat, []).append(entry)
+        return by_chat
+
+    async def ref_state(self, ref: int) -> JSONDoc | None:
+        """What became of a ref: ``{"message_id": ...}``, ``{"lost": ...}`` or None (queued)."""
+        stored = await self.store.get(REFS, str(ref))
+        return stored.value if stored else None
+
+    async def send_queued(self, ref: int) -> bool:
+        stored = await self.store.get(NAMESPACE, f"s{ref}")
+        return stored is not None and stored.value["state"] != "done"
+
+    async def reply_of(self, entry: Entry) -> Reply | None:
+        """The entry's reply with its document's bytes, read for delivery."""
+        reply, body = entry.reply, entry.doc.get("reply") or {}
+        file = (body.get("document") or {}).get("file")
+        if reply is None or reply.document is None or file is None:
+            return reply
+        stored = await self.store.get(FILES, file)
+        if stored is None:
+            raise LookupError(f"the document of {entry.key} is gone")
+        content = base64.b64decode(stored.value["content"])
+        return replace(reply, document=replace(reply.document, content=content))
+
+    async def _forget_file(self, entry: Entry) -> None:
+        if entry.kind == "send" and entry.ref is not None:
+            body = entry.doc.get("reply") or {}
+            if (body.get("document") or {}).get("file"):
+                await self.store.delete(FILES, str(entry.ref))
+
+    async def claim(self, entry: Entry, owner: str) -> Entry | None:
+        """Take the entry for delivery; None when another worker got it first."""
+        now = self.clock()
+        doc = {**entry.doc, "state": "claimed", "owner": owner, "lease_until": now + self.lease}
+        doc.pop("next", None)
+        version = await self.store.swap(NAMESPACE, entry.key, entry.version, doc)
+        if version is None:
+            return None
+        return Entry.from_stored(entry.key, Versioned(doc, version))
+
+    async def delivered(self, entry: Entry, message_id: int | None) -> None:
+        """The Bot API answered: record the message (sends) and retire the entry."""
+        if entry.ref is not None and message_id is not None and entry.kind in ("send", "edit"):
+            await self.store.put(REFS, str(entry.ref), {"message_id": message_id}, ttl=REF_TTL)
+        await self._settle(entry, None)
+        await self._forget_file(entry)
+
+    async def failed(self, entry: Entry, reason: str) -> None:
+        """The Bot API refused it for good (400, 403): drop it."""
+        log.warning("outbox: dropped %s in chat %s: %s", entry.kind, entry.chat, reason)
+        if entry.kind == "send" and entry.ref is not None:
+            lost = {"lost": reason, "thread": entry.thread}
+            await self.store.put(REFS, str(entry.ref), lost, ttl=REF_TTL)
+        await self._settle(entry, None)
+        await self._forget_file(entry)
+
+    async def retry(self, entry: Entry, delay: float | None, reason: str) -> None:
+        """Try again later: after ``delay`` (a 429's retry_after) or an exponential backoff."""
+        attempts = entry.attempts + (0 if delay is not None else 1)
+        if delay is None:
+            delay = min(MAX_BACKOFF, 0.5 * 2 ** (attempts - 1))
+        if self.clock() - entry.created > MAX_AGE:
+            await self.failed(entry, f"undelivered for {MAX_AGE:.0f} s: {reason}")
+            return
+        log.info("outbox: %s in chat %s retried in %.1f s: %s", entry.kind, entry.chat,
+                 delay, reason)  # fmt: skip
+        await self._settle(entry, {"attempts": attempts, "not_before": self.clock() + delay})
+
+    async def recover(self, entry: Entry) -> None:
+        """A claim whose lease ran out (its replica died): redo it, unless it was a send."""
+        if entry.kind == "send" and entry.ref is not None:
+            if await self.ref_state(entry.ref) is None:  # outcome unknown: never send twice
+                log.warning("outbox: send in chat %s abandoned mid-call; not sent again",
+                            entry.chat)  # fmt: skip
+                lost = {"lost": "abandoned mid-call", "thread": entry.thread}
+                await self.store.put(REFS, str(entry.ref), lost, ttl=REF_TTL)
+            await self._settle(entry, None)
+            await self._forget_file(entry)
+            return
+        await self._settle(entry, {})
+
+    async def _settle(self, entry: Entry, again: JSONDoc | None) -> None:
+        """Leave the claim: back to pending with ``again``'s fields, or done (None).
+
+        An edit that got a newer text while in flight is queued again with that text.
+        """
+        key = entry.key
+        while True:
+            stored = await self.store.get(NAMESPACE, key)
+            if stored is None:
+                return
+            current = stored.value
+            if current.get("state") != "claimed" or current.get("owner") != entry.owner:
+                return  # someone else settled it (a recovery) or holds it now
+            follow = current.get("next")
+            if again is not None:
+                new = {**current, **again, "state": "pending", "owner": "", "lease_until": 0}
+                if follow is not None:
+                    new["reply"] = follow
+                new.pop("next", None)
+                ttl: float = MAX_AGE
+            elif follow is not None:
+                new = {
+                    **current, "reply": follow, "state": "pending", "owner": "",
+                    "lease_until": 0, "attempts": 0, "not_before": 0.0, "seq": _next_seq(),
+                }  # fmt: skip
+                new.pop("next", None)
+                ttl = MAX_AGE
+            else:
+                new, ttl = {**current, "state": "done"}, DONE_TTL
+            if await self.store.swap(NAMESPACE, key, stored.version, new, ttl=ttl):
+                if new["state"] == "pending":
+                    self.wakeup.set()
+                return
+
+
+class OutboxNotifier:
+    """The ``Notifier`` port over the outbox: returns refs, never waits on Telegram.
+
+    Everything is redacted before it is stored, so no secret is at rest in the outbox either.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        redactor: Redactor,
+        priority: Priority = Priority.reply,
+        *,
+        topics: Callable[[int, str], Awaitable[int | None]] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.redactor = redactor
+        self.priority = priority
+        self.topics = topics
+
+    async def send(
+        self,
+        chat_id: int,
+        reply: Reply,
+        *,
+        thread_id: int | None = None,
+        ref: int | None = None,
+        reply_to: int | None = None,
+    ) -> int:
+        """Queue a message; ``ref`` (from ``Outbox.new_ref``) when the caller stored it first;
+        ``reply_to``: the Telegram message id of the command it answers."""
+        reply = reply.redacted(self.redactor)
+        return await self.outbox.send(
+            chat_id, reply, thread_id=thread_id, priority=self.priority, ref=ref,
+            reply_to=reply_to,
+        )  # fmt: skip
+
+    async def edit(self, chat_id: int, message_id: int, reply: Reply) -> None:
+        reply = reply.redacted(self.redactor)
+        if reply.document is not None:  # a document is a new message, as edit_reply does
+            await self.send(chat_id, reply)
+            return
+        await self.outbox.edit(chat_id, message_id, replace(reply, request_id=None),
+                               priority=self.priority)  # fmt: skip
+
+    async def edit_message(self, chat_id: int, message_id: int, reply: Reply) -> None:
+        """Edit a message known by its Telegram id (the one a button was tapped on)."""
+        reply = reply.redacted(self.redactor)
+        await self.outbox.edit_message(chat_id, message_id, reply, priority=self.priority)
+
+    async def pin(self, chat_id: int, message_id: int) -> None:
+        await self.outbox.pin(chat_id, message_id, priority=self.priority)
+
+    async def create_topic(self, chat_id: int, name: str) -> int | None:
+        """Topics are made directly (the caller needs the thread id to post in it)."""
+        return None if self.topics is None else await self.topics(chat_id, name)

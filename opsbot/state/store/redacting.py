@@ -1,0 +1,88 @@
+"""The store's one redaction choke point: what is written holds no secret.
+
+``Services.build`` wraps the configured backend in a ``RedactingStore``, so audit entries (a
+token pasted as a /logs filter, a stranger's text), alerts and their event log (webhook
+summaries), incidents with their timelines, and silences are redacted before they reach the
+SQLite file or Redis, whichever module writes them. Reads pass through untouched.
+
+Two things are written exactly as given: the namespaces in ``EXACT``, whose documents are
+instructions or ciphertext rather than text (an approval request's argv runs as stored;
+version history and the backups index name images and files; TOTP secrets are encrypted), and
+fields named in ``KEEP``, which are keys that other documents point at (an alert's
+fingerprint names its document).
+"""
+
+from __future__ import annotations
+
+from opsbot.redact import Redactor
+from opsbot.state.store import JSONDoc, Store, Versioned
+
+EXACT = frozenset({
+    "requests", "versions", "backups", "backups-index", "totp",
+    # the outbox's documents (a backup sent by opt-in) must arrive byte for byte; texts are
+    # redacted before they are queued
+    "outbox-files",
+})
+KEEP = frozenset({"fingerprint"})
+
+
+class RedactingStore:
+    """A ``Store`` that redacts every string of every document and log entry it writes."""
+
+    def __init__(self, inner: Store, redactor: Redactor) -> None:
+        self.inner = inner
+        self.redactor = redactor
+
+    def _clean(self, namespace: str, value: JSONDoc) -> JSONDoc:
+        if namespace in EXACT:
+            return value
+        cleaned: JSONDoc = self.redactor.redact_json(value, KEEP)
+        return cleaned
+
+    async def get(self, namespace: str, key: str) -> Versioned | None:
+        return await self.inner.get(namespace, key)
+
+    async def create(
+        self, namespace: str, key: str, value: JSONDoc, *, ttl: float | None = None
+    ) -> bool:
+        return await self.inner.create(namespace, key, self._clean(namespace, value), ttl=ttl)
+
+    async def put(
+        self, namespace: str, key: str, value: JSONDoc, *, ttl: float | None = None
+    ) -> int:
+        return await self.inner.put(namespace, key, self._clean(namespace, value), ttl=ttl)
+
+    async def swap(
+        self,
+        namespace: str,
+        key: str,
+        expected_version: int,
+        value: JSONDoc,
+        *,
+        ttl: float | None = None,
+    ) -> int | None:
+        cleaned = self._clean(namespace, value)
+        return await self.inner.swap(namespace, key, expected_version, cleaned, ttl=ttl)
+
+    async def delete(self, namespace: str, key: str) -> bool:
+        return await self.inner.delete(namespace, key)
+
+    async def scan(self, namespace: str) -> dict[str, Versioned]:
+        return await self.inner.scan(namespace)
+
+    async def append(
+        self, namespace: str, key: str, value: JSONDoc, *, keep: int | None = None
+    ) -> None:
+        await self.inner.append(namespace, key, self._clean(namespace, value), keep=keep)
+
+    async def tail(self, namespace: str, key: str, limit: int) -> list[JSONDoc]:
+        return await self.inner.tail(namespace, key, limit)
+
+    async def acquire(self, name: str, owner: str, ttl: float) -> str | None:
+        return await self.inner.acquire(name, owner, ttl)
+
+    async def release(self, name: str, owner: str) -> bool:
+        return await self.inner.release(name, owner)
+
+    async def close(self) -> None:
+        await self.inner.close()

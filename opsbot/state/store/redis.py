@@ -1,0 +1,204 @@
+"""The shared store: several opsbot replicas on one Redis.
+
+Every conditional write is one Lua script, so it is atomic across replicas. Layout under the
+prefix ``p``:
+
+* ``p:doc:{namespace}:{key}``: a hash with ``value`` (JSON) and ``version``, PEXPIRE for a ttl;
+* ``p:docs:{namespace}:``: a set of the namespace's keys for ``scan`` (pruned as docs vanish);
+* ``p:version``: the one counter every version comes from, so versions are never reused;
+* ``p:log:{namespace}:{key}``: a list, newest first;
+* ``p:lock:{name}``: a string holding the owner, with PX for the lease.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from opsbot.state.store import JSONDoc, Versioned
+
+# KEYS: doc, index, counter. ARGV: value, ttl in ms or '', key, condition. The condition is
+# 'absent' (create), 'any' (put, which also drops an old ttl) or the expected version (swap,
+# which keeps the ttl unless given a new one). Returns the new version, or nil.
+_WRITE = """
+local condition = ARGV[4]
+if condition == 'absent' then
+    if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
+elseif condition ~= 'any' then
+    if redis.call('HGET', KEYS[1], 'version') ~= condition then return nil end
+end
+local version = redis.call('INCR', KEYS[3])
+redis.call('HSET', KEYS[1], 'value', ARGV[1], 'version', version)
+if ARGV[2] ~= '' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+elseif condition == 'any' then
+    redis.call('PERSIST', KEYS[1])
+end
+redis.call('SADD', KEYS[2], ARGV[3])
+return version
+"""
+
+# KEYS: index. ARGV: the doc key prefix. Returns key, value, version, key, value, ...
+_SCAN = """
+local found = {}
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    local doc = redis.call('HMGET', ARGV[1] .. key, 'value', 'version')
+    if doc[1] then
+        table.insert(found, key)
+        table.insert(found, doc[1])
+        table.insert(found, doc[2])
+    else
+        redis.call('SREM', KEYS[1], key)
+    end
+end
+return found
+"""
+
+# KEYS: lock. ARGV: owner, ttl in ms. Returns nil when taken (or renewed), else the holder.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return holder end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return nil
+"""
+
+# KEYS: lock. ARGV: owner. Returns 1 when released.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _ms(ttl: float | None) -> str:
+    if ttl is None:
+        return ""
+    if ttl <= 0:
+        raise ValueError(f"ttl must be positive, not {ttl}")
+    return str(math.ceil(ttl * 1000))
+
+
+class RedisStore:
+    def __init__(
+        self,
+        url: str | None,
+        prefix: str = "opsbot",
+        *,
+        client: aioredis.Redis | None = None,
+        also_close: Sequence[aioredis.Redis] = (),
+    ) -> None:
+        """From a ``redis://`` url, or a ready client (a Sentinel's ``master_for``).
+
+        ``also_close``: clients closed with this store (a Sentinel's own connections).
+        """
+        self.prefix = prefix
+        self._also_close = list(also_close)
+        if client is None:
+            assert url is not None
+            # from_url connects lazily, on the first command.
+            client = aioredis.from_url(url, decode_responses=True)
+        self._redis = client
+        self._write = self._redis.register_script(_WRITE)
+        self._scan = self._redis.register_script(_SCAN)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._release = self._redis.register_script(_RELEASE)
+
+    def _key(self, kind: str, namespace: str, key: str = "") -> str:
+        # A ':' in the namespace would let ("a:b", "c") and ("a", "b:c") share a key.
+        if ":" in namespace:
+            raise ValueError(f"namespace must not contain ':': {namespace!r}")
+        return f"{self.prefix}:{kind}:{namespace}:{key}"
+
+    async def _write_doc(
+        self, namespace: str, key: str, value: JSONDoc, ttl: float | None, condition: str
+    ) -> int | None:
+        keys = [
+            self._key("doc", namespace, key),
+            self._key("docs", namespace),
+            f"{self.prefix}:version",
+        ]
+        version = await self._write(keys, [json.dumps(value), _ms(ttl), key, condition])
+        return None if version is None else int(version)
+
+    # ----------------------------------------------------------------------- documents
+
+    async def get(self, namespace: str, key: str) -> Versioned | None:
+        fields = ["value", "version"]
+        value, version = await self._redis.hmget(self._key("doc", namespace, key), fields)
+        if value is None or version is None:
+            return None
+        return Versioned(json.loads(value), int(version))
+
+    async def create(
+        self, namespace: str, key: str, value: JSONDoc, *, ttl: float | None = None
+    ) -> bool:
+        return await self._write_doc(namespace, key, value, ttl, "absent") is not None
+
+    async def put(
+        self, namespace: str, key: str, value: JSONDoc, *, ttl: float | None = None
+    ) -> int:
+        version = await self._write_doc(namespace, key, value, ttl, "any")
+        assert version is not None
+        return version
+
+    async def swap(
+        self,
+        namespace: str,
+        key: str,
+        expected_version: int,
+        value: JSONDoc,
+        *,
+        ttl: float | None = None,
+    ) -> int | None:
+        return await self._write_doc(namespace, key, value, ttl, str(expected_version))
+
+    async def delete(self, namespace: str, key: str) -> bool:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key("doc", namespace, key))
+            pipe.srem(self._key("docs", namespace), key)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    async def scan(self, namespace: str) -> dict[str, Versioned]:
+        index = self._key("docs", namespace)
+        flat = await self._scan([index], [self._key("doc", namespace)])
+        return {
+            flat[i]: Versioned(json.loads(flat[i + 1]), int(flat[i + 2]))
+            for i in range(0, len(flat), 3)
+        }
+
+    # ----------------------------------------------------------------------- logs
+
+    async def append(
+        self, namespace: str, key: str, value: JSONDoc, *, keep: int | None = None
+    ) -> None:
+        if keep is not None and keep < 1:
+            raise ValueError(f"keep must be at least 1, not {keep}")
+        name = self._key("log", namespace, key)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(name, json.dumps(value))
+            if keep is not None:
+                pipe.ltrim(name, 0, keep - 1)
+            await pipe.execute()
+
+    async def tail(self, namespace: str, key: str, limit: int) -> list[JSONDoc]:
+        if limit < 1:  # LRANGE 0 -1 would be the whole list
+            return []
+        entries = await self._redis.lrange(self._key("log", namespace, key), 0, limit - 1)
+        return [json.loads(entry) for entry in entries]
+
+    # ----------------------------------------------------------------------- locks
+
+    async def acquire(self, name: str, owner: str, ttl: float) -> str | None:
+        holder = await self._acquire([f"{self.prefix}:lock:{name}"], [owner, _ms(ttl)])
+        return None if holder is None else str(holder)
+
+    async def release(self, name: str, owner: str) -> bool:
+        return bool(await self._release([f"{self.prefix}:lock:{name}"], [owner]))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+        for client in self._also_close:
+            await client.aclose()

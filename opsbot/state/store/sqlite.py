@@ -1,0 +1,332 @@
+"""The embedded store: one SQLite file under the data dir, for a single replica.
+
+Every call runs on one dedicated worker thread that owns the connection, so calls are
+serialized without a lock and a cancelled caller never leaves a half-used connection behind.
+Writes run in ``BEGIN IMMEDIATE`` transactions, so a second process on the same file (the CLI)
+waits on ``busy_timeout`` instead of racing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar, cast
+
+from opsbot.state.store import JSONDoc, Versioned
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS docs (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    expires_at REAL,
+    PRIMARY KEY (namespace, key)
+);
+CREATE TABLE IF NOT EXISTS logs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_key ON logs (namespace, key, seq);
+CREATE TABLE IF NOT EXISTS locks (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+-- One counter for every document version, so a version is never reused, not even after a
+-- document is deleted or expires: a stale swap cannot hit a re-created document.
+CREATE TABLE IF NOT EXISTS counter (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO counter VALUES (1, 0);
+"""
+
+
+def _expiry(ttl: float | None, now: float) -> float | None:
+    if ttl is None:
+        return None
+    if ttl <= 0:
+        raise ValueError(f"ttl must be positive, not {ttl}")
+    return now + ttl
+
+
+_Waiter = asyncio.Future[object]
+
+
+def _settle(waiter: _Waiter, outcome: tuple[bool, object]) -> None:
+    if waiter.done():  # the caller was cancelled
+        return
+    ok, value = outcome
+    if ok:
+        waiter.set_result(value)
+    else:
+        assert isinstance(value, BaseException)
+        waiter.set_exception(value)
+
+
+def _next_version(db: sqlite3.Connection) -> int:
+    row = db.execute("UPDATE counter SET version = version + 1 RETURNING version").fetchone()
+    return int(row[0])
+
+
+class SQLiteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opsbot-sqlite")
+        self._db: sqlite3.Connection | None = None
+        self._closed = False
+        # Group commit: operations queued while the thread is busy share one transaction.
+        self._queue_lock = threading.Lock()
+        self._queued: list[tuple[Callable[[sqlite3.Connection, float], object], _Waiter]] = []
+        self._flushing = False
+        self._flush_task: asyncio.Future[None] | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout = 5000")
+        db.execute("PRAGMA journal_mode = WAL")
+        # In WAL mode NORMAL stays consistent after a crash and fsyncs only at checkpoints; a
+        # power cut may lose the last commits. FULL made an alert storm fsync-bound (~1.5 ms a
+        # write), too slow to record thousands of alerts a second.
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.executescript(_SCHEMA)
+        now = time.time()
+        db.execute("DELETE FROM docs WHERE expires_at <= ?", (now,))
+        db.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
+        return db
+
+    async def _run(self, work: Callable[[sqlite3.Connection, float], T]) -> T:
+        """Run ``work(db, now)`` atomically on the store's thread.
+
+        Operations that arrive while the thread is busy are committed together (each in its
+        own savepoint, so one failing rolls back only itself): an alert storm then costs a
+        few commits, not one per write.
+        """
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        loop = asyncio.get_running_loop()
+        waiter: _Waiter = loop.create_future()
+        with self._queue_lock:
+            self._queued.append((work, waiter))
+            start = not self._flushing
+            self._flushing = True
+        if start:
+            self._flush_task = loop.run_in_executor(self._executor, self._flush, loop)
+        return cast(T, await waiter)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            with self._queue_lock:
+                batch, self._queued = self._queued, []
+                if not batch:
+                    self._flushing = False
+                    return
+            for waiter, outcome in self._commit(batch):
+                loop.call_soon_threadsafe(_settle, waiter, outcome)
+
+    def _commit(
+        self, batch: list[tuple[Callable[[sqlite3.Connection, float], object], _Waiter]]
+    ) -> list[tuple[_Waiter, tuple[bool, object]]]:
+        try:
+            if self._db is None:
+                self._db = self._connect()
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:  # cannot even start: every operation gets the error
+            return [(waiter, (False, exc)) for _, waiter in batch]
+        outcomes: list[tuple[_Waiter, tuple[bool, object]]] = []
+        now = time.time()
+        for work, waiter in batch:
+            db.execute("SAVEPOINT op")
+            try:
+                outcomes.append((waiter, (True, work(db, now))))
+            except BaseException as exc:
+                db.execute("ROLLBACK TO op")
+                outcomes.append((waiter, (False, exc)))
+            db.execute("RELEASE op")
+        try:
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            return [(waiter, (False, exc)) for _, waiter in batch]
+        return outcomes
+
+    # ----------------------------------------------------------------------- documents
+
+    async def get(self, namespace: str, key: str) -> Versioned | None:
+        def work(db: sqlite3.Connection, now: float) -> Versioned | None:
+            row = db.execute(
+                "SELECT value, version FROM docs WHERE namespace = ? AND key = ?"
+                " AND (expires_at IS NULL OR expires_at > ?)",
+                (namespace, key, now),
+            ).fetchone()
+            return None if row is None else Versioned(json.loads(row[0]), row[1])
+
+        return await self._run(work)
+
+    async def create(
+        self, namespace: str, key: str, value: JSONDoc, *, ttl: float | None = None
+    ) -> bool:
+        text = json.dumps(value)
+
+        def work(db: sqlite3.Connection, now: float) -> bool:
+            expires_at = _expiry(ttl, now)
+            cursor = db.execute(
+                "INSERT INTO docs VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, key) DO UPDATE"
+                " SET value = excluded.value, version = excluded.version,"
+                " expires_at = excluded.expires_at WHERE docs.expires_at <= ?",
+                (namespace, key, text, _next_version(db), expires_at, now),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(work)
+
+    async def put(
+        self, namespace: str, key: str, value: JSONDoc, *, ttl: float | None = None
+    ) -> int:
+        text = json.dumps(value)
+
+        def work(db: sqlite3.Connection, now: float) -> int:
+            version = _next_version(db)
+            db.execute(
+                "INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?)",
+                (namespace, key, text, version, _expiry(ttl, now)),
+            )
+            return version
+
+        return await self._run(work)
+
+    async def swap(
+        self,
+        namespace: str,
+        key: str,
+        expected_version: int,
+        value: JSONDoc,
+        *,
+        ttl: float | None = None,
+    ) -> int | None:
+        text = json.dumps(value)
+
+        def work(db: sqlite3.Connection, now: float) -> int | None:
+            expires_at = _expiry(ttl, now)
+            version = _next_version(db)
+            cursor = db.execute(
+                "UPDATE docs SET value = ?, version = ?, expires_at = coalesce(?, expires_at)"
+                " WHERE namespace = ? AND key = ? AND version = ?"
+                " AND (expires_at IS NULL OR expires_at > ?)",
+                (text, version, expires_at, namespace, key, expected_version, now),
+            )
+            return version if cursor.rowcount == 1 else None
+
+        return await self._run(work)
+
+    async def delete(self, namespace: str, key: str) -> bool:
+        def work(db: sqlite3.Connection, now: float) -> bool:
+            cursor = db.execute(
+                "DELETE FROM docs WHERE namespace = ? AND key = ?"
+                " AND (expires_at IS NULL OR expires_at > ?)",
+                (namespace, key, now),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(work)
+
+    async def scan(self, namespace: str) -> dict[str, Versioned]:
+        def work(db: sqlite3.Connection, now: float) -> dict[str, Versioned]:
+            db.execute(
+                "DELETE FROM docs WHERE namespace = ? AND expires_at <= ?", (namespace, now)
+            )
+            rows = db.execute(
+                "SELECT key, value, version FROM docs WHERE namespace = ?", (namespace,)
+            )
+            return {key: Versioned(json.loads(value), version) for key, value, version in rows}
+
+        return await self._run(work)
+
+    # ----------------------------------------------------------------------- logs
+
+    async def append(
+        self, namespace: str, key: str, value: JSONDoc, *, keep: int | None = None
+    ) -> None:
+        if keep is not None and keep < 1:
+            raise ValueError(f"keep must be at least 1, not {keep}")
+        text = json.dumps(value)
+
+        def work(db: sqlite3.Connection, now: float) -> None:
+            db.execute(
+                "INSERT INTO logs (namespace, key, value) VALUES (?, ?, ?)",
+                (namespace, key, text),
+            )
+            if keep is not None:
+                db.execute(
+                    "DELETE FROM logs WHERE namespace = ?1 AND key = ?2 AND seq <= ("
+                    " SELECT seq FROM logs WHERE namespace = ?1 AND key = ?2"
+                    " ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
+                    (namespace, key, keep),
+                )
+
+        await self._run(work)
+
+    async def tail(self, namespace: str, key: str, limit: int) -> list[JSONDoc]:
+        def work(db: sqlite3.Connection, now: float) -> list[JSONDoc]:
+            rows = db.execute(
+                "SELECT value FROM logs WHERE namespace = ? AND key = ? ORDER BY seq DESC LIMIT ?",
+                (namespace, key, max(limit, 0)),
+            )
+            return [json.loads(value) for (value,) in rows]
+
+        return await self._run(work)
+
+    # ----------------------------------------------------------------------- locks
+
+    async def acquire(self, name: str, owner: str, ttl: float) -> str | None:
+        def work(db: sqlite3.Connection, now: float) -> str | None:
+            cursor = db.execute(
+                "INSERT INTO locks VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+                " SET owner = excluded.owner, expires_at = excluded.expires_at"
+                " WHERE locks.owner = excluded.owner OR locks.expires_at <= ?",
+                (name, owner, _expiry(ttl, now), now),
+            )
+            if cursor.rowcount == 1:
+                return None
+            row = db.execute("SELECT owner FROM locks WHERE name = ?", (name,)).fetchone()
+            return str(row[0])
+
+        return await self._run(work)
+
+    async def release(self, name: str, owner: str) -> bool:
+        def work(db: sqlite3.Connection, now: float) -> bool:
+            cursor = db.execute(
+                "DELETE FROM locks WHERE name = ? AND owner = ? AND expires_at > ?",
+                (name, owner, now),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(work)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        # Queued after any flush still running on the store's thread, so nothing reopens it.
+        await loop.run_in_executor(self._executor, self._close_db)
+        self._executor.shutdown(wait=False)
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
