@@ -31,6 +31,7 @@ from opsbot.alerting import monitor
 from opsbot.alerting.engine import AlertEngine
 from opsbot.alerting.scheduler import MonitorScheduler
 from opsbot.alerting.status_history import recording_ingest
+from opsbot.catalog import VERBS
 from opsbot.config import Role, Settings
 from opsbot.errors import ConfigError
 from opsbot.handlers.notifier import TelegramNotifier
@@ -42,7 +43,6 @@ from opsbot.reach.checks import check_all
 from opsbot.services import Services
 from opsbot.state.leases import Lease, only_when_leading, replica_id
 from opsbot.state.outbox import OutboxNotifier, Priority
-from opsbot.verbs.registry import VERBS
 
 if TYPE_CHECKING:  # aiohttp loads only when the web server is enabled
     from opsbot.web.server import WebServer
@@ -329,10 +329,3 @@ async def publish_commands(application: AnyApplication, settings: Settings) -> N
                     "setMyCommands for %s (%d) %s failed: %s; continuing",
                     person.name, person.id, where, exc,
                 )  # fmt: skip
-
-
-def run(settings: Settings) -> None:
-    """Serve until SIGTERM/SIGINT (see :mod:`opsbot.runner`); shutdown closes every pool."""
-    from opsbot.runner import run as run_forever
-
-    run_forever(settings)

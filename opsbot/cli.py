@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings, getattr(args, "log_format", None) or settings.log_format)
     try:
         if args.command == "run":
-            from opsbot.app import run
+            from opsbot.runner import run
 
             run(settings)
             return 0

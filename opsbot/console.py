@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from opsbot.alerting.engine import AlertEngine
+from opsbot.catalog import dispatch_outcome
 from opsbot.config import Role, Settings
 from opsbot.errors import ConfigError
 from opsbot.incidents import timeline
@@ -30,7 +31,7 @@ from opsbot.incidents.state import Incidents
 from opsbot.reach.checks import check_all
 from opsbot.render import Reply
 from opsbot.services import Services
-from opsbot.verbs.registry import Caller, dispatch_outcome
+from opsbot.verbs.registry import Caller
 
 PROMPT = "opsbot> "
 HISTORY_FILE = "console_history"

@@ -11,7 +11,6 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 
-from opsbot.reach.checks import TargetHealth
 from opsbot.redact import Redactor
 
 
@@ -87,38 +86,6 @@ def fold(text: str, width: int = FOLD_AT) -> str:
 
 def clock() -> str:
     return time.strftime("%H:%M:%S UTC", time.gmtime())
-
-
-def health_table(results: list[TargetHealth]) -> str:
-    """One line per target, worst first (the caller sorts): icon, name, latency, why."""
-    width = max((len(r.target) for r in results), default=0)
-    lines = []
-    for r in results:
-        why = "" if r.state == 0 else f"  {r.summary}"
-        lines.append(f"{r.state.icon} {r.target:<{width}} {r.latency:5.1f}s{why}")
-    return "\n".join(lines)
-
-
-def health_counts(results: list[TargetHealth]) -> str:
-    failing = sum(1 for r in results if r.state == 2)
-    warning = sum(1 for r in results if r.state == 1)
-    parts = [f"{len(results)} targets"]
-    if failing:
-        parts.append(f"{failing} failing")
-    if warning:
-        parts.append(f"{warning} warning")
-    if not failing and not warning:
-        parts.append("all healthy")
-    return ", ".join(parts)
-
-
-def target_detail(result: TargetHealth) -> str:
-    """Each check of one target on its own line."""
-    lines = []
-    for check in result.checks:
-        latency = f"{check.latency:5.2f}s" if check.latency is not None else "    - "
-        lines.append(f"{check.state.icon} {check.name}  {latency}  {check.detail}")
-    return "\n".join(lines)
 
 
 def truncate(text: str, limit: int) -> str:

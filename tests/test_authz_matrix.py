@@ -24,10 +24,10 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.app import AnyApplication, build_application
+from opsbot.catalog import BUTTONS, VERBS
 from opsbot.config import Role
 from opsbot.handlers.gate import REFUSAL
 from opsbot.services import Services
-from opsbot.verbs.registry import BUTTONS, VERBS
 from tests.factories import (
     ALICE,
     BOB,

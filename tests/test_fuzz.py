@@ -33,11 +33,12 @@ from hypothesis import strategies as st
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from opsbot.app import AnyApplication, build_application
+from opsbot.catalog import VERBS, dispatch
 from opsbot.config import Role
 from opsbot.reach.executors import ExecResult
 from opsbot.reach.executors.local import LocalExecutor
 from opsbot.services import Services
-from opsbot.verbs.registry import VERBS, Caller, dispatch
+from opsbot.verbs.registry import Caller
 from tests.factories import (
     ALICE,
     BOB,

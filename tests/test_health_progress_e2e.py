@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from opsbot.catalog import dispatch
 from opsbot.config import Role, Settings
 from opsbot.render import Reply
 from opsbot.services import Services
-from opsbot.verbs.registry import Caller, dispatch
+from opsbot.verbs.registry import Caller
 from tests.factories import (
     ALICE,
     OPSBOT_TOKEN,

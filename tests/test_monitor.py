@@ -28,6 +28,7 @@ import pytest
 
 from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.alerting.monitor import Monitor, fingerprint, on_conflict
+from opsbot.alerting.scheduler import run_forever
 from opsbot.config import Settings
 from opsbot.reach.checks import check_target
 from opsbot.reach.targets import State
@@ -380,7 +381,7 @@ async def test_run_forever_runs_rounds_at_the_interval_until_stopped(
     targets = {"quizbot": errors_target(url, interval=0.02)}
     async with monitoring(tmp_path, targets) as (monitor, ingested):
         stop = asyncio.Event()
-        task = asyncio.create_task(monitor.run_forever(stop))
+        task = asyncio.create_task(run_forever(monitor, stop))
         async with asyncio.timeout(5):
             while not ingested:
                 await asyncio.sleep(0.01)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from opsbot.verbs.registry import VERBS
+from opsbot.catalog import VERBS
 from tests.factories import (
     ALICE,
     FOREIGN,

@@ -76,12 +76,12 @@ from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 from opsbot.alerting import silences
-from opsbot.alerting.budget import WINDOW, ChatBudget
 from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.config import Person, Settings
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
 from opsbot.render import Button, Reply
+from opsbot.state.budget import WINDOW, ChatBudget
 from opsbot.state.store import Store, Versioned
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ the engine still holds open from this source) so that an alert raised before the
 still resolved after it.
 
 Telegram-free: ``scheduler.MonitorScheduler`` runs the rounds (``schedule`` says what and how
-often), for the application as for ``run_forever``.
+often), for the application as for ``scheduler.run_forever``.
 """
 
 from __future__ import annotations
@@ -117,6 +117,10 @@ class Monitor:
         self._tracks: dict[str, _Track] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
     def policy(self, name: str) -> MonitorSettings:
         """The target's own monitor settings, or the default ``alerts.monitor``."""
         target = self._settings.targets.get(name)
@@ -165,17 +169,6 @@ class Monitor:
                 if decided is State.OK:
                     track.since = None
             return events
-
-    async def run_forever(self, stop: asyncio.Event) -> None:
-        """Rounds for every scheduled target at its interval until ``stop`` is set."""
-        from opsbot.alerting.scheduler import MonitorScheduler  # it builds on this module
-
-        scheduler = MonitorScheduler(self, self._settings)
-        scheduler.start()
-        try:
-            await stop.wait()
-        finally:
-            await scheduler.stop()
 
 
 def _unique(checks: tuple[CheckResult, ...]) -> list[CheckResult]:

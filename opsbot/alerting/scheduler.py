@@ -159,3 +159,13 @@ class MonitorScheduler:
                     size = PER_ENDPOINT
             semaphore = self._endpoints[key] = asyncio.Semaphore(size)
         return semaphore
+
+
+async def run_forever(monitor: Monitor, stop: asyncio.Event) -> None:
+    """Rounds for every scheduled target at its interval until ``stop`` is set."""
+    scheduler = MonitorScheduler(monitor, monitor.settings)
+    scheduler.start()
+    try:
+        await stop.wait()
+    finally:
+        await scheduler.stop()

@@ -1,8 +1,8 @@
 """The alert verbs: /alerts, /silence, /unsilence, /ack (Telegram-free).
 
-They have the shape of the verbs in ``commands.py`` with the ``AlertEngine`` in front, so
-``commands.py`` can bind them (``functools.partial(alerts_verb, engine)``) without this module
-importing it: ``Caller`` and ``Services`` are only annotations here.
+Each takes the ``AlertEngine`` in front of a verb's arguments; ``_bound`` finds the engine in
+``Services`` (only ``opsbot run`` has one) and registers them, with the alert buttons, in
+``opsbot.verbs.registry``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from opsbot.alerting.event import Severity
 from opsbot.config import Role
 from opsbot.errors import UsageError
 from opsbot.render import Document, Reply
+from opsbot.verbs.registry import ButtonSpec, Caller, Handler, Verb, register, register_buttons
 
 if TYPE_CHECKING:
     from opsbot.services import Services
-    from opsbot.verbs.registry import Caller
 
 MAX_LISTED = 500
 DEFAULT_LISTED = 30
@@ -191,9 +191,9 @@ async def ack_verb(
     return Reply(text=f"👀 {alert_id}: {toast}")
 
 
-AlertVerb = Callable[[AlertEngine, "Services", "Caller", list[str]], Awaitable[Reply]]
+AlertVerb = Callable[[AlertEngine, "Services", Caller, list[str]], Awaitable[Reply]]
 
-# (name, least role, usage, summary, verb): for commands.VERBS, bound to the engine.
+# (name, least role, usage, summary, verb): registered below, bound to the engine.
 VERB_SPECS: tuple[tuple[str, Role, str, str, AlertVerb], ...] = (
     ("alerts", Role.viewer, "/alerts [all] [N]", "firing alerts first, then recent", alerts_verb),
     ("ack", Role.operator, "/ack ID", "acknowledge an alert: reminders stop", ack_verb),
@@ -205,4 +205,23 @@ VERB_SPECS: tuple[tuple[str, Role, str, str, AlertVerb], ...] = (
         silence_verb,
     ),
     ("unsilence", Role.operator, "/unsilence ID", "end a silence early", unsilence_verb),
+)
+
+
+def _bound(verb: AlertVerb) -> Handler:
+    async def run(services: Services, caller: Caller, args: list[str]) -> Reply:
+        if services.alerts is None:
+            raise UsageError("alerts are handled by the running bot (opsbot run), not here")
+        return await verb(services.alerts, services, caller, args)
+
+    return run
+
+
+register(*(Verb(*spec[:4], _bound(spec[4])) for spec in VERB_SPECS))
+register_buttons(
+    ButtonSpec("al", Role.viewer, "an alert's target's logs (al:ID)", verb="logs"),
+    ButtonSpec("ar", Role.operator, "restart an alert's target (ar:ID)", True, verb="restart"),
+    ButtonSpec("as", Role.operator, "silence an alert's target for 1 h (as:ID)"),
+    ButtonSpec("ak", Role.operator, "acknowledge an alert (ak:ID)"),
+    ButtonSpec("ai", Role.operator, "declare an incident from an alert (ai:ID)"),
 )

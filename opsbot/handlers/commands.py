@@ -22,7 +22,7 @@ from opsbot.verbs.registry import BUTTONS, Caller, dispatch
 
 log = logging.getLogger(__name__)
 
-# Button data is "key" or "key:ARG"; the keys, their roles and verbs are commands.BUTTONS.
+# Button data is "key" or "key:ARG"; the keys, their roles and verbs are registry.BUTTONS.
 
 
 class CommandHandlers:

@@ -15,10 +15,10 @@ from opsbot.config import Role
 from opsbot.errors import UsageError
 from opsbot.incidents import oncall
 from opsbot.render import Reply
+from opsbot.verbs.registry import Caller, Verb, register
 
 if TYPE_CHECKING:
     from opsbot.services import Services
-    from opsbot.verbs.registry import Caller
 
 USAGE = "/oncall | override NAME 4h [secondary] | clear [secondary]"
 SUMMARY = "who is on call now and next; override the rotation for a while"
@@ -101,5 +101,7 @@ def describe(services: Services, now_on: oncall.OnCall) -> str:
     return "\n".join(lines)
 
 
-# (name, least role, usage, summary, verb): for commands.VERBS.
+# (name, least role, usage, summary, verb): registered below.
 VERB_SPEC = ("oncall", Role.viewer, USAGE, SUMMARY, oncall_verb)
+
+register(Verb(*VERB_SPEC))

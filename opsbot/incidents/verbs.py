@@ -1,7 +1,7 @@
 """The /incident verb (Telegram-free), bound to ``Incidents`` like the alert verbs.
 
-``commands.py`` binds it with ``functools.partial(incident_verb, incidents)``; ``Caller`` and
-``Services`` are only annotations here, so this module does not import ``commands.py``.
+``incident`` finds the ``Incidents`` in ``Services`` (only ``opsbot run`` has them) and is
+registered in ``opsbot.verbs.registry`` below.
 
 Declaring: ``/incident P1 payments failing paybot quizbot`` — the words after the severity
 are the title, except trailing words that are configured target names: those are the
@@ -34,10 +34,10 @@ from opsbot.incidents.state import (
     postmortem_document,
 )
 from opsbot.render import Document, Reply
+from opsbot.verbs.registry import Caller, Verb, register
 
 if TYPE_CHECKING:
     from opsbot.services import Services
-    from opsbot.verbs.registry import Caller
 
 USAGE = (
     "/incident P0..P3 TITLE [TARGET…] | list | show|ack|mitigated|reopen [ID]"
@@ -245,5 +245,15 @@ async def _show(
     )
 
 
-# (name, least role, usage, summary, verb): for commands.VERBS, bound to the Incidents.
+# (name, least role, usage, summary, verb): registered below, bound to the Incidents.
 VERB_SPEC = ("incident", Role.viewer, USAGE, SUMMARY, incident_verb)
+
+
+async def incident(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/incident …"""
+    if services.incidents is None:
+        raise UsageError("incidents are handled by the running bot (opsbot run), not here")
+    return await incident_verb(services.incidents, services, caller, args)
+
+
+register(Verb(*VERB_SPEC[:4], incident))

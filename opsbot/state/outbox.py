@@ -36,9 +36,9 @@ from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any
 
-from opsbot.alerting.budget import ChatBudget
 from opsbot.redact import Redactor
 from opsbot.render import Button, Document, Reply
+from opsbot.state.budget import ChatBudget
 from opsbot.state.store import JSONDoc, Store, Versioned
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,148 @@
+"""The action verbs: /restart, /rollback (and a k8s target's revisions), /approve, /deny,
+and the Approve/Deny buttons. Each destructive verb files a request with ``operations``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from opsbot.actions import operations
+from opsbot.actions.approvals import Status
+from opsbot.config import K8sTarget, Role, Target
+from opsbot.errors import OpsbotError, UsageError
+from opsbot.reach.targets import k8s_revisions
+from opsbot.render import Reply
+from opsbot.services import Services
+from opsbot.verbs.registry import (
+    ButtonSpec,
+    Caller,
+    Verb,
+    parse_target,
+    register,
+    register_buttons,
+)
+
+
+async def _destructive(action: str, services: Services, caller: Caller, args: list[str]) -> Reply:
+    if len(args) != 1:
+        raise UsageError(f"usage: /{action} TARGET")
+    name, target = parse_target(services, args[0])
+    return await operations.request(
+        services, caller.person, action, name, target, (),
+        chat_id=caller.chat_id, thread_id=caller.thread_id,
+    )  # fmt: skip
+
+
+async def restart(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/restart TARGET"""
+    return await _destructive("restart", services, caller, args)
+
+
+_REVISION = re.compile(r"^[1-9]\d{0,8}$")
+
+
+async def rollback(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/rollback TARGET [list | REVISION]"""
+    if len(args) > 2:
+        raise UsageError("usage: /rollback TARGET [list | REVISION]")
+    if len(args) != 2:
+        return await _destructive("rollback", services, caller, args)
+    name, target = parse_target(services, args[0])
+    if args[1].lower() == "list":
+        return await _revisions(services, name, target)
+    if not _REVISION.match(args[1]):
+        raise UsageError(
+            f"usage: /rollback TARGET [list | REVISION]; a revision is a number, not "
+            f"{args[1][:20]!r}"
+        )
+    return await operations.request(
+        services, caller.person, "rollback", name, target, (args[1],),
+        chat_id=caller.chat_id, thread_id=caller.thread_id,
+    )  # fmt: skip
+
+
+async def _revisions(services: Services, name: str, target: Target) -> Reply:
+    """The k8s deployment's revisions, newest first, with their images."""
+    if not isinstance(target, K8sTarget):
+        raise UsageError(f"{name} is a {target.kind} target; only k8s targets have revisions")
+    try:
+        revisions = await k8s_revisions(target, services, timeout=target.timeout)
+    except (RuntimeError, OpsbotError) as exc:
+        return Reply(text=f"❌ revisions of {name}: {exc}")
+    if not revisions:
+        return Reply(text=f"deployment {target.deployment} has no revisions recorded")
+    lines = []
+    for revision in revisions:
+        when = revision.created.replace("T", " ").removesuffix("Z")[:16]
+        mark = "current" if revision.current else ""
+        line = f"{revision.number:>4}  {mark:<7}  {when:<16}  {', '.join(revision.images)}"
+        if revision.change_cause:
+            line += f"  ({revision.change_cause[:80]})"
+        lines.append(line)
+    return Reply(
+        text=(
+            f"🕘 {name}: deployment {target.deployment} in {target.namespace}, "
+            f"{len(revisions)} revisions, newest first · /rollback {name} REVISION"
+        ),
+        block="\n".join(lines),
+    )
+
+
+async def approve(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/approve ID: the Approve button, typed (consoles, chats without buttons)."""
+    return await _decide(services, caller, args, approve=True)
+
+
+async def deny(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/deny ID: the Deny button, typed; the requester denying cancels."""
+    return await _decide(services, caller, args, approve=False)
+
+
+async def _decide(services: Services, caller: Caller, args: list[str], approve: bool) -> Reply:
+    verb = "approve" if approve else "deny"
+    if len(args) != 1 or not re.match(r"^[A-Za-z0-9_-]{1,64}$", args[0]):
+        raise UsageError(f"usage: /{verb} ID (the id on the request's card)")
+    request_id = args[0]
+    before = await services.approvals.get(request_id)
+    if approve and before is not None and services.approvals.needs_step_up(before):
+        raise UsageError(
+            "this request needs a TOTP step-up: tap Approve on its card, "
+            "then send your code to opsbot in private"
+        )
+    notifier = services.console_notifier or services.notifier()
+    toast, runner = await operations.decide(services, caller.person, request_id, approve, notifier)
+    if runner is not None:
+        await runner()  # the card is edited with progress and the result as it runs
+    filed = await services.approvals.get(request_id)
+    if filed is None or filed == before or filed.status is Status.expired:
+        raise UsageError(toast)  # refused: not an admin, own request, expired, already done
+    if filed.chat_id is not None and filed.message_id is not None:
+        return Reply(text=toast)  # the card itself, edited in place, shows the rest
+    shown = operations.card(filed)
+    return Reply(text=f"{toast}\n{shown.text}", block=shown.block)
+
+
+register(
+    Verb(
+        "restart",
+        Role.operator,
+        "/restart TARGET",
+        "restart, verified healthy after",
+        restart,
+        destructive=True,
+    ),
+    Verb(
+        "rollback",
+        Role.operator,
+        "/rollback TARGET [list | REVISION]",
+        "back to the last known-good version (k8s: list revisions, pick one)",
+        rollback,
+        destructive=True,
+    ),
+    Verb("approve", Role.operator, "/approve ID", "approve a request (as a button)", approve),
+    Verb("deny", Role.operator, "/deny ID", "deny a request; your own: cancel it", deny),
+)
+register_buttons(
+    ButtonSpec("a", Role.admin, "approve a request (a:ID)", destructive=True),
+    ButtonSpec("d", Role.operator, "deny, or cancel one's own request (d:ID)"),
+)

@@ -1,0 +1,268 @@
+"""The verbs every wing shares: /health, /logs, /audit, /help, and the h/l buttons.
+
+/health checks every target concurrently and, over many targets, reports progress through
+the caller's sink; healthy containers' images become known-good versions for /rollback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import re
+import time
+
+from opsbot.actions import kinds as actions
+from opsbot.config import Role, Target
+from opsbot.errors import OpsbotError, UsageError
+from opsbot.reach.checks import TargetHealth, check_all, check_target
+from opsbot.reach.targets import State, fetch_logs
+from opsbot.render import Button, Document, Reply, clock
+from opsbot.services import Services
+from opsbot.verbs.registry import (
+    NUMBER,
+    VERBS,
+    ButtonSpec,
+    Caller,
+    Verb,
+    parse_count,
+    parse_lines,
+    parse_target,
+    register,
+    register_buttons,
+)
+
+log = logging.getLogger(__name__)
+
+
+async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/health [TARGET]"""
+    if len(args) > 1:
+        raise UsageError("usage: /health [TARGET]")
+    if args:
+        name, target = parse_target(services, args[0])
+        result = await check_target(name, target, services)
+        await _observe(services, [result])
+        head = f"{result.state.icon} {name}: {result.state.name.lower()} ({result.latency:.1f} s)"
+        return Reply(
+            text=f"{head} · {clock()}",
+            block=target_detail(result),
+            buttons=(Button("🔄 Refresh", f"h:{name}"), Button("📜 Logs", f"l:{name}")),
+        )
+    targets = services.settings.targets
+    if not targets:
+        return Reply(text="No targets are configured.")
+    results = await _check_all_showing_progress(services, caller, targets)
+    await _observe(services, results)
+    return Reply(
+        text=f"Health: {health_counts(results)} · {clock()}",
+        block=health_table(results),
+        buttons=(Button("🔄 Refresh", "h"),),
+    )
+
+
+#: /health over more targets than this shows progress soon; fewer, only once it is slow.
+PROGRESS_MIN_TARGETS = 20
+#: Seconds before the progress message of a /health over many targets (an answer that comes
+#: sooner needs none), and over few.
+PROGRESS_SOON = 0.2
+PROGRESS_AFTER = 0.5
+
+
+async def _check_all_showing_progress(
+    services: Services, caller: Caller, targets: dict[str, Target]
+) -> list[TargetHealth]:
+    """check_all, reporting "12/100 checked · worst so far …" to the caller's progress sink."""
+    sink = caller.progress
+    if sink is None:
+        return await check_all(targets, services)
+    arrived = 0
+    bad: list[TargetHealth] = []  # worst first; kept as results come (few, usually none)
+    showing = False
+
+    def show() -> None:
+        nonlocal showing
+        showing = True
+        sink(_progress_reply(arrived, bad, len(targets)))
+
+    def on_result(result: TargetHealth) -> None:
+        nonlocal arrived
+        arrived += 1
+        if result.state:
+            bisect.insort(bad, result, key=lambda h: (-h.state, h.target))
+        if showing and arrived < len(targets):  # the last one: the answer follows at once
+            show()
+
+    delay = PROGRESS_SOON if len(targets) > PROGRESS_MIN_TARGETS else PROGRESS_AFTER
+    timer = asyncio.get_running_loop().call_later(delay, show)
+    try:
+        return await check_all(targets, services, on_result)
+    finally:
+        timer.cancel()
+
+
+def _progress_reply(arrived: int, bad: list[TargetHealth], total: int) -> Reply:
+    text = f"⏳ Health: {arrived}/{total} checked…"
+    if not bad:
+        return Reply(text=text + (" all healthy so far" if arrived else ""))
+    worst = bad[0]
+    text += f" worst so far: {worst.state.icon} {worst.target}"
+    return Reply(text=text, block=health_table(bad[:10]))
+
+
+async def _observe(services: Services, results: list[TargetHealth]) -> None:
+    """Healthy containers' images become known-good versions, for /rollback."""
+    for result in results:
+        target = services.settings.targets[result.target]
+        if result.state is State.OK and target.kind == "container":
+            try:
+                await actions.observe_version(result.target, target, services, services.store)
+            except OpsbotError as exc:  # the health answer matters more than the history
+                log.warning("%s: version not recorded: %s", result.target, exc)
+
+
+async def logs(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/logs TARGET [LINES] [FILTER]"""
+    if not args:
+        raise UsageError("usage: /logs TARGET [LINES] [FILTER]")
+    name, target = parse_target(services, args[0])
+    rest = args[1:]
+    lines = services.settings.limits.default_log_lines
+    if rest and _looks_numeric(rest[0]):
+        lines = parse_lines(services, rest[0])
+        rest = rest[1:]
+    needle = " ".join(rest)
+    if len(needle) > 200:
+        raise UsageError("the filter is limited to 200 characters")
+    try:
+        output = await fetch_logs(name, target, services, lines, timeout=target.timeout)
+    except (OpsbotError, LookupError, TimeoutError, RuntimeError) as exc:
+        return Reply(text=f"❌ logs of {name} failed: {exc}")
+    found = output.splitlines()[-lines:]  # an override argv may print more than asked
+    if needle:
+        folded = needle.casefold()
+        found = [line for line in found if folded in line.casefold()]
+    body = "\n".join(found)
+    head = f"📜 {name} · last {lines} lines"
+    if needle:
+        head += f" · filter {needle!r}: {len(found)} matching"
+    if not body.strip():
+        return Reply(text=f"{head} · nothing to show")
+    limit = services.settings.limits.inline_chars - len(head) - 32
+    if len(body) <= limit:
+        return Reply(text=head, block=body, buttons=(Button("🔄 Refresh", f"l:{name}"),))
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return Reply(
+        text=f"{head} · {len(body)} characters, attached",
+        document=Document(f"{name}-{stamp}.log", body.encode()),
+    )
+
+
+def _looks_numeric(word: str) -> bool:
+    """A word meant as a line count (so '-5' or '1e9' is refused, not taken as a filter)."""
+    return bool(re.match(r"^[+-]?[\d.,_e]+$", word, re.IGNORECASE)) and word[0] not in "eE"
+
+
+async def audit(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/audit [TARGET] [N] | /audit export [TARGET]"""
+    if args and args[0].lower() == "export":
+        target = parse_target(services, args[1])[0] if len(args) > 1 else None
+        text = await services.audit.export(target)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        name = f"audit-{target or 'all'}-{stamp}.jsonl"
+        return Reply(
+            text=f"🧾 audit trail, {text.count(chr(10))} entries",
+            document=Document(name, text.encode()),
+        )
+    target = None
+    count = 20
+    for word in args[:2]:
+        if NUMBER.match(word):
+            count = parse_count(word, 200)
+        else:
+            target = parse_target(services, word)[0]
+    entries = await services.audit.entries(target, count)
+    if not entries:
+        return Reply(text="The audit trail is empty.")
+    lines = [_audit_line(e) for e in entries]
+    return Reply(text=f"🧾 last {len(lines)} audit entries" + (f" of {target}" if target else ""),
+                 block="\n".join(lines))  # fmt: skip
+
+
+def _audit_line(entry: dict[str, object]) -> str:
+    when = time.strftime("%m-%d %H:%M:%S", time.gmtime(float(str(entry.get("ts", 0)))))
+    who = entry.get("who") or entry.get("username") or entry.get("user") or "-"
+    what = entry.get("verb") or entry.get("action") or entry.get("kind") or ""
+    target = entry.get("target") or ""
+    extra = entry.get("outcome") or entry.get("status") or entry.get("summary") or ""
+    if entry.get("ok") is not None:
+        extra = ("ok " if entry["ok"] else "FAILED ") + str(entry.get("summary", ""))
+    return " ".join(str(p) for p in (when, entry.get("event"), who, what, target, extra) if p)[
+        :300
+    ]
+
+
+async def help_(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/help"""
+    lines = [f"{v.usage}: {v.summary}" for v in VERBS.values() if caller.role.allows(v.role)]
+    names = ", ".join(sorted(services.settings.targets)) or "none"
+    return Reply(
+        text=f"You are {caller.name} ({caller.role.value}). You may use:",
+        block="\n".join(lines) + f"\n\nTargets: {names}",
+    )
+
+
+def health_table(results: list[TargetHealth]) -> str:
+    """One line per target, worst first (the caller sorts): icon, name, latency, why."""
+    width = max((len(r.target) for r in results), default=0)
+    lines = []
+    for r in results:
+        why = "" if r.state == 0 else f"  {r.summary}"
+        lines.append(f"{r.state.icon} {r.target:<{width}} {r.latency:5.1f}s{why}")
+    return "\n".join(lines)
+
+
+def health_counts(results: list[TargetHealth]) -> str:
+    failing = sum(1 for r in results if r.state == 2)
+    warning = sum(1 for r in results if r.state == 1)
+    parts = [f"{len(results)} targets"]
+    if failing:
+        parts.append(f"{failing} failing")
+    if warning:
+        parts.append(f"{warning} warning")
+    if not failing and not warning:
+        parts.append("all healthy")
+    return ", ".join(parts)
+
+
+def target_detail(result: TargetHealth) -> str:
+    """Each check of one target on its own line."""
+    lines = []
+    for check in result.checks:
+        latency = f"{check.latency:5.2f}s" if check.latency is not None else "    - "
+        lines.append(f"{check.state.icon} {check.name}  {latency}  {check.detail}")
+    return "\n".join(lines)
+
+
+register(
+    Verb("health", Role.viewer, "/health [TARGET]", "every target, worst first", health),
+    Verb(
+        "logs",
+        Role.viewer,
+        "/logs TARGET [LINES] [FILTER]",
+        "last lines (default 100), filtered case-insensitively",
+        logs,
+    ),
+    Verb(
+        "audit",
+        Role.viewer,
+        "/audit [TARGET] [N] | /audit export",
+        "who did what, newest first",
+        audit,
+    ),
+    Verb("help", Role.viewer, "/help", "what you may do here", help_),
+)
+register_buttons(
+    ButtonSpec("h", Role.viewer, "refresh health (all, or h:TARGET)", verb="health"),
+    ButtonSpec("l", Role.viewer, "a target's logs (l:TARGET)", verb="logs"),
+)
