@@ -21,8 +21,9 @@ import pytest_asyncio
 from telegram import Bot
 
 from opsbot.alerting import silences
-from opsbot.alerting.engine import EVENTS, AlertEngine, count_events
+from opsbot.alerting.engine import AlertEngine
 from opsbot.alerting.event import AlertEvent, Severity
+from opsbot.alerting.records import EVENTS, count_events
 from opsbot.alerting.verbs import ack_verb, alerts_verb, silence_verb, unsilence_verb
 from opsbot.config import Person, Role, Settings
 from opsbot.errors import UsageError

@@ -67,7 +67,6 @@ LONG: dict[str, str] = {
     "opsbot.reach.executors.ssh": "one idea: the SSH executor and its pooled connections",
     "opsbot.reach.executors.docker": "to split (issue 13): engine client vs container rollback",
     "opsbot.actions.backups.records": "to split (issue 13): index, dumps per type, test restore",
-    "opsbot.alerting.engine": "to split (issue 13): records, delivery, digests, reminders",
     "opsbot.incidents.state": "to split (issue 13): records, status card, state machine",
     "opsbot.config": "to split (issue 13): one module per wing's settings",
 }

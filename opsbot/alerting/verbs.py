@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from opsbot.alerting import silences
-from opsbot.alerting.engine import Alert, AlertEngine, hhmm, span
+from opsbot.alerting.engine import AlertEngine
 from opsbot.alerting.event import Severity
+from opsbot.alerting.records import Alert, hhmm, span
 from opsbot.config import Role
 from opsbot.errors import UsageError
 from opsbot.render import Document, Reply

@@ -11,8 +11,8 @@ from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from opsbot.actions import operations
-from opsbot.alerting.engine import Alert
 from opsbot.alerting.event import Severity
+from opsbot.alerting.records import Alert
 from opsbot.handlers.gate import Gate
 from opsbot.handlers.stepup import StepUpHandlers
 from opsbot.render import Reply

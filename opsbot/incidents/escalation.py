@@ -22,8 +22,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from opsbot.alerting.engine import Alert, AlertEngine
+from opsbot.alerting.engine import AlertEngine
 from opsbot.alerting.event import Severity
+from opsbot.alerting.records import Alert
 from opsbot.config import EscalationPolicy, Person, Settings
 from opsbot.errors import UsageError
 from opsbot.incidents import oncall

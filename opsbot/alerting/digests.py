@@ -1,0 +1,235 @@
+"""Storms: when the budget runs out, new alerts are counted into one digest per chat.
+
+The storm document (``alert-storms/{chat}``) holds the counts per target and severity; one
+replica at a time claims it to post or edit the digest. See ``opsbot.alerting.engine``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from opsbot.alerting.delivery import AlertDelivery, completed
+from opsbot.alerting.event import AlertEvent, Severity
+from opsbot.alerting.records import LEASE, MAX_SWAPS, AlertRecords, hhmm, span
+from opsbot.config import Settings
+from opsbot.render import Reply
+from opsbot.state.budget import WINDOW, ChatBudget
+
+log = logging.getLogger(__name__)
+
+STORMS = "alert-storms"
+
+
+@dataclass(frozen=True, slots=True)
+class Storm:
+    """The storm state of one chat."""
+
+    started: float
+    window_start: float
+    window_new: int = 0  # new alerts that wanted a message in the current window
+    total: int = 0  # firing events since the storm began
+    new: int = 0  # new alerts since the storm began
+    resolved: int = 0
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # target → severity → n
+    message_id: int | None = None
+    last_digest: float | None = None
+    shown_total: int = -1
+    ended: float | None = None
+    final_shown: bool = False
+    lease: str | None = None
+    lease_until: float = 0.0
+
+    def to_doc(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Storm:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in doc.items() if k in known})
+
+    @property
+    def active(self) -> bool:
+        return self.ended is None
+
+
+def storm_text(storm: Storm, now: float, top: int = 12) -> str:
+    end = storm.ended if storm.ended is not None else now
+    head = "🌤 alert storm over" if storm.ended is not None else "🌩 alert storm"
+    lines = [
+        f"{head}: {storm.total:,} alerts ({storm.new:,} new) in {span(end - storm.started)}"
+        f" since {hhmm(storm.started)}"
+        + (f", {storm.resolved:,} resolved" if storm.resolved else "")
+    ]
+    ranked = sorted(storm.counts.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+    order = [s.value for s in sorted(Severity, key=lambda s: -s.rank)]
+    for target, by_severity in ranked[:top]:
+        parts = [f"{by_severity[s]:,} {s}" for s in order if by_severity.get(s)]
+        lines.append(f"{target}: " + ", ".join(parts))
+    if len(ranked) > top:
+        rest = sum(sum(v.values()) for _, v in ranked[top:])
+        lines.append(f"… {len(ranked) - top} more targets: {rest:,} alerts")
+    lines.append("/alerts to list · /ack ID")
+    return "\n".join(lines)
+
+
+class StormDigests:
+    """The storm of each chat: begin, count, digest, end."""
+
+    def __init__(
+        self,
+        records: AlertRecords,
+        delivery: AlertDelivery,
+        settings: Settings,
+        budget: ChatBudget,
+    ) -> None:
+        self.records = records
+        self.delivery = delivery
+        self.store = records.store
+        self.clock = records.clock
+        self.settings = settings
+        self.budget = budget
+
+    async def current(self, chat: int) -> Storm | None:
+        stored = await self.store.get(STORMS, str(chat))
+        return Storm.from_doc(stored.value) if stored else None
+
+    async def change(
+        self, chat: int, change: Callable[[Storm | None], Storm | None]
+    ) -> Storm | None:
+        """Compare-and-set on the chat's storm document; ``change`` returning None: no write."""
+        key = str(chat)
+        for _ in range(MAX_SWAPS):
+            stored = await self.store.get(STORMS, key)
+            current = Storm.from_doc(stored.value) if stored else None
+            updated = change(current)
+            if updated is None:
+                return current
+            if stored is None:
+                if await self.store.create(STORMS, key, updated.to_doc(), ttl=86400.0):
+                    return updated
+            elif await self.store.swap(STORMS, key, stored.version, updated.to_doc(), ttl=86400.0):
+                return updated
+        return None
+
+    async def begin(self, chat: int) -> None:
+        now = self.clock()
+
+        def begin(current: Storm | None) -> Storm | None:
+            if current is not None and current.active:
+                return None
+            log.warning("alerts: budget exhausted in chat %s: storm mode", chat)
+            return Storm(started=now, window_start=now)
+
+        await self.change(chat, begin)
+
+    async def tally(self, chat: int, events: list[AlertEvent], new: int) -> None:
+        if not events and not new:
+            return
+        counts: dict[str, dict[str, int]] = {}
+        firing = resolved = 0
+        for event in events:
+            if event.status == "resolved":
+                resolved += 1
+                continue
+            firing += 1
+            by_severity = counts.setdefault(event.target or "other", {})
+            by_severity[event.severity.value] = by_severity.get(event.severity.value, 0) + 1
+
+        def add(current: Storm | None) -> Storm | None:
+            if current is None or not current.active:
+                return None
+            merged = {t: dict(v) for t, v in current.counts.items()}
+            for target, by_severity in counts.items():
+                into = merged.setdefault(target, {})
+                for severity, n in by_severity.items():
+                    into[severity] = into.get(severity, 0) + n
+            return replace(
+                current,
+                total=current.total + firing,
+                resolved=current.resolved + resolved,
+                new=current.new + new,
+                window_new=current.window_new + new,
+                counts=merged,
+            )
+
+        await self.change(chat, add)
+
+    async def digest(self, chat: int) -> None:
+        """Post or edit the storm digest when due (one replica claims it)."""
+        now = self.clock()
+        interval = self.settings.alerts.digest_interval
+
+        def due(storm: Storm) -> bool:
+            if storm.lease is not None and now < storm.lease_until:
+                return False
+            if storm.active:
+                if storm.message_id is None:
+                    return True
+                last = storm.last_digest or 0.0
+                return storm.total != storm.shown_total and now - last >= interval
+            return storm.message_id is not None and not storm.final_shown
+
+        token = self.records.token()
+
+        def claim(current: Storm | None) -> Storm | None:
+            if current is None or not due(current):
+                return None
+            return replace(current, lease=token, lease_until=now + LEASE)
+
+        claimed = await self.change(chat, claim)
+        if claimed is None or claimed.lease != token:
+            return
+        sent: int | None = None
+        ok = await self.budget.take(chat, "priority")
+        if ok:
+            reply = Reply(text=storm_text(claimed, now))
+            if claimed.message_id is None:
+                thread = self.delivery.thread_id
+                sent = await self.delivery.call(
+                    chat, "digest", self.delivery.notifier.send(chat, reply, thread_id=thread)
+                )
+            else:
+                edit = self.delivery.notifier.edit(chat, claimed.message_id, reply)
+                edited = await self.delivery.call(chat, "digest", completed(edit))
+                sent = claimed.message_id if edited else None
+        done_at = self.clock()
+
+        def settle(current: Storm | None) -> Storm | None:
+            if current is None or current.lease != token:
+                return None
+            if sent is None:
+                return replace(current, lease=None, lease_until=0.0)
+            return replace(
+                current,
+                lease=None,
+                lease_until=0.0,
+                message_id=sent,
+                last_digest=done_at,
+                shown_total=claimed.total,
+                final_shown=claimed.ended is not None,
+            )
+
+        await self.change(chat, settle)
+
+    async def tick(self, chat: int) -> bool:
+        """Close the digest window; end the storm after a quiet one. True while it lasts."""
+        now = self.clock()
+        interval = self.settings.alerts.digest_interval
+        allowance = math.floor(self.budget.alert_slots * interval / WINDOW)
+
+        def roll(current: Storm | None) -> Storm | None:
+            if current is None or not current.active or now - current.window_start < interval:
+                return None
+            if current.window_new <= allowance:
+                log.warning("alerts: storm in chat %s is over", chat)
+                return replace(current, ended=now)
+            return replace(current, window_start=now, window_new=0)
+
+        storm = await self.change(chat, roll)
+        if storm is not None and (storm.active or not storm.final_shown):
+            await self.digest(chat)
+        return storm is not None and storm.active

@@ -1,0 +1,392 @@
+"""Alert records: one document per fingerprint, its short id, the events log, the leases.
+
+See ``opsbot.alerting.engine`` for the whole story. Every ``AlertEvent`` is folded into its
+alert document by compare-and-set (``record``); a replica claims an alert's lease before any
+send or edit (``claim``) and gives it back with what it did (``settle``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from opsbot.alerting import silences
+from opsbot.alerting.event import AlertEvent, Severity
+from opsbot.state.store import Store, Versioned
+
+ALERTS = "alerts"
+IDS = "alert-ids"
+EVENTS = "alert-events"
+STORMS = "alert-storms"
+
+EDIT_INTERVAL = 10.0  # seconds between counter edits of one alert's message
+LEASE = 60.0  # a claim to post or edit; longer than any Bot API call should take
+LOG_CHUNK = 200  # events per entry of the alert-events log
+LOG_KEEP = 20_000  # entries kept in the alert-events log
+FIRING_TTL = 30 * 86400.0  # a firing alert nobody repeats is forgotten after a month
+RESOLVED_TTL = 7 * 86400.0
+IDS_TTL = 60 * 86400.0
+MAX_FAILURES = 3  # sends or edits of one alert that failed before giving up on it
+MAX_SWAPS = 1000
+CONCURRENCY = 16  # alert documents recorded at once by one ingest
+WRITTEN_CACHE = 50_000  # fingerprints whose last written version a replica remembers
+
+Status = Literal["firing", "resolved"]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    id: str
+    fingerprint: str
+    source: str
+    target: str | None
+    severity: Severity
+    summary: str
+    status: Status
+    first_seen: float
+    last_seen: float
+    count: int = 1  # firing events of this occurrence
+    labels: dict[str, str] = field(default_factory=dict)
+    occurrence: int = 1
+    resolved_at: float | None = None
+    acked_by: str | None = None
+    acked_at: float | None = None
+    silenced: bool = False
+    silence_id: str | None = None  # the target silence, or None for a mute of this alert
+    silenced_until: float | None = None
+    # delivery
+    message_id: int | None = None
+    chat_id: int | None = None
+    thread_id: int | None = None
+    posted_at: float | None = None
+    digested: bool = False  # announced only in a storm digest: no message of its own
+    shown: str | None = None  # the text the message shows now
+    shown_state: str | None = None  # the status part of it (a change is edited at once)
+    last_edit: float | None = None
+    failures: int = 0
+    recovery: str | None = None  # pending | sent | skipped
+    last_reminder: float | None = None
+    lease: str | None = None
+    lease_until: float = 0.0
+    id_refreshed: float = 0.0
+
+    def to_doc(self) -> dict[str, Any]:
+        # Shallow on purpose: dataclasses.asdict deep-copies and was a sixth of a storm's cost.
+        doc = {name: getattr(self, name) for name in _ALERT_FIELDS}
+        doc["labels"] = dict(self.labels)
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Alert:
+        known = set(cls.__dataclass_fields__)
+        values = {k: v for k, v in doc.items() if k in known}
+        return cls(**{**values, "severity": Severity(doc["severity"])})
+
+    @property
+    def firing(self) -> bool:
+        return self.status == "firing"
+
+    @property
+    def state(self) -> str:
+        """What an unthrottled edit is for: status, severity, ack, silence."""
+        return (
+            f"{self.status}|{self.severity.value}|{self.acked_by}|{self.silenced}"
+            f"|{self.silenced_until}"
+        )
+
+    def leased(self, now: float) -> bool:
+        return self.lease is not None and now < self.lease_until
+
+    @property
+    def needs_post(self) -> bool:
+        return (
+            self.firing
+            and not self.silenced
+            and self.message_id is None
+            and not self.digested
+            and self.failures < MAX_FAILURES
+        )
+
+
+_ALERT_FIELDS = tuple(Alert.__dataclass_fields__)
+
+
+def hhmm(ts: float) -> str:
+    return time.strftime("%H:%M UTC", time.gmtime(ts))
+
+
+def span(seconds: float) -> str:
+    """4 min, 45 s, 2h 05m, 3 d."""
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    if seconds < 48 * 3600:
+        minutes = round(seconds / 60)
+        return f"{minutes // 60}h {minutes % 60:02d}m"
+    return f"{round(seconds / 86400)} d"
+
+
+class AlertRecords:
+    """The alert documents in the store, shared by every replica."""
+
+    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.clock = clock
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._leases = itertools.count(1)
+        self._written: dict[str, Versioned] = {}  # this replica's last write per fingerprint
+
+    def token(self) -> str:
+        """A lease token of this replica, unique to one claim."""
+        return f"{self.owner}/{next(self._leases)}"
+
+    async def record(
+        self,
+        fingerprint: str,
+        events: list[AlertEvent],
+        now: float,
+        in_force: list[silences.Silence],
+        in_storm: bool,
+    ) -> tuple[Alert | None, Alert]:
+        """Fold the events into the alert document (compare-and-set); (before, after).
+
+        The first attempt swaps against this replica's own last write, when it remembers one,
+        saving a read per fingerprint; if anyone wrote since, the swap fails and it reads.
+        """
+        stored = self._written.pop(fingerprint, None)
+        for _ in range(MAX_SWAPS):
+            if stored is None:
+                stored = await self.store.get(ALERTS, fingerprint)
+            if stored is None:
+                new_id = await self._new_id(fingerprint, now)
+                after = self._fold(None, new_id, events, now, in_force, in_storm)
+                after = replace(after, id_refreshed=now)
+                if await self.store.create(ALERTS, fingerprint, after.to_doc(), ttl=_ttl(after)):
+                    return None, after
+                await self.store.delete(IDS, new_id)
+                continue
+            before = Alert.from_doc(stored.value)
+            after = self._fold(before, before.id, events, now, in_force, in_storm)
+            if now - after.id_refreshed > 7 * 86400:
+                await self.store.put(IDS, after.id, {"fingerprint": fingerprint}, ttl=IDS_TTL)
+                after = replace(after, id_refreshed=now)
+            doc = after.to_doc()
+            version = await self.store.swap(
+                ALERTS, fingerprint, stored.version, doc, ttl=_ttl(after)
+            )
+            if version is not None:
+                self._remember(fingerprint, Versioned(doc, version))
+                return before, after
+            stored = None
+        raise RuntimeError(f"alert {fingerprint}: too many concurrent writers")
+
+    def _remember(self, fingerprint: str, stored: Versioned) -> None:
+        if len(self._written) >= WRITTEN_CACHE:
+            self._written.clear()
+        self._written[fingerprint] = stored
+
+    async def _new_id(self, fingerprint: str, now: float) -> str:
+        while True:
+            alert_id = secrets.token_urlsafe(6)
+            if await self.store.create(IDS, alert_id, {"fingerprint": fingerprint}, ttl=IDS_TTL):
+                return alert_id
+
+    def _fold(
+        self,
+        alert: Alert | None,
+        alert_id: str,
+        events: list[AlertEvent],
+        now: float,
+        in_force: list[silences.Silence],
+        in_storm: bool,
+    ) -> Alert:
+        for event in events:
+            alert = self._apply(alert, alert_id, event, now, in_force, in_storm)
+        assert alert is not None
+        return alert
+
+    @staticmethod
+    def _apply(
+        alert: Alert | None,
+        alert_id: str,
+        event: AlertEvent,
+        now: float,
+        in_force: list[silences.Silence],
+        in_storm: bool,
+    ) -> Alert:
+        silence = silences.matching(in_force, event.target, now)
+        if silence is not None:
+            silenced, silence_id, until = True, silence.id, silence.ends
+        elif (
+            alert is not None
+            and alert.silence_id is None
+            and alert.silenced_until is not None
+            and now < alert.silenced_until
+        ):  # this alert alone was muted from its Silence button
+            silenced, silence_id, until = True, None, alert.silenced_until
+        else:
+            silenced, silence_id, until = False, None, None
+        started = (
+            event.starts_at if event.starts_at is not None and event.starts_at <= now else now
+        )
+        fields: dict[str, Any] = {
+            "source": event.source,
+            "target": event.target,
+            "severity": event.severity,
+            "summary": event.summary[:1000],
+            "labels": dict(event.labels),
+            "last_seen": now,
+        }
+        if alert is None or (event.status == "firing" and not alert.firing):
+            # a new occurrence: same id, a new message
+            base = Alert(
+                id=alert_id,
+                fingerprint=event.fingerprint,
+                first_seen=started,
+                status=event.status,
+                count=1 if event.status == "firing" else 0,
+                occurrence=alert.occurrence + 1 if alert is not None else 1,
+                silenced=silenced,
+                silence_id=silence_id,
+                silenced_until=until,
+                digested=in_storm and not silenced and event.status == "firing",
+                resolved_at=now if event.status == "resolved" else None,
+                lease=alert.lease if alert is not None else None,
+                lease_until=alert.lease_until if alert is not None else 0.0,
+                id_refreshed=alert.id_refreshed if alert is not None else now,
+                **fields,
+            )
+            return base
+        if event.status == "firing":
+            return replace(
+                alert,
+                count=alert.count + 1,
+                silenced=silenced,
+                silence_id=silence_id,
+                silenced_until=until,
+                **fields,
+            )
+        if alert.firing:
+            recovery = "pending" if alert.message_id is not None and not alert.silenced else None
+            return replace(
+                alert,
+                status="resolved",
+                resolved_at=now,
+                recovery=recovery,
+                last_seen=now,
+                summary=fields["summary"] or alert.summary,
+            )
+        return replace(alert, last_seen=now)
+
+    async def log(self, events: Sequence[AlertEvent], ids: dict[str, str], now: float) -> None:
+        for start in range(0, len(events), LOG_CHUNK):
+            chunk = [
+                {
+                    "id": ids.get(e.fingerprint),
+                    "fingerprint": e.fingerprint,
+                    "status": e.status,
+                    "severity": e.severity.value,
+                    "target": e.target,
+                    "source": e.source,
+                    "summary": e.summary[:200],
+                }
+                for e in events[start : start + LOG_CHUNK]
+            ]
+            entry = {"at": now, "replica": self.owner, "events": chunk}
+            await self.store.append(EVENTS, "all", entry, keep=LOG_KEEP)
+
+    async def claim(self, fingerprint: str, wanted: Callable[[Alert], bool]) -> Alert | None:
+        """Take the alert's lease if ``wanted`` holds and nobody holds it; the claimed alert."""
+        for _ in range(MAX_SWAPS):
+            now = self.clock()
+            stored = await self.store.get(ALERTS, fingerprint)
+            if stored is None:
+                return None
+            alert = Alert.from_doc(stored.value)
+            if alert.leased(now) or not wanted(alert):
+                return None
+            token = self.token()
+            claimed = replace(alert, lease=token, lease_until=now + LEASE)
+            if await self.store.swap(ALERTS, fingerprint, stored.version, claimed.to_doc()):
+                return claimed
+        return None
+
+    async def settle(self, claimed: Alert, change: Callable[[Alert], Alert]) -> Alert | None:
+        """Record what the claim did (only on the same occurrence) and give the lease back."""
+        for _ in range(MAX_SWAPS):
+            stored = await self.store.get(ALERTS, claimed.fingerprint)
+            if stored is None:
+                return None
+            alert = Alert.from_doc(stored.value)
+            if alert.occurrence == claimed.occurrence:
+                alert = change(alert)
+            if alert.lease == claimed.lease:
+                alert = replace(alert, lease=None, lease_until=0.0)
+            if await self.store.swap(ALERTS, claimed.fingerprint, stored.version, alert.to_doc()):
+                return alert
+        return None
+
+    async def update(self, alert_id: str, change: Callable[[Alert], Alert | str]) -> Alert | str:
+        """Change an alert by id (compare-and-set); ``change`` may refuse with a message."""
+        for _ in range(MAX_SWAPS):
+            fingerprint = await self.fingerprint(alert_id)
+            stored = await self.store.get(ALERTS, fingerprint) if fingerprint else None
+            if fingerprint is None or stored is None or stored.value.get("id") != alert_id:
+                return "This alert is no longer known."
+            result = change(Alert.from_doc(stored.value))
+            if isinstance(result, str):
+                return result
+            if await self.store.swap(ALERTS, fingerprint, stored.version, result.to_doc()):
+                return result
+        return "Too many concurrent changes; try again."
+
+    async def fingerprint(self, alert_id: str) -> str | None:
+        if not alert_id or len(alert_id) > 64:
+            return None
+        stored = await self.store.get(IDS, alert_id)
+        return str(stored.value["fingerprint"]) if stored else None
+
+    async def get(self, alert_id: str) -> Alert | None:
+        fingerprint = await self.fingerprint(alert_id)
+        if fingerprint is None:
+            return None
+        stored = await self.store.get(ALERTS, fingerprint)
+        if stored is None or stored.value.get("id") != alert_id:
+            return None
+        return Alert.from_doc(stored.value)
+
+    async def events(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest entries of the alert-events log (each holds up to LOG_CHUNK events)."""
+        return await self.store.tail(EVENTS, "all", limit)
+
+    async def note(self, what: str, alert: Alert, name: str, now: float) -> None:
+        entry = {"at": now, "replica": self.owner, what: alert.id, "by": name}
+        with contextlib.suppress(Exception):
+            await self.store.append(EVENTS, "all", entry, keep=LOG_KEEP)
+
+    async def list(self, firing_only: bool = True, limit: int = 50) -> list[Alert]:
+        """Firing alerts first (most severe, newest), then the others, newest first."""
+        alerts = [Alert.from_doc(v.value) for v in (await self.store.scan(ALERTS)).values()]
+        if firing_only:
+            alerts = [a for a in alerts if a.firing]
+        alerts.sort(key=lambda a: (not a.firing, -a.severity.rank if a.firing else 0,
+                                   -a.last_seen))  # fmt: skip
+        return alerts[: max(0, limit)]
+
+
+def _ttl(alert: Alert) -> float:
+    return FIRING_TTL if alert.firing else RESOLVED_TTL
+
+
+def count_events(entries: Iterable[dict[str, Any]]) -> int:
+    """How many events a slice of the alert-events log holds."""
+    return sum(len(e.get("events", ())) for e in entries)
