@@ -16,7 +16,9 @@ from telegram import Bot
 from opsbot.config import Role, Settings
 from opsbot.errors import UsageError
 from opsbot.handlers.notifier import TelegramNotifier
-from opsbot.incidents.state import Incidents, normalize_id, postmortem
+from opsbot.incidents.postmortem import postmortem
+from opsbot.incidents.records import normalize_id
+from opsbot.incidents.state import Incidents
 from opsbot.incidents.verbs import VERB_SPEC, incident_verb
 from opsbot.redact import Redactor
 from opsbot.services import Services

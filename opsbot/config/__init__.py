@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
+from string import Template
 from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -792,6 +793,47 @@ def tolerating_unreadable_secret_files() -> Iterator[list[tuple[str, Path, str]]
 _yaml_data: ContextVar[dict[str, Any]] = ContextVar("opsbot_yaml_data", default={})  # noqa: B039
 
 
+# --------------------------------------------------------------------------- incidents
+
+#: The placeholders a post-mortem template may use (``opsbot.incidents.postmortem`` fills
+#: them); the blocks (timeline, measures, actions_taken) end with a newline when not empty.
+POSTMORTEM_FIELDS = (
+    "id", "title", "date", "duration", "severity", "status", "commander", "declared_by",
+    "targets", "timeline", "measures", "resolution", "actions_taken",
+)  # fmt: skip
+
+
+class IncidentSettings(_Model):
+    postmortem_template: Path | None = Field(
+        default=None,
+        description=(
+            "A Markdown file replacing the post-mortem draft's template: string.Template "
+            "placeholders ($id, $title, $timeline, ...; $$ for a dollar sign). Default: the "
+            "runbooks' sections shipped with opsbot (opsbot/incidents/postmortem.md)."
+        ),
+    )
+
+    @field_validator("postmortem_template")
+    @classmethod
+    def _fillable(cls, path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        try:
+            template = Template(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, 'strerror', None) or exc
+            raise ValueError(f"cannot read {path}: {reason}") from None
+        if not template.is_valid():
+            raise ValueError(f"{path}: a $ that is no placeholder (write $$ for a dollar sign)")
+        unknown = sorted(set(template.get_identifiers()) - set(POSTMORTEM_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"{path}: unknown placeholder(s) {', '.join('$' + u for u in unknown)}; "
+                f"known: {', '.join('$' + f for f in POSTMORTEM_FIELDS)}"
+            )
+        return path
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """Feeds the parsed YAML file to pydantic-settings, below the environment in priority."""
 
@@ -824,6 +866,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     status_page: StatusPageSettings = StatusPageSettings()
     oncall: OnCallSettings | None = None
+    incidents: IncidentSettings = IncidentSettings()
     data_dir: Path = Field(default=Path("./data"), description="Where opsbot keeps its own files.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = Field(

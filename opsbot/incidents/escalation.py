@@ -28,7 +28,8 @@ from opsbot.alerting.records import Alert
 from opsbot.config import EscalationPolicy, Person, Settings
 from opsbot.errors import UsageError
 from opsbot.incidents import oncall
-from opsbot.incidents.state import Incident, Incidents, duration_text
+from opsbot.incidents.records import Incident, duration_text
+from opsbot.incidents.state import Incidents
 from opsbot.notify import Notifier
 from opsbot.render import Reply
 from opsbot.state.store import Store

@@ -26,8 +26,9 @@ unacknowledged P0/P1 incidents (P1 every ``alerts.reminder_interval``, P0 twice 
 each reminder claimed by a compare-and-set on ``last_reminder`` so exactly one replica sends
 it.
 
-On resolve, ``postmortem(incident)`` drafts the post-incident report in the runbooks'
-template (Markdown), filled with what opsbot knows and ``_TODO: …_`` prompts for the rest.
+On resolve, ``postmortem.py`` drafts the post-incident report from a Markdown template (the
+runbooks' sections, or the team's own), filled with what opsbot knows and ``_TODO: …_``
+prompts for the rest. The stored document is ``records.py``; the status card ``card.py``.
 """
 
 from __future__ import annotations
@@ -35,333 +36,42 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
 
 from opsbot.config import Person, Settings
 from opsbot.errors import UsageError
 from opsbot.incidents import public as status_updates
+from opsbot.incidents.card import card_text, refreshed
 from opsbot.incidents.public import PublicIncident
+from opsbot.incidents.records import (
+    CARD_RETRY,
+    CONVERGE,
+    COUNTER,
+    EDIT_INTERVAL,
+    HEALTH_TIMEOUT,
+    MAX_SWAPS,
+    MAX_TEXT,
+    MAX_TITLE,
+    NAMESPACE,
+    PREFIX,
+    REFRESH_INTERVAL,
+    SEVERITIES,
+    Entry,
+    Health,
+    Incident,
+    duration_text,
+    hhmm,
+    normalize_id,
+    normalize_severity,
+    short,
+)
 from opsbot.notify import Notifier
-from opsbot.render import Document, Reply
+from opsbot.render import Reply
 from opsbot.state.store import Store
 
 log = logging.getLogger(__name__)
-
-NAMESPACE = "incidents"
-COUNTER = "incident-counter"
-PREFIX = "INC-"
-
-SEVERITIES = ("P0", "P1", "P2", "P3")
-ICONS = {"P0": "🔴", "P1": "🟠", "P2": "🟡", "P3": "🔵"}
-STATES = ("open", "acknowledged", "mitigated", "resolved")
-KINDS = (
-    "declared", "ack", "update", "severity", "assign", "mitigated", "resolved", "reopened",
-    "command", "approval", "action", "alert", "recovery", "public", "escalation",
-)  # fmt: skip
-
-EDIT_INTERVAL = 10.0  # seconds between card edits caused by automatic timeline entries
-REFRESH_INTERVAL = 60.0  # the card's duration and health are refreshed at most this often
-CARD_RETRY = 60.0  # a card that could not be posted is retried by tick after this long
-HEALTH_TIMEOUT = 20.0
-MAX_TIMELINE = 500  # entries kept per incident (the first, "declared", always stays)
-MAX_TEXT = 500  # characters of one timeline entry
-MAX_TITLE = 200
-CARD_ENTRIES = 6  # latest timeline entries shown on the card
-MAX_SWAPS = 1000
-CONVERGE = 5  # re-reads after a card edit, while concurrent changes keep coming
-
-State = Literal["open", "acknowledged", "mitigated", "resolved"]
-Health = Callable[[Sequence[str]], Awaitable[str]]
-_ID = re.compile(r"^(?:INC-?|#)?(\d{1,9})$", re.IGNORECASE)
-
-
-# --------------------------------------------------------------------------- the incident
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One timeline entry; ``kind`` is one of ``KINDS``."""
-
-    at: float
-    actor: str
-    kind: str
-    text: str
-
-    def to_doc(self) -> dict[str, Any]:
-        return {"at": self.at, "actor": self.actor, "kind": self.kind, "text": self.text}
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> Entry:
-        return cls(float(doc["at"]), str(doc["actor"]), str(doc["kind"]), str(doc["text"]))
-
-
-@dataclass(frozen=True, slots=True)
-class Incident:
-    id: str
-    severity: str
-    title: str
-    targets: tuple[str, ...]
-    state: State
-    commander: str
-    declared_by: str
-    created: float
-    acked_at: float | None = None
-    mitigated_at: float | None = None
-    resolved_at: float | None = None
-    chat_id: int | None = None
-    thread_id: int | None = None
-    card_message_id: int | None = None
-    summary: str | None = None
-    last_update: str | None = None
-    last_reminder: float | None = None
-    timeline: tuple[Entry, ...] = ()
-    dropped: int = 0  # timeline entries dropped beyond MAX_TIMELINE
-    first_severity: str | None = None
-    # the card
-    card_text: str | None = None  # what the card shows (or is about to show)
-    card_edited_at: float = 0.0
-    card_dirty: bool = False  # an automatic entry is not on the card yet
-    card_retry_at: float | None = None
-    health: str | None = None
-    health_at: float = 0.0
-
-    def to_doc(self) -> dict[str, Any]:
-        doc = {name: getattr(self, name) for name in _FIELDS}
-        doc["targets"] = list(self.targets)
-        doc["timeline"] = [e.to_doc() for e in self.timeline]
-        return doc
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> Incident:
-        values = {k: v for k, v in doc.items() if k in _FIELDS}
-        values["targets"] = tuple(doc.get("targets", ()))
-        values["timeline"] = tuple(Entry.from_doc(e) for e in doc.get("timeline", ()))
-        return cls(**values)
-
-    @property
-    def resolved(self) -> bool:
-        return self.state == "resolved"
-
-    @property
-    def number(self) -> int:
-        return int(self.id.removeprefix(PREFIX))
-
-    def duration(self, now: float) -> float:
-        end = self.resolved_at if self.resolved_at is not None else now
-        return max(0.0, end - self.created)
-
-    def add(self, *entries: Entry) -> Incident:
-        """The incident with entries appended (the oldest but the first dropped past the cap)."""
-        timeline = (*self.timeline, *entries)
-        dropped = self.dropped
-        if len(timeline) > MAX_TIMELINE:
-            cut = len(timeline) - MAX_TIMELINE
-            timeline = (timeline[0], *timeline[1 + cut :])
-            dropped += cut
-        return replace(self, timeline=timeline, dropped=dropped)
-
-
-_FIELDS = tuple(Incident.__dataclass_fields__)
-
-
-def normalize_id(word: str) -> str | None:
-    """``INC-7``, ``inc-7``, ``#7`` or ``7`` → ``INC-7``; None for anything else."""
-    match = _ID.match(word.strip())
-    return f"{PREFIX}{int(match.group(1))}" if match else None
-
-
-def normalize_severity(word: str) -> str | None:
-    upper = word.strip().upper()
-    return upper if upper in SEVERITIES else None
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def hhmm(ts: float) -> str:
-    return time.strftime("%H:%M UTC", time.gmtime(ts))
-
-
-def duration_text(seconds: float) -> str:
-    """Minutes granularity (the card is refreshed once a minute): <1 min, 12 min, 2h 05m."""
-    minutes = int(max(0.0, seconds) // 60)
-    if minutes < 1:
-        return "<1 min"
-    if minutes < 60:
-        return f"{minutes} min"
-    if minutes < 48 * 60:
-        return f"{minutes // 60}h {minutes % 60:02d}m"
-    return f"{minutes // 1440} d {minutes % 1440 // 60}h"
-
-
-def _short(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def entry_line(entry: Entry, limit: int = 160) -> str:
-    text = f" — {_short(entry.text, limit)}" if entry.text else ""
-    return f"{time.strftime('%H:%M', time.gmtime(entry.at))} {entry.actor} · {entry.kind}{text}"
-
-
-_STATE_LINE = {
-    "open": "🔥 open, unacknowledged",
-    "acknowledged": "👀 acknowledged",
-    "mitigated": "🩹 mitigated",
-    "resolved": "✅ resolved",
-}
-
-
-def card_text(incident: Incident, now: float) -> str:
-    """The status card; depends only on the document and ``now``, so replicas render alike."""
-    icon = "✅" if incident.resolved else ICONS.get(incident.severity, "⚪")
-    took = duration_text(incident.duration(now))
-    when = f"after {took}" if incident.resolved else f"for {took}"
-    lines = [
-        f"{icon} {incident.id} · {incident.severity} · {_short(incident.title, MAX_TITLE)}",
-        f"State: {_STATE_LINE[incident.state]} {when} (since {hhmm(incident.created)})",
-        f"Commander: {incident.commander} · declared by {incident.declared_by}",
-        "Targets: " + (", ".join(incident.targets) or "none named"),
-    ]
-    if incident.health and not incident.resolved:
-        lines.append(f"Health: {_short(incident.health, 300)}")
-    if incident.last_update:
-        lines.append(f"Last update: {_short(incident.last_update, 300)}")
-    if incident.resolved and incident.summary:
-        lines.append(f"Summary: {_short(incident.summary, 300)}")
-    shown = incident.timeline[-CARD_ENTRIES:]
-    total = len(incident.timeline) + incident.dropped
-    lines += ["", f"Timeline (latest {len(shown)} of {total}):"]
-    lines += [entry_line(e) for e in shown]
-    if incident.resolved:
-        lines += ["", f"/incident show {incident.id} · /incident reopen {incident.id}"]
-    else:
-        lines += ["", f"/incident ack|update|mitigated|resolve {incident.id}"]
-    return "\n".join(lines)
-
-
-def _with_card(incident: Incident, now: float) -> Incident:
-    """The incident with the card re-rendered, as shown from now (an explicit change)."""
-    return replace(incident, card_text=card_text(incident, now), card_edited_at=now,
-                   card_dirty=False)  # fmt: skip
-
-
-# --------------------------------------------------------------------------- post-mortem
-
-
-def _stamp(ts: float, day: str) -> str:
-    this_day = time.strftime("%Y-%m-%d", time.gmtime(ts))
-    fmt = "%H:%M" if this_day == day else "%Y-%m-%d %H:%M"
-    return time.strftime(fmt, time.gmtime(ts))
-
-
-_DESCRIBED = {
-    "declared": "Incident declared by {actor}",
-    "ack": "Acknowledged by {actor}",
-    "update": "Update from {actor}",
-    "severity": "Severity changed by {actor}",
-    "assign": "Commander assigned by {actor}",
-    "mitigated": "Mitigated ({actor})",
-    "resolved": "Resolved by {actor}",
-    "reopened": "Reopened by {actor}",
-    "command": "Command by {actor}",
-    "approval": "Approval ({actor})",
-    "action": "Action ({actor})",
-    "alert": "Alert ({actor})",
-    "recovery": "Recovery ({actor})",
-    "public": "Status page update by {actor}",
-    "escalation": "Escalation ({actor})",
-}
-
-
-def postmortem(incident: Incident) -> str:
-    """A Markdown post-incident report draft, in the runbooks' template."""
-    day = time.strftime("%Y-%m-%d", time.gmtime(incident.created))
-    end = incident.resolved_at
-    status = "Resolved" if incident.resolved else f"Investigating ({incident.state})"
-    duration = (
-        f"{duration_text(end - incident.created)} ({_stamp(incident.created, day)}–"
-        f"{_stamp(end, day)} UTC)"
-        if end is not None
-        else f"ongoing since {_stamp(incident.created, day)} UTC"
-    )
-    severity = incident.severity
-    if incident.first_severity and incident.first_severity != incident.severity:
-        severity += f" (declared {incident.first_severity})"
-    services = ", ".join(incident.targets) or "_TODO: list the impacted services_"
-
-    def since(ts: float | None) -> str | None:
-        return duration_text(ts - incident.created) if ts is not None else None
-
-    lines = [
-        f"## Incident Report: {incident.id} {incident.title}",
-        "",
-        f"**Date:** {day}",
-        f"**Duration:** {duration}",
-        f"**Severity:** {severity}",
-        f"**Status:** {status}",
-        f"**Incident commander:** {incident.commander} (declared by {incident.declared_by})",
-        f"**Targets:** {services}",
-        "",
-        "### Timeline",
-        "_All times UTC, recorded by opsbot. Add when the root cause was identified._",
-        "",
-    ]
-    if incident.dropped:
-        lines.append(f"- … {incident.dropped} earlier entries were not kept")
-    for entry in incident.timeline:
-        what = _DESCRIBED.get(entry.kind, entry.kind + " ({actor})").format(actor=entry.actor)
-        said = entry.text not in ("", "acknowledged", "mitigated", "resolved", "reopened")
-        text = f": {_short(entry.text, MAX_TEXT)}" if said else ""
-        lines.append(f"- {_stamp(entry.at, day)} - {what}{text}")
-    measures = [
-        ("Time to acknowledge", since(incident.acked_at)),
-        ("Time to mitigate", since(incident.mitigated_at)),
-        ("Time to resolve", since(incident.resolved_at)),
-    ]
-    lines += [
-        "",
-        "### Impact",
-        "- Users affected: _TODO: how many users were affected, and how?_",
-        f"- Services impacted: {services}",
-        "- Data loss: _TODO: None / describe_",
-    ]
-    lines += [f"- {name}: {value}" for name, value in measures if value is not None]
-    lines += [
-        "",
-        "### Root Cause",
-        "_TODO: what caused the incident, and why it was not caught earlier._",
-        "",
-        "### Resolution",
-        incident.summary or "_TODO: what was done to fix it._",
-    ]
-    actions = [e for e in incident.timeline if e.kind in ("action", "approval", "command")]
-    if actions:
-        lines += ["", "Actions taken (from the timeline):"]
-        lines += [f"- {_stamp(e.at, day)} {e.actor}: {_short(e.text, MAX_TEXT)}" for e in actions]
-    lines += [
-        "",
-        "### Action Items",
-        "- [ ] _TODO: prevention measure 1_",
-        "- [ ] _TODO: prevention measure 2_",
-        "- [ ] Update runbook with new procedures",
-        "",
-        "### Lessons Learned",
-        "_TODO: what went well, what went badly, where we got lucky._",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def postmortem_document(incident: Incident) -> Document:
-    return Document(f"{incident.id}-postmortem.md", postmortem(incident).encode())
-
-
-# --------------------------------------------------------------------------- the engine
 
 
 def _name(person: Person | str) -> str:
@@ -437,7 +147,7 @@ class Incidents:
         level = normalize_severity(severity)
         if level is None:
             raise UsageError(f"severity must be one of {', '.join(SEVERITIES)}")
-        title = _short(title, MAX_TITLE)
+        title = short(title, MAX_TITLE)
         if not title:
             raise UsageError("an incident needs a title")
         names = tuple(dict.fromkeys(t.lower() for t in targets))
@@ -503,7 +213,7 @@ class Incidents:
             log.exception("%s: could not post the status card; tick will retry", incident.id)
             return incident
         with_card = await self._set(
-            incident.id, lambda i: replace(_with_card(i, now), card_message_id=message_id)
+            incident.id, lambda i: replace(refreshed(i, now), card_message_id=message_id)
         )
         try:
             await self.notifier.pin(chat, message_id)
@@ -523,7 +233,7 @@ class Incidents:
         """Compare-and-set loop; ``change`` may raise UsageError to refuse."""
         key = normalize_id(incident_id)
         if key is None:
-            raise UsageError(f"{_short(incident_id, 32)!r} is not an incident id (like INC-7)")
+            raise UsageError(f"{short(incident_id, 32)!r} is not an incident id (like INC-7)")
         for _ in range(MAX_SWAPS):
             stored = await self.store.get(NAMESPACE, key)
             if stored is None:
@@ -539,7 +249,7 @@ class Incidents:
     ) -> Incident:
         """An explicit change: record it, and (only this writer) edit the card at once."""
         now = self.clock()
-        done = await self._change(incident_id, lambda i: _with_card(change(i, now), now))
+        done = await self._change(incident_id, lambda i: refreshed(change(i, now), now))
         await self._show(done.before, done.after)
         return done.after
 
@@ -588,7 +298,7 @@ class Incidents:
 
     async def update(self, incident_id: str, person: Person | str, text: str) -> Incident:
         who = _name(person)
-        text = _short(text, MAX_TEXT)
+        text = short(text, MAX_TEXT)
         if not text:
             raise UsageError("an update needs some text")
 
@@ -633,7 +343,7 @@ class Incidents:
 
     async def mitigated(self, incident_id: str, person: Person | str, text: str = "") -> Incident:
         who = _name(person)
-        text = _short(text, MAX_TEXT)
+        text = short(text, MAX_TEXT)
 
         def change(i: Incident, now: float) -> Incident:
             if i.state in ("mitigated", "resolved"):
@@ -648,7 +358,7 @@ class Incidents:
     async def resolve(self, incident_id: str, person: Person | str, summary: str = "") -> Incident:
         """Resolve; the post-mortem draft is ``postmortem(incident)`` (or its document)."""
         who = _name(person)
-        summary = _short(summary, MAX_TEXT)
+        summary = short(summary, MAX_TEXT)
 
         def change(i: Incident, now: float) -> Incident:
             if i.resolved:
@@ -667,7 +377,7 @@ class Incidents:
 
     async def reopen(self, incident_id: str, person: Person | str, reason: str = "") -> Incident:
         who = _name(person)
-        reason = _short(reason, MAX_TEXT)
+        reason = short(reason, MAX_TEXT)
 
         def change(i: Incident, now: float) -> Incident:
             if i.state not in ("mitigated", "resolved"):
@@ -704,7 +414,7 @@ class Incidents:
         key = normalize_id(incident_id)
         incident = await self.get(incident_id) if key is not None else None
         if incident is None:
-            raise UsageError(f"no incident {key or _short(incident_id, 32)}; see /incident list")
+            raise UsageError(f"no incident {key or short(incident_id, 32)}; see /incident list")
         status_updates.check_public(text, status_updates.internal_words(self.settings))
         record = await status_updates.post(
             self.store, incident.id, self.components(incident), phase, text, self.clock()
@@ -758,14 +468,14 @@ class Incidents:
 
     async def _note(self, incident_id: str, actor: str, kind: str, text: str) -> Incident:
         now = self.clock()
-        entry = Entry(now, _short(actor, 64) or "opsbot", kind, _short(text, MAX_TEXT))
+        entry = Entry(now, short(actor, 64) or "opsbot", kind, short(text, MAX_TEXT))
 
         def change(i: Incident) -> Incident:
             _not_resolved(i, "noted")
             added = i.add(entry)
             if now - i.card_edited_at < EDIT_INTERVAL:
                 return replace(added, card_dirty=True)  # tick shows it
-            return _with_card(added, now)
+            return refreshed(added, now)
 
         done = await self._change(incident_id, change)
         await self._show(done.before, done.after)
@@ -809,7 +519,7 @@ class Incidents:
         if not await self.store.swap(NAMESPACE, incident.id, stored.version, claimed.to_doc()):
             return  # another writer: it or the next tick decides
         text = (
-            f"⏰ {incident.id} {incident.severity} {_short(incident.title, 100)}: "
+            f"⏰ {incident.id} {incident.severity} {short(incident.title, 100)}: "
             f"still unacknowledged after {duration_text(now - incident.created)}"
             f" — /incident ack {incident.id}"
         )
@@ -846,7 +556,7 @@ class Incidents:
         current = Incident.from_doc(stored.value)
         if current.resolved or current.card_edited_at != incident.card_edited_at:
             return  # changed meanwhile: that writer showed it
-        updated = _with_card(replace(current, health=health, health_at=health_at), now)
+        updated = refreshed(replace(current, health=health, health_at=health_at), now)
         if updated.card_text == current.card_text:
             return
         if await self.store.swap(NAMESPACE, incident.id, stored.version, updated.to_doc()):
@@ -856,7 +566,7 @@ class Incidents:
         if self.health is None or not targets:
             return None
         try:
-            return _short(await asyncio.wait_for(self.health(targets), HEALTH_TIMEOUT), 300)
+            return short(await asyncio.wait_for(self.health(targets), HEALTH_TIMEOUT), 300)
         except Exception:
             log.exception("incidents: health of %s unknown", ", ".join(targets))
             return None

@@ -20,19 +20,18 @@ from typing import TYPE_CHECKING
 from opsbot.config import Role
 from opsbot.errors import UsageError
 from opsbot.incidents import public as status_updates
+from opsbot.incidents.card import card_text, entry_line
+from opsbot.incidents.postmortem import postmortem_document
 from opsbot.incidents.public import PHASES, parse_phase
-from opsbot.incidents.state import (
+from opsbot.incidents.records import (
     ICONS,
     SEVERITIES,
     Incident,
-    Incidents,
-    card_text,
     duration_text,
-    entry_line,
     normalize_id,
     normalize_severity,
-    postmortem_document,
 )
+from opsbot.incidents.state import Incidents
 from opsbot.render import Document, Reply
 from opsbot.verbs.registry import Caller, Verb, register
 
@@ -116,7 +115,7 @@ async def incident_verb(
                 f"✅ {done.id} resolved after {took}. Post-mortem draft attached:"
                 " fill in the _TODO_ parts."
             ),
-            document=postmortem_document(done),
+            document=postmortem_document(done, services.settings),
         )
     # reopen
     done = await incidents.reopen(incident_id, person, " ".join(rest))

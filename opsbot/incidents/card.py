@@ -1,0 +1,64 @@
+"""The status card: one message per incident, edited in place; a pure function of the document."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from opsbot.incidents.records import (
+    CARD_ENTRIES,
+    ICONS,
+    MAX_TITLE,
+    Entry,
+    Incident,
+    duration_text,
+    hhmm,
+    short,
+)
+
+
+def entry_line(entry: Entry, limit: int = 160) -> str:
+    text = f" — {short(entry.text, limit)}" if entry.text else ""
+    return f"{time.strftime('%H:%M', time.gmtime(entry.at))} {entry.actor} · {entry.kind}{text}"
+
+
+_STATE_LINE = {
+    "open": "🔥 open, unacknowledged",
+    "acknowledged": "👀 acknowledged",
+    "mitigated": "🩹 mitigated",
+    "resolved": "✅ resolved",
+}
+
+
+def card_text(incident: Incident, now: float) -> str:
+    """The status card; depends only on the document and ``now``, so replicas render alike."""
+    icon = "✅" if incident.resolved else ICONS.get(incident.severity, "⚪")
+    took = duration_text(incident.duration(now))
+    when = f"after {took}" if incident.resolved else f"for {took}"
+    lines = [
+        f"{icon} {incident.id} · {incident.severity} · {short(incident.title, MAX_TITLE)}",
+        f"State: {_STATE_LINE[incident.state]} {when} (since {hhmm(incident.created)})",
+        f"Commander: {incident.commander} · declared by {incident.declared_by}",
+        "Targets: " + (", ".join(incident.targets) or "none named"),
+    ]
+    if incident.health and not incident.resolved:
+        lines.append(f"Health: {short(incident.health, 300)}")
+    if incident.last_update:
+        lines.append(f"Last update: {short(incident.last_update, 300)}")
+    if incident.resolved and incident.summary:
+        lines.append(f"Summary: {short(incident.summary, 300)}")
+    shown = incident.timeline[-CARD_ENTRIES:]
+    total = len(incident.timeline) + incident.dropped
+    lines += ["", f"Timeline (latest {len(shown)} of {total}):"]
+    lines += [entry_line(e) for e in shown]
+    if incident.resolved:
+        lines += ["", f"/incident show {incident.id} · /incident reopen {incident.id}"]
+    else:
+        lines += ["", f"/incident ack|update|mitigated|resolve {incident.id}"]
+    return "\n".join(lines)
+
+
+def refreshed(incident: Incident, now: float) -> Incident:
+    """The incident with the card re-rendered, as shown from now (an explicit change)."""
+    return replace(incident, card_text=card_text(incident, now), card_edited_at=now,
+                   card_dirty=False)  # fmt: skip
