@@ -32,10 +32,10 @@ missing_tools() {
     command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
     [[ -x /usr/bin/chromium ]] || missing+=(chromium)  # the status page's browser test
     [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
-    # tests/test_deploy.py: compose files and the systemd unit checked by their own tools
+    # tests/deploy/test_deploy.py: compose files and the systemd unit checked by their own tools
     command -v docker-compose >/dev/null || missing+=(docker-compose)
     command -v systemd-analyze >/dev/null || missing+=(systemd-analyze)
-    # the kubectl stand-in of tests/test_k8s_revisions.py runs as the lab user, via ssh
+    # the kubectl stand-in of tests/actions/test_k8s_revisions.py runs as the lab user, via ssh
     [[ -x /usr/bin/python3 ]] || missing+=(python3)
     echo "${missing[*]}"
 }

@@ -2,7 +2,7 @@
 
 ``VERBS`` and ``BUTTONS`` are the authorization table: each verb and each kind of button
 declares the least role that may use it and whether it is destructive. ``dispatch`` enforces
-it for verbs, the button handler for taps (tests/test_authz_matrix.py proves both). Arguments
+it for verbs, the button handler for taps (tests/verbs/test_authz_matrix.py proves both). Arguments
 from chat are validated by the verbs (``parse_target`` and friends: target names must exist,
 numbers are bounded) and are never joined into a shell string.
 

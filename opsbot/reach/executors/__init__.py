@@ -1,6 +1,6 @@
 """Executors run an argv somewhere and return what happened as a value.
 
-Three implementations share one contract (``tests/test_executors.py``):
+Three implementations share one contract (``tests/reach/test_executors.py``):
 
 * ``LocalExecutor``: a subprocess on opsbot's own machine, never through a shell;
 * ``SSHExecutor``: a command on an SSH host over a pooled asyncssh connection;

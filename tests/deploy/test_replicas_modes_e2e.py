@@ -43,7 +43,7 @@ from tests.fakebotapi import FakeBotAPI
 from tests.lab.ports import free_port, start_process, stop_process, wait_until
 from tests.lab.redis import RedisServer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 WEB_TOKEN = "replica-test-web-token-0123456789"
 SECRET = "webhook-secret_0123456789"
 HOOK_URL = "https://opsbot.example.org/telegram/hook"

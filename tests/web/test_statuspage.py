@@ -1,6 +1,6 @@
 """The status page over HTTP (no browser): /status.json and /status.atom fed by a real monitor
 round and by /incident commands typed into the fake Bot API's chat; nothing internal leaks.
-The browser test is tests/test_statuspage_browser.py."""
+The browser test is tests/web/test_statuspage_browser.py."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pytest
 from opsbot.config import ComposeTarget, Role, load_config
 from opsbot.errors import ConfigError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_example_and_local_configs_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:

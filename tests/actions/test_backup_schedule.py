@@ -23,6 +23,7 @@ from opsbot.actions.backups.records import list_backups, run_backup
 from opsbot.actions.backups.schedule import BackupScheduler
 from opsbot.alerting.event import AlertEvent
 from opsbot.services import Services
+from tests.actions.test_backups import chown_to_lab_user
 from tests.factories import (
     INCIDENTS,
     OPSBOT_TOKEN,
@@ -40,7 +41,6 @@ from tests.fakebotapi import FakeBotAPI
 from tests.lab.postgres import PostgresServer, postgres_bin_dir
 from tests.lab.redis import RedisServer
 from tests.lab.sshd import SSHServer
-from tests.test_backups import chown_to_lab_user
 
 DAY = 86400
 

@@ -39,7 +39,7 @@ from tests.factories import (
 )
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 KEY = new_key()
 ALICE_PRIVATE, BOB_PRIVATE = Chat(ALICE.id), Chat(BOB.id)
 

@@ -23,7 +23,7 @@ from tests.lab.dockerd import DockerLab
 from tests.lab.ports import free_port
 from tests.lab.sshd import SSHServer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def opsbot(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,

@@ -20,7 +20,7 @@ from selenium.webdriver.common.by import By
 
 from tests.factories import ALICE, OPSBOT_TOKEN, OPSBOT_USERNAME, running_opsbot
 from tests.fakebotapi import FakeBotAPI
-from tests.test_statuspage import INTERNAL, SECRET_NOTE, status_settings
+from tests.web.test_statuspage import INTERNAL, SECRET_NOTE, status_settings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

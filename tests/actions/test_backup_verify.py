@@ -19,11 +19,11 @@ from opsbot.reach.executors.docker import DockerEngine
 from opsbot.reach.executors.local import LocalExecutor
 from opsbot.reach.executors.ssh import SSHExecutor, SSHHost, SSHPool
 from opsbot.state.store.sqlite import SQLiteStore
+from tests.actions.test_backups import chown_to_lab_user, files_spec, pg, pg_spec
 from tests.lab.dockerd import DockerLab
 from tests.lab.postgres import PostgresServer, postgres_bin_dir
 from tests.lab.redis import RedisServer
 from tests.lab.sshd import SSHServer
-from tests.test_backups import chown_to_lab_user, files_spec, pg, pg_spec
 
 TARGET = "quizbot"
 

@@ -28,7 +28,7 @@ from opsbot.config import SSHEndpoint, load_config
 from opsbot.services import ssh_host
 from tests.lab.ports import free_port, require_binary, start_process, stop_process, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 OPSBOT_UID, REDIS_UID = 10001, 999
 TOKEN = "123456:" + "D" * 35
 

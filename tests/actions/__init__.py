@@ -1,0 +1,1 @@
+"""Actions and approvals: restart, rollback, backups, k8s revisions."""

@@ -1,0 +1,1 @@
+"""Alerting: the engine, monitors, their scheduler, ingestion."""

@@ -1,0 +1,1 @@
+"""The chat face end to end: python-telegram-bot handlers against the fake Bot API."""

@@ -1,0 +1,1 @@
+"""How opsbot is run: the command line, deployment files, replicas."""

@@ -1,0 +1,1 @@
+"""Incidents: the state machine, the post-mortem, on-call and escalation."""

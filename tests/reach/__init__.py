@@ -1,0 +1,1 @@
+"""Reach: the executors over the real sshd and dockerd, targets and checks."""

@@ -1,0 +1,1 @@
+"""State: the store backends' contract, the leader lease."""

@@ -1,0 +1,1 @@
+"""The verb registry: the authorization matrix and fuzzed dispatch."""

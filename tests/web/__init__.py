@@ -1,0 +1,1 @@
+"""The web face: webhooks, /metrics, the status page (in a real browser too)."""
