@@ -66,7 +66,6 @@ LONG: dict[str, str] = {
     "opsbot.actions.operations": "one idea: a request's life, from card to approval to result",
     "opsbot.reach.executors.ssh": "one idea: the SSH executor and its pooled connections",
     "opsbot.reach.executors.docker": "to split (issue 13): engine client vs container rollback",
-    "opsbot.actions.backups.records": "to split (issue 13): index, dumps per type, test restore",
     "opsbot.incidents.state": "one idea: the incident state machine, each change a swap",
     "opsbot.config": "to split (issue 13): one module per wing's settings",
 }

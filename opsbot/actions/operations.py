@@ -21,6 +21,7 @@ from pathlib import Path
 
 from opsbot.actions import kinds as actions
 from opsbot.actions.approvals import Request, Status
+from opsbot.actions.backups import methods as backup_methods
 from opsbot.actions.backups import records as backups
 from opsbot.config import Backup, ContainerTarget, Person, Target
 from opsbot.errors import OpsbotError, UsageError
@@ -401,7 +402,7 @@ async def _run(services: Services, filed: Request, target: Target, progress: _Pr
         for spec in target.backups:
             await progress(f"backing up ({spec.type})…")
             try:
-                record = await backups.run_backup(
+                record = await backup_methods.run_backup(
                     name, spec, executor, services.store, services.backups_dir, progress=progress
                 )
                 lines.append(backups.describe(record))
@@ -414,7 +415,8 @@ async def _run(services: Services, filed: Request, target: Target, progress: _Pr
     if filed.action == "restore":
         record = backups.BackupRecord.from_doc(filed.payload["record"])
         await progress(f"restoring {record.name}…")
-        said = await backups.restore_backup(name, _spec_for(target, record.kind), record, executor)
+        spec = _spec_for(target, record.kind)
+        said = await backup_methods.restore_backup(name, spec, record, executor)
         return Outcome(True, f"restored {record.name}", said)
     return Outcome(False, f"unknown action {filed.action}")
 

@@ -19,7 +19,8 @@ import pytest
 import pytest_asyncio
 
 from opsbot.actions.backups import schedule as backup_schedule
-from opsbot.actions.backups.records import list_backups, run_backup
+from opsbot.actions.backups.methods import run_backup
+from opsbot.actions.backups.records import list_backups
 from opsbot.actions.backups.schedule import BackupScheduler
 from opsbot.alerting.event import AlertEvent
 from opsbot.services import Services

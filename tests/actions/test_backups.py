@@ -18,14 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from opsbot.actions.backups.methods import restore_backup, run_backup
 from opsbot.actions.backups.records import (
     BackupError,
     BackupRecord,
     describe,
     human_size,
     list_backups,
-    restore_backup,
-    run_backup,
 )
 from opsbot.config import FilesBackup, PostgresBackup, RedisBackup, SQLiteBackup
 from opsbot.reach.executors import Executor

@@ -2,7 +2,7 @@
 
 A backup with ``schedule:`` (five-field cron, UTC, parsed by APScheduler's ``CronTrigger``)
 runs the same verified backup as ``/backup``
-(:func:`opsbot.actions.backups.records.run_backup`) at each slot.
+(:func:`opsbot.actions.backups.methods.run_backup`) at each slot.
 Every replica ticks; each slot is claimed in the store first (``store.create`` of
 ``backup-runs/<target>/<n>/<slot>``), so one replica runs it, once. A slot missed by at most
 ``CATCH_UP`` (a restart at the wrong moment) still runs; older ones are skipped: the RPO
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opsbot.actions import operations
+from opsbot.actions.backups import methods as backup_methods
 from opsbot.actions.backups import records as backups
 from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.alerting.silences import describe as describe_duration
@@ -167,7 +168,7 @@ class BackupScheduler:
         started = time.monotonic()
         try:
             executor = operations.backup_executor(services, job.target, target)
-            record = await backups.run_backup(
+            record = await backup_methods.run_backup(
                 job.target, job.spec, executor, store, services.backups_dir, now=self._now
             )
         except backups.BackupBusy as exc:

@@ -7,6 +7,7 @@ import time
 from opsbot.actions import operations
 from opsbot.actions.backups import records as backups
 from opsbot.actions.backups import schedule as backup_schedule
+from opsbot.actions.backups.verify import verify_restore
 from opsbot.alerting.silences import describe as describe_duration
 from opsbot.config import Backup, Role, Target
 from opsbot.errors import OpsbotError, UsageError
@@ -71,7 +72,7 @@ async def _verify_backups(
             continue
         try:
             reports.append(
-                await backups.verify_restore(name, spec, record, executor, store=services.store)
+                await verify_restore(name, spec, record, executor, store=services.store)
             )
         except OpsbotError as exc:
             ok = False
