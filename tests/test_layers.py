@@ -67,7 +67,7 @@ LONG: dict[str, str] = {
     "opsbot.reach.executors.ssh": "one idea: the SSH executor and its pooled connections",
     "opsbot.reach.executors.docker": "to split (issue 13): engine client vs container rollback",
     "opsbot.incidents.state": "one idea: the incident state machine, each change a swap",
-    "opsbot.config": "to split (issue 13): one module per wing's settings",
+    "opsbot.config": "one idea: the whole file (Settings), its loading and its errors",
 }
 
 
