@@ -60,7 +60,7 @@ from opsbot.reach.targets import State, container_name, fetch_logs, k8s_revision
 from opsbot.state.store import JSONDoc, Store
 
 if TYPE_CHECKING:  # the Docker SDK loads only for a config with a docker endpoint
-    from opsbot.reach.executors.docker import ContainerStatus
+    from opsbot.reach.executors.docker_inspect import ContainerStatus
 
 log = logging.getLogger(__name__)
 
