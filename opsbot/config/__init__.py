@@ -3,6 +3,10 @@
 Secrets are ``SecretStr`` and may come from the environment or from a sibling ``*_file``
 field (``token_file: /run/secrets/bot_token``). A bad file fails with a message naming the
 field and the line it is on (``load_config``), never with a traceback.
+
+Part of the ground: it imports nothing of opsbot but ``opsbot.errors``. The sections live in
+``base``, ``telegram``, ``targets`` and ``incidents``; this module keeps ``Settings`` and its
+loading, and re-exports every public name.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Registration order matters: the dedup claim runs first (group -2, each update_id once across
 replicas), the gate in group -1 for every update and stops anything it does not admit;
 commands and buttons run in group 0 only for what it let through.
+
+May import the verb registry, the wings, state and the ground; nothing imports this package
+but the entry layer (``opsbot.app``).
 """
 
 from __future__ import annotations
