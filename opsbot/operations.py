@@ -301,7 +301,11 @@ async def perform(services: Services, filed: Request, notifier: Notifier | None)
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewing
-        await services.store.release(run_lease, owner)
+        try:
+            await services.store.release(run_lease, owner)
+        except Exception as exc:  # the store is briefly away: the lease lapses by itself
+            log.warning("could not release %s (it lapses within %.0f s): %s",
+                        run_lease, RUN_LEASE, exc)  # fmt: skip
 
 
 async def _renew(services: Services, lease: str, owner: str) -> None:
@@ -336,7 +340,10 @@ async def _perform(
             except OpsbotError as exc:
                 outcome = Outcome(False, f"failed: {exc}")
             finally:
-                await services.store.release(lock, owner)
+                try:
+                    await services.store.release(lock, owner)
+                except Exception as exc:  # it lapses by itself; the outcome must be recorded
+                    log.warning("could not release %s: %s", lock, exc)
     duration = time.monotonic() - started
     summary = services.redactor.redact(outcome.summary)
     output = services.redactor.redact(outcome.output)
