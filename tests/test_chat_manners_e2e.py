@@ -1,0 +1,114 @@
+"""Chat manners: replies threaded to what they answer, "typing…" while a command is slow.
+
+Through the fake Bot API (which keeps each message's ``reply_to_message_id`` and every
+``sendChatAction``), against the real lab sshd: one target's logs take 2.5 s over SSH.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+
+from tests.factories import (
+    ALICE,
+    OPSBOT_TOKEN,
+    OPSBOT_USERNAME,
+    ChatSession,
+    base_config,
+    running_opsbot,
+    ssh_endpoint,
+    write_config,
+)
+from tests.fakebotapi import Chat, FakeBotAPI
+from tests.lab.sshd import SSHServer
+
+PRIVATE = Chat(ALICE.id, "private")
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeBotAPI]:
+    with FakeBotAPI(group_per_minute=None) as api:
+        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
+        yield api
+
+
+@pytest_asyncio.fixture(scope="module")
+async def chat(
+    fake: FakeBotAPI, tmp_path_factory: pytest.TempPathFactory, sshd_server: SSHServer
+) -> AsyncIterator[ChatSession]:
+    tmp = tmp_path_factory.mktemp("manners")
+    config = base_config(fake, tmp / "data")
+    config["endpoints"] = {"lab-ssh": ssh_endpoint(sshd_server)}
+    config["targets"] = {
+        "slowbot": {
+            "kind": "command",
+            "endpoint": "lab-ssh",
+            "actions": {
+                "status": ["true"],
+                "logs": ["sh", "-c", "sleep 2.5; echo slow line"],
+            },
+        },
+        "fastbot": {
+            "kind": "command",
+            "endpoint": "lab-ssh",
+            "actions": {"status": ["true"], "logs": ["echo", "fast line"]},
+        },
+    }
+    settings = write_config(tmp / "opsbot.yaml", config)
+    async with running_opsbot(fake, settings) as session:
+        yield session
+
+
+def _typing(fake: FakeBotAPI, since: int) -> list[dict[str, object]]:
+    return [c.params for c in fake.calls[since:] if c.method == "sendChatAction"]
+
+
+async def test_a_slow_command_shows_typing_and_its_answer_is_threaded(
+    chat: ChatSession,
+) -> None:
+    since = len(chat.fake.calls)
+    sent = chat.send("/logs slowbot", chat=PRIVATE)
+    reply = await chat.fake.wait_for_message(
+        PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=15
+    )
+    assert "slow line" in (reply.text or "")
+    assert reply.reply_to_message_id == sent["message_id"]
+    actions = _typing(chat.fake, since)
+    assert actions, chat.fake.dump_calls()
+    assert all(a["action"] == "typing" and a["chat_id"] == PRIVATE.id for a in actions)
+    # 2.5 s: one after 1 s, the next only ~4 s later (after the reply): no flood.
+    assert len(actions) <= 2
+
+
+async def test_a_fast_command_shows_no_typing(chat: ChatSession) -> None:
+    since = len(chat.fake.calls)
+    sent = chat.send("/help", chat=PRIVATE)
+    reply = await chat.fake.wait_for_message(
+        PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=10
+    )
+    assert reply.reply_to_message_id == sent["message_id"]
+    await chat.fake.wait_for_call("sendMessage", since=since)
+    assert _typing(chat.fake, since) == []
+
+
+async def test_an_answer_to_a_deleted_command_still_arrives(chat: ChatSession) -> None:
+    sent = chat.send("/logs slowbot", chat=PRIVATE)
+    chat.fake.delete_message(PRIVATE.id, sent["message_id"])  # gone before the answer
+    reply = await chat.fake.wait_for_message(
+        PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=15
+    )
+    assert "slow line" in (reply.text or "")
+    assert reply.reply_to_message_id is None
+
+
+async def test_a_button_answer_is_threaded_to_the_tapped_message(chat: ChatSession) -> None:
+    health = await chat.ask("/health fastbot", chat=PRIVATE)
+    assert health.reply_markup is not None
+    chat.tap(health, "l:fastbot", chat=PRIVATE)
+    logs = await chat.fake.wait_for_message(
+        PRIVATE.id, after_message_id=health.message_id, token=OPSBOT_TOKEN, timeout=10
+    )
+    assert "fast line" in (logs.text or "")
+    assert logs.reply_to_message_id == health.message_id
