@@ -251,20 +251,58 @@ async def _show(notifier: Notifier | None, filed: Request, progress: str = "") -
             log.exception("could not update the card of request %s", filed.id)
 
 
+def elapsed(seconds: float) -> str:
+    """12.4 → '12 s'; 125 → '2 min 5 s'."""
+    whole = int(seconds)
+    return f"{whole // 60} min {whole % 60} s" if whole >= 60 else f"{whole} s"
+
+
 class _Progress:
-    """Edits the card with progress, at most every ``interval`` seconds and only on change."""
+    """Shows the latest progress line on the card with the time the run has taken.
+
+    Edits go out at most every ``interval`` seconds; a ticker shows a line that arrived
+    in between once the interval is over (so the card always ends on the latest state) and
+    keeps the elapsed time moving through a long step. The outbox keeps only the newest
+    queued text of a card, so a slow chat never sees stale states either.
+    """
 
     def __init__(self, notifier: Notifier | None, filed: Request, interval: float = 2.0) -> None:
         self.notifier, self.filed, self.interval = notifier, filed, interval
-        self._last_text = ""
-        self._last_at = 0.0
+        self.started = time.monotonic()
+        self._text = ""
+        self._shown = ""
+        self._last_at = -interval
+        self._lock = asyncio.Lock()  # edits are queued in order: the newest is queued last
+        self._ticker: asyncio.Task[None] | None = None
 
     async def __call__(self, text: str) -> None:
-        now = time.monotonic()
-        if text == self._last_text or now - self._last_at < self.interval:
-            return
-        self._last_text, self._last_at = text, now
-        await _show(self.notifier, self.filed, text)
+        self._text = text
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick(), name="opsbot-card-progress")
+        if time.monotonic() - self._last_at >= self.interval:
+            await self._flush()
+
+    async def close(self) -> None:
+        """Stop the ticker (before the final card is shown)."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            line = f"{self._text} · {elapsed(now - self.started)}"
+            if line == self._shown:
+                return
+            self._shown, self._last_at = line, now
+            await _show(self.notifier, self.filed, line)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(max(self._last_at + self.interval - time.monotonic(), 0.05))
+            if time.monotonic() - self._last_at >= self.interval:
+                await self._flush()
 
 
 # --------------------------------------------------------------------------- performing
@@ -331,11 +369,13 @@ async def _perform(
         if holder is not None:
             outcome = Outcome(False, _busy(holder))
         else:
+            progress = _Progress(notifier, filed, 2.0 if (filed.chat_id or 0) > 0 else 3.0)
             try:
-                outcome = await _run(services, filed, target, _Progress(notifier, filed))
+                outcome = await _run(services, filed, target, progress)
             except OpsbotError as exc:
                 outcome = Outcome(False, f"failed: {exc}")
             finally:
+                await progress.close()
                 await services.store.release(lock, owner)
     duration = time.monotonic() - started
     summary = services.redactor.redact(outcome.summary)
@@ -350,7 +390,7 @@ async def _perform(
     redacted = Outcome(outcome.ok, summary, output, outcome.files)
     if notifier is not None:
         try:
-            await _report(services, notifier, done, redacted)
+            await _report(services, notifier, done, redacted, duration)
         except Exception:  # the action ran; its record is in the store and the audit trail
             log.exception("could not report the result of request %s", filed.id)
     return redacted
@@ -365,8 +405,15 @@ def _busy(holder: str) -> str:
         return "another action is already running on this target"
 
 
-async def _report(services: Services, notifier: Notifier, done: Request, outcome: Outcome) -> None:
-    reply = _with_output(card(done), done.target, outcome)
+async def _report(
+    services: Services,
+    notifier: Notifier,
+    done: Request,
+    outcome: Outcome,
+    duration: float | None = None,
+) -> None:
+    took = f"took {elapsed(duration)}" if duration is not None else ""
+    reply = _with_output(card(done, took), done.target, outcome)
     if done.chat_id is not None and done.message_id is not None:
         await notifier.edit(done.chat_id, done.message_id, Reply(reply.text, reply.block))
         documents = [reply.document] if reply.document else []
