@@ -72,7 +72,7 @@ LOCK_MARGIN = 60.0
 #: Seconds between two looks at a running BGSAVE.
 REDIS_POLL_INTERVAL = 0.1
 #: How often a copy home reports its bytes done (the card shows the latest at its own pace).
-COPY_POLL = 0.5
+COPY_POLL = 0.25
 #: Budget for removing files after a failure or for retention, outside the backup's deadline.
 CLEANUP_TIMEOUT = 30.0
 

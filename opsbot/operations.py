@@ -26,6 +26,7 @@ from opsbot.config import Backup, ContainerTarget, Person, Target
 from opsbot.errors import OpsbotError, UsageError
 from opsbot.executors import Executor
 from opsbot.notify import Notifier
+from opsbot.progress import ProgressSink
 from opsbot.render import Button, Document, Reply
 from opsbot.services import Services
 from opsbot.targets import container_name
@@ -155,8 +156,10 @@ async def request(
     *,
     chat_id: int | None,
     thread_id: int | None = None,
+    progress: ProgressSink | None = None,
 ) -> Reply:
-    """Plan the action; file it for approval (card) or, if the policy allows, run it now."""
+    """Plan the action; file it for approval (card) or, if the policy allows, run it now
+    (its card's progress then goes to ``progress``, the caller's in-place message)."""
     steps, note, payload = await plan(services, action, name, target, args)
     approvals = services.approvals
     filed = await approvals.create(
@@ -180,9 +183,10 @@ async def request(
     claimed = await approvals.claim_unreviewed(filed.id)
     if claimed is None:
         return Reply(text="This request was already handled.")
-    outcome = await perform(services, claimed, None)
+    began = time.monotonic()
+    outcome = await perform(services, claimed, None, sink=progress)
     done = await approvals.get(filed.id)
-    reply = card(done or claimed)
+    reply = card(done or claimed, f"took {elapsed(time.monotonic() - began)}")
     return _with_output(reply, name, outcome)
 
 
@@ -266,8 +270,14 @@ class _Progress:
     queued text of a card, so a slow chat never sees stale states either.
     """
 
-    def __init__(self, notifier: Notifier | None, filed: Request, interval: float = 2.0) -> None:
-        self.notifier, self.filed, self.interval = notifier, filed, interval
+    def __init__(
+        self,
+        notifier: Notifier | None,
+        filed: Request,
+        interval: float = 2.0,
+        sink: ProgressSink | None = None,
+    ) -> None:
+        self.notifier, self.filed, self.interval, self.sink = notifier, filed, interval, sink
         self.started = time.monotonic()
         self._text = ""
         self._shown = ""
@@ -296,7 +306,10 @@ class _Progress:
             if line == self._shown:
                 return
             self._shown, self._last_at = line, now
-            await _show(self.notifier, self.filed, line)
+            if self.sink is not None:  # the card is not posted yet: the caller's message
+                self.sink(card(self.filed, line))
+            else:
+                await _show(self.notifier, self.filed, line)
 
     async def _tick(self) -> None:
         while True:
@@ -316,7 +329,13 @@ def _run_ttl(target: Target | None) -> float:
     return ttl + LOCK_TTL_MARGIN
 
 
-async def perform(services: Services, filed: Request, notifier: Notifier | None) -> Outcome:
+async def perform(
+    services: Services,
+    filed: Request,
+    notifier: Notifier | None,
+    *,
+    sink: ProgressSink | None = None,
+) -> Outcome:
     """Run an approved request once: under the target's lock, verified, reported.
 
     The request is marked started (compare-and-set) under a run lease before anything runs,
@@ -334,7 +353,7 @@ async def perform(services: Services, filed: Request, notifier: Notifier | None)
         started = await services.approvals.start(filed.id)
         if started is None:
             return Outcome(False, "already started")
-        return await _perform(services, started, target, owner, notifier)
+        return await _perform(services, started, target, owner, notifier, sink)
     finally:
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -358,6 +377,7 @@ async def _perform(
     target: Target | None,
     owner: str,
     notifier: Notifier | None,
+    sink: ProgressSink | None = None,
 ) -> Outcome:
     started = time.monotonic()
     lock = f"target:{filed.target}"
@@ -369,7 +389,8 @@ async def _perform(
         if holder is not None:
             outcome = Outcome(False, _busy(holder))
         else:
-            progress = _Progress(notifier, filed, 2.0 if (filed.chat_id or 0) > 0 else 3.0)
+            pace = 2.0 if (filed.chat_id or 0) > 0 else 3.0
+            progress = _Progress(notifier, filed, pace, sink)
             try:
                 outcome = await _run(services, filed, target, progress)
             except OpsbotError as exc:

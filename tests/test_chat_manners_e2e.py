@@ -6,7 +6,12 @@ Through the fake Bot API (which keeps each message's ``reply_to_message_id`` and
 
 from __future__ import annotations
 
+import re
+import sqlite3
+import subprocess
 from collections.abc import AsyncIterator, Iterator
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -25,6 +30,18 @@ from tests.fakebotapi import Chat, FakeBotAPI
 from tests.lab.sshd import SSHServer
 
 PRIVATE = Chat(ALICE.id, "private")
+BIG_MB = 64  # large enough for the copy home to report bytes done
+
+
+@pytest.fixture(scope="module")
+def big_db(sshd_server: SSHServer) -> Path:
+    path = sshd_server.workdir / "big.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE blobs (b BLOB)")
+        db.executemany("INSERT INTO blobs VALUES (randomblob(1048576))", [()] * BIG_MB)
+        db.commit()
+    subprocess.run(["chown", sshd_server.username, str(path)], check=True)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +53,10 @@ def fake() -> Iterator[FakeBotAPI]:
 
 @pytest_asyncio.fixture(scope="module")
 async def chat(
-    fake: FakeBotAPI, tmp_path_factory: pytest.TempPathFactory, sshd_server: SSHServer
+    fake: FakeBotAPI,
+    tmp_path_factory: pytest.TempPathFactory,
+    sshd_server: SSHServer,
+    big_db: Path,
 ) -> AsyncIterator[ChatSession]:
     tmp = tmp_path_factory.mktemp("manners")
     config = base_config(fake, tmp / "data")
@@ -54,6 +74,22 @@ async def chat(
             "kind": "command",
             "endpoint": "lab-ssh",
             "actions": {"status": ["true"], "logs": ["echo", "fast line"]},
+        },
+        "bigdb": {
+            "kind": "command",
+            "endpoint": "lab-ssh",
+            "actions": {"status": ["true"]},
+            "backups": [
+                {
+                    "type": "sqlite",
+                    "path": str(big_db),
+                    # a slow start: the dump runs for seconds, as a big one does
+                    "sqlite3": ["sh", "-c", 'sleep 2.5; exec sqlite3 "$@"', "sqlite3"],
+                    "send_max_bytes": 1000,  # kept, not sent to the chat
+                    "timeout": 120,
+                    "remote_dir": str(sshd_server.workdir / "backups"),
+                }
+            ],
         },
     }
     settings = write_config(tmp / "opsbot.yaml", config)
@@ -112,3 +148,24 @@ async def test_a_button_answer_is_threaded_to_the_tapped_message(chat: ChatSessi
     )
     assert "fast line" in (logs.text or "")
     assert logs.reply_to_message_id == health.message_id
+
+
+async def test_a_backup_card_shows_elapsed_time_and_bytes_and_ends_on_the_result(
+    chat: ChatSession,
+) -> None:
+    sent = chat.send("/backup bigdb", chat=PRIVATE)
+    card = await chat.fake.wait_for_message(
+        PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=10
+    )
+    assert card.reply_to_message_id == sent["message_id"]
+    final = await chat.fake.wait_for_message(
+        PRIVATE.id,
+        lambda m: m.message_id == card.message_id and "backup bigdb — done" in (m.text or ""),
+        token=OPSBOT_TOKEN,
+        timeout=90,
+    )
+    shown = [t for t in final.history if t is not None]
+    assert any(re.search(r"dumping .*… · [1-9]\d* s", t) for t in shown), shown
+    assert any(re.search(r"copying [\d.]+ (B|KiB|MiB) / 64\.\d MiB", t) for t in shown), shown
+    assert final.text is not None and re.search(r"took \d+ s", final.text)
+    assert shown[-1] == final.text and "…" not in final.text

@@ -71,9 +71,7 @@ class CommandHandlers:
                     raise
                 ref = await progress.finish(reply)
                 if ref is None:
-                    await self._reply(
-                        message.chat_id, reply, thread, reply_to=message.message_id
-                    )
+                    await self._reply(message.chat_id, reply, thread, reply_to=message.message_id)
                 elif reply.request_id is not None:
                     await self.services.approvals.attach_message(reply.request_id, ref)
 
