@@ -255,6 +255,10 @@ async def _show(notifier: Notifier | None, filed: Request, progress: str = "") -
             log.exception("could not update the card of request %s", filed.id)
 
 
+#: A run's progress shows from this many seconds on (then every 2 s, or 3 s in a group).
+PROGRESS_AFTER = 1.0
+
+
 def elapsed(seconds: float) -> str:
     """12.4 → '12 s'; 125 → '2 min 5 s'."""
     whole = int(seconds)
@@ -281,7 +285,8 @@ class _Progress:
         self.started = time.monotonic()
         self._text = ""
         self._shown = ""
-        self._last_at = -interval
+        # Nothing is shown in the first second: a quick run goes straight to its result.
+        self._last_at = self.started - interval + PROGRESS_AFTER
         self._lock = asyncio.Lock()  # edits are queued in order: the newest is queued last
         self._ticker: asyncio.Task[None] | None = None
 
