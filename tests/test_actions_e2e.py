@@ -398,8 +398,6 @@ async def test_backups_of_postgres_and_sqlite_are_verified_listed_and_restorable
         chat, card, f"a:{request_id}", ALICE, "restore db — done", timeout=90
     )
     assert restored.text is not None and re.search(r"\ntook \d+ s\n", restored.text)
-    # The card showed the running state with the time taken so far.
-    assert any(re.search(r"restoring .*… · \d+ s", t or "") for t in restored.history)
     assert psql(postgres_server, "SELECT string_agg(q, ',' ORDER BY id) FROM quiz") == "a,b,c"
 
 

@@ -18,6 +18,8 @@ import pytest_asyncio
 
 from tests.factories import (
     ALICE,
+    BOB,
+    OPS,
     OPSBOT_TOKEN,
     OPSBOT_USERNAME,
     ChatSession,
@@ -170,3 +172,33 @@ async def test_a_backup_card_shows_elapsed_time_and_bytes_and_ends_on_the_result
     assert len(seconds) >= 2 and seconds == sorted(seconds), shown  # the clock moves on
     assert final.text is not None and re.search(r"took \d+ s", final.text)
     assert shown[-1] == final.text and "…" not in final.text  # it ends on the result
+
+
+async def test_an_approved_restore_card_shows_elapsed_time_then_the_total(
+    chat: ChatSession,
+) -> None:
+    """The approval path: the card itself (in a group) is edited with progress."""
+    listed = await chat.ask("/backup bigdb list", chat=PRIVATE)
+    names = [line.split()[0] for line in (listed.text or "").splitlines()[1:]]
+    if not names:  # this test run alone: make one
+        await chat.ask("/backup bigdb", chat=PRIVATE, timeout=90)
+        listed = await chat.ask("/backup bigdb list", chat=PRIVATE)
+        names = [line.split()[0] for line in (listed.text or "").splitlines()[1:]]
+    sent = chat.send(f"/backup bigdb restore {names[0]}", chat=OPS)
+    card = await chat.fake.wait_for_message(
+        OPS.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=15
+    )
+    assert card.text is not None and "approval needed" in card.text
+    assert card.reply_to_message_id == sent["message_id"]
+    request_id = card.text.split("id ")[1].split()[0]
+    chat.tap(card, f"a:{request_id}", user=BOB, chat=OPS)
+    final = await chat.fake.wait_for_message(
+        OPS.id,
+        lambda m: m.message_id == card.message_id and "restore bigdb — done" in (m.text or ""),
+        token=OPSBOT_TOKEN,
+        timeout=90,
+    )
+    shown = [t for t in final.history if t is not None]
+    assert any(re.search(r"restoring .*… · [1-9]\d* s", t) for t in shown), shown
+    assert final.text is not None and re.search(r"\ntook \d+ s\n", final.text)
+    assert shown[-1] == final.text
