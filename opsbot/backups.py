@@ -33,6 +33,7 @@ Nothing here knows about Telegram; ``progress`` is an optional async callback ta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -70,6 +71,8 @@ HISTORY_KEEP = 500
 LOCK_MARGIN = 60.0
 #: Seconds between two looks at a running BGSAVE.
 REDIS_POLL_INTERVAL = 0.1
+#: How often a copy home reports its bytes done (the card shows the latest at its own pace).
+COPY_POLL = 0.25
 #: Budget for removing files after a failure or for retention, outside the backup's deadline.
 CLEANUP_TIMEOUT = 30.0
 
@@ -590,7 +593,7 @@ async def _backup(
         verified = await _verify(session, spec, remote_path)
         sha256, size = await _checksum(session, remote_path)
         if transfer is not None and local_path is not None:
-            await session.say(f"copying {human_size(size)} to opsbot…")
+            await session.say(f"copying {human_size(0)} / {human_size(size)} to opsbot…")
             await _copy_home(session, transfer, remote_path, local_path, sha256, size)
     except BaseException:
         await asyncio.shield(_remove_files(session, [remote_path], [local_path]))
@@ -767,7 +770,13 @@ async def _copy_home(
         local_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     await asyncio.to_thread(prepare)
-    copied = await transfer.fetch(remote_path, local_path, timeout=session.left("the copy"))
+    watching = asyncio.create_task(_watch_copy(session, local_path, size))
+    try:
+        copied = await transfer.fetch(remote_path, local_path, timeout=session.left("the copy"))
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
     await asyncio.to_thread(os.chmod, local_path, 0o600)
     local_sha = await asyncio.to_thread(sha256_file, local_path)
     if local_sha != sha256 or copied != size:
@@ -776,6 +785,23 @@ async def _copy_home(
             f"({human_size(copied)}, sha256 {local_sha[:12]} here; {human_size(size)}, sha256 "
             f"{sha256[:12]} on the endpoint)"
         )
+
+
+async def _watch_copy(session: _Session, local_path: Path, size: int) -> None:
+    """Report the bytes copied so far, read from the size of the file being written (every
+    transfer writes a temporary name beside ``local_path``), whatever the executor."""
+    while True:
+        await asyncio.sleep(COPY_POLL)
+        done = await asyncio.to_thread(_bytes_written, local_path)
+        await session.say(f"copying {human_size(done)} / {human_size(size)} to opsbot…")
+
+
+def _bytes_written(local_path: Path) -> int:
+    sizes = [0]
+    for path in [local_path, *local_path.parent.glob(f".{local_path.name}.*.part")]:
+        with contextlib.suppress(OSError):
+            sizes.append(path.stat().st_size)
+    return max(sizes)
 
 
 # --------------------------------------------------------------------------- the index

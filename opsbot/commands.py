@@ -238,7 +238,7 @@ async def _destructive(action: str, services: Services, caller: Caller, args: li
     name, target = parse_target(services, args[0])
     return await operations.request(
         services, caller.person, action, name, target, (),
-        chat_id=caller.chat_id, thread_id=caller.thread_id,
+        chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
     )  # fmt: skip
 
 
@@ -266,7 +266,7 @@ async def rollback(services: Services, caller: Caller, args: list[str]) -> Reply
         )
     return await operations.request(
         services, caller.person, "rollback", name, target, (args[1],),
-        chat_id=caller.chat_id, thread_id=caller.thread_id,
+        chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
     )  # fmt: skip
 
 
@@ -317,13 +317,13 @@ async def backup(services: Services, caller: Caller, args: list[str]) -> Reply:
     if sub == "restore" and len(args) == 3:
         return await operations.request(
             services, caller.person, "restore", name, target, (args[2],),
-            chat_id=caller.chat_id, thread_id=caller.thread_id,
+            chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
         )  # fmt: skip
     if sub:
         raise UsageError(BACKUP_USAGE)
     return await operations.request(
         services, caller.person, "backup", name, target, (),
-        chat_id=caller.chat_id, thread_id=caller.thread_id,
+        chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
     )  # fmt: skip
 
 

@@ -15,8 +15,16 @@ from opsbot.render import Reply
 
 
 class Notifier(Protocol):
-    async def send(self, chat_id: int, reply: Reply, *, thread_id: int | None = None) -> int:
-        """Post a reply; returns the new message's ref (what ``edit`` and ``pin`` take)."""
+    async def send(
+        self,
+        chat_id: int,
+        reply: Reply,
+        *,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
+    ) -> int:
+        """Post a reply (threaded to message ``reply_to`` when given, sent anyway if that one
+        is gone); returns the new message's ref (what ``edit`` and ``pin`` take)."""
         ...
 
     async def edit(self, chat_id: int, message_id: int, reply: Reply) -> None:
