@@ -71,7 +71,14 @@ class PrintNotifier:
         self.out.write(prefix + text + "\n")
         self.out.flush()
 
-    async def send(self, chat_id: int, reply: Reply, *, thread_id: int | None = None) -> int:
+    async def send(
+        self,
+        chat_id: int,
+        reply: Reply,
+        *,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
+    ) -> int:
         self._sent += 1
         self._print(f"[to chat {chat_id}] ", reply)
         return self._sent

@@ -9,14 +9,27 @@ anything reaches Telegram, and ``edit``/``pin`` take that ref.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from opsbot.render import Reply
 
+#: Where a long verb or action reports its latest progress (a chat's in-place message, see
+#: ``opsbot.verbs.progress``); called with the latest reply, it must not block.
+ProgressSink = Callable[[Reply], None]
+
 
 class Notifier(Protocol):
-    async def send(self, chat_id: int, reply: Reply, *, thread_id: int | None = None) -> int:
-        """Post a reply; returns the new message's ref (what ``edit`` and ``pin`` take)."""
+    async def send(
+        self,
+        chat_id: int,
+        reply: Reply,
+        *,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
+    ) -> int:
+        """Post a reply (threaded to message ``reply_to`` when given, sent anyway if that one
+        is gone); returns the new message's ref (what ``edit`` and ``pin`` take)."""
         ...
 
     async def edit(self, chat_id: int, message_id: int, reply: Reply) -> None:

@@ -852,6 +852,12 @@ class FakeBotAPI:
             msg = self._messages.get(chat_id, {}).get(message_id)
             return copy.deepcopy(msg)
 
+    def delete_message(self, chat_id: int, message_id: int) -> None:
+        """Delete a message as a user (or another admin) would: replies to it then need
+        ``allow_sending_without_reply``."""
+        with self._cond:
+            del self._messages[chat_id][message_id]
+
     @staticmethod
     def scope_key(scope: JSON | None = None, language_code: str = "") -> tuple[str, str]:
         """The key of ``commands()``: e.g. ``scope_key({"type": "chat", "chat_id": 5})``."""

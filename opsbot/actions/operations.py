@@ -25,7 +25,7 @@ from opsbot.actions.backups import methods as backup_methods
 from opsbot.actions.backups import records as backups
 from opsbot.config import Backup, ContainerTarget, Person, Target
 from opsbot.errors import OpsbotError, UsageError
-from opsbot.notify import Notifier
+from opsbot.notify import Notifier, ProgressSink
 from opsbot.reach.executors import Executor
 from opsbot.reach.targets import container_name
 from opsbot.render import Button, Document, Reply
@@ -157,8 +157,10 @@ async def request(
     *,
     chat_id: int | None,
     thread_id: int | None = None,
+    progress: ProgressSink | None = None,
 ) -> Reply:
-    """Plan the action; file it for approval (card) or, if the policy allows, run it now."""
+    """Plan the action; file it for approval (card) or, if the policy allows, run it now
+    (its card's progress then goes to ``progress``, the caller's in-place message)."""
     steps, note, payload = await plan(services, action, name, target, args)
     approvals = services.approvals
     filed = await approvals.create(
@@ -182,9 +184,10 @@ async def request(
     claimed = await approvals.claim_unreviewed(filed.id)
     if claimed is None:
         return Reply(text="This request was already handled.")
-    outcome = await perform(services, claimed, None)
+    began = time.monotonic()
+    outcome = await perform(services, claimed, None, sink=progress)
     done = await approvals.get(filed.id)
-    reply = card(done or claimed)
+    reply = card(done or claimed, f"took {elapsed(time.monotonic() - began)}")
     return _with_output(reply, name, outcome)
 
 
@@ -253,20 +256,72 @@ async def _show(notifier: Notifier | None, filed: Request, progress: str = "") -
             log.exception("could not update the card of request %s", filed.id)
 
 
-class _Progress:
-    """Edits the card with progress, at most every ``interval`` seconds and only on change."""
+#: A run's progress shows from this many seconds on (then every 2 s, or 3 s in a group).
+PROGRESS_AFTER = 1.0
 
-    def __init__(self, notifier: Notifier | None, filed: Request, interval: float = 2.0) -> None:
-        self.notifier, self.filed, self.interval = notifier, filed, interval
-        self._last_text = ""
-        self._last_at = 0.0
+
+def elapsed(seconds: float) -> str:
+    """12.4 → '12 s'; 125 → '2 min 5 s'."""
+    whole = int(seconds)
+    return f"{whole // 60} min {whole % 60} s" if whole >= 60 else f"{whole} s"
+
+
+class _Progress:
+    """Shows the latest progress line on the card with the time the run has taken.
+
+    Edits go out at most every ``interval`` seconds; a ticker shows a line that arrived
+    in between once the interval is over (so the card always ends on the latest state) and
+    keeps the elapsed time moving through a long step. The outbox keeps only the newest
+    queued text of a card, so a slow chat never sees stale states either.
+    """
+
+    def __init__(
+        self,
+        notifier: Notifier | None,
+        filed: Request,
+        interval: float = 2.0,
+        sink: ProgressSink | None = None,
+    ) -> None:
+        self.notifier, self.filed, self.interval, self.sink = notifier, filed, interval, sink
+        self.started = time.monotonic()
+        self._text = ""
+        self._shown = ""
+        # Nothing is shown in the first second: a quick run goes straight to its result.
+        self._last_at = self.started - interval + PROGRESS_AFTER
+        self._lock = asyncio.Lock()  # edits are queued in order: the newest is queued last
+        self._ticker: asyncio.Task[None] | None = None
 
     async def __call__(self, text: str) -> None:
-        now = time.monotonic()
-        if text == self._last_text or now - self._last_at < self.interval:
-            return
-        self._last_text, self._last_at = text, now
-        await _show(self.notifier, self.filed, text)
+        self._text = text
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick(), name="opsbot-card-progress")
+        if time.monotonic() - self._last_at >= self.interval:
+            await self._flush()
+
+    async def close(self) -> None:
+        """Stop the ticker (before the final card is shown)."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            line = f"{self._text} · {elapsed(now - self.started)}"
+            if line == self._shown:
+                return
+            self._shown, self._last_at = line, now
+            if self.sink is not None:  # the card is not posted yet: the caller's message
+                self.sink(card(self.filed, line))
+            else:
+                await _show(self.notifier, self.filed, line)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(max(self._last_at + self.interval - time.monotonic(), 0.05))
+            if time.monotonic() - self._last_at >= self.interval:
+                await self._flush()
 
 
 # --------------------------------------------------------------------------- performing
@@ -280,7 +335,13 @@ def _run_ttl(target: Target | None) -> float:
     return ttl + LOCK_TTL_MARGIN
 
 
-async def perform(services: Services, filed: Request, notifier: Notifier | None) -> Outcome:
+async def perform(
+    services: Services,
+    filed: Request,
+    notifier: Notifier | None,
+    *,
+    sink: ProgressSink | None = None,
+) -> Outcome:
     """Run an approved request once: under the target's lock, verified, reported.
 
     The request is marked started (compare-and-set) under a run lease before anything runs,
@@ -298,12 +359,16 @@ async def perform(services: Services, filed: Request, notifier: Notifier | None)
         started = await services.approvals.start(filed.id)
         if started is None:
             return Outcome(False, "already started")
-        return await _perform(services, started, target, owner, notifier)
+        return await _perform(services, started, target, owner, notifier, sink)
     finally:
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewing
-        await services.store.release(run_lease, owner)
+        try:
+            await services.store.release(run_lease, owner)
+        except Exception as exc:  # the store is briefly away: the lease lapses by itself
+            log.warning("could not release %s (it lapses within %.0f s): %s",
+                        run_lease, RUN_LEASE, exc)  # fmt: skip
 
 
 async def _renew(services: Services, lease: str, owner: str) -> None:
@@ -322,6 +387,7 @@ async def _perform(
     target: Target | None,
     owner: str,
     notifier: Notifier | None,
+    sink: ProgressSink | None = None,
 ) -> Outcome:
     started = time.monotonic()
     lock = f"target:{filed.target}"
@@ -333,12 +399,18 @@ async def _perform(
         if holder is not None:
             outcome = Outcome(False, _busy(holder))
         else:
+            pace = 2.0 if (filed.chat_id or 0) > 0 else 3.0
+            progress = _Progress(notifier, filed, pace, sink)
             try:
-                outcome = await _run(services, filed, target, _Progress(notifier, filed))
+                outcome = await _run(services, filed, target, progress)
             except OpsbotError as exc:
                 outcome = Outcome(False, f"failed: {exc}")
             finally:
-                await services.store.release(lock, owner)
+                await progress.close()
+                try:
+                    await services.store.release(lock, owner)
+                except Exception as exc:  # it lapses by itself; the outcome must be recorded
+                    log.warning("could not release %s: %s", lock, exc)
     duration = time.monotonic() - started
     summary = services.redactor.redact(outcome.summary)
     output = services.redactor.redact(outcome.output)
@@ -352,7 +424,7 @@ async def _perform(
     redacted = Outcome(outcome.ok, summary, output, outcome.files)
     if notifier is not None:
         try:
-            await _report(services, notifier, done, redacted)
+            await _report(services, notifier, done, redacted, duration)
         except Exception:  # the action ran; its record is in the store and the audit trail
             log.exception("could not report the result of request %s", filed.id)
     return redacted
@@ -367,8 +439,15 @@ def _busy(holder: str) -> str:
         return "another action is already running on this target"
 
 
-async def _report(services: Services, notifier: Notifier, done: Request, outcome: Outcome) -> None:
-    reply = _with_output(card(done), done.target, outcome)
+async def _report(
+    services: Services,
+    notifier: Notifier,
+    done: Request,
+    outcome: Outcome,
+    duration: float | None = None,
+) -> None:
+    took = f"took {elapsed(duration)}" if duration is not None else ""
+    reply = _with_output(card(done, took), done.target, outcome)
     if done.chat_id is not None and done.message_id is not None:
         await notifier.edit(done.chat_id, done.message_id, Reply(reply.text, reply.block))
         documents = [reply.document] if reply.document else []

@@ -29,7 +29,7 @@ async def _destructive(action: str, services: Services, caller: Caller, args: li
     name, target = parse_target(services, args[0])
     return await operations.request(
         services, caller.person, action, name, target, (),
-        chat_id=caller.chat_id, thread_id=caller.thread_id,
+        chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
     )  # fmt: skip
 
 
@@ -57,7 +57,7 @@ async def rollback(services: Services, caller: Caller, args: list[str]) -> Reply
         )
     return await operations.request(
         services, caller.person, "rollback", name, target, (args[1],),
-        chat_id=caller.chat_id, thread_id=caller.thread_id,
+        chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
     )  # fmt: skip
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from telegram import CallbackQuery, Update
+from telegram import Bot, CallbackQuery, Update
+from telegram.constants import ChatAction
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
@@ -23,6 +26,11 @@ from opsbot.verbs.registry import BUTTONS, Caller, dispatch
 log = logging.getLogger(__name__)
 
 # Button data is "key" or "key:ARG"; the keys, their roles and verbs are registry.BUTTONS.
+
+#: "typing…" is shown once a command has run this long, and renewed this often (Telegram
+#: shows it for ~5 s or until the bot's next message).
+TYPING_AFTER = 1.0
+TYPING_EVERY = 4.0
 
 
 class CommandHandlers:
@@ -50,19 +58,22 @@ class CommandHandlers:
             verb = "help"
         thread = message.message_thread_id if message.is_topic_message else None
         notifier = self.services.notifier()
-        progress = ProgressMessage(notifier, message.chat_id, thread_id=thread)
+        progress = ProgressMessage(
+            notifier, message.chat_id, thread_id=thread, reply_to=message.message_id
+        )
         caller = replace(self._caller(update), progress=progress.update)
         with self.services.audit.after_reply():  # the trail is written once the reply is queued
-            try:
-                reply = await dispatch(self.services, caller, verb, args)
-            except BaseException:
-                progress.cancel()
-                raise
-            ref = await progress.finish(reply)
-            if ref is None:
-                await self._reply(message.chat_id, reply, thread, reply_to=message.message_id)
-            elif reply.request_id is not None:
-                await self.services.approvals.attach_message(reply.request_id, ref)
+            async with typing(context.bot, message.chat_id, thread):
+                try:
+                    reply = await dispatch(self.services, caller, verb, args)
+                except BaseException:
+                    progress.cancel()
+                    raise
+                ref = await progress.finish(reply)
+                if ref is None:
+                    await self._reply(message.chat_id, reply, thread, reply_to=message.message_id)
+                elif reply.request_id is not None:
+                    await self.services.approvals.attach_message(reply.request_id, ref)
 
     async def _reply(
         self, chat_id: int, reply: Reply, thread: int | None, *, reply_to: int | None = None
@@ -108,7 +119,7 @@ class CommandHandlers:
             await self.services.notifier().edit_message(message.chat.id, message.message_id, reply)
         else:
             thread = getattr(message, "message_thread_id", None)
-            await self._reply(message.chat.id, reply, thread)
+            await self._reply(message.chat.id, reply, thread, reply_to=message.message_id)
 
     async def _decide(
         self, update: Update, context: ContextTypes.DEFAULT_TYPE, request_id: str, approve: bool
@@ -166,7 +177,8 @@ class CommandHandlers:
         chat_id = caller.chat_id
         if chat_id is None:
             return
-        await self._reply(chat_id, reply, caller.thread_id)
+        tapped = query.message.message_id if query.message is not None else None
+        await self._reply(chat_id, reply, caller.thread_id, reply_to=tapped)
 
     async def _declare_from(self, alert: Alert, caller: Caller) -> str:
         """Declare incident on an alert: P1 for critical, P2 otherwise, its target involved."""
@@ -182,6 +194,29 @@ class CommandHandlers:
             alert=alert.id, target=alert.target,
         )  # fmt: skip
         return f"{declared.id} declared ({severity})."
+
+
+@contextlib.asynccontextmanager
+async def typing(bot: Bot, chat_id: int, thread: int | None) -> AsyncIterator[None]:
+    """Show "typing…" in the chat (and topic) while the body runs longer than TYPING_AFTER."""
+    task = asyncio.create_task(_keep_typing(bot, chat_id, thread), name="opsbot-typing")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _keep_typing(bot: Bot, chat_id: int, thread: int | None) -> None:
+    """A direct, ephemeral Bot API call (not the outbox): a failure is only logged."""
+    await asyncio.sleep(TYPING_AFTER)
+    while True:
+        try:
+            await bot.send_chat_action(chat_id, ChatAction.TYPING, message_thread_id=thread)
+        except Exception as exc:  # a courtesy: never affects the command
+            log.debug("no typing indicator in %s: %s", chat_id, exc)
+        await asyncio.sleep(TYPING_EVERY)
 
 
 async def _answer(query: CallbackQuery, text: str | None = None) -> None:

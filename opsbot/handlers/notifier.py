@@ -22,9 +22,18 @@ class TelegramNotifier:
         self.bot = bot
         self.redactor = redactor
 
-    async def send(self, chat_id: int, reply: Reply, *, thread_id: int | None = None) -> int:
+    async def send(
+        self,
+        chat_id: int,
+        reply: Reply,
+        *,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
+    ) -> int:
         reply = reply.redacted(self.redactor)
-        message = await send_reply(self.bot, chat_id, reply, thread_id=thread_id)
+        message = await send_reply(
+            self.bot, chat_id, reply, thread_id=thread_id, reply_to=reply_to
+        )
         return message.message_id
 
     async def edit(self, chat_id: int, message_id: int, reply: Reply) -> None:

@@ -13,15 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 
 from opsbot.notify import Notifier
 from opsbot.render import Reply
 
 log = logging.getLogger(__name__)
 
-#: Called by a verb with its latest progress; must not block (it only records the reply).
-ProgressSink = Callable[[Reply], None]
 
 
 class ProgressMessage:
@@ -33,11 +30,13 @@ class ProgressMessage:
         chat_id: int,
         *,
         thread_id: int | None = None,
+        reply_to: int | None = None,
         interval: float | None = None,
     ) -> None:
         self.notifier = notifier
         self.chat_id = chat_id
         self.thread_id = thread_id
+        self.reply_to = reply_to  # the command's message: the progress answers it
         # Edits count against Telegram's ~20 messages a minute per group: slower there.
         self.interval = interval if interval is not None else (1.0 if chat_id > 0 else 3.0)
         self.message_id: int | None = None
@@ -88,7 +87,7 @@ class ProgressMessage:
             try:
                 if self.message_id is None:
                     self.message_id = await self.notifier.send(
-                        self.chat_id, reply, thread_id=self.thread_id
+                        self.chat_id, reply, thread_id=self.thread_id, reply_to=self.reply_to
                     )
                 else:
                     await self.notifier.edit(self.chat_id, self.message_id, reply)

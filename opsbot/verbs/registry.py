@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 from opsbot.config import Person, Role, Target
 from opsbot.errors import UsageError
+from opsbot.notify import ProgressSink
 from opsbot.render import Reply
 from opsbot.services import Services
 from opsbot.state.audit import digest
-from opsbot.verbs.progress import ProgressSink
 
 
 @dataclass(frozen=True, slots=True)

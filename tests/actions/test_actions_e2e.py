@@ -7,6 +7,7 @@ sshd, and a real PostgreSQL database and SQLite file, with state in the default 
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -371,7 +372,13 @@ async def test_backups_of_postgres_and_sqlite_are_verified_listed_and_restorable
 ) -> None:
     psql(postgres_server, "CREATE TABLE IF NOT EXISTS quiz (id int primary key, q text)")
     psql(postgres_server, "DELETE FROM quiz; INSERT INTO quiz VALUES (1,'a'),(2,'b'),(3,'c')")
-    reply = await chat.ask("/backup db", user=OSCAR, timeout=90)  # not destructive: runs now
+    sent = chat.send("/backup db", user=OSCAR)  # not destructive: runs now, with progress
+    reply = await chat.fake.wait_for_message(
+        OPS.id,
+        lambda m: m.document_name is not None,
+        after_message_id=sent["message_id"],
+        timeout=90,
+    )
     assert reply.caption is not None and "backup db — done" in reply.caption, reply.caption
     assert reply.document_name is not None and reply.document_name.startswith("db-sqlite-")
     assert reply.document_bytes is not None
@@ -387,7 +394,10 @@ async def test_backups_of_postgres_and_sqlite_are_verified_listed_and_restorable
     card = await chat.ask(f"/backup db restore {dump}", user=OSCAR)
     assert card.text is not None and "restore db — approval needed" in card.text
     request_id = card.text.split("id ")[1].split()[0]
-    await tap_and_wait(chat, card, f"a:{request_id}", ALICE, "restore db — done", timeout=90)
+    restored = await tap_and_wait(
+        chat, card, f"a:{request_id}", ALICE, "restore db — done", timeout=90
+    )
+    assert restored.text is not None and re.search(r"\ntook \d+ s\n", restored.text)
     assert psql(postgres_server, "SELECT string_agg(q, ',' ORDER BY id) FROM quiz") == "a,b,c"
 
 

@@ -254,6 +254,35 @@ async def test_sqlite_over_ssh_integrity_checked_and_restored_from_the_local_cop
         ]  # fmt: skip
 
 
+async def test_a_big_copy_home_reports_bytes_done(
+    ssh_executor: SSHExecutor, lab_dir: Path, store: SQLiteStore, tmp_path: Path
+) -> None:
+    """The copy home over SFTP says how far it got while it runs, then the result."""
+    db_path = lab_dir / "big.db"
+    with closing(sqlite3.connect(db_path)) as db:
+        db.execute("CREATE TABLE blobs (b BLOB)")
+        db.executemany("INSERT INTO blobs VALUES (randomblob(1048576))", [()] * 96)
+        db.commit()
+    chown_to_lab_user(db_path)
+    spec = SQLiteBackup(type="sqlite", path=str(db_path), remote_dir=str(lab_dir / "dumps"))
+    said: list[str] = []
+
+    async def progress(line: str) -> None:
+        said.append(line)
+
+    record = await run_backup(TARGET, spec, ssh_executor, store, tmp_path / "backups",
+                              progress=progress)  # fmt: skip
+
+    total = human_size(record.size)
+    copying = [line for line in said if line.startswith("copying ")]
+    assert copying[0] == f"copying 0 B / {total} to opsbot…"
+    done = [line.split(" / ")[0] for line in copying[1:]]
+    assert any(d not in ("copying 0 B", f"copying {total}") for d in done), said
+    assert said[-1] == describe(record)
+    for path in (db_path, Path(record.remote_path), Path(record.local_path or db_path)):
+        path.unlink(missing_ok=True)  # ~300 MB of scratch
+
+
 async def test_sqlite_path_with_a_quote_is_refused(store: SQLiteStore, tmp_path: Path) -> None:
     spec = SQLiteBackup(type="sqlite", path=str(tmp_path / "x.db"),
                         remote_dir=str(tmp_path / "it's"))  # fmt: skip

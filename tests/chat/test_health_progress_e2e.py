@@ -87,6 +87,7 @@ async def test_slow_health_shows_progress_within_a_second_then_every_target(
     waited = time.monotonic() - started
     assert waited < 1.0, f"first feedback after {waited:.2f} s"
     assert first.text is not None and first.text.startswith("⏳ Health: ")
+    assert first.reply_to_message_id == sent["message_id"]  # the progress answers the command
     assert f"/{total} checked" in first.text
 
     # Progress shows the failing target before the slow one has answered.

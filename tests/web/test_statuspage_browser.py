@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -66,6 +67,12 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[webdriv
 
 
 def page_text(driver: webdriver.Chrome) -> str:
+    """The page's text; read again when the page reloaded (meta refresh) under our feet."""
+    for _ in range(5):
+        try:
+            return str(driver.find_element(By.TAG_NAME, "body").text)
+        except StaleElementReferenceException:
+            time.sleep(0.2)
     return str(driver.find_element(By.TAG_NAME, "body").text)
 
 

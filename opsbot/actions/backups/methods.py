@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import posixpath
 import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from opsbot.actions.backups.home import _checksum, _copy_home
 from opsbot.actions.backups.records import (
     HISTORY_KEEP,
     HISTORY_NAMESPACE,
@@ -81,7 +81,6 @@ from opsbot.state.store import Store
 
 log = logging.getLogger(__name__)
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 _DATABASE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_$.-]{0,62}$")
@@ -211,7 +210,7 @@ async def _backup(
         verified = await _verify(session, spec, remote_path)
         sha256, size = await _checksum(session, remote_path)
         if transfer is not None and local_path is not None:
-            await session.say(f"copying {human_size(size)} to opsbot…")
+            await session.say(f"copying {human_size(0)} / {human_size(size)} to opsbot…")
             await _copy_home(session, transfer, remote_path, local_path, sha256, size)
     except BaseException:
         await asyncio.shield(_remove_files(session, [remote_path], [local_path]))
@@ -362,41 +361,6 @@ async def _verify(session: _Session, spec: Backup, path: str) -> str:
             f"{target}: the archive failed verification (tar -tzf){_output_tail(result)}"
         )
     return f"tar -tzf: {_count(len(result.stdout.splitlines()), 'entry', 'entries')}"
-
-
-async def _checksum(session: _Session, path: str) -> tuple[str, int]:
-    result = await session.check(["sha256sum", path], "sha256sum")
-    digest = result.stdout.split(maxsplit=1)[0].lstrip("\\") if result.stdout.split() else ""
-    if not _SHA256.match(digest):
-        raise BackupError(f"{session.target}: sha256sum said {result.stdout[:100]!r}")
-    size = await session.check(["stat", "-c", "%s", path], "stat")
-    try:
-        return digest, int(size.stdout.strip())
-    except ValueError:
-        raise BackupError(f"{session.target}: stat said {size.stdout[:100]!r}") from None
-
-
-async def _copy_home(
-    session: _Session,
-    transfer: FileTransfer,
-    remote_path: str,
-    local_path: Path,
-    sha256: str,
-    size: int,
-) -> None:
-    def prepare() -> None:
-        local_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-    await asyncio.to_thread(prepare)
-    copied = await transfer.fetch(remote_path, local_path, timeout=session.left("the copy"))
-    await asyncio.to_thread(os.chmod, local_path, 0o600)
-    local_sha = await asyncio.to_thread(sha256_file, local_path)
-    if local_sha != sha256 or copied != size:
-        raise BackupError(
-            f"{session.target}: the copy of {local_path.name} does not match the dump "
-            f"({human_size(copied)}, sha256 {local_sha[:12]} here; {human_size(size)}, sha256 "
-            f"{sha256[:12]} on the endpoint)"
-        )
 
 
 async def _prune(session: _Session, pruned: list[BackupRecord], backups_dir: Path) -> None:

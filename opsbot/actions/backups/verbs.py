@@ -35,13 +35,13 @@ async def backup(services: Services, caller: Caller, args: list[str]) -> Reply:
     if sub == "restore" and len(args) == 3:
         return await operations.request(
             services, caller.person, "restore", name, target, (args[2],),
-            chat_id=caller.chat_id, thread_id=caller.thread_id,
+            chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
         )  # fmt: skip
     if sub:
         raise UsageError(BACKUP_USAGE)
     return await operations.request(
         services, caller.person, "backup", name, target, (),
-        chat_id=caller.chat_id, thread_id=caller.thread_id,
+        chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
     )  # fmt: skip
 
 

@@ -1,0 +1,204 @@
+"""Chat manners: replies threaded to what they answer, "typing…" while a command is slow.
+
+Through the fake Bot API (which keeps each message's ``reply_to_message_id`` and every
+``sendChatAction``), against the real lab sshd: one target's logs take 2.5 s over SSH.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from tests.factories import (
+    ALICE,
+    BOB,
+    OPS,
+    OPSBOT_TOKEN,
+    OPSBOT_USERNAME,
+    ChatSession,
+    base_config,
+    running_opsbot,
+    ssh_endpoint,
+    write_config,
+)
+from tests.fakebotapi import Chat, FakeBotAPI
+from tests.lab.sshd import SSHServer
+
+PRIVATE = Chat(ALICE.id, "private")
+BIG_MB = 16  # a real copy home (bytes done while copying: tests/test_backups.py)
+
+
+@pytest.fixture(scope="module")
+def big_db(sshd_server: SSHServer) -> Path:
+    path = sshd_server.workdir / "big.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE blobs (b BLOB)")
+        db.executemany("INSERT INTO blobs VALUES (randomblob(1048576))", [()] * BIG_MB)
+        db.commit()
+    subprocess.run(["chown", sshd_server.username, str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeBotAPI]:
+    with FakeBotAPI(group_per_minute=None) as api:
+        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
+        yield api
+
+
+@pytest_asyncio.fixture(scope="module")
+async def chat(
+    fake: FakeBotAPI,
+    tmp_path_factory: pytest.TempPathFactory,
+    sshd_server: SSHServer,
+    big_db: Path,
+) -> AsyncIterator[ChatSession]:
+    tmp = tmp_path_factory.mktemp("manners")
+    config = base_config(fake, tmp / "data")
+    config["endpoints"] = {"lab-ssh": ssh_endpoint(sshd_server)}
+    config["targets"] = {
+        "slowbot": {
+            "kind": "command",
+            "endpoint": "lab-ssh",
+            "actions": {
+                "status": ["true"],
+                "logs": ["sh", "-c", "sleep 2.5; echo slow line"],
+            },
+        },
+        "fastbot": {
+            "kind": "command",
+            "endpoint": "lab-ssh",
+            "actions": {"status": ["true"], "logs": ["echo", "fast line"]},
+        },
+        "bigdb": {
+            "kind": "command",
+            "endpoint": "lab-ssh",
+            "actions": {"status": ["true"]},
+            "backups": [
+                {
+                    "type": "sqlite",
+                    "path": str(big_db),
+                    # a slow start: the dump runs for seconds, as a big one does
+                    "sqlite3": ["sh", "-c", 'sleep 2.5; exec sqlite3 "$@"', "sqlite3"],
+                    "send_max_bytes": 1000,  # kept, not sent to the chat
+                    "timeout": 120,
+                    "remote_dir": str(sshd_server.workdir / "backups"),
+                }
+            ],
+        },
+    }
+    settings = write_config(tmp / "opsbot.yaml", config)
+    async with running_opsbot(fake, settings) as session:
+        yield session
+
+
+def _typing(fake: FakeBotAPI, since: int) -> list[dict[str, object]]:
+    return [c.params for c in fake.calls[since:] if c.method == "sendChatAction"]
+
+
+async def test_a_slow_command_shows_typing_and_its_answer_is_threaded(
+    chat: ChatSession,
+) -> None:
+    since = len(chat.fake.calls)
+    sent = chat.send("/logs slowbot", chat=PRIVATE)
+    reply = await chat.fake.wait_for_message(
+        PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=15
+    )
+    assert "slow line" in (reply.text or "")
+    assert reply.reply_to_message_id == sent["message_id"]
+    actions = _typing(chat.fake, since)
+    assert actions, chat.fake.dump_calls()
+    assert all(a["action"] == "typing" and a["chat_id"] == PRIVATE.id for a in actions)
+    # 2.5 s: one after 1 s, the next only ~4 s later (after the reply): no flood.
+    assert len(actions) <= 2
+
+
+async def test_a_fast_command_shows_no_typing(chat: ChatSession) -> None:
+    since = len(chat.fake.calls)
+    sent = chat.send("/help", chat=PRIVATE)
+    reply = await chat.fake.wait_for_message(
+        PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=10
+    )
+    assert reply.reply_to_message_id == sent["message_id"]
+    await chat.fake.wait_for_call("sendMessage", since=since)
+    assert _typing(chat.fake, since) == []
+
+
+async def test_an_answer_to_a_deleted_command_still_arrives(chat: ChatSession) -> None:
+    sent = chat.send("/logs slowbot", chat=PRIVATE)
+    chat.fake.delete_message(PRIVATE.id, sent["message_id"])  # gone before the answer
+    reply = await chat.fake.wait_for_message(
+        PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=15
+    )
+    assert "slow line" in (reply.text or "")
+    assert reply.reply_to_message_id is None
+
+
+async def test_a_button_answer_is_threaded_to_the_tapped_message(chat: ChatSession) -> None:
+    health = await chat.ask("/health fastbot", chat=PRIVATE)
+    assert health.reply_markup is not None
+    chat.tap(health, "l:fastbot", chat=PRIVATE)
+    logs = await chat.fake.wait_for_message(
+        PRIVATE.id, after_message_id=health.message_id, token=OPSBOT_TOKEN, timeout=10
+    )
+    assert "fast line" in (logs.text or "")
+    assert logs.reply_to_message_id == health.message_id
+
+
+async def test_a_backup_card_shows_elapsed_time_and_bytes_and_ends_on_the_result(
+    chat: ChatSession,
+) -> None:
+    sent = chat.send("/backup bigdb", chat=PRIVATE)
+    card = await chat.fake.wait_for_message(
+        PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=10
+    )
+    assert card.reply_to_message_id == sent["message_id"]
+    final = await chat.fake.wait_for_message(
+        PRIVATE.id,
+        lambda m: m.message_id == card.message_id and "backup bigdb — done" in (m.text or ""),
+        token=OPSBOT_TOKEN,
+        timeout=90,
+    )
+    shown = [t for t in final.history if t is not None]
+    assert any(re.search(r"dumping .*… · [1-9]\d* s", t) for t in shown), shown
+    seconds = [int(m[1]) for t in shown if (m := re.search(r"… · (\d+) s\n", t))]
+    assert len(seconds) >= 2 and seconds == sorted(seconds), shown  # the clock moves on
+    assert final.text is not None and re.search(r"took \d+ s", final.text)
+    assert shown[-1] == final.text and "…" not in final.text  # it ends on the result
+
+
+async def test_an_approved_restore_card_shows_elapsed_time_then_the_total(
+    chat: ChatSession,
+) -> None:
+    """The approval path: the card itself (in a group) is edited with progress."""
+    listed = await chat.ask("/backup bigdb list", chat=PRIVATE)
+    names = [line.split()[0] for line in (listed.text or "").splitlines()[1:]]
+    if not names:  # this test run alone: make one
+        await chat.ask("/backup bigdb", chat=PRIVATE, timeout=90)
+        listed = await chat.ask("/backup bigdb list", chat=PRIVATE)
+        names = [line.split()[0] for line in (listed.text or "").splitlines()[1:]]
+    sent = chat.send(f"/backup bigdb restore {names[0]}", chat=OPS)
+    card = await chat.fake.wait_for_message(
+        OPS.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=15
+    )
+    assert card.text is not None and "approval needed" in card.text
+    assert card.reply_to_message_id == sent["message_id"]
+    request_id = card.text.split("id ")[1].split()[0]
+    chat.tap(card, f"a:{request_id}", user=BOB, chat=OPS)
+    final = await chat.fake.wait_for_message(
+        OPS.id,
+        lambda m: m.message_id == card.message_id and "restore bigdb — done" in (m.text or ""),
+        token=OPSBOT_TOKEN,
+        timeout=90,
+    )
+    shown = [t for t in final.history if t is not None]
+    assert any(re.search(r"restoring .*… · [1-9]\d* s", t) for t in shown), shown
+    assert final.text is not None and re.search(r"\ntook \d+ s\n", final.text)
+    assert shown[-1] == final.text
