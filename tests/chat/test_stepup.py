@@ -144,9 +144,14 @@ async def test_step_up_totp_end_to_end(fake: FakeBotAPI, setup: tuple[Path, Path
         await card_says(chat, card, "✅")
         assert canary.read_text().split() == ["restart"]
 
-        # The same code again is a replay; two more wrong codes lock Alice out.
+        # The same code again is a replay; two more wrong codes lock Alice out. (Her code goes
+        # once the new prompt is there, as above: the answer to it is the next message.)
+        seen = max((m.message_id for m in fake.messages(ALICE.id)), default=0)
         card = await request_card(chat)
         assert "TOTP code" in await tap(chat, card, ALICE)
+        await fake.wait_for_message(
+            ALICE.id, lambda m: "Send me your TOTP code" in (m.text or ""), after_message_id=seen
+        )
         assert "replayed; 2 tries left" in (await chat.ask(code, chat=ALICE_PRIVATE)).text  # type: ignore[operator]
         assert "1 tries left" in (await chat.ask(wrong, chat=ALICE_PRIVATE)).text  # type: ignore[operator]
         locked = await chat.ask(wrong, chat=ALICE_PRIVATE)
