@@ -13,7 +13,6 @@ from telegram import (
     ReplyParameters,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest
 
 from opsbot.render import Reply
 
@@ -64,17 +63,3 @@ async def send_reply(
         reply_parameters=answering,
     )
 
-
-async def edit_reply(message: Message, reply: Reply) -> None:
-    """Replace a message's text in place; an unchanged text is not an error."""
-    if reply.document is not None:
-        await send_reply(message.get_bot(), message.chat_id, reply,
-                         thread_id=message.message_thread_id)  # fmt: skip
-        return
-    try:
-        await message.edit_text(
-            to_html(reply), parse_mode=ParseMode.HTML, reply_markup=keyboard(reply)
-        )
-    except BadRequest as exc:
-        if "not modified" not in str(exc).lower():
-            raise

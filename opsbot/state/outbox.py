@@ -405,7 +405,7 @@ class OutboxNotifier:
 
     async def edit(self, chat_id: int, message_id: int, reply: Reply) -> None:
         reply = reply.redacted(self.redactor)
-        if reply.document is not None:  # a document is a new message, as edit_reply does
+        if reply.document is not None:  # a message cannot become a document: send it anew
             await self.send(chat_id, reply)
             return
         await self.outbox.edit(chat_id, message_id, replace(reply, request_id=None),
