@@ -13,6 +13,7 @@ from opsbot.alerting.monitor import on_conflict
 from opsbot.config import Role
 from opsbot.render import Reply
 from opsbot.services import Services
+from opsbot.state.store import STORE_DOWN
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,16 @@ class ErrorReporter:
                 await self.services.alerts.ingest([on_conflict(context.bot.username)])
             return
         error_id = secrets.token_hex(4)
-        log.error("error %s while handling an update", error_id, exc_info=context.error)
+        if isinstance(context.error, STORE_DOWN):
+            # An outage, not a bug: one line; the store's own watchers log when it is back.
+            log.error(
+                "error %s while handling an update: the store is unreachable (%s: %s)",
+                error_id,
+                type(context.error).__name__,
+                context.error,
+            )
+        else:
+            log.error("error %s while handling an update", error_id, exc_info=context.error)
         try:  # the error handler must never raise (the store may be what failed)
             await self.services.audit.record(
                 "error", error_id=error_id, error=type(context.error).__name__

@@ -8,7 +8,9 @@ outlives Telegram's own 24 h retention of undelivered updates.
 
 The trade-off, stated: an update whose replica dies after the claim and before its handler
 finished is not handled again (at most once). Approvals have their own durable state; a lost
-command is typed again.
+command is typed again. When the store cannot be reached at all, the update goes through
+unchecked (one warning, no traceback): a command that may in rare cases run twice beats one
+silently dropped, and approvals keep their own compare-and-set.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from telegram import Update
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from opsbot.services import Services
+from opsbot.state.store import STORE_DOWN
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,17 @@ class UpdateDedup:
     async def __call__(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         # A fresh owner per claim: nobody "renews" a claim, a second one always fails.
         owner = secrets.token_hex(8)
-        holder = await self.services.store.acquire(f"update:{update.update_id}", owner, CLAIM_TTL)
+        try:
+            holder = await self.services.store.acquire(
+                f"update:{update.update_id}", owner, CLAIM_TTL
+            )
+        except STORE_DOWN as exc:
+            log.warning(
+                "update %d: the store is unreachable (%s): handled without the duplicate check",
+                update.update_id,
+                type(exc).__name__,
+            )
+            return
         if holder is not None:
             log.info("update %d already handled: dropped", update.update_id)
             self.services.metrics.updates_duplicate_total.inc()

@@ -22,16 +22,11 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from opsbot.metrics import Metrics
-from opsbot.state.store import Store
+from opsbot.state.store import STORE_DOWN, Store
 
 log = logging.getLogger(__name__)
 
-# What an unreachable store raises (redis-py's ConnectionError/TimeoutError, and OSError).
-STORE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 RETRY_SECONDS = 1.0  # how often a standby tries to take the lease
 
 

@@ -8,11 +8,13 @@ run leaves a line in a file, so the test counts executions, not log lines.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -22,7 +24,10 @@ from telegram import Update
 from opsbot.alerting.event import AlertEvent
 from opsbot.config import Settings, WebSettings
 from opsbot.errors import ConfigError
+from opsbot.handlers.ingress import UpdateDedup
 from opsbot.metrics import Metrics
+from opsbot.services import Services
+from opsbot.state.store.redis import RedisStore
 from opsbot.web.server import WebServer
 from tests.factories import (
     ALICE,
@@ -35,6 +40,7 @@ from tests.factories import (
     write_config,
 )
 from tests.fakebotapi import FakeBotAPI
+from tests.lab.ports import free_port
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +122,27 @@ async def test_a_redelivered_update_runs_once(
     assert [m for m in chat.bot_messages() if m.message_id > reply.message_id] == []
     assert runs.read_text() == "ran\n"
     assert metric(chat, "opsbot_updates_duplicate_total") == 3
+
+
+async def test_an_unreachable_store_lets_the_update_through_with_one_warning(
+    chat: ChatSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nothing listens on that port: redis-py gives up after its retries, the claim cannot be
+    # made, and the update must still reach its handler (PTB then runs the next group).
+    dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
+    services = cast(Services, SimpleNamespace(store=dead, metrics=chat.services.metrics))
+    sent = chat.send("/help")
+    update = Update.de_json({"update_id": 987654, "message": sent}, chat.app.bot)
+    try:
+        with caplog.at_level(logging.WARNING, logger="opsbot.handlers.ingress"):
+            await UpdateDedup(services)(update, cast(Any, None))  # no ApplicationHandlerStop
+    finally:
+        await dead.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        "update 987654: the store is unreachable (ConnectionError): "
+        "handled without the duplicate check"
+    ]
+    assert all(r.exc_info is None for r in caplog.records)
 
 
 async def test_the_telegram_webhook_path_checks_the_secret_and_queues_updates() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import socket
 import subprocess
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from opsbot.catalog import VERBS
 from tests.factories import (
@@ -477,6 +479,29 @@ async def test_a_failure_is_reported_to_admins_with_an_id_and_no_traceback(
     )
     assert notice.text is not None and "error id" in notice.text
     assert "Traceback" not in notice.text
+
+
+async def test_a_store_outage_in_a_verb_is_logged_in_one_line_without_traceback(
+    chat: ChatSession, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def store_down(*args: object) -> object:
+        raise RedisConnectionError("Connection closed by server.")
+
+    monkeypatch.setitem(VERBS, "help", dataclasses.replace(VERBS["help"], run=store_down))
+
+    def reported() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "opsbot.handlers.errors"]
+
+    with caplog.at_level(logging.ERROR, logger="opsbot.handlers.errors"):
+        chat.send("/help")  # (the chat notice is rate-limited: the test before sent one)
+        deadline = time.monotonic() + 10
+        while not reported() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    (record,) = reported()
+    assert "the store is unreachable (ConnectionError: Connection closed by server.)" in (
+        record.getMessage()
+    )
+    assert record.exc_info is None
 
 
 async def test_inline_queries_and_channel_posts_execute_nothing(

@@ -30,7 +30,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 JSONDoc = dict[str, Any]
+
+# What an unreachable store raises: an operational condition to log in one line and ride out,
+# not a bug to print a traceback for (redis-py's ConnectionError/TimeoutError, and OSError).
+STORE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
