@@ -190,6 +190,7 @@ class Call(NamedTuple):
     token: str
     method: str
     params: JSON
+    at: float = 0.0  # time.monotonic() when it was received
 
 
 @dataclass
@@ -1208,7 +1209,7 @@ class FakeBotAPI:
                 try:
                     params = _coerce(params)
                 finally:
-                    self._calls.append(Call(token, name, params))
+                    self._calls.append(Call(token, name, params, time.monotonic()))
                 bot = self._bots.get(token)
                 if bot is None:
                     raise TelegramAPIError(401, "Unauthorized")

@@ -276,7 +276,10 @@ class Room:
         self.delivery, self.chat = delivery, chat
         self.full = False
 
-    async def take(self) -> bool:
-        if not self.full and await self.delivery.room(self.chat) <= 0:
-            self.full = True
-        return not self.full
+    async def take(self, spare: int = 0) -> bool:
+        """True when the chat has room for one more, with ``spare`` left over after it."""
+        if self.full:
+            return False
+        left = await self.delivery.room(self.chat)
+        self.full = left <= 0
+        return left > spare

@@ -163,7 +163,7 @@ class AlertEngine:
         digested: int | None = None
         for alert in sorted(posts, key=lambda a: -a.severity.rank):
             if not in_storm and digested is None:
-                if await room.take():
+                if await room.take(spare=1):  # the last one is the digest's
                     await self.delivery.post(chat, alert)
                     continue
                 await self.storms.begin(chat)

@@ -321,8 +321,8 @@ class Outbox:
         """Take the entry for delivery; None when another worker got it first."""
         now = self.clock()
         doc = {**entry.doc, "state": "claimed", "owner": owner, "lease_until": now + self.lease}
-        for key in _FOLLOW:
-            doc.pop(key, None)
+        for field in _FOLLOW:
+            doc.pop(field, None)
         version = await self.store.swap(NAMESPACE, entry.key, entry.version, doc)
         if version is None:
             return None
@@ -395,8 +395,8 @@ class Outbox:
                 ttl = MAX_AGE
             else:
                 new, ttl = {**current, "state": "done"}, DONE_TTL
-            for key in _FOLLOW:
-                new.pop(key, None)
+            for field in _FOLLOW:
+                new.pop(field, None)
             if await self.store.swap(NAMESPACE, key, stored.version, new, ttl=ttl):
                 if new["state"] == "pending":
                     self.wakeup.set()
