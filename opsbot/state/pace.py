@@ -20,6 +20,7 @@ from opsbot.state.store import Store
 
 NAMESPACE = "outbox-pace"
 WINDOW = 60.0  # Telegram's window, seconds
+SLACK = 0.5  # a slot is taken a moment before Telegram counts the call: keep jitter apart
 MAX_SWAPS = 1000  # compare-and-set retries before giving up
 
 
@@ -73,7 +74,7 @@ class ChatPace:
             return 0
         if now < float(stored.value.get("paused_until", 0)):
             return 1_000_000
-        return sum(1 for t in stored.value["sends"] if t > now - self.window)
+        return sum(1 for t in stored.value["sends"] if t > now - self.window - SLACK)
 
     async def take(self, chat: int, limit: int) -> bool:
         """Take a slot if fewer than ``limit`` calls were made in the window."""
@@ -84,7 +85,7 @@ class ChatPace:
             doc: dict[str, Any] = stored.value if stored else {"sends": [], "paused_until": 0.0}
             if now < float(doc.get("paused_until", 0)):
                 return False
-            recent = [t for t in doc["sends"] if t > now - self.window]
+            recent = [t for t in doc["sends"] if t > now - self.window - SLACK]
             if len(recent) >= limit:
                 return False
             new = {**doc, "sends": [*recent, now]}
