@@ -491,8 +491,8 @@ class OutboxNotifier:
 
     async def create_topic(self, chat_id: int, name: str) -> int | None:
         """Topics are made directly (the caller needs the thread id to post in it), within
-        the group's pace like everything else."""
+        the group's pace like everything else, as a reply (a person declared the incident)."""
         if self.topics is None:
             return None
-        await self.outbox.pace.wait(chat_id, self.priority)
+        await self.outbox.pace.wait(chat_id, Priority.reply)
         return await self.topics(chat_id, name)
