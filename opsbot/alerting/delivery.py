@@ -146,13 +146,14 @@ class AlertDelivery:
         return await self.notifier.send(chat, reply, thread_id=thread)
 
     async def replace_text(
-        self, chat: int, ref: int, reply: Reply, *, stamp: int, urgent: bool
+        self, chat: int, ref: int, reply: Reply, *, stamp: int, urgent: bool, asked: bool = False
     ) -> None:
-        """Queue a message's newest text: a status change ahead of counters."""
+        """Queue a message's newest text: what a person asked for (an ack) as a reply, a
+        status change ahead of counters."""
         if (out := self.outbox) is None:
             await self.notifier.edit(chat, ref, reply)
             return
-        priority = Priority.alert if urgent else Priority.update
+        priority = Priority.reply if asked else Priority.alert if urgent else Priority.update
         await out.edit(chat, ref, reply, priority=priority, stamp=stamp)
 
     async def change(self, fingerprint: str, change: Callable[[Alert], Alert | None]) -> bool:
@@ -223,8 +224,9 @@ class AlertDelivery:
             return None
         return "counter"
 
-    async def edit(self, alert: Alert, *, urgent_only: bool) -> None:
-        """Queue the newest text of the alert's message if due, then record it as shown."""
+    async def edit(self, alert: Alert, *, urgent_only: bool, asked: bool = False) -> None:
+        """Queue the newest text of the alert's message if due, then record it as shown;
+        ``asked``: a person's tap or command changed it (it goes out as their reply)."""
         if self.edit_due(alert, self.clock(), urgent_only) is None:
             return
         for _ in range(MAX_SWAPS):
@@ -237,7 +239,8 @@ class AlertDelivery:
                 return
             reply = alert_reply(current, self.settings)
             await self.replace_text(current.chat_id, current.message_id, reply,
-                                    stamp=stored.version, urgent=kind == "status")  # fmt: skip
+                                    stamp=stored.version, urgent=kind == "status",
+                                    asked=asked)  # fmt: skip
             shown = replace(current, shown=reply.text, shown_state=current.state, last_edit=now)
             if await self.store.swap(ALERTS, alert.fingerprint, stored.version, shown.to_doc()):
                 return

@@ -255,7 +255,7 @@ class AlertEngine:
         if isinstance(result, str):
             return result
         await self.records.note("ack", result, name, now)
-        await self.delivery.edit(result, urgent_only=True)
+        await self.delivery.edit(result, urgent_only=True, asked=True)
         return f"Acked by {name}: reminders stop."
 
     async def silence_alert(
@@ -284,7 +284,7 @@ class AlertEngine:
         if isinstance(result, str):
             return result
         await self.records.note("silence", result, name, now)
-        await self.delivery.edit(result, urgent_only=True)
+        await self.delivery.edit(result, urgent_only=True, asked=True)
         what = alert.target if alert.target is not None else "this alert"
         return (
             f"🔕 {what} silenced for {silences.describe(seconds)} (until {hhmm(now + seconds)})."
