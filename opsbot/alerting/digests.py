@@ -108,13 +108,17 @@ class StormDigests:
     async def begin(self, chat: int) -> None:
         now = self.clock()
 
+        mine: list[Storm] = []
+
         def begin(current: Storm | None) -> Storm | None:
             if current is not None and current.active:
                 return None
-            log.warning("alerts: chat %s is full: storm mode", chat)
-            return Storm(started=now, window_start=now)
+            mine.append(Storm(started=now, window_start=now))
+            return mine[-1]
 
-        await self.change(chat, begin)
+        began = await self.change(chat, begin)
+        if mine and began is mine[-1]:  # this replica began it: one log line, not one each
+            log.warning("alerts: chat %s is full: storm mode", chat)
 
     async def tally(self, chat: int, events: list[AlertEvent], new: int) -> None:
         if not events and not new:

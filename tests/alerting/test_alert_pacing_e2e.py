@@ -130,7 +130,7 @@ async def test_a_storm_with_a_command_typed_in_it_stays_within_the_group_limit(
     await engine.ingest([event(i, "resolved") for i in range(0, 300, 3)])  # a third resolve
     queued = [e for e in await outbox.pending() if e.kind == "edit"]
 
-    typed_at = len(chat.fake.calls)
+    typed_at, typed = len(chat.fake.calls), time.monotonic()
     command = chat.send("/alerts 3", chat=INCIDENTS)
     reply = await chat.fake.wait_for_message(
         CHAT, lambda m: m.reply_to_message_id == command["message_id"], timeout=10
@@ -153,8 +153,9 @@ async def test_a_storm_with_a_command_typed_in_it_stays_within_the_group_limit(
     assert any(c.method == "editMessageText" for c in calls[reply_at:])
 
     busiest = busiest_window(chat_calls(chat.fake))
+    latency = calls[reply_at].at - typed
     print(f"storm: {len(chat_calls(chat.fake))} calls, busiest {WINDOW:g} s window {busiest}, "
-          f"{len(queued)} edits queued when the command was typed")
+          f"{len(queued)} edits queued when the command was typed, answered in {latency:.2f} s")
     # One pacing rule: never more than 20 calls (sends and edits) in a window, never a 429.
     assert chat.fake.too_many_requests == []
     assert busiest_window(chat_calls(chat.fake)) <= PER_WINDOW
