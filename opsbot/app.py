@@ -173,7 +173,7 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     jobs = application.job_queue
     assert jobs is not None
     # Alerts and incident cards leave through the outbox, behind command replies; topics are
-    # made directly (their thread id is needed at once).
+    # made directly (their thread id is needed at once), within the group's pace.
     topics = TelegramNotifier(application.bot, services.redactor).create_topic
     notifier = OutboxNotifier(services.outbox, services.redactor, Priority.alert, topics=topics)
     engine = AlertEngine(services.store, settings, notifier, metrics=services.metrics)

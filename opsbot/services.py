@@ -110,7 +110,11 @@ class Services:
             audit=Audit(store),
             approvals=Approvals(store, settings.approvals, TargetRules(settings)),
             http=httpx.AsyncClient(follow_redirects=False, limits=HTTP_LIMITS),
-            outbox=Outbox(store, group_per_minute=settings.telegram.group_messages_per_minute),
+            outbox=Outbox(
+                store,
+                group_per_minute=settings.telegram.group_messages_per_minute,
+                window=settings.telegram.group_window,
+            ),
         )
 
     def notifier(self, priority: Priority = Priority.reply) -> OutboxNotifier:

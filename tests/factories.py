@@ -69,6 +69,7 @@ def base_config(fake: FakeBotAPI, data_dir: Path) -> dict[str, Any]:
             "poll_timeout": 1,
             # opsbot paces groups as the Bot API it talks to does (no limit: no pacing)
             "group_messages_per_minute": fake.group_per_minute or 100_000,
+            "group_window": fake.group_window,
         },
         "people": PEOPLE,
         "data_dir": str(data_dir),

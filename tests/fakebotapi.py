@@ -190,6 +190,7 @@ class Call(NamedTuple):
     token: str
     method: str
     params: JSON
+    at: float = 0.0  # time.monotonic() when it was received
 
 
 @dataclass
@@ -602,6 +603,7 @@ class FakeBotAPI:
         self,
         *,
         group_per_minute: int | None = 20,
+        group_window: float = 60.0,
         chat_per_second: int | None = None,
         global_per_second: int | None = 30,
         count_edits: bool = False,
@@ -611,6 +613,9 @@ class FakeBotAPI:
     ) -> None:
         """Rate limits are per bot, over rolling windows; ``None`` switches one off.
 
+        ``group_window``: the seconds ``group_per_minute`` counts over (a test shrinks
+        Telegram's minute to stay short); ``count_edits``: edits count against it too.
+
         ``port``: listen there (0: any free port); a test can start the fake late on a port
         opsbot is already trying to reach.
 
@@ -618,6 +623,7 @@ class FakeBotAPI:
         on first use (positive ids as private chats, negative ones as supergroups).
         """
         self.group_per_minute = group_per_minute
+        self.group_window = group_window
         self.chat_per_second = chat_per_second
         self.global_per_second = global_per_second
         self.count_edits = count_edits
@@ -1203,7 +1209,7 @@ class FakeBotAPI:
                 try:
                     params = _coerce(params)
                 finally:
-                    self._calls.append(Call(token, name, params))
+                    self._calls.append(Call(token, name, params, time.monotonic()))
                 bot = self._bots.get(token)
                 if bot is None:
                     raise TelegramAPIError(401, "Unauthorized")
@@ -1431,7 +1437,8 @@ class FakeBotAPI:
         now = time.monotonic()
         checks: list[tuple[tuple[str, str, int], int, float]] = []
         if chat_id < 0 and self.group_per_minute:
-            checks.append(((bot.token, "group", chat_id), self.group_per_minute, 60.0))
+            checks.append(((bot.token, "group", chat_id), self.group_per_minute,
+                           self.group_window))  # fmt: skip
         if chat_id > 0 and self.chat_per_second:
             checks.append(((bot.token, "chat", chat_id), self.chat_per_second, 1.0))
         if self.global_per_second:

@@ -1,38 +1,36 @@
 """Alert messages: post one per new alert, edit it in place, the recovery line.
 
-Each Bot API call takes a slot of the chat's budget first (``opsbot.state.budget``); see
-``opsbot.alerting.engine`` for the rules. A 429 pauses the chat's budget.
+They leave through the outbox (``opsbot.state.outbox``), which paces the chat: the engine
+decides what is said, the outbox when it leaves. See ``opsbot.alerting.engine``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import time
-import warnings
-from collections.abc import Awaitable
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
-from typing import TypeVar
 
-from opsbot.alerting.records import (
-    ALERTS,
-    EDIT_INTERVAL,
-    MAX_FAILURES,
-    MAX_SWAPS,
-    Alert,
-    AlertRecords,
-    hhmm,
-    span,
-)
+from opsbot.alerting.records import ALERTS, MAX_SWAPS, Alert, AlertRecords, hhmm, span
 from opsbot.config import Settings
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
 from opsbot.render import Button, Reply
-from opsbot.state.budget import ChatBudget
+from opsbot.state.outbox import OutboxNotifier, Priority
+from opsbot.state.pace import WINDOW
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+UNPACED = 1_000_000  # the room of a chat no outbox paces (the console prints)
+
+
+def message_ref(*parts: object) -> int:
+    """The outbox ref of the message announcing ``parts`` (an alert's id and occurrence...):
+    the same on every replica, so a message queued twice (``once``) is sent once."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return 2**32 + int.from_bytes(digest[:8], "big") % 2**52
 
 
 def _since(alert: Alert) -> str:
@@ -96,14 +94,19 @@ def thread_of(settings: Settings) -> int | None:
 
 
 class AlertDelivery:
-    """One alert's messages in the alert chat, within the chat's budget."""
+    """One alert's messages in the alert chat, through the outbox.
+
+    Every new message is queued with a ref derived from what it announces and ``once``, and
+    only then recorded on the alert document (compare-and-set): replicas deciding together
+    queue one message, and a replica that dies in between leaves an alert that the next
+    tick posts again, without a duplicate. Edits carry the document's version as their stamp.
+    """
 
     def __init__(
         self,
         records: AlertRecords,
         settings: Settings,
         notifier: Notifier,
-        budget: ChatBudget,
         metrics: Metrics | None,
     ) -> None:
         self.records = records
@@ -111,147 +114,175 @@ class AlertDelivery:
         self.clock = records.clock
         self.settings = settings
         self.notifier = notifier
-        self.budget = budget
         self.metrics = metrics
 
     @property
     def thread_id(self) -> int | None:
         return thread_of(self.settings)
 
-    async def call(self, chat: int, what: str, call: Awaitable[T]) -> T | None:
-        """Make one Bot API call; a failure is logged (and a 429 pauses the chat)."""
-        try:
-            return await call
-        except Exception as exc:
-            with warnings.catch_warnings():  # PTB deprecates reading it as an int
-                warnings.simplefilter("ignore")
-                retry_after = getattr(exc, "retry_after", None)
-            if isinstance(retry_after, timedelta):
-                retry_after = retry_after.total_seconds()
-            if isinstance(retry_after, int | float):
-                await self.budget.pause(chat, float(retry_after))
-            log.warning("alerts: %s in chat %s failed: %s", what, chat, exc)
-            return None
+    @property
+    def outbox(self) -> OutboxNotifier | None:
+        return self.notifier if isinstance(self.notifier, OutboxNotifier) else None
 
-    async def mark_digested(self, alert: Alert) -> bool:
-        """In a storm a new alert gets no message: one compare-and-set, no lease needed."""
+    async def room(self, chat: int) -> int:
+        """New alert messages the chat takes now (``Outbox.room``, at most the alert cap)."""
+        out = self.outbox
+        if out is None:
+            return UNPACED
+        return await out.outbox.room(chat, self.settings.alerts.max_messages_per_minute)
+
+    def allowance(self, seconds: float) -> int:
+        """New alert messages the chat takes in ``seconds`` (a storm ends below it)."""
+        cap, window = self.settings.alerts.max_messages_per_minute, WINDOW
+        if (out := self.outbox) is not None:
+            cap = min(cap, out.outbox.pace.limit(Priority.alert))
+            window = out.outbox.pace.window
+        return math.floor(cap * seconds / window)
+
+    async def send(self, chat: int, reply: Reply, thread: int | None, ref: int) -> int:
+        """Queue a new message once (the outbox) or send it (a plain notifier); its ref."""
+        if (out := self.outbox) is not None:
+            return await out.send(chat, reply, thread_id=thread, ref=ref, once=True)
+        return await self.notifier.send(chat, reply, thread_id=thread)
+
+    async def replace_text(
+        self, chat: int, ref: int, reply: Reply, *, stamp: int, urgent: bool, asked: bool = False
+    ) -> None:
+        """Queue a message's newest text: what a person asked for (an ack) as a reply, a
+        status change ahead of counters."""
+        if (out := self.outbox) is None:
+            await self.notifier.edit(chat, ref, reply)
+            return
+        priority = Priority.reply if asked else Priority.alert if urgent else Priority.update
+        await out.edit(chat, ref, reply, priority=priority, stamp=stamp)
+
+    async def change(self, fingerprint: str, change: Callable[[Alert], Alert | None]) -> bool:
+        """Compare-and-set on the alert document; ``change`` returning None: no write."""
         for _ in range(MAX_SWAPS):
-            stored = await self.store.get(ALERTS, alert.fingerprint)
+            stored = await self.store.get(ALERTS, fingerprint)
             if stored is None:
                 return False
-            current = Alert.from_doc(stored.value)
-            if current.leased(self.clock()) or not current.needs_post:
+            updated = change(Alert.from_doc(stored.value))
+            if updated is None:
                 return False
-            marked = replace(current, digested=True)
-            if await self.store.swap(ALERTS, alert.fingerprint, stored.version, marked.to_doc()):
-                self.count_suppressed("storm")
+            if await self.store.swap(ALERTS, fingerprint, stored.version, updated.to_doc()):
                 return True
+        return False
+
+    async def mark_digested(self, alert: Alert) -> bool:
+        """In a storm a new alert gets no message: one compare-and-set."""
+
+        def digest(current: Alert) -> Alert | None:
+            if not current.needs_post or current.occurrence != alert.occurrence:
+                return None
+            return replace(current, digested=True)
+
+        if await self.change(alert.fingerprint, digest):
+            self.count_suppressed("storm")
+            return True
         return False
 
     def count_suppressed(self, reason: str) -> None:
         if self.metrics is not None:
             self.metrics.alerts_suppressed_total.labels(reason=reason).inc()
 
-    async def post(self, chat: int, alert: Alert) -> str:
-        claimed = await self.records.claim(alert.fingerprint, lambda a: a.needs_post)
-        if claimed is None:
-            return "skipped"
-        if not await self.budget.take(chat, "alert"):
-            await self.records.settle(claimed, lambda a: replace(a, digested=True))
-            self.count_suppressed("storm")
-            return "no-budget"
-        reply = alert_reply(claimed, self.settings)
+    async def post(self, chat: int, alert: Alert) -> bool:
+        """Queue the alert's message and record its ref; False when it needs none now."""
+        stored = await self.store.get(ALERTS, alert.fingerprint)
+        current = Alert.from_doc(stored.value) if stored else None
+        if current is None or not current.needs_post:
+            return False
+        reply = alert_reply(current, self.settings)
         thread = self.thread_id
-        sent = await self.call(chat, "alert", self.notifier.send(chat, reply, thread_id=thread))
+        ref = await self.send(chat, reply, thread, message_ref(current.id, current.occurrence))
         now = self.clock()
-        if sent is None:
-            await self.records.settle(claimed, lambda a: replace(a, failures=a.failures + 1))
-            return "failed"
-        await self.records.settle(
-            claimed,
-            lambda a: replace(
-                a,
-                message_id=sent,
-                chat_id=chat,
-                thread_id=thread,
-                posted_at=now,
-                shown=reply.text,
-                shown_state=claimed.state,
-                last_edit=now,
-                failures=0,
-            ),
-        )
+
+        def record(a: Alert) -> Alert | None:
+            if a.occurrence != current.occurrence or a.message_id is not None:
+                return None
+            return replace(
+                a, message_id=ref, chat_id=chat, thread_id=thread, posted_at=now, digested=False,
+                shown=reply.text, shown_state=current.state, last_edit=now,
+            )  # fmt: skip
+
+        if not await self.change(alert.fingerprint, record):
+            return False
         if self.metrics is not None:
             self.metrics.alerts_sent_total.inc()
-        return "posted"
+        return True
 
     def edit_due(self, alert: Alert, now: float, urgent_only: bool) -> str | None:
         """'status' or 'counter' when the message should be edited now, else None."""
-        if alert.message_id is None or alert.chat_id is None or alert.failures >= MAX_FAILURES:
+        if alert.message_id is None or alert.chat_id is None:
             return None
         if alert_text(alert) == alert.shown:
             return None
         if alert.state != alert.shown_state:
             return "status"
-        if urgent_only or now - (alert.last_edit or 0.0) < EDIT_INTERVAL:
+        interval = self.settings.alerts.edit_interval
+        if urgent_only or now - (alert.last_edit or 0.0) < interval:
             return None
         return "counter"
 
-    async def edit(self, alert: Alert, *, urgent_only: bool) -> bool:
-        """Edit the alert's message if due; False when the budget said no."""
-        kind = self.edit_due(alert, self.clock(), urgent_only)
-        if kind is None or alert.chat_id is None:
-            return True
-        chat = alert.chat_id
-        budget = "alert" if kind == "status" else "counter"
-        if not await self.budget.free(chat, budget):
-            return False
-        claimed = await self.records.claim(
-            alert.fingerprint, lambda a: self.edit_due(a, self.clock(), urgent_only) is not None
-        )
-        if claimed is None or claimed.message_id is None or claimed.chat_id is None:
-            return True
-        if not await self.budget.take(chat, budget):
-            await self.records.settle(claimed, lambda a: a)
-            return False
-        reply = alert_reply(claimed, self.settings)
-        done = await self.call(
-            chat, "edit", completed(self.notifier.edit(chat, claimed.message_id, reply))
-        )
-        now = self.clock()
-        if done is None:
-            await self.records.settle(
-                claimed, lambda a: replace(a, failures=a.failures + 1, last_edit=now)
-            )
-        else:
-            await self.records.settle(
-                claimed,
-                lambda a: replace(a, shown=reply.text, shown_state=claimed.state, last_edit=now),
-            )
-        return True
-
-    async def recover(self, alert: Alert, in_storm: bool) -> None:
-        """The short recovery line after a resolve (not in a storm, only within budget)."""
-        chat = alert.chat_id
-        claimed = await self.records.claim(alert.fingerprint, lambda a: a.recovery == "pending")
-        if claimed is None:
+    async def edit(self, alert: Alert, *, urgent_only: bool, asked: bool = False) -> None:
+        """Queue the newest text of the alert's message if due, then record it as shown;
+        ``asked``: a person's tap or command changed it (it goes out as their reply)."""
+        if self.edit_due(alert, self.clock(), urgent_only) is None:
             return
-        if chat is None or in_storm or not await self.budget.take(chat, "alert"):
-            await self.records.settle(claimed, lambda a: replace(a, recovery="skipped"))
+        for _ in range(MAX_SWAPS):
+            stored = await self.store.get(ALERTS, alert.fingerprint)
+            if stored is None:
+                return
+            current, now = Alert.from_doc(stored.value), self.clock()
+            kind = self.edit_due(current, now, urgent_only)
+            if kind is None or current.message_id is None or current.chat_id is None:
+                return
+            reply = alert_reply(current, self.settings)
+            await self.replace_text(current.chat_id, current.message_id, reply,
+                                    stamp=stored.version, urgent=kind == "status",
+                                    asked=asked)  # fmt: skip
+            shown = replace(current, shown=reply.text, shown_state=current.state, last_edit=now)
+            if await self.store.swap(ALERTS, alert.fingerprint, stored.version, shown.to_doc()):
+                return
+
+    async def recover(self, alert: Alert, in_storm: bool, room: Room) -> None:
+        """The short recovery line after a resolve (not in a storm, only if the chat has
+        room: the message itself turns resolved anyway)."""
+        stored = await self.store.get(ALERTS, alert.fingerprint)
+        current = Alert.from_doc(stored.value) if stored else None
+        if current is None or current.recovery != "pending":
             return
-        who = claimed.target or claimed.source
-        took = span((claimed.resolved_at or claimed.last_seen) - claimed.first_seen)
-        count = f", ×{claimed.count}" if claimed.count > 1 else ""
-        summary = claimed.summary[:200]
-        reply = Reply(text=f"✅ {who} recovered after {took}{count}: {summary} (id {claimed.id})")
-        sent = await self.call(
-            chat, "recovery", self.notifier.send(chat, reply, thread_id=claimed.thread_id)
-        )
-        outcome = "sent" if sent is not None else "skipped"
-        await self.records.settle(claimed, lambda a: replace(a, recovery=outcome))
+        chat = current.chat_id
+        sent = chat is not None and not in_storm and await room.take()
+        if chat is not None and sent:
+            who = current.target or current.source
+            took = span((current.resolved_at or current.last_seen) - current.first_seen)
+            count = f", ×{current.count}" if current.count > 1 else ""
+            summary = current.summary[:200]
+            text = f"✅ {who} recovered after {took}{count}: {summary} (id {current.id})"
+            ref = message_ref(current.id, current.occurrence, "recovery")
+            await self.send(chat, Reply(text=text), current.thread_id, ref)
+
+        def settle(a: Alert) -> Alert | None:
+            if a.recovery != "pending" or a.occurrence != current.occurrence:
+                return None
+            return replace(a, recovery="sent" if sent else "skipped")
+
+        await self.change(alert.fingerprint, settle)
 
 
-async def completed(call: Awaitable[object]) -> bool:
-    """True once ``call`` returned (an edit answers with nothing worth keeping)."""
-    await call
-    return True
+class Room:
+    """Whether the chat takes one more new alert message, asked of the outbox each time (so
+    replicas posting at once see each other's); once full, full for the rest of the round."""
+
+    def __init__(self, delivery: AlertDelivery, chat: int) -> None:
+        self.delivery, self.chat = delivery, chat
+        self.full = False
+
+    async def take(self, spare: int = 0) -> bool:
+        """True when the chat has room for one more, with ``spare`` left over after it."""
+        if self.full:
+            return False
+        left = await self.delivery.room(self.chat)
+        self.full = left <= 0
+        return left > spare

@@ -1,23 +1,22 @@
-"""Storms: when the budget runs out, new alerts are counted into one digest per chat.
+"""Storms: when the chat has no room, new alerts are counted into one digest per chat.
 
-The storm document (``alert-storms/{chat}``) holds the counts per target and severity; one
-replica at a time claims it to post or edit the digest. See ``opsbot.alerting.engine``.
+The storm document (``alert-storms/{chat}``) holds the counts per target and severity. The
+digest's ref is derived from the storm, so replicas queue one message; its edits carry the
+document's version, so the outbox keeps the newest. See ``opsbot.alerting.engine``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from opsbot.alerting.delivery import AlertDelivery, completed
+from opsbot.alerting.delivery import AlertDelivery, message_ref
 from opsbot.alerting.event import AlertEvent, Severity
-from opsbot.alerting.records import LEASE, MAX_SWAPS, AlertRecords, hhmm, span
+from opsbot.alerting.records import MAX_SWAPS, AlertRecords, hhmm, span
 from opsbot.config import Settings
 from opsbot.render import Reply
-from opsbot.state.budget import WINDOW, ChatBudget
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +39,6 @@ class Storm:
     shown_total: int = -1
     ended: float | None = None
     final_shown: bool = False
-    lease: str | None = None
-    lease_until: float = 0.0
 
     def to_doc(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,19 +76,12 @@ def storm_text(storm: Storm, now: float, top: int = 12) -> str:
 class StormDigests:
     """The storm of each chat: begin, count, digest, end."""
 
-    def __init__(
-        self,
-        records: AlertRecords,
-        delivery: AlertDelivery,
-        settings: Settings,
-        budget: ChatBudget,
-    ) -> None:
+    def __init__(self, records: AlertRecords, delivery: AlertDelivery, settings: Settings) -> None:
         self.records = records
         self.delivery = delivery
         self.store = records.store
         self.clock = records.clock
         self.settings = settings
-        self.budget = budget
 
     async def current(self, chat: int) -> Storm | None:
         stored = await self.store.get(STORMS, str(chat))
@@ -118,13 +108,17 @@ class StormDigests:
     async def begin(self, chat: int) -> None:
         now = self.clock()
 
+        mine: list[Storm] = []
+
         def begin(current: Storm | None) -> Storm | None:
             if current is not None and current.active:
                 return None
-            log.warning("alerts: budget exhausted in chat %s: storm mode", chat)
-            return Storm(started=now, window_start=now)
+            mine.append(Storm(started=now, window_start=now))
+            return mine[-1]
 
-        await self.change(chat, begin)
+        began = await self.change(chat, begin)
+        if mine and began is mine[-1]:  # this replica began it: one log line, not one each
+            log.warning("alerts: chat %s is full: storm mode", chat)
 
     async def tally(self, chat: int, events: list[AlertEvent], new: int) -> None:
         if not events and not new:
@@ -159,67 +153,46 @@ class StormDigests:
         await self.change(chat, add)
 
     async def digest(self, chat: int) -> None:
-        """Post or edit the storm digest when due (one replica claims it)."""
+        """Post or edit the storm digest when due."""
         now = self.clock()
         interval = self.settings.alerts.digest_interval
-
-        def due(storm: Storm) -> bool:
-            if storm.lease is not None and now < storm.lease_until:
-                return False
-            if storm.active:
-                if storm.message_id is None:
-                    return True
-                last = storm.last_digest or 0.0
-                return storm.total != storm.shown_total and now - last >= interval
-            return storm.message_id is not None and not storm.final_shown
-
-        token = self.records.token()
-
-        def claim(current: Storm | None) -> Storm | None:
-            if current is None or not due(current):
-                return None
-            return replace(current, lease=token, lease_until=now + LEASE)
-
-        claimed = await self.change(chat, claim)
-        if claimed is None or claimed.lease != token:
+        stored = await self.store.get(STORMS, str(chat))
+        storm = Storm.from_doc(stored.value) if stored else None
+        if stored is None or storm is None:
             return
-        sent: int | None = None
-        ok = await self.budget.take(chat, "priority")
-        if ok:
-            reply = Reply(text=storm_text(claimed, now))
-            if claimed.message_id is None:
-                thread = self.delivery.thread_id
-                sent = await self.delivery.call(
-                    chat, "digest", self.delivery.notifier.send(chat, reply, thread_id=thread)
-                )
-            else:
-                edit = self.delivery.notifier.edit(chat, claimed.message_id, reply)
-                edited = await self.delivery.call(chat, "digest", completed(edit))
-                sent = claimed.message_id if edited else None
-        done_at = self.clock()
+        if storm.active:
+            last = storm.last_digest or 0.0
+            changed = storm.total != storm.shown_total and now - last >= interval
+            if storm.message_id is not None and not changed:
+                return
+        elif storm.message_id is None or storm.final_shown:
+            return
+        reply = Reply(text=storm_text(storm, now))
+        if storm.message_id is None:
+            ref = message_ref("storm", chat, storm.started)
+            await self.delivery.send(chat, reply, self.delivery.thread_id, ref)
+        else:
+            ref = storm.message_id
+            await self.delivery.replace_text(chat, ref, reply, stamp=stored.version, urgent=True)
 
-        def settle(current: Storm | None) -> Storm | None:
-            if current is None or current.lease != token:
+        def shown(current: Storm | None) -> Storm | None:
+            if current is None or current.started != storm.started:
                 return None
-            if sent is None:
-                return replace(current, lease=None, lease_until=0.0)
             return replace(
                 current,
-                lease=None,
-                lease_until=0.0,
-                message_id=sent,
-                last_digest=done_at,
-                shown_total=claimed.total,
-                final_shown=claimed.ended is not None,
+                message_id=ref,
+                last_digest=now,
+                shown_total=max(current.shown_total, storm.total),
+                final_shown=current.final_shown or storm.ended is not None,
             )
 
-        await self.change(chat, settle)
+        await self.change(chat, shown)
 
     async def tick(self, chat: int) -> bool:
         """Close the digest window; end the storm after a quiet one. True while it lasts."""
         now = self.clock()
         interval = self.settings.alerts.digest_interval
-        allowance = math.floor(self.budget.alert_slots * interval / WINDOW)
+        allowance = self.delivery.allowance(interval)
 
         def roll(current: Storm | None) -> Storm | None:
             if current is None or not current.active or now - current.window_start < interval:

@@ -16,39 +16,26 @@ Every ``AlertEvent`` is recorded, whatever happens to delivery:
 Delivery
 --------
 A new firing alert posts one message; repeats edit it in place (``×37 since 12:03``), at most
-once per ``EDIT_INTERVAL`` seconds per alert — ``tick`` flushes what was held back, so the
+once per ``alerts.edit_interval`` per alert — ``tick`` flushes what was held back, so the
 final count is always shown. A change of status (resolved, acked, silenced, a new severity) is
-edited at once, within the budget; only counters wait. A resolve also posts a short
-recovery line, except during a storm. Unacknowledged critical alerts are reminded every
-``reminder_interval``. Silenced alerts are recorded with ``silenced=true`` and not posted.
+edited at once; only counters wait. A resolve also posts a short recovery line, except in a
+storm. Unacknowledged critical alerts are reminded every ``reminder_interval``. Silenced
+alerts are recorded with ``silenced=true`` and not posted.
 
-Replicas: before any send or edit, a replica claims the alert by a compare-and-set of a short
-lease on its document (``lease``/``lease_until``); the loser does nothing. A replica that dies
-between claim and send leaves a lease that expires after ``LEASE`` seconds, and ``tick`` on
-any replica retries. (A replica that dies after Telegram accepted a send but before it
-recorded the message id can cause one duplicate post: there is no two-phase commit with
-Telegram.)
+Everything leaves through the outbox (``opsbot.state.outbox``), the one pacing rule of the
+chat: every call (send or edit) takes a slot of the group's window, command replies ahead
+of alerts, alert posts and status edits ahead of counter edits, a message's queued edits
+coalesced to its newest text, 429s honoured. The engine decides *what* is said; the outbox
+*when*. Before a new message of its own (an alert, a recovery line, a reminder) the engine
+asks the outbox for ``room``: the window's calls plus what is queued, under
+``alerts.max_messages_per_minute``. No room: a recovery line is skipped (the message itself
+still turns resolved), a reminder waits, and a new alert switches the chat to STORM mode.
 
-The budget (one rule)
----------------------
-Every Bot API call the engine makes in a chat — each sendMessage (alert, recovery line,
-reminder, digest, silence-ended notice) *and each editMessageText* — takes one slot of that
-chat's budget: at most ``alerts.max_messages_per_minute`` slots in any rolling 60 s. Telegram
-counts only sends against its 20/min group limit; counting edits too keeps the engine well
-under it whatever mix it sends. The slots are shared by replicas through a small document per
-chat (``alert-budget/{chat}``: the timestamps of the last minute's calls, updated by
-compare-and-set) and a slot is taken *before* the call. Within the budget:
-
-* the last ``reserve = min(2, max - 1)`` slots are kept for the storm digest and silence
-  notices, so a storm is announced at once;
-* counter-only edits (``×37``) take a slot only while at least half the budget is free, so
-  they never crowd out new alerts;
-* a 429 from Telegram (any exception with ``retry_after``) pauses the chat's budget for that
-  long.
-
-A call that gets no slot is not made: an edit stays pending for ``tick``, a reminder waits,
-a recovery line is dropped (the message itself still turns resolved), and a new alert
-switches the chat to STORM mode.
+Replicas: each message has a ref derived from what it announces (alert id and occurrence,
+"recovery", the reminder's due time, the storm's start), queued with ``once`` before it is
+recorded on the alert document by compare-and-set: replicas deciding together queue one
+message, and one that dies in between leaves an alert the next tick posts again, once.
+Edits carry the document's version, so a replica late with an older text changes nothing.
 
 Storms
 ------
@@ -56,9 +43,9 @@ In a storm, new alerts get no message of their own (``digested=true``); instead 
 message per chat (``alert-storms/{chat}``) is posted, then edited at most every
 ``digest_interval`` seconds, with the counts per target and severity since the storm began.
 Every alert is still recorded, listable (``/alerts``) and ackable (``/ack ID``); edits of
-messages posted before the storm go on within the budget. The storm ends at the first digest
-interval in which no more new alerts arrived than the budget allows for that long
-(``(max - reserve) × interval / 60``); the digest is edited one last time to say so.
+messages posted before the storm go on. The storm ends at the first digest interval in which
+no more new alerts arrived than the chat takes for that long; the digest is edited one last
+time to say so.
 """
 
 from __future__ import annotations
@@ -71,7 +58,7 @@ from dataclasses import replace
 from typing import Any
 
 from opsbot.alerting import silences
-from opsbot.alerting.delivery import AlertDelivery, chat_of, thread_of
+from opsbot.alerting.delivery import AlertDelivery, Room, chat_of, thread_of
 from opsbot.alerting.digests import Storm, StormDigests
 from opsbot.alerting.event import AlertEvent
 from opsbot.alerting.records import (
@@ -86,7 +73,6 @@ from opsbot.config import Person, Settings
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
 from opsbot.render import Reply
-from opsbot.state.budget import ChatBudget
 from opsbot.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -109,12 +95,11 @@ class AlertEngine:
         self.notifier = notifier
         self.clock = clock
         self.metrics = metrics
-        self.budget = ChatBudget(store, settings.alerts.max_messages_per_minute, clock)
         self.records = AlertRecords(store, clock)
         self.owner = self.records.owner
-        self.delivery = AlertDelivery(self.records, settings, notifier, self.budget, metrics)
-        self.storms = StormDigests(self.records, self.delivery, settings, self.budget)
-        self.reminders = Reminders(self.records, self.delivery, settings, self.budget)
+        self.delivery = AlertDelivery(self.records, settings, notifier, metrics)
+        self.storms = StormDigests(self.records, self.delivery, settings)
+        self.reminders = Reminders(self.records, self.delivery, settings)
 
     # ----------------------------------------------------------------------- where
 
@@ -157,30 +142,34 @@ class AlertEngine:
             if after.digested and (before is None or before.occurrence != after.occurrence)
         )
         posts = [after for _, after in recorded if after.needs_post]
-        digested = await self._deliver_new(chat, posts, in_storm)
+        room = Room(self.delivery, chat)
+        digested = await self._deliver_new(chat, posts, in_storm, room)
         in_storm = in_storm or digested is not None
         for _, after in recorded:
             if after.message_id is not None:
                 await self.delivery.edit(after, urgent_only=False)
             if after.recovery == "pending":
-                await self.delivery.recover(after, in_storm)
+                await self.delivery.recover(after, in_storm, room)
         if in_storm:
             counted = [e for e in events if silences.matching(in_force, e.target, now) is None]
             await self.storms.tally(chat, counted, new_digested + (digested or 0))
             await self.storms.digest(chat)
 
-    async def _deliver_new(self, chat: int, posts: list[Alert], in_storm: bool) -> int | None:
-        """Post new alerts, most severe first. Once the budget says no, the storm begins and
-        the rest are digested: returns how many were, or None when none was."""
+    async def _deliver_new(
+        self, chat: int, posts: list[Alert], in_storm: bool, room: Room
+    ) -> int | None:
+        """Post new alerts, most severe first. Once the chat has no room, the storm begins
+        and the rest are digested: returns how many were, or None when not in a storm."""
         digested: int | None = None
         for alert in sorted(posts, key=lambda a: -a.severity.rank):
-            if in_storm or digested is not None:
-                if await self.delivery.mark_digested(alert):
-                    digested = (digested or 0) + 1
-                continue
-            if await self.delivery.post(chat, alert) == "no-budget":
+            if not in_storm and digested is None:
+                if await room.take(spare=1):  # the last one is the digest's
+                    await self.delivery.post(chat, alert)
+                    continue
                 await self.storms.begin(chat)
-                digested = 1
+                digested = 0
+            if await self.delivery.mark_digested(alert):
+                digested = (digested or 0) + 1
         return digested
 
     # ----------------------------------------------------------------------- tick
@@ -196,35 +185,31 @@ class AlertEngine:
     async def _tick_alerts(self, chat: int, in_storm: bool) -> None:
         now = self.clock()
         alerts = [Alert.from_doc(v.value) for v in (await self.store.scan(ALERTS)).values()]
-        alerts = [a for a in alerts if not a.leased(now)]
+        room = Room(self.delivery, chat)
         # status edits first (resolved, acked), then retried posts, counters, reminders
         by_severity = sorted(alerts, key=lambda a: (-a.severity.rank, a.first_seen))
         for alert in by_severity:
-            due = self.delivery.edit_due(alert, now, urgent_only=True)
-            if due and not await self.delivery.edit(alert, urgent_only=True):
-                break
+            if self.delivery.edit_due(alert, now, urgent_only=True):
+                await self.delivery.edit(alert, urgent_only=True)
         retries = [a for a in by_severity if a.needs_post]
-        digested = await self._deliver_new(chat, retries, in_storm) if retries else None
+        digested = await self._deliver_new(chat, retries, in_storm, room) if retries else None
         if digested:
             await self.storms.tally(chat, [], digested)
-            in_storm = True
+        in_storm = in_storm or digested is not None
         for alert in by_severity:
             if alert.recovery == "pending":
-                await self.delivery.recover(alert, in_storm)
+                await self.delivery.recover(alert, in_storm, room)
         for alert in sorted(alerts, key=lambda a: a.last_edit or 0.0):
-            due = self.delivery.edit_due(alert, now, urgent_only=False)
-            if due and not await self.delivery.edit(alert, urgent_only=False):
-                break
+            if self.delivery.edit_due(alert, now, urgent_only=False):
+                await self.delivery.edit(alert, urgent_only=False)
         if not in_storm:
             for alert in by_severity:
-                if self.reminders.due(alert, now) and not await self.reminders.remind(alert):
+                if self.reminders.due(alert, now) and not await self.reminders.remind(alert, room):
                     break
 
     async def _announce_expired(self, chat: int | None) -> None:
         """Announce silences that ended, once across replicas, in one message."""
         now = self.clock()
-        if chat is not None and not await self.budget.free(chat, "priority"):
-            return  # try again at the next tick, before anyone marks them announced
         ended = await silences.expire(self.store, now)
         if not ended or chat is None:
             return
@@ -237,13 +222,7 @@ class AlertEngine:
             still = f"; {firing} alert(s) still firing, /alerts" if firing else ""
             by = f"by {silence.created_by}, id {silence.id}"
             lines.append(f"🔔 silence of {what} ended ({by}){note}{still}")
-        if not await self.budget.take(chat, "priority"):
-            log.warning("alerts: no budget to announce %d ended silence(s)", len(ended))
-            return
-        await self.delivery.call(
-            chat, "silence notice",
-            self.notifier.send(chat, Reply(text="\n".join(lines)), thread_id=self.thread_id),
-        )  # fmt: skip
+        await self.notifier.send(chat, Reply(text="\n".join(lines)), thread_id=self.thread_id)
 
     # ----------------------------------------------------------------------- people
 
@@ -276,7 +255,7 @@ class AlertEngine:
         if isinstance(result, str):
             return result
         await self.records.note("ack", result, name, now)
-        await self.delivery.edit(result, urgent_only=True)
+        await self.delivery.edit(result, urgent_only=True, asked=True)
         return f"Acked by {name}: reminders stop."
 
     async def silence_alert(
@@ -305,7 +284,7 @@ class AlertEngine:
         if isinstance(result, str):
             return result
         await self.records.note("silence", result, name, now)
-        await self.delivery.edit(result, urgent_only=True)
+        await self.delivery.edit(result, urgent_only=True, asked=True)
         what = alert.target if alert.target is not None else "this alert"
         return (
             f"🔕 {what} silenced for {silences.describe(seconds)} (until {hhmm(now + seconds)})."

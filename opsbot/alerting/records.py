@@ -8,7 +8,6 @@ send or edit (``claim``) and gives it back with what it did (``settle``).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import secrets
 import socket
@@ -26,14 +25,11 @@ IDS = "alert-ids"
 EVENTS = "alert-events"
 STORMS = "alert-storms"
 
-EDIT_INTERVAL = 10.0  # seconds between counter edits of one alert's message
-LEASE = 60.0  # a claim to post or edit; longer than any Bot API call should take
 LOG_CHUNK = 200  # events per entry of the alert-events log
 LOG_KEEP = 20_000  # entries kept in the alert-events log
 FIRING_TTL = 30 * 86400.0  # a firing alert nobody repeats is forgotten after a month
 RESOLVED_TTL = 7 * 86400.0
 IDS_TTL = 60 * 86400.0
-MAX_FAILURES = 3  # sends or edits of one alert that failed before giving up on it
 MAX_SWAPS = 1000
 CONCURRENCY = 16  # alert documents recorded at once by one ingest
 WRITTEN_CACHE = 50_000  # fingerprints whose last written version a replica remembers
@@ -70,11 +66,8 @@ class Alert:
     shown: str | None = None  # the text the message shows now
     shown_state: str | None = None  # the status part of it (a change is edited at once)
     last_edit: float | None = None
-    failures: int = 0
     recovery: str | None = None  # pending | sent | skipped
     last_reminder: float | None = None
-    lease: str | None = None
-    lease_until: float = 0.0
     id_refreshed: float = 0.0
 
     def to_doc(self) -> dict[str, Any]:
@@ -101,9 +94,6 @@ class Alert:
             f"|{self.silenced_until}"
         )
 
-    def leased(self, now: float) -> bool:
-        return self.lease is not None and now < self.lease_until
-
     @property
     def needs_post(self) -> bool:
         return (
@@ -111,7 +101,6 @@ class Alert:
             and not self.silenced
             and self.message_id is None
             and not self.digested
-            and self.failures < MAX_FAILURES
         )
 
 
@@ -142,12 +131,7 @@ class AlertRecords:
         self.store = store
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self._leases = itertools.count(1)
         self._written: dict[str, Versioned] = {}  # this replica's last write per fingerprint
-
-    def token(self) -> str:
-        """A lease token of this replica, unique to one claim."""
-        return f"{self.owner}/{next(self._leases)}"
 
     async def record(
         self,
@@ -260,8 +244,6 @@ class AlertRecords:
                 silenced_until=until,
                 digested=in_storm and not silenced and event.status == "firing",
                 resolved_at=now if event.status == "resolved" else None,
-                lease=alert.lease if alert is not None else None,
-                lease_until=alert.lease_until if alert is not None else 0.0,
                 id_refreshed=alert.id_refreshed if alert is not None else now,
                 **fields,
             )
@@ -303,37 +285,6 @@ class AlertRecords:
             ]
             entry = {"at": now, "replica": self.owner, "events": chunk}
             await self.store.append(EVENTS, "all", entry, keep=LOG_KEEP)
-
-    async def claim(self, fingerprint: str, wanted: Callable[[Alert], bool]) -> Alert | None:
-        """Take the alert's lease if ``wanted`` holds and nobody holds it; the claimed alert."""
-        for _ in range(MAX_SWAPS):
-            now = self.clock()
-            stored = await self.store.get(ALERTS, fingerprint)
-            if stored is None:
-                return None
-            alert = Alert.from_doc(stored.value)
-            if alert.leased(now) or not wanted(alert):
-                return None
-            token = self.token()
-            claimed = replace(alert, lease=token, lease_until=now + LEASE)
-            if await self.store.swap(ALERTS, fingerprint, stored.version, claimed.to_doc()):
-                return claimed
-        return None
-
-    async def settle(self, claimed: Alert, change: Callable[[Alert], Alert]) -> Alert | None:
-        """Record what the claim did (only on the same occurrence) and give the lease back."""
-        for _ in range(MAX_SWAPS):
-            stored = await self.store.get(ALERTS, claimed.fingerprint)
-            if stored is None:
-                return None
-            alert = Alert.from_doc(stored.value)
-            if alert.occurrence == claimed.occurrence:
-                alert = change(alert)
-            if alert.lease == claimed.lease:
-                alert = replace(alert, lease=None, lease_until=0.0)
-            if await self.store.swap(ALERTS, claimed.fingerprint, stored.version, alert.to_doc()):
-                return alert
-        return None
 
     async def update(self, alert_id: str, change: Callable[[Alert], Alert | str]) -> Alert | str:
         """Change an alert by id (compare-and-set); ``change`` may refuse with a message."""

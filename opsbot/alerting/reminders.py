@@ -4,29 +4,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from opsbot.alerting.delivery import AlertDelivery
+from opsbot.alerting.delivery import AlertDelivery, Room, message_ref
 from opsbot.alerting.event import Severity
 from opsbot.alerting.records import Alert, AlertRecords, span
 from opsbot.config import Settings
 from opsbot.render import Button, Reply
-from opsbot.state.budget import ChatBudget
 
 
 class Reminders:
-    """Claimed like any send (one replica reminds), within the chat's budget."""
+    """Queued once per due time (replicas derive the same ref), when the chat has room."""
 
-    def __init__(
-        self,
-        records: AlertRecords,
-        delivery: AlertDelivery,
-        settings: Settings,
-        budget: ChatBudget,
-    ) -> None:
+    def __init__(self, records: AlertRecords, delivery: AlertDelivery, settings: Settings) -> None:
         self.records = records
         self.delivery = delivery
         self.clock = records.clock
         self.settings = settings
-        self.budget = budget
 
     def due(self, alert: Alert, now: float) -> bool:
         interval = self.settings.alerts.reminder_interval
@@ -42,31 +34,30 @@ class Reminders:
             and now - last >= interval
         )
 
-    async def remind(self, alert: Alert) -> bool:
-        """Remind of an unacknowledged critical alert; False when the budget said no."""
-        chat = alert.chat_id
-        if chat is None or not await self.budget.free(chat, "alert"):
-            return False
-        claimed = await self.records.claim(
-            alert.fingerprint, lambda a: self.due(a, self.clock())
-        )
-        if claimed is None:
-            return True
-        if not await self.budget.take(chat, "alert"):
-            await self.records.settle(claimed, lambda a: a)
-            return False
+    async def remind(self, alert: Alert, room: Room) -> bool:
+        """Remind of an unacknowledged critical alert; False when the chat has no room."""
         now = self.clock()
-        who = claimed.target or claimed.source
+        if alert.chat_id is None or not self.due(alert, now):
+            return True
+        if not await room.take():
+            return False
+        last = alert.last_reminder or alert.posted_at
+        who = alert.target or alert.source
         reply = Reply(
             text=(
-                f"⏰ still firing after {span(now - claimed.first_seen)}, not acknowledged: "
-                f"{claimed.severity.icon} {who}: {claimed.summary[:200]} (×{claimed.count}, "
-                f"id {claimed.id})"
+                f"⏰ still firing after {span(now - alert.first_seen)}, not acknowledged: "
+                f"{alert.severity.icon} {who}: {alert.summary[:200]} (×{alert.count}, "
+                f"id {alert.id})"
             ),
-            buttons=(Button("👀 Ack", f"ak:{claimed.id}"),),
+            buttons=(Button("👀 Ack", f"ak:{alert.id}"),),
         )
-        await self.delivery.call(
-            chat, "reminder", self.delivery.notifier.send(chat, reply, thread_id=claimed.thread_id)
-        )
-        await self.records.settle(claimed, lambda a: replace(a, last_reminder=now))
+        ref = message_ref(alert.id, alert.occurrence, "reminder", last)
+        await self.delivery.send(alert.chat_id, reply, alert.thread_id, ref)
+
+        def reminded(current: Alert) -> Alert | None:
+            if current.occurrence != alert.occurrence or not self.due(current, now):
+                return None
+            return replace(current, last_reminder=now)
+
+        await self.delivery.change(alert.fingerprint, reminded)
         return True

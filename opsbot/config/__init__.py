@@ -153,7 +153,12 @@ class AlertSettings(_Model):
     chat_id: int | None = Field(default=None, description="Default: the incident chat.")
     thread_id: int | None = Field(default=None, description="A forum topic for alerts.")
     max_messages_per_minute: Annotated[int, Field(ge=1, le=20)] = Field(
-        default=15, description="Alert messages per rolling minute; beyond it, digests."
+        default=15,
+        description="New alert messages while the chat's window holds fewer calls than "
+        "this (the outbox paces every call); beyond it, storm digests.",
+    )
+    edit_interval: Seconds = Field(
+        default=10.0, description="Seconds between counter edits (×37) of one alert message."
     )
     digest_interval: Seconds = Field(default=60.0, description="Seconds between storm digests.")
     reminder_interval: Seconds = Field(

@@ -95,6 +95,11 @@ class TelegramSettings(_Model):
         description="New messages a minute opsbot sends to one group (Telegram allows about "
         "20); raise it only for a self-hosted Bot API server without that limit.",
     )
+    group_window: Seconds = Field(
+        default=60.0,
+        description="The window, in seconds, group_messages_per_minute counts over "
+        "(Telegram's is a minute; edits count too).",
+    )
     refusal_interval: Seconds = Field(
         default=60.0, description="At most one refusal per user per chat."
     )

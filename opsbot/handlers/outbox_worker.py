@@ -129,9 +129,9 @@ class OutboxWorker:
                     await self.outbox.failed(entry, f"nothing to pin: {where}")
                     moved = True
                     continue
-            posts = entry.kind == "send" or (where is not None and "message_id" not in where)
-            if chat < 0 and posts and not await self.outbox.pace.take(chat, "priority"):
-                return moved  # this group's minute of new messages is used up
+            pace = self.outbox.pace
+            if chat < 0 and not await pace.take(chat, pace.limit(entry.priority)):
+                return moved  # the group's window is full for this priority and those after
             claimed = await self.outbox.claim(entry, self.owner)
             if claimed is None:
                 return True  # changed since the scan: look again

@@ -13,6 +13,10 @@ claimed by creating a document (``escalations/<subject>:<since>:<step>``): of al
 and restarts exactly one creates it, so each step pages once. ``since`` is when the subject
 last became unacknowledged (a reopened incident, a new occurrence of an alert), so a second
 episode escalates afresh.
+
+A page leaves through the outbox, so whether it reached the person is known only later: its
+ref is watched (``escalation-deliveries``) and, when the outbox gives up on it (the person
+never opened a chat with the bot, blocked it), "could not page" joins the timeline.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ from opsbot.incidents.records import Incident, duration_text
 from opsbot.incidents.state import Incidents
 from opsbot.notify import Notifier
 from opsbot.render import Reply
+from opsbot.state.outbox import OutboxNotifier
 from opsbot.state.store import Store
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "escalations"
+DELIVERIES = "escalation-deliveries"  # pages queued in the outbox, until their outcome is known
 CLAIM_TTL = 90 * 86400.0
 KNOWN_CAP = 100_000  # step keys this process knows are claimed (skips a store write)
 BATCH_LINES = 10  # alerts listed in one page; the rest are counted
@@ -87,6 +93,7 @@ class Escalator:
             return
         self._looked = started
         now = self.clock()
+        await self._check_deliveries()
         due: list[Page] = []
         for incident in await self.incidents.all():
             policy = getattr(config.escalation, incident.severity, None)
@@ -149,17 +156,40 @@ class Escalator:
                 continue
             text = f"📟 {what}\nYou are paged as the {role}."
             try:
-                await self.notifier.send(person.id, Reply(text=text))
+                ref = await self.notifier.send(person.id, Reply(text=text))
             except Exception as exc:
                 log.warning("could not page %s: %s", person.name, type(exc).__name__)
                 notes.append(f"could not page {person.name} ({role}): {type(exc).__name__}")
             else:
                 notes.append(f"paged {person.name} ({role}) by private message")
+                await self._watch(ref, batch, f"{person.name} ({role})")
         noted: set[tuple[str | None, str | None]] = set()
         for page in batch:
             if (page.incident, page.target) not in noted:
                 noted.add((page.incident, page.target))
                 await self._note(page, "; ".join(notes))
+
+    async def _watch(self, ref: int, batch: list[Page], who: str) -> None:
+        """Remember a queued page until the outbox knows whether it was delivered."""
+        if isinstance(self.notifier, OutboxNotifier):
+            pages = [[p.key, p.incident, p.target] for p in batch]
+            doc = {"who": who, "pages": pages}
+            await self.store.put(DELIVERIES, str(ref), doc, ttl=86400.0)
+
+    async def _check_deliveries(self) -> None:
+        """Note on the timeline the pages the outbox could not deliver (once: the replica
+        that deletes the watch notes it)."""
+        if not isinstance(self.notifier, OutboxNotifier):
+            return
+        for key, stored in (await self.store.scan(DELIVERIES)).items():
+            outcome = await self.notifier.outbox.ref_state(int(key))
+            if outcome is None or not await self.store.delete(DELIVERIES, key):
+                continue  # still queued, or another replica took it
+            if "lost" in outcome:
+                text = f"could not page {stored.value['who']}: {outcome['lost']}"
+                log.warning("escalation: %s", text)
+                for page_key, incident, target in stored.value["pages"]:
+                    await self._note(Page(page_key, "", "", incident, target), text)
 
     async def _note(self, page: Page, text: str) -> None:
         try:

@@ -7,21 +7,26 @@ message id it produced, so an edit queued before its message is posted waits for
 
 Rules the worker keeps (all state is in the store, shared by replicas):
 
-* **Order.** Per chat, entries go out by (priority, enqueue time): command replies and
-  approval cards (``Priority.reply``) ahead of alerts and incident cards (``Priority.alert``);
-  within a priority, in the order they were queued. One worker holds a chat at a time (a
-  store lease), and an entry that waits for a retry holds back the ones behind it.
+* **Order.** Per chat, entries go out by (priority, enqueue time): replies and approval
+  cards ahead of alerts and incident cards, those ahead of alert counter edits (see
+  ``Priority``); within a priority, in the order they were queued. One worker holds a chat
+  at a time (a store lease), and an entry that waits for a retry holds back those behind.
 * **At most once.** An entry is claimed by compare-and-set (with a lease) before the Bot API
   is called. A send whose claimer died before recording its message id is never sent again:
   its ref is marked lost, and the next edit of that ref is posted as a new message, so the
   final state of a card still arrives.
 * **Coalescing.** There is one edit entry per message: a newer text replaces a queued one
-  (an edit already in flight is followed by the newest text only).
+  (an edit already in flight is followed by the newest text only) and keeps the more urgent
+  of the two priorities. An edit may carry a ``stamp`` (its source document's version): a
+  text older than the one queued or shown is dropped, so replicas racing cannot go back.
 * **Retries.** 5xx, network errors and timeouts back off exponentially (capped at
   ``MAX_BACKOFF``); a 429 pauses the chat for its ``retry_after``; other errors (400, 403)
   drop the entry. Entries older than ``MAX_AGE`` are dropped.
-* **Pacing.** At most ``group_per_minute`` calls in any rolling minute per group chat, shared
-  by every replica (``budget.ChatBudget`` in namespace ``outbox-pace``).
+* **Pacing (the one rule).** Every call in a group (send, edit, pin) takes a slot of the
+  group's window first (``pace.ChatPace``, shared by every replica): replies may use all
+  ``group_per_minute``; alerts leave the last two to them, so a command typed in a storm is
+  answered at once; counter edits only use half. The alert engine asks ``room`` before it
+  gives a new alert a message of its own: when the chat is full, it digests instead.
 """
 
 from __future__ import annotations
@@ -33,12 +38,12 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from enum import IntEnum
 from typing import Any
 
 from opsbot.redact import Redactor
 from opsbot.render import Button, Document, Reply
-from opsbot.state.budget import ChatBudget
+from opsbot.state.pace import WINDOW, ChatPace
+from opsbot.state.pace import Priority as Priority  # where callers import it from
 from opsbot.state.store import JSONDoc, Store, Versioned
 
 log = logging.getLogger(__name__)
@@ -51,11 +56,6 @@ REF_TTL = 30 * 86400.0
 MAX_AGE = 6 * 3600.0  # an entry not delivered by then is dropped
 MAX_BACKOFF = 5.0
 DONE_TTL = 5.0  # a delivered entry lingers this long (so a late claimer sees it is done)
-
-
-class Priority(IntEnum):
-    reply = 0  # command replies, approval cards and their progress
-    alert = 1  # alerts, digests, incident cards and reminders
 
 
 def reply_to_doc(reply: Reply) -> JSONDoc:
@@ -144,14 +144,25 @@ class Outbox:
         store: Store,
         *,
         group_per_minute: int = 20,
+        window: float = WINDOW,
         lease: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.lease = lease
         self.clock = clock
-        self.pace = ChatBudget(store, group_per_minute, clock, namespace=PACE)
+        self.pace = ChatPace(store, group_per_minute, clock, window=window, namespace=PACE)
         self.wakeup = asyncio.Event()  # set on every enqueue: a local worker starts at once
+
+    async def room(self, chat: int, cap: int | None = None) -> int:
+        """How many more alert messages the chat takes now: the alert limit (or ``cap``)
+        less the calls of the window and what is queued ahead of or beside them."""
+        limit = self.pace.limit(Priority.alert)
+        if cap is not None:
+            limit = min(limit, cap)
+        used = await self.pace.used(chat) if chat < 0 else 0
+        queued = [e for e in await self.pending() if e.chat == chat]
+        return max(0, limit - used - sum(1 for e in queued if e.priority <= Priority.alert))
 
     # ------------------------------------------------------------------ enqueueing
 
@@ -176,12 +187,16 @@ class Outbox:
         priority: Priority = Priority.reply,
         ref: int | None = None,
         reply_to: int | None = None,
+        once: bool = False,
     ) -> int:
         """Queue a new message; returns its ref (valid for ``edit``/``pin`` at once).
 
         ``reply_to`` threads it to the Telegram message it answers (sent anyway if that one
-        is gone)."""
+        is gone). ``once`` (with a ``ref`` derived from what it announces): nothing is queued
+        when that ref is queued or was sent already, so replicas may both try."""
         ref = ref or self.new_ref()
+        if once and await self.store.get(REFS, str(ref)) is not None:
+            return ref
         body = reply_to_doc(reply)
         if "document" in body:  # large: stored once, read only when it is sent
             content = body["document"].pop("content")
@@ -190,16 +205,29 @@ class Outbox:
         doc = self._doc("send", chat, priority, ref=ref, thread=thread_id, reply=body)
         if reply_to is not None:
             doc["reply_to"] = reply_to
-        await self.store.put(NAMESPACE, f"s{ref}", doc, ttl=MAX_AGE)
+        if once:
+            await self.store.create(NAMESPACE, f"s{ref}", doc, ttl=MAX_AGE)
+        else:
+            await self.store.put(NAMESPACE, f"s{ref}", doc, ttl=MAX_AGE)
         self.wakeup.set()
         return ref
 
     async def edit(
-        self, chat: int, ref: int, reply: Reply, *, priority: Priority = Priority.reply
+        self,
+        chat: int,
+        ref: int,
+        reply: Reply,
+        *,
+        priority: Priority = Priority.reply,
+        stamp: int | None = None,
     ) -> None:
-        """Queue the newest text of the message ``ref``; older queued texts are replaced."""
-        await self._edit(f"e{ref}", self._doc("edit", chat, priority, ref=ref,
-                                               reply=reply_to_doc(reply)))  # fmt: skip
+        """Queue the newest text of the message ``ref``; older queued texts are replaced.
+
+        ``stamp``: how new the text is (its document's version); an older one is ignored."""
+        doc = self._doc("edit", chat, priority, ref=ref, reply=reply_to_doc(reply))
+        if stamp is not None:
+            doc["stamp"] = stamp
+        await self._edit(f"e{ref}", doc)
 
     async def edit_message(
         self, chat: int, message_id: int, reply: Reply, *, priority: Priority = Priority.reply
@@ -209,6 +237,7 @@ class Outbox:
         await self._edit(f"m{chat}_{message_id}", doc)
 
     async def _edit(self, key: str, doc: JSONDoc) -> None:
+        stamp = doc.get("stamp")
         while True:
             stored = await self.store.get(NAMESPACE, key)
             if stored is None:
@@ -216,12 +245,19 @@ class Outbox:
                     break
                 continue
             current = stored.value
+            if stamp is not None and _newest_stamp(current) >= stamp:
+                return  # this text, or a newer one, is queued or shown already
             if current["state"] == "pending":  # replace the queued text, keep its place
-                new = {**current, "reply": doc["reply"]}
+                priority = min(current["priority"], doc["priority"])
+                new = {**current, "reply": doc["reply"], "priority": priority}
+                new.pop("stamp", None)
             elif current["state"] == "claimed":  # in flight: send the newest text after it
-                new = {**current, "next": doc["reply"]}
+                new = {**current, "next": doc["reply"], "next_priority": doc["priority"]}
+                new.pop("next_stamp", None)
             else:  # done
                 new = doc
+            if stamp is not None:
+                new["next_stamp" if current["state"] == "claimed" else "stamp"] = stamp
             if await self.store.swap(NAMESPACE, key, stored.version, new, ttl=MAX_AGE):
                 break
         self.wakeup.set()
@@ -285,7 +321,8 @@ class Outbox:
         """Take the entry for delivery; None when another worker got it first."""
         now = self.clock()
         doc = {**entry.doc, "state": "claimed", "owner": owner, "lease_until": now + self.lease}
-        doc.pop("next", None)
+        for field in _FOLLOW:
+            doc.pop(field, None)
         version = await self.store.swap(NAMESPACE, entry.key, entry.version, doc)
         if version is None:
             return None
@@ -345,26 +382,47 @@ class Outbox:
             current = stored.value
             if current.get("state") != "claimed" or current.get("owner") != entry.owner:
                 return  # someone else settled it (a recovery) or holds it now
-            follow = current.get("next")
+            follow = _follow(current)
             if again is not None:
-                new = {**current, **again, "state": "pending", "owner": "", "lease_until": 0}
-                if follow is not None:
-                    new["reply"] = follow
-                new.pop("next", None)
+                new = {**current, **again, "state": "pending", "owner": "", "lease_until": 0,
+                       **follow}  # fmt: skip
                 ttl: float = MAX_AGE
-            elif follow is not None:
+            elif follow:
                 new = {
-                    **current, "reply": follow, "state": "pending", "owner": "",
+                    **current, **follow, "state": "pending", "owner": "",
                     "lease_until": 0, "attempts": 0, "not_before": 0.0, "seq": _next_seq(),
                 }  # fmt: skip
-                new.pop("next", None)
                 ttl = MAX_AGE
             else:
                 new, ttl = {**current, "state": "done"}, DONE_TTL
+            for field in _FOLLOW:
+                new.pop(field, None)
             if await self.store.swap(NAMESPACE, key, stored.version, new, ttl=ttl):
                 if new["state"] == "pending":
                     self.wakeup.set()
                 return
+
+
+_FOLLOW = ("next", "next_priority", "next_stamp")
+
+
+def _newest_stamp(doc: JSONDoc) -> int:
+    """The stamp of the newest text an edit entry holds (-1: none)."""
+    if "next" in doc:
+        return int(doc.get("next_stamp", -1))
+    return int(doc.get("stamp", -1))
+
+
+def _follow(doc: JSONDoc) -> JSONDoc:
+    """The fields an in-flight edit's newer text takes over once it is settled."""
+    if "next" not in doc:
+        return {}
+    follow: JSONDoc = {"reply": doc["next"], "priority": doc.get("next_priority", doc["priority"])}
+    if "next_stamp" in doc:
+        follow["stamp"] = doc["next_stamp"]
+    else:
+        follow["stamp"] = -1
+    return follow
 
 
 class OutboxNotifier:
@@ -394,22 +452,34 @@ class OutboxNotifier:
         thread_id: int | None = None,
         ref: int | None = None,
         reply_to: int | None = None,
+        once: bool = False,
     ) -> int:
         """Queue a message; ``ref`` (from ``Outbox.new_ref``) when the caller stored it first;
-        ``reply_to``: the Telegram message id of the command it answers."""
+        ``reply_to``: the Telegram message id of the command it answers; ``once``: see
+        ``Outbox.send``."""
         reply = reply.redacted(self.redactor)
         return await self.outbox.send(
             chat_id, reply, thread_id=thread_id, priority=self.priority, ref=ref,
-            reply_to=reply_to,
+            reply_to=reply_to, once=once,
         )  # fmt: skip
 
-    async def edit(self, chat_id: int, message_id: int, reply: Reply) -> None:
+    async def edit(
+        self,
+        chat_id: int,
+        message_id: int,
+        reply: Reply,
+        *,
+        priority: Priority | None = None,
+        stamp: int | None = None,
+    ) -> None:
+        """Queue the message's newest text (at ``priority``, default this notifier's)."""
         reply = reply.redacted(self.redactor)
         if reply.document is not None:  # a message cannot become a document: send it anew
             await self.send(chat_id, reply)
             return
         await self.outbox.edit(chat_id, message_id, replace(reply, request_id=None),
-                               priority=self.priority)  # fmt: skip
+                               priority=self.priority if priority is None else priority,
+                               stamp=stamp)  # fmt: skip
 
     async def edit_message(self, chat_id: int, message_id: int, reply: Reply) -> None:
         """Edit a message known by its Telegram id (the one a button was tapped on)."""
@@ -420,5 +490,9 @@ class OutboxNotifier:
         await self.outbox.pin(chat_id, message_id, priority=self.priority)
 
     async def create_topic(self, chat_id: int, name: str) -> int | None:
-        """Topics are made directly (the caller needs the thread id to post in it)."""
-        return None if self.topics is None else await self.topics(chat_id, name)
+        """Topics are made directly (the caller needs the thread id to post in it), within
+        the group's pace like everything else, as a reply (a person declared the incident)."""
+        if self.topics is None:
+            return None
+        await self.outbox.pace.wait(chat_id, Priority.reply)
+        return await self.topics(chat_id, name)

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from telegram import Bot
 
 from opsbot.alerting.engine import AlertEngine
 from opsbot.alerting.event import AlertEvent
-from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.metrics import Metrics
 from opsbot.redact import Redactor
+from opsbot.state.outbox import Outbox, OutboxNotifier, Priority
 from opsbot.state.store.sqlite import SQLiteStore
 from opsbot.web.server import WebServer
 from tests.factories import OPSBOT_TOKEN, OPSBOT_USERNAME, base_config, write_config
@@ -53,12 +52,13 @@ async def post_each(port: int, alerts: list[dict[str, str]], in_flight: int) -> 
 
 
 async def test_a_burst_of_single_alert_posts_is_all_recorded_and_listable(
-    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
+    fake: FakeBotAPI, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     config = base_config(fake, tmp_path / "data")
     config["web"] = {"enabled": True, "port": 0, "token": TOKEN}
     settings = write_config(tmp_path / "opsbot.yaml", config)
-    engine = AlertEngine(sqlite_store, settings, TelegramNotifier(bot, Redactor([])))
+    notifier = OutboxNotifier(Outbox(sqlite_store), Redactor([]), Priority.alert)
+    engine = AlertEngine(sqlite_store, settings, notifier)
     metrics = Metrics()
     server = WebServer(settings, engine.ingest, metrics)
     port = await server.start()

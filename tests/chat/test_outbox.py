@@ -164,6 +164,71 @@ async def test_a_group_gets_at_most_twenty_a_minute_and_no_429(
     assert fake.too_many_requests == []
 
 
+async def test_one_window_per_group_counts_edits_and_keeps_two_calls_for_replies(
+    open_store: OpenStore,
+) -> None:
+    """Telegram's minute shrunk to 2 s; edits count as the fake counts them. Alerts stop at
+    18 calls a window, counter edits at 9, so a reply typed in a full window goes at once."""
+    with FakeBotAPI(group_window=2.0, count_edits=True) as fake:
+        fake.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
+        outbox = Outbox(open_store(), window=2.0)
+        first = await outbox.send(GROUP, Reply("alert 0"), priority=Priority.alert)
+        for i in range(1, 25):
+            await outbox.send(GROUP, Reply(f"alert {i}"), priority=Priority.alert)
+        await outbox.edit(GROUP, first, Reply("alert 0 ×5"), priority=Priority.update)
+        async with Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url) as bot:
+            worker = OutboxWorker(outbox, bot, idle=0.05)
+            worker.start()
+            try:
+                deadline = time.monotonic() + 5
+                while len(fake.bot_messages(GROUP)) < 18 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(0.3)
+                assert len(fake.bot_messages(GROUP)) == 18  # the window is full for alerts
+                await outbox.send(GROUP, Reply("the answer to a command"))
+                reply = await fake.wait_for_message(GROUP, lambda m: m.text.startswith("the"),
+                                                    timeout=1.0)  # fmt: skip
+                assert reply.message_id == 19  # at once, ahead of the alerts still queued
+                await drain(outbox)
+            finally:
+                await worker.stop()
+        assert texts(fake.bot_messages(GROUP))[0] == "alert 0 ×5"
+        calls = [c for c in fake.calls if c.params.get("chat_id") == GROUP]
+        assert [c.method for c in calls].index("editMessageText") > 19  # counters come last
+        at = [c.at for c in calls]
+        assert max(sum(1 for t in at if t0 <= t < t0 + 2.0) for t0 in at) <= 20
+        assert fake.too_many_requests == []
+
+
+async def test_a_stale_text_is_ignored_and_a_once_send_is_queued_once(
+    open_store: OpenStore, bots: list[Bot], fake: FakeBotAPI
+) -> None:
+    """Two replicas editing one message from one document: the older version loses, in
+    whichever order they queue. Two queueing one announcement (one ref): one message."""
+    one, two = Outbox(open_store()), Outbox(open_store())
+    ref = Outbox.new_ref()
+    for outbox in (one, two, one):
+        assert await outbox.send(GROUP, Reply("firing"), ref=ref, once=True) == ref
+    await two.edit(GROUP, ref, Reply("firing ×3"), priority=Priority.update, stamp=30)
+    await one.edit(GROUP, ref, Reply("firing ×2"), priority=Priority.update, stamp=20)
+    await one.edit(GROUP, ref, Reply("resolved"), priority=Priority.alert, stamp=40)
+    await two.edit(GROUP, ref, Reply("firing ×3"), priority=Priority.update, stamp=30)
+    [send, edit] = await one.pending()
+    assert send.kind == "send"
+    assert edit.priority == Priority.alert and edit.reply == Reply("resolved")
+    worker = OutboxWorker(one, bots[0])
+    worker.start()
+    try:
+        await drain(one)
+        await two.send(GROUP, Reply("firing"), ref=ref, once=True)  # sent already: nothing
+        await two.edit(GROUP, ref, Reply("firing ×3"), stamp=30)  # older than shown: nothing
+        await drain(one)
+    finally:
+        await worker.stop()
+    [message] = fake.bot_messages(GROUP)
+    assert message.text == "resolved" and message.history == ["firing", "resolved"]
+
+
 async def test_retry_after_is_honoured_and_5xx_retried_and_400_dropped(
     open_store: OpenStore, bots: list[Bot], fake: FakeBotAPI
 ) -> None:

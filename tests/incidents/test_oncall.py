@@ -5,6 +5,7 @@ incident's timeline."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Iterator
@@ -20,12 +21,14 @@ from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.config import Role, Rotation, Settings, load_config
 from opsbot.errors import ConfigError, UsageError
 from opsbot.handlers.notifier import TelegramNotifier
+from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.incidents import oncall
 from opsbot.incidents.escalation import Escalator
 from opsbot.incidents.oncall_verbs import oncall_verb
 from opsbot.incidents.state import Incidents
 from opsbot.redact import Redactor
 from opsbot.services import Services
+from opsbot.state.outbox import Outbox, OutboxNotifier, Priority
 from opsbot.state.store.sqlite import SQLiteStore
 from opsbot.verbs.registry import Caller
 from tests.factories import (
@@ -384,6 +387,8 @@ async def test_a_storm_of_critical_alerts_is_one_page_per_step(
 async def test_a_page_that_cannot_be_delivered_is_on_the_timeline(
     sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
+    """The page leaves through the outbox, as in the bot: Telegram refuses it there (the
+    person never opened a chat with the bot), and the next look notes that."""
     with FakeBotAPI(strict_chats=True) as strict:
         strict.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
         strict.add_chat(INCIDENTS)
@@ -391,12 +396,29 @@ async def test_a_page_that_cannot_be_delivered_is_on_the_timeline(
         assert settings.oncall is not None
         clock = Clock()
         primary = oncall.shift_at(settings.oncall.rotation, clock()).primary
+        outbox = Outbox(sqlite_store)
+        notifier = OutboxNotifier(outbox, Redactor(settings.secrets()), Priority.alert)
+        incidents = Incidents(sqlite_store, settings, notifier, clock=clock)
+        escalator = Escalator(sqlite_store, settings, notifier, incidents, clock=clock, every=0)
         async with Bot(OPSBOT_TOKEN, base_url=strict.bot_base_url) as strict_bot:
-            incidents, _, escalator = engines(sqlite_store, settings, strict_bot, clock)
-            incident = await incidents.declare("P0", "everything is down", [], "vic")
-            clock.advance(5 * MINUTE)
-            await escalator.tick()
+            worker = OutboxWorker(outbox, strict_bot, idle=0.05)
+            worker.start()
+            try:
+                incident = await incidents.declare("P0", "everything is down", [], "vic")
+                clock.advance(5 * MINUTE)
+                await escalator.tick()
+                deadline = time.monotonic() + 10
+                while await outbox.pending():
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.05)
+                await escalator.tick()
+                await escalator.tick()  # noted once
+            finally:
+                await worker.stop()
         stored = await incidents.get(incident.id)
         assert stored is not None
-        [step] = [e.text for e in stored.timeline if e.kind == "escalation"]
-        assert step.startswith(f"could not page {primary} (primary): ")
+        steps = [e.text for e in stored.timeline if e.kind == "escalation"]
+        assert steps[0] == f"paged {primary} (primary) by private message"
+        [failed] = steps[1:]
+        assert failed.startswith(f"could not page {primary} (primary): ")
+        assert "chat not found" in failed.lower()

@@ -1,0 +1,113 @@
+"""A group's pace: the Bot API calls opsbot made there in the last window, for every replica.
+
+Telegram allows about 20 messages a minute in a group and answers 429 beyond that; edits
+count too. The outbox worker takes a slot here *before* each call in a group: the times of
+the window's calls are one document per chat (``outbox-pace/{chat}``), updated by
+compare-and-set, so replicas share one count. A call is made only while fewer than its
+priority's limit were made in the window (see ``Outbox.limit``); a 429 that still happens
+(another bot on the token) pauses the chat for its ``retry_after``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Any
+
+from opsbot.state.store import Store
+
+NAMESPACE = "outbox-pace"
+WINDOW = 60.0  # Telegram's window, seconds
+SLACK = 0.5  # a slot is taken a moment before Telegram counts the call: keep jitter apart
+MAX_SWAPS = 1000  # compare-and-set retries before giving up
+
+
+class Priority(IntEnum):
+    """The outbox's classes, most urgent first."""
+
+    reply = 0  # command replies, approval cards and their progress
+    alert = 1  # alerts, digests, incident cards and reminders
+    update = 2  # edits of alert messages that only change a counter
+
+
+class ChatPace:
+    def __init__(
+        self,
+        store: Store,
+        per_minute: int,
+        clock: Callable[[], float] = time.time,
+        *,
+        window: float = WINDOW,
+        namespace: str = NAMESPACE,
+    ) -> None:
+        self.store = store
+        self.per_minute = per_minute
+        self.clock = clock
+        self.window = window
+        self.namespace = namespace
+
+    def limit(self, priority: int) -> int:
+        """Calls the window may already hold for a call of ``priority`` to be made: replies
+        may fill it; alerts leave the last two to replies; counter edits use half."""
+        if priority <= Priority.reply:
+            return self.per_minute
+        alerts = self.per_minute - min(2, self.per_minute - 1)
+        return alerts if priority == Priority.alert else max(1, alerts // 2)
+
+    async def wait(self, chat: int, priority: int) -> bool:
+        """Wait (up to a window) for a slot, for a call made outside the outbox; False when
+        none came (the call is made anyway: PTB's rate limiter retries a 429)."""
+        deadline = self.clock() + self.window
+        while chat < 0 and not await self.take(chat, self.limit(priority)):
+            if self.clock() >= deadline:
+                return False
+            await asyncio.sleep(0.25)
+        return True
+
+    async def used(self, chat: int) -> int:
+        """Calls made in the chat within the window (a peek; a pause counts as all used)."""
+        now = self.clock()
+        stored = await self.store.get(self.namespace, str(chat))
+        if stored is None:
+            return 0
+        if now < float(stored.value.get("paused_until", 0)):
+            return 1_000_000
+        return sum(1 for t in stored.value["sends"] if t > now - self.window - SLACK)
+
+    async def take(self, chat: int, limit: int) -> bool:
+        """Take a slot if fewer than ``limit`` calls were made in the window."""
+        key = str(chat)
+        for _ in range(MAX_SWAPS):
+            now = self.clock()
+            stored = await self.store.get(self.namespace, key)
+            doc: dict[str, Any] = stored.value if stored else {"sends": [], "paused_until": 0.0}
+            if now < float(doc.get("paused_until", 0)):
+                return False
+            recent = [t for t in doc["sends"] if t > now - self.window - SLACK]
+            if len(recent) >= limit:
+                return False
+            new = {**doc, "sends": [*recent, now]}
+            ttl = 2 * self.window
+            if stored is None:
+                if await self.store.create(self.namespace, key, new, ttl=ttl):
+                    return True
+            elif await self.store.swap(self.namespace, key, stored.version, new, ttl=ttl):
+                return True
+        return False
+
+    async def pause(self, chat: int, seconds: float) -> None:
+        """Telegram said 429: no calls in this chat for ``seconds``."""
+        key = str(chat)
+        for _ in range(MAX_SWAPS):
+            until = self.clock() + seconds
+            stored = await self.store.get(self.namespace, key)
+            doc: dict[str, Any] = stored.value if stored else {"sends": []}
+            new = {**doc, "paused_until": max(until, float(doc.get("paused_until", 0)))}
+            ttl = 2 * self.window + seconds
+            if stored is None:
+                if await self.store.create(self.namespace, key, new, ttl=ttl):
+                    return
+            elif await self.store.swap(self.namespace, key, stored.version, new, ttl=ttl):
+                return
