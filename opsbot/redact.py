@@ -85,6 +85,10 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     ),
 ]
 
+# A fragment of every word in _SECRET_WORDS (none with an "i": under re.IGNORECASE a dotless
+# "ı" matches "i", and no folding of the text turns it into one).
+_SECRET_HINTS = ("secret", "token", "pass", "pwd", "key", "credent", "auth", "dsn")
+
 # Per pattern: the shortest text it can match, and substrings (lower case) of which one must be
 # present for it to match at all. Most text has none, so redaction costs a few ``in`` tests.
 _HINTS: list[tuple[int, tuple[str, ...]]] = [
@@ -98,8 +102,8 @@ _HINTS: list[tuple[int, tuple[str, ...]]] = [
     (40, ()),
     (9, ("bearer", "token", "basic")),
     (6, ("://",)),
-    (4, ("=", ":")),
-    (4, ("=", ":")),
+    (4, _SECRET_HINTS),
+    (4, _SECRET_HINTS),
 ]
 assert len(_HINTS) == len(_PATTERNS)
 
@@ -115,7 +119,8 @@ class Redactor:
     def redact(self, text: str) -> str:
         for literal in self._literals:
             text = text.replace(literal, MASK)
-        lowered = text.lower()
+        # Case-folded, so what IGNORECASE patterns match ("ſ" for "s", "K" for "k") shows too.
+        lowered = text.lower() if text.isascii() else text.casefold()
         for (pattern, replacement), (shortest, hints) in zip(_PATTERNS, _HINTS, strict=True):
             if len(text) < shortest or (hints and not any(h in lowered for h in hints)):
                 continue
