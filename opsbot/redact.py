@@ -106,6 +106,8 @@ _HINTS: list[tuple[int, tuple[str, ...]]] = [
     (4, _SECRET_HINTS),
 ]
 assert len(_HINTS) == len(_PATTERNS)
+# The patterns whose matches hold no whitespace: for them, ``shortest`` bounds the longest word.
+_ONE_WORD = frozenset({1, 2, 3, 4, 5, 6, 7, 9})
 
 
 class Redactor:
@@ -121,10 +123,20 @@ class Redactor:
             text = text.replace(literal, MASK)
         # Case-folded, so what IGNORECASE patterns match ("ſ" for "s", "K" for "k") shows too.
         lowered = text.lower() if text.isascii() else text.casefold()
-        for (pattern, replacement), (shortest, hints) in zip(_PATTERNS, _HINTS, strict=True):
+        longest: int | None = None  # the longest word, measured when first needed
+        for index, ((pattern, replacement), (shortest, hints)) in enumerate(
+            zip(_PATTERNS, _HINTS, strict=True)
+        ):
             if len(text) < shortest or (hints and not any(h in lowered for h in hints)):
                 continue
-            text = pattern.sub(replacement, text)
+            if index in _ONE_WORD:
+                if longest is None:
+                    longest = max(map(len, text.split()), default=0)
+                if longest < shortest:
+                    continue
+            redacted = pattern.sub(replacement, text)
+            if redacted is not text:  # words may have changed (a hidden PEM block joins two)
+                text, longest = redacted, None
         return text
 
     def redact_bytes(self, data: bytes) -> bytes:
