@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
@@ -41,15 +42,7 @@ class LocalExecutor:
             raise ValueError("argv must not be empty")
         started = time.monotonic()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *args,
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-                env=self._env,
-                cwd=self._cwd,
-            )
+            child = _Child(args, stdin, env=self._env, cwd=self._cwd)
         except FileNotFoundError as exc:
             return ExecResult(
                 127,
@@ -64,40 +57,27 @@ class LocalExecutor:
                 f"{args[0]}: cannot execute ({exc.strerror})\n",
                 time.monotonic() - started,
             )
-
-        out = bytearray()
-        err = bytearray()
-        tasks = [
-            asyncio.ensure_future(_drain(proc.stdout, out)),
-            asyncio.ensure_future(_drain(proc.stderr, err)),
-        ]
-        if stdin is not None:
-            tasks.append(asyncio.ensure_future(_feed(proc.stdin, stdin)))
         timed_out = False
         try:
             try:
                 async with asyncio.timeout(timeout):
-                    await asyncio.gather(*tasks)
-                    await proc.wait()
+                    await asyncio.shield(child.finished)
             except TimeoutError:
                 timed_out = True
-                await _kill_group(proc)
-                # Descendants may still hold the pipes: stop reading rather than wait on them.
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
         except BaseException:
             # Cancelled by the caller: do not leave the process tree behind.
-            if proc.returncode is None or timed_out:
-                await asyncio.shield(_kill_group(proc))
-            for task in tasks:
-                task.cancel()
+            await asyncio.shield(child.end())
             raise
+        if timed_out:
+            # Descendants may still hold the pipes: stop reading rather than wait on them.
+            await asyncio.shield(child.end())
+        else:
+            child.close()
         duration = time.monotonic() - started
         return ExecResult(
-            exit_status=None if timed_out else proc.returncode,
-            stdout=out.decode("utf-8", errors="replace"),
-            stderr=err.decode("utf-8", errors="replace"),
+            exit_status=None if timed_out else child.proc.returncode,
+            stdout=child.out.decode("utf-8", errors="replace"),
+            stderr=child.err.decode("utf-8", errors="replace"),
             duration=duration,
             timed_out=timed_out,
         )
@@ -134,35 +114,143 @@ async def _copy(source: Path, destination: Path, timeout: float | None) -> int:
         stop.set()  # the worker thread abandons the copy if we gave up on it
 
 
-async def _drain(stream: asyncio.StreamReader | None, sink: bytearray) -> None:
-    if stream is None:
-        return
-    while chunk := await stream.read(65536):
-        sink += chunk
+class _Child:
+    """A child process in its own session, watched from the event loop itself: its pipes and a
+    pidfd (its exit) are on the loop's selector. asyncio's subprocess machinery would start a
+    thread per child to wait for it and take several loop turns per pipe; a health probe's
+    answer pays for each.
+    """
 
+    def __init__(
+        self, args: list[str], stdin: bytes | None, *, env: dict[str, str] | None,
+        cwd: str | None,
+    ) -> None:  # fmt: skip
+        self.loop = asyncio.get_running_loop()
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env=env,
+            cwd=cwd,
+        )
+        self.out = bytearray()
+        self.err = bytearray()
+        #: Both pipes at their end and the process reaped.
+        self.finished: asyncio.Future[None] = self.loop.create_future()
+        self._exited: asyncio.Future[None] = self.loop.create_future()
+        self._reading: dict[int, bytearray] = {}
+        self._ending: asyncio.Task[None] | None = None
+        self._pidfd: int | None = None
+        try:
+            self._pidfd = os.pidfd_open(self.proc.pid)
+        except (AttributeError, OSError):  # no pidfd (an old kernel, a filter): a thread waits
+            waiting = self.loop.run_in_executor(None, self.proc.wait)
+            waiting.add_done_callback(lambda _: self._reaped())
+        else:
+            self.loop.add_reader(self._pidfd, self._on_exit)
+        for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
+            assert stream is not None
+            fd = stream.fileno()
+            os.set_blocking(fd, False)
+            self._reading[fd] = sink
+            self.loop.add_reader(fd, self._on_readable, fd)
+        self._feeding: memoryview | None = None
+        if stdin is not None:
+            assert self.proc.stdin is not None
+            self._feeding = memoryview(stdin)
+            os.set_blocking(self.proc.stdin.fileno(), False)
+            self.loop.add_writer(self.proc.stdin.fileno(), self._on_writable)
+            self._on_writable()
 
-async def _feed(stream: asyncio.StreamWriter | None, data: bytes) -> None:
-    if stream is None:
-        return
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        stream.write(data)
-        await stream.drain()
-    stream.close()
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        await stream.wait_closed()
+    def _on_readable(self, fd: int) -> None:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            self._reading[fd] += chunk
+        else:
+            self._stop_reading(fd)
+
+    def _stop_reading(self, fd: int) -> None:
+        if self._reading.pop(fd, None) is not None:
+            self.loop.remove_reader(fd)
+            self._check_finished()
+
+    def _on_writable(self) -> None:
+        stdin = self.proc.stdin
+        if self._feeding is None or stdin is None:
+            return
+        try:
+            written = os.write(stdin.fileno(), self._feeding) if self._feeding else 0
+        except BlockingIOError:
+            return
+        except OSError:  # the child stopped reading (broken pipe): what is left is dropped
+            written = len(self._feeding)
+        self._feeding = self._feeding[written:]
+        if not self._feeding:
+            self._stop_feeding()
+
+    def _stop_feeding(self) -> None:
+        stdin = self.proc.stdin
+        if self._feeding is not None and stdin is not None:
+            self._feeding = None
+            self.loop.remove_writer(stdin.fileno())
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    def _on_exit(self) -> None:
+        assert self._pidfd is not None
+        self.loop.remove_reader(self._pidfd)
+        self.proc.wait()  # at once: the pidfd says it has exited
+        self._reaped()
+
+    def _reaped(self) -> None:
+        if not self._exited.done():
+            self._exited.set_result(None)
+        self._check_finished()
+
+    def _check_finished(self) -> None:
+        if not self._reading and self._exited.done() and not self.finished.done():
+            self.finished.set_result(None)
+
+    def end(self) -> asyncio.Task[None]:
+        """SIGTERM the process group, then SIGKILL it after a short grace; reap the leader and
+        release everything (one task, however many callers ask)."""
+        if self._ending is None:
+            self._ending = asyncio.ensure_future(self._end())
+        return self._ending
+
+    async def _end(self) -> None:
+        try:
+            if not self._exited.done():
+                _signal_group(self.proc.pid, signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._exited), KILL_GRACE)
+            # Children of the leader may have ignored SIGTERM: always finish the group off.
+            _signal_group(self.proc.pid, signal.SIGKILL)
+            await asyncio.shield(self._exited)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop watching; close the pipes and the pidfd (the process is reaped)."""
+        self._stop_feeding()
+        for fd in list(self._reading):
+            self._stop_reading(fd)
+        if self._pidfd is not None:
+            self.loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-
-
-async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM the process group, then SIGKILL it after a short grace; reap the leader."""
-    _signal_group(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), KILL_GRACE)
-    # Children of the leader may have ignored SIGTERM: always finish the group off.
-    _signal_group(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        await proc.wait()
