@@ -23,6 +23,7 @@ from opsbot.alerting.event import AlertEvent
 from opsbot.config import Settings, WebSettings
 from opsbot.errors import ConfigError
 from opsbot.metrics import Metrics
+from opsbot.state.store.sqlite import SQLiteStore
 from opsbot.web.server import WebServer
 from tests.factories import (
     ALICE,
@@ -116,6 +117,26 @@ async def test_a_redelivered_update_runs_once(
     assert [m for m in chat.bot_messages() if m.message_id > reply.message_id] == []
     assert runs.read_text() == "ran\n"
     assert metric(chat, "opsbot_updates_duplicate_total") == 3
+
+
+async def test_the_audit_entry_of_a_command_outlives_a_stop_right_after_its_reply(
+    fake: FakeBotAPI, tmp_path: Path
+) -> None:
+    """The trail is written after the reply (never in its way), yet never lost on shutdown."""
+    config = base_config(fake, tmp_path / "data")
+    config["targets"] = {"counter": {"kind": "command", "actions": {"status": ["true"]}}}
+    settings = write_config(tmp_path / "opsbot.yaml", config)
+    async with running_opsbot(fake, settings) as session:
+        reply = await session.ask("/health counter")
+        assert reply.text is not None and "counter" in reply.text
+    store = SQLiteStore(settings.data_dir / "opsbot.sqlite3")
+    try:
+        entries = await store.tail("audit", "counter", 10)
+    finally:
+        await store.close()
+    assert [(e["event"], e["verb"], e["outcome"]) for e in entries] == [
+        ("command", "health", "ok")
+    ]
 
 
 async def test_the_telegram_webhook_path_checks_the_secret_and_queues_updates() -> None:
