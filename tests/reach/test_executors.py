@@ -222,3 +222,21 @@ async def test_cancelled_run_ends_the_process(subject: Subject) -> None:
             break
         await asyncio.sleep(0.1)
     assert await gone(subject, marker)
+
+
+async def test_local_runs_without_pidfd_still_report_and_time_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where pidfd_open is refused (an old kernel, a seccomp filter) a thread waits instead."""
+
+    def refused(pid: int, flags: int = 0) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr("os.pidfd_open", refused)
+    subject = Subject("local", LocalExecutor(), str(tmp_path))
+    result = await subject.executor.run(["sh", "-c", "echo out; echo err >&2; exit 3"], timeout=5)
+    assert (result.exit_status, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    marker = sleep_marker()
+    result = await subject.executor.run(["sleep", marker], timeout=0.5)
+    assert result.timed_out and result.exit_status is None
+    assert await gone(subject, marker)
