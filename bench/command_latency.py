@@ -6,12 +6,16 @@ until the bot's reply is stored by the fake API, one message at a time, paced we
 rate limit, alternating bots so both see the same machine load. Reports medians and the ratio
 (target: opsbot ≤ 1.5× the echo bot) and appends a row to bench/RESULTS.md.
 
-    python bench/command_latency.py [--samples 60]
+opsbot runs on its default embedded store (SQLite), or with ``--store redis`` on a real
+redis-server started on loopback for the run (its rows go under their own section).
+
+    python bench/command_latency.py [--samples 60] [--store sqlite|redis]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -31,6 +35,7 @@ from bench.scale_lab import (
     wait_for_startup,
 )
 from tests.fakebotapi import FakeBotAPI, User
+from tests.lab.redis import start_redis
 
 ECHO_TOKEN = "7000000009:AAechoBENCHtokenXXXXXXXXXXXXXXXXXXXX"
 PERSON = User(ADMIN_ID, "Alice", "alice")
@@ -63,8 +68,17 @@ def ask(fake: FakeBotAPI, token: str, text: str) -> float:
     return time.perf_counter() - started
 
 
-def measure(samples: int, folder: Path) -> tuple[float, float, float]:
-    """Median seconds: echo bot, opsbot /help, opsbot /health."""
+def measure(samples: int, folder: Path, store: str = "sqlite") -> tuple[float, float, float]:
+    """Median seconds: echo bot, opsbot /help, opsbot /health (opsbot on ``store``)."""
+    with contextlib.ExitStack() as stack:
+        extra: dict[str, object] = {}
+        if store == "redis":
+            redis = stack.enter_context(start_redis(folder / "redis"))
+            extra["store"] = {"backend": "redis", "redis_url": redis.url}
+        return _measure(samples, folder, extra)
+
+
+def _measure(samples: int, folder: Path, extra: dict[str, object]) -> tuple[float, float, float]:
     fake = start_fake()
     fake.add_bot(ECHO_TOKEN, "echo_bench_bot")
     echo_log = (folder / "echo.log").open("wb")
@@ -76,6 +90,7 @@ def measure(samples: int, folder: Path) -> tuple[float, float, float]:
         fake, folder / "data",
         alerts={"monitor": {"enabled": False}},
         targets={"noop": {"kind": "command", "actions": {"status": ["true"]}}},
+        **extra,
     )  # fmt: skip
     config["telegram"]["allow_private_chats"] = True
     try:
@@ -109,6 +124,7 @@ def measure(samples: int, folder: Path) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=60)
+    parser.add_argument("--store", choices=("sqlite", "redis"), default="sqlite")
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     parser.add_argument("--echo-bot", metavar="API_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -116,7 +132,7 @@ def main() -> None:
         echo_bot(args.echo_bot)
         return
     with tempfile.TemporaryDirectory(prefix="opsbot-latency-") as tmp:
-        echo, help_, health = measure(args.samples, Path(tmp))
+        echo, help_, health = measure(args.samples, Path(tmp), args.store)
     row = (
         f"| {time.strftime('%Y-%m-%d %H:%M')} | {args.samples} | {echo * 1000:.1f} ms "
         f"| {help_ * 1000:.1f} ms | {help_ / echo:.2f}× | {health * 1000:.1f} ms "
@@ -124,8 +140,9 @@ def main() -> None:
     )
     print(HEADER)
     print(row)
+    section = "command_latency" + (" (redis store)" if args.store == "redis" else "")
     if not args.no_write:
-        append_result("command_latency", HEADER, row)
+        append_result(section, HEADER, row)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,10 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     ),
 ]
 
+# A fragment of every word in _SECRET_WORDS (none with an "i": under re.IGNORECASE a dotless
+# "ı" matches "i", and no folding of the text turns it into one).
+_SECRET_HINTS = ("secret", "token", "pass", "pwd", "key", "credent", "auth", "dsn")
+
 # Per pattern: the shortest text it can match, and substrings (lower case) of which one must be
 # present for it to match at all. Most text has none, so redaction costs a few ``in`` tests.
 _HINTS: list[tuple[int, tuple[str, ...]]] = [
@@ -98,10 +102,12 @@ _HINTS: list[tuple[int, tuple[str, ...]]] = [
     (40, ()),
     (9, ("bearer", "token", "basic")),
     (6, ("://",)),
-    (4, ("=", ":")),
-    (4, ("=", ":")),
+    (4, _SECRET_HINTS),
+    (4, _SECRET_HINTS),
 ]
 assert len(_HINTS) == len(_PATTERNS)
+# The patterns whose matches hold no whitespace: for them, ``shortest`` bounds the longest word.
+_ONE_WORD = frozenset({1, 2, 3, 4, 5, 6, 7, 9})
 
 
 class Redactor:
@@ -115,11 +121,22 @@ class Redactor:
     def redact(self, text: str) -> str:
         for literal in self._literals:
             text = text.replace(literal, MASK)
-        lowered = text.lower()
-        for (pattern, replacement), (shortest, hints) in zip(_PATTERNS, _HINTS, strict=True):
+        # Case-folded, so what IGNORECASE patterns match ("ſ" for "s", "K" for "k") shows too.
+        lowered = text.lower() if text.isascii() else text.casefold()
+        longest: int | None = None  # the longest word, measured when first needed
+        for index, ((pattern, replacement), (shortest, hints)) in enumerate(
+            zip(_PATTERNS, _HINTS, strict=True)
+        ):
             if len(text) < shortest or (hints and not any(h in lowered for h in hints)):
                 continue
-            text = pattern.sub(replacement, text)
+            if index in _ONE_WORD:
+                if longest is None:
+                    longest = max(map(len, text.split()), default=0)
+                if longest < shortest:
+                    continue
+            redacted = pattern.sub(replacement, text)
+            if redacted is not text:  # words may have changed (a hidden PEM block joins two)
+                text, longest = redacted, None
         return text
 
     def redact_bytes(self, data: bytes) -> bytes:

@@ -27,10 +27,13 @@ class Role(StrEnum):
 
     @property
     def rank(self) -> int:
-        return list(Role).index(self)
+        return _RANK[self]
 
     def allows(self, needed: Role) -> bool:
-        return self.rank >= needed.rank
+        return _RANK[self] >= _RANK[needed]
+
+
+_RANK = {role: rank for rank, role in enumerate(Role)}  # /help asks for every verb
 
 
 class Person(_Model):

@@ -26,6 +26,9 @@ NAMESPACE = "audit"
 ALL = "*"
 KEEP_ALL = 100_000
 KEEP_PER_TARGET = 5_000
+#: Seconds the entries held by ``after_reply`` wait before they are written: by then the reply
+#: has left, and its delivery (the outbox's reads and claims) did not queue behind them.
+AFTER_REPLY = 0.05
 
 
 def digest(text: str) -> str:
@@ -70,14 +73,18 @@ class Audit:
         if held is not None:
             held.append((event, fields))
             return
-        task = asyncio.create_task(self._record_after(self._last, event, fields))
+        self._schedule(event, fields, 0.0)
+
+    def _schedule(self, event: str, fields: dict[str, Any], delay: float) -> None:
+        task = asyncio.create_task(self._record_after(self._last, event, fields, delay))
         self._last = task
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
     @contextmanager
     def after_reply(self) -> Iterator[None]:
-        """Hold this task's ``record_soon`` entries until the block (the reply) is done."""
+        """Hold this task's ``record_soon`` entries until the block (the reply) is done, then
+        write them ``AFTER_REPLY`` seconds later (``flush`` still waits for them)."""
         held: list[tuple[str, dict[str, Any]]] = []
         token = _held.set(held)
         try:
@@ -85,11 +92,17 @@ class Audit:
         finally:
             _held.reset(token)
             for event, fields in held:
-                self.record_soon(event, **fields)
+                self._schedule(event, fields, AFTER_REPLY)
 
     async def _record_after(
-        self, previous: asyncio.Task[None] | None, event: str, fields: dict[str, Any]
+        self,
+        previous: asyncio.Task[None] | None,
+        event: str,
+        fields: dict[str, Any],
+        delay: float,
     ) -> None:
+        if delay:
+            await asyncio.sleep(delay)
         if previous is not None:
             await asyncio.wait([previous])
         try:

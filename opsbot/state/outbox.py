@@ -205,6 +205,10 @@ class Outbox:
         doc = self._doc("send", chat, priority, ref=ref, thread=thread_id, reply=body)
         if reply_to is not None:
             doc["reply_to"] = reply_to
+        # Woken twice: now, so that a local worker's scan queues right behind this write (the
+        # embedded store runs them in order; its answer comes once the write is committed),
+        # and once it is stored, in case that scan did not see it (Redis: another connection).
+        self.wakeup.set()
         if once:
             await self.store.create(NAMESPACE, f"s{ref}", doc, ttl=MAX_AGE)
         else:

@@ -42,6 +42,11 @@ def test_command_latency_gets_every_reply(tmp_path: Path) -> None:
     assert 0 < echo < 1 and 0 < help_ < 1 and 0 < health < 2
 
 
+def test_command_latency_on_the_redis_store_gets_every_reply(tmp_path: Path) -> None:
+    echo, help_, health = command_latency.measure(3, tmp_path, "redis")
+    assert 0 < echo < 1 and 0 < help_ < 1 and 0 < health < 2
+
+
 def test_idle_rss_of_a_config_without_ssh_docker_or_web_stays_small(tmp_path: Path) -> None:
     idle, peak, _ = idle_rss.measure(10, 0.5, tmp_path)
     assert 0 < idle <= peak < 90  # an eager import of asyncssh/docker/aiohttp would show

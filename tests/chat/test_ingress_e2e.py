@@ -28,6 +28,7 @@ from opsbot.handlers.ingress import UpdateDedup
 from opsbot.metrics import Metrics
 from opsbot.services import Services
 from opsbot.state.store.redis import RedisStore
+from opsbot.state.store.sqlite import SQLiteStore
 from opsbot.web.server import WebServer
 from tests.factories import (
     ALICE,
@@ -143,6 +144,26 @@ async def test_an_unreachable_store_lets_the_update_through_with_one_warning(
         "handled without the duplicate check"
     ]
     assert all(r.exc_info is None for r in caplog.records)
+
+
+async def test_the_audit_entry_of_a_command_outlives_a_stop_right_after_its_reply(
+    fake: FakeBotAPI, tmp_path: Path
+) -> None:
+    """The trail is written after the reply (never in its way), yet never lost on shutdown."""
+    config = base_config(fake, tmp_path / "data")
+    config["targets"] = {"counter": {"kind": "command", "actions": {"status": ["true"]}}}
+    settings = write_config(tmp_path / "opsbot.yaml", config)
+    async with running_opsbot(fake, settings) as session:
+        reply = await session.ask("/health counter")
+        assert reply.text is not None and "counter" in reply.text
+    store = SQLiteStore(settings.data_dir / "opsbot.sqlite3")
+    try:
+        entries = await store.tail("audit", "counter", 10)
+    finally:
+        await store.close()
+    assert [(e["event"], e["verb"], e["outcome"]) for e in entries] == [
+        ("command", "health", "ok")
+    ]
 
 
 async def test_the_telegram_webhook_path_checks_the_secret_and_queues_updates() -> None:

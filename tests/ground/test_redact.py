@@ -35,6 +35,10 @@ from tests.secrets_corpus import CORPUS, HMAC_SECRET, OPSBOT_BOT_TOKEN, WEB_TOKE
         ("  API_KEY: abcdef123456", "abcdef123456"),
         ('{"password": "p@ss-w0rd", "user": "x"}', "p@ss-w0rd"),
         ("host=db password=swordfish dbname=app", "swordfish"),
+        ("Api_Key=k3y-value", "k3y-value"),
+        # IGNORECASE matches "ſ" for "s" and the Kelvin sign for "k": the hints see them too.
+        ("paſſword=hunter22", "hunter22"),
+        ("api_\u212aey: abcdef123456", "abcdef123456"),
         ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI"),
         (
             "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\n"
