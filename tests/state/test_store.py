@@ -12,7 +12,7 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from opsbot.config import Settings, StoreSettings
-from opsbot.state.store import Store, Versioned
+from opsbot.state.store import Append, Op, Store, Versioned, Write
 from opsbot.state.store.factory import open_store
 from opsbot.state.store.redis import RedisStore
 from opsbot.state.store.sqlite import SQLiteStore
@@ -156,6 +156,113 @@ async def test_documents_expire(store: Store) -> None:
     assert await store.create("ns", "expiring", {"again": True})
     stored = await store.get("ns", "expiring")
     assert stored is not None and stored.value == {"again": True}
+
+
+# --------------------------------------------------------------------------- batches
+
+
+async def test_get_many_reads_the_live_documents_among_the_keys(store: Store) -> None:
+    first = await store.put("ns", "a", {"n": 1})
+    second = await store.put("ns", "b", {"n": 2})
+    await store.put("other", "c", {"n": 3})
+    await store.put("ns", "gone", {"n": 4}, ttl=TTL)
+    await asyncio.sleep(PAST_TTL)
+    found = await store.get_many("ns", ["a", "b", "c", "gone", "missing", "a"])
+    assert found == {"a": Versioned({"n": 1}, first), "b": Versioned({"n": 2}, second)}
+    assert await store.get_many("ns", []) == {}
+
+
+async def test_commit_applies_every_write_and_append_at_once(store: Store) -> None:
+    old = await store.put("ns", "old", {"n": 0})
+    await store.put("ns", "kept", {"n": 0}, ttl=60)
+    versions = await store.commit([
+        Write("ns", "new", {"n": 1}, expect="absent", ttl=60),
+        Write("ns", "old", {"n": 2}, expect=old),
+        Write("ns", "any", {"n": 3}),
+        Append("log", "a", {"i": 1}),
+        Append("log", "a", {"i": 2}, keep=1),
+    ])  # fmt: skip
+    assert versions is not None and versions[3:] == [0, 0]
+    assert versions[0] > old and len(set(versions[:3])) == 3
+    found = await store.get_many("ns", ["new", "old", "any"])
+    assert {k: (v.value, v.version) for k, v in found.items()} == {
+        "new": ({"n": 1}, versions[0]), "old": ({"n": 2}, versions[1]),
+        "any": ({"n": 3}, versions[2]),
+    }  # fmt: skip
+    assert await store.tail("log", "a", 10) == [{"i": 2}]
+    assert set(await store.scan("ns")) == {"new", "old", "any", "kept"}
+
+
+async def test_commit_writes_nothing_when_one_condition_fails(store: Store) -> None:
+    version = await store.put("ns", "a", {"n": 1})
+    await store.put("ns", "taken", {"n": 1})
+    for failing in (Write("ns", "taken", {"n": 2}, expect="absent"),
+                    Write("ns", "a", {"n": 2}, expect=version + 1000),
+                    Write("ns", "missing", {"n": 2}, expect=version)):  # fmt: skip
+        ops = [
+            Write("ns", "fresh", {"n": 2}, expect="absent"),
+            Append("log", "a", {"i": 1}),
+            Write("ns", "a" if failing.key != "a" else "b", {"n": 2}, expect="any"),
+            failing,
+        ]
+        assert await store.commit(ops) is None
+    assert await store.get("ns", "fresh") is None and await store.get("ns", "b") is None
+    assert await store.get("ns", "a") == Versioned({"n": 1}, version)
+    assert await store.tail("log", "a", 10) == []
+
+
+async def test_commit_creates_over_an_expired_document_and_keeps_or_sets_ttls(
+    store: Store,
+) -> None:
+    await store.put("ns", "expired", {"n": 1}, ttl=TTL)
+    version = await store.put("ns", "short", {"n": 1}, ttl=TTL)
+    await store.put("ns", "persist", {"n": 1}, ttl=TTL)
+    await asyncio.sleep(TTL / 3)
+    versions = await store.commit([
+        Write("ns", "expired", {"n": 2}, expect="absent"),
+        Write("ns", "short", {"n": 2}, expect=version),  # keeps its ttl
+        Write("ns", "persist", {"n": 2}, expect="any"),  # a put drops it
+    ])  # fmt: skip
+    assert versions is None  # "expired" has not expired yet
+    await asyncio.sleep(PAST_TTL - TTL / 3)
+    assert await store.commit([Write("ns", "expired", {"n": 2}, expect="absent")]) is not None
+    version = await store.put("ns", "short", {"n": 1}, ttl=TTL)
+    await store.put("ns", "persist", {"n": 1}, ttl=TTL)
+    assert await store.commit([
+        Write("ns", "short", {"n": 2}, expect=version),
+        Write("ns", "persist", {"n": 2}, expect="any"),
+    ]) is not None  # fmt: skip
+    await asyncio.sleep(PAST_TTL)
+    assert set(await store.scan("ns")) == {"expired", "persist"}
+
+
+async def test_concurrent_commits_from_one_version_exactly_one_wins(
+    open_another: OpenStore,
+) -> None:
+    first, second = open_another(), open_another()
+    version = await first.put("ns", "a", {"n": 0})
+    results = await asyncio.gather(*(
+        (first if i % 2 else second).commit([
+            Write("ns", "a", {"n": i}, expect=version), Append("log", "a", {"i": i}),
+        ])
+        for i in range(10)
+    ))  # fmt: skip
+    winners = [i for i, r in enumerate(results) if r is not None]
+    assert len(winners) == 1
+    assert await first.tail("log", "a", 10) == [{"i": winners[0]}]
+
+
+async def test_commit_refuses_what_no_backend_could_apply(store: Store) -> None:
+    refused: list[list[Op]] = [
+        [Write("ns", "a", {}), Write("ns", "a", {})],
+        [Write("ns", "a", {}, ttl=0)],
+        [Append("log", "a", {}, keep=0)],
+    ]
+    for ops in refused:
+        with pytest.raises(ValueError):
+            await store.commit(ops)
+    assert await store.get("ns", "a") is None
+    assert await store.commit([]) == []
 
 
 # --------------------------------------------------------------------------- logs

@@ -14,8 +14,10 @@ fingerprint names its document).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from opsbot.redact import Redactor
-from opsbot.state.store import JSONDoc, Store, Versioned
+from opsbot.state.store import Append, JSONDoc, Op, Store, Versioned, Write
 
 EXACT = frozenset({
     "requests", "versions", "backups", "backups-index", "totp",
@@ -63,6 +65,18 @@ class RedactingStore:
     ) -> int | None:
         cleaned = self._clean(namespace, value)
         return await self.inner.swap(namespace, key, expected_version, cleaned, ttl=ttl)
+
+    async def get_many(self, namespace: str, keys: Sequence[str]) -> dict[str, Versioned]:
+        return await self.inner.get_many(namespace, keys)
+
+    async def commit(self, ops: Sequence[Op]) -> list[int] | None:
+        return await self.inner.commit([self._clean_op(op) for op in ops])
+
+    def _clean_op(self, op: Op) -> Op:
+        value = self._clean(op.namespace, op.value)
+        if isinstance(op, Append):
+            return Append(op.namespace, op.key, value, op.keep)
+        return Write(op.namespace, op.key, value, op.expect, op.ttl)
 
     async def delete(self, namespace: str, key: str) -> bool:
         return await self.inner.delete(namespace, key)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from opsbot.state.store import JSONDoc, Versioned
+from opsbot.state.store import Append, JSONDoc, Op, Versioned, check_ops
 
 # KEYS: doc, index, counter. ARGV: value, ttl in ms or '', key, condition. The condition is
 # 'absent' (create), 'any' (put, which also drops an old ttl) or the expected version (swap,
@@ -55,6 +55,45 @@ for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     end
 end
 return found
+"""
+
+# KEYS: counter, then two per op: doc and index (a write) or the log twice (an append).
+# ARGV: five per op: 'w' or 'a'; the condition as in _WRITE (a write) or keep or '' (an
+# append); value; ttl in ms or ''; key. Every condition is checked before anything is written:
+# all or nothing. Returns each op's new version (0 for an append), or nil.
+_COMMIT = """
+local ops = #ARGV / 5
+for i = 0, ops - 1 do
+    local condition, doc = ARGV[i * 5 + 2], KEYS[i * 2 + 2]
+    if ARGV[i * 5 + 1] == 'w' then
+        if condition == 'absent' then
+            if redis.call('EXISTS', doc) == 1 then return nil end
+        elseif condition ~= 'any' then
+            if redis.call('HGET', doc, 'version') ~= condition then return nil end
+        end
+    end
+end
+local versions = {}
+for i = 0, ops - 1 do
+    local condition, value, ttl = ARGV[i * 5 + 2], ARGV[i * 5 + 3], ARGV[i * 5 + 4]
+    local first = KEYS[i * 2 + 2]
+    if ARGV[i * 5 + 1] == 'w' then
+        local version = redis.call('INCR', KEYS[1])
+        redis.call('HSET', first, 'value', value, 'version', version)
+        if ttl ~= '' then
+            redis.call('PEXPIRE', first, ttl)
+        elseif condition == 'any' then
+            redis.call('PERSIST', first)
+        end
+        redis.call('SADD', KEYS[i * 2 + 3], ARGV[i * 5 + 5])
+        versions[#versions + 1] = version
+    else
+        redis.call('LPUSH', first, value)
+        if condition ~= '' then redis.call('LTRIM', first, 0, tonumber(condition) - 1) end
+        versions[#versions + 1] = 0
+    end
+end
+return versions
 """
 
 # KEYS: lock. ARGV: owner, ttl in ms. Returns nil when taken (or renewed), else the holder.
@@ -101,6 +140,7 @@ class RedisStore:
             client = aioredis.from_url(url, decode_responses=True)
         self._redis = client
         self._write = self._redis.register_script(_WRITE)
+        self._commit = self._redis.register_script(_COMMIT)
         self._scan = self._redis.register_script(_SCAN)
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._release = self._redis.register_script(_RELEASE)
@@ -154,6 +194,38 @@ class RedisStore:
     ) -> int | None:
         return await self._write_doc(namespace, key, value, ttl, str(expected_version))
 
+    async def get_many(self, namespace: str, keys: Sequence[str]) -> dict[str, Versioned]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in wanted:
+                pipe.hmget(self._key("doc", namespace, key), ["value", "version"])
+            replies = await pipe.execute()
+        return {
+            key: Versioned(json.loads(value), int(version))
+            for key, (value, version) in zip(wanted, replies, strict=True)
+            if value is not None and version is not None
+        }
+
+    async def commit(self, ops: Sequence[Op]) -> list[int] | None:
+        check_ops(ops)
+        if not ops:
+            return []
+        keys = [f"{self.prefix}:version"]
+        args: list[str] = []
+        for op in ops:
+            value = json.dumps(op.value)
+            if isinstance(op, Append):
+                log = self._key("log", op.namespace, op.key)
+                keys += [log, log]
+                args += ["a", "" if op.keep is None else str(op.keep), value, "", op.key]
+            else:
+                keys += [self._key("doc", op.namespace, op.key), self._key("docs", op.namespace)]
+                args += ["w", str(op.expect), value, _ms(op.ttl), op.key]
+        versions = await self._commit(keys, args)
+        return None if versions is None else [int(v) for v in versions]
+
     async def delete(self, namespace: str, key: str) -> bool:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._key("doc", namespace, key))
@@ -174,8 +246,7 @@ class RedisStore:
     async def append(
         self, namespace: str, key: str, value: JSONDoc, *, keep: int | None = None
     ) -> None:
-        if keep is not None and keep < 1:
-            raise ValueError(f"keep must be at least 1, not {keep}")
+        check_ops([Append(namespace, key, value, keep)])
         name = self._key("log", namespace, key)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.lpush(name, json.dumps(value))

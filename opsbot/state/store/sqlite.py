@@ -13,12 +13,12 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Literal, TypeVar, cast
 
-from opsbot.state.store import JSONDoc, Versioned
+from opsbot.state.store import Append, JSONDoc, Op, Versioned, check_ops
 
 T = TypeVar("T")
 
@@ -78,6 +78,60 @@ def _settle(waiter: _Waiter, outcome: tuple[bool, object]) -> None:
 def _next_version(db: sqlite3.Connection) -> int:
     row = db.execute("UPDATE counter SET version = version + 1 RETURNING version").fetchone()
     return int(row[0])
+
+
+class _Conflict(Exception):
+    """A commit's condition did not hold: its savepoint is rolled back."""
+
+
+def _write(
+    db: sqlite3.Connection,
+    now: float,
+    namespace: str,
+    key: str,
+    text: str,
+    expect: int | Literal["absent", "any"],
+    ttl: float | None,
+) -> int | None:
+    """create (``absent``), put (``any``) or swap (a version); the new version or None."""
+    expires_at = _expiry(ttl, now)
+    version = _next_version(db)
+    if expect == "any":
+        db.execute(
+            "INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?)",
+            (namespace, key, text, version, expires_at),
+        )
+        return version
+    if expect == "absent":
+        cursor = db.execute(
+            "INSERT INTO docs VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, key) DO UPDATE"
+            " SET value = excluded.value, version = excluded.version,"
+            " expires_at = excluded.expires_at WHERE docs.expires_at <= ?",
+            (namespace, key, text, version, expires_at, now),
+        )
+    else:
+        cursor = db.execute(
+            "UPDATE docs SET value = ?, version = ?, expires_at = coalesce(?, expires_at)"
+            " WHERE namespace = ? AND key = ? AND version = ?"
+            " AND (expires_at IS NULL OR expires_at > ?)",
+            (text, version, expires_at, namespace, key, expect, now),
+        )
+    return version if cursor.rowcount == 1 else None
+
+
+def _append(
+    db: sqlite3.Connection, namespace: str, key: str, text: str, keep: int | None
+) -> None:
+    db.execute(
+        "INSERT INTO logs (namespace, key, value) VALUES (?, ?, ?)", (namespace, key, text)
+    )
+    if keep is not None:
+        db.execute(
+            "DELETE FROM logs WHERE namespace = ?1 AND key = ?2 AND seq <= ("
+            " SELECT seq FROM logs WHERE namespace = ?1 AND key = ?2"
+            " ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
+            (namespace, key, keep),
+        )
 
 
 class SQLiteStore:
@@ -183,14 +237,7 @@ class SQLiteStore:
         text = json.dumps(value)
 
         def work(db: sqlite3.Connection, now: float) -> bool:
-            expires_at = _expiry(ttl, now)
-            cursor = db.execute(
-                "INSERT INTO docs VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, key) DO UPDATE"
-                " SET value = excluded.value, version = excluded.version,"
-                " expires_at = excluded.expires_at WHERE docs.expires_at <= ?",
-                (namespace, key, text, _next_version(db), expires_at, now),
-            )
-            return cursor.rowcount == 1
+            return _write(db, now, namespace, key, text, "absent", ttl) is not None
 
         return await self._run(work)
 
@@ -200,11 +247,8 @@ class SQLiteStore:
         text = json.dumps(value)
 
         def work(db: sqlite3.Connection, now: float) -> int:
-            version = _next_version(db)
-            db.execute(
-                "INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?)",
-                (namespace, key, text, version, _expiry(ttl, now)),
-            )
+            version = _write(db, now, namespace, key, text, "any", ttl)
+            assert version is not None
             return version
 
         return await self._run(work)
@@ -221,17 +265,45 @@ class SQLiteStore:
         text = json.dumps(value)
 
         def work(db: sqlite3.Connection, now: float) -> int | None:
-            expires_at = _expiry(ttl, now)
-            version = _next_version(db)
-            cursor = db.execute(
-                "UPDATE docs SET value = ?, version = ?, expires_at = coalesce(?, expires_at)"
-                " WHERE namespace = ? AND key = ? AND version = ?"
-                " AND (expires_at IS NULL OR expires_at > ?)",
-                (text, version, expires_at, namespace, key, expected_version, now),
-            )
-            return version if cursor.rowcount == 1 else None
+            return _write(db, now, namespace, key, text, expected_version, ttl)
 
         return await self._run(work)
+
+    async def get_many(self, namespace: str, keys: Sequence[str]) -> dict[str, Versioned]:
+        wanted = json.dumps(list(keys))
+
+        def work(db: sqlite3.Connection, now: float) -> dict[str, Versioned]:
+            rows = db.execute(
+                "SELECT key, value, version FROM docs WHERE namespace = ?"
+                " AND key IN (SELECT value FROM json_each(?))"
+                " AND (expires_at IS NULL OR expires_at > ?)",
+                (namespace, wanted, now),
+            )
+            return {key: Versioned(json.loads(value), version) for key, value, version in rows}
+
+        return await self._run(work) if keys else {}
+
+    async def commit(self, ops: Sequence[Op]) -> list[int] | None:
+        check_ops(ops)
+        texts = [json.dumps(op.value) for op in ops]
+
+        def work(db: sqlite3.Connection, now: float) -> list[int]:
+            versions = []
+            for op, text in zip(ops, texts, strict=True):
+                if isinstance(op, Append):
+                    _append(db, op.namespace, op.key, text, op.keep)
+                    versions.append(0)
+                    continue
+                version = _write(db, now, op.namespace, op.key, text, op.expect, op.ttl)
+                if version is None:
+                    raise _Conflict  # rolls back this commit's savepoint: nothing is written
+                versions.append(version)
+            return versions
+
+        try:
+            return await self._run(work) if ops else []
+        except _Conflict:
+            return None
 
     async def delete(self, namespace: str, key: str) -> bool:
         def work(db: sqlite3.Connection, now: float) -> bool:
@@ -261,22 +333,11 @@ class SQLiteStore:
     async def append(
         self, namespace: str, key: str, value: JSONDoc, *, keep: int | None = None
     ) -> None:
-        if keep is not None and keep < 1:
-            raise ValueError(f"keep must be at least 1, not {keep}")
+        check_ops([Append(namespace, key, value, keep)])
         text = json.dumps(value)
 
         def work(db: sqlite3.Connection, now: float) -> None:
-            db.execute(
-                "INSERT INTO logs (namespace, key, value) VALUES (?, ?, ?)",
-                (namespace, key, text),
-            )
-            if keep is not None:
-                db.execute(
-                    "DELETE FROM logs WHERE namespace = ?1 AND key = ?2 AND seq <= ("
-                    " SELECT seq FROM logs WHERE namespace = ?1 AND key = ?2"
-                    " ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
-                    (namespace, key, keep),
-                )
+            _append(db, namespace, key, text, keep)
 
         await self._run(work)
 
