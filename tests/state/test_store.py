@@ -199,7 +199,7 @@ async def test_commit_writes_nothing_when_one_condition_fails(store: Store) -> N
     for failing in (Write("ns", "taken", {"n": 2}, expect="absent"),
                     Write("ns", "a", {"n": 2}, expect=version + 1000),
                     Write("ns", "missing", {"n": 2}, expect=version)):  # fmt: skip
-        ops = [
+        ops: list[Op] = [
             Write("ns", "fresh", {"n": 2}, expect="absent"),
             Append("log", "a", {"i": 1}),
             Write("ns", "a" if failing.key != "a" else "b", {"n": 2}, expect="any"),
