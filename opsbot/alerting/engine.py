@@ -67,20 +67,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from opsbot.alerting import silences
 from opsbot.alerting.delivery import AlertDelivery, chat_of, thread_of
 from opsbot.alerting.digests import Storm, StormDigests
 from opsbot.alerting.event import AlertEvent
-from opsbot.alerting.records import (
-    ALERTS,
-    CONCURRENCY,
-    Alert,
-    AlertRecords,
-    hhmm,
-)
+from opsbot.alerting.records import ALERTS, Alert, AlertRecords, hhmm
 from opsbot.alerting.reminders import Reminders
 from opsbot.config import Person, Settings
 from opsbot.metrics import Metrics
@@ -90,6 +84,34 @@ from opsbot.state.budget import ChatBudget
 from opsbot.state.store import Store
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What ``record`` stored, for ``deliver``; several merge into one delivery."""
+
+    events: list[AlertEvent]
+    alerts: dict[str, Alert]  # fingerprint → the alert as recorded
+    counted: list[AlertEvent]  # the events no silence covered, for a storm's digest
+    new_digested: int  # new alerts recorded into a storm's digest, with no message of their own
+    in_storm: bool
+
+    @classmethod
+    def merge(cls, batch: Sequence[Recorded]) -> Recorded:
+        alerts: dict[str, Alert] = {}
+        for recorded in batch:
+            alerts.update(recorded.alerts)  # the latest of each alert
+        return cls(
+            [e for recorded in batch for e in recorded.events],
+            alerts,
+            [e for recorded in batch for e in recorded.counted],
+            sum(recorded.new_digested for recorded in batch),
+            batch[-1].in_storm if batch else False,
+        )
+
+
+async def _nothing() -> None:
+    return None
 
 
 class AlertEngine:
@@ -130,43 +152,51 @@ class AlertEngine:
 
     async def ingest(self, events: Sequence[AlertEvent]) -> None:
         """Record every event, then deliver what changed (see the module docstring)."""
-        if not events:
-            return
+        await self.deliver(await self.record(events))
+
+    async def record(self, events: Sequence[AlertEvent]) -> Recorded:
+        """Store the events: one read of the silences and storm state, one commit.
+
+        Once this returns the alerts are in the store for good. Delivering them may wait
+        (``Intake``): a replica that dies first leaves them to ``tick``, which posts and
+        edits what is due.
+        """
         now = self.clock()
         chat = self.chat_id
-        in_force = await silences.active(self.store, now)
-        storm = await self.storms.current(chat) if chat is not None else None
+        if not events:
+            return Recorded([], {}, [], 0, in_storm=False)
+        in_force, storm = await asyncio.gather(
+            silences.active(self.store, now),
+            self.storms.current(chat) if chat is not None else _nothing(),
+        )
         in_storm = storm is not None and storm.active
-        groups: dict[str, list[AlertEvent]] = {}
-        for event in events:
-            groups.setdefault(event.fingerprint, []).append(event)
-        gate = asyncio.Semaphore(CONCURRENCY)
-
-        async def record(fingerprint: str, evs: list[AlertEvent]) -> tuple[Alert | None, Alert]:
-            async with gate:
-                return await self.records.record(fingerprint, evs, now, in_force, in_storm)
-
-        recorded = await asyncio.gather(*(record(fp, evs) for fp, evs in groups.items()))
-        ids = {after.fingerprint: after.id for _, after in recorded}
-        await self.records.log(events, ids, now)
-        if chat is None:
-            return
+        recorded = await self.records.record(events, now, in_force, in_storm)
         new_digested = sum(
             1
-            for before, after in recorded
+            for before, after in recorded.values()
             if after.digested and (before is None or before.occurrence != after.occurrence)
         )
-        posts = [after for _, after in recorded if after.needs_post]
+        counted = [e for e in events if silences.matching(in_force, e.target, now) is None]
+        alerts = {fingerprint: after for fingerprint, (_, after) in recorded.items()}
+        return Recorded(list(events), alerts, counted, new_digested, in_storm)
+
+    async def deliver(self, recorded: Recorded) -> None:
+        """Post, edit, recover and digest what ``record`` stored (within the budget)."""
+        chat = self.chat_id
+        if chat is None or not recorded.events:
+            return
+        in_storm = recorded.in_storm
+        posts = [alert for alert in recorded.alerts.values() if alert.needs_post]
         digested = await self._deliver_new(chat, posts, in_storm)
         in_storm = in_storm or digested is not None
-        for _, after in recorded:
+        for after in recorded.alerts.values():
             if after.message_id is not None:
                 await self.delivery.edit(after, urgent_only=False)
             if after.recovery == "pending":
                 await self.delivery.recover(after, in_storm)
         if in_storm:
-            counted = [e for e in events if silences.matching(in_force, e.target, now) is None]
-            await self.storms.tally(chat, counted, new_digested + (digested or 0))
+            new = recorded.new_digested + (digested or 0)
+            await self.storms.tally(chat, recorded.counted, new)
             await self.storms.digest(chat)
 
     async def _deliver_new(self, chat: int, posts: list[Alert], in_storm: bool) -> int | None:
