@@ -286,6 +286,18 @@ async def test_append_keep_caps_the_log(store: Store) -> None:
         await store.append("log", "capped", {}, keep=0)
 
 
+async def test_a_reopened_log_is_capped_to_keep(open_another: OpenStore) -> None:
+    first = open_another()
+    for i in range(6):
+        await first.append("log", "a", {"i": i})
+    await first.close()
+    again = open_another()
+    await again.append("log", "a", {"i": 6}, keep=3)
+    assert await again.tail("log", "a", 10) == [{"i": 6}, {"i": 5}, {"i": 4}]
+    await again.append("log", "a", {"i": 7}, keep=3)
+    assert await again.tail("log", "a", 10) == [{"i": 7}, {"i": 6}, {"i": 5}]
+
+
 # --------------------------------------------------------------------------- locks
 
 

@@ -38,6 +38,13 @@ CREATE TABLE IF NOT EXISTS logs (
     value TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS logs_by_key ON logs (namespace, key, seq);
+-- Entries per log, so that capping one costs a lookup, not a walk over its ``keep`` newest.
+CREATE TABLE IF NOT EXISTS log_sizes (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (namespace, key)
+);
 CREATE TABLE IF NOT EXISTS locks (
     name TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -125,12 +132,19 @@ def _append(
     db.execute(
         "INSERT INTO logs (namespace, key, value) VALUES (?, ?, ?)", (namespace, key, text)
     )
-    if keep is not None:
+    (size,) = db.execute(
+        "INSERT INTO log_sizes VALUES (?, ?, 1) ON CONFLICT (namespace, key)"
+        " DO UPDATE SET size = size + 1 RETURNING size",
+        (namespace, key),
+    ).fetchone()
+    if keep is not None and size > keep:
         db.execute(
-            "DELETE FROM logs WHERE namespace = ?1 AND key = ?2 AND seq <= ("
-            " SELECT seq FROM logs WHERE namespace = ?1 AND key = ?2"
-            " ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
-            (namespace, key, keep),
+            "DELETE FROM logs WHERE seq IN (SELECT seq FROM logs WHERE namespace = ? AND key = ?"
+            " ORDER BY seq LIMIT ?)",
+            (namespace, key, size - keep),
+        )
+        db.execute(
+            "UPDATE log_sizes SET size = ? WHERE namespace = ? AND key = ?", (keep, namespace, key)
         )
 
 
@@ -157,8 +171,16 @@ class SQLiteStore:
         db.execute("PRAGMA synchronous = NORMAL")
         db.executescript(_SCHEMA)
         now = time.time()
+        db.execute("BEGIN IMMEDIATE")
         db.execute("DELETE FROM docs WHERE expires_at <= ?", (now,))
         db.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
+        # Counted afresh: a file written before log_sizes existed has logs but no sizes.
+        db.execute("DELETE FROM log_sizes")
+        db.execute(
+            "INSERT INTO log_sizes"
+            " SELECT namespace, key, count(*) FROM logs GROUP BY namespace, key"
+        )
+        db.execute("COMMIT")
         return db
 
     async def _run(self, work: Callable[[sqlite3.Connection, float], T]) -> T:
