@@ -3,7 +3,8 @@
 A webhook sender waits only for ``AlertEngine.record`` (one commit to the store). What
 follows a record (posting, editing, the storm digest, incident notes) runs in one background
 task over everything recorded since its last pass, so a burst of single-alert posts costs a
-few deliveries instead of one each, and none of it sits between a sender and its answer.
+few deliveries instead of one each (passes are ``PACE`` apart; the first alert after a quiet
+spell goes at once), and none of it sits between a sender and its answer.
 
 Nothing is lost if the process dies in between: the alerts are stored, and the engine's
 ``tick`` (on whichever replica holds the lease) posts, edits and recovers what is due. Only the
@@ -22,6 +23,8 @@ from opsbot.alerting.event import AlertEvent
 log = logging.getLogger(__name__)
 
 Then = Callable[[Sequence[AlertEvent]], Awaitable[None]]
+
+PACE = 0.05  # seconds between delivery passes: what arrives meanwhile is delivered together
 
 
 class Intake:
@@ -54,6 +57,8 @@ class Intake:
                         await self._then(recorded.events)
                     except Exception:
                         log.exception("alerts: what follows delivery failed")
+                if not self._closed:
+                    await asyncio.sleep(PACE)
         finally:
             self._follow = None
 

@@ -12,8 +12,10 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from opsbot.config import Settings, StoreSettings
+from opsbot.redact import Redactor
 from opsbot.state.store import Append, Op, Store, Versioned, Write
 from opsbot.state.store.factory import open_store
+from opsbot.state.store.redacting import RedactingStore
 from opsbot.state.store.redis import RedisStore
 from opsbot.state.store.sqlite import SQLiteStore
 
@@ -263,6 +265,25 @@ async def test_commit_refuses_what_no_backend_could_apply(store: Store) -> None:
             await store.commit(ops)
     assert await store.get("ns", "a") is None
     assert await store.commit([]) == []
+
+
+async def test_a_redacting_store_redacts_every_write_and_entry_of_a_commit(store: Store) -> None:
+    secret = "hunter2-literal-secret"
+    redacting = RedactingStore(store, Redactor([secret]))
+    text = f"db down, password {secret}"
+    for _ in range(2):  # the second time from memory
+        assert await redacting.commit([
+            Write("alerts", "fp", {"summary": text, "fingerprint": secret, "labels": {"a": text}}),
+            Append("alert-events", "all", {"events": [{"summary": text}]}),
+            Write("requests", "r", {"argv": [secret]}),  # instructions run exactly as stored
+        ]) is not None  # fmt: skip
+        stored = await store.get("alerts", "fp")
+        assert stored is not None and secret not in str(stored.value["summary"])
+        assert stored.value["fingerprint"] == secret  # a key other documents point at
+        assert secret not in str(stored.value["labels"])
+        assert secret not in str(await store.tail("alert-events", "all", 10))
+        request = await store.get("requests", "r")
+        assert request is not None and request.value == {"argv": [secret]}
 
 
 # --------------------------------------------------------------------------- logs

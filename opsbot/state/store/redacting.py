@@ -10,11 +10,16 @@ instructions or ciphertext rather than text (an approval request's argv runs as 
 version history and the backups index name images and files; TOTP secrets are encrypted), and
 fields named in ``KEEP``, which are keys that other documents point at (an alert's
 fingerprint names its document).
+
+The same strings are written over and over (an alert's status, source and summary in its
+document and again in the events log, a replica's name in every lease), so short ones are
+redacted once and remembered (``MEMO`` of them at most).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from opsbot.redact import Redactor
 from opsbot.state.store import Append, JSONDoc, Op, Store, Versioned, Write
@@ -26,6 +31,8 @@ EXACT = frozenset({
     "outbox-files",
 })
 KEEP = frozenset({"fingerprint"})
+MEMO = 4096  # strings remembered with their redaction
+MEMO_CHARS = 512  # only strings this short are remembered
 
 
 class RedactingStore:
@@ -34,12 +41,32 @@ class RedactingStore:
     def __init__(self, inner: Store, redactor: Redactor) -> None:
         self.inner = inner
         self.redactor = redactor
+        self._memo: dict[str, str] = {}
 
     def _clean(self, namespace: str, value: JSONDoc) -> JSONDoc:
         if namespace in EXACT:
             return value
-        cleaned: JSONDoc = self.redactor.redact_json(value, KEEP)
-        return cleaned
+        return {k: v if k in KEEP else self._json(v) for k, v in value.items()}
+
+    def _json(self, value: Any) -> Any:
+        """As ``Redactor.redact_json`` with ``KEEP``, remembering short strings."""
+        if isinstance(value, str):
+            return self._text(value)
+        if isinstance(value, dict):
+            return {k: v if k in KEEP else self._json(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._json(v) for v in value]
+        return value
+
+    def _text(self, text: str) -> str:
+        done = self._memo.get(text)
+        if done is None:
+            done = self.redactor.redact(text)
+            if len(text) <= MEMO_CHARS:
+                if len(self._memo) >= MEMO:
+                    self._memo.clear()
+                self._memo[text] = done
+        return done
 
     async def get(self, namespace: str, key: str) -> Versioned | None:
         return await self.inner.get(namespace, key)
