@@ -72,16 +72,16 @@ from typing import Any
 
 from opsbot.alerting import silences
 from opsbot.alerting.delivery import AlertDelivery, chat_of, thread_of
-from opsbot.alerting.digests import Storm, StormDigests
+from opsbot.alerting.digests import STORMS, Storm, StormDigests
 from opsbot.alerting.event import AlertEvent
-from opsbot.alerting.records import ALERTS, Alert, AlertRecords, hhmm
+from opsbot.alerting.records import ALERTS, MAX_SWAPS, Alert, AlertRecords, hhmm
 from opsbot.alerting.reminders import Reminders
 from opsbot.config import Person, Settings
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
 from opsbot.render import Reply
 from opsbot.state.budget import ChatBudget
-from opsbot.state.store import Store
+from opsbot.state.store import Expect, ExpectScan, Op, Store
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,17 @@ class Recorded:
             sum(recorded.new_digested for recorded in batch),
             batch[-1].in_storm if batch else False,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Basis:
+    """What recording is decided from, the silences and the alert chat's storm, as last read,
+    with the conditions that its commit checks they still are: a replica reads them again
+    only after they changed (the commit then fails as a whole, and is made again)."""
+
+    silences: list[silences.Silence]
+    storm: Storm | None
+    expect: list[Op]
 
 
 async def _nothing() -> None:
@@ -137,6 +148,7 @@ class AlertEngine:
         self.delivery = AlertDelivery(self.records, settings, notifier, self.budget, metrics)
         self.storms = StormDigests(self.records, self.delivery, settings, self.budget)
         self.reminders = Reminders(self.records, self.delivery, settings, self.budget)
+        self._basis: _Basis | None = None
 
     # ----------------------------------------------------------------------- where
 
@@ -155,22 +167,29 @@ class AlertEngine:
         await self.deliver(await self.record(events))
 
     async def record(self, events: Sequence[AlertEvent]) -> Recorded:
-        """Store the events: one read of the silences and storm state, one commit.
+        """Store the events: one commit, usually nothing read (see ``_Basis``).
 
         Once this returns the alerts are in the store for good. Delivering them may wait
         (``Intake``): a replica that dies first leaves them to ``tick``, which posts and
         edits what is due.
         """
-        now = self.clock()
-        chat = self.chat_id
         if not events:
             return Recorded([], {}, [], 0, in_storm=False)
-        in_force, storm = await asyncio.gather(
-            silences.active(self.store, now),
-            self.storms.current(chat) if chat is not None else _nothing(),
-        )
-        in_storm = storm is not None and storm.active
-        recorded = await self.records.record(events, now, in_force, in_storm)
+        for attempt in range(MAX_SWAPS):
+            now = self.clock()
+            basis = self._basis if attempt == 0 and self._basis is not None else None
+            if basis is None:
+                basis = self._basis = await self._read_basis()
+            in_force = [s for s in basis.silences if s.active(now)]
+            in_storm = basis.storm is not None and basis.storm.active
+            recorded = await self.records.record(
+                events, now, in_force, in_storm, expect=basis.expect, fresh=attempt > 0
+            )
+            if recorded is not None:
+                break
+            self._basis = None
+        else:
+            raise RuntimeError(f"{len(events)} alert events: too many concurrent writers")
         new_digested = sum(
             1
             for before, after in recorded.values()
@@ -179,6 +198,22 @@ class AlertEngine:
         counted = [e for e in events if silences.matching(in_force, e.target, now) is None]
         alerts = {fingerprint: after for fingerprint, (_, after) in recorded.items()}
         return Recorded(list(events), alerts, counted, new_digested, in_storm)
+
+    async def _read_basis(self) -> _Basis:
+        chat = self.chat_id
+        scanned, stored = await asyncio.gather(
+            self.store.scan(silences.NAMESPACE),
+            self.store.get(STORMS, str(chat)) if chat is not None else _nothing(),
+        )
+        versions = {key: doc.version for key, doc in scanned.items()}
+        expect: list[Op] = [ExpectScan(silences.NAMESPACE, versions)]
+        if chat is not None:
+            expect.append(Expect(STORMS, str(chat), stored.version if stored else "absent"))
+        return _Basis(
+            [silences.Silence.from_doc(v.value) for v in scanned.values()],
+            Storm.from_doc(stored.value) if stored is not None else None,
+            expect,
+        )
 
     async def deliver(self, recorded: Recorded) -> None:
         """Post, edit, recover and digest what ``record`` stored (within the budget)."""

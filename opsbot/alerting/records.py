@@ -154,50 +154,55 @@ class AlertRecords:
         now: float,
         in_force: list[silences.Silence],
         in_storm: bool,
-    ) -> dict[str, tuple[Alert | None, Alert]]:
+        *,
+        expect: Sequence[Op] = (),
+        fresh: bool = False,
+    ) -> dict[str, tuple[Alert | None, Alert]] | None:
         """Fold the events into their alert documents and log them, in one atomic commit.
 
-        Returns (before, after) per fingerprint. The first attempt folds onto this replica's
-        own last write of each document, or, for one it never wrote, onto nothing (a new
-        alert), which saves a read; if anyone wrote since, the commit fails as a whole and
-        the documents are read and folded again.
+        Returns (before, after) per fingerprint, or None when the commit failed (someone
+        wrote one of the documents, or a condition in ``expect`` no longer held): call again
+        with ``fresh``. Unless ``fresh``, each document is folded from this replica's own
+        last write of it, or, for one it never wrote, from nothing (a new alert): no read.
         """
         groups: dict[str, list[AlertEvent]] = {}
         for event in events:
             groups.setdefault(event.fingerprint, []).append(event)
-        known = {fingerprint: self._written.get(fingerprint) for fingerprint in groups}
-        for _ in range(MAX_SWAPS):
-            ops: list[Op] = []
-            folded: dict[str, tuple[Alert | None, Alert, int]] = {}  # and its write's index
-            for fingerprint, evs in groups.items():
-                stored = known[fingerprint]
-                before = None if stored is None else Alert.from_doc(stored.value)
-                if before is None:
-                    alert_id = secrets.token_urlsafe(6)
-                    ops.append(Write(IDS, alert_id, {"fingerprint": fingerprint},
-                                     expect="absent", ttl=IDS_TTL))  # fmt: skip
-                else:
-                    alert_id = before.id
-                after = self._fold(before, alert_id, evs, now, in_force, in_storm)
-                if now - after.id_refreshed > 7 * 86400:  # keep the short id alive
-                    ops.append(Write(IDS, alert_id, {"fingerprint": fingerprint}, ttl=IDS_TTL))
-                    after = replace(after, id_refreshed=now)
-                expect: int | Literal["absent"] = "absent" if stored is None else stored.version
-                folded[fingerprint] = (before, after, len(ops))
-                ops.append(Write(ALERTS, fingerprint, after.to_doc(), expect, _ttl(after)))
-            ids = {fingerprint: after.id for fingerprint, (_, after, _) in folded.items()}
-            ops += self._log(events, ids, now)
-            versions = await self.store.commit(ops)
-            if versions is not None:
-                for fingerprint, (_, _, index) in folded.items():
-                    written = ops[index]
-                    self._remember(fingerprint, Versioned(written.value, versions[index]))
-                return {fp: (before, after) for fp, (before, after, _) in folded.items()}
-            for fingerprint in groups:
-                self._written.pop(fingerprint, None)
+        if fresh:
             read = await self.store.get_many(ALERTS, list(groups))
             known = {fingerprint: read.get(fingerprint) for fingerprint in groups}
-        raise RuntimeError(f"{len(groups)} alerts: too many concurrent writers")
+        else:
+            known = {fingerprint: self._written.get(fingerprint) for fingerprint in groups}
+        ops: list[Op] = list(expect)
+        folded: dict[str, tuple[Alert | None, Alert, int]] = {}  # and its write's index
+        for fingerprint, evs in groups.items():
+            stored = known[fingerprint]
+            before = None if stored is None else Alert.from_doc(stored.value)
+            if before is None:
+                alert_id = secrets.token_urlsafe(6)
+                ops.append(Write(IDS, alert_id, {"fingerprint": fingerprint},
+                                 expect="absent", ttl=IDS_TTL))  # fmt: skip
+            else:
+                alert_id = before.id
+            after = self._fold(before, alert_id, evs, now, in_force, in_storm)
+            if now - after.id_refreshed > 7 * 86400:  # keep the short id alive
+                ops.append(Write(IDS, alert_id, {"fingerprint": fingerprint}, ttl=IDS_TTL))
+                after = replace(after, id_refreshed=now)
+            condition: int | Literal["absent"] = "absent" if stored is None else stored.version
+            folded[fingerprint] = (before, after, len(ops))
+            ops.append(Write(ALERTS, fingerprint, after.to_doc(), condition, _ttl(after)))
+        ids = {fingerprint: after.id for fingerprint, (_, after, _) in folded.items()}
+        ops += self._log(events, ids, now)
+        versions = await self.store.commit(ops)
+        if versions is None:
+            for fingerprint in groups:
+                self._written.pop(fingerprint, None)
+            return None
+        for fingerprint, (_, _, index) in folded.items():
+            written = ops[index]
+            assert isinstance(written, Write)
+            self._remember(fingerprint, Versioned(written.value, versions[index]))
+        return {fp: (before, after) for fp, (before, after, _) in folded.items()}
 
     def _remember(self, fingerprint: str, stored: Versioned) -> None:
         if len(self._written) >= WRITTEN_CACHE:

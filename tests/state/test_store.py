@@ -6,6 +6,8 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Literal
+from unittest.mock import ANY
 
 import pytest
 import pytest_asyncio
@@ -13,7 +15,7 @@ from pydantic import SecretStr
 
 from opsbot.config import Settings, StoreSettings
 from opsbot.redact import Redactor
-from opsbot.state.store import Append, Op, Store, Versioned, Write
+from opsbot.state.store import Append, Expect, ExpectScan, Op, Store, Versioned, Write
 from opsbot.state.store.factory import open_store
 from opsbot.state.store.redacting import RedactingStore
 from opsbot.state.store.redis import RedisStore
@@ -252,6 +254,42 @@ async def test_concurrent_commits_from_one_version_exactly_one_wins(
     winners = [i for i, r in enumerate(results) if r is not None]
     assert len(winners) == 1
     assert await first.tail("log", "a", 10) == [{"i": winners[0]}]
+
+
+async def test_commit_conditions_write_nothing_and_fail_the_commit_when_changed(
+    store: Store,
+) -> None:
+    first = await store.put("silences", "s1", {"n": 1})
+    scanned = {k: v.version for k, v in (await store.scan("silences")).items()}
+    storm = await store.put("storms", "chat", {"n": 1})
+
+    def ops(storm_version: int | Literal["absent"], key: str) -> list[Op]:
+        return [
+            Expect("storms", "chat", storm_version),
+            ExpectScan("silences", scanned),
+            Write("alerts", key, {"n": 1}),
+        ]
+
+    assert await store.commit(ops(storm, "a")) == [0, 0, ANY]
+    assert await store.get("storms", "chat") == Versioned({"n": 1}, storm)  # not written
+    assert await store.commit(ops("absent", "b")) is None  # the storm exists
+    assert await store.commit([Expect("storms", "none", "absent")]) == [0]
+    storm = await store.put("storms", "chat", {"n": 2})
+    assert await store.commit(ops(storm - 1, "c")) is None
+    await store.put("silences", "s2", {"n": 1})  # a new silence
+    assert await store.commit(ops(storm, "d")) is None
+    await store.delete("silences", "s2")
+    await store.put("silences", "s1", {"n": 2})  # a changed one
+    assert await store.commit(ops(storm, "e")) is None
+    scanned = {k: v.version for k, v in (await store.scan("silences")).items()}
+    assert scanned["s1"] > first
+    await store.put("silences", "gone", {"n": 1}, ttl=TTL)
+    await asyncio.sleep(PAST_TTL)  # an expired silence is no silence
+    assert await store.commit(ops(storm, "f")) is not None
+    await store.delete("silences", "s1")  # a removed one
+    assert await store.commit(ops(storm, "g")) is None
+    assert await store.commit([ExpectScan("silences", {}), ExpectScan("empty", {})]) == [0, 0]
+    assert set(await store.scan("alerts")) == {"a", "f"}
 
 
 async def test_commit_refuses_what_no_backend_could_apply(store: Store) -> None:

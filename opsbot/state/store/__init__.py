@@ -19,7 +19,9 @@ exactly once.
 
 Batches (``commit``/``get_many``): several writes and log appends applied atomically in one
 round trip, all or none (each write may carry a condition: absent, or a version, as ``create``
-and ``swap`` do), and several documents read in one. A webhook alert costs one ``commit``.
+and ``swap`` do, and conditions may stand alone: a document, or a whole namespace as ``scan``
+saw it, is unchanged), and several documents read in one. A webhook alert costs one
+``commit``: what it was decided from (the silences, the storm) is re-read only when changed.
 
 Logs (``append``/``tail``): per ``(namespace, key)`` an append-only list of JSON objects,
 optionally capped to the newest ``keep``; ``tail`` returns the newest first.
@@ -31,7 +33,7 @@ current holder's owner string when it did not.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -69,13 +71,34 @@ class Append:
     keep: int | None = None
 
 
-Op = Write | Append
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """A condition of a ``commit`` that writes nothing: the document still has ``version``
+    (or, with ``"absent"``, there is none)."""
+
+    namespace: str
+    key: str
+    version: int | Literal["absent"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectScan:
+    """A condition of a ``commit`` that writes nothing: the namespace's live documents are
+    still exactly ``versions`` (key → version), as a ``scan`` returned them."""
+
+    namespace: str
+    versions: Mapping[str, int]
+
+
+Op = Write | Append | Expect | ExpectScan
 
 
 def check_ops(ops: Sequence[Op]) -> None:
     """Refuse what no backend could apply: a bad ttl or keep, one document written twice."""
     seen: set[tuple[str, str]] = set()
     for op in ops:
+        if isinstance(op, Expect | ExpectScan):
+            continue
         if isinstance(op, Append):
             if op.keep is not None and op.keep < 1:
                 raise ValueError(f"keep must be at least 1, not {op.keep}")
@@ -131,8 +154,9 @@ class Store(Protocol):
     async def commit(self, ops: Sequence[Op]) -> list[int] | None:
         """Apply every op, atomically, or none: None when a write's ``expect`` did not hold.
 
-        Returns each op's new version (0 for an ``Append``). Conditions are checked against
-        the state before the commit, so one document may be written once per commit.
+        Returns each op's new version (0 for an ``Append`` or a condition). Conditions are
+        checked against the state before the commit, so one document may be written once per
+        commit.
         """
         ...
 

@@ -100,10 +100,12 @@ class RedactingStore:
         return await self.inner.commit([self._clean_op(op) for op in ops])
 
     def _clean_op(self, op: Op) -> Op:
-        value = self._clean(op.namespace, op.value)
         if isinstance(op, Append):
-            return Append(op.namespace, op.key, value, op.keep)
-        return Write(op.namespace, op.key, value, op.expect, op.ttl)
+            return Append(op.namespace, op.key, self._clean(op.namespace, op.value), op.keep)
+        if isinstance(op, Write):
+            value = self._clean(op.namespace, op.value)
+            return Write(op.namespace, op.key, value, op.expect, op.ttl)
+        return op  # a condition writes nothing
 
     async def delete(self, namespace: str, key: str) -> bool:
         return await self.inner.delete(namespace, key)

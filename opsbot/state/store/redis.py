@@ -18,7 +18,15 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from opsbot.state.store import Append, JSONDoc, Op, Versioned, check_ops
+from opsbot.state.store import (
+    Append,
+    Expect,
+    JSONDoc,
+    Op,
+    Versioned,
+    Write,
+    check_ops,
+)
 
 # KEYS: doc, index, counter. ARGV: value, ttl in ms or '', key, condition. The condition is
 # 'absent' (create), 'any' (put, which also drops an old ttl) or the expected version (swap,
@@ -57,27 +65,40 @@ end
 return found
 """
 
-# KEYS: counter, then two per op: doc and index (a write) or the log twice (an append).
-# ARGV: five per op: 'w' or 'a'; the condition as in _WRITE (a write) or keep or '' (an
-# append); value; ttl in ms or ''; key. Every condition is checked before anything is written:
-# all or nothing. Returns each op's new version (0 for an append), or nil.
+# KEYS: counter, then two per op: doc and index (a write), the log twice (an append), the doc
+# twice (an expect) or the index twice (an expect-scan). ARGV: five per op: 'w', 'a', 'e' or
+# 's'; the condition as in _WRITE (a write or an expect), keep or '' (an append); the value
+# (for an expect-scan: the JSON object of key → version); ttl in ms or ''; the key (for an
+# expect-scan: the doc key prefix). Every condition is checked before anything is written: all
+# or nothing. Returns each op's new version (0 for an append or a condition), or nil.
 _COMMIT = """
 local ops = #ARGV / 5
 for i = 0, ops - 1 do
-    local condition, doc = ARGV[i * 5 + 2], KEYS[i * 2 + 2]
-    if ARGV[i * 5 + 1] == 'w' then
+    local kind, condition, first = ARGV[i * 5 + 1], ARGV[i * 5 + 2], KEYS[i * 2 + 2]
+    if kind == 'w' or kind == 'e' then
         if condition == 'absent' then
-            if redis.call('EXISTS', doc) == 1 then return nil end
+            if redis.call('EXISTS', first) == 1 then return nil end
         elseif condition ~= 'any' then
-            if redis.call('HGET', doc, 'version') ~= condition then return nil end
+            if redis.call('HGET', first, 'version') ~= condition then return nil end
         end
+    elseif kind == 's' then
+        local expected, live = cjson.decode(ARGV[i * 5 + 3]), 0
+        for _, key in ipairs(redis.call('SMEMBERS', first)) do
+            local version = redis.call('HGET', ARGV[i * 5 + 5] .. key, 'version')
+            if version then
+                if expected[key] ~= version then return nil end
+                live = live + 1
+            end
+        end
+        for _ in pairs(expected) do live = live - 1 end
+        if live ~= 0 then return nil end
     end
 end
 local versions = {}
 for i = 0, ops - 1 do
-    local condition, value, ttl = ARGV[i * 5 + 2], ARGV[i * 5 + 3], ARGV[i * 5 + 4]
-    local first = KEYS[i * 2 + 2]
-    if ARGV[i * 5 + 1] == 'w' then
+    local kind, condition, value = ARGV[i * 5 + 1], ARGV[i * 5 + 2], ARGV[i * 5 + 3]
+    local ttl, first = ARGV[i * 5 + 4], KEYS[i * 2 + 2]
+    if kind == 'w' then
         local version = redis.call('INCR', KEYS[1])
         redis.call('HSET', first, 'value', value, 'version', version)
         if ttl ~= '' then
@@ -87,9 +108,11 @@ for i = 0, ops - 1 do
         end
         redis.call('SADD', KEYS[i * 2 + 3], ARGV[i * 5 + 5])
         versions[#versions + 1] = version
-    else
+    elseif kind == 'a' then
         redis.call('LPUSH', first, value)
         if condition ~= '' then redis.call('LTRIM', first, 0, tonumber(condition) - 1) end
+        versions[#versions + 1] = 0
+    else
         versions[#versions + 1] = 0
     end
 end
@@ -215,14 +238,23 @@ class RedisStore:
         keys = [f"{self.prefix}:version"]
         args: list[str] = []
         for op in ops:
-            value = json.dumps(op.value)
             if isinstance(op, Append):
                 log = self._key("log", op.namespace, op.key)
+                keep = "" if op.keep is None else str(op.keep)
                 keys += [log, log]
-                args += ["a", "" if op.keep is None else str(op.keep), value, "", op.key]
-            else:
+                args += ["a", keep, json.dumps(op.value), "", op.key]
+            elif isinstance(op, Write):
                 keys += [self._key("doc", op.namespace, op.key), self._key("docs", op.namespace)]
-                args += ["w", str(op.expect), value, _ms(op.ttl), op.key]
+                args += ["w", str(op.expect), json.dumps(op.value), _ms(op.ttl), op.key]
+            elif isinstance(op, Expect):
+                doc = self._key("doc", op.namespace, op.key)
+                keys += [doc, doc]
+                args += ["e", str(op.version), "", "", op.key]
+            else:  # ExpectScan
+                index = self._key("docs", op.namespace)
+                expected = json.dumps({k: str(v) for k, v in op.versions.items()})
+                keys += [index, index]
+                args += ["s", "", expected, "", self._key("doc", op.namespace)]
         versions = await self._commit(keys, args)
         return None if versions is None else [int(v) for v in versions]
 

@@ -25,9 +25,18 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, TypeVar, cast
+from typing import TypeVar, cast
 
-from opsbot.state.store import Append, JSONDoc, Op, Versioned, check_ops
+from opsbot.state.store import (
+    Append,
+    Expect,
+    ExpectScan,
+    JSONDoc,
+    Op,
+    Versioned,
+    check_ops,
+)
+from opsbot.state.store import sqlite_sql as sql
 
 log = logging.getLogger(__name__)
 
@@ -35,52 +44,6 @@ T = TypeVar("T")
 Work = Callable[[sqlite3.Connection, float], object]
 CHECKPOINT_EVERY = 500  # inline commits between two WAL checkpoints on the thread
 THREAD_BUSY_MS = 5000  # how long the thread waits for another process's write lock
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS docs (
-    namespace TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    expires_at REAL,
-    PRIMARY KEY (namespace, key)
-);
-CREATE TABLE IF NOT EXISTS logs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    namespace TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS logs_by_key ON logs (namespace, key, seq);
--- Entries per log, so that capping one costs a lookup, not a walk over its ``keep`` newest.
-CREATE TABLE IF NOT EXISTS log_sizes (
-    namespace TEXT NOT NULL,
-    key TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    PRIMARY KEY (namespace, key)
-);
-CREATE TABLE IF NOT EXISTS locks (
-    name TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    expires_at REAL NOT NULL
-);
--- One counter for every document version, so a version is never reused, not even after a
--- document is deleted or expires: a stale swap cannot hit a re-created document.
-CREATE TABLE IF NOT EXISTS counter (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    version INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO counter VALUES (1, 0);
-"""
-
-
-def _expiry(ttl: float | None, now: float) -> float | None:
-    if ttl is None:
-        return None
-    if ttl <= 0:
-        raise ValueError(f"ttl must be positive, not {ttl}")
-    return now + ttl
-
 
 _Waiter = asyncio.Future[object]
 
@@ -96,70 +59,8 @@ def _settle(waiter: _Waiter, outcome: tuple[bool, object]) -> None:
         waiter.set_exception(value)
 
 
-def _next_version(db: sqlite3.Connection) -> int:
-    row = db.execute("UPDATE counter SET version = version + 1 RETURNING version").fetchone()
-    return int(row[0])
-
-
 class _Conflict(Exception):
     """A commit's condition did not hold: its savepoint is rolled back."""
-
-
-def _write(
-    db: sqlite3.Connection,
-    now: float,
-    namespace: str,
-    key: str,
-    text: str,
-    expect: int | Literal["absent", "any"],
-    ttl: float | None,
-) -> int | None:
-    """create (``absent``), put (``any``) or swap (a version); the new version or None."""
-    expires_at = _expiry(ttl, now)
-    version = _next_version(db)
-    if expect == "any":
-        db.execute(
-            "INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?)",
-            (namespace, key, text, version, expires_at),
-        )
-        return version
-    if expect == "absent":
-        cursor = db.execute(
-            "INSERT INTO docs VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, key) DO UPDATE"
-            " SET value = excluded.value, version = excluded.version,"
-            " expires_at = excluded.expires_at WHERE docs.expires_at <= ?",
-            (namespace, key, text, version, expires_at, now),
-        )
-    else:
-        cursor = db.execute(
-            "UPDATE docs SET value = ?, version = ?, expires_at = coalesce(?, expires_at)"
-            " WHERE namespace = ? AND key = ? AND version = ?"
-            " AND (expires_at IS NULL OR expires_at > ?)",
-            (text, version, expires_at, namespace, key, expect, now),
-        )
-    return version if cursor.rowcount == 1 else None
-
-
-def _append(
-    db: sqlite3.Connection, namespace: str, key: str, text: str, keep: int | None
-) -> None:
-    db.execute(
-        "INSERT INTO logs (namespace, key, value) VALUES (?, ?, ?)", (namespace, key, text)
-    )
-    (size,) = db.execute(
-        "INSERT INTO log_sizes VALUES (?, ?, 1) ON CONFLICT (namespace, key)"
-        " DO UPDATE SET size = size + 1 RETURNING size",
-        (namespace, key),
-    ).fetchone()
-    if keep is not None and size > keep:
-        db.execute(
-            "DELETE FROM logs WHERE seq IN (SELECT seq FROM logs WHERE namespace = ? AND key = ?"
-            " ORDER BY seq LIMIT ?)",
-            (namespace, key, size - keep),
-        )
-        db.execute(
-            "UPDATE log_sizes SET size = ? WHERE namespace = ? AND key = ?", (keep, namespace, key)
-        )
 
 
 class SQLiteStore:
@@ -186,7 +87,7 @@ class SQLiteStore:
         # power cut may lose the last commits. FULL made an alert storm fsync-bound (~1.5 ms a
         # write), too slow to record thousands of alerts a second.
         db.execute("PRAGMA synchronous = NORMAL")
-        db.executescript(_SCHEMA)
+        db.executescript(sql.SCHEMA)
         now = time.time()
         db.execute("BEGIN IMMEDIATE")
         db.execute("DELETE FROM docs WHERE expires_at <= ?", (now,))
@@ -324,7 +225,7 @@ class SQLiteStore:
         text = json.dumps(value)
 
         def work(db: sqlite3.Connection, now: float) -> bool:
-            return _write(db, now, namespace, key, text, "absent", ttl) is not None
+            return sql.write(db, now, namespace, key, text, "absent", ttl) is not None
 
         return await self._run(work)
 
@@ -334,7 +235,7 @@ class SQLiteStore:
         text = json.dumps(value)
 
         def work(db: sqlite3.Connection, now: float) -> int:
-            version = _write(db, now, namespace, key, text, "any", ttl)
+            version = sql.write(db, now, namespace, key, text, "any", ttl)
             assert version is not None
             return version
 
@@ -352,7 +253,7 @@ class SQLiteStore:
         text = json.dumps(value)
 
         def work(db: sqlite3.Connection, now: float) -> int | None:
-            return _write(db, now, namespace, key, text, expected_version, ttl)
+            return sql.write(db, now, namespace, key, text, expected_version, ttl)
 
         return await self._run(work)
 
@@ -372,19 +273,24 @@ class SQLiteStore:
 
     async def commit(self, ops: Sequence[Op]) -> list[int] | None:
         check_ops(ops)
-        texts = [json.dumps(op.value) for op in ops]
+        texts = ["" if isinstance(op, Expect | ExpectScan) else json.dumps(op.value) for op in ops]
 
         def work(db: sqlite3.Connection, now: float) -> list[int]:
+            conditions = [op for op in ops if isinstance(op, Expect | ExpectScan)]
+            if not all(sql.holds(db, now, op) for op in conditions):
+                raise _Conflict
             versions = []
             for op, text in zip(ops, texts, strict=True):
-                if isinstance(op, Append):
-                    _append(db, op.namespace, op.key, text, op.keep)
+                if isinstance(op, Expect | ExpectScan):
                     versions.append(0)
-                    continue
-                version = _write(db, now, op.namespace, op.key, text, op.expect, op.ttl)
-                if version is None:
-                    raise _Conflict  # rolls back this commit's savepoint: nothing is written
-                versions.append(version)
+                elif isinstance(op, Append):
+                    sql.append(db, op.namespace, op.key, text, op.keep)
+                    versions.append(0)
+                else:
+                    version = sql.write(db, now, op.namespace, op.key, text, op.expect, op.ttl)
+                    if version is None:
+                        raise _Conflict  # rolls back this commit's savepoint: nothing is written
+                    versions.append(version)
             return versions
 
         try:
@@ -424,7 +330,7 @@ class SQLiteStore:
         text = json.dumps(value)
 
         def work(db: sqlite3.Connection, now: float) -> None:
-            _append(db, namespace, key, text, keep)
+            sql.append(db, namespace, key, text, keep)
 
         await self._run(work)
 
@@ -446,7 +352,7 @@ class SQLiteStore:
                 "INSERT INTO locks VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
                 " SET owner = excluded.owner, expires_at = excluded.expires_at"
                 " WHERE locks.owner = excluded.owner OR locks.expires_at <= ?",
-                (name, owner, _expiry(ttl, now), now),
+                (name, owner, sql.expiry(ttl, now), now),
             )
             if cursor.rowcount == 1:
                 return None
