@@ -65,16 +65,18 @@ end
 return found
 """
 
-# KEYS: counter, then two per op: doc and index (a write), the log twice (an append), the doc
-# twice (an expect) or the index twice (an expect-scan). ARGV: five per op: 'w', 'a', 'e' or
-# 's'; the condition as in _WRITE (a write or an expect), keep or '' (an append); the value
-# (for an expect-scan: the JSON object of key → version); ttl in ms or ''; the key (for an
-# expect-scan: the doc key prefix). Every condition is checked before anything is written: all
-# or nothing. Returns each op's new version (0 for an append or a condition), or nil.
+# KEYS: counter. ARGV[1]: the ops as a JSON array, each [kind, key, second key, condition,
+# ttl in ms or '', member]; ARGV[i + 1]: op i's value. A write ('w': doc, index; the condition
+# as in _WRITE) adds ``member`` to the index; an append ('a': log, log; keep or ''); an expect
+# ('e': doc, doc; the version or 'absent'); an expect-scan ('s': index, index; its value the
+# JSON object key → version, ``member`` the doc key prefix). Few arguments, however many ops:
+# packing them was most of a commit's cost in the client. Every condition is checked before
+# anything is written: all or nothing. Returns each op's new version (0 for an append or a
+# condition), or nil.
 _COMMIT = """
-local ops = #ARGV / 5
-for i = 0, ops - 1 do
-    local kind, condition, first = ARGV[i * 5 + 1], ARGV[i * 5 + 2], KEYS[i * 2 + 2]
+local ops = cjson.decode(ARGV[1])
+for i, op in ipairs(ops) do
+    local kind, first, condition = op[1], op[2], op[4]
     if kind == 'w' or kind == 'e' then
         if condition == 'absent' then
             if redis.call('EXISTS', first) == 1 then return nil end
@@ -82,9 +84,9 @@ for i = 0, ops - 1 do
             if redis.call('HGET', first, 'version') ~= condition then return nil end
         end
     elseif kind == 's' then
-        local expected, live = cjson.decode(ARGV[i * 5 + 3]), 0
+        local expected, live = cjson.decode(ARGV[i + 1]), 0
         for _, key in ipairs(redis.call('SMEMBERS', first)) do
-            local version = redis.call('HGET', ARGV[i * 5 + 5] .. key, 'version')
+            local version = redis.call('HGET', op[6] .. key, 'version')
             if version then
                 if expected[key] ~= version then return nil end
                 live = live + 1
@@ -95,25 +97,24 @@ for i = 0, ops - 1 do
     end
 end
 local versions = {}
-for i = 0, ops - 1 do
-    local kind, condition, value = ARGV[i * 5 + 1], ARGV[i * 5 + 2], ARGV[i * 5 + 3]
-    local ttl, first = ARGV[i * 5 + 4], KEYS[i * 2 + 2]
+for i, op in ipairs(ops) do
+    local kind, first, condition, ttl = op[1], op[2], op[4], op[5]
     if kind == 'w' then
         local version = redis.call('INCR', KEYS[1])
-        redis.call('HSET', first, 'value', value, 'version', version)
+        redis.call('HSET', first, 'value', ARGV[i + 1], 'version', version)
         if ttl ~= '' then
             redis.call('PEXPIRE', first, ttl)
         elseif condition == 'any' then
             redis.call('PERSIST', first)
         end
-        redis.call('SADD', KEYS[i * 2 + 3], ARGV[i * 5 + 5])
-        versions[#versions + 1] = version
+        redis.call('SADD', op[3], op[6])
+        versions[i] = version
     elseif kind == 'a' then
-        redis.call('LPUSH', first, value)
+        redis.call('LPUSH', first, ARGV[i + 1])
         if condition ~= '' then redis.call('LTRIM', first, 0, tonumber(condition) - 1) end
-        versions[#versions + 1] = 0
+        versions[i] = 0
     else
-        versions[#versions + 1] = 0
+        versions[i] = 0
     end
 end
 return versions
@@ -235,26 +236,29 @@ class RedisStore:
         check_ops(ops)
         if not ops:
             return []
-        keys = [f"{self.prefix}:version"]
-        args: list[str] = []
+        header: list[list[str]] = []
+        values: list[str] = []
         for op in ops:
             if isinstance(op, Append):
                 log = self._key("log", op.namespace, op.key)
                 keep = "" if op.keep is None else str(op.keep)
-                keys += [log, log]
-                args += ["a", keep, json.dumps(op.value), "", op.key]
+                header.append(["a", log, log, keep, "", ""])
+                values.append(json.dumps(op.value))
             elif isinstance(op, Write):
-                keys += [self._key("doc", op.namespace, op.key), self._key("docs", op.namespace)]
-                args += ["w", str(op.expect), json.dumps(op.value), _ms(op.ttl), op.key]
+                doc = self._key("doc", op.namespace, op.key)
+                index = self._key("docs", op.namespace)
+                header.append(["w", doc, index, str(op.expect), _ms(op.ttl), op.key])
+                values.append(json.dumps(op.value))
             elif isinstance(op, Expect):
                 doc = self._key("doc", op.namespace, op.key)
-                keys += [doc, doc]
-                args += ["e", str(op.version), "", "", op.key]
+                header.append(["e", doc, doc, str(op.version), "", ""])
+                values.append("")
             else:  # ExpectScan
-                index = self._key("docs", op.namespace)
-                expected = json.dumps({k: str(v) for k, v in op.versions.items()})
-                keys += [index, index]
-                args += ["s", "", expected, "", self._key("doc", op.namespace)]
+                index, prefix = self._key("docs", op.namespace), self._key("doc", op.namespace)
+                header.append(["s", index, index, "", "", prefix])
+                values.append(json.dumps({k: str(v) for k, v in op.versions.items()}))
+        keys = [f"{self.prefix}:version"]
+        args = [json.dumps(header), *values]
         versions = await self._commit(keys, args)
         return None if versions is None else [int(v) for v in versions]
 
