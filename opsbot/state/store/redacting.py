@@ -33,6 +33,7 @@ EXACT = frozenset({
 KEEP = frozenset({"fingerprint"})
 MEMO = 4096  # strings remembered with their redaction
 MEMO_CHARS = 512  # only strings this short are remembered
+_PLAIN = frozenset({int, float, bool, type(None)})  # nothing to redact
 
 
 class RedactingStore:
@@ -46,16 +47,19 @@ class RedactingStore:
     def _clean(self, namespace: str, value: JSONDoc) -> JSONDoc:
         if namespace in EXACT:
             return value
-        return {k: v if k in KEEP else self._json(v) for k, v in value.items()}
+        cleaned: JSONDoc = self._json(value)
+        return cleaned
 
     def _json(self, value: Any) -> Any:
         """As ``Redactor.redact_json`` with ``KEEP``, remembering short strings."""
         if isinstance(value, str):
             return self._text(value)
         if isinstance(value, dict):
-            return {k: v if k in KEEP else self._json(v) for k, v in value.items()}
+            return {
+                k: v if k in KEEP or type(v) in _PLAIN else self._json(v) for k, v in value.items()
+            }
         if isinstance(value, list):
-            return [self._json(v) for v in value]
+            return [v if type(v) in _PLAIN else self._json(v) for v in value]
         return value
 
     def _text(self, text: str) -> str:
