@@ -13,6 +13,13 @@ Every ``AlertEvent`` is recorded, whatever happens to delivery:
 * ``alert-events/all``: an append-only log; each entry holds up to ``LOG_CHUNK`` events of one
   ``ingest`` call (one entry per event would cost a write per event, too slow in a storm).
 
+``ingest`` is ``record`` then ``deliver``. ``record`` writes the documents, new short ids and
+log entries of a call in one atomic ``commit``, usually without reading anything first: it
+folds onto this replica's last write of each document (or onto nothing, for a fingerprint it
+never wrote), and onto the silences and storm state it last read, and the commit checks that
+none of them changed (else it reads and folds again). Webhooks answer after ``record`` and
+deliver in the background (``intake.py``).
+
 Delivery
 --------
 A new firing alert posts one message; repeats edit it in place (``×37 since 12:03``), at most
@@ -233,6 +240,8 @@ class AlertEngine:
             new = recorded.new_digested + (digested or 0)
             await self.storms.tally(chat, recorded.counted, new)
             await self.storms.digest(chat)
+            # The storm document changed: read it now rather than in a failed record later.
+            self._basis = await self._read_basis()
 
     async def _deliver_new(self, chat: int, posts: list[Alert], in_storm: bool) -> int | None:
         """Post new alerts, most severe first. Once the budget says no, the storm begins and
@@ -253,10 +262,13 @@ class AlertEngine:
     async def tick(self) -> None:
         """Flush held-back edits, digests, reminders, retries and silence notices."""
         chat = self.chat_id
+        in_storm = False
         if chat is not None:
             in_storm = await self.storms.tick(chat)
             await self._tick_alerts(chat, in_storm)
         await self._announce_expired(chat)
+        if in_storm:  # as after a delivery in a storm
+            self._basis = await self._read_basis()
 
     async def _tick_alerts(self, chat: int, in_storm: bool) -> None:
         now = self.clock()
