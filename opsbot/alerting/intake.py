@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 Then = Callable[[Sequence[AlertEvent]], Awaitable[None]]
 
-PACE = 0.05  # seconds between delivery passes: what arrives meanwhile is delivered together
+PACE = 0.1  # seconds between delivery passes: what arrives meanwhile is delivered together
 
 
 class Intake:
