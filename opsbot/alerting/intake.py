@@ -51,7 +51,7 @@ class Intake:
                 try:
                     await self._engine.deliver(recorded)
                 except Exception:  # the alerts are stored: tick retries what is due
-                    log.exception("alerts: delivery of %d recorded events failed", len(batch))
+                    log.exception("alerts: delivery of %d events failed", len(recorded.events))
                 if self._then is not None:
                     try:
                         await self._then(recorded.events)

@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -22,6 +22,7 @@ from telegram import Bot
 
 from opsbot.alerting.engine import AlertEngine
 from opsbot.alerting.event import AlertEvent, Severity
+from opsbot.alerting.intake import Intake
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.metrics import Metrics
 from opsbot.redact import Redactor
@@ -91,6 +92,34 @@ async def test_a_burst_of_single_alert_posts_is_all_recorded_and_listable(
         "opsbot_alerts_received_total", {"source": "webhook"}
     )
     assert received == 400
+
+
+async def test_the_intake_answers_once_stored_and_delivers_after(
+    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
+) -> None:
+    config = base_config(fake, tmp_path / "data")
+    config["web"] = {"enabled": True, "port": 0, "token": TOKEN}
+    settings = write_config(tmp_path / "opsbot.yaml", config)
+    engine = AlertEngine(sqlite_store, settings, TelegramNotifier(bot, Redactor([])))
+    followed: list[AlertEvent] = []
+
+    async def then(events: Sequence[AlertEvent]) -> None:
+        followed.extend(events)
+
+    intake = Intake(engine, then=then)
+    server = WebServer(settings, intake, Metrics())
+    port = await server.start()
+    try:
+        alerts = [{"summary": f"intake {i}", "severity": "critical"} for i in range(6)]
+        assert await post_each(port, alerts[:3], in_flight=1) == [202] * 3
+        assert await post_each(port, alerts[3:], in_flight=3) == [202] * 3
+    finally:
+        await server.stop()
+        await intake.close()  # what was recorded is delivered before it returns
+    texts = sorted((m.text or "").split("\n")[1] for m in fake.bot_messages(INCIDENTS.id))
+    assert texts == [f"intake {i}" for i in range(6)]
+    assert sorted(e.summary for e in followed) == texts
+    assert len(await engine.list(limit=100)) == 6
 
 
 async def test_a_failed_ingest_refuses_its_own_requests_only(tmp_path: Path) -> None:
