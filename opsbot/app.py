@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from telegram import (
@@ -29,6 +30,7 @@ from opsbot.actions import operations
 from opsbot.actions.backups import schedule as backup_schedule
 from opsbot.alerting import monitor
 from opsbot.alerting.engine import AlertEngine
+from opsbot.alerting.intake import Intake
 from opsbot.alerting.scheduler import MonitorScheduler
 from opsbot.alerting.status_history import recording_ingest
 from opsbot.catalog import VERBS
@@ -208,7 +210,11 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     from opsbot.web.statuspage import StatusPage
 
     page = StatusPage(settings, services.store) if settings.status_page.enabled else None
-    server = WebServer(settings, ingest, services.metrics, status_page=page)
+    # A webhook is answered once its alerts are stored; delivery and incident notes follow.
+    # (The status history records only the monitor's events, which never come this way.)
+    intake = Intake(engine, then=partial(timeline.note_alerts, incidents))
+    services.on_close.append(intake.close)
+    server = WebServer(settings, intake, services.metrics, status_page=page)
     if settings.telegram.mode == "webhook":
         serve_telegram_webhook(application, server, settings)
     port = await server.start()

@@ -1,6 +1,6 @@
-"""Alerts: dedup by fingerprint, in-place counters, a per-chat budget, storm digests.
+"""Alerts: dedup by fingerprint, in-place counters, storm digests, paced by the outbox.
 
-``AlertEngine`` is the face; it composes ``records.py`` (the alert documents, dedup, leases),
+``AlertEngine`` is the face; it composes ``records.py`` (the alert documents, dedup),
 ``delivery.py`` (messages and edits), ``digests.py`` (storms) and ``reminders.py``.
 
 Every ``AlertEvent`` is recorded, whatever happens to delivery:
@@ -12,6 +12,13 @@ Every ``AlertEvent`` is recorded, whatever happens to delivery:
   carry only ``al:ID`` (logs), ``ar:ID`` (restart), ``as:ID`` (silence 1h), ``ak:ID`` (ack).
 * ``alert-events/all``: an append-only log; each entry holds up to ``LOG_CHUNK`` events of one
   ``ingest`` call (one entry per event would cost a write per event, too slow in a storm).
+
+``ingest`` is ``record`` then ``deliver``. ``record`` writes the documents, new short ids and
+log entries of a call in one atomic ``commit``, usually without reading anything first: it
+folds onto this replica's last write of each document (or onto nothing, for a fingerprint it
+never wrote), and onto the silences and storm state it last read, and the commit checks that
+none of them changed (else it reads and folds again). Webhooks answer after ``record`` and
+deliver in the background (``intake.py``).
 
 Delivery
 --------
@@ -54,28 +61,61 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from opsbot.alerting import silences
 from opsbot.alerting.delivery import AlertDelivery, Room, chat_of, thread_of
-from opsbot.alerting.digests import Storm, StormDigests
+from opsbot.alerting.digests import STORMS, Storm, StormDigests
 from opsbot.alerting.event import AlertEvent
-from opsbot.alerting.records import (
-    ALERTS,
-    CONCURRENCY,
-    Alert,
-    AlertRecords,
-    hhmm,
-)
+from opsbot.alerting.records import ALERTS, MAX_SWAPS, Alert, AlertRecords, hhmm
 from opsbot.alerting.reminders import Reminders
 from opsbot.config import Person, Settings
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
 from opsbot.render import Reply
-from opsbot.state.store import Store
+from opsbot.state.store import Expect, ExpectScan, Op, Store
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What ``record`` stored, for ``deliver``; several merge into one delivery."""
+
+    events: list[AlertEvent]
+    alerts: dict[str, Alert]  # fingerprint → the alert as recorded
+    counted: list[AlertEvent]  # the events no silence covered, for a storm's digest
+    new_digested: int  # new alerts recorded into a storm's digest, with no message of their own
+    in_storm: bool
+
+    @classmethod
+    def merge(cls, batch: Sequence[Recorded]) -> Recorded:
+        alerts: dict[str, Alert] = {}
+        for recorded in batch:
+            alerts.update(recorded.alerts)  # the latest of each alert
+        return cls(
+            [e for recorded in batch for e in recorded.events],
+            alerts,
+            [e for recorded in batch for e in recorded.counted],
+            sum(recorded.new_digested for recorded in batch),
+            batch[-1].in_storm if batch else False,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Basis:
+    """What recording is decided from, the silences and the alert chat's storm, as last read,
+    with the conditions that its commit checks they still are: a replica reads them again
+    only after they changed (the commit then fails as a whole, and is made again)."""
+
+    silences: list[silences.Silence]
+    storm: Storm | None
+    expect: list[Op]
+
+
+async def _nothing() -> None:
+    return None
 
 
 class AlertEngine:
@@ -100,6 +140,7 @@ class AlertEngine:
         self.delivery = AlertDelivery(self.records, settings, notifier, metrics)
         self.storms = StormDigests(self.records, self.delivery, settings)
         self.reminders = Reminders(self.records, self.delivery, settings)
+        self._basis: _Basis | None = None
 
     # ----------------------------------------------------------------------- where
 
@@ -115,45 +156,78 @@ class AlertEngine:
 
     async def ingest(self, events: Sequence[AlertEvent]) -> None:
         """Record every event, then deliver what changed (see the module docstring)."""
+        await self.deliver(await self.record(events))
+
+    async def record(self, events: Sequence[AlertEvent]) -> Recorded:
+        """Store the events: one commit, usually nothing read (see ``_Basis``).
+
+        Once this returns the alerts are in the store for good. Delivering them may wait
+        (``Intake``): a replica that dies first leaves them to ``tick``, which posts and
+        edits what is due.
+        """
         if not events:
-            return
-        now = self.clock()
-        chat = self.chat_id
-        in_force = await silences.active(self.store, now)
-        storm = await self.storms.current(chat) if chat is not None else None
-        in_storm = storm is not None and storm.active
-        groups: dict[str, list[AlertEvent]] = {}
-        for event in events:
-            groups.setdefault(event.fingerprint, []).append(event)
-        gate = asyncio.Semaphore(CONCURRENCY)
-
-        async def record(fingerprint: str, evs: list[AlertEvent]) -> tuple[Alert | None, Alert]:
-            async with gate:
-                return await self.records.record(fingerprint, evs, now, in_force, in_storm)
-
-        recorded = await asyncio.gather(*(record(fp, evs) for fp, evs in groups.items()))
-        ids = {after.fingerprint: after.id for _, after in recorded}
-        await self.records.log(events, ids, now)
-        if chat is None:
-            return
+            return Recorded([], {}, [], 0, in_storm=False)
+        for attempt in range(MAX_SWAPS):
+            now = self.clock()
+            basis = self._basis if attempt == 0 and self._basis is not None else None
+            if basis is None:
+                basis = self._basis = await self._read_basis()
+            in_force = [s for s in basis.silences if s.active(now)]
+            in_storm = basis.storm is not None and basis.storm.active
+            recorded = await self.records.record(
+                events, now, in_force, in_storm, expect=basis.expect, fresh=attempt > 0
+            )
+            if recorded is not None:
+                break
+            self._basis = None
+        else:
+            raise RuntimeError(f"{len(events)} alert events: too many concurrent writers")
         new_digested = sum(
             1
-            for before, after in recorded
+            for before, after in recorded.values()
             if after.digested and (before is None or before.occurrence != after.occurrence)
         )
-        posts = [after for _, after in recorded if after.needs_post]
+        counted = [e for e in events if silences.matching(in_force, e.target, now) is None]
+        alerts = {fingerprint: after for fingerprint, (_, after) in recorded.items()}
+        return Recorded(list(events), alerts, counted, new_digested, in_storm)
+
+    async def _read_basis(self) -> _Basis:
+        chat = self.chat_id
+        scanned, stored = await asyncio.gather(
+            self.store.scan(silences.NAMESPACE),
+            self.store.get(STORMS, str(chat)) if chat is not None else _nothing(),
+        )
+        versions = {key: doc.version for key, doc in scanned.items()}
+        expect: list[Op] = [ExpectScan(silences.NAMESPACE, versions)]
+        if chat is not None:
+            expect.append(Expect(STORMS, str(chat), stored.version if stored else "absent"))
+        return _Basis(
+            [silences.Silence.from_doc(v.value) for v in scanned.values()],
+            Storm.from_doc(stored.value) if stored is not None else None,
+            expect,
+        )
+
+    async def deliver(self, recorded: Recorded) -> None:
+        """Post, edit, recover and digest what ``record`` stored (the outbox paces it)."""
+        chat = self.chat_id
+        if chat is None or not recorded.events:
+            return
+        in_storm = recorded.in_storm
+        posts = [alert for alert in recorded.alerts.values() if alert.needs_post]
         room = Room(self.delivery, chat)
         digested = await self._deliver_new(chat, posts, in_storm, room)
         in_storm = in_storm or digested is not None
-        for _, after in recorded:
+        for after in recorded.alerts.values():
             if after.message_id is not None:
                 await self.delivery.edit(after, urgent_only=False)
             if after.recovery == "pending":
                 await self.delivery.recover(after, in_storm, room)
         if in_storm:
-            counted = [e for e in events if silences.matching(in_force, e.target, now) is None]
-            await self.storms.tally(chat, counted, new_digested + (digested or 0))
+            new = recorded.new_digested + (digested or 0)
+            await self.storms.tally(chat, recorded.counted, new)
             await self.storms.digest(chat)
+            # The storm document changed: read it now rather than in a failed record later.
+            self._basis = await self._read_basis()
 
     async def _deliver_new(
         self, chat: int, posts: list[Alert], in_storm: bool, room: Room
@@ -177,10 +251,13 @@ class AlertEngine:
     async def tick(self) -> None:
         """Flush held-back edits, digests, reminders, retries and silence notices."""
         chat = self.chat_id
+        in_storm = False
         if chat is not None:
             in_storm = await self.storms.tick(chat)
             await self._tick_alerts(chat, in_storm)
         await self._announce_expired(chat)
+        if in_storm:  # as after a delivery in a storm
+            self._basis = await self._read_basis()
 
     async def _tick_alerts(self, chat: int, in_storm: bool) -> None:
         now = self.clock()

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from opsbot.alerting import silences
 from opsbot.alerting.event import AlertEvent, Severity
-from opsbot.state.store import Store, Versioned
+from opsbot.state.store import Append, Op, Store, Versioned, Write
 
 ALERTS = "alerts"
 IDS = "alert-ids"
@@ -31,7 +31,6 @@ FIRING_TTL = 30 * 86400.0  # a firing alert nobody repeats is forgotten after a 
 RESOLVED_TTL = 7 * 86400.0
 IDS_TTL = 60 * 86400.0
 MAX_SWAPS = 1000
-CONCURRENCY = 16  # alert documents recorded at once by one ingest
 WRITTEN_CACHE = 50_000  # fingerprints whose last written version a replica remembers
 
 Status = Literal["firing", "resolved"]
@@ -135,54 +134,64 @@ class AlertRecords:
 
     async def record(
         self,
-        fingerprint: str,
-        events: list[AlertEvent],
+        events: Sequence[AlertEvent],
         now: float,
         in_force: list[silences.Silence],
         in_storm: bool,
-    ) -> tuple[Alert | None, Alert]:
-        """Fold the events into the alert document (compare-and-set); (before, after).
+        *,
+        expect: Sequence[Op] = (),
+        fresh: bool = False,
+    ) -> dict[str, tuple[Alert | None, Alert]] | None:
+        """Fold the events into their alert documents and log them, in one atomic commit.
 
-        The first attempt swaps against this replica's own last write, when it remembers one,
-        saving a read per fingerprint; if anyone wrote since, the swap fails and it reads.
+        Returns (before, after) per fingerprint, or None when the commit failed (someone
+        wrote one of the documents, or a condition in ``expect`` no longer held): call again
+        with ``fresh``. Unless ``fresh``, each document is folded from this replica's own
+        last write of it, or, for one it never wrote, from nothing (a new alert): no read.
         """
-        stored = self._written.pop(fingerprint, None)
-        for _ in range(MAX_SWAPS):
-            if stored is None:
-                stored = await self.store.get(ALERTS, fingerprint)
-            if stored is None:
-                new_id = await self._new_id(fingerprint, now)
-                after = self._fold(None, new_id, events, now, in_force, in_storm)
+        groups: dict[str, list[AlertEvent]] = {}
+        for event in events:
+            groups.setdefault(event.fingerprint, []).append(event)
+        if fresh:
+            read = await self.store.get_many(ALERTS, list(groups))
+            known = {fingerprint: read.get(fingerprint) for fingerprint in groups}
+        else:
+            known = {fingerprint: self._written.get(fingerprint) for fingerprint in groups}
+        ops: list[Op] = list(expect)
+        folded: dict[str, tuple[Alert | None, Alert, int]] = {}  # and its write's index
+        for fingerprint, evs in groups.items():
+            stored = known[fingerprint]
+            before = None if stored is None else Alert.from_doc(stored.value)
+            if before is None:
+                alert_id = secrets.token_urlsafe(6)
+                ops.append(Write(IDS, alert_id, {"fingerprint": fingerprint},
+                                 expect="absent", ttl=IDS_TTL))  # fmt: skip
+            else:
+                alert_id = before.id
+            after = self._fold(before, alert_id, evs, now, in_force, in_storm)
+            if now - after.id_refreshed > 7 * 86400:  # keep the short id alive
+                ops.append(Write(IDS, alert_id, {"fingerprint": fingerprint}, ttl=IDS_TTL))
                 after = replace(after, id_refreshed=now)
-                if await self.store.create(ALERTS, fingerprint, after.to_doc(), ttl=_ttl(after)):
-                    return None, after
-                await self.store.delete(IDS, new_id)
-                continue
-            before = Alert.from_doc(stored.value)
-            after = self._fold(before, before.id, events, now, in_force, in_storm)
-            if now - after.id_refreshed > 7 * 86400:
-                await self.store.put(IDS, after.id, {"fingerprint": fingerprint}, ttl=IDS_TTL)
-                after = replace(after, id_refreshed=now)
-            doc = after.to_doc()
-            version = await self.store.swap(
-                ALERTS, fingerprint, stored.version, doc, ttl=_ttl(after)
-            )
-            if version is not None:
-                self._remember(fingerprint, Versioned(doc, version))
-                return before, after
-            stored = None
-        raise RuntimeError(f"alert {fingerprint}: too many concurrent writers")
+            condition: int | Literal["absent"] = "absent" if stored is None else stored.version
+            folded[fingerprint] = (before, after, len(ops))
+            ops.append(Write(ALERTS, fingerprint, after.to_doc(), condition, _ttl(after)))
+        ids = {fingerprint: after.id for fingerprint, (_, after, _) in folded.items()}
+        ops += self._log(events, ids, now)
+        versions = await self.store.commit(ops)
+        if versions is None:
+            for fingerprint in groups:
+                self._written.pop(fingerprint, None)
+            return None
+        for fingerprint, (_, _, index) in folded.items():
+            written = ops[index]
+            assert isinstance(written, Write)
+            self._remember(fingerprint, Versioned(written.value, versions[index]))
+        return {fp: (before, after) for fp, (before, after, _) in folded.items()}
 
     def _remember(self, fingerprint: str, stored: Versioned) -> None:
         if len(self._written) >= WRITTEN_CACHE:
             self._written.clear()
         self._written[fingerprint] = stored
-
-    async def _new_id(self, fingerprint: str, now: float) -> str:
-        while True:
-            alert_id = secrets.token_urlsafe(6)
-            if await self.store.create(IDS, alert_id, {"fingerprint": fingerprint}, ttl=IDS_TTL):
-                return alert_id
 
     def _fold(
         self,
@@ -269,7 +278,11 @@ class AlertRecords:
             )
         return replace(alert, last_seen=now)
 
-    async def log(self, events: Sequence[AlertEvent], ids: dict[str, str], now: float) -> None:
+    def _log(
+        self, events: Sequence[AlertEvent], ids: dict[str, str], now: float
+    ) -> list[Op]:
+        """The alert-events log entries of one ``record``, LOG_CHUNK events each."""
+        entries: list[Op] = []
         for start in range(0, len(events), LOG_CHUNK):
             chunk = [
                 {
@@ -284,7 +297,8 @@ class AlertRecords:
                 for e in events[start : start + LOG_CHUNK]
             ]
             entry = {"at": now, "replica": self.owner, "events": chunk}
-            await self.store.append(EVENTS, "all", entry, keep=LOG_KEEP)
+            entries.append(Append(EVENTS, "all", entry, keep=LOG_KEEP))
+        return entries
 
     async def update(self, alert_id: str, change: Callable[[Alert], Alert | str]) -> Alert | str:
         """Change an alert by id (compare-and-set); ``change`` may refuse with a message."""

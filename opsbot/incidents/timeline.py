@@ -51,13 +51,18 @@ def noting_ingest(incidents: Incidents, ingest: Ingest) -> Ingest:
 
     async def run(events: Sequence[AlertEvent]) -> None:
         await ingest(events)
-        seen: set[tuple[str, str]] = set()
-        for event in events:
-            if event.target is None or (event.target, event.status) in seen:
-                continue
-            seen.add((event.target, event.status))
-            kind = "alert" if event.status == "firing" else "recovery"
-            text = f"{event.severity.value}: {event.summary}"[:300]
-            await incidents.note(event.target, event.source, kind, text)
+        await note_alerts(incidents, events)
 
     return run
+
+
+async def note_alerts(incidents: Incidents, events: Sequence[AlertEvent]) -> None:
+    """Note alerts on the incidents of their targets: once per target and status."""
+    seen: set[tuple[str, str]] = set()
+    for event in events:
+        if event.target is None or (event.target, event.status) in seen:
+            continue
+        seen.add((event.target, event.status))
+        kind = "alert" if event.status == "firing" else "recovery"
+        text = f"{event.severity.value}: {event.summary}"[:300]
+        await incidents.note(event.target, event.source, kind, text)

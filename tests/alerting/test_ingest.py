@@ -8,21 +8,38 @@ fails, each of its senders gets a 503 to retry, and later requests are not affec
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
+from telegram import Bot
 
 from opsbot.alerting.engine import AlertEngine
-from opsbot.alerting.event import AlertEvent
+from opsbot.alerting.event import AlertEvent, Severity
+from opsbot.alerting.intake import Intake
+from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.metrics import Metrics
 from opsbot.redact import Redactor
 from opsbot.state.outbox import Outbox, OutboxNotifier, Priority
 from opsbot.state.store.sqlite import SQLiteStore
 from opsbot.web.server import WebServer
-from tests.factories import OPSBOT_TOKEN, OPSBOT_USERNAME, base_config, write_config
+from tests.factories import (
+    INCIDENTS,
+    OPSBOT_TOKEN,
+    OPSBOT_USERNAME,
+    base_config,
+    write_config,
+)
 from tests.fakebotapi import FakeBotAPI
+from tests.lab.ports import free_port
+
+REPO = Path(__file__).resolve().parents[2]
 
 TOKEN = "ingest-web-token-0123456789"
 
@@ -79,6 +96,34 @@ async def test_a_burst_of_single_alert_posts_is_all_recorded_and_listable(
     assert received == 400
 
 
+async def test_the_intake_answers_once_stored_and_delivers_after(
+    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
+) -> None:
+    config = base_config(fake, tmp_path / "data")
+    config["web"] = {"enabled": True, "port": 0, "token": TOKEN}
+    settings = write_config(tmp_path / "opsbot.yaml", config)
+    engine = AlertEngine(sqlite_store, settings, TelegramNotifier(bot, Redactor([])))
+    followed: list[AlertEvent] = []
+
+    async def then(events: Sequence[AlertEvent]) -> None:
+        followed.extend(events)
+
+    intake = Intake(engine, then=then)
+    server = WebServer(settings, intake, Metrics())
+    port = await server.start()
+    try:
+        alerts = [{"summary": f"intake {i}", "severity": "critical"} for i in range(6)]
+        assert await post_each(port, alerts[:3], in_flight=1) == [202] * 3
+        assert await post_each(port, alerts[3:], in_flight=3) == [202] * 3
+    finally:
+        await server.stop()
+        await intake.close()  # what was recorded is delivered before it returns
+    texts = sorted((m.text or "").split("\n")[1] for m in fake.bot_messages(INCIDENTS.id))
+    assert texts == [f"intake {i}" for i in range(6)]
+    assert sorted(e.summary for e in followed) == texts
+    assert len(await engine.list(limit=100)) == 6
+
+
 async def test_a_failed_ingest_refuses_its_own_requests_only(tmp_path: Path) -> None:
     settings = write_config(tmp_path / "opsbot.yaml", {
         "data_dir": str(tmp_path / "data"), "web": {"enabled": True, "port": 0, "token": TOKEN},
@@ -104,3 +149,58 @@ async def test_a_failed_ingest_refuses_its_own_requests_only(tmp_path: Path) -> 
     finally:
         await server.stop()
     assert sorted(e.summary for e in recorded) == sorted(a["summary"] for a in again)
+
+
+async def test_every_alert_answered_202_is_stored_when_opsbot_is_sigkilled_right_after(
+    fake: FakeBotAPI, tmp_path: Path
+) -> None:
+    """The answer waits for the store's commit, not for delivery: a crash loses nothing."""
+    port = free_port()
+    config = base_config(fake, tmp_path / "data")
+    config["web"] = {"enabled": True, "port": port, "token": TOKEN}
+    path = tmp_path / "opsbot.yaml"
+    path.write_text(json.dumps(config))
+    opsbot = subprocess.Popen(
+        [sys.executable, "-m", "opsbot", "run", "--config", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "HOME": str(tmp_path)},
+    )  # fmt: skip
+    alerts = [{"summary": f"crash {i}", "severity": "critical"} for i in range(40)]
+    try:
+        await fake.wait_for_call("getUpdates", timeout=30)
+        async with httpx.AsyncClient(timeout=10) as http:
+            for alert in alerts:  # one sender, one alert per request
+                response = await http.post(
+                    f"http://127.0.0.1:{port}/alerts/webhook", json=alert,
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                )  # fmt: skip
+                assert response.status_code == 202
+    finally:
+        opsbot.send_signal(signal.SIGKILL)  # right after the last answer
+        opsbot.communicate(timeout=10)
+    store = SQLiteStore(tmp_path / "data" / "opsbot.sqlite3")
+    try:
+        stored = await store.scan("alerts")
+    finally:
+        await store.close()
+    assert sorted(v.value["summary"] for v in stored.values()) == sorted(
+        a["summary"] for a in alerts
+    )
+
+
+async def test_alerts_recorded_but_never_delivered_are_posted_by_the_next_tick(
+    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
+) -> None:
+    """What a replica killed between answering and delivering leaves: the tick posts it."""
+    settings = write_config(tmp_path / "opsbot.yaml", base_config(fake, tmp_path / "data"))
+    dead = AlertEngine(sqlite_store, settings, TelegramNotifier(bot, Redactor([])))
+    events = [
+        AlertEvent("webhook", f"fp{i}", "firing", Severity.critical, f"left behind {i}")
+        for i in range(3)
+    ]
+    await dead.record(events)  # and nothing more: it died
+    assert fake.bot_messages(INCIDENTS.id) == []
+    survivor = AlertEngine(sqlite_store, settings, TelegramNotifier(bot, Redactor([])))
+    await survivor.tick()
+    texts = [m.text or "" for m in fake.bot_messages(INCIDENTS.id)]
+    assert sorted(t.split("\n")[1] for t in texts) == [f"left behind {i}" for i in range(3)]

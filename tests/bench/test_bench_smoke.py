@@ -37,6 +37,12 @@ def test_ingest_records_every_alert_posted(tmp_path: Path) -> None:
     assert bare > 0 and rate > 0
 
 
+def test_ingest_on_redis_records_every_alert_posted_by_one_sender(tmp_path: Path) -> None:
+    bare, rate, total = ingest.measure(100, 1, tmp_path, store="redis")
+    assert total == 100
+    assert bare > 0 and rate > 0
+
+
 def test_command_latency_gets_every_reply(tmp_path: Path) -> None:
     echo, help_, health = command_latency.measure(3, tmp_path)
     assert 0 < echo < 1 and 0 < help_ < 1 and 0 < health < 2

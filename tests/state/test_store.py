@@ -6,14 +6,18 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Literal
+from unittest.mock import ANY
 
 import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
 from opsbot.config import Settings, StoreSettings
-from opsbot.state.store import Store, Versioned
+from opsbot.redact import Redactor
+from opsbot.state.store import Append, Expect, ExpectScan, Op, Store, Versioned, Write
 from opsbot.state.store.factory import open_store
+from opsbot.state.store.redacting import RedactingStore
 from opsbot.state.store.redis import RedisStore
 from opsbot.state.store.sqlite import SQLiteStore
 
@@ -158,6 +162,168 @@ async def test_documents_expire(store: Store) -> None:
     assert stored is not None and stored.value == {"again": True}
 
 
+# --------------------------------------------------------------------------- batches
+
+
+async def test_get_many_reads_the_live_documents_among_the_keys(store: Store) -> None:
+    first = await store.put("ns", "a", {"n": 1})
+    second = await store.put("ns", "b", {"n": 2})
+    await store.put("other", "c", {"n": 3})
+    await store.put("ns", "gone", {"n": 4}, ttl=TTL)
+    await asyncio.sleep(PAST_TTL)
+    found = await store.get_many("ns", ["a", "b", "c", "gone", "missing", "a"])
+    assert found == {"a": Versioned({"n": 1}, first), "b": Versioned({"n": 2}, second)}
+    assert await store.get_many("ns", []) == {}
+
+
+async def test_commit_applies_every_write_and_append_at_once(store: Store) -> None:
+    old = await store.put("ns", "old", {"n": 0})
+    await store.put("ns", "kept", {"n": 0}, ttl=60)
+    versions = await store.commit([
+        Write("ns", "new", {"n": 1}, expect="absent", ttl=60),
+        Write("ns", "old", {"n": 2}, expect=old),
+        Write("ns", "any", {"n": 3}),
+        Append("log", "a", {"i": 1}),
+        Append("log", "a", {"i": 2}, keep=1),
+    ])  # fmt: skip
+    assert versions is not None and versions[3:] == [0, 0]
+    assert versions[0] > old and len(set(versions[:3])) == 3
+    found = await store.get_many("ns", ["new", "old", "any"])
+    assert {k: (v.value, v.version) for k, v in found.items()} == {
+        "new": ({"n": 1}, versions[0]), "old": ({"n": 2}, versions[1]),
+        "any": ({"n": 3}, versions[2]),
+    }  # fmt: skip
+    assert await store.tail("log", "a", 10) == [{"i": 2}]
+    assert set(await store.scan("ns")) == {"new", "old", "any", "kept"}
+
+
+async def test_commit_writes_nothing_when_one_condition_fails(store: Store) -> None:
+    version = await store.put("ns", "a", {"n": 1})
+    await store.put("ns", "taken", {"n": 1})
+    for failing in (Write("ns", "taken", {"n": 2}, expect="absent"),
+                    Write("ns", "a", {"n": 2}, expect=version + 1000),
+                    Write("ns", "missing", {"n": 2}, expect=version)):  # fmt: skip
+        ops: list[Op] = [
+            Write("ns", "fresh", {"n": 2}, expect="absent"),
+            Append("log", "a", {"i": 1}),
+            Write("ns", "a" if failing.key != "a" else "b", {"n": 2}, expect="any"),
+            failing,
+        ]
+        assert await store.commit(ops) is None
+    assert await store.get("ns", "fresh") is None and await store.get("ns", "b") is None
+    assert await store.get("ns", "a") == Versioned({"n": 1}, version)
+    assert await store.tail("log", "a", 10) == []
+
+
+async def test_commit_creates_over_an_expired_document_and_keeps_or_sets_ttls(
+    store: Store,
+) -> None:
+    await store.put("ns", "expired", {"n": 1}, ttl=TTL)
+    version = await store.put("ns", "short", {"n": 1}, ttl=TTL)
+    await store.put("ns", "persist", {"n": 1}, ttl=TTL)
+    await asyncio.sleep(TTL / 3)
+    versions = await store.commit([
+        Write("ns", "expired", {"n": 2}, expect="absent"),
+        Write("ns", "short", {"n": 2}, expect=version),  # keeps its ttl
+        Write("ns", "persist", {"n": 2}, expect="any"),  # a put drops it
+    ])  # fmt: skip
+    assert versions is None  # "expired" has not expired yet
+    await asyncio.sleep(PAST_TTL - TTL / 3)
+    assert await store.commit([Write("ns", "expired", {"n": 2}, expect="absent")]) is not None
+    version = await store.put("ns", "short", {"n": 1}, ttl=TTL)
+    await store.put("ns", "persist", {"n": 1}, ttl=TTL)
+    assert await store.commit([
+        Write("ns", "short", {"n": 2}, expect=version),
+        Write("ns", "persist", {"n": 2}, expect="any"),
+    ]) is not None  # fmt: skip
+    await asyncio.sleep(PAST_TTL)
+    assert set(await store.scan("ns")) == {"expired", "persist"}
+
+
+async def test_concurrent_commits_from_one_version_exactly_one_wins(
+    open_another: OpenStore,
+) -> None:
+    first, second = open_another(), open_another()
+    version = await first.put("ns", "a", {"n": 0})
+    results = await asyncio.gather(*(
+        (first if i % 2 else second).commit([
+            Write("ns", "a", {"n": i}, expect=version), Append("log", "a", {"i": i}),
+        ])
+        for i in range(10)
+    ))  # fmt: skip
+    winners = [i for i, r in enumerate(results) if r is not None]
+    assert len(winners) == 1
+    assert await first.tail("log", "a", 10) == [{"i": winners[0]}]
+
+
+async def test_commit_conditions_write_nothing_and_fail_the_commit_when_changed(
+    store: Store,
+) -> None:
+    first = await store.put("silences", "s1", {"n": 1})
+    scanned = {k: v.version for k, v in (await store.scan("silences")).items()}
+    storm = await store.put("storms", "chat", {"n": 1})
+
+    def ops(storm_version: int | Literal["absent"], key: str) -> list[Op]:
+        return [
+            Expect("storms", "chat", storm_version),
+            ExpectScan("silences", scanned),
+            Write("alerts", key, {"n": 1}),
+        ]
+
+    assert await store.commit(ops(storm, "a")) == [0, 0, ANY]
+    assert await store.get("storms", "chat") == Versioned({"n": 1}, storm)  # not written
+    assert await store.commit(ops("absent", "b")) is None  # the storm exists
+    assert await store.commit([Expect("storms", "none", "absent")]) == [0]
+    storm = await store.put("storms", "chat", {"n": 2})
+    assert await store.commit(ops(storm - 1, "c")) is None
+    await store.put("silences", "s2", {"n": 1})  # a new silence
+    assert await store.commit(ops(storm, "d")) is None
+    await store.delete("silences", "s2")
+    await store.put("silences", "s1", {"n": 2})  # a changed one
+    assert await store.commit(ops(storm, "e")) is None
+    scanned = {k: v.version for k, v in (await store.scan("silences")).items()}
+    assert scanned["s1"] > first
+    await store.put("silences", "gone", {"n": 1}, ttl=TTL)
+    await asyncio.sleep(PAST_TTL)  # an expired silence is no silence
+    assert await store.commit(ops(storm, "f")) is not None
+    await store.delete("silences", "s1")  # a removed one
+    assert await store.commit(ops(storm, "g")) is None
+    assert await store.commit([ExpectScan("silences", {}), ExpectScan("empty", {})]) == [0, 0]
+    assert set(await store.scan("alerts")) == {"a", "f"}
+
+
+async def test_commit_refuses_what_no_backend_could_apply(store: Store) -> None:
+    refused: list[list[Op]] = [
+        [Write("ns", "a", {}), Write("ns", "a", {})],
+        [Write("ns", "a", {}, ttl=0)],
+        [Append("log", "a", {}, keep=0)],
+    ]
+    for ops in refused:
+        with pytest.raises(ValueError):
+            await store.commit(ops)
+    assert await store.get("ns", "a") is None
+    assert await store.commit([]) == []
+
+
+async def test_a_redacting_store_redacts_every_write_and_entry_of_a_commit(store: Store) -> None:
+    secret = "hunter2-literal-secret"
+    redacting = RedactingStore(store, Redactor([secret]))
+    text = f"db down, password {secret}"
+    for _ in range(2):  # the second time from memory
+        assert await redacting.commit([
+            Write("alerts", "fp", {"summary": text, "fingerprint": secret, "labels": {"a": text}}),
+            Append("alert-events", "all", {"events": [{"summary": text}]}),
+            Write("requests", "r", {"argv": [secret]}),  # instructions run exactly as stored
+        ]) is not None  # fmt: skip
+        stored = await store.get("alerts", "fp")
+        assert stored is not None and secret not in str(stored.value["summary"])
+        assert stored.value["fingerprint"] == secret  # a key other documents point at
+        assert secret not in str(stored.value["labels"])
+        assert secret not in str(await store.tail("alert-events", "all", 10))
+        request = await store.get("requests", "r")
+        assert request is not None and request.value == {"argv": [secret]}
+
+
 # --------------------------------------------------------------------------- logs
 
 
@@ -177,6 +343,18 @@ async def test_append_keep_caps_the_log(store: Store) -> None:
     assert await store.tail("log", "capped", 10) == [{"i": 9}, {"i": 8}, {"i": 7}]
     with pytest.raises(ValueError):
         await store.append("log", "capped", {}, keep=0)
+
+
+async def test_a_reopened_log_is_capped_to_keep(open_another: OpenStore) -> None:
+    first = open_another()
+    for i in range(6):
+        await first.append("log", "a", {"i": i})
+    await first.close()
+    again = open_another()
+    await again.append("log", "a", {"i": 6}, keep=3)
+    assert await again.tail("log", "a", 10) == [{"i": 6}, {"i": 5}, {"i": 4}]
+    await again.append("log", "a", {"i": 7}, keep=3)
+    assert await again.tail("log", "a", 10) == [{"i": 7}, {"i": 6}, {"i": 5}]
 
 
 # --------------------------------------------------------------------------- locks

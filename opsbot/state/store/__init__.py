@@ -17,6 +17,12 @@ live after which the document is gone. ``swap`` is compare-and-set on that versi
 concurrent swaps from the same version, exactly one wins. That is how a request is approved
 exactly once.
 
+Batches (``commit``/``get_many``): several writes and log appends applied atomically in one
+round trip, all or none (each write may carry a condition: absent, or a version, as ``create``
+and ``swap`` do, and conditions may stand alone: a document, or a whole namespace as ``scan``
+saw it, is unchanged), and several documents read in one. A webhook alert costs one
+``commit``: what it was decided from (the silences, the storm) is re-read only when changed.
+
 Logs (``append``/``tail``): per ``(namespace, key)`` an append-only list of JSON objects,
 optionally capped to the newest ``keep``; ``tail`` returns the newest first.
 
@@ -27,8 +33,9 @@ current holder's owner string when it did not.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -46,6 +53,68 @@ class Versioned:
 
     value: JSONDoc
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """A document write of a ``commit``: ``expect`` is ``"absent"`` (as ``create``), ``"any"``
+    (as ``put``) or the version the document must still have (as ``swap``, which keeps the
+    document's expiry when ``ttl`` is None)."""
+
+    namespace: str
+    key: str
+    value: JSONDoc
+    expect: int | Literal["absent", "any"] = "any"
+    ttl: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """A log entry of a ``commit`` (as ``append``)."""
+
+    namespace: str
+    key: str
+    value: JSONDoc
+    keep: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """A condition of a ``commit`` that writes nothing: the document still has ``version``
+    (or, with ``"absent"``, there is none)."""
+
+    namespace: str
+    key: str
+    version: int | Literal["absent"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectScan:
+    """A condition of a ``commit`` that writes nothing: the namespace's live documents are
+    still exactly ``versions`` (key → version), as a ``scan`` returned them."""
+
+    namespace: str
+    versions: Mapping[str, int]
+
+
+Op = Write | Append | Expect | ExpectScan
+
+
+def check_ops(ops: Sequence[Op]) -> None:
+    """Refuse what no backend could apply: a bad ttl or keep, one document written twice."""
+    seen: set[tuple[str, str]] = set()
+    for op in ops:
+        if isinstance(op, Expect | ExpectScan):
+            continue
+        if isinstance(op, Append):
+            if op.keep is not None and op.keep < 1:
+                raise ValueError(f"keep must be at least 1, not {op.keep}")
+            continue
+        if op.ttl is not None and op.ttl <= 0:
+            raise ValueError(f"ttl must be positive, not {op.ttl}")
+        if (op.namespace, op.key) in seen:
+            raise ValueError(f"{op.namespace}/{op.key} is written twice in one commit")
+        seen.add((op.namespace, op.key))
 
 
 class Store(Protocol):
@@ -83,6 +152,19 @@ class Store(Protocol):
 
     async def scan(self, namespace: str) -> dict[str, Versioned]:
         """Every live document of a namespace (small namespaces only: pending requests...)."""
+        ...
+
+    async def get_many(self, namespace: str, keys: Sequence[str]) -> dict[str, Versioned]:
+        """The live documents among ``keys`` (the others are left out), in one round trip."""
+        ...
+
+    async def commit(self, ops: Sequence[Op]) -> list[int] | None:
+        """Apply every op, atomically, or none: None when a write's ``expect`` did not hold.
+
+        Returns each op's new version (0 for an ``Append`` or a condition). Conditions are
+        checked against the state before the commit, so one document may be written once per
+        commit.
+        """
         ...
 
     async def append(

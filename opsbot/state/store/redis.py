@@ -18,7 +18,15 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from opsbot.state.store import JSONDoc, Versioned
+from opsbot.state.store import (
+    Append,
+    Expect,
+    JSONDoc,
+    Op,
+    Versioned,
+    Write,
+    check_ops,
+)
 
 # KEYS: doc, index, counter. ARGV: value, ttl in ms or '', key, condition. The condition is
 # 'absent' (create), 'any' (put, which also drops an old ttl) or the expected version (swap,
@@ -55,6 +63,61 @@ for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     end
 end
 return found
+"""
+
+# KEYS: counter. ARGV[1]: the ops as a JSON array, each [kind, key, second key, condition,
+# ttl in ms or '', member]; ARGV[i + 1]: op i's value. A write ('w': doc, index; the condition
+# as in _WRITE) adds ``member`` to the index; an append ('a': log, log; keep or ''); an expect
+# ('e': doc, doc; the version or 'absent'); an expect-scan ('s': index, index; its value the
+# JSON object key → version, ``member`` the doc key prefix). Few arguments, however many ops:
+# packing them was most of a commit's cost in the client. Every condition is checked before
+# anything is written: all or nothing. Returns each op's new version (0 for an append or a
+# condition), or nil.
+_COMMIT = """
+local ops = cjson.decode(ARGV[1])
+for i, op in ipairs(ops) do
+    local kind, first, condition = op[1], op[2], op[4]
+    if kind == 'w' or kind == 'e' then
+        if condition == 'absent' then
+            if redis.call('EXISTS', first) == 1 then return nil end
+        elseif condition ~= 'any' then
+            if redis.call('HGET', first, 'version') ~= condition then return nil end
+        end
+    elseif kind == 's' then
+        local expected, live = cjson.decode(ARGV[i + 1]), 0
+        for _, key in ipairs(redis.call('SMEMBERS', first)) do
+            local version = redis.call('HGET', op[6] .. key, 'version')
+            if version then
+                if expected[key] ~= version then return nil end
+                live = live + 1
+            end
+        end
+        for _ in pairs(expected) do live = live - 1 end
+        if live ~= 0 then return nil end
+    end
+end
+local versions = {}
+for i, op in ipairs(ops) do
+    local kind, first, condition, ttl = op[1], op[2], op[4], op[5]
+    if kind == 'w' then
+        local version = redis.call('INCR', KEYS[1])
+        redis.call('HSET', first, 'value', ARGV[i + 1], 'version', version)
+        if ttl ~= '' then
+            redis.call('PEXPIRE', first, ttl)
+        elseif condition == 'any' then
+            redis.call('PERSIST', first)
+        end
+        redis.call('SADD', op[3], op[6])
+        versions[i] = version
+    elseif kind == 'a' then
+        redis.call('LPUSH', first, ARGV[i + 1])
+        if condition ~= '' then redis.call('LTRIM', first, 0, tonumber(condition) - 1) end
+        versions[i] = 0
+    else
+        versions[i] = 0
+    end
+end
+return versions
 """
 
 # KEYS: lock. ARGV: owner, ttl in ms. Returns nil when taken (or renewed), else the holder.
@@ -101,6 +164,7 @@ class RedisStore:
             client = aioredis.from_url(url, decode_responses=True)
         self._redis = client
         self._write = self._redis.register_script(_WRITE)
+        self._commit = self._redis.register_script(_COMMIT)
         self._scan = self._redis.register_script(_SCAN)
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._release = self._redis.register_script(_RELEASE)
@@ -154,6 +218,50 @@ class RedisStore:
     ) -> int | None:
         return await self._write_doc(namespace, key, value, ttl, str(expected_version))
 
+    async def get_many(self, namespace: str, keys: Sequence[str]) -> dict[str, Versioned]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in wanted:
+                pipe.hmget(self._key("doc", namespace, key), ["value", "version"])
+            replies = await pipe.execute()
+        return {
+            key: Versioned(json.loads(value), int(version))
+            for key, (value, version) in zip(wanted, replies, strict=True)
+            if value is not None and version is not None
+        }
+
+    async def commit(self, ops: Sequence[Op]) -> list[int] | None:
+        check_ops(ops)
+        if not ops:
+            return []
+        header: list[list[str]] = []
+        values: list[str] = []
+        for op in ops:
+            if isinstance(op, Append):
+                log = self._key("log", op.namespace, op.key)
+                keep = "" if op.keep is None else str(op.keep)
+                header.append(["a", log, log, keep, "", ""])
+                values.append(json.dumps(op.value))
+            elif isinstance(op, Write):
+                doc = self._key("doc", op.namespace, op.key)
+                index = self._key("docs", op.namespace)
+                header.append(["w", doc, index, str(op.expect), _ms(op.ttl), op.key])
+                values.append(json.dumps(op.value))
+            elif isinstance(op, Expect):
+                doc = self._key("doc", op.namespace, op.key)
+                header.append(["e", doc, doc, str(op.version), "", ""])
+                values.append("")
+            else:  # ExpectScan
+                index, prefix = self._key("docs", op.namespace), self._key("doc", op.namespace)
+                header.append(["s", index, index, "", "", prefix])
+                values.append(json.dumps({k: str(v) for k, v in op.versions.items()}))
+        keys = [f"{self.prefix}:version"]
+        args = [json.dumps(header), *values]
+        versions = await self._commit(keys, args)
+        return None if versions is None else [int(v) for v in versions]
+
     async def delete(self, namespace: str, key: str) -> bool:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._key("doc", namespace, key))
@@ -174,8 +282,7 @@ class RedisStore:
     async def append(
         self, namespace: str, key: str, value: JSONDoc, *, keep: int | None = None
     ) -> None:
-        if keep is not None and keep < 1:
-            raise ValueError(f"keep must be at least 1, not {keep}")
+        check_ops([Append(namespace, key, value, keep)])
         name = self._key("log", namespace, key)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.lpush(name, json.dumps(value))
