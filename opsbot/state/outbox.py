@@ -38,7 +38,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from opsbot.redact import Redactor
 from opsbot.render import Button, Document, Reply
@@ -56,10 +56,7 @@ REF_TTL = 30 * 86400.0
 MAX_AGE = 6 * 3600.0  # an entry not delivered by then is dropped
 MAX_BACKOFF = 5.0
 DONE_TTL = 5.0  # a delivered entry lingers this long (so a late claimer sees it is done)
-
-
-class Express(Protocol):
-    async def __call__(self, key: str, doc: JSONDoc) -> bool: ...
+Express = Callable[[str, JSONDoc], Awaitable[bool]]  # OutboxWorker.express
 
 
 def reply_to_doc(reply: Reply) -> JSONDoc:
