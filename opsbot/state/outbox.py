@@ -56,6 +56,7 @@ REF_TTL = 30 * 86400.0
 MAX_AGE = 6 * 3600.0  # an entry not delivered by then is dropped
 MAX_BACKOFF = 5.0
 DONE_TTL = 5.0  # a delivered entry lingers this long (so a late claimer sees it is done)
+Express = Callable[[str, JSONDoc], Awaitable[bool]]  # OutboxWorker.express
 
 
 def reply_to_doc(reply: Reply) -> JSONDoc:
@@ -153,6 +154,7 @@ class Outbox:
         self.clock = clock
         self.pace = ChatPace(store, group_per_minute, clock, window=window, namespace=PACE)
         self.wakeup = asyncio.Event()  # set on every enqueue: a local worker starts at once
+        self.express: Express | None = None  # the local worker's fast path, while it runs
 
     async def room(self, chat: int, cap: int | None = None) -> int:
         """How many more alert messages the chat takes now: the alert limit (or ``cap``)
@@ -205,6 +207,10 @@ class Outbox:
         doc = self._doc("send", chat, priority, ref=ref, thread=thread_id, reply=body)
         if reply_to is not None:
             doc["reply_to"] = reply_to
+        express = self.express  # a reply, sent by this replica's worker right away
+        plain = priority == Priority.reply and not once and "document" not in body
+        if express is not None and plain and await express(f"s{ref}", doc):
+            return ref
         # Woken twice: now, so that a local worker's scan queues right behind this write (the
         # embedded store runs them in order; its answer comes once the write is committed),
         # and once it is stored, in case that scan did not see it (Redis: another connection).
@@ -360,6 +366,10 @@ class Outbox:
                  delay, reason)  # fmt: skip
         await self._settle(entry, {"attempts": attempts, "not_before": self.clock() + delay})
 
+    async def unclaim(self, entry: Entry) -> None:
+        """Give a claim back untouched: the entry is pending again, for the next pass."""
+        await self._settle(entry, {})
+
     async def recover(self, entry: Entry) -> None:
         """A claim whose lease ran out (its replica died): redo it, unless it was a send."""
         if entry.kind == "send" and entry.ref is not None:
@@ -397,6 +407,9 @@ class Outbox:
                     "lease_until": 0, "attempts": 0, "not_before": 0.0, "seq": _next_seq(),
                 }  # fmt: skip
                 ttl = MAX_AGE
+            elif entry.kind == "send":  # nothing else writes a send's key: no need to linger
+                await self.store.delete(NAMESPACE, key)
+                return
             else:
                 new, ttl = {**current, "state": "done"}, DONE_TTL
             for field in _FOLLOW:
