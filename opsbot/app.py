@@ -44,7 +44,8 @@ from opsbot.incidents.state import Incidents
 from opsbot.reach.checks import check_all
 from opsbot.services import Services
 from opsbot.state.leases import Lease, only_when_leading, replica_id
-from opsbot.state.outbox import OutboxNotifier, Priority
+from opsbot.state.outbox import Priority
+from opsbot.state.outbox_notifier import OutboxNotifier
 
 if TYPE_CHECKING:  # aiohttp loads only when the web server is enabled
     from opsbot.web.server import WebServer

@@ -28,7 +28,8 @@ from opsbot.reach.executors import ExecResult, Executor
 from opsbot.reach.executors.local import LocalExecutor
 from opsbot.redact import Redactor
 from opsbot.state.audit import Audit
-from opsbot.state.outbox import Outbox, OutboxNotifier, Priority
+from opsbot.state.outbox import Outbox, Priority
+from opsbot.state.outbox_notifier import OutboxNotifier
 from opsbot.state.store import Store
 from opsbot.state.store.factory import open_store
 from opsbot.state.store.redacting import RedactingStore

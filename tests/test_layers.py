@@ -67,7 +67,6 @@ LONG: dict[str, str] = {
     "opsbot.reach.executors.ssh": "one idea: the SSH executor and its pooled connections",
     "opsbot.incidents.state": "one idea: the incident state machine, each change a swap",
     "opsbot.config": "one idea: the whole file (Settings), its loading and its errors",
-    "opsbot.state.outbox": "one idea: the outbox's entries and their rules, and its notifier",
 }
 
 

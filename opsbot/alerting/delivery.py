@@ -18,7 +18,8 @@ from opsbot.config import Settings
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
 from opsbot.render import Button, Reply
-from opsbot.state.outbox import OutboxNotifier, Priority
+from opsbot.state.outbox import Priority
+from opsbot.state.outbox_notifier import OutboxNotifier
 from opsbot.state.pace import WINDOW
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from opsbot.incidents.records import Incident, duration_text
 from opsbot.incidents.state import Incidents
 from opsbot.notify import Notifier
 from opsbot.render import Reply
-from opsbot.state.outbox import OutboxNotifier
+from opsbot.state.outbox_notifier import OutboxNotifier
 from opsbot.state.store import Store
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from opsbot.redact import Redactor
 from opsbot.render import Button, Document, Reply
 from opsbot.state.pace import WINDOW, ChatPace
 from opsbot.state.pace import Priority as Priority  # where callers import it from
@@ -440,76 +439,3 @@ def _follow(doc: JSONDoc) -> JSONDoc:
     else:
         follow["stamp"] = -1
     return follow
-
-
-class OutboxNotifier:
-    """The ``Notifier`` port over the outbox: returns refs, never waits on Telegram.
-
-    Everything is redacted before it is stored, so no secret is at rest in the outbox either.
-    """
-
-    def __init__(
-        self,
-        outbox: Outbox,
-        redactor: Redactor,
-        priority: Priority = Priority.reply,
-        *,
-        topics: Callable[[int, str], Awaitable[int | None]] | None = None,
-    ) -> None:
-        self.outbox = outbox
-        self.redactor = redactor
-        self.priority = priority
-        self.topics = topics
-
-    async def send(
-        self,
-        chat_id: int,
-        reply: Reply,
-        *,
-        thread_id: int | None = None,
-        ref: int | None = None,
-        reply_to: int | None = None,
-        once: bool = False,
-    ) -> int:
-        """Queue a message; ``ref`` (from ``Outbox.new_ref``) when the caller stored it first;
-        ``reply_to``: the Telegram message id of the command it answers; ``once``: see
-        ``Outbox.send``."""
-        reply = reply.redacted(self.redactor)
-        return await self.outbox.send(
-            chat_id, reply, thread_id=thread_id, priority=self.priority, ref=ref,
-            reply_to=reply_to, once=once,
-        )  # fmt: skip
-
-    async def edit(
-        self,
-        chat_id: int,
-        message_id: int,
-        reply: Reply,
-        *,
-        priority: Priority | None = None,
-        stamp: int | None = None,
-    ) -> None:
-        """Queue the message's newest text (at ``priority``, default this notifier's)."""
-        reply = reply.redacted(self.redactor)
-        if reply.document is not None:  # a message cannot become a document: send it anew
-            await self.send(chat_id, reply)
-            return
-        await self.outbox.edit(chat_id, message_id, replace(reply, request_id=None),
-                               priority=self.priority if priority is None else priority,
-                               stamp=stamp)  # fmt: skip
-
-    async def edit_message(self, chat_id: int, message_id: int, reply: Reply) -> None:
-        """Edit a message known by its Telegram id (the one a button was tapped on)."""
-        reply = reply.redacted(self.redactor)
-        await self.outbox.edit_message(chat_id, message_id, reply, priority=self.priority)
-
-    async def pin(self, chat_id: int, message_id: int) -> None:
-        await self.outbox.pin(chat_id, message_id, priority=self.priority)
-
-    async def create_topic(self, chat_id: int, name: str) -> int | None:
-        """Topics are made directly (the caller needs the thread id to post in it), within
-        the group's pace like everything else, as a reply (a person declared the incident)."""
-        if self.topics is None:
-            return None
-        await self.outbox.pace.wait(chat_id, Priority.reply)
-        return await self.topics(chat_id, name)

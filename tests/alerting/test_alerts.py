@@ -33,7 +33,8 @@ from opsbot.errors import UsageError
 from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.redact import Redactor
 from opsbot.services import Services
-from opsbot.state.outbox import Outbox, OutboxNotifier, Priority
+from opsbot.state.outbox import Outbox, Priority
+from opsbot.state.outbox_notifier import OutboxNotifier
 from opsbot.state.store.redis import RedisStore
 from opsbot.state.store.sqlite import SQLiteStore
 from opsbot.verbs.registry import Caller

@@ -26,7 +26,8 @@ from opsbot.alerting.intake import Intake
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.metrics import Metrics
 from opsbot.redact import Redactor
-from opsbot.state.outbox import Outbox, OutboxNotifier, Priority
+from opsbot.state.outbox import Outbox, Priority
+from opsbot.state.outbox_notifier import OutboxNotifier
 from opsbot.state.store.sqlite import SQLiteStore
 from opsbot.web.server import WebServer
 from tests.factories import (

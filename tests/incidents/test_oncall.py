@@ -28,7 +28,8 @@ from opsbot.incidents.oncall_verbs import oncall_verb
 from opsbot.incidents.state import Incidents
 from opsbot.redact import Redactor
 from opsbot.services import Services
-from opsbot.state.outbox import Outbox, OutboxNotifier, Priority
+from opsbot.state.outbox import Outbox, Priority
+from opsbot.state.outbox_notifier import OutboxNotifier
 from opsbot.state.store.sqlite import SQLiteStore
 from opsbot.verbs.registry import Caller
 from tests.factories import (
