@@ -134,45 +134,49 @@ class OutboxWorker:
         if self._task is None or self._stopping or chat in self._busy:
             return False
         self._busy.add(chat)
-        store, lease = self.outbox.store, f"outbox-chat:{chat}"
-        claimed = {**doc, "state": "claimed", "owner": self.owner,
-                   "lease_until": self.outbox.clock() + self.outbox.lease}  # fmt: skip
-        holder, version, scan = await asyncio.gather(
-            store.acquire(lease, self.owner, CHAT_LEASE),
-            store.put(NAMESPACE, key, claimed, ttl=MAX_AGE),
-            store.scan(NAMESPACE),
-            return_exceptions=True,
-        )
-        if isinstance(version, BaseException):  # not stored: nothing to deliver or give back
-            self._busy.discard(chat)
-            if holder is None:
-                await store.release(lease, self.owner)
-            raise version
-        entry = Entry.from_stored(key, Versioned(claimed, version))
-        go = holder is None and not isinstance(scan, BaseException) and not _ahead(entry, scan)
-        task = asyncio.create_task(self._send_express(entry, go, holder is None))
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._send_express(key, doc, stored))
         self._express.add(task)
         task.add_done_callback(self._express.discard)
+        await asyncio.shield(stored)  # a caller cancelled now leaves the task to finish it
         return True
 
-    async def _send_express(self, entry: Entry, go: bool, leased: bool) -> None:
-        chat = entry.chat
-        pace = self.outbox.pace
+    async def _send_express(self, key: str, doc: JSONDoc, stored: asyncio.Future[None]) -> None:
+        chat = int(doc["chat"])
+        outbox, lease, leased = self.outbox, f"outbox-chat:{chat}", False
+        claimed = {**doc, "state": "claimed", "owner": self.owner,
+                   "lease_until": outbox.clock() + outbox.lease}  # fmt: skip
         try:
+            holder, version, scan = await asyncio.gather(
+                outbox.store.acquire(lease, self.owner, CHAT_LEASE),
+                outbox.store.put(NAMESPACE, key, claimed, ttl=MAX_AGE),
+                outbox.store.scan(NAMESPACE),
+                return_exceptions=True,
+            )
+            leased = holder is None
+            if isinstance(version, BaseException):  # not stored: the caller gets the error
+                stored.set_exception(version)
+                return
+            stored.set_result(None)
+            entry = Entry.from_stored(key, Versioned(claimed, version))
+            go = leased and not isinstance(scan, BaseException) and not _ahead(entry, scan)
+            pace = outbox.pace
             if go and (chat > 0 or await pace.take(chat, pace.limit(entry.priority))):
                 await self._deliver(entry, None)  # settled like a pass's (retry, drop, done)
             else:
-                await self.outbox.unclaim(entry)  # pending again: a pass sends it in order
+                await outbox.unclaim(entry)  # pending again: a pass sends it in order
         except Exception:
             log.exception("outbox: express send in chat %s", chat)
         finally:
+            if not stored.done():
+                stored.cancel()
             self._busy.discard(chat)
             if leased:
                 with contextlib.suppress(Exception):
-                    await self.outbox.store.release(f"outbox-chat:{chat}", self.owner)
+                    await outbox.store.release(lease, self.owner)
             if self._skipped:
                 self._skipped = False
-                self.outbox.wakeup.set()
+                outbox.wakeup.set()
 
     async def _deliver_chat(self, chat: int, entries: list[Entry]) -> bool:
         moved = False

@@ -72,8 +72,10 @@ async def test_an_incident_from_declaration_to_post_mortem_across_a_restart(
         assert reply.text is not None and "INC-1" in reply.text
         topics = fake.topics(INCIDENTS.id)
         assert len(topics) == 1 and "INC-1" in next(iter(topics.values())).name
-        card = await fake.wait_for_message(INCIDENTS.id, lambda m: "INC-1" in (m.text or ""))
-        assert card.pinned and card.thread_id in topics
+        card = await fake.wait_for_message(  # pinned right after it is posted
+            INCIDENTS.id, lambda m: "INC-1" in (m.text or "") and m.pinned
+        )
+        assert card.thread_id in topics
         assert card.text is not None and "Targets: payments" in card.text
 
         # A restart approved during the incident lands on its timeline by itself.
