@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import yaml
 from opsbot.app import AnyApplication, build_application
 from opsbot.config import Settings, load_config
 from opsbot.services import Services
+from opsbot.state.store import Store
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage, User
 from tests.lab.sshd import SSHServer
 
@@ -38,6 +39,9 @@ PEOPLE = [
     {"id": VIC.id, "name": "vic", "role": "viewer"},
     {"id": OSCAR.id, "name": "oscar", "role": "operator"},
 ]
+
+#: Opens another store over the same data: a second replica (the ``open_store`` fixture).
+OpenStore = Callable[[], Store]
 
 
 def ssh_endpoint(server: SSHServer, **overrides: Any) -> dict[str, Any]:

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
-import pytest_asyncio
 from telegram import Bot
 from telegram.request import HTTPXRequest
 
@@ -22,10 +19,7 @@ from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.metrics import OUTBOX_OUTCOMES, Metrics
 from opsbot.render import Document, Reply
 from opsbot.state.outbox import FILES, Outbox, Priority
-from opsbot.state.store import Store
-from opsbot.state.store.redis import RedisStore
-from opsbot.state.store.sqlite import SQLiteStore
-from tests.factories import OPSBOT_TOKEN, OPSBOT_USERNAME
+from tests.factories import OPSBOT_TOKEN, OPSBOT_USERNAME, OpenStore
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 
 GROUP = -1002000000001
@@ -37,37 +31,6 @@ def fake() -> Iterator[FakeBotAPI]:
     with FakeBotAPI() as api:  # Telegram's limits on: 20 a minute per group, 30/s
         api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
         yield api
-
-
-OpenStore = Callable[[], Store]
-
-
-@pytest_asyncio.fixture(params=["sqlite", "redis"])
-async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
-    """Opens a store over the same data (a second replica)."""
-    prefix = f"outbox-{uuid.uuid4().hex}"
-    opened: list[Store] = []
-
-    def factory() -> Store:
-        if request.param == "sqlite":
-            opened.append(SQLiteStore(tmp_path / "state.sqlite3"))
-        else:
-            opened.append(RedisStore(request.getfixturevalue("redis_server").url, prefix))
-        return opened[-1]
-
-    yield factory
-    for store in opened:
-        await store.close()
-
-
-@pytest_asyncio.fixture
-async def bots(fake: FakeBotAPI) -> AsyncIterator[list[Bot]]:
-    """Two PTB clients of the fake (one per 'replica')."""
-    async with (
-        Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url) as one,
-        Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url) as two,
-    ):
-        yield [one, two]
 
 
 async def drain(outbox: Outbox, timeout: float = 20.0) -> None:

@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
-import pytest_asyncio
 from telegram import Bot
 
 from opsbot.handlers import outbox_worker
 from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.render import Reply
 from opsbot.state.outbox import NAMESPACE, Entry, Outbox, Priority
-from opsbot.state.store import Store
-from opsbot.state.store.redis import RedisStore
-from opsbot.state.store.sqlite import SQLiteStore
-from tests.factories import OPSBOT_TOKEN, OPSBOT_USERNAME
+from tests.factories import OPSBOT_TOKEN, OPSBOT_USERNAME, OpenStore
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 
 PRIVATE = 5_000_001
@@ -37,36 +31,6 @@ def fake() -> Iterator[FakeBotAPI]:
     with FakeBotAPI() as api:
         api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
         yield api
-
-
-OpenStore = Callable[[], Store]
-
-
-@pytest_asyncio.fixture(params=["sqlite", "redis"])
-async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
-    """Opens a store over the same data (a second replica)."""
-    prefix = f"express-{uuid.uuid4().hex}"
-    opened: list[Store] = []
-
-    def factory() -> Store:
-        if request.param == "sqlite":
-            opened.append(SQLiteStore(tmp_path / "state.sqlite3"))
-        else:
-            opened.append(RedisStore(request.getfixturevalue("redis_server").url, prefix))
-        return opened[-1]
-
-    yield factory
-    for store in opened:
-        await store.close()
-
-
-@pytest_asyncio.fixture
-async def bots(fake: FakeBotAPI) -> AsyncIterator[list[Bot]]:
-    async with (
-        Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url) as one,
-        Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url) as two,
-    ):
-        yield [one, two]
 
 
 async def settled(outbox: Outbox, fake: FakeBotAPI, chat: int, count: int) -> list[str]:
@@ -97,6 +61,8 @@ async def test_a_reply_is_sent_at_once_without_a_pass_once_with_its_message_id(
         for i in range(3):  # commands typed one after the other, each answered at once
             refs.append(await outbox.send(chat, Reply(f"reply {i}")))
             await settled_count(fake, chat, i + 1)
+            while worker._express:  # it records the message id: the chat is busy till then
+                await asyncio.sleep(0.01)
         assert await settled(outbox, fake, chat, 3) == ["reply 0", "reply 1", "reply 2"]
         assert worker.passes == passes, fake.dump_calls()  # each went alone: no scan, no wake
     finally:
@@ -124,23 +90,28 @@ async def test_a_replica_dying_after_the_express_write_is_recovered_without_a_do
     first, second = Outbox(open_store(), lease=0.5), Outbox(open_store(), lease=0.5)
     dying = OutboxWorker(first, bots[0], idle=60.0)
     dying.start()
-    frozen = asyncio.Event()  # never set: the replica stops before recording the message id
-    if dies == "after the call":
+    frozen = asyncio.Event()  # never set: the replica stops where it froze
+    if dies == "after the call":  # before it records the message id
 
         async def freeze(entry: Entry, message_id: int | None) -> None:
             await frozen.wait()
 
         monkeypatch.setattr(first, "delivered", freeze)
+    else:  # after the write, before the Bot API call
+
+        async def freeze_call(entry: Entry, deadline: object) -> None:
+            await frozen.wait()
+
+        monkeypatch.setattr(dying, "_deliver", freeze_call)
     try:
         await asyncio.sleep(0.1)
         ref = await first.send(GROUP, Reply("card v1"))
-        if dies == "before the call":
-            for task in list(dying._express):
-                task.cancel()  # not started yet: nothing after the write runs
-        else:
+        if dies == "after the call":
             await settled_count(fake, GROUP, 1)
-            for task in list(dying._express):
-                task.cancel()
+        else:
+            await asyncio.sleep(0.2)  # the express task reaches the frozen call
+        for task in list(dying._express):
+            task.cancel()
         [entry] = await second.pending()
         assert entry.state == "claimed"  # durable, and claimed by the replica that died
     finally:
