@@ -13,7 +13,7 @@ from opsbot.alerting.monitor import on_conflict
 from opsbot.config import Role
 from opsbot.render import Reply
 from opsbot.services import Services
-from opsbot.state.store import STORE_DOWN
+from opsbot.state.store import STORE_UNREACHABLE
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class ErrorReporter:
                 await self.services.alerts.ingest([on_conflict(context.bot.username)])
             return
         error_id = secrets.token_hex(4)
-        if isinstance(context.error, STORE_DOWN):
+        if isinstance(context.error, STORE_UNREACHABLE):  # not OSError: bugs raise it too
             # An outage, not a bug: one line; the store's own watchers log when it is back.
             log.error(
                 "error %s while handling an update: the store is unreachable (%s: %s)",

@@ -43,8 +43,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 JSONDoc = dict[str, Any]
 
 # What an unreachable store raises: an operational condition to log in one line and ride out,
-# not a bug to print a traceback for (redis-py's ConnectionError/TimeoutError, and OSError).
-STORE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# not a bug to print a traceback for. ``STORE_UNREACHABLE`` can only come from the store;
+# ``STORE_DOWN`` adds OSError, for code where nothing but a store call can raise it.
+STORE_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+STORE_DOWN = (*STORE_UNREACHABLE, OSError)
 
 
 @dataclass(frozen=True, slots=True)
