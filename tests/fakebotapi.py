@@ -312,6 +312,7 @@ _HTML_TAGS = {
 _TAG_RE = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)((?:\s[^<>]*)?)>")
 _ATTR_RE = re.compile(r"([A-Za-z][\w-]*)(?:\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s\"'=<>`]+))?")
 _HTML_ENTITY_RE = re.compile(r"&(#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z]+);")
+_PLAIN_RUN_RE = re.compile(r"[^<&]+")
 _NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
 _MDV2_RESERVED = frozenset("#+-={}.!")
 
@@ -373,9 +374,11 @@ def parse_html(text: str, *, strict_entities: bool = True) -> tuple[str, list[JS
             pos16 += _utf16_len(decoded)
             i = end
             continue
-        out.append(ch)
-        pos16 += _utf16_len(ch)
-        i += 1
+        run = _PLAIN_RUN_RE.match(text, i)  # up to the next tag or entity, in one step
+        assert run is not None
+        out.append(run[0])
+        pos16 += _utf16_len(run[0])
+        i = run.end()
     if stack:
         raise fail(f'Can\'t find end tag corresponding to start tag "{stack[-1][0]}"')
     entities.sort(key=lambda e: (e["offset"], -e["length"]))
