@@ -26,6 +26,8 @@ from types import TracebackType
 from typing import Any, TextIO
 
 MASK = "[REDACTED]"
+MEMO_SHORTEST = 64  # shorter texts are redacted afresh: hashing them saves nothing
+MEMO_SIZE = 256  # texts remembered as already redacted
 
 _SECRET_WORDS = (
     r"SECRET|TOKEN|PASSWORD|PASSWD|PASS|PWD|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY|CREDENTIALS?"
@@ -117,8 +119,23 @@ class Redactor:
         # Longest first, so a secret that contains another is hidden whole.
         unique = {s for s in literals if len(s) >= 4}
         self._literals = sorted(unique, key=len, reverse=True)
+        # Texts this redactor returned lately. A reply passes several choke points on its way
+        # out (the verb's dispatch, the notifier, the store): redaction is idempotent, so a
+        # text it produced is returned as it is instead of being scanned again.
+        self._clean: dict[str, None] = {}
 
     def redact(self, text: str) -> str:
+        if len(text) < MEMO_SHORTEST:
+            return self._redact(text)
+        if text in self._clean:
+            return text
+        text = self._redact(text)
+        if len(self._clean) >= MEMO_SIZE:
+            self._clean.clear()  # a bounded memo: cheaper to start over than to track age
+        self._clean[text] = None
+        return text
+
+    def _redact(self, text: str) -> str:
         for literal in self._literals:
             text = text.replace(literal, MASK)
         # Case-folded, so what IGNORECASE patterns match ("ſ" for "s", "K" for "k") shows too.

@@ -124,10 +124,12 @@ class OutboxWorker:
 
         Why: a pass costs a wake-up, a scan of the whole outbox, the chat lease and a claim,
         each a store round trip, before the call; a command's reply waited ~4 ms on that.
-        Here the entry write (durable before the call, claimed as a pass would), the chat
-        lease and a scan for anything queued ahead in the chat go to the store together. It
-        is sent only with the lease and nothing ahead (a group takes its pace slot first);
-        otherwise its claim is given back and the next pass delivers it in order. A replica
+        Here the entry is written claimed (durable before the call, as a pass would claim
+        it), then the outbox is scanned once: it is sent only when nothing in the chat goes
+        before it or is in flight (a group takes its pace slot first); otherwise its claim is
+        given back and the next pass delivers it in order. No chat lease is needed: a pass
+        that meets the claimed entry stops at it (the chat keeps its order), and of two
+        replicas writing at once each sees the other's claim and stands aside. A replica
         that dies in between leaves a claimed send, recovered like any other (never twice).
         Returns once the entry is stored, like a queued send: the call runs in a task."""
         chat = int(doc["chat"])
@@ -143,23 +145,21 @@ class OutboxWorker:
 
     async def _send_express(self, key: str, doc: JSONDoc, stored: asyncio.Future[None]) -> None:
         chat = int(doc["chat"])
-        outbox, lease, leased = self.outbox, f"outbox-chat:{chat}", False
+        outbox = self.outbox
         claimed = {**doc, "state": "claimed", "owner": self.owner,
                    "lease_until": outbox.clock() + outbox.lease}  # fmt: skip
         try:
-            holder, version, scan = await asyncio.gather(
-                outbox.store.acquire(lease, self.owner, CHAT_LEASE),
-                outbox.store.put(NAMESPACE, key, claimed, ttl=MAX_AGE),
-                outbox.store.scan(NAMESPACE),
-                return_exceptions=True,
-            )
-            leased = holder is None
-            if isinstance(version, BaseException):  # not stored: the caller gets the error
-                stored.set_exception(version)
+            try:
+                version = await outbox.store.put(NAMESPACE, key, claimed, ttl=MAX_AGE)
+            except Exception as exc:  # not stored: the caller gets the error
+                stored.set_exception(exc)
                 return
             stored.set_result(None)
             entry = Entry.from_stored(key, Versioned(claimed, version))
-            go = leased and not isinstance(scan, BaseException) and not _ahead(entry, scan)
+            try:  # after the write: a replica writing at the same time sees one or the other
+                go = not _ahead(entry, await outbox.store.scan(NAMESPACE), outbox.clock())
+            except Exception:
+                go = False  # the next pass decides
             pace = outbox.pace
             if go and (chat > 0 or await pace.take(chat, pace.limit(entry.priority))):
                 await self._deliver(entry, None)  # settled like a pass's (retry, drop, done)
@@ -171,9 +171,6 @@ class OutboxWorker:
             if not stored.done():
                 stored.cancel()
             self._busy.discard(chat)
-            if leased:
-                with contextlib.suppress(Exception):
-                    await outbox.store.release(lease, self.owner)
             if self._skipped:
                 self._skipped = False
                 outbox.wakeup.set()
@@ -290,13 +287,16 @@ class OutboxWorker:
         return message_id
 
 
-def _ahead(entry: Entry, scan: dict[str, Versioned]) -> bool:
-    """Whether the chat holds another entry that goes out before ``entry``."""
+def _ahead(entry: Entry, scan: dict[str, Versioned], now: float) -> bool:
+    """Whether the chat holds another entry that goes out before ``entry`` or is in flight
+    (claimed by a live worker: a chat has one call at a time)."""
     for key, stored in scan.items():
         d = stored.value
         if key == entry.key or d["chat"] != entry.chat or d["state"] == "done":
             continue
         if (d["priority"], d["seq"]) < (entry.priority, entry.seq):
+            return True
+        if d["state"] == "claimed" and d.get("lease_until", 0) > now:
             return True
     return False
 

@@ -90,6 +90,19 @@ def test_every_corpus_secret_is_hidden(secret: Secret) -> None:
     assert MASK in redacted
 
 
+def test_redaction_is_idempotent_and_remembers_only_what_it_returned() -> None:
+    """A reply passes several choke points; the redactor returns a text it produced as it is
+    (so it must be a fixed point), and a text holding a secret is never taken for one."""
+    redactor = Redactor([OPSBOT_BOT_TOKEN, WEB_TOKEN, HMAC_SECRET])
+    for secret in CORPUS:
+        padded = f"{secret.text}\n{'ordinary output line ' * 4}"  # long enough to be memoised
+        once = redactor.redact(padded)
+        assert Redactor([OPSBOT_BOT_TOKEN, WEB_TOKEN, HMAC_SECRET]).redact(once) == once
+        assert redactor.redact(once) == once
+        again = redactor.redact(padded)  # the original, with its secret, is scanned afresh
+        assert again == once and leaks(again) == []
+
+
 @pytest.mark.parametrize(
     "line",
     [
