@@ -30,8 +30,9 @@ from opsbot.services import Services
 def register(application: Application, services: Services) -> Gate:  # type: ignore[type-arg]
     gate = Gate(services)
     stepup = StepUpHandlers(gate)
-    handlers = CommandHandlers(gate, stepup)
-    application.add_handler(TypeHandler(Update, UpdateDedup(services)), group=-2)
+    dedup = UpdateDedup(services)
+    handlers = CommandHandlers(gate, stepup, dedup)
+    application.add_handler(TypeHandler(Update, dedup), group=-2)
     application.add_handler(TypeHandler(Update, gate), group=-1)
     application.add_handler(
         MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, handlers.on_command)

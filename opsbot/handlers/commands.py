@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
 
 from telegram import Bot, CallbackQuery, Update
@@ -17,6 +17,7 @@ from opsbot.actions import operations
 from opsbot.alerting.event import Severity
 from opsbot.alerting.records import Alert
 from opsbot.handlers.gate import Gate
+from opsbot.handlers.ingress import UpdateDedup
 from opsbot.handlers.stepup import StepUpHandlers
 from opsbot.render import Reply
 from opsbot.state.outbox import Outbox
@@ -34,10 +35,16 @@ TYPING_EVERY = 4.0
 
 
 class CommandHandlers:
-    def __init__(self, gate: Gate, stepup: StepUpHandlers | None = None) -> None:
+    def __init__(
+        self,
+        gate: Gate,
+        stepup: StepUpHandlers | None = None,
+        dedup: UpdateDedup | None = None,
+    ) -> None:
         self.gate = gate
         self.services = gate.services
         self.stepup = stepup
+        self.dedup = dedup
 
     def _caller(self, update: Update) -> Caller:
         person = self.gate.admitted(update)
@@ -57,12 +64,15 @@ class CommandHandlers:
         if verb == "start":
             verb = "help"
         thread = message.message_thread_id if message.is_topic_message else None
+        claim = self.dedup.claim_of(update) if self.dedup is not None else None
         notifier = self.services.notifier()
         progress = ProgressMessage(
-            notifier, message.chat_id, thread_id=thread, reply_to=message.message_id
-        )
+            notifier, message.chat_id, thread_id=thread, reply_to=message.message_id,
+            claim=claim,
+        )  # fmt: skip
         caller = replace(self._caller(update), progress=progress.update)
-        with self.services.audit.after_reply():  # the trail is written once the reply is queued
+        # The trail is written once the reply is queued.
+        with self.services.audit.after_reply() as trail:
             async with typing(context.bot, message.chat_id, thread):
                 try:
                     reply = await dispatch(self.services, caller, verb, args)
@@ -71,19 +81,32 @@ class CommandHandlers:
                     raise
                 ref = await progress.finish(reply)
                 if ref is None:
-                    await self._reply(message.chat_id, reply, thread, reply_to=message.message_id)
+                    await self._reply(
+                        message.chat_id, reply, thread, reply_to=message.message_id, claim=claim
+                    )
                 elif reply.request_id is not None:
                     await self.services.approvals.attach_message(reply.request_id, ref)
+            if claim is not None and not await claim:  # a copy answered elsewhere: no trail
+                trail.clear()
 
     async def _reply(
-        self, chat_id: int, reply: Reply, thread: int | None, *, reply_to: int | None = None
+        self,
+        chat_id: int,
+        reply: Reply,
+        thread: int | None,
+        *,
+        reply_to: int | None = None,
+        claim: Awaitable[bool] | None = None,
     ) -> None:
-        """Answer through the outbox; an approval card's ref is recorded before it is queued."""
+        """Answer through the outbox; an approval card's ref is recorded before it is queued.
+        ``claim``: the update's claim, still being made (the reply is sent only if it holds)."""
         ref = Outbox.new_ref()
         if reply.request_id is not None:
             await self.services.approvals.attach_message(reply.request_id, ref)
         notifier = self.services.notifier()
-        await notifier.send(chat_id, reply, thread_id=thread, ref=ref, reply_to=reply_to)
+        await notifier.send(
+            chat_id, reply, thread_id=thread, ref=ref, reply_to=reply_to, claim=claim
+        )
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A tap on one of our buttons: refresh in place (health) or post logs."""

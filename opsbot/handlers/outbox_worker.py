@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import warnings
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from telegram import Bot
@@ -24,7 +25,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 from opsbot.handlers.reply import keyboard, send_reply, to_html
 from opsbot.metrics import Metrics
 from opsbot.state.outbox import MAX_AGE, NAMESPACE, Entry, Outbox
-from opsbot.state.store import JSONDoc, Versioned
+from opsbot.state.store import ExpectScan, JSONDoc, Versioned, Write
 
 log = logging.getLogger(__name__)
 
@@ -118,48 +119,55 @@ class OutboxWorker:
         finally:
             self._busy.discard(chat)
 
-    async def express(self, key: str, doc: JSONDoc) -> bool:
+    async def express(self, key: str, doc: JSONDoc, claim: Awaitable[bool] | None = None) -> bool:
         """Store a reply already claimed by this worker and send it at once; False when it
         is not for here (the caller queues it as usual).
 
         Why: a pass costs a wake-up, a scan of the whole outbox, the chat lease and a claim,
         each a store round trip, before the call; a command's reply waited ~4 ms on that.
         Here the entry is written claimed (durable before the call, as a pass would claim
-        it), then the outbox is scanned once: it is sent only when nothing in the chat goes
-        before it or is in flight (a group takes its pace slot first); otherwise its claim is
-        given back and the next pass delivers it in order. No chat lease is needed: a pass
+        it), on condition that the outbox is still as last scanned (idle: one round trip),
+        else followed by a fresh scan: it is sent only when nothing in the chat goes before
+        it or is in flight (a group takes its pace slot first); otherwise its claim is given
+        back and the next pass delivers it in order. No chat lease is needed: a pass
         that meets the claimed entry stops at it (the chat keeps its order), and of two
         replicas writing at once each sees the other's claim and stands aside. A replica
         that dies in between leaves a claimed send, recovered like any other (never twice).
-        Returns once the entry is stored, like a queued send: the call runs in a task."""
+        Returns once the entry is stored, like a queued send: the call runs in a task.
+        ``claim`` (the answered update's, still being made) is awaited only before the call:
+        its store round trip overlaps the write; if it does not hold, the entry is withdrawn."""
         chat = int(doc["chat"])
         if self._task is None or self._stopping or chat in self._busy:
             return False
         self._busy.add(chat)
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._send_express(key, doc, stored))
+        task = asyncio.create_task(self._send_express(key, doc, stored, claim))
         self._express.add(task)
         task.add_done_callback(self._express.discard)
         await asyncio.shield(stored)  # a caller cancelled now leaves the task to finish it
         return True
 
-    async def _send_express(self, key: str, doc: JSONDoc, stored: asyncio.Future[None]) -> None:
+    async def _send_express(
+        self,
+        key: str,
+        doc: JSONDoc,
+        stored: asyncio.Future[None],
+        claim: Awaitable[bool] | None,
+    ) -> None:
         chat = int(doc["chat"])
         outbox = self.outbox
         claimed = {**doc, "state": "claimed", "owner": self.owner,
                    "lease_until": outbox.clock() + outbox.lease}  # fmt: skip
         try:
             try:
-                version = await outbox.store.put(NAMESPACE, key, claimed, ttl=MAX_AGE)
+                entry, go = await self._write_claimed(key, claimed)
             except Exception as exc:  # not stored: the caller gets the error
                 stored.set_exception(exc)
                 return
             stored.set_result(None)
-            entry = Entry.from_stored(key, Versioned(claimed, version))
-            try:  # after the write: a replica writing at the same time sees one or the other
-                go = not _ahead(entry, await outbox.store.scan(NAMESPACE), outbox.clock())
-            except Exception:
-                go = False  # the next pass decides
+            if claim is not None and not await claim:
+                await outbox.withdraw(entry)  # a copy of the update answered elsewhere
+                return
             pace = outbox.pace
             if go and (chat > 0 or await pace.take(chat, pace.limit(entry.priority))):
                 await self._deliver(entry, None)  # settled like a pass's (retry, drop, done)
@@ -174,6 +182,30 @@ class OutboxWorker:
             if self._skipped:
                 self._skipped = False
                 outbox.wakeup.set()
+
+    async def _write_claimed(self, key: str, claimed: JSONDoc) -> tuple[Entry, bool]:
+        """Store the claimed entry; with it, whether it may go now (nothing ahead in its
+        chat, nothing in flight there)."""
+        outbox, store = self.outbox, self.outbox.store
+        seen = outbox.seen
+        if seen is not None:
+            versions = {k: v.version for k, v in seen.items()}
+            entry = Entry.from_stored(key, Versioned(claimed, 0))
+            if not _ahead(entry, seen, outbox.clock()):
+                done = await store.commit([
+                    Write(NAMESPACE, key, claimed, "absent", MAX_AGE),
+                    ExpectScan(NAMESPACE, versions),
+                ])  # fmt: skip
+                if done is not None:  # the outbox was as seen: nothing else in the chat
+                    return Entry.from_stored(key, Versioned(claimed, done[0])), True
+        version = await store.put(NAMESPACE, key, claimed, ttl=MAX_AGE)
+        entry = Entry.from_stored(key, Versioned(claimed, version))
+        try:  # after the write: a replica writing at the same time sees one or the other
+            scan = await store.scan(NAMESPACE)
+        except Exception:
+            return entry, False  # the next pass decides
+        outbox.seen = {k: v for k, v in scan.items() if k != key}  # as it is once sent
+        return entry, not _ahead(entry, scan, outbox.clock())
 
     async def _deliver_chat(self, chat: int, entries: list[Entry]) -> bool:
         moved = False

@@ -82,13 +82,14 @@ class Audit:
         task.add_done_callback(self._pending.discard)
 
     @contextmanager
-    def after_reply(self) -> Iterator[None]:
+    def after_reply(self) -> Iterator[list[tuple[str, dict[str, Any]]]]:
         """Hold this task's ``record_soon`` entries until the block (the reply) is done, then
-        write them ``AFTER_REPLY`` seconds later (``flush`` still waits for them)."""
+        write them ``AFTER_REPLY`` seconds later (``flush`` still waits for them). The block
+        gets the held entries: cleared, they are not written."""
         held: list[tuple[str, dict[str, Any]]] = []
         token = _held.set(held)
         try:
-            yield
+            yield held
         finally:
             _held.reset(token)
             for event, fields in held:

@@ -55,7 +55,7 @@ REF_TTL = 30 * 86400.0
 MAX_AGE = 6 * 3600.0  # an entry not delivered by then is dropped
 MAX_BACKOFF = 5.0
 DONE_TTL = 5.0  # a delivered entry lingers this long (so a late claimer sees it is done)
-Express = Callable[[str, JSONDoc], Awaitable[bool]]  # OutboxWorker.express
+Express = Callable[[str, JSONDoc, Awaitable[bool] | None], Awaitable[bool]]  # OutboxWorker.express
 
 
 def reply_to_doc(reply: Reply) -> JSONDoc:
@@ -154,6 +154,9 @@ class Outbox:
         self.pace = ChatPace(store, group_per_minute, clock, window=window, namespace=PACE)
         self.wakeup = asyncio.Event()  # set on every enqueue: a local worker starts at once
         self.express: Express | None = None  # the local worker's fast path, while it runs
+        # The outbox as this replica's last scan found it (an idle worker rescans it every
+        # pass): an express reply is written on condition that it is still so.
+        self.seen: dict[str, Versioned] | None = None
 
     async def room(self, chat: int, cap: int | None = None) -> int:
         """How many more alert messages the chat takes now: the alert limit (or ``cap``)
@@ -189,12 +192,15 @@ class Outbox:
         ref: int | None = None,
         reply_to: int | None = None,
         once: bool = False,
+        claim: Awaitable[bool] | None = None,
     ) -> int:
         """Queue a new message; returns its ref (valid for ``edit``/``pin`` at once).
 
         ``reply_to`` threads it to the Telegram message it answers (sent anyway if that one
         is gone). ``once`` (with a ``ref`` derived from what it announces): nothing is queued
-        when that ref is queued or was sent already, so replicas may both try."""
+        when that ref is queued or was sent already, so replicas may both try. ``claim``:
+        the answered update's claim, still being made: nothing is sent unless it holds (an
+        express reply is written meanwhile and withdrawn if it does not)."""
         ref = ref or self.new_ref()
         if once and await self.store.get(REFS, str(ref)) is not None:
             return ref
@@ -208,8 +214,10 @@ class Outbox:
             doc["reply_to"] = reply_to
         express = self.express  # a reply, sent by this replica's worker right away
         plain = priority == Priority.reply and not once and "document" not in body
-        if express is not None and plain and await express(f"s{ref}", doc):
+        if express is not None and plain and await express(f"s{ref}", doc, claim):
             return ref
+        if claim is not None and not await claim:
+            return ref  # a copy of the update answered elsewhere: nothing to send
         # Woken twice: now, so that a local worker's scan queues right behind this write (the
         # embedded store runs them in order; its answer comes once the write is committed),
         # and once it is stored, in case that scan did not see it (Redis: another connection).
@@ -286,7 +294,8 @@ class Outbox:
 
     async def pending(self) -> list[Entry]:
         """Every entry waiting or in flight, in delivery order per chat."""
-        entries = [Entry.from_stored(k, v) for k, v in (await self.store.scan(NAMESPACE)).items()]
+        self.seen = scan = await self.store.scan(NAMESPACE)
+        entries = [Entry.from_stored(k, v) for k, v in scan.items()]
         live = [e for e in entries if e.state != "done"]
         return sorted(live, key=lambda e: (e.chat, e.priority, e.seq))
 
@@ -364,6 +373,10 @@ class Outbox:
         log.info("outbox: %s in chat %s retried in %.1f s: %s", entry.kind, entry.chat,
                  delay, reason)  # fmt: skip
         await self._settle(entry, {"attempts": attempts, "not_before": self.clock() + delay})
+
+    async def withdraw(self, entry: Entry) -> None:
+        """Remove a claimed send unsent (the command it answers was answered elsewhere)."""
+        await self.store.delete(NAMESPACE, entry.key)
 
     async def unclaim(self, entry: Entry) -> None:
         """Give a claim back untouched: the entry is pending again, for the next pass."""

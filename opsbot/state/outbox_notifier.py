@@ -41,14 +41,15 @@ class OutboxNotifier:
         ref: int | None = None,
         reply_to: int | None = None,
         once: bool = False,
+        claim: Awaitable[bool] | None = None,
     ) -> int:
         """Queue a message; ``ref`` (from ``Outbox.new_ref``) when the caller stored it first;
-        ``reply_to``: the Telegram message id of the command it answers; ``once``: see
-        ``Outbox.send``."""
+        ``reply_to``: the Telegram message id of the command it answers; ``once`` and
+        ``claim``: see ``Outbox.send``."""
         reply = reply.redacted(self.redactor)
         return await self.outbox.send(
             chat_id, reply, thread_id=thread_id, priority=self.priority, ref=ref,
-            reply_to=reply_to, once=once,
+            reply_to=reply_to, once=once, claim=claim,
         )  # fmt: skip
 
     async def edit(

@@ -259,8 +259,9 @@ register(
         "/audit [TARGET] [N] | /audit export",
         "who did what, newest first",
         audit,
+        reads_only=True,
     ),
-    Verb("help", Role.viewer, "/help", "what you may do here", help_),
+    Verb("help", Role.viewer, "/help", "what you may do here", help_, reads_only=True),
 )
 register_buttons(
     ButtonSpec("h", Role.viewer, "refresh health (all, or h:TARGET)", verb="health"),

@@ -54,6 +54,11 @@ class Verb:
     summary: str
     run: Handler
     destructive: bool = False
+    #: Reaches no target and changes nothing: it reads opsbot's own state and answers. Run
+    #: twice it would only answer twice, so it runs while its update_id is being claimed and
+    #: only its messages wait for the claim (opsbot/handlers/ingress.py). A verb that runs
+    #: anything on a target (even a health check) waits for the claim before it starts.
+    reads_only: bool = False
 
 
 #: Every verb by name, in the order /help and Telegram's command menu show them.

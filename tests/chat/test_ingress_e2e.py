@@ -125,6 +125,27 @@ async def test_a_redelivered_update_runs_once(
     assert metric(chat, "opsbot_updates_duplicate_total") == 3
 
 
+async def test_a_read_only_command_delivered_four_times_at_once_answers_once(
+    chat: ChatSession, fake: FakeBotAPI
+) -> None:
+    """/help runs while its claim is being made: every copy runs, one answers, one is audited
+    (a copy that loses the claim leaves nothing behind)."""
+    before = metric(chat, "opsbot_updates_duplicate_total")
+    sent = chat.send("/help")  # polled by opsbot, and three more copies right now
+    update = {"update_id": fake.bot(OPSBOT_TOKEN).next_update_id - 1, "message": sent}
+    await asyncio.gather(*(
+        chat.app.process_update(Update.de_json(dict(update), chat.app.bot)) for _ in range(3)
+    ))  # fmt: skip
+    reply = await fake.wait_for_message(OPS.id, after_message_id=sent["message_id"])
+    assert reply.text is not None and reply.text.startswith("You are alice")
+    await asyncio.sleep(0.5)
+    assert [m for m in chat.bot_messages() if m.message_id > reply.message_id] == []
+    await chat.services.audit.flush()
+    helps = [e for e in await chat.services.audit.entries(limit=50) if e.get("verb") == "help"]
+    assert len(helps) == 1
+    assert metric(chat, "opsbot_updates_duplicate_total") == before + 3
+
+
 async def test_an_unreachable_store_lets_the_update_through_with_one_warning(
     chat: ChatSession, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -133,7 +154,8 @@ async def test_an_unreachable_store_lets_the_update_through_with_one_warning(
     dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
     services = cast(Services, SimpleNamespace(store=dead, metrics=chat.services.metrics))
     sent = chat.send("/help")
-    update = Update.de_json({"update_id": 987654, "message": sent}, chat.app.bot)
+    message = {**sent, "text": "/health counter"}  # claimed before it runs (reaches a target)
+    update = Update.de_json({"update_id": 987654, "message": message}, chat.app.bot)
     try:
         with caplog.at_level(logging.WARNING, logger="opsbot.handlers.ingress"):
             await UpdateDedup(services)(update, cast(Any, None))  # no ApplicationHandlerStop

@@ -148,5 +148,6 @@ register(
         "/backups",
         "every target's newest backup, its age against the RPO, its size trend",
         backups_overview,
+        reads_only=True,
     ),
 )
