@@ -6,6 +6,11 @@ until the bot's reply is stored by the fake API, one message at a time, paced we
 rate limit, alternating bots so both see the same machine load. Reports medians and the ratio
 (target: opsbot ≤ 1.5× the echo bot) and appends a row to bench/RESULTS.md.
 
+``/help`` is the idle command, beside the echo bot's answer to "hello". ``/health`` on one local
+no-op target runs ``true`` as a subprocess, which alone costs about half an echo round trip on
+these machines, so it has its own anchor: a second echo bot (its own process, so that the
+first one never forks) running ``true`` the same way (asyncio) before it answers.
+
 opsbot runs on its default embedded store (SQLite), or with ``--store redis`` on a real
 redis-server started on loopback for the run (its rows go under their own section).
 
@@ -15,6 +20,7 @@ redis-server started on loopback for the run (its rows go under their own sectio
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import statistics
 import subprocess
@@ -38,23 +44,36 @@ from tests.fakebotapi import FakeBotAPI, User
 from tests.lab.redis import start_redis
 
 ECHO_TOKEN = "7000000009:AAechoBENCHtokenXXXXXXXXXXXXXXXXXXXX"
+SPAWNING_TOKEN = "7000000010:AAechoSPAWNtokenXXXXXXXXXXXXXXXXXXX"
 PERSON = User(ADMIN_ID, "Alice", "alice")
 HEADER = (
-    "| date | samples | echo bot | opsbot /help | ratio | opsbot /health (1 local) | machine |"
+    "| date | samples | echo bot | opsbot /help | ratio | echo bot + `true` "
+    "| opsbot /health (1 local) | ratio | machine |"
 )
+SECTION = "command_latency, /health beside a spawning echo"
 
 
-def echo_bot(api_url: str) -> None:
-    """The anchor: python-telegram-bot's echo example, on the fake Bot API."""
+def echo_bot(api_url: str, spawning: bool) -> None:
+    """The anchor: python-telegram-bot's echo example, on the fake Bot API; ``spawning``: it
+    runs ``true`` before each answer."""
     from telegram import Update
     from telegram.ext import ApplicationBuilder, ContextTypes, MessageHandler, filters
 
     async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         assert update.message is not None and update.message.text is not None
+        if spawning:  # the anchor of a check on a local no-op
+            spawned = await asyncio.create_subprocess_exec(
+                "true", stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            await spawned.communicate()
         await update.message.reply_text(update.message.text)
 
     application = (
-        ApplicationBuilder().token(ECHO_TOKEN).base_url(f"{api_url}/bot").build()
+        ApplicationBuilder()
+        .token(SPAWNING_TOKEN if spawning else ECHO_TOKEN)
+        .base_url(f"{api_url}/bot")
+        .build()
     )  # fmt: skip
     application.add_handler(MessageHandler(filters.TEXT, echo))
     application.run_polling(timeout=10)
@@ -68,8 +87,12 @@ def ask(fake: FakeBotAPI, token: str, text: str) -> float:
     return time.perf_counter() - started
 
 
-def measure(samples: int, folder: Path, store: str = "sqlite") -> tuple[float, float, float]:
-    """Median seconds: echo bot, opsbot /help, opsbot /health (opsbot on ``store``)."""
+Medians = tuple[float, float, float, float]
+
+
+def measure(samples: int, folder: Path, store: str = "sqlite") -> Medians:
+    """Median seconds: echo bot, opsbot /help, echo bot running ``true``, opsbot /health
+    (opsbot on ``store``)."""
     with contextlib.ExitStack() as stack:
         extra: dict[str, object] = {}
         if store == "redis":
@@ -78,14 +101,20 @@ def measure(samples: int, folder: Path, store: str = "sqlite") -> tuple[float, f
         return _measure(samples, folder, extra)
 
 
-def _measure(samples: int, folder: Path, extra: dict[str, object]) -> tuple[float, float, float]:
+def _measure(samples: int, folder: Path, extra: dict[str, object]) -> Medians:
     fake = start_fake()
     fake.add_bot(ECHO_TOKEN, "echo_bench_bot")
+    fake.add_bot(SPAWNING_TOKEN, "spawning_echo_bench_bot")
     echo_log = (folder / "echo.log").open("wb")
-    echo = subprocess.Popen(
-        [sys.executable, __file__, "--echo-bot", fake.url],
-        stdin=subprocess.DEVNULL, stdout=echo_log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    echoes = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--echo-bot", fake.url, *flag],
+            stdin=subprocess.DEVNULL,
+            stdout=echo_log,
+            stderr=subprocess.STDOUT,
+        )
+        for flag in ([], ["--spawning"])
+    ]
     config = base_config(
         fake, folder / "data",
         alerts={"monitor": {"enabled": False}},
@@ -96,27 +125,29 @@ def _measure(samples: int, folder: Path, extra: dict[str, object]) -> tuple[floa
     try:
         with OpsbotProcess(config, folder) as opsbot:
             wait_for_startup(fake, opsbot)
+            asks = (
+                ("echo", ECHO_TOKEN, "hello"), ("help", TOKEN, "/help"),
+                ("echo_true", SPAWNING_TOKEN, "/health"), ("health", TOKEN, "/health"),
+            )  # fmt: skip
             for _ in range(5):  # warm-up: both bots polling, first-use paths done
-                ask(fake, ECHO_TOKEN, "hello")
-                ask(fake, TOKEN, "/help")
-                ask(fake, TOKEN, "/health")
-            times: dict[str, list[float]] = {"echo": [], "help": [], "health": []}
+                for _key, token, text in asks:
+                    ask(fake, token, text)
+            times: dict[str, list[float]] = {key: [] for key, _, _ in asks}
             for _ in range(samples):
-                for key, token, text in (
-                    ("echo", ECHO_TOKEN, "hello"), ("help", TOKEN, "/help"),
-                    ("health", TOKEN, "/health"),
-                ):  # fmt: skip
+                for key, token, text in asks:
                     times[key].append(ask(fake, token, text))
                     time.sleep(0.05)  # idle: well below 30 messages a second
             opsbot.alive()
     finally:
-        echo.terminate()
-        echo.wait(timeout=20)
+        for echo in echoes:
+            echo.terminate()
+            echo.wait(timeout=20)
         echo_log.close()
         fake.stop()
     return (
         statistics.median(times["echo"]),
         statistics.median(times["help"]),
+        statistics.median(times["echo_true"]),
         statistics.median(times["health"]),
     )
 
@@ -127,20 +158,21 @@ def main() -> None:
     parser.add_argument("--store", choices=("sqlite", "redis"), default="sqlite")
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     parser.add_argument("--echo-bot", metavar="API_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--spawning", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_bot:
-        echo_bot(args.echo_bot)
+        echo_bot(args.echo_bot, args.spawning)
         return
     with tempfile.TemporaryDirectory(prefix="opsbot-latency-") as tmp:
-        echo, help_, health = measure(args.samples, Path(tmp), args.store)
+        echo, help_, echo_true, health = measure(args.samples, Path(tmp), args.store)
     row = (
         f"| {time.strftime('%Y-%m-%d %H:%M')} | {args.samples} | {echo * 1000:.1f} ms "
-        f"| {help_ * 1000:.1f} ms | {help_ / echo:.2f}× | {health * 1000:.1f} ms "
-        f"({health / echo:.2f}×) | {machine()} |"
+        f"| {help_ * 1000:.1f} ms | {help_ / echo:.2f}× | {echo_true * 1000:.1f} ms "
+        f"| {health * 1000:.1f} ms | {health / echo_true:.2f}× | {machine()} |"
     )
     print(HEADER)
     print(row)
-    section = "command_latency" + (" (redis store)" if args.store == "redis" else "")
+    section = SECTION + (" (redis store)" if args.store == "redis" else "")
     if not args.no_write:
         append_result(section, HEADER, row)
 
