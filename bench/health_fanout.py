@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import statistics
 import subprocess
@@ -347,6 +348,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--program", default=PROGRAM, help="what every contender runs")
     args = parser.parse_args(argv)
     globals()["PROGRAM"] = args.program
+    if args.anchors == "all":  # before minutes of rounds, not after them
+        missing = [m for m in ("pssh", "ansible") if importlib.util.find_spec(m) is None]
+        if missing:
+            parser.exit(2, f"anchors not installed ({', '.join(missing)}): "
+                           "pip install -e '.[bench]', or --anchors bare\n")  # fmt: skip
 
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="opsbot-fanout-") as name:

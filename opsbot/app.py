@@ -117,6 +117,7 @@ def build_application(settings: Settings, services: Services | None = None) -> A
         .rate_limiter(AIORateLimiter(group_max_rate=0, max_retries=2))
         .concurrent_updates(8)
         .get_updates_read_timeout(telegram.poll_timeout + 10)
+        .read_timeout(telegram.request_timeout)
         .post_init(post_init)
         .post_stop(post_stop)
         .post_shutdown(post_shutdown)

@@ -93,6 +93,11 @@ class TelegramSettings(_Model):
         default=True, description="Known people may use a private chat."
     )
     poll_timeout: Annotated[int, Field(ge=0, le=60)] = 30
+    request_timeout: Annotated[float, Field(gt=0, le=120)] = Field(
+        default=5.0,
+        description="Seconds a Bot API call may take to answer before it counts as failed "
+        "(then the outbox retries it; long polls and file uploads have their own).",
+    )
     group_messages_per_minute: Annotated[int, Field(ge=1, le=100_000)] = Field(
         default=20,
         description="New messages a minute opsbot sends to one group (Telegram allows about "

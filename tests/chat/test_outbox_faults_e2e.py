@@ -37,7 +37,8 @@ from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.redis import RedisServer
 
 TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"
-HANG = 6.0  # longer than PTB's 5 s read timeout: the call times out
+REQUEST_TIMEOUT = 2.0  # telegram.request_timeout here (5 s by default)
+HANG = REQUEST_TIMEOUT + 1.0  # never answered in time: the call times out
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,7 @@ def counter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def counter_config(fake: FakeBotAPI, data: Path, counter: Path, redis_url: str) -> dict[str, Any]:
     config = base_config(fake, data)
+    config["telegram"]["request_timeout"] = REQUEST_TIMEOUT
     config["store"] = {"backend": "redis", "redis_url": redis_url,
                        "prefix": f"faults-{uuid.uuid4().hex[:8]}"}  # fmt: skip
     config["targets"] = {
