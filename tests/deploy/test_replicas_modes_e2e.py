@@ -269,6 +269,27 @@ async def test_three_webhook_replicas_run_each_update_once(
         assert await asyncio.to_thread(fake.deliver_webhook, OPSBOT_TOKEN, hooks[2:])
         await until(lambda: lines(runs, "status") == 10, 20, "the tenth run")
 
+        # A read-only command runs while its update_id is being claimed: the same /help
+        # reaching all three replicas at once is answered once.
+        sent = fake.send_text(OPSBOT_TOKEN, OPS, ALICE, "/help")
+        (update,) = fake.pending_updates(OPSBOT_TOKEN)
+        headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        delivered, *copies = await asyncio.gather(
+            asyncio.to_thread(fake.deliver_webhook, OPSBOT_TOKEN, hooks[:1]),
+            *(asyncio.to_thread(httpx.post, hook, json=update, headers=headers, timeout=10)
+              for hook in hooks[1:]),
+        )  # fmt: skip
+        assert [status for _, _, status in delivered] == [200]
+        assert [copy.status_code for copy in copies] == [200, 200]
+        await fake.wait_for_message(OPS.id, after_message_id=sent["message_id"])
+        await asyncio.sleep(1.0)
+        answers = [
+            m.text or "" for m in fake.bot_messages(OPS.id)
+            if m.reply_to_message_id == sent["message_id"]
+        ]  # fmt: skip
+        assert len(answers) == 1 and answers[0].startswith("You are alice")
+        assert sum(r.metric("opsbot_updates_duplicate_total") for r in group) == 11
+
         # A restarted replica finds the webhook set as it wants it: no setWebhook again.
         set_calls = len(fake.calls_to("setWebhook"))
         group[0].proc.send_signal(signal.SIGTERM)
