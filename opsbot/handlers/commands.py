@@ -22,7 +22,7 @@ from opsbot.handlers.stepup import StepUpHandlers
 from opsbot.render import Reply
 from opsbot.state.outbox import Outbox
 from opsbot.verbs.progress import ProgressMessage
-from opsbot.verbs.registry import BUTTONS, Caller, dispatch
+from opsbot.verbs.registry import BUTTONS, Caller, command_verb, dispatch
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +59,17 @@ class CommandHandlers:
         message = update.message
         if message is None or not message.text:
             return
-        first, *args = message.text.split()
-        verb = first[1:].split("@", 1)[0].lower()
-        if verb == "start":
-            verb = "help"
+        verb, args = command_verb(message.text), message.text.split()[1:]
         thread = message.message_thread_id if message.is_topic_message else None
+        # A read-only command runs while its update is being claimed: it shows no progress,
+        # and its reply is sent only if the claim holds.
         claim = self.dedup.claim_of(update) if self.dedup is not None else None
         notifier = self.services.notifier()
         progress = ProgressMessage(
-            notifier, message.chat_id, thread_id=thread, reply_to=message.message_id,
-            claim=claim,
-        )  # fmt: skip
-        caller = replace(self._caller(update), progress=progress.update)
+            notifier, message.chat_id, thread_id=thread, reply_to=message.message_id
+        )
+        sink = progress.update if claim is None else None
+        caller = replace(self._caller(update), progress=sink)
         # The trail is written once the reply is queued.
         with self.services.audit.after_reply() as trail:
             async with typing(context.bot, message.chat_id, thread):

@@ -7,8 +7,8 @@ through. The claim is a lease (in Redis a plain key with an expiry, no index to 
 outlives Telegram's own 24 h retention of undelivered updates.
 
 A read-only command (``Verb.reads_only``: /help, /audit, /backups) does not wait for its
-claim: the claim is made while it runs, and its messages (the reply, a progress message) wait
-for it instead, so the store's round trip overlaps the command's own work. A copy that loses
+claim: the claim is made while it runs, and its reply waits for it instead (it shows no
+progress), so the store's round trip overlaps the command's own work. A copy that loses
 the claim answers nothing and leaves no audit entry.
 
 The trade-off, stated: an update whose replica dies after the claim and before its handler
@@ -29,7 +29,7 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from opsbot.services import Services
 from opsbot.state.store import STORE_DOWN
-from opsbot.verbs.registry import VERBS
+from opsbot.verbs.registry import VERBS, command_verb
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,5 @@ def _reads_only(update: Update) -> bool:
     text = message.text if message is not None else None
     if not text or not text.startswith("/"):
         return False
-    verb = text.split(maxsplit=1)[0][1:].split("@", 1)[0].lower()
-    spec = VERBS.get("help" if verb == "start" else verb)
+    spec = VERBS.get(command_verb(text))
     return spec is not None and spec.reads_only

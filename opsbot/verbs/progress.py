@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
 
 from opsbot.notify import Notifier
 from opsbot.render import Reply
@@ -33,7 +32,6 @@ class ProgressMessage:
         thread_id: int | None = None,
         reply_to: int | None = None,
         interval: float | None = None,
-        claim: Awaitable[bool] | None = None,
     ) -> None:
         self.notifier = notifier
         self.chat_id = chat_id
@@ -42,7 +40,6 @@ class ProgressMessage:
         # Edits count against Telegram's ~20 messages a minute per group: slower there.
         self.interval = interval if interval is not None else (1.0 if chat_id > 0 else 3.0)
         self.message_id: int | None = None
-        self.claim = claim  # the command's update_id claim: nothing is shown unless it holds
         self._latest: Reply | None = None
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
@@ -87,8 +84,6 @@ class ProgressMessage:
                 return  # finish() shows the final state; a late first message is not needed
             reply = self._latest
             assert reply is not None
-            if self.claim is not None and not await self.claim:
-                return  # another copy of this update is answered elsewhere
             try:
                 if self.message_id is None:
                     self.message_id = await self.notifier.send(

@@ -56,9 +56,15 @@ class Verb:
     destructive: bool = False
     #: Reaches no target and changes nothing: it reads opsbot's own state and answers. Run
     #: twice it would only answer twice, so it runs while its update_id is being claimed and
-    #: only its messages wait for the claim (opsbot/handlers/ingress.py). A verb that runs
-    #: anything on a target (even a health check) waits for the claim before it starts.
+    #: only its reply waits for the claim; it shows no progress (opsbot/handlers/ingress.py).
+    #: A verb that runs anything on a target (even a health check) waits for the claim first.
     reads_only: bool = False
+
+
+def command_verb(text: str) -> str:
+    """The verb a chat command names: "/Help@opsbot_bot args" is "help" (/start is /help)."""
+    verb = text.split(maxsplit=1)[0][1:].split("@", 1)[0].lower() if text.strip() else ""
+    return "help" if verb == "start" else verb
 
 
 #: Every verb by name, in the order /help and Telegram's command menu show them.
