@@ -21,15 +21,14 @@ RUN groupadd --gid 10001 opsbot \
     && chmod 0700 /home/opsbot/.ssh
 
 WORKDIR /app
-# 1. dependencies only: this layer is rebuilt when pyproject.toml changes, not the code
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
-# 2. the code
-COPY README.md ./
+# 1. dependencies only, the lock's exact versions with their hashes (requirements/runtime.txt, as
+#    the tests ran them): this layer is rebuilt when the lock changes, not the code
+COPY requirements/runtime.txt ./requirements/
+RUN pip install --require-hashes -r requirements/runtime.txt
+# 2. the code, built by the locked setuptools (nothing unpinned is fetched)
+COPY pyproject.toml README.md ./
 COPY opsbot ./opsbot
-RUN pip install --no-deps . && rm -rf build
+RUN pip install --no-deps --no-build-isolation . && rm -rf build
 
 COPY config/opsbot.example.yaml /etc/opsbot/opsbot.example.yaml
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command on a fresh Debian 12 machine:
-# system packages for the real-component lab, the package in editable mode, ruff, mypy, pytest.
+# system packages for the real-component lab, a .venv holding exactly the lock (requirements/dev.txt)
+# with the package in editable mode, then ruff, mypy, pytest.
 # Extra arguments go to pytest, e.g. `scripts/test.sh -k lab -x`.
 set -euo pipefail
 
@@ -59,27 +60,33 @@ if [[ "$(id -u)" -ne 0 ]]; then
     echo "warning: not root; the lab fixtures (sshd user, dockerd, postgres) will fail" >&2
 fi
 
-banner "python environment"
+banner "python environment: .venv from the lock (requirements/dev.txt)"
 PY="${PYTHON:-python3}"
 command -v "$PY" >/dev/null || die "$PY not found (apt-get install -y python3)"
-stdlib="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')"
-if [[ -f "$stdlib/EXTERNALLY-MANAGED" ]]; then
-    # Debian's own python refuses pip installs (PEP 668): use a project venv instead
-    if [[ ! -x .venv/bin/python ]]; then
-        if ! "$PY" -m venv .venv; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-                python3-venv python3-pip
-            rm -rf .venv
-            "$PY" -m venv .venv
-        fi
+lock=requirements/dev.txt
+[[ -f $lock ]] || die "$lock is missing (bash scripts/lock.sh writes it)"
+# the venv is made anew whenever the lock (or the python) changed: it holds exactly the lock
+want="$(sha256sum "$lock" | cut -d' ' -f1) $("$PY" -c 'import sys; print(sys.version.split()[0])')"
+if [[ ! -x .venv/bin/python || "$(cat .venv/.opsbot-dev-lock 2>/dev/null)" != "$want" ]]; then
+    rm -rf .venv
+    if ! "$PY" -m venv .venv; then
+        # Debian/Ubuntu ship venv's pip separately
+        [[ "$(id -u)" -eq 0 ]] || die "$PY -m venv failed: apt-get install -y python3-venv"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+            python3-venv python3-pip
+        rm -rf .venv
+        "$PY" -m venv .venv
     fi
-    PY="$PWD/.venv/bin/python"
+    .venv/bin/python -m pip --version >/dev/null 2>&1 || die "pip missing in .venv"
+    echo "installing $lock (exact versions, hashes checked)"
+    .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r "$lock"
+    echo "$want" > .venv/.opsbot-dev-lock
 fi
-"$PY" -m pip --version >/dev/null 2>&1 || die "pip missing for $PY (apt-get install -y python3-pip)"
+PY="$PWD/.venv/bin/python"
+# the project itself, editable, built by the locked setuptools (nothing unpinned is fetched)
+"$PY" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+"$PY" -m pip check
 echo "using $("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
-
-banner "pip install -e .[dev]"
-"$PY" -m pip install -q -e '.[dev]'
 
 banner "ruff check"
 "$PY" -m ruff check .
