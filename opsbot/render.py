@@ -20,6 +20,26 @@ class Button:
     data: str
 
 
+#: What a row of buttons may hold on a phone (360 px wide): three short labels, or fewer long
+#: ones. Telegram shrinks a crowded row's labels to "Decl…", which nobody can read at 3 a.m.
+ROW_BUTTONS = 3
+ROW_CHARS = 30
+
+
+def button_rows(buttons: tuple[Button, ...] | list[Button]) -> list[list[Button]]:
+    """The buttons in rows, in order: a row takes the next button while it holds fewer than
+    ``ROW_BUTTONS`` and their labels stay within ``ROW_CHARS`` characters."""
+    rows: list[list[Button]] = []
+    for button in buttons:
+        row = rows[-1] if rows else None
+        width = sum(len(b.label) for b in row) + len(button.label) if row else 0
+        if row is None or len(row) >= ROW_BUTTONS or width > ROW_CHARS:
+            rows.append([button])
+        else:
+            row.append(button)
+    return rows
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
     filename: str

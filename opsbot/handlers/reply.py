@@ -14,7 +14,7 @@ from telegram import (
 )
 from telegram.constants import ParseMode
 
-from opsbot.render import Reply
+from opsbot.render import Reply, button_rows
 
 
 def to_html(reply: Reply) -> str:
@@ -27,8 +27,12 @@ def to_html(reply: Reply) -> str:
 def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     if not reply.buttons:
         return None
-    row = [InlineKeyboardButton(b.label, callback_data=b.data) for b in reply.buttons]
-    return InlineKeyboardMarkup([row])
+    return InlineKeyboardMarkup(
+        [
+            [InlineKeyboardButton(b.label, callback_data=b.data) for b in row]
+            for row in button_rows(reply.buttons)
+        ]
+    )
 
 
 async def send_reply(
