@@ -23,8 +23,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "opsbot.__main__", "opsbot.cli", "opsbot.runner", "opsbot.app", "opsbot.console",
         "opsbot.preflight", "opsbot.catalog",
     ),
-    # the faces: Telegram handlers and the web server
-    ("opsbot.handlers", "opsbot.web"),
+    # the faces: Telegram handlers and the web server; onboarding (import, discover), a wing
+    # beside them that only the command line imports and that stands on config/ and below
+    ("opsbot.handlers", "opsbot.web", "opsbot.onboarding"),
     # each wing's verbs, registering into the registry below
     (
         "opsbot.verbs.core", "opsbot.actions.verbs", "opsbot.actions.backups.verbs",
