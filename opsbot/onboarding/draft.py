@@ -327,4 +327,5 @@ def yaml() -> YAML:
     out = YAML()
     out.indent(mapping=2, sequence=4, offset=2)
     out.width = 4096  # an argv stays on one line
+    out.preserve_quotes = True  # a hand-quoted value stays quoted
     return out

@@ -31,8 +31,11 @@ def merge(existing: str, draft: Draft, where: str = "config") -> tuple[str, list
     """The file's text with what is new in the draft added, and the ``section.name``s added."""
     try:
         document = yaml().load(existing) if existing.strip() else CommentedMap()
-    except YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    except YAMLError as exc:  # one line: where and what, not ruamel's multi-line picture
+        mark = getattr(exc, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}{line}: not valid YAML: {problem}") from None
     if document is None:
         document = CommentedMap()
     if not isinstance(document, CommentedMap):
