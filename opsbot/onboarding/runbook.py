@@ -5,7 +5,8 @@ recognised (``recognise``); then the sightings become targets. One thing documen
 ways (compose, plain docker, Kubernetes) is one target, drafted as the way the runbook shows
 first, the others as comments; something only looked at (``ps``, ``status``, ``describe``) is no
 target of its own. Checks and backups join the target they name (Redis to redis, a dump to
-postgres, ``getMe`` to the bot) or the runbook's main target. Bad input (missing, binary, not
+postgres, ``getMe`` to the bot), else the target a command just before it in the same block
+operates, else the runbook's main target. Bad input (missing, binary, not
 Markdown, no commands) is one problem line each, and the rest is still drafted.
 """
 
@@ -50,7 +51,9 @@ class _Reading:
     """What the files said, before it becomes a draft."""
 
     things: dict[tuple[str, str], _Seen] = field(default_factory=dict)
-    attached: list[tuple[Sighting, str]] = field(default_factory=list)  # checks, backups, notes
+    # checks, backups, notes: with the target a command just before in the same block named
+    attached: list[tuple[Sighting, str, str]] = field(default_factory=list)
+    in_block: str = ""
     destructive: list[tuple[str, str]] = field(default_factory=list)
     unknown: list[tuple[str, str]] = field(default_factory=list)
 
@@ -101,6 +104,7 @@ def _read_commands(path: Path, text: str, reading: _Reading, draft: Draft) -> No
     for command in found:
         if command.line > last_line + 1:
             cwd = None  # a new block: an earlier cd no longer holds
+            reading.in_block = ""
         last_line = command.line + command.text.count("\n")
         source = f"{path.name}:{command.line}"
         for words in simple_commands(command.text):
@@ -127,8 +131,9 @@ def _take(sighting: Sighting, source: str, command: Command, reading: _Reading) 
             seen.sources.append(source)
         seen.notes += [n for n in sighting.notes if n not in seen.notes]
         seen.operated = seen.operated or sighting.what == "target"
+        reading.in_block = _base(sighting.name)
     elif sighting.what in ("check", "backup", "note", "log"):
-        reading.attached.append((sighting, source))
+        reading.attached.append((sighting, source, reading.in_block))
     elif sighting.what == "destructive":
         reading.destructive.append((source, text))
     elif sighting.what == "unknown" and (source, text) not in reading.unknown:
@@ -205,8 +210,10 @@ def _describe(seen: _Seen) -> str:
 
 def _attach(reading: _Reading, draft: Draft, weight: Counter[str]) -> None:
     """Checks, backups, notes and log files onto the target each belongs to."""
-    for sighting, source in reading.attached:
+    for sighting, source, in_block in reading.attached:
         target = _home(sighting.near, draft, weight)
+        if not sighting.near and in_block in draft.targets:
+            target = draft.targets[in_block]  # the check right after `restart bot` is bot's
         if target is None:
             if sighting.what != "check":
                 draft.unrecognised(source, "no target to attach this to: " + _summary(sighting))
