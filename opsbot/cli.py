@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "import":
-        from opsbot.onboarding.command import run_import
+        from opsbot.onboarding.importing import run_import
 
         return run_import(args.runbooks, as_json=args.json, merge_into=args.merge, yes=args.yes)
     if args.command == "schema":
