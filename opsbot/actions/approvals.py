@@ -1,7 +1,9 @@
 """Two-person approval of destructive actions, as a state machine over the store.
 
-A request is a document in the store (namespace ``requests``) under an opaque short id; the
-buttons on its card carry only that id. Every decision is a compare-and-set on the document's
+A request is a document in the store (namespace ``requests``) under a short random id that a
+person can read off a phone and type (``/approve qnvmm7``): six characters of Crockford's
+base32 without the look-alikes 0, O, 1, I and L, matched case-insensitively; the buttons on
+its card carry only that id. Every decision is a compare-and-set on the document's
 version, so however many admins tap Approve at once, on however many replicas, exactly one
 tap moves it from ``pending`` to ``approved``, and only that tap's handler runs the action.
 """
@@ -31,6 +33,28 @@ class Rules(Protocol):
 
 NAMESPACE = "requests"
 KEEP_AFTER_EXPIRY = 7 * 86400.0  # decided requests stay readable for a week
+#: Crockford's base32 (no I, L, O, U) without 0 and 1 either: nothing to misread or mistype.
+ID_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
+ID_LENGTH = 6  # 30**6 = 729 million ids; a collision is retried by the create-if-absent
+
+
+def new_id() -> str:
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+
+
+def canonical_id(typed: str) -> str:
+    """The id as stored: what a person typed, in capitals (``qnvmm7`` is ``QNVMM7``)."""
+    return typed.strip().upper()
+
+
+def moment(ts: float, now: float | None = None) -> str:
+    """A time as a person wants it: "21:41 UTC" today, "5 Dec 21:41 UTC" on another day."""
+    today = time.gmtime(time.time() if now is None else now)
+    then = time.gmtime(ts)
+    if then[:3] == today[:3]:
+        return time.strftime("%H:%M UTC", then)
+    year = " %Y" if then.tm_year != today.tm_year else ""
+    return time.strftime(f"%-d %b{year} %H:%M UTC", then)
 
 
 class Status(StrEnum):
@@ -140,7 +164,7 @@ class Approvals:
         )
         while True:
             request = Request(
-                id=secrets.token_urlsafe(6),
+                id=new_id(),
                 action=action,
                 target=target,
                 args=args,
@@ -157,8 +181,20 @@ class Approvals:
                 return request
 
     async def get(self, request_id: str) -> Request | None:
-        stored = await self.store.get(NAMESPACE, request_id)
+        """The request with this id, however it was typed (None when there is none)."""
+        key = await self.key_of(request_id)
+        stored = await self.store.get(NAMESPACE, key) if key is not None else None
         return Request.from_doc(stored.value) if stored else None
+
+    async def key_of(self, request_id: str) -> str | None:
+        """The stored id ``request_id`` names: its capitals, or (a request filed before ids
+        were case-insensitive, still on an old card) exactly as given; None when neither."""
+        key = canonical_id(request_id)
+        if await self.store.get(NAMESPACE, key) is not None:
+            return key
+        if key != request_id and await self.store.get(NAMESPACE, request_id) is not None:
+            return request_id
+        return None
 
     async def attach_message(self, request_id: str, message_id: int) -> None:
         await self._update(request_id, lambda r: replace(r, message_id=message_id))
@@ -217,11 +253,12 @@ class Approvals:
         self, request_id: str, person: Person, approve: bool, now: float | None = None
     ) -> Decision:
         """Record one tap; compare-and-set so concurrent taps resolve to one outcome."""
+        request_id = await self.key_of(request_id) or canonical_id(request_id)
         for _ in range(1000):
             now = time.time() if now is None else now
             stored = await self.store.get(NAMESPACE, request_id)
             if stored is None:
-                return Decision(None, "This request no longer exists.")
+                return Decision(None, f"no request {request_id[:16]}")
             request = Request.from_doc(stored.value)
             refusal = self._refusal(request, person, now, approve)
             if refusal is not None:
@@ -257,9 +294,11 @@ class Approvals:
             by = request.approvals[-1].name if request.approvals else None
             if request.status is Status.denied and request.denied_by:
                 by = request.denied_by.name
+            if request.status is Status.expired:
+                return f"{request.id} expired at {moment(request.expires, now)}."
             return f"Already {request.status.value}" + (f" by {by}." if by else ".")
         if now > request.expires:
-            return "This request has expired."
+            return f"{request.id} expired at {moment(request.expires, now)}."
         if not approve and person.id == request.requester.id:
             return None  # requesters may always cancel their own request
         if person.role is not Role.admin:

@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from opsbot.actions.cards import proof
 from opsbot.actions.versions import Version, ago, previous_good, record_healthy
 from opsbot.config import (
     CommandTarget,
@@ -131,16 +132,16 @@ async def plan_restart(name: str, target: Target, runtime: CheckRuntime, store: 
     del store  # a restart does not change versions
     timeout = _command_timeout(target)
     if target.actions.restart is not None:
-        return _argv_plan("restart", name, target, [target.actions.restart], "actions.restart")
+        return _argv_plan("restart", name, target, [target.actions.restart], "its restart")
     match target:
         case ContainerTarget():
             cname = container_name(name, target)
             status = await _existing(name, target, runtime)
+            step = f"Docker API restart of container {cname}"
             return Plan(
-                "restart", name, target.endpoint,
-                (f"Docker API: restart container {cname} on {target.endpoint}",),
+                "restart", name, target.endpoint, (step,),
                 from_version=_version_of(status).label(), to_version=None,
-                note=f"container {cname} is {_state_of(status)}",
+                note=f"restart {name} on {target.endpoint}: {step} (now {_state_of(status)})",
                 operation="docker-restart", container=cname, command_timeout=timeout,
             )  # fmt: skip
         case ComposeTarget():
@@ -178,7 +179,7 @@ async def plan_rollback(
             )
         return await _k8s_revision_rollback(name, target, runtime, revision)
     if target.actions.rollback is not None:
-        return _argv_plan("rollback", name, target, [target.actions.rollback], "actions.rollback")
+        return _argv_plan("rollback", name, target, [target.actions.rollback], "its rollback")
     match target:
         case ContainerTarget():
             return await _container_rollback(name, target, runtime, store)
@@ -272,12 +273,15 @@ async def _container_rollback(
 def _argv_plan(
     action: str, name: str, target: Target, commands: list[list[str]], what: str
 ) -> Plan:
+    """A plan of commands; its note says it as a person would: "restart quizbot on vps-1:
+    pm2 restart quizbot" (one command, shown once), or what the several commands do."""
     container = container_name(name, target) if isinstance(target, ContainerTarget) else None
     where = f"in container {container}: " if container else ""
+    steps = tuple(where + shlex.join(argv) for argv in commands)
+    note = f"{action} {name} on {target.endpoint}: " + (steps[0] if len(steps) == 1 else what)
     return Plan(
-        action, name, target.endpoint,
-        tuple(where + shlex.join(argv) for argv in commands),
-        from_version=None, to_version=None, note=f"{action} via {what} on {target.endpoint}",
+        action, name, target.endpoint, steps,
+        from_version=None, to_version=None, note=note,
         operation="argv", commands=tuple(tuple(argv) for argv in commands),
         container=container, command_timeout=_command_timeout(target),
     )  # fmt: skip
@@ -365,7 +369,7 @@ async def execute(
                 "\n".join(output), last_logs=await _last_logs(name, target, runtime),
                 health=health,
             )  # fmt: skip
-        await say(f"waiting for healthy… {now - verify_started:.0f} s ({health.summary})")
+        await say(f"waiting for healthy… ({health.summary})")  # the card adds the clock
         await asyncio.sleep(min(POLL_INTERVAL, max(0.0, deadline - now)))
     duration = time.monotonic() - started
     if store is not None:
@@ -373,9 +377,8 @@ async def execute(
             await observe_version(name, target, runtime, store)
         except OpsbotError as exc:
             log.warning("%s: healthy, but its version was not recorded: %s", name, exc)
-    return ActionResult(
-        True, f"healthy after {_secs(duration)} s", duration, "\n".join(output), health=health
-    )
+    summary = f"healthy after {_secs(duration)} s" + proof(health)
+    return ActionResult(True, summary, duration, "\n".join(output), health=health)
 
 
 async def _run_plan(plan: Plan, runtime: CheckRuntime, output: list[str]) -> str | None:
@@ -387,7 +390,7 @@ async def _run_plan(plan: Plan, runtime: CheckRuntime, output: list[str]) -> str
                 began = time.monotonic()
                 engine = runtime.docker(plan.endpoint)
                 await engine.restart_container(plan.container)
-                output.append(f"{plan.steps[0]}: done in {time.monotonic() - began:.1f} s")
+                output.append(f"container {plan.container} restarted in {_took(began)}")
             case "docker-recreate":
                 assert plan.container is not None and plan.image is not None
                 engine = runtime.docker(plan.endpoint)
@@ -405,7 +408,7 @@ async def _run_plan(plan: Plan, runtime: CheckRuntime, output: list[str]) -> str
                     )
                 began = time.monotonic()
                 await engine.recreate_with_image(plan.container, plan.image)
-                output.append(f"{plan.steps[0]}: done in {time.monotonic() - began:.1f} s")
+                output.append(f"container {plan.container} recreated in {_took(began)}")
             case "argv":
                 executor: Executor
                 if plan.container is not None:
@@ -420,13 +423,15 @@ async def _run_plan(plan: Plan, runtime: CheckRuntime, output: list[str]) -> str
                         if result.timed_out
                         else f"exit {result.exit_status}"
                     )
+                    # One command: the card shows it already; several: say which printed what.
+                    header = f"$ {shown}\n" if len(plan.commands) > 1 else ""
                     output.append(
-                        f"$ {shown}\n{result.stdout}{result.stderr}"
-                        f"[{ended}, {result.duration:.1f} s]"
+                        f"{header}{result.stdout}{result.stderr}[{ended}, {result.duration:.1f} s]"
                     )
                     if not result.ok:
                         why = _first_line(result.stderr) or _first_line(result.stdout)
-                        return f"{plan.action} command failed ({ended}): {shown}" + (
+                        which = f": {shown}" if len(plan.commands) > 1 else ""
+                        return f"{plan.action} command failed ({ended}){which}" + (
                             f": {why}" if why else ""
                         )
     except OpsbotError as exc:
@@ -482,6 +487,10 @@ class _Reporter:
 def _first_line(text: str) -> str:
     lines = text.strip().splitlines()
     return lines[0][:200] if lines else ""
+
+
+def _took(began: float) -> str:
+    return f"{time.monotonic() - began:.1f} s"
 
 
 def _secs(seconds: float) -> str:

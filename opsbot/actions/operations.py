@@ -23,6 +23,7 @@ from opsbot.actions import kinds as actions
 from opsbot.actions.approvals import Request, Status
 from opsbot.actions.backups import methods as backup_methods
 from opsbot.actions.backups import records as backups
+from opsbot.actions.cards import card, elapsed, next_steps, took
 from opsbot.config import Backup, ContainerTarget, Person, Target
 from opsbot.errors import OpsbotError, UsageError
 from opsbot.notify import Notifier, ProgressSink
@@ -69,7 +70,8 @@ async def plan(
         if not target.backups:
             raise UsageError(f"{name} has no backups configured")
         steps = tuple(f"{spec.type}: {backups.source_of(spec)}" for spec in target.backups)
-        return steps, f"{len(steps)} backup(s), verified and checksummed", {}
+        count = f"{len(steps)} backups" if len(steps) > 1 else "1 backup"
+        return steps, f"back up {name}: {count}, verified and checksummed", {}
     if action == "restore":
         record = await _find_backup(services, name, args)
         spec = _spec_for(target, record.kind)
@@ -97,51 +99,6 @@ def _spec_for(target: Target, kind: str) -> Backup:
         if spec.type == kind:
             return spec
     raise UsageError(f"the target no longer has a {kind} backup configured")
-
-
-# --------------------------------------------------------------------------- cards
-
-
-def card(request: Request, progress: str = "") -> Reply:
-    """The approval card: what will run, who asked, and where it stands."""
-    head = {
-        Status.pending: "⚠️",
-        Status.approved: "🔄",
-        Status.denied: "🚫",
-        Status.expired: "⌛",
-        Status.done: "✅",
-        Status.failed: "❌",
-    }[request.status]
-    title = f"{head} {request.action} {request.target}"
-    if request.status is Status.pending:
-        title += " — approval needed"
-    elif request.status is Status.approved:
-        title += " — running"
-    else:
-        title += f" — {request.status.value}"
-    lines = [title, f"requested by {request.requester.name} · id {request.id}"]
-    if request.note:
-        lines.append(request.note)
-    if request.status is Status.pending:
-        expires = time.strftime("%H:%M UTC", time.gmtime(request.expires))
-        lines.append(f"expires {expires}")
-    if request.approvals:
-        lines.append("approved by " + ", ".join(a.name for a in request.approvals))
-    if request.denied_by is not None:
-        lines.append(f"{request.status.value} by {request.denied_by.name}")
-    if progress:
-        lines.append(progress)
-    if request.result:
-        lines.append(request.result)
-    buttons: tuple[Button, ...] = ()
-    if request.status is Status.pending:
-        buttons = (Button("✅ Approve", f"a:{request.id}"), Button("✖️ Deny", f"d:{request.id}"))
-    return Reply(
-        text="\n".join(lines),
-        block="\n".join(request.steps),
-        buttons=buttons,
-        request_id=request.id if buttons else None,
-    )
 
 
 # --------------------------------------------------------------------------- requesting
@@ -176,7 +133,7 @@ async def request(
     )
     await services.audit.record(
         "requested", who=person.name, user=person.id, chat=chat_id, target=name,
-        action=action, request=filed.id, steps=list(steps),
+        action=action, request=filed.id, args=_args(services, args), steps=list(steps),
     )  # fmt: skip
     if approvals.needs_approval(action):
         return card(filed)
@@ -186,9 +143,63 @@ async def request(
         return Reply(text="This request was already handled.")
     began = time.monotonic()
     outcome = await perform(services, claimed, None, sink=progress)
-    done = await approvals.get(filed.id)
-    reply = card(done or claimed, f"took {elapsed(time.monotonic() - began)}")
-    return _with_output(reply, name, outcome)
+    done = await approvals.get(filed.id) or claimed
+    shown = card(done, took(done, time.monotonic() - began), offered(services, done))
+    return _with_output(shown, name, outcome)
+
+
+def _args(services: Services, args: tuple[str, ...]) -> list[str]:
+    """An action's arguments for the audit trail: redacted, each cut short."""
+    return [services.redactor.redact(a)[:64] for a in args]
+
+
+def offered(services: Services, done: Request) -> tuple[Button, ...]:
+    """The next-step buttons a failed card offers (none on any other card)."""
+    return next_steps(services.settings, done, incidents=services.incidents is not None)
+
+
+async def retry(
+    services: Services,
+    person: Person,
+    request_id: str,
+    *,
+    chat_id: int | None,
+    thread_id: int | None = None,
+    progress: ProgressSink | None = None,
+) -> Reply:
+    """File a failed (or expired) request again: the same action, target and arguments,
+    planned anew and through the same approval policy, requested by ``person``."""
+    old = await services.approvals.get(request_id)
+    if old is None:
+        raise UsageError(f"no request {request_id.upper()[:16]}")
+    if old.status not in (Status.failed, Status.expired):
+        raise UsageError(f"{old.id} is {old.status.value}: only a failed or expired one retries")
+    target = services.settings.targets.get(old.target)
+    if target is None:
+        raise UsageError(f"{old.target} is no longer configured")
+    return await request(
+        services, person, old.action, old.target, target, old.args,
+        chat_id=chat_id, thread_id=thread_id, progress=progress,
+    )  # fmt: skip
+
+
+async def declare_from(services: Services, person: Person, request_id: str) -> str:
+    """Declare incident on a failed card: P2, titled after what failed, its target
+    involved; the answer is the tap's toast."""
+    incidents = services.incidents
+    failed = await services.approvals.get(request_id)
+    if incidents is None:
+        return "Incidents are not available."
+    if failed is None:
+        return f"no request {request_id.upper()[:16]}"
+    title = f"{failed.target}: {failed.action} failed"
+    targets = [failed.target] if failed.target in services.settings.targets else []
+    declared = await incidents.declare("P2", title, targets, person)
+    await services.audit.record(
+        "incident", who=person.name, user=person.id, incident=declared.id,
+        request=failed.id, target=failed.target, args=["P2", title],
+    )  # fmt: skip
+    return f"{declared.id} declared (P2): /incident severity {declared.id} P1 to raise it."
 
 
 def _files(outcome: Outcome) -> list[Document]:
@@ -201,11 +212,15 @@ def _with_output(reply: Reply, name: str, outcome: Outcome) -> Reply:
         return Reply(
             text=reply.text,
             block=reply.block,
+            buttons=reply.buttons,
             document=Document(f"{name}-{stamp}.log", outcome.output.encode()),
         )
-    block = (reply.block + "\n\n" + outcome.output).strip()
+    block = outcome.output.strip() or reply.block  # what ran is in the note or the output
     files = _files(outcome)
-    return Reply(text=reply.text, block=block, document=files[0] if files else None)
+    return Reply(
+        text=reply.text, block=block, buttons=reply.buttons,
+        document=files[0] if files else None,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- deciding
@@ -230,7 +245,7 @@ async def decide(
         await services.audit.record(
             "approved" if approve else "denied", who=person.name, user=person.id,
             target=filed.target, action=filed.action, request=filed.id,
-            status=filed.status.value,
+            args=_args(services, filed.args), status=filed.status.value,
         )  # fmt: skip
         await _show(notifier, filed, "starting…" if decision.execute else "")
     elif filed is not None:
@@ -247,23 +262,23 @@ async def decide(
     return decision.message, run
 
 
-async def _show(notifier: Notifier | None, filed: Request, progress: str = "") -> None:
+async def _show(
+    notifier: Notifier | None,
+    filed: Request,
+    progress: str = "",
+    next_steps: tuple[Button, ...] = (),
+) -> None:
     """Queue the card's new state; a failure to queue it never stops the action."""
     if notifier is not None and filed.chat_id is not None and filed.message_id is not None:
         try:
-            await notifier.edit(filed.chat_id, filed.message_id, card(filed, progress))
+            shown = card(filed, progress, next_steps)
+            await notifier.edit(filed.chat_id, filed.message_id, shown)
         except Exception:
             log.exception("could not update the card of request %s", filed.id)
 
 
 #: A run's progress shows from this many seconds on (then every 2 s, or 3 s in a group).
 PROGRESS_AFTER = 1.0
-
-
-def elapsed(seconds: float) -> str:
-    """12.4 → '12 s'; 125 → '2 min 5 s'."""
-    whole = int(seconds)
-    return f"{whole // 60} min {whole % 60} s" if whole >= 60 else f"{whole} s"
 
 
 class _Progress:
@@ -446,10 +461,11 @@ async def _report(
     outcome: Outcome,
     duration: float | None = None,
 ) -> None:
-    took = f"took {elapsed(duration)}" if duration is not None else ""
-    reply = _with_output(card(done, took), done.target, outcome)
+    final = card(done, took(done, duration), offered(services, done))
+    reply = _with_output(final, done.target, outcome)
     if done.chat_id is not None and done.message_id is not None:
-        await notifier.edit(done.chat_id, done.message_id, Reply(reply.text, reply.block))
+        shown = Reply(reply.text, reply.block, buttons=reply.buttons)
+        await notifier.edit(done.chat_id, done.message_id, shown)
         documents = [reply.document] if reply.document else []
         documents += _files(outcome)
         for document in documents:
@@ -569,7 +585,7 @@ async def _settle_unrun(
     done = await services.approvals.finish(request.id, False, reason)
     if done is not None:
         log.warning("request %s: %s", done.id, reason)
-        await _show(notifier, done)
+        await _show(notifier, done, next_steps=offered(services, done))
 
 
 async def _abandoned(services: Services, notifier: Notifier, request: Request) -> None:

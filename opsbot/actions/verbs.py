@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 
 from opsbot.actions import operations
-from opsbot.actions.approvals import Status
+from opsbot.actions.approvals import Request, Status
+from opsbot.actions.cards import DECLARE, RETRY, ROLLBACK, card
 from opsbot.config import K8sTarget, Role, Target
 from opsbot.errors import OpsbotError, UsageError
 from opsbot.reach.targets import k8s_revisions
@@ -17,6 +18,7 @@ from opsbot.verbs.registry import (
     ButtonSpec,
     Caller,
     Verb,
+    audited,
     parse_target,
     register,
     register_buttons,
@@ -27,10 +29,12 @@ async def _destructive(action: str, services: Services, caller: Caller, args: li
     if len(args) != 1:
         raise UsageError(f"usage: /{action} TARGET")
     name, target = parse_target(services, args[0])
-    return await operations.request(
+    filed = await operations.request(
         services, caller.person, action, name, target, (),
         chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
     )  # fmt: skip
+    audited()  # its "requested" entry, with the arguments, is the command's
+    return filed
 
 
 async def restart(services: Services, caller: Caller, args: list[str]) -> Reply:
@@ -55,10 +59,12 @@ async def rollback(services: Services, caller: Caller, args: list[str]) -> Reply
             f"usage: /rollback TARGET [list | REVISION]; a revision is a number, not "
             f"{args[1][:20]!r}"
         )
-    return await operations.request(
+    filed = await operations.request(
         services, caller.person, "rollback", name, target, (args[1],),
         chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
     )  # fmt: skip
+    audited()
+    return filed
 
 
 async def _revisions(services: Services, name: str, target: Target) -> Reply:
@@ -99,27 +105,60 @@ async def deny(services: Services, caller: Caller, args: list[str]) -> Reply:
 
 
 async def _decide(services: Services, caller: Caller, args: list[str], approve: bool) -> Reply:
+    """The typed decision; its answer is said before the action's result (the card's edits),
+    so the chat reads in the order things happened."""
     verb = "approve" if approve else "deny"
     if len(args) != 1 or not re.match(r"^[A-Za-z0-9_-]{1,64}$", args[0]):
-        raise UsageError(f"usage: /{verb} ID (the id on the request's card)")
-    request_id = args[0]
-    before = await services.approvals.get(request_id)
-    if approve and before is not None and services.approvals.needs_step_up(before):
+        raise UsageError(f"usage: /{verb} ID (the id on the request's card, any case)")
+    before = await services.approvals.get(args[0])
+    if before is None:
+        raise UsageError(f"no request {args[0].upper()[:16]}")
+    if approve and services.approvals.needs_step_up(before):
         raise UsageError(
             "this request needs a TOTP step-up: tap Approve on its card, "
             "then send your code to opsbot in private"
         )
     notifier = services.console_notifier or services.notifier()
-    toast, runner = await operations.decide(services, caller.person, request_id, approve, notifier)
-    if runner is not None:
-        await runner()  # the card is edited with progress and the result as it runs
-    filed = await services.approvals.get(request_id)
+    toast, runner = await operations.decide(services, caller.person, before.id, approve, notifier)
+    audited()  # decide wrote the decision (or the refusal), with the request's arguments
+    filed = await services.approvals.get(before.id)
     if filed is None or filed == before or filed.status is Status.expired:
         raise UsageError(toast)  # refused: not an admin, own request, expired, already done
-    if filed.chat_id is not None and filed.message_id is not None:
-        return Reply(text=toast)  # the card itself, edited in place, shows the rest
-    shown = operations.card(filed)
-    return Reply(text=f"{toast}\n{shown.text}", block=shown.block)
+    if runner is None:
+        return _answer(toast, filed, caller.chat_id)
+    if caller.chat_id is not None and services.console_notifier is None:
+        # Said now, where it was typed (threaded to the card when that is here too): queued
+        # ahead of every edit the run makes, so "Approved: running." comes first.
+        ref = filed.message_id if filed.chat_id == caller.chat_id else None
+        reply_to = await services.outbox.message_id(ref) if ref is not None else None
+        said = _answer(toast, filed, caller.chat_id)
+        await notifier.send(caller.chat_id, said, thread_id=caller.thread_id, reply_to=reply_to)
+        toast = ""
+    await runner()  # the card is edited with progress and the result as it runs
+    done = await services.approvals.get(before.id) or filed
+    icon = "✅" if done.status is Status.done else "❌"
+    result = f"{icon} {done.action} {done.target}: {done.result or done.status.value}"
+    return _answer(f"{toast}\n{result}" if toast else result, done, caller.chat_id)
+
+
+def _answer(text: str, filed: Request, where: int | None) -> Reply:
+    """``text``, with the card itself unless that is posted where this is said."""
+    if filed.message_id is not None and filed.chat_id is not None and filed.chat_id == where:
+        return Reply(text=text)  # the card itself, edited in place, shows the rest
+    shown = card(filed)
+    return Reply(text=f"{text}\n{shown.text}", block=shown.block)
+
+
+async def retry(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/retry ID: a failed card's Retry, typed: the same request filed again."""
+    if len(args) != 1 or not re.match(r"^[A-Za-z0-9_-]{1,64}$", args[0]):
+        raise UsageError("usage: /retry ID (the id on a failed request's card)")
+    filed = await operations.retry(
+        services, caller.person, args[0], chat_id=caller.chat_id, thread_id=caller.thread_id,
+        progress=caller.progress,
+    )  # fmt: skip
+    audited()
+    return filed
 
 
 register(
@@ -141,8 +180,15 @@ register(
     ),
     Verb("approve", Role.operator, "/approve ID", "approve a request (as a button)", approve),
     Verb("deny", Role.operator, "/deny ID", "deny a request; your own: cancel it", deny),
-)
+    Verb(
+        "retry", Role.operator, "/retry ID", "file a failed request again (same approval)",
+        retry, destructive=True,
+    ),
+)  # fmt: skip
 register_buttons(
     ButtonSpec("a", Role.admin, "approve a request (a:ID)", destructive=True),
     ButtonSpec("d", Role.operator, "deny, or cancel one's own request (d:ID)"),
+    ButtonSpec(RETRY, Role.operator, "a failed request, filed again (rt:ID)", True, "retry"),
+    ButtonSpec(ROLLBACK, Role.operator, "roll a target back (rb:TARGET)", True, "rollback"),
+    ButtonSpec(DECLARE, Role.operator, "declare an incident from a failed request (ri:ID)"),
 )

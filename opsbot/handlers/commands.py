@@ -14,6 +14,7 @@ from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from opsbot.actions import operations
+from opsbot.actions.cards import DECLARE
 from opsbot.alerting.event import Severity
 from opsbot.alerting.records import Alert
 from opsbot.handlers.gate import Gate
@@ -126,6 +127,10 @@ class CommandHandlers:
             return
         if key in ("a", "d"):
             await self._decide(update, context, arg, approve=key == "a")
+            return
+        if key == DECLARE:  # Declare incident, on a failed action's card
+            toast = await operations.declare_from(self.services, caller.person, arg)
+            await _answer(query, toast[:200])
             return
         if key.startswith("a"):  # al, ar, as, ak, ai: the buttons on an alert
             await self._alert_button(update, context, key, arg)

@@ -14,6 +14,7 @@ from telegram import Update
 from telegram.ext import ContextTypes
 
 from opsbot.actions import operations
+from opsbot.actions.cards import card
 from opsbot.actions.stepup import StepUp, enrolled
 from opsbot.config import Person
 from opsbot.handlers.gate import Gate
@@ -62,7 +63,7 @@ class StepUpHandlers:
         if request is not None and request.chat_id is not None and request.message_id:
             waiting = f"🔐 waiting for {person.name}'s TOTP code ({timeout:.0f} s, in private)"
             await notifier.edit(
-                request.chat_id, request.message_id, operations.card(request, waiting)
+                request.chat_id, request.message_id, card(request, waiting)
             )
         await notifier.send(
             person.id, Reply(text=f"🔐 Send me your TOTP code within {timeout:.0f} s to run it.")
@@ -96,6 +97,5 @@ class StepUpHandlers:
     async def _fail(self, context: ContextTypes.DEFAULT_TYPE, request_id: str, why: str) -> None:
         done = await self.services.approvals.finish(request_id, False, why)
         if done is not None and done.chat_id is not None and done.message_id:
-            await self.services.notifier().edit(
-                done.chat_id, done.message_id, operations.card(done, why)
-            )
+            shown = card(done, next_steps=operations.offered(self.services, done))
+            await self.services.notifier().edit(done.chat_id, done.message_id, shown)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from opsbot.config import Person, Role, Target
@@ -149,6 +150,15 @@ def register_buttons(*specs: ButtonSpec) -> None:
 
 # --------------------------------------------------------------------------- dispatch
 
+#: Set by a verb that wrote its own audit entry of this command (a request filed, a decision
+#: recorded, with its arguments): dispatch then writes no second, generic one.
+_audited: ContextVar[bool] = ContextVar("opsbot_verb_audited", default=False)
+
+
+def audited() -> None:
+    """Called by a verb whose own audit entry stands for this command."""
+    _audited.set(True)
+
 
 async def dispatch(services: Services, caller: Caller, verb_name: str, args: list[str]) -> Reply:
     """Authorize, run and audit one command; the reply is redacted before it leaves."""
@@ -170,12 +180,18 @@ async def dispatch_outcome(
         reply, outcome = Reply(text=f"/{verb_name} needs the {verb.role.value} role"), "refused"
     else:
         started = time.monotonic()
+        own = _audited.set(False)
         try:
             reply = await verb.run(services, caller, args)
             outcome = "ok"
         except UsageError as exc:
             reply, outcome = Reply(text=f"⚠️ {exc}"), "usage"
+        finally:
+            by_verb = _audited.get()
+            _audited.reset(own)
         services.metrics.commands_total.labels(verb=verb_name, outcome=outcome).inc()
+        if by_verb:  # its own entry (a request filed, a decision) stands for the command
+            return reply.redacted(services.redactor), outcome
         named = args[0].lower() if args else ""
         services.audit.record_soon(  # after the reply, never in its way
             "command",

@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import subprocess
 import tarfile
 import time
@@ -248,6 +249,13 @@ async def test_plans_show_the_exact_argv_of_each_kind(
         return planned.steps
 
     assert await restart_steps("unit") == ("systemctl --user restart quizbot.service",)
+    # The card's line: the action, the target, where, and the argv itself, once.
+    pm = await plan_restart("pm", targets["pm"], services, store)
+    assert pm.note == "restart pm on local: pm2 restart quizbot"
+    kube_plan = await plan_restart("kube", targets["kube"], services, store)
+    assert kube_plan.note == (
+        "restart kube on local: a rolling restart of deployment quizbot in bots"
+    )
     assert await restart_steps("pm") == ("pm2 restart quizbot",)
     assert await restart_steps("comp") == ("docker compose -f /srv/quiz/compose.yaml restart bot",)
     kube = ("kubectl --context prod -n bots",) * 2
@@ -284,7 +292,11 @@ async def test_restart_a_container_and_verify_it_healthy(
     target = settings.targets["web"]
     before = await services.docker("lab-docker").container_status(WEB)
     planned = await plan_restart("web", target, services, store)
-    assert planned.steps == (f"Docker API: restart container {WEB} on lab-docker",)
+    assert planned.steps == (f"Docker API restart of container {WEB}",)
+    # Said once, as a person would: what, where, how (and the container's state now).
+    assert planned.note == (
+        f"restart web on lab-docker: Docker API restart of container {WEB} (now running)"
+    ), planned.note
     assert planned.from_version is not None and planned.from_version.startswith(
         f"{docker_lab.image_v1} (sha256:"
     )
@@ -293,9 +305,13 @@ async def test_restart_a_container_and_verify_it_healthy(
     result = await execute(planned, "web", target, services, store=store, progress=progress)
 
     assert result.ok, result
-    assert result.summary.startswith("healthy after "), result.summary
+    # It names the check that proved it, not a second clock.
+    assert re.fullmatch(
+        r"healthy after \d+(\.\d)? s \(http /health → 200(; 1 more check OK)?\)", result.summary
+    ), result.summary
     assert result.last_logs is None
     assert progress.seen[0] == "restarting…"
+    assert result.output == f"container {WEB} restarted in {result.output.split()[-2]} s"
     after = await services.docker("lab-docker").container_status(WEB)
     assert after.running
     assert after.started_at is not None and before.started_at is not None
@@ -398,6 +414,8 @@ async def test_restart_a_process_over_ssh_that_outlives_the_channel(
     assert result.ok, result
     assert result.summary.startswith("healthy after ")
     assert "started app as pid" in result.output
+    assert "$ sh" not in result.output  # one command: the card shows its argv already
+    assert "(status → app running as pid " in result.summary, result.summary
     new_pid = int((app_dir / "app.pid").read_text())
     assert new_pid != old_pid
     assert not process_alive(old_pid)
@@ -421,5 +439,6 @@ async def test_a_restart_that_leaves_the_target_down_reports_its_logs(
     assert "broken: no pid file" in result.summary
     assert result.last_logs is not None and "FATAL: broken: config invalid" in result.last_logs
     assert "started broken" in result.output
-    assert any(p.startswith("waiting for healthy… ") for p in progress.seen)
+    waiting = [p for p in progress.seen if p.startswith("waiting for healthy… ")]
+    assert waiting and all(p.startswith("waiting for healthy… (") for p in waiting), waiting
     assert 2 <= took < 6

@@ -166,6 +166,23 @@ async def chat(
             "verify_deadline": 20,
             "actions": {"status": [script, "status"], "restart": [script, "restart"]},
         },
+        # Its restart fails: a failed card with every next step (it has logs and a rollback)
+        "flaky": {
+            "kind": "command",
+            "endpoint": "lab-ssh",
+            "log_file": str(process_dir / "flaky.log"),
+            "actions": {
+                "status": [script, "status"],
+                "restart": ["false"],
+                "rollback": [script, "status"],
+            },
+        },
+        # Likewise, with neither logs nor a rollback to offer
+        "bare": {
+            "kind": "command",
+            "endpoint": "lab-ssh",
+            "actions": {"status": [script, "status"], "restart": ["false"]},
+        },
         "db": {
             "kind": "command",
             "endpoint": "lab-ssh",
@@ -269,6 +286,68 @@ async def test_ssh_process_restart_self_approval_refused(
     assert (process_dir / "proc.pid").read_text() != pid_before
 
 
+async def test_a_card_reads_like_a_person_wrote_it(chat: ChatSession, process_dir: Path) -> None:
+    """What runs, said once; one clock while it runs; the check that proved it at the end."""
+    argv = f"{process_dir / 'proc.sh'} restart"
+    card = await chat.ask("/restart proc", user=OSCAR)
+    assert card.text is not None and f"restart proc on lab-ssh: {argv}\n" in card.text
+    assert card.text.count(argv) == 1 and "via" not in card.text, card.text
+    request_id = card.text.split("id ")[1].split()[0]
+    done = await tap_and_wait(chat, card, f"a:{request_id}", BOB, "restart proc — done")
+    assert done.text is not None and done.text.count(argv) == 1, done.text
+    proved = re.search(r"healthy after \d+(\.\d)? s \(status → running \d+\)", done.text)
+    assert proved, done.text
+    assert "took" not in done.text  # "healthy after" says how long it took
+    for shown in filter(None, done.history):
+        for line in shown.splitlines():
+            assert len(re.findall(r"\b\d+ s\b", line)) <= 1, shown  # one clock a line
+    assert not done.reply_markup or not done.reply_markup.get("inline_keyboard")
+
+
+def labels(message: FakeMessage) -> list[list[str]]:
+    rows = (message.reply_markup or {}).get("inline_keyboard", [])
+    return [[button["text"] for button in row] for row in rows]
+
+
+def button_data(message: FakeMessage) -> dict[str, str]:
+    rows = (message.reply_markup or {}).get("inline_keyboard", [])
+    return {button["text"]: button["callback_data"] for row in rows for button in row}
+
+
+async def test_a_failed_card_offers_the_next_steps_that_exist(chat: ChatSession) -> None:
+    card = await chat.ask("/restart flaky", user=OSCAR)
+    request_id = (card.text or "").split("id ")[1].split()[0]
+    failed = await tap_and_wait(chat, card, f"a:{request_id}", BOB, "restart flaky — failed")
+    assert failed.text is not None and "restart command failed (exit 1)" in failed.text
+    assert labels(failed) == [["📜 Logs", "🔁 Retry", "⏪ Rollback"], ["🚨 Declare incident"]]
+    data = button_data(failed)
+    assert data["📜 Logs"] == "l:flaky" and data["⏪ Rollback"] == "rb:flaky"
+
+    # Retry files the same request again, through the same approval policy.
+    chat.tap(failed, data["🔁 Retry"], user=OSCAR)
+    again = await chat.fake.wait_for_message(
+        OPS.id, lambda m: "restart flaky — approval needed" in (m.text or ""),
+        after_message_id=failed.message_id, timeout=20,
+    )  # fmt: skip
+    assert again.text is not None and "requested by oscar" in again.text
+    assert f"id {request_id}" not in again.text and again.reply_to_message_id == card.message_id
+    assert labels(again) == [["✅ Approve", "✖️ Deny"]]
+
+    # Declare incident: an incident about what failed, its target involved.
+    declared = chat.tap(failed, data["🚨 Declare incident"], user=OSCAR)
+    assert re.fullmatch(r"INC-\d+ declared \(P2\).*", await wait_toast(chat, declared))
+    incident = await chat.fake.wait_for_message(
+        INCIDENTS.id, lambda m: "flaky: restart failed" in (m.text or ""), timeout=20
+    )
+    assert incident.text is not None and "flaky" in incident.text
+
+    # Only the steps that exist for the target: no logs, no rollback here.
+    bare = await chat.ask("/restart bare", user=OSCAR)
+    bare_id = (bare.text or "").split("id ")[1].split()[0]
+    failed = await tap_and_wait(chat, bare, f"a:{bare_id}", BOB, "restart bare — failed")
+    assert labels(failed) == [["🔁 Retry", "🚨 Declare incident"]]
+
+
 async def test_typed_approve_and_deny_work_where_buttons_do_not(
     chat: ChatSession, process_dir: Path
 ) -> None:
@@ -282,8 +361,12 @@ async def test_typed_approve_and_deny_work_where_buttons_do_not(
     viewer = await chat.ask(f"/approve {request_id}", user=VIC)
     assert viewer.text is not None and "needs the operator role" in viewer.text
     assert (process_dir / "proc.pid").read_text() == pid_before
-    approved = await chat.ask(f"/approve {request_id}", user=BOB, timeout=40)
-    assert approved.text is not None and "Approved: running." in approved.text
+    since = len(chat.fake.calls)
+    typed = chat.send(f"/approve {request_id.lower()}", user=BOB)  # any case will do
+    result = await chat.fake.wait_for_message(
+        OPS.id, lambda m: "✅ restart proc: healthy after" in (m.text or ""),
+        after_message_id=typed["message_id"], timeout=40,
+    )  # fmt: skip
     done = await chat.fake.wait_for_message(
         OPS.id,
         lambda m: m.message_id == card.message_id and "restart proc — done" in (m.text or ""),
@@ -291,6 +374,26 @@ async def test_typed_approve_and_deny_work_where_buttons_do_not(
     )
     assert done.text is not None and "approved by bob" in done.text
     assert (process_dir / "proc.pid").read_text() != pid_before
+    # In the order things happened: "Approved: running." (threaded to the card), then the
+    # card's result, then the answer to /approve with the result.
+    approved = next(
+        m for m in chat.bot_messages()
+        if m.message_id > typed["message_id"] and m.text == "Approved: running."
+    )  # fmt: skip
+    assert approved.reply_to_message_id == card.message_id
+    calls = [c for c in chat.fake.calls[since:] if c.params.get("chat_id") == OPS.id]
+
+    def first(method: str, found: Any) -> int:
+        return next(i for i, c in enumerate(calls) if c.method == method and found(c.params))
+
+    said = first("sendMessage", lambda p: p.get("text") == "Approved: running.")
+    finished = first(
+        "editMessageText",
+        lambda p: p.get("message_id") == card.message_id and "— done" in str(p.get("text")),
+    )
+    answered = first("sendMessage", lambda p: "✅ restart proc: healthy" in str(p.get("text")))
+    assert said < finished < answered, (said, finished, answered)
+    assert result.reply_to_message_id == typed["message_id"]
 
     second = await chat.ask("/restart proc", user=OSCAR)
     second_id = (second.text or "").split("id ")[1].split()[0]
@@ -301,6 +404,8 @@ async def test_typed_approve_and_deny_work_where_buttons_do_not(
     )
     bad = await chat.ask("/approve ../../etc", user=BOB)
     assert bad.text is not None and "usage: /approve ID" in bad.text
+    unknown = await chat.ask("/approve abc234", user=BOB)
+    assert unknown.text is not None and "no request ABC234" in unknown.text
 
 
 async def test_expired_and_denied_requests_never_run(chat: ChatSession, process_dir: Path) -> None:
@@ -322,7 +427,11 @@ async def test_expired_and_denied_requests_never_run(chat: ChatSession, process_
     late = chat.fake.tap_button(
         OPSBOT_TOKEN, OPS, ALICE, expiring.message_id, f"a:{request_id}", strict=False
     )
-    assert "expired" in await wait_toast(chat, late)
+    at = re.search(r"expires (\d\d:\d\d UTC)", expiring.text or "")
+    assert at is not None, expiring.text  # today: the time alone
+    assert await wait_toast(chat, late) == f"{request_id} expired at {at[1]}."
+    typed = await chat.ask(f"/approve {request_id.lower()}", user=ALICE)
+    assert typed.text is not None and f"{request_id} expired at {at[1]}." in typed.text
     assert (process_dir / "proc.pid").read_text() == pid_before
 
 
@@ -412,6 +521,31 @@ async def test_the_audit_trail_shows_who_did_what(chat: ChatSession) -> None:
     export = await chat.ask("/audit export", user=BOB)
     assert export.document_name is not None and export.document_name.endswith(".jsonl")
     assert export.document_bytes is not None and b'"event": "executed"' in export.document_bytes
+
+
+async def test_each_request_and_decision_is_one_audit_entry(chat: ChatSession) -> None:
+    """Walks what the tests above did: typed and tapped approvals and denials, restarts, a
+    backup and a restore. Each act is one entry with who, what and its arguments."""
+    trail = list(reversed(await chat.services.audit.entries(limit=5000)))
+    acts = [e for e in trail if e["event"] in ("requested", "approved", "denied")]
+    per_act = [(e["event"], e["request"], e["who"]) for e in acts]
+    assert len(per_act) == len(set(per_act)), per_act  # never twice
+    assert all(isinstance(e.get("args"), list) and e.get("action") for e in acts), acts
+    # The generic "command" entry does not double a typed act that wrote its own.
+    doubled = [
+        e for e in trail
+        if e["event"] == "command" and e.get("outcome") == "ok"
+        and (e["verb"] in ("approve", "deny", "restart", "rollback", "retry")
+             or (e["verb"] == "backup" and e["args"][1:2] in ([], ["restore"])))
+    ]  # fmt: skip
+    assert doubled == [], doubled
+    events = {(e["event"], e["action"], e["who"]) for e in acts}
+    assert {("approved", "restart", "bob"), ("denied", "restart", "alice")} <= events
+    assert ("requested", "backup", "oscar") in events
+    restore = next(e for e in acts if e["event"] == "requested" and e["action"] == "restore")
+    assert restore["args"] and restore["args"][0].startswith("db-postgres-")
+    approved = [e for e in acts if e["event"] == "approved" and e["request"] == restore["request"]]
+    assert len(approved) == 1 and approved[0]["args"] == restore["args"]
 
 
 async def test_bad_requests_run_nothing(chat: ChatSession) -> None:

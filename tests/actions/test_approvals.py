@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from opsbot.actions.approvals import Approvals, Request, Status
+from opsbot.actions.approvals import ID_ALPHABET, NAMESPACE, Approvals, Request, Status
 from opsbot.config import ApprovalPolicy, Person, Role
 from opsbot.state.store import Store
 from opsbot.state.store.redis import RedisStore
@@ -52,7 +53,7 @@ async def file_request(
 async def test_an_admin_other_than_the_requester_approves(store: Store) -> None:
     approvals = Approvals(store, ApprovalPolicy())
     filed = await file_request(approvals)
-    assert filed.status is Status.pending and len(filed.id) >= 8
+    assert filed.status is Status.pending and len(filed.id) == 6
 
     operator = await approvals.decide(filed.id, OSCAR, approve=True, now=1001)
     viewer = await approvals.decide(filed.id, VIC, approve=True, now=1001)
@@ -120,6 +121,50 @@ async def test_concurrent_taps_execute_exactly_once(store: Store) -> None:
     assert sum(d.execute for d in decisions) == 1
 
 
-async def test_unknown_requests_are_refused(store: Store) -> None:
-    decision = await Approvals(store, ApprovalPolicy()).decide("nope", ALICE, approve=True)
+async def test_unknown_requests_are_refused_by_name(store: Store) -> None:
+    decision = await Approvals(store, ApprovalPolicy()).decide("abc234", ALICE, approve=True)
     assert decision.request is None and not decision.execute
+    assert decision.message == "no request ABC234"
+
+
+async def test_ids_can_be_read_off_a_phone_and_typed_in_any_case(store: Store) -> None:
+    """Six characters, none of 0 O 1 I L; `qnvmm7` names `QNVMM7`."""
+    approvals = Approvals(store, ApprovalPolicy())
+    ids = [(await file_request(approvals)).id for _ in range(40)]
+    assert len(set(ids)) == 40
+    assert all(len(i) == 6 and set(i) <= set(ID_ALPHABET) for i in ids), ids
+    assert not set("".join(ids)) & set("0O1IL") and not set(ID_ALPHABET) & set("0O1IL")
+    typed = ids[0].lower()
+    found = await approvals.get(f" {typed} ")
+    assert found is not None and found.id == ids[0]
+    won = await approvals.decide(typed, ALICE, approve=True, now=1001)
+    assert won.execute and won.request is not None and won.request.id == ids[0]
+
+
+async def test_a_request_filed_before_ids_were_case_insensitive_still_decides(
+    store: Store,
+) -> None:
+    """An old card's button carries a mixed-case id: it is still found, exactly."""
+    approvals = Approvals(store, ApprovalPolicy())
+    filed = await file_request(approvals)
+    old = Request.from_doc({**filed.to_doc(), "id": "qNVMm7ft"})
+    await store.create(NAMESPACE, old.id, old.to_doc())
+    won = await approvals.decide("qNVMm7ft", ALICE, approve=True, now=1001)
+    assert won.execute and won.request is not None and won.request.id == "qNVMm7ft"
+
+
+async def test_an_expired_request_says_when_it_expired(store: Store) -> None:
+    approvals = Approvals(store, ApprovalPolicy(ttl=60))
+    now = time.time()
+    today = await file_request(approvals, now=now - 120)
+    late = await approvals.decide(today.id.lower(), ALICE, approve=True, now=now)
+    at = time.strftime("%H:%M", time.gmtime(today.expires))
+    assert late.message == f"{today.id} expired at {at} UTC.", late.message
+    again = await approvals.decide(today.id, BOB, approve=True, now=now)
+    assert again.message == late.message  # still says so once it is marked expired
+
+    days_ago = now - 3 * 86400
+    old = await file_request(approvals, now=days_ago)
+    late = await approvals.decide(old.id, ALICE, approve=True, now=now)
+    day = time.strftime("%-d %b", time.gmtime(old.expires))
+    assert f"{old.id} expired at {day} " in late.message, late.message

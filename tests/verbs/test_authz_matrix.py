@@ -61,6 +61,7 @@ VERB_ARGS: dict[str, str] = {
     "oncall": "",
     "approve": "nosuch",
     "deny": "nosuch",
+    "retry": "nosuch",
 }
 # What each kind of button carries in its row ({alert} and {request} are filled in).
 BUTTON_DATA: dict[str, str] = {
@@ -73,6 +74,9 @@ BUTTON_DATA: dict[str, str] = {
     "as": "as:{alert}",
     "ak": "ak:{alert}",
     "ai": "ai:{alert}",
+    "rt": "rt:{request}",
+    "rb": "rb:canary",
+    "ri": "ri:{request}",
 }
 # What may run on the host when a cell's action is allowed to run.
 MAY_RUN: dict[str, set[str]] = {
@@ -282,6 +286,8 @@ async def run_verb_cell(matrix: Matrix, verb: str, actor: str) -> Cell:
     cell.ran = tuple(matrix.ran())
     if any(e["event"] == "command" and e.get("verb") == verb for e in new):
         cell.seen = "ran"
+    elif any(e["event"] == "requested" and e.get("action") == verb for e in new):
+        cell.seen = "ran"  # a destructive verb's own entry: the request it filed
     elif any(e["event"] == "refused" and e.get("verb") == verb for e in new):
         cell.seen = "denied"
     elif any(e["event"] == "refused" and "kind" in e for e in new):

@@ -13,7 +13,7 @@ from opsbot.config import Backup, Role, Target
 from opsbot.errors import OpsbotError, UsageError
 from opsbot.render import Reply, clock
 from opsbot.services import Services
-from opsbot.verbs.registry import Caller, Verb, parse_target, register
+from opsbot.verbs.registry import Caller, Verb, audited, parse_target, register
 
 BACKUP_USAGE = "usage: /backup TARGET [list | verify [NAME] | restore NAME]"
 
@@ -33,16 +33,19 @@ async def backup(services: Services, caller: Caller, args: list[str]) -> Reply:
         lines = [backups.describe(r) for r in records]
         return Reply(text=f"💾 backups of {name}, newest first", block="\n".join(lines))
     if sub == "restore" and len(args) == 3:
-        return await operations.request(
+        filed = await operations.request(
             services, caller.person, "restore", name, target, (args[2],),
             chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
         )  # fmt: skip
-    if sub:
+    elif sub:
         raise UsageError(BACKUP_USAGE)
-    return await operations.request(
-        services, caller.person, "backup", name, target, (),
-        chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
-    )  # fmt: skip
+    else:
+        filed = await operations.request(
+            services, caller.person, "backup", name, target, (),
+            chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
+        )  # fmt: skip
+    audited()  # its "requested" entry, with the arguments, is the command's
+    return filed
 
 
 async def _verify_backups(
