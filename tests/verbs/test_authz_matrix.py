@@ -70,7 +70,9 @@ BUTTON_DATA: dict[str, str] = {
     "d": "d:{request}",
     "al": "al:{alert}",
     "ar": "ar:{alert}",
+    "ab": "ab:{alert}",
     "as": "as:{alert}",
+    "au": "au:{alert}",
     "ak": "ak:{alert}",
     "ai": "ai:{alert}",
 }
