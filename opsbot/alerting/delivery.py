@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from opsbot.alerting.buttons import alert_buttons
 from opsbot.alerting.records import ALERTS, MAX_SWAPS, Alert, AlertRecords, hhmm, span
 from opsbot.config import Settings
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
-from opsbot.render import Button, Reply
+from opsbot.render import Reply
 from opsbot.state.outbox import Priority
 from opsbot.state.outbox_notifier import OutboxNotifier
 from opsbot.state.pace import WINDOW
@@ -57,26 +58,25 @@ def alert_text(alert: Alert) -> str:
     lines.append(f"{seen} · {alert.source} · id {alert.id}")
     if alert.acked_by:
         lines.append(f"👀 acked by {alert.acked_by} at {hhmm(alert.acked_at or 0)}")
-    if alert.silenced and alert.firing:
-        until = f" until {hhmm(alert.silenced_until)}" if alert.silenced_until else ""
-        lines.append(f"🔕 silenced{until}")
+    if alert.silence_id is not None:
+        lines.append(silence_note(alert))
     return "\n".join(lines)
 
 
+def silence_note(alert: Alert) -> str:
+    """Who silenced it, until when, and how much the silence covers."""
+    until = f" until {hhmm(alert.silenced_until)}" if alert.silenced_until else ""
+    by = f" by {alert.silenced_by}" if alert.silenced_by else ""
+    scope = {
+        "alert": "this alert only",
+        "target": f"every alert of {alert.target}",
+        "all": "every target",
+    }.get(alert.silence_scope or "", "")
+    return f"🔕 silenced{by}{until}" + (f" ({scope})" if scope else "")
+
+
 def alert_reply(alert: Alert, settings: Settings) -> Reply:
-    buttons: list[Button] = []
-    if alert.firing:
-        if alert.target is not None and alert.target in settings.targets:
-            buttons += [
-                Button("📜 Logs", f"al:{alert.id}"),
-                Button("🔄 Restart", f"ar:{alert.id}"),
-            ]
-        if not alert.silenced:
-            buttons.append(Button("🔕 Silence 1h", f"as:{alert.id}"))
-        if not alert.acked_by:
-            buttons.append(Button("👀 Ack", f"ak:{alert.id}"))
-        buttons.append(Button("🚨 Declare incident", f"ai:{alert.id}"))
-    return Reply(text=alert_text(alert), buttons=tuple(buttons))
+    return Reply(text=alert_text(alert), buttons=alert_buttons(alert, settings))
 
 
 def chat_of(settings: Settings) -> int | None:

@@ -9,7 +9,9 @@ Every ``AlertEvent`` is recorded, whatever happens to delivery:
   delivery state of its message. A fingerprint that fires again after it resolved starts a
   new *occurrence* in the same document (same id, a new message).
 * ``alert-ids/{id}``: the short opaque id (8 url-safe characters) → the fingerprint. Buttons
-  carry only ``al:ID`` (logs), ``ar:ID`` (restart), ``as:ID`` (silence 1h), ``ak:ID`` (ack).
+  carry only ``al:ID`` (logs), ``ar:ID`` (restart), ``ab:ID`` (back up now), ``as:ID``
+  (silence 1h), ``au:ID`` (unsilence), ``ak:ID`` (ack), ``ai:ID`` (declare); ``buttons.py``
+  says which a card offers.
 * ``alert-events/all``: an append-only log; each entry holds up to ``LOG_CHUNK`` events of one
   ``ingest`` call (one entry per event would cost a write per event, too slow in a storm).
 
@@ -27,7 +29,10 @@ once per ``alerts.edit_interval`` per alert — ``tick`` flushes what was held b
 final count is always shown. A change of status (resolved, acked, silenced, a new severity) is
 edited at once; only counters wait. A resolve also posts a short recovery line, except in a
 storm. Unacknowledged critical alerts are reminded every ``reminder_interval``. Silenced
-alerts are recorded with ``silenced=true`` and not posted.
+alerts are recorded with ``silenced=true`` and not posted. An alert's Silence button silences
+its identity (fingerprint) only; ``/silence TARGET`` the whole target. A card shows the
+silence covering it (who, until when, how much) until the silence ends, resolved or not; when
+it ends, what still fires without a message is posted.
 
 Everything leaves through the outbox (``opsbot.state.outbox``), the one pacing rule of the
 chat: every call (send or edit) takes a slot of the group's window, command replies ahead
@@ -68,7 +73,15 @@ from opsbot.alerting import silences
 from opsbot.alerting.delivery import AlertDelivery, Room, chat_of, thread_of
 from opsbot.alerting.digests import STORMS, Storm, StormDigests
 from opsbot.alerting.event import AlertEvent
-from opsbot.alerting.records import ALERTS, MAX_SWAPS, Alert, AlertRecords, hhmm
+from opsbot.alerting.records import (
+    ALERTS,
+    MAX_SWAPS,
+    Alert,
+    AlertRecords,
+    hhmm,
+    plural,
+    silence_fields,
+)
 from opsbot.alerting.reminders import Reminders
 from opsbot.config import Person, Settings
 from opsbot.metrics import Metrics
@@ -187,7 +200,10 @@ class AlertEngine:
             for before, after in recorded.values()
             if after.digested and (before is None or before.occurrence != after.occurrence)
         )
-        counted = [e for e in events if silences.matching(in_force, e.target, now) is None]
+        counted = [
+            e for e in events
+            if silences.matching(in_force, e.target, now, e.fingerprint) is None
+        ]  # fmt: skip
         alerts = {fingerprint: after for fingerprint, (_, after) in recorded.items()}
         return Recorded(list(events), alerts, counted, new_digested, in_storm)
 
@@ -285,21 +301,41 @@ class AlertEngine:
                     break
 
     async def _announce_expired(self, chat: int | None) -> None:
-        """Announce silences that ended, once across replicas, in one message."""
+        """Announce silences that ended, once across replicas, in one message; the cards
+        they covered stop saying so, and what still fires unposted is posted (next tick)."""
         now = self.clock()
         ended = await silences.expire(self.store, now)
-        if not ended or chat is None:
+        if not ended:
             return
         alerts = [Alert.from_doc(v.value) for v in (await self.store.scan(ALERTS)).values()]
+        ids = {silence.id for silence in ended}
+        await self._resilence([a for a in alerts if a.silence_id in ids])
+        if chat is None:
+            return
         lines = []
         for silence in ended:
             firing = sum(1 for a in alerts if a.firing and a.silence_id == silence.id)
-            what = "every target" if silence.target == silences.EVERY_TARGET else silence.target
             note = f" — {silence.reason}" if silence.reason else ""
-            still = f"; {firing} alert(s) still firing, /alerts" if firing else ""
+            still = f"; {plural(firing, 'alert')} still firing (/alerts)" if firing else ""
             by = f"by {silence.created_by}, id {silence.id}"
-            lines.append(f"🔔 silence of {what} ended ({by}){note}{still}")
+            lines.append(f"🔔 silence of {silence.what} ended ({by}){note}{still}")
         await self.notifier.send(chat, Reply(text="\n".join(lines)), thread_id=self.thread_id)
+
+    async def _resilence(self, alerts: Sequence[Alert], asked: str | None = None) -> None:
+        """Apply the silences now in force to these alerts and edit the cards that changed;
+        ``asked``: the alert a person's tap changed (its edit goes out as their reply)."""
+        now = self.clock()
+        in_force = await silences.active(self.store, now)
+        for alert in alerts:
+
+            def change(current: Alert) -> Alert | str:
+                covering = silences.matching(in_force, current.target, now, current.fingerprint)
+                updated = replace(current, **silence_fields(covering))
+                return "unchanged" if updated == current else updated
+
+            result = await self.records.update(alert.id, change)
+            if isinstance(result, Alert):
+                await self.delivery.edit(result, urgent_only=True, asked=alert.id == asked)
 
     # ----------------------------------------------------------------------- people
 
@@ -338,34 +374,64 @@ class AlertEngine:
     async def silence_alert(
         self, alert_id: str, person: Person | str, seconds: float = 3600
     ) -> str:
-        """Silence the alert's target (or, without a target, this alert alone)."""
+        """Silence this alert's identity (its fingerprint), not its target: a different
+        failure of the same target is still posted. Returns the toast text."""
         name = person.name if isinstance(person, Person) else str(person)
         now = self.clock()
         alert = await self.get(alert_id)
         if alert is None:
             return "This alert is no longer known."
-        silence = None
-        if alert.target is not None:
-            reason = f"from alert {alert.id}: {alert.summary[:100]}"
-            silence = await silences.add(self.store, alert.target, seconds, reason, name, now=now)
-
-        def change(current: Alert) -> Alert | str:
-            return replace(
-                current,
-                silenced=current.firing,
-                silence_id=silence.id if silence else None,
-                silenced_until=now + seconds,
-            )
-
-        result = await self.records.update(alert_id, change)
-        if isinstance(result, str):
-            return result
-        await self.records.note("silence", result, name, now)
-        await self.delivery.edit(result, urgent_only=True, asked=True)
-        what = alert.target if alert.target is not None else "this alert"
+        current = await silences.get(self.store, alert.silence_id) if alert.silence_id else None
+        if current is not None and current.active(now):
+            return f"Already silenced by {current.created_by} until {hhmm(current.ends)}."
+        silence = await silences.add(
+            self.store, alert.target or alert.source, seconds, "", name, now=now,
+            fingerprint=alert.fingerprint, alert_id=alert.id, matches=alert.identity,
+        )  # fmt: skip
+        self._basis = None
+        await self._resilence([alert], asked=alert.id)
+        await self.records.note("silence", alert, name, now)
+        others = f" Other alerts of {alert.target} still post." if alert.target else ""
         return (
-            f"🔕 {what} silenced for {silences.describe(seconds)} (until {hhmm(now + seconds)})."
+            f"🔕 This alert ({alert.identity}) silenced for {silences.describe(seconds)}, "
+            f"until {hhmm(silence.ends)}.{others}"
         )
+
+    async def unsilence_alert(self, alert_id: str, person: Person | str) -> str:
+        """End the silence shown on this alert's card. Returns the toast text."""
+        alert = await self.get(alert_id)
+        if alert is None:
+            return "This alert is no longer known."
+        if alert.silence_id is None:
+            return "This alert is not silenced."
+        ended = await self.unsilence(alert.silence_id, person)
+        if ended is None:
+            await self._resilence([alert], asked=alert.id)
+            return "That silence had already ended."
+        return f"🔔 Silence of {ended.what} ended: alerts post again."
+
+    async def silence_target(
+        self, target: str, seconds: float, reason: str, person: Person | str
+    ) -> silences.Silence:
+        """Silence every alert of ``target`` (or ``*``); the cards of its firing alerts say
+        so at once."""
+        now = self.clock()
+        silence = await silences.add(self.store, target, seconds, reason, person, now=now)
+        self._basis = None
+        alerts = await self.records.list(firing_only=True, limit=10**9)
+        await self._resilence([a for a in alerts if silence.covers(a.target, a.fingerprint)])
+        return silence
+
+    async def unsilence(self, silence_id: str, person: Person | str) -> silences.Silence | None:
+        """End a silence now (None: no such silence in force); the cards it covered stop
+        saying so, and what still fires unposted is posted at the next tick."""
+        ended = await silences.remove(self.store, silence_id, person, now=self.clock())
+        if ended is None:
+            return None
+        self._basis = None
+        alerts = [Alert.from_doc(v.value) for v in (await self.store.scan(ALERTS)).values()]
+        await self._resilence([a for a in alerts if a.silence_id == ended.id])
+        return ended
 
     async def list(self, firing_only: bool = True, limit: int = 50) -> list[Alert]:
         """Firing alerts first (most severe, newest), then the others, newest first."""

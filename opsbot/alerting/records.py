@@ -54,8 +54,10 @@ class Alert:
     acked_by: str | None = None
     acked_at: float | None = None
     silenced: bool = False
-    silence_id: str | None = None  # the target silence, or None for a mute of this alert
+    silence_id: str | None = None  # the silence covering it (shown on its card until it ends)
     silenced_until: float | None = None
+    silenced_by: str | None = None
+    silence_scope: str | None = None  # alert | target | all (silences.Silence.scope)
     # delivery
     message_id: int | None = None
     chat_id: int | None = None
@@ -90,8 +92,19 @@ class Alert:
         """What an unthrottled edit is for: status, severity, ack, silence."""
         return (
             f"{self.status}|{self.severity.value}|{self.acked_by}|{self.silenced}"
-            f"|{self.silenced_until}"
+            f"|{self.silenced_until}|{self.silence_id}"
         )
+
+    @property
+    def identity(self) -> str:
+        """What makes it this alert and no other, for people: "quizbot · http /health"."""
+        who = self.target or self.labels.get("target") or self.source
+        what = (
+            self.labels.get("check")
+            or self.labels.get("alertname")
+            or (self.summary.splitlines() or [""])[0][:60]
+        )
+        return f"{who} · {what}" if what else who
 
     @property
     def needs_post(self) -> bool:
@@ -106,8 +119,23 @@ class Alert:
 _ALERT_FIELDS = tuple(Alert.__dataclass_fields__)
 
 
+def silence_fields(silence: silences.Silence | None) -> dict[str, Any]:
+    """The alert's silence fields for ``silence`` (None: not silenced). A resolved alert keeps
+    them: its card still shows the silence, which still covers its next firing."""
+    if silence is None:
+        return {"silenced": False, "silence_id": None, "silenced_until": None,
+                "silenced_by": None, "silence_scope": None}  # fmt: skip
+    return {"silenced": True, "silence_id": silence.id, "silenced_until": silence.ends,
+            "silenced_by": silence.created_by, "silence_scope": silence.scope}  # fmt: skip
+
+
 def hhmm(ts: float) -> str:
     return time.strftime("%H:%M UTC", time.gmtime(ts))
+
+
+def plural(count: int, word: str) -> str:
+    """1 alert, 2 alerts."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def span(seconds: float) -> str:
@@ -216,18 +244,8 @@ class AlertRecords:
         in_force: list[silences.Silence],
         in_storm: bool,
     ) -> Alert:
-        silence = silences.matching(in_force, event.target, now)
-        if silence is not None:
-            silenced, silence_id, until = True, silence.id, silence.ends
-        elif (
-            alert is not None
-            and alert.silence_id is None
-            and alert.silenced_until is not None
-            and now < alert.silenced_until
-        ):  # this alert alone was muted from its Silence button
-            silenced, silence_id, until = True, None, alert.silenced_until
-        else:
-            silenced, silence_id, until = False, None, None
+        silence = silences.matching(in_force, event.target, now, event.fingerprint)
+        covered = silence_fields(silence)
         started = (
             event.starts_at if event.starts_at is not None and event.starts_at <= now else now
         )
@@ -248,24 +266,15 @@ class AlertRecords:
                 status=event.status,
                 count=1 if event.status == "firing" else 0,
                 occurrence=alert.occurrence + 1 if alert is not None else 1,
-                silenced=silenced,
-                silence_id=silence_id,
-                silenced_until=until,
-                digested=in_storm and not silenced and event.status == "firing",
+                **covered,
+                digested=in_storm and silence is None and event.status == "firing",
                 resolved_at=now if event.status == "resolved" else None,
                 id_refreshed=alert.id_refreshed if alert is not None else now,
                 **fields,
             )
             return base
         if event.status == "firing":
-            return replace(
-                alert,
-                count=alert.count + 1,
-                silenced=silenced,
-                silence_id=silence_id,
-                silenced_until=until,
-                **fields,
-            )
+            return replace(alert, count=alert.count + 1, **covered, **fields)
         if alert.firing:
             recovery = "pending" if alert.message_id is not None and not alert.silenced else None
             return replace(

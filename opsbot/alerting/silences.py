@@ -1,7 +1,10 @@
 """Silences and maintenance windows, as documents in the store (namespace ``silences``).
 
-A silence covers one target by name, or every target with ``*``, from ``starts`` to ``ends``.
-Alerts of a silenced target are still recorded (``silenced=true``) but not posted. Each
+A silence covers one alert's identity (its ``fingerprint``: target and check for the monitor
+and backups, the label set for Alertmanager), one target by name, or every target with ``*``,
+from ``starts`` to ``ends``. An alert's Silence button makes the first kind, so a different
+failure of the same target is still posted; a typed ``/silence TARGET`` makes the second.
+Covered alerts are still recorded (``silenced=true``) but not posted. Each
 document lives until a day after its end (its ttl), so a silence that just ended can still be
 announced and listed.
 
@@ -44,12 +47,33 @@ class Silence:
     created_by: str
     announced_end: bool = False
     removed_by: str | None = None
+    fingerprint: str | None = None  # one alert's identity; None: the whole target (or *)
+    alert_id: str | None = None  # the alert whose button made it
+    matches: str = ""  # what that identity is, for people: "quizbot · http /health"
 
     def active(self, now: float) -> bool:
         return self.starts <= now < self.ends
 
-    def covers(self, target: str | None) -> bool:
+    def covers(self, target: str | None, fingerprint: str | None = None) -> bool:
+        if self.fingerprint is not None:
+            return fingerprint == self.fingerprint
         return self.target == EVERY_TARGET or (target is not None and self.target == target)
+
+    @property
+    def scope(self) -> str:
+        """alert | target | all: how much it covers."""
+        if self.fingerprint is not None:
+            return "alert"
+        return "all" if self.target == EVERY_TARGET else "target"
+
+    @property
+    def what(self) -> str:
+        """What it matches, for people: "every alert of quizbot", "alert X only (…)"."""
+        if self.fingerprint is not None:
+            return f"alert {self.alert_id} only ({self.matches or self.target})"
+        if self.target == EVERY_TARGET:
+            return "every alert of every target"
+        return f"every alert of {self.target}"
 
     def to_doc(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,8 +124,12 @@ async def add(
     person: Person | str,
     *,
     now: float | None = None,
+    fingerprint: str | None = None,
+    alert_id: str | None = None,
+    matches: str = "",
 ) -> Silence:
-    """A new silence of ``target`` (or ``*``) from now for ``seconds``."""
+    """A new silence of ``target`` (or ``*``) from now for ``seconds``; with ``fingerprint``,
+    of that one alert identity only (``target`` is then only shown)."""
     if not 1 <= seconds <= MAX_SECONDS:
         raise UsageError(f"a silence lasts from 1s to {describe(MAX_SECONDS)}")
     now = time.time() if now is None else now
@@ -113,6 +141,9 @@ async def add(
             ends=now + seconds,
             reason=reason[:200],
             created_by=_name(person),
+            fingerprint=fingerprint,
+            alert_id=alert_id,
+            matches=matches[:120],
         )
         if await store.create(NAMESPACE, silence.id, silence.to_doc(), ttl=_ttl(silence, now)):
             return silence
@@ -156,15 +187,20 @@ async def active(store: Store, now: float) -> list[Silence]:
     return sorted((s for s in await _all(store) if s.active(now)), key=lambda s: s.ends)
 
 
-def matching(silences: list[Silence], target: str | None, now: float) -> Silence | None:
-    """The silence among ``silences`` covering ``target`` at ``now`` (the longest one)."""
-    found = [s for s in silences if s.active(now) and s.covers(target)]
+def matching(
+    silences: list[Silence], target: str | None, now: float, fingerprint: str | None = None
+) -> Silence | None:
+    """The silence among ``silences`` covering an alert of ``target`` with ``fingerprint`` at
+    ``now`` (the longest one)."""
+    found = [s for s in silences if s.active(now) and s.covers(target, fingerprint)]
     return max(found, key=lambda s: s.ends) if found else None
 
 
-async def matches(store: Store, target: str | None, now: float) -> Silence | None:
-    """The active silence covering ``target`` (by name or ``*``), if any."""
-    return matching(await active(store, now), target, now)
+async def matches(
+    store: Store, target: str | None, now: float, fingerprint: str | None = None
+) -> Silence | None:
+    """The active silence covering an alert of ``target`` with ``fingerprint``, if any."""
+    return matching(await active(store, now), target, now, fingerprint)
 
 
 async def expire(store: Store, now: float) -> list[Silence]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from opsbot.alerting import silences
 from opsbot.alerting.engine import AlertEngine
 from opsbot.alerting.event import Severity
-from opsbot.alerting.records import Alert, hhmm, span
+from opsbot.alerting.records import Alert, hhmm, plural, span
 from opsbot.config import Role
 from opsbot.errors import UsageError
 from opsbot.render import Document, Reply
@@ -117,11 +117,11 @@ async def alerts_verb(
 
 
 def silence_line(silence: silences.Silence, now: float) -> str:
-    what = "every target" if silence.target == silences.EVERY_TARGET else silence.target
+    """One line of /silence list: id, what it matches, until, by whom, why."""
     left = span(silence.ends - now)
     note = f" — {silence.reason}" if silence.reason else ""
     return (
-        f"🔕 {silence.id} {what} until {hhmm(silence.ends)} ({left} left)"
+        f"🔕 {silence.id}: {silence.what}, until {hhmm(silence.ends)} ({left} left)"
         f" by {silence.created_by}{note}"
     )
 
@@ -137,7 +137,7 @@ async def silence_verb(
         if not active:
             return Reply(text="🔔 no silences in force.")
         return Reply(
-            text=f"🔕 {len(active)} silence(s) in force · /unsilence ID",
+            text=f"🔕 {plural(len(active), 'silence')} in force · /unsilence ID",
             block="\n".join(silence_line(s, now) for s in active),
         )
     if len(args) < 2:
@@ -151,14 +151,15 @@ async def silence_verb(
     reason = " ".join(args[2:])
     if len(reason) > 200:
         raise UsageError("the reason is limited to 200 characters")
-    silence = await silences.add(engine.store, target, seconds, reason, caller.person, now=now)
+    silence = await engine.silence_target(target, seconds, reason, caller.person)
     what = "every target" if target == silences.EVERY_TARGET else target
     note = f" — {reason}" if reason else ""
     return Reply(
         text=(
-            f"🔕 {what} silenced for {silences.describe(seconds)}, until {hhmm(silence.ends)}"
-            f" · by {caller.name} · id {silence.id}{note}\n"
+            f"🔕 {what} silenced for {silences.describe(seconds)}, until {hhmm(silence.ends)}:"
+            f" {silence.what}, whatever the check · by {caller.name} · id {silence.id}{note}\n"
             "Alerts are still recorded (/alerts); /unsilence " + silence.id + " ends it early."
+            " To silence one alert only, tap 🔕 on its card."
         )
     )
 
@@ -170,12 +171,11 @@ async def unsilence_verb(
     if len(args) != 1:
         raise UsageError("usage: /unsilence ID (see /silence list)")
     silence_id = _an_id(args[0], "a silence", "see /silence list")
-    ended = await silences.remove(engine.store, silence_id, caller.person, now=engine.clock())
+    ended = await engine.unsilence(silence_id, caller.person)
     if ended is None:
         raise UsageError(f"no silence {silence_id!r} in force; see /silence list")
-    what = "every target" if ended.target == silences.EVERY_TARGET else ended.target
     return Reply(
-        text=f"🔔 silence {ended.id} of {what} ended by {caller.name}; alerts post again."
+        text=f"🔔 silence {ended.id} of {ended.what} ended by {caller.name}; alerts post again."
     )
 
 
@@ -192,6 +192,39 @@ async def ack_verb(
     return Reply(text=f"👀 {alert_id}: {toast}")
 
 
+#: The alert buttons done here, each answered with a toast (the others run a verb).
+ALERT_TAPS = {"ak": "ack", "as": "silence", "au": "unsilence"}
+SILENCE_BUTTON_SECONDS = 3600
+
+
+async def alert_tap(services: Services, caller: Caller, key: str, alert_id: str) -> str:
+    """Ack, Silence 1h or Unsilence tapped on an alert's card: done, audited (one entry with
+    who, what and its arguments), and the toast returned."""
+    engine = services.alerts
+    alert = await engine.get(alert_id) if engine is not None else None
+    if engine is None or alert is None:
+        return "This alert is no longer known."
+    args = [alert_id]
+    if key == "ak":
+        toast = await engine.ack(alert_id, caller.person)
+    elif key == "as":
+        toast = await engine.silence_alert(alert_id, caller.person, SILENCE_BUTTON_SECONDS)
+        args.append(silences.describe(SILENCE_BUTTON_SECONDS))
+    elif key == "au":
+        toast = await engine.unsilence_alert(alert_id, caller.person)
+    else:
+        raise ValueError(f"not an alert tap: {key!r}")
+    after = await engine.get(alert_id)
+    services.audit.record_soon(
+        "button", who=caller.name, user=caller.user_id, chat=caller.chat_id,
+        verb=ALERT_TAPS[key], button=key, args=args,
+        target=alert.target if alert.target in services.settings.targets else None,
+        alert=alert_id, identity=alert.identity, fingerprint=alert.fingerprint,
+        silence=(after or alert).silence_id or alert.silence_id, outcome=toast[:200],
+    )  # fmt: skip
+    return toast
+
+
 AlertVerb = Callable[[AlertEngine, "Services", Caller, list[str]], Awaitable[Reply]]
 
 # (name, least role, usage, summary, verb): registered below, bound to the engine.
@@ -202,7 +235,7 @@ VERB_SPECS: tuple[tuple[str, Role, str, str, AlertVerb], ...] = (
         "silence",
         Role.operator,
         "/silence TARGET|* DURATION [reason] | list",
-        "no alert messages for a while (still recorded)",
+        "no alert messages of a target for a while (still recorded)",
         silence_verb,
     ),
     ("unsilence", Role.operator, "/unsilence ID", "end a silence early", unsilence_verb),
@@ -222,7 +255,9 @@ register(*(Verb(*spec[:4], _bound(spec[4])) for spec in VERB_SPECS))
 register_buttons(
     ButtonSpec("al", Role.viewer, "an alert's target's logs (al:ID)", verb="logs"),
     ButtonSpec("ar", Role.operator, "restart an alert's target (ar:ID)", True, verb="restart"),
-    ButtonSpec("as", Role.operator, "silence an alert's target for 1 h (as:ID)"),
+    ButtonSpec("ab", Role.operator, "back up an alert's target now (ab:ID)", verb="backup"),
+    ButtonSpec("as", Role.operator, "silence this alert (not its target) for 1 h (as:ID)"),
+    ButtonSpec("au", Role.operator, "end the silence shown on an alert (au:ID)"),
     ButtonSpec("ak", Role.operator, "acknowledge an alert (ak:ID)"),
     ButtonSpec("ai", Role.operator, "declare an incident from an alert (ai:ID)"),
 )

@@ -17,6 +17,7 @@ from opsbot.actions import operations
 from opsbot.actions.cards import DECLARE
 from opsbot.alerting.event import Severity
 from opsbot.alerting.records import Alert
+from opsbot.alerting.verbs import ALERT_TAPS, alert_tap
 from opsbot.handlers.gate import Gate
 from opsbot.handlers.ingress import UpdateDedup
 from opsbot.handlers.stepup import StepUpHandlers
@@ -132,7 +133,7 @@ class CommandHandlers:
             toast = await operations.declare_from(self.services, caller.person, arg)
             await _answer(query, toast[:200])
             return
-        if key.startswith("a"):  # al, ar, as, ak, ai: the buttons on an alert
+        if key.startswith("a"):  # al, ar, ab, as, au, ak, ai: the buttons on an alert
             await self._alert_button(update, context, key, arg)
             return
         verb = spec.verb
@@ -189,11 +190,8 @@ class CommandHandlers:
         if engine is None or alert is None:
             await _answer(query, "This alert is no longer known.")
             return
-        if key == "ak":
-            await _answer(query, (await engine.ack(alert_id, caller.person))[:200])
-            return
-        if key == "as":
-            await _answer(query, (await engine.silence_alert(alert_id, caller.person))[:200])
+        if key in ALERT_TAPS:  # ak, as, au: done and audited by the alert wing, a toast
+            await _answer(query, (await alert_tap(self.services, caller, key, alert_id))[:200])
             return
         if key == "ai":
             await _answer(query, await self._declare_from(alert, caller))

@@ -117,15 +117,12 @@ async def test_scheduled_backups_run_once_per_slot_and_rpo_alerts_fire_and_recov
     replica_a = BackupScheduler(scheduled, ingest, now=clock)
     assert replica_a.active
 
-    # 23:59: nothing is due; neither backup exists, so both RPOs are breached.
-    first = by_check(await replica_a.tick())
-    assert set(first) == {("rpo", "firing")}  # one key, two events (one per backup)
-    summaries = sorted(e.summary for e in ingested if e.labels["check"] == "rpo")
-    db_path = str(sshd_server.workdir / "sched-")
-    assert summaries[0].startswith("db: no verified postgres backup of database [REDACTED]@")
-    assert summaries[1].startswith(f"db: no verified sqlite backup of {db_path}")
-    assert all(s.endswith(" yet (RPO 6h)") for s in summaries)
+    # 23:59, day one: nothing is due, and neither backup exists; no RPO is judged before one
+    # schedule interval (a day) has passed since the backups were first seen.
+    assert await replica_a.tick() == []
     assert await list_backups("db", scheduled.store) == []
+    first_seen = (await scheduled.store.scan(backup_schedule.FIRST_SEEN)).values()
+    assert len(first_seen) == 2 and all(abs(d.value["at"] - clock()) < 5 for d in first_seen)
 
     # 00:00:01 on two replicas at once: the slot is claimed once, the sqlite backup runs once.
     clock.advance(61)
@@ -138,9 +135,7 @@ async def test_scheduled_backups_run_once_per_slot_and_rpo_alerts_fire_and_recov
     record = kept[0]
     assert abs(record.created - clock()) < 30 and Path(record.remote_path).exists()
     events = by_check(ingested)
-    landed = events[("rpo", "resolved")]
-    assert landed.summary.startswith("db: a verified sqlite backup of ")
-    assert f"landed: {record.name}, " in landed.summary
+    assert set(events) == {("postgres backup", "firing")}  # still no RPO judged
     failed = events[("postgres backup", "firing")]
     assert failed.severity.value == "critical" and failed.target == "db"
     assert "scheduled postgres backup" in failed.summary and "failed" in failed.summary
@@ -169,11 +164,17 @@ async def test_scheduled_backups_run_once_per_slot_and_rpo_alerts_fire_and_recov
     assert "landed" in recovered[("rpo", "resolved")].summary
 
     # The next midnight: the sqlite backup runs again (its RPO holds); the postgres one fails
-    # again: a repeat of the same alert (same fingerprint), which the engine counts.
+    # again: a repeat of the same alert (same fingerprint), which the engine counts. A day has
+    # passed since it was first seen: that it has no verified backup yet is now an alert.
     clock.offset = midnight + DAY + 1 - time.time()
     again = await replica_a.tick()
     assert [r.kind for r in await list_backups("db", scheduled.store)] == ["sqlite"] * 3
-    assert [(e.labels["check"], e.status) for e in again] == [("postgres backup", "firing")]
+    assert [(e.labels["check"], e.status) for e in again] == [
+        ("postgres backup", "firing"), ("rpo", "firing")
+    ]
+    missing = again[1].summary
+    assert missing.startswith("db: no verified postgres backup of database [REDACTED]@")
+    assert missing.endswith(" yet (RPO 6h)") and OPSBOT_TOKEN not in missing
 
     trail = await scheduled.audit.entries("db", 20)
     scheduled_runs = [e for e in trail if e.get("who") == "schedule"]
@@ -183,6 +184,22 @@ async def test_scheduled_backups_run_once_per_slot_and_rpo_alerts_fire_and_recov
 
 async def _discard(events: list[AlertEvent]) -> None:
     del events
+
+
+def test_an_rpo_is_first_judged_one_schedule_interval_after_the_backup_is_first_seen() -> None:
+    from opsbot.config import FilesBackup as Backup
+
+    hourly = Backup.model_validate({"type": "files", "paths": ["/x"], "schedule": "0 * * * *"})
+    since = 1_800_000_000.0 + 600  # 10 minutes past an hour
+    assert backup_schedule.first_judged(hourly, 6 * 3600, since) == since + 3600
+    weekdays = Backup.model_validate(
+        {"type": "files", "paths": ["/x"], "schedule": "0 3 * * mon-fri"}
+    )
+    saturday = 1_800_057_600.0  # 2027-01-16, a Saturday: the first slot is Monday 03:00
+    monday = backup_schedule.next_slot(weekdays, saturday)
+    assert monday is not None and backup_schedule.first_judged(weekdays, 3600, saturday) == monday
+    unscheduled = Backup.model_validate({"type": "files", "paths": ["/x"]})
+    assert backup_schedule.first_judged(unscheduled, 3 * 3600, since) == since + 3 * 3600
 
 
 async def test_three_replicas_sharing_redis_run_each_slot_once(
@@ -212,7 +229,9 @@ async def test_three_replicas_sharing_redis_run_each_slot_once(
             await asyncio.gather(*(s.tick() for s in schedulers))
         kept = await list_backups("db", replicas[0].store)
         assert len(kept) == 2  # two slots, one backup each, whichever replica ran it
-        stamps = sorted(time.strftime("%H%M", time.gmtime(r.created)) for r in kept)
+        # in time order (sorting "2345" and "0000" as text failed around midnight)
+        stamps = [time.strftime("%H%M", time.gmtime(r.created))
+                  for r in sorted(kept, key=lambda r: r.created)]  # fmt: skip
         assert stamps == [time.strftime("%H%M", time.gmtime(t)) for t in (quarter, quarter + 900)]
     finally:
         for services in replicas:
@@ -251,9 +270,9 @@ async def chat(
     config = base_config(fake, tmp / "data")
     config["endpoints"] = {"lab-ssh": ssh_endpoint(sshd_server)}
     config["targets"] = {
-        "faceswap": {
-            "kind": "command", "endpoint": "lab-ssh", "actions": {"status": ["true"]},
-            "rpo": 3,
+        "faceswap": {  # logs and a restart too, which an RPO alert must not offer
+            "kind": "command", "endpoint": "lab-ssh", "log_file": str(work / "app.log"),
+            "actions": {"status": ["true"], "restart": ["true"]}, "rpo": 3,
             "backups": [{"type": "sqlite", "path": str(db), "remote_dir": str(work / "bk")}],
         },
         "web": {"kind": "command", "endpoint": "lab-ssh", "actions": {"status": ["true"]}},
@@ -277,9 +296,23 @@ async def test_rpo_alerts_reach_the_chat_and_recover_when_a_backup_lands(
         INCIDENTS.id, _alert("faceswap: no verified sqlite backup"), timeout=15
     )
     assert fired.text is not None and "(RPO 3s)" in fired.text
+    keyboard = (fired.reply_markup or {})["inline_keyboard"]
+    labels = [[b["text"] for b in row] for row in keyboard]
+    assert labels == [["💾 Back up now", "🔕 Silence 1h", "👀 Ack"], ["🚨 Declare incident"]]
+    back_up = keyboard[0][0]["callback_data"]
 
-    done = await chat.ask("/backup faceswap", user=OSCAR, timeout=60)
-    assert done.text is not None and "backup faceswap — done" in done.text, done.text
+    # "Back up now" files the same request as /backup faceswap, with the tapper's role: a
+    # viewer's tap runs nothing, an operator's runs the backup and answers under the card
+    chat.tap(fired, back_up, user=VIC, chat=INCIDENTS)
+    await chat.fake.wait_for_call(
+        "answerCallbackQuery", lambda c: "operator" in str(c.params.get("text"))
+    )
+    chat.tap(fired, back_up, user=OSCAR, chat=INCIDENTS)
+    done = await chat.fake.wait_for_message(
+        INCIDENTS.id, _alert("backup faceswap — done"), timeout=60
+    )
+    assert done.text is not None and done.reply_to_message_id == fired.message_id
+    assert len(await list_backups("faceswap", chat.services.store)) == 1
     landed = await chat.fake.wait_for_message(
         INCIDENTS.id, _alert("a verified sqlite backup"), timeout=15
     )

@@ -64,8 +64,13 @@ def fake() -> Iterator[FakeBotAPI]:
 def make_settings(fake: FakeBotAPI, tmp_path: Path, **alerts: Any) -> Settings:
     config = base_config(fake, tmp_path / "data")
     config["targets"] = {
-        "quizbot": {"kind": "command", "actions": {"status": ["true"]}},
-        "paybot": {"kind": "command", "actions": {"status": ["true"]}},
+        "quizbot": {  # logs, a restart and a backup: every button has its action
+            "kind": "command",
+            "log_file": "/var/log/quizbot.log",
+            "actions": {"status": ["true"], "restart": ["true"]},
+            "backups": [{"type": "files", "paths": ["/etc/hostname"]}],
+        },
+        "paybot": {"kind": "command", "actions": {"status": ["true"]}},  # neither logs nor restart
     }
     config["alerts"] = {"reminder_interval": 900, **alerts}
     return write_config(tmp_path / "c.yaml", config)
@@ -106,6 +111,11 @@ class Delivering(AlertEngine):
         await self.delivered()
         return toast
 
+    async def unsilence_alert(self, alert_id: str, person: Any) -> str:
+        toast = await super().unsilence_alert(alert_id, person)
+        await self.delivered()
+        return toast
+
     async def message_of(self, alert_id: str) -> int | None:
         """The Telegram message id of the alert's message (its ref, once delivered)."""
         alert = await self.get(alert_id)
@@ -127,6 +137,15 @@ def firing(
     summary: str = "webhook backlog: 1,234 pending updates",
 ) -> AlertEvent:
     return AlertEvent("alertmanager", fingerprint, "firing", severity, summary, target)
+
+
+def check_failed(
+    fingerprint: str, check: str, status: Literal["firing", "resolved"] = "firing"
+) -> AlertEvent:
+    """What the monitor says about one check of quizbot."""
+    summary = f"quizbot: {check}: connection refused"
+    return AlertEvent("monitor", fingerprint, status, Severity.critical, summary, "quizbot",
+                      labels={"check": check})  # fmt: skip
 
 
 def resolved(fingerprint: str, target: str | None = "quizbot") -> AlertEvent:
@@ -281,38 +300,122 @@ async def test_a_silenced_target_records_but_posts_nothing_and_its_end_is_announ
     notices = [m for m in fake.bot_messages(CHAT) if m.text and m.text.startswith("🔔")]
     assert len(notices) == 1
     assert notices[0].text is not None
-    assert "silence of quizbot ended" in notices[0].text and "deploy" in notices[0].text
-    assert "2 alert(s) still firing" in notices[0].text
+    assert "silence of every alert of quizbot ended" in notices[0].text
+    assert "deploy" in notices[0].text and "2 alerts still firing" in notices[0].text
 
-    # the next repeat, with the silence over, posts the alert
-    await engine.ingest([firing("fp-q1")])
-    assert sends(fake) == 3
+    # what still fires once the silence is over is posted, without waiting for a repeat (a
+    # monitor alert repeats only when its state changes): a silence cannot hide an outage
+    assert sends(fake) == 4
+    quiet = [a for a in await engine.list() if a.target == "quizbot"]
+    assert all(not a.silenced and a.message_id is not None for a in quiet)
+    await engine.ingest([firing("fp-q1")])  # a repeat edits its message
+    assert sends(fake) == 4
     assert fake.too_many_requests == []
 
 
-async def test_the_silence_button_silences_the_target(
+async def test_the_silence_button_silences_that_alert_only_and_its_card_says_so(
     fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     clock = Clock()
     engine = engine_for(sqlite_store, make_settings(fake, tmp_path), bot, clock)
-    await engine.ingest([firing("fp-a"), firing("fp-none", target=None)])
-    a, none = sorted(await engine.list(), key=lambda x: x.fingerprint)
+    await engine.ingest([check_failed("fp-health", "http /health")])
+    [alert] = await engine.list()
 
-    toast = await engine.silence_alert(a.id, ALICE)
-    assert toast.startswith("🔕 quizbot silenced for 1h")
-    message = fake.message(CHAT, await engine.message_of(a.id) or 0)
-    assert message is not None and message.text is not None and "🔕 silenced until" in message.text
-    assert f"as:{a.id}" not in buttons(message)
+    toast = await engine.silence_alert(alert.id, ALICE)
+    assert toast.startswith("🔕 This alert (quizbot · http /health) silenced for 1h, until ")
+    assert toast.endswith("Other alerts of quizbot still post.")
+    card = fake.message(CHAT, await engine.message_of(alert.id) or 0)
+    until = time.strftime("%H:%M UTC", time.gmtime(clock() + 3600))
+    assert card is not None and card.text is not None
+    assert f"🔕 silenced by alice until {until} (this alert only)" in card.text
+    assert f"au:{alert.id}" in buttons(card) and f"as:{alert.id}" not in buttons(card)
     [silence] = await silences.active(sqlite_store, clock())
-    assert silence.target == "quizbot" and silence.created_by == "alice"
+    assert silence.fingerprint == alert.fingerprint and silence.created_by == "alice"
+    assert (await engine.silence_alert(alert.id, ALICE)).startswith("Already silenced by alice")
 
-    # without a target, only that alert is muted
-    assert (await engine.silence_alert(none.id, ALICE, 600)).startswith("🔕 this alert")
-    assert len(await silences.active(sqlite_store, clock())) == 1
+    # the same alert again stays quiet; a different failure of the same target is posted
     before = sends(fake)
-    await engine.ingest([firing("fp-b"), firing("fp-none", target=None)])  # both silenced
+    await engine.ingest([check_failed("fp-health", "http /health")])
     assert sends(fake) == before
-    assert all(x.silenced for x in await engine.list())
+    await engine.ingest([check_failed("fp-disk", "disk /var")])
+    other = fake.bot_messages(CHAT)[-1]
+    assert sends(fake) == before + 1 and other.text is not None
+    assert other.text.startswith("🔥 CRITICAL · quizbot") and "disk /var" in other.text
+    assert "silenced" not in other.text and any(d.startswith("as:") for d in buttons(other))
+
+    # resolved, the card still shows the silence (it covers the alert's next firing)
+    clock.advance(120)
+    await engine.ingest([check_failed("fp-health", "http /health", "resolved")])
+    card = fake.message(CHAT, await engine.message_of(alert.id) or 0)
+    assert card is not None and card.text is not None
+    assert card.text.startswith("✅ RESOLVED · quizbot")
+    assert f"🔕 silenced by alice until {until} (this alert only)" in card.text
+    assert buttons(card) == [f"au:{alert.id}"]
+    clock.advance(60)
+    await engine.ingest([check_failed("fp-health", "http /health")])  # fires again, quietly
+    assert sends(fake) == before + 1
+    [again] = [a for a in await engine.list() if a.fingerprint == "fp-health"]
+    assert again.silenced and again.occurrence == 2 and again.message_id is None
+
+    # Unsilence: the silence ends, and the alert that fires unposted is posted
+    toast = await engine.unsilence_alert(alert.id, ALICE)
+    assert toast == f"🔔 Silence of alert {alert.id} only (quizbot · http /health) ended: " \
+        "alerts post again."
+    assert await silences.active(sqlite_store, clock()) == []
+    await engine.tick()
+    posted = fake.message(CHAT, await engine.message_of(alert.id) or 0)
+    assert posted is not None and posted.text is not None and sends(fake) == before + 2
+    assert posted.text.startswith("🔥 CRITICAL · quizbot") and "silenced" not in posted.text
+    assert await engine.unsilence_alert(alert.id, ALICE) == "This alert is not silenced."
+
+    # without a target, only that alert is muted, as ever
+    await engine.ingest([firing("fp-none", target=None)])
+    [none] = [a for a in await engine.list() if a.fingerprint == "fp-none"]
+    assert (await engine.silence_alert(none.id, ALICE, 600)).startswith("🔕 This alert (")
+    before = sends(fake)
+    await engine.ingest([firing("fp-b", target=None, summary="another"), firing("fp-none", None)])
+    assert sends(fake) == before + 1  # fp-b is posted, fp-none stays quiet
+    assert fake.too_many_requests == []
+
+
+async def test_a_silence_ends_by_itself_and_the_card_stops_saying_so(
+    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
+) -> None:
+    clock = Clock()
+    engine = engine_for(sqlite_store, make_settings(fake, tmp_path), bot, clock)
+    await engine.ingest([check_failed("fp-h", "http /health")])
+    [alert] = await engine.list()
+    await engine.silence_alert(alert.id, ALICE, 600)
+    clock.advance(601)
+    await engine.tick()
+    card = fake.message(CHAT, await engine.message_of(alert.id) or 0)
+    assert card is not None and card.text is not None and "silenced" not in card.text
+    assert f"as:{alert.id}" in buttons(card) and f"au:{alert.id}" not in buttons(card)
+    [notice] = [m for m in fake.bot_messages(CHAT) if (m.text or "").startswith("🔔")]
+    assert f"silence of alert {alert.id} only (quizbot · http /health) ended" in (
+        notice.text or ""
+    )
+
+
+async def test_card_buttons_are_only_those_whose_action_exists(
+    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
+) -> None:
+    engine = engine_for(sqlite_store, make_settings(fake, tmp_path), bot)
+    rpo = AlertEvent("backup", "fp-rpo", "firing", Severity.critical,
+                     "quizbot: no verified files backup of /etc/hostname yet (RPO 6h)",
+                     "quizbot", labels={"check": "rpo", "rpo": "6h"})  # fmt: skip
+    await engine.ingest([rpo])
+    await engine.ingest([firing("fp-pay", target="paybot")])
+    rpo_card, pay_card = fake.bot_messages(CHAT)
+    # a backup alert: Back up now, never Logs or Restart
+    assert [d[:3] for d in buttons(rpo_card)] == ["ab:", "as:", "ak:", "ai:"]
+    labels = [b["text"] for row in (rpo_card.reply_markup or {})["inline_keyboard"] for b in row]
+    assert labels[0] == "💾 Back up now"
+    # paybot has no log source and no restart action: neither button
+    assert [d[:3] for d in buttons(pay_card)] == ["as:", "ak:", "ai:"]
+    # at most three a row
+    rows = (rpo_card.reply_markup or {})["inline_keyboard"]
+    assert all(len(row) <= 3 for row in rows)
 
 
 # --------------------------------------------------------------------------- a storm
@@ -525,14 +628,36 @@ async def test_the_alert_verbs(fake: FakeBotAPI, bot: Bot, tmp_path: Path) -> No
             engine, services, caller, ["QuizBot", "1h30m", "deploy", "v2"]
         )
         assert "quizbot silenced for 1h30m" in silenced.text and "deploy v2" in silenced.text
+        assert "every alert of quizbot, whatever the check" in silenced.text  # target-wide
+        # the card of quizbot's firing alert says so at once
+        await engine.delivered()
+        card = fake.message(CHAT, await engine.message_of(crit.id) or 0)
+        assert card is not None and card.text is not None
+        assert "🔕 silenced by alice until " in card.text
+        assert card.text.endswith("(every alert of quizbot)")
+        assert f"au:{crit.id}" in buttons(card)
+        # a button's silence of one alert, beside it in the list
+        await engine.ingest([firing("v-4", target="paybot", summary="paybot slow")])
+        [pay] = [a for a in await engine.list() if a.fingerprint == "v-4"]
+        await engine.silence_alert(pay.id, ALICE)
         listing = await silence_verb(engine, services, caller, ["list"])
-        assert "quizbot until" in listing.block and "by alice — deploy v2" in listing.block
-        [silence] = await silences.active(services.store, time.time())
+        assert listing.text.startswith("🔕 2 silences in force")
+        assert ": every alert of quizbot, until " in listing.block
+        assert "by alice — deploy v2" in listing.block
+        assert f": alert {pay.id} only (paybot · paybot slow), until " in listing.block
+        [silence] = [s for s in await silences.active(services.store, time.time())
+                     if s.fingerprint is None]  # fmt: skip
         everyone = await silence_verb(engine, services, caller, ["*", "10m"])
         assert "every target silenced for 10m" in everyone.text
         ended = await unsilence_verb(engine, services, caller, [silence.id])
-        assert ended.text.startswith(f"🔔 silence {silence.id} of quizbot ended by alice")
-        assert len(await silences.active(services.store, time.time())) == 1
+        assert ended.text.startswith(
+            f"🔔 silence {silence.id} of every alert of quizbot ended by alice"
+        )
+        await engine.delivered()
+        card = fake.message(CHAT, await engine.message_of(crit.id) or 0)
+        assert card is not None and card.text is not None
+        assert card.text.endswith("(every target)")  # the * silence covers it still
+        assert len(await silences.active(services.store, time.time())) == 2
 
         bad = [
             (alerts_verb, ["everything"]),

@@ -11,7 +11,10 @@ alert says what that costs.
 A failed scheduled backup is a critical alert carrying the tool's error (redacted), resolved
 by the next scheduled backup of the same thing that succeeds. A target's ``rpo:`` applies to
 each of its backups: when the newest verified backup of one (scheduled or by hand) is older
-than the RPO, or there is none, an alert fires; it resolves when a new one lands.
+than the RPO, or there is none, an alert fires; it resolves when a new one lands. "None yet" is
+first said one schedule interval after the backup was first seen (``backup-first-seen``, shared
+by replicas and kept across restarts), and never before its first slot; one RPO after, for a
+backup with no schedule: a fresh install does not page before its first backup could run.
 
 Alerts go through the alert engine's ``ingest`` (source ``backup``), like the monitor's. The
 clock is injectable (``now``) so tests can move through schedules and RPOs.
@@ -45,6 +48,8 @@ CLAIM_TTL = 7 * 86400.0
 TICK_SECONDS = 30.0
 #: A slot this recent, when a scheduler first looks, still runs (it was missed by a restart).
 CATCH_UP = 300.0
+#: When each configured backup was first seen, by the fingerprint of its RPO alert.
+FIRST_SEEN = "backup-first-seen"
 
 Ingest = Callable[[list[AlertEvent]], Awaitable[None]]
 
@@ -91,6 +96,17 @@ def rpo_fingerprint(job: Job) -> str:
     return AlertEvent.make_fingerprint(SOURCE, job.target, "rpo", job.what)
 
 
+def first_judged(spec: Backup, rpo: float, since: float) -> float:
+    """When a backup first seen at ``since`` may be called missing: one schedule interval
+    later (never before its first slot), or one RPO later when it is not scheduled."""
+    first = next_slot(spec, since)
+    if first is None:
+        return since + rpo
+    second = next_slot(spec, first + 1)
+    interval = second - first if second is not None else rpo
+    return max(since + interval, first)
+
+
 def newest(records: Iterable[backups.BackupRecord], spec: Backup) -> backups.BackupRecord | None:
     """The newest kept backup of what ``spec`` dumps (records come newest first)."""
     source = backups.source_of(spec)
@@ -113,6 +129,7 @@ class BackupScheduler:
         self._now = now
         self._firing = set(firing)  # fingerprints this source holds open (seeded at start)
         self._next: dict[str, float | None] = {}
+        self._since: dict[str, float] = {}  # RPO fingerprint → when first seen
 
     @property
     def active(self) -> bool:
@@ -228,19 +245,40 @@ class BackupScheduler:
                 continue
             if job.target not in kept:
                 kept[job.target] = await backups.list_backups(job.target, self._services.store)
-            event = self._rpo_event(job, rpo, newest(kept[job.target], job.spec))
+            since = await self._first_seen(job)
+            event = self._rpo_event(job, rpo, newest(kept[job.target], job.spec), since)
             if event is not None:
                 events.append(event)
         return events
 
+    async def _first_seen(self, job: Job) -> float:
+        """When this backup was first seen by any replica (the first to look writes it)."""
+        key = rpo_fingerprint(job)
+        if key in self._since:
+            return self._since[key]
+        store = self._services.store
+        stored = await store.get(FIRST_SEEN, key)
+        if stored is None:
+            now = self._now()
+            if await store.create(FIRST_SEEN, key, {"at": now, "target": job.target}):
+                self._since[key] = now
+                return now
+            stored = await store.get(FIRST_SEEN, key)
+        since = float(stored.value["at"]) if stored is not None else self._now()
+        self._since[key] = since
+        return since
+
     def _rpo_event(
-        self, job: Job, rpo: float, record: backups.BackupRecord | None
+        self, job: Job, rpo: float, record: backups.BackupRecord | None, since: float
     ) -> AlertEvent | None:
         now = self._now()
         fingerprint = rpo_fingerprint(job)
         limit = describe_duration(rpo)
         breached = record is None or now - record.created > rpo
-        if breached == (fingerprint in self._firing):
+        firing = fingerprint in self._firing
+        if record is None and not firing and now < first_judged(job.spec, rpo, since):
+            return None  # day one: its first backup has not had its chance yet
+        if breached == firing:
             return None  # no change
         if record is None:
             summary = f"{job.target}: no verified {job.what} yet (RPO {limit})"

@@ -1,0 +1,148 @@
+"""Silences end to end: a silenced alert hides no new outage, and every silence, unsilence
+and ack, tapped or typed, is one audit entry. Its own bot and chat: the steps' edits would
+spend the incident chat's minute that test_alerts_e2e's storm test counts on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from tests.factories import (
+    ALICE,
+    INCIDENTS,
+    OPSBOT_TOKEN,
+    OPSBOT_USERNAME,
+    ChatSession,
+    base_config,
+    running_opsbot,
+    write_config,
+)
+from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
+from tests.lab.ports import free_port
+
+WEBHOOK_TOKEN = "webhook-bearer-secret-0123456789"
+ALICE_PRIVATE = Chat(ALICE.id, "private")
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeBotAPI]:
+    with FakeBotAPI() as api:  # Telegram's rate limits on
+        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
+        yield api
+
+
+@pytest_asyncio.fixture(scope="module")
+async def chat(
+    fake: FakeBotAPI, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ChatSession]:
+    tmp = tmp_path_factory.mktemp("silences")
+    config = base_config(fake, tmp / "data")
+    config["targets"] = {"web": {"kind": "command", "actions": {"status": ["true"]}}}
+    config["alerts"] = {"monitor": {"enabled": False}}
+    config["web"] = {"enabled": True, "port": free_port(), "token": WEBHOOK_TOKEN}
+    settings = write_config(tmp / "opsbot.yaml", config)
+    async with running_opsbot(fake, settings) as session:
+        yield session
+
+
+async def post(chat: ChatSession, body: object) -> httpx.Response:
+    web = chat.services.settings.web
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.post(
+            f"http://{web.host}:{web.port}/alerts/webhook",
+            json=body,
+            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"},
+        )
+
+
+def _data(message: FakeMessage) -> dict[str, str]:
+    rows = (message.reply_markup or {}).get("inline_keyboard", [])
+    return {b["text"]: b["callback_data"] for row in rows for b in row}
+
+
+async def _audited(chat: ChatSession, since: float, count: int) -> list[dict[str, object]]:
+    """The audit entries since ``since`` once ``count`` of them are there (each is written
+    just after its reply)."""
+    deadline = time.monotonic() + 10
+    while True:
+        entries = [
+            e for e in await chat.services.audit.entries(limit=1000)
+            if float(str(e["ts"])) >= since and e["event"] in ("button", "command")
+        ]  # fmt: skip
+        if len(entries) >= count or time.monotonic() > deadline:
+            return entries
+        await asyncio.sleep(0.05)
+
+
+async def test_a_silenced_alert_hides_no_new_outage_and_every_step_is_audited_once(
+    chat: ChatSession,
+) -> None:
+    since = time.time()
+    body = {"target": "web", "severity": "critical", "summary": "web: disk full",
+            "fingerprint": "e2e-disk"}  # fmt: skip
+    assert (await post(chat, body)).status_code == 202
+    card = await chat.fake.wait_for_message(INCIDENTS.id, _alert_text("web: disk full"))
+    tap = _data(card)
+    chat.fake.tap_button(OPSBOT_TOKEN, INCIDENTS, ALICE, card.message_id, tap["🔕 Silence 1h"])
+    card = await chat.fake.wait_for_message(
+        INCIDENTS.id, lambda m: m.message_id == card.message_id
+        and "silenced by alice until " in (m.text or ""))  # fmt: skip
+    assert (card.text or "").endswith("(this alert only)") and "🔔 Unsilence" in _data(card)
+
+    # a different failure of the same target, four minutes later or now: posted
+    other = {"target": "web", "severity": "critical", "summary": "web: 5xx rate 12%",
+             "fingerprint": "e2e-5xx"}  # fmt: skip
+    assert (await post(chat, other)).status_code == 202
+    second = await chat.fake.wait_for_message(INCIDENTS.id, _alert_text("web: 5xx rate 12%"))
+    assert "silenced" not in (second.text or "")
+
+    chat.fake.tap_button(OPSBOT_TOKEN, INCIDENTS, ALICE, card.message_id, tap_un(card))
+    card = await chat.fake.wait_for_message(
+        INCIDENTS.id, lambda m: m.message_id == card.message_id
+        and "silenced" not in (m.text or ""))  # fmt: skip
+    chat.fake.tap_button(OPSBOT_TOKEN, INCIDENTS, ALICE, card.message_id, tap["👀 Ack"])
+    await chat.fake.wait_for_message(
+        INCIDENTS.id, lambda m: m.message_id == card.message_id
+        and "acked by alice" in (m.text or ""))  # fmt: skip
+
+    typed = await chat.ask("/silence web 30m maintenance", user=ALICE, chat=ALICE_PRIVATE)
+    assert "every alert of web, whatever the check" in (typed.text or "")
+    await chat.fake.wait_for_message(
+        INCIDENTS.id, lambda m: m.message_id == second.message_id
+        and (m.text or "").endswith("(every alert of web)"))  # fmt: skip
+    silence_id = (typed.text or "").split(" · id ")[1].split()[0]
+    ended = await chat.ask(f"/unsilence {silence_id}", user=ALICE, chat=ALICE_PRIVATE)
+    assert "ended by alice" in (ended.text or "")
+    alert_id = _data(second)["👀 Ack"].partition(":")[2]
+    acked = await chat.ask(f"/ack {alert_id}", user=ALICE, chat=ALICE_PRIVATE)
+    assert "Acked by alice" in (acked.text or "")
+
+    entries = await _audited(chat, since, 6)
+    steps = sorted((str(e["event"]), str(e["verb"]), tuple(map(str, e["args"])))  # type: ignore[call-overload]
+                   for e in entries)  # fmt: skip
+    first_id = tap["👀 Ack"].partition(":")[2]
+    assert steps == sorted([
+        ("button", "silence", (first_id, "1h")),
+        ("button", "unsilence", (first_id,)),
+        ("button", "ack", (first_id,)),
+        ("command", "silence", ("web", "30m", "maintenance")),
+        ("command", "unsilence", (silence_id,)),
+        ("command", "ack", (alert_id,)),
+    ])  # fmt: skip
+    assert all(e["who"] == "alice" for e in entries)
+    taps = [e for e in entries if e["event"] == "button"]
+    assert all(e["target"] == "web" and e["alert"] == first_id for e in taps)
+    assert all(str(e["identity"]).startswith("web · ") for e in taps)
+
+
+def tap_un(card: FakeMessage) -> str:
+    return _data(card)["🔔 Unsilence"]
+
+
+def _alert_text(text: str) -> Callable[[FakeMessage], bool]:
+    return lambda m: text in (m.text or "") and "CRITICAL" in (m.text or "")
