@@ -31,6 +31,8 @@ from opsbot.reach.targets import container_name
 from opsbot.render import Button, Document, Reply
 from opsbot.services import Services
 from opsbot.state.audit import digest
+from opsbot.state.outbox_notifier import edit_at
+from opsbot.state.pace import Priority
 
 log = logging.getLogger(__name__)
 
@@ -247,11 +249,15 @@ async def decide(
     return decision.message, run
 
 
-async def _show(notifier: Notifier | None, filed: Request, progress: str = "") -> None:
+async def _show(
+    notifier: Notifier | None, filed: Request, progress: str = "",
+    priority: Priority = Priority.reply,
+) -> None:
     """Queue the card's new state; a failure to queue it never stops the action."""
     if notifier is not None and filed.chat_id is not None and filed.message_id is not None:
         try:
-            await notifier.edit(filed.chat_id, filed.message_id, card(filed, progress))
+            reply = card(filed, progress)
+            await edit_at(notifier, filed.chat_id, filed.message_id, reply, priority)
         except Exception:
             log.exception("could not update the card of request %s", filed.id)
 
@@ -315,7 +321,7 @@ class _Progress:
             if self.sink is not None:  # the card is not posted yet: the caller's message
                 self.sink(card(self.filed, line))
             else:
-                await _show(self.notifier, self.filed, line)
+                await _show(self.notifier, self.filed, line, Priority.progress)  # gives way
 
     async def _tick(self) -> None:
         while True:
@@ -449,7 +455,8 @@ async def _report(
     took = f"took {elapsed(duration)}" if duration is not None else ""
     reply = _with_output(card(done, took), done.target, outcome)
     if done.chat_id is not None and done.message_id is not None:
-        await notifier.edit(done.chat_id, done.message_id, Reply(reply.text, reply.block))
+        final = Reply(reply.text, reply.block)  # owed: ahead of progress, behind replies
+        await edit_at(notifier, done.chat_id, done.message_id, final, Priority.final)
         documents = [reply.document] if reply.document else []
         documents += _files(outcome)
         for document in documents:

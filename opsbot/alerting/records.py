@@ -251,7 +251,9 @@ class AlertRecords:
                 silenced=silenced,
                 silence_id=silence_id,
                 silenced_until=until,
-                digested=in_storm and not silenced and event.status == "firing",
+                # a critical alert may still get a message in a storm: delivery decides
+                digested=in_storm and not silenced and event.status == "firing"
+                and event.severity is not Severity.critical,
                 resolved_at=now if event.status == "resolved" else None,
                 id_refreshed=alert.id_refreshed if alert is not None else now,
                 **fields,
