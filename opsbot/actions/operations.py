@@ -32,6 +32,8 @@ from opsbot.reach.targets import container_name
 from opsbot.render import Button, Document, Reply
 from opsbot.services import Services
 from opsbot.state.audit import digest
+from opsbot.state.outbox_notifier import edit_at
+from opsbot.state.pace import Priority
 
 log = logging.getLogger(__name__)
 
@@ -267,12 +269,13 @@ async def _show(
     filed: Request,
     progress: str = "",
     next_steps: tuple[Button, ...] = (),
+    priority: Priority = Priority.reply,
 ) -> None:
     """Queue the card's new state; a failure to queue it never stops the action."""
     if notifier is not None and filed.chat_id is not None and filed.message_id is not None:
         try:
             shown = card(filed, progress, next_steps)
-            await notifier.edit(filed.chat_id, filed.message_id, shown)
+            await edit_at(notifier, filed.chat_id, filed.message_id, shown, priority)
         except Exception:
             log.exception("could not update the card of request %s", filed.id)
 
@@ -330,7 +333,8 @@ class _Progress:
             if self.sink is not None:  # the card is not posted yet: the caller's message
                 self.sink(card(self.filed, line))
             else:
-                await _show(self.notifier, self.filed, line)
+                # a progress line gives way to everything else in the chat's window
+                await _show(self.notifier, self.filed, line, priority=Priority.progress)
 
     async def _tick(self) -> None:
         while True:
@@ -464,8 +468,9 @@ async def _report(
     final = card(done, took(done, duration), offered(services, done))
     reply = _with_output(final, done.target, outcome)
     if done.chat_id is not None and done.message_id is not None:
+        # owed: ahead of progress, behind replies
         shown = Reply(reply.text, reply.block, buttons=reply.buttons)
-        await notifier.edit(done.chat_id, done.message_id, shown)
+        await edit_at(notifier, done.chat_id, done.message_id, shown, Priority.final)
         documents = [reply.document] if reply.document else []
         documents += _files(outcome)
         for document in documents:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from opsbot.alerting.buttons import alert_buttons
+from opsbot.alerting.event import Severity
 from opsbot.alerting.records import ALERTS, MAX_SWAPS, Alert, AlertRecords, hhmm, span
 from opsbot.config import Settings
 from opsbot.metrics import Metrics
@@ -26,6 +27,8 @@ from opsbot.state.pace import WINDOW
 log = logging.getLogger(__name__)
 
 UNPACED = 1_000_000  # the room of a chat no outbox paces (the console prints)
+CRITICAL_SPARE = 4  # a critical alert in a full chat leaves three slots to replies, one to
+# the storm's digest
 
 
 def message_ref(*parts: object) -> int:
@@ -41,10 +44,16 @@ def _since(alert: Alert) -> str:
     return hhmm(alert.first_seen)
 
 
+def named(target: str | None, labels: dict[str, str]) -> str | None:
+    """What an alert is about: its target, or the name a webhook gave that is not in the
+    inventory (kept in its ``target`` label), rather than nothing."""
+    return target or labels.get("target") or None
+
+
 def alert_text(alert: Alert) -> str:
     """The alert's message; depends only on the document, so replicas render alike."""
     sev = alert.severity
-    who = (alert.target or alert.source)[:64]
+    who = (named(alert.target, alert.labels) or alert.source)[:64]
     summary = alert.summary[:600] or "(no summary)"
     if alert.firing:
         lines = [f"{sev.icon} {sev.value.upper()} · {who}", summary]
@@ -125,11 +134,14 @@ class AlertDelivery:
     def outbox(self) -> OutboxNotifier | None:
         return self.notifier if isinstance(self.notifier, OutboxNotifier) else None
 
-    async def room(self, chat: int) -> int:
-        """New alert messages the chat takes now (``Outbox.room``, at most the alert cap)."""
+    async def room(self, chat: int, critical: bool = False) -> int:
+        """New alert messages the chat takes now (``Outbox.room``, at most the alert cap);
+        ``critical``: new critical alerts, which the window keeps room for beyond that."""
         out = self.outbox
         if out is None:
             return UNPACED
+        if critical:
+            return await out.outbox.room(chat, priority=Priority.critical)
         return await out.outbox.room(chat, self.settings.alerts.max_messages_per_minute)
 
     def allowance(self, seconds: float) -> int:
@@ -140,21 +152,28 @@ class AlertDelivery:
             window = out.outbox.pace.window
         return math.floor(cap * seconds / window)
 
-    async def send(self, chat: int, reply: Reply, thread: int | None, ref: int) -> int:
-        """Queue a new message once (the outbox) or send it (a plain notifier); its ref."""
+    async def send(
+        self, chat: int, reply: Reply, thread: int | None, ref: int, *, critical: bool = False
+    ) -> int:
+        """Queue a new message once (the outbox) or send it (a plain notifier); its ref.
+        ``critical``: a new critical alert's first message, ahead of everything."""
         if (out := self.outbox) is not None:
-            return await out.send(chat, reply, thread_id=thread, ref=ref, once=True)
+            priority = Priority.critical if critical else None
+            return await out.send(chat, reply, thread_id=thread, ref=ref, once=True,
+                                  priority=priority)  # fmt: skip
         return await self.notifier.send(chat, reply, thread_id=thread)
 
     async def replace_text(
-        self, chat: int, ref: int, reply: Reply, *, stamp: int, urgent: bool, asked: bool = False
+        self, chat: int, ref: int, reply: Reply, *, stamp: int, urgent: bool, asked: bool = False,
+        priority: Priority | None = None,
     ) -> None:
         """Queue a message's newest text: what a person asked for (an ack) as a reply, a
-        status change ahead of counters."""
+        status change ahead of counters (or at ``priority``)."""
         if (out := self.outbox) is None:
             await self.notifier.edit(chat, ref, reply)
             return
-        priority = Priority.reply if asked else Priority.alert if urgent else Priority.update
+        if priority is None:
+            priority = Priority.reply if asked else Priority.alert if urgent else Priority.update
         await out.edit(chat, ref, reply, priority=priority, stamp=stamp)
 
     async def change(self, fingerprint: str, change: Callable[[Alert], Alert | None]) -> bool:
@@ -195,7 +214,8 @@ class AlertDelivery:
             return False
         reply = alert_reply(current, self.settings)
         thread = self.thread_id
-        ref = await self.send(chat, reply, thread, message_ref(current.id, current.occurrence))
+        ref = await self.send(chat, reply, thread, message_ref(current.id, current.occurrence),
+                              critical=current.severity is Severity.critical)  # fmt: skip
         now = self.clock()
 
         def record(a: Alert) -> Alert | None:
@@ -287,3 +307,8 @@ class Room:
         left = await self.delivery.room(self.chat)
         self.full = left <= 0
         return left > spare
+
+    async def take_critical(self) -> bool:
+        """True when a new critical alert gets a message of its own, even with the chat full
+        of others (a storm): the window keeps room for it, and still for replies after it."""
+        return await self.delivery.room(self.chat, critical=True) > CRITICAL_SPARE

@@ -1,26 +1,38 @@
 """Storms: when the chat has no room, new alerts are counted into one digest per chat.
 
-The storm document (``alert-storms/{chat}``) holds the counts per target and severity. The
-digest's ref is derived from the storm, so replicas queue one message; its edits carry the
-document's version, so the outbox keeps the newest. See ``opsbot.alerting.engine``.
+The storm document (``alert-storms/{chat}``) holds the counts per target and severity, and
+names the critical alerts it holds (a person must see those even when they got no message
+of their own). The digest's ref is derived from the storm, so replicas queue one message;
+it is kept current: each change is queued (at most every ``refresh`` seconds) as the
+message's newest text, which the outbox coalesces (and puts into the send while that is
+still queued), and its edits carry the document's version, so the outbox keeps the newest.
+See ``opsbot.alerting.engine``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from opsbot.alerting.delivery import AlertDelivery, message_ref
+from opsbot.alerting.delivery import AlertDelivery, message_ref, named
 from opsbot.alerting.event import AlertEvent, Severity
-from opsbot.alerting.records import MAX_SWAPS, AlertRecords, hhmm, span
+from opsbot.alerting.records import MAX_SWAPS, Alert, AlertRecords, hhmm, span
 from opsbot.config import Settings
 from opsbot.render import Reply
+from opsbot.state.pace import Priority
 
 log = logging.getLogger(__name__)
 
 STORMS = "alert-storms"
+NAMED = 20  # critical alerts a storm names (the first ones; the rest are counted)
+SHOWN_CRITICAL = 5  # of those, in the digest's text
+
+
+def refresh(interval: float) -> float:
+    """Seconds between two texts of a digest: current within seconds, not one per event."""
+    return min(5.0, interval / 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +49,11 @@ class Storm:
     message_id: int | None = None
     last_digest: float | None = None
     shown_total: int = -1
+    shown_critical: int = 0
     ended: float | None = None
     final_shown: bool = False
+    criticals: list[list[str]] = field(default_factory=list)  # [id, what, summary], NAMED
+    critical: int = 0  # critical alerts the storm holds (without a message of their own)
 
     def to_doc(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +76,13 @@ def storm_text(storm: Storm, now: float, top: int = 12) -> str:
         f" since {hhmm(storm.started)}"
         + (f", {storm.resolved:,} resolved" if storm.resolved else "")
     ]
+    if storm.critical:
+        icon = Severity.critical.icon
+        lines.append(f"{icon} {storm.critical:,} critical without a message of their own:")
+        for alert_id, what, summary in storm.criticals[:SHOWN_CRITICAL]:
+            lines.append(f"{what}: {summary} (id {alert_id})")
+        if storm.critical > SHOWN_CRITICAL:
+            lines.append(f"… {storm.critical - SHOWN_CRITICAL:,} more critical: /alerts")
     ranked = sorted(storm.counts.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
     order = [s.value for s in sorted(Severity, key=lambda s: -s.rank)]
     for target, by_severity in ranked[:top]:
@@ -120,9 +142,16 @@ class StormDigests:
         if mine and began is mine[-1]:  # this replica began it: one log line, not one each
             log.warning("alerts: chat %s is full: storm mode", chat)
 
-    async def tally(self, chat: int, events: list[AlertEvent], new: int) -> None:
+    async def tally(
+        self, chat: int, events: list[AlertEvent], new: int, digested: Sequence[Alert] = ()
+    ) -> None:
+        """Count ``events`` and ``new`` digested alerts into the storm; name the critical
+        ones among ``digested``."""
         if not events and not new:
             return
+        critical = [a for a in digested if a.severity is Severity.critical]
+        names = [[a.id, named(a.target, a.labels) or a.source, a.summary[:120]]
+                 for a in critical]  # fmt: skip
         counts: dict[str, dict[str, int]] = {}
         firing = resolved = 0
         for event in events:
@@ -130,7 +159,7 @@ class StormDigests:
                 resolved += 1
                 continue
             firing += 1
-            by_severity = counts.setdefault(event.target or "other", {})
+            by_severity = counts.setdefault(named(event.target, event.labels) or "other", {})
             by_severity[event.severity.value] = by_severity.get(event.severity.value, 0) + 1
 
         def add(current: Storm | None) -> Storm | None:
@@ -148,6 +177,8 @@ class StormDigests:
                 new=current.new + new,
                 window_new=current.window_new + new,
                 counts=merged,
+                criticals=[*current.criticals, *names][:NAMED],
+                critical=current.critical + len(critical),
             )
 
         await self.change(chat, add)
@@ -162,18 +193,22 @@ class StormDigests:
             return
         if storm.active:
             last = storm.last_digest or 0.0
-            changed = storm.total != storm.shown_total and now - last >= interval
-            if storm.message_id is not None and not changed:
+            changed = storm.total != storm.shown_total or storm.critical != storm.shown_critical
+            if storm.message_id is not None and not (changed and now - last >= refresh(interval)):
                 return
         elif storm.message_id is None or storm.final_shown:
             return
         reply = Reply(text=storm_text(storm, now))
-        if storm.message_id is None:
+        if storm.message_id is None:  # what a storm holds is shown first: as a critical alert
             ref = message_ref("storm", chat, storm.started)
-            await self.delivery.send(chat, reply, self.delivery.thread_id, ref)
-        else:
+            await self.delivery.send(chat, reply, self.delivery.thread_id, ref, critical=True)
+        else:  # kept current ahead of the alerts it stands for (a storm fills their share);
+            # a critical alert it names for the first time goes as a person's reply would
             ref = storm.message_id
-            await self.delivery.replace_text(chat, ref, reply, stamp=stored.version, urgent=True)
+            named_new = storm.critical != storm.shown_critical
+            priority = Priority.reply if named_new else Priority.final
+            await self.delivery.replace_text(chat, ref, reply, stamp=stored.version, urgent=True,
+                                             priority=priority)  # fmt: skip
 
         def shown(current: Storm | None) -> Storm | None:
             if current is None or current.started != storm.started:
@@ -183,6 +218,7 @@ class StormDigests:
                 message_id=ref,
                 last_digest=now,
                 shown_total=max(current.shown_total, storm.total),
+                shown_critical=max(current.shown_critical, storm.critical),
                 final_shown=current.final_shown or storm.ended is not None,
             )
 

@@ -51,9 +51,11 @@ Edits carry the document's version, so a replica late with an older text changes
 
 Storms
 ------
-In a storm, new alerts get no message of their own (``digested=true``); instead one digest
-message per chat (``alert-storms/{chat}``) is posted, then edited at most every
-``digest_interval`` seconds, with the counts per target and severity since the storm began.
+In a storm, new alerts get no message of their own (``digested=true``), except critical ones
+while the window keeps room for them (``Room.take_critical``: they go out ahead of
+everything, still leaving a few slots to command replies); instead one digest message per
+chat (``alert-storms/{chat}``) is posted and kept current (``digests.refresh``), with the
+counts per target and severity since the storm began and the critical alerts it holds.
 Every alert is still recorded, listable (``/alerts``) and ackable (``/ack ID``); edits of
 messages posted before the storm go on. The storm ends at the first digest interval in which
 no more new alerts arrived than the chat takes for that long; the digest is edited one last
@@ -72,7 +74,7 @@ from typing import Any
 from opsbot.alerting import silences
 from opsbot.alerting.delivery import AlertDelivery, Room, chat_of, thread_of
 from opsbot.alerting.digests import STORMS, Storm, StormDigests
-from opsbot.alerting.event import AlertEvent
+from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.alerting.records import (
     ALERTS,
     MAX_SWAPS,
@@ -239,27 +241,31 @@ class AlertEngine:
             if after.recovery == "pending":
                 await self.delivery.recover(after, in_storm, room)
         if in_storm:
-            new = recorded.new_digested + (digested or 0)
-            await self.storms.tally(chat, recorded.counted, new)
+            new = recorded.new_digested + len(digested or [])
+            await self.storms.tally(chat, recorded.counted, new, digested or [])
             await self.storms.digest(chat)
             # The storm document changed: read it now rather than in a failed record later.
             self._basis = await self._read_basis()
 
     async def _deliver_new(
         self, chat: int, posts: list[Alert], in_storm: bool, room: Room
-    ) -> int | None:
+    ) -> list[Alert] | None:
         """Post new alerts, most severe first. Once the chat has no room, the storm begins
-        and the rest are digested: returns how many were, or None when not in a storm."""
-        digested: int | None = None
+        and the rest are digested, but for critical ones the window still keeps room for:
+        returns the digested alerts, or None when not in a storm."""
+        digested: list[Alert] | None = None
         for alert in sorted(posts, key=lambda a: -a.severity.rank):
             if not in_storm and digested is None:
                 if await room.take(spare=1):  # the last one is the digest's
                     await self.delivery.post(chat, alert)
                     continue
                 await self.storms.begin(chat)
-                digested = 0
+                digested = []
+            if alert.severity is Severity.critical and await room.take_critical():
+                await self.delivery.post(chat, alert)
+                continue
             if await self.delivery.mark_digested(alert):
-                digested = (digested or 0) + 1
+                digested = [*(digested or []), alert]
         return digested
 
     # ----------------------------------------------------------------------- tick
@@ -287,7 +293,7 @@ class AlertEngine:
         retries = [a for a in by_severity if a.needs_post]
         digested = await self._deliver_new(chat, retries, in_storm, room) if retries else None
         if digested:
-            await self.storms.tally(chat, [], digested)
+            await self.storms.tally(chat, [], len(digested), digested)
         in_storm = in_storm or digested is not None
         for alert in by_severity:
             if alert.recovery == "pending":

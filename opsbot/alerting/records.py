@@ -267,7 +267,11 @@ class AlertRecords:
                 count=1 if event.status == "firing" else 0,
                 occurrence=alert.occurrence + 1 if alert is not None else 1,
                 **covered,
-                digested=in_storm and silence is None and event.status == "firing",
+                # a critical alert may still get a message in a storm: delivery decides
+                digested=in_storm
+                and silence is None
+                and event.status == "firing"
+                and event.severity is not Severity.critical,
                 resolved_at=now if event.status == "resolved" else None,
                 id_refreshed=alert.id_refreshed if alert is not None else now,
                 **fields,

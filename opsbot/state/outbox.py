@@ -7,9 +7,10 @@ message id it produced, so an edit queued before its message is posted waits for
 
 Rules the worker keeps (all state is in the store, shared by replicas):
 
-* **Order.** Per chat, entries go out by (priority, enqueue time): replies and approval
-  cards ahead of alerts and incident cards, those ahead of alert counter edits (see
-  ``Priority``); within a priority, in the order they were queued. One worker holds a chat
+* **Order.** Per chat, entries go out by (priority, enqueue time): a new critical alert,
+  then replies and approval cards, cards' final states, alerts and incident cards, alert
+  counter edits, and last progress edits (see ``Priority``); within a priority, in the
+  order they were queued. One worker holds a chat
   at a time (a store lease), and an entry that waits for a retry holds back those behind.
 * **At most once.** An entry is claimed by compare-and-set (with a lease) before the Bot API
   is called. A send whose claimer died before recording its message id is never sent again:
@@ -19,14 +20,18 @@ Rules the worker keeps (all state is in the store, shared by replicas):
   (an edit already in flight is followed by the newest text only) and keeps the more urgent
   of the two priorities. An edit may carry a ``stamp`` (its source document's version): a
   text older than the one queued or shown is dropped, so replicas racing cannot go back.
+  An edit of a message whose send is still queued becomes that send's text (one call, and
+  the message is posted with its current text rather than its first).
 * **Retries.** 5xx, network errors and timeouts back off exponentially (capped at
   ``MAX_BACKOFF``); a 429 pauses the chat for its ``retry_after``; other errors (400, 403)
   drop the entry. Entries older than ``MAX_AGE`` are dropped.
 * **Pacing (the one rule).** Every call in a group (send, edit, pin) takes a slot of the
-  group's window first (``pace.ChatPace``, shared by every replica): replies may use all
-  ``group_per_minute``; alerts leave the last two to them, so a command typed in a storm is
-  answered at once; counter edits only use half. The alert engine asks ``room`` before it
-  gives a new alert a message of its own: when the chat is full, it digests instead.
+  group's window first (``pace.ChatPace``, shared by every replica), and each priority stops
+  earlier than the one above it (``ChatPace.limit``): a critical alert may use the whole
+  window, replies all but its last slot, final card states, alerts, counter edits and
+  progress edits less and less, so a new critical alert and a command typed after a busy
+  minute find room at once. The alert engine asks ``room`` before it gives a new alert a
+  message of its own: when the chat is full, it digests instead.
 """
 
 from __future__ import annotations
@@ -158,15 +163,17 @@ class Outbox:
         # pass): an express reply is written on condition that it is still so.
         self.seen: dict[str, Versioned] | None = None
 
-    async def room(self, chat: int, cap: int | None = None) -> int:
-        """How many more alert messages the chat takes now: the alert limit (or ``cap``)
-        less the calls of the window and what is queued ahead of or beside them."""
-        limit = self.pace.limit(Priority.alert)
+    async def room(
+        self, chat: int, cap: int | None = None, priority: Priority = Priority.alert
+    ) -> int:
+        """How many more messages of ``priority`` the chat takes now: its limit (or ``cap``)
+        less the calls of the window and the entries queued to go before or with them."""
+        limit = self.pace.limit(priority)
         if cap is not None:
             limit = min(limit, cap)
         used = await self.pace.used(chat) if chat < 0 else 0
         queued = [e for e in await self.pending() if e.chat == chat]
-        return max(0, limit - used - sum(1 for e in queued if e.priority <= Priority.alert))
+        return max(0, limit - used - sum(1 for e in queued if e.priority <= priority))
 
     # ------------------------------------------------------------------ enqueueing
 
@@ -244,7 +251,31 @@ class Outbox:
         doc = self._doc("edit", chat, priority, ref=ref, reply=reply_to_doc(reply))
         if stamp is not None:
             doc["stamp"] = stamp
-        await self._edit(f"e{ref}", doc)
+        if not await self._into_send(ref, doc):
+            await self._edit(f"e{ref}", doc)
+
+    async def _into_send(self, ref: int, doc: JSONDoc) -> bool:
+        """Make the edit the text of its message's send, while that is still queued (and no
+        edit of it is): True when done, or when the send holds a newer stamp already."""
+        edit = await self.store.get(NAMESPACE, f"e{ref}")
+        if edit is not None and edit.value["state"] != "done":
+            return False  # an edit is queued or in flight: it keeps the order of texts
+        key, stamp = f"s{ref}", doc.get("stamp")
+        while True:
+            stored = await self.store.get(NAMESPACE, key)
+            if stored is None or stored.value["state"] != "pending":
+                return False  # sent, in flight, or never queued here: edit the message
+            current = stored.value
+            if "document" in current["reply"]:
+                return False
+            if stamp is not None and int(current.get("stamp", -1)) >= stamp:
+                return True
+            new = {**current, "reply": doc["reply"],
+                   "priority": min(current["priority"], doc["priority"])}  # fmt: skip
+            if stamp is not None:
+                new["stamp"] = stamp
+            if await self.store.swap(NAMESPACE, key, stored.version, new, ttl=MAX_AGE):
+                return True
 
     async def edit_message(
         self, chat: int, message_id: int, reply: Reply, *, priority: Priority = Priority.reply
@@ -258,6 +289,8 @@ class Outbox:
         while True:
             stored = await self.store.get(NAMESPACE, key)
             if stored is None:
+                if stamp is not None and await self._shown_stamp(doc.get("ref")) >= stamp:
+                    return  # the message shows this text, or a newer one, already
                 if await self.store.create(NAMESPACE, key, doc, ttl=MAX_AGE):
                     break
                 continue
@@ -278,6 +311,11 @@ class Outbox:
             if await self.store.swap(NAMESPACE, key, stored.version, new, ttl=MAX_AGE):
                 break
         self.wakeup.set()
+
+    async def _shown_stamp(self, ref: int | None) -> int:
+        """The stamp of the text the message ``ref`` was last delivered with (-1: none)."""
+        stored = await self.store.get(REFS, str(ref)) if ref is not None else None
+        return int(stored.value.get("stamp", -1)) if stored is not None else -1
 
     async def pin(self, chat: int, ref: int, *, priority: Priority = Priority.reply) -> None:
         await self.store.put(NAMESPACE, f"p{ref}", self._doc("pin", chat, priority, ref=ref),
@@ -349,7 +387,10 @@ class Outbox:
     async def delivered(self, entry: Entry, message_id: int | None) -> None:
         """The Bot API answered: record the message (sends) and retire the entry."""
         if entry.ref is not None and message_id is not None and entry.kind in ("send", "edit"):
-            await self.store.put(REFS, str(entry.ref), {"message_id": message_id}, ttl=REF_TTL)
+            shown: JSONDoc = {"message_id": message_id}
+            if "stamp" in entry.doc:  # how new the text it shows is: an older one is ignored
+                shown["stamp"] = entry.doc["stamp"]
+            await self.store.put(REFS, str(entry.ref), shown, ttl=REF_TTL)
         await self._settle(entry, None)
         await self._forget_file(entry)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
+from opsbot.notify import Notifier
 from opsbot.redact import Redactor
 from opsbot.render import Reply
 from opsbot.state.outbox import Outbox, Priority
@@ -42,13 +43,15 @@ class OutboxNotifier:
         reply_to: int | None = None,
         once: bool = False,
         claim: Awaitable[bool] | None = None,
+        priority: Priority | None = None,
     ) -> int:
         """Queue a message; ``ref`` (from ``Outbox.new_ref``) when the caller stored it first;
         ``reply_to``: the Telegram message id of the command it answers; ``once`` and
-        ``claim``: see ``Outbox.send``."""
+        ``claim``: see ``Outbox.send``; ``priority``: default this notifier's."""
         reply = reply.redacted(self.redactor)
         return await self.outbox.send(
-            chat_id, reply, thread_id=thread_id, priority=self.priority, ref=ref,
+            chat_id, reply, thread_id=thread_id,
+            priority=self.priority if priority is None else priority, ref=ref,
             reply_to=reply_to, once=once, claim=claim,
         )  # fmt: skip
 
@@ -85,3 +88,14 @@ class OutboxNotifier:
             return None
         await self.outbox.pace.wait(chat_id, Priority.reply)
         return await self.topics(chat_id, name)
+
+
+async def edit_at(
+    notifier: Notifier, chat_id: int, message_id: int, reply: Reply, priority: Priority
+) -> None:
+    """Edit a message at ``priority`` when ``notifier`` is the outbox (a progress edit gives
+    way, a final state goes ahead of it); any other notifier has no pace: a plain edit."""
+    if isinstance(notifier, OutboxNotifier):
+        await notifier.edit(chat_id, message_id, reply, priority=priority)
+    else:
+        await notifier.edit(chat_id, message_id, reply)

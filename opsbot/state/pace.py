@@ -4,8 +4,10 @@ Telegram allows about 20 messages a minute in a group and answers 429 beyond tha
 count too. The outbox worker takes a slot here *before* each call in a group: the times of
 the window's calls are one document per chat (``outbox-pace/{chat}``), updated by
 compare-and-set, so replicas share one count. A call is made only while fewer than its
-priority's limit were made in the window (see ``Outbox.limit``); a 429 that still happens
-(another bot on the token) pauses the chat for its ``retry_after``.
+priority's limit were made in the window (``ChatPace.limit``): each class stops earlier than
+the one above it, so the window always keeps room for what matters more (a new critical
+alert, then a command's reply); a 429 that still happens (another bot on the token) pauses
+the chat for its ``retry_after``.
 """
 
 from __future__ import annotations
@@ -25,11 +27,27 @@ MAX_SWAPS = 1000  # compare-and-set retries before giving up
 
 
 class Priority(IntEnum):
-    """The outbox's classes, most urgent first."""
+    """The outbox's classes, most urgent first (edits share the window with sends)."""
 
-    reply = 0  # command replies, approval cards and their progress
-    alert = 1  # alerts, digests, incident cards and reminders
-    update = 2  # edits of alert messages that only change a counter
+    critical = 0  # a new critical alert's first message
+    reply = 1  # command replies, approval cards, what a person's tap or command changed
+    final = 2  # a card's final state (an action's result): owed, but it may wait a little
+    alert = 3  # warnings, digests, incident cards and reminders, status edits of alerts
+    update = 4  # edits of alert messages that only change a counter
+    progress = 5  # progress edits: the first to give way, superseded by the message's next
+
+
+#: The share of the window each class may fill (a call waits while the window holds as many):
+#: a critical alert may use it all, a reply all but the critical alert's last slot, and each
+#: class below stops earlier, so that a reply typed after a busy minute finds room at once.
+SHARE = {
+    Priority.critical: 1.0,
+    Priority.reply: 0.95,
+    Priority.final: 0.8,
+    Priority.alert: 0.75,
+    Priority.update: 0.4,
+    Priority.progress: 0.3,
+}
 
 
 class ChatPace:
@@ -49,12 +67,14 @@ class ChatPace:
         self.namespace = namespace
 
     def limit(self, priority: int) -> int:
-        """Calls the window may already hold for a call of ``priority`` to be made: replies
-        may fill it; alerts leave the last two to replies; counter edits use half."""
-        if priority <= Priority.reply:
+        """Calls the window may already hold for a call of ``priority`` to be made (20 a
+        minute: critical 20, reply 19, final 16, alert 15, update 8, progress 6)."""
+        cls = Priority(min(max(priority, Priority.critical), Priority.progress))
+        if cls == Priority.critical:
             return self.per_minute
-        alerts = self.per_minute - min(2, self.per_minute - 1)
-        return alerts if priority == Priority.alert else max(1, alerts // 2)
+        if cls == Priority.reply:  # the last slot is a critical alert's
+            return max(1, self.per_minute - 1)
+        return max(1, int(self.per_minute * SHARE[cls]))
 
     async def wait(self, chat: int, priority: int) -> bool:
         """Wait (up to a window) for a slot, for a call made outside the outbox; False when

@@ -5,7 +5,9 @@ latest one wins), so the verbs stay Telegram-free. ``ProgressMessage`` is the si
 uses: it posts the first progress reply through the ``Notifier`` port, edits it at most every
 ``interval`` seconds (1 s in a private chat, 3 s in a group) with the latest state (never
 blocking the verb), and ``finish`` edits it one last time with the final reply, so the last
-state is always shown.
+state is always shown. In a group's pace the progress edits are the first to give way
+(``Priority.progress``: a queued one is replaced by the next); the final reply is the
+command's answer and goes as a reply.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import logging
 
 from opsbot.notify import Notifier
 from opsbot.render import Reply
+from opsbot.state.outbox_notifier import edit_at
+from opsbot.state.pace import Priority
 
 log = logging.getLogger(__name__)
-
 
 
 class ProgressMessage:
@@ -67,7 +70,7 @@ class ProgressMessage:
         if reply.document is not None:  # a message cannot become a document: the caller
             await self.notifier.edit(self.chat_id, self.message_id, Reply(reply.text))
             return None  # sends it, and no "⏳" state is left behind
-        await self.notifier.edit(self.chat_id, self.message_id, reply)
+        await edit_at(self.notifier, self.chat_id, self.message_id, reply, Priority.reply)
         return self.message_id
 
     def cancel(self) -> None:
@@ -90,7 +93,8 @@ class ProgressMessage:
                         self.chat_id, reply, thread_id=self.thread_id, reply_to=self.reply_to
                     )
                 else:
-                    await self.notifier.edit(self.chat_id, self.message_id, reply)
+                    await edit_at(self.notifier, self.chat_id, self.message_id, reply,
+                                  Priority.progress)  # fmt: skip
             except Exception as exc:  # progress is a courtesy: the command goes on regardless
                 log.warning("progress message in %s not updated: %s", self.chat_id, exc)
             with contextlib.suppress(TimeoutError):

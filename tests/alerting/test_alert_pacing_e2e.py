@@ -126,6 +126,8 @@ async def test_a_storm_with_a_command_typed_in_it_stays_within_the_group_limit(
 ) -> None:
     engine, outbox = engine_of(chat), chat.services.outbox
     await engine.ingest([event(i) for i in range(300)])  # 300 new alerts on six targets
+    while any(e.kind == "send" and e.priority < Priority.alert for e in await outbox.pending()):
+        await asyncio.sleep(0.05)  # the critical ones are posted (edits of them follow)
     await engine.ingest([event(i) for i in range(300)])  # repeats: counters to edit
     await engine.ingest([event(i, "resolved") for i in range(0, 300, 3)])  # a third resolve
     queued = [e for e in await outbox.pending() if e.kind == "edit"]
@@ -142,13 +144,13 @@ async def test_a_storm_with_a_command_typed_in_it_stays_within_the_group_limit(
         storm = await engine.storms.current(CHAT)
 
     # The command was answered at once, ahead of the alert edits queued before it.
-    assert len(queued) >= 5 and all(e.priority >= Priority.alert for e in queued)
+    assert len(queued) >= 5 and all(e.priority >= Priority.final for e in queued)
     assert reply.text is not None and reply.text.startswith("🚨 ")
     calls = chat.fake.calls
     reply_at = next(i for i, c in enumerate(calls) if c.method == "sendMessage" and
                     c.params.get("reply_parameters", {}).get("message_id")
                     == command["message_id"])  # fmt: skip
-    overtaken = [c for c in calls[typed_at:reply_at] if c.method == "editMessageText"]
+    overtaken = [c for c in calls[typed_at:reply_at] if c.params.get("chat_id") == CHAT]
     assert len(overtaken) <= 1  # at most one already in flight
     assert any(c.method == "editMessageText" for c in calls[reply_at:])
 
@@ -162,7 +164,9 @@ async def test_a_storm_with_a_command_typed_in_it_stays_within_the_group_limit(
 
     # Every alert with a message shows its final text (counts, resolves); one message each.
     with_message = [a for a in alerts if a.message_id is not None]
-    assert 10 <= len(with_message) <= 15 and len(alerts) == 300
+    # 14 within the alert cap (its last slot is the digest's), then critical ones while the
+    # window keeps room for them, leaving three slots to replies and one to the digest
+    assert 10 <= len(with_message) <= 16 and len(alerts) == 300
     for alert in with_message:
         assert await shown(chat, alert) is not None
     assert sorted(alert_posts(chat.fake)) == sorted(a.id for a in with_message)

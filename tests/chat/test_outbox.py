@@ -65,7 +65,7 @@ async def test_order_per_chat_and_replies_ahead_of_alerts(
     assert texts(fake.bot_messages(OTHER)) == ["other 0", "other 1", "other 2"]
 
 
-async def test_edits_wait_for_their_message_and_are_coalesced(
+async def test_edits_queued_before_their_message_become_its_text_and_later_ones_coalesce(
     open_store: OpenStore, bots: list[Bot], fake: FakeBotAPI
 ) -> None:
     outbox = Outbox(open_store())
@@ -81,9 +81,21 @@ async def test_edits_wait_for_their_message_and_are_coalesced(
         await worker.stop()
     [message] = fake.bot_messages(GROUP)
     assert message.text == "v5" and message.pinned
+    assert message.history == ["v5"]  # posted with its newest text: one call, not two
     assert len(fake.calls_to("sendMessage")) == 1
-    assert len(fake.calls_to("editMessageText")) == 1  # only the newest text
+    assert fake.calls_to("editMessageText") == []
     assert await outbox.message_id(ref) == message.message_id
+
+    for i in range(6, 11):  # queued while no worker runs: one edit, the newest text
+        await outbox.edit(GROUP, ref, Reply(f"v{i}"))
+    worker = OutboxWorker(outbox, bots[0])
+    worker.start()
+    try:
+        await drain(outbox)
+    finally:
+        await worker.stop()
+    assert fake.bot_messages(GROUP)[0].text == "v10"
+    assert len(fake.calls_to("editMessageText")) == 1
 
 
 async def test_two_workers_racing_send_each_entry_once(
@@ -117,47 +129,52 @@ async def test_a_group_gets_at_most_twenty_a_minute_and_no_429(
     worker.start()
     try:
         deadline = time.monotonic() + 10
-        while len(fake.bot_messages(GROUP)) < 20 and time.monotonic() < deadline:
+        while len(fake.bot_messages(GROUP)) < 19 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        await asyncio.sleep(2)  # the 21st would be a 429: it waits for the minute instead
-        assert texts(fake.bot_messages(GROUP)) == [f"m{i}" for i in range(20)]
-        assert len(await outbox.pending()) == 5
+        await asyncio.sleep(2)  # replies stop at 19: the 20th slot is a critical alert's
+        assert texts(fake.bot_messages(GROUP)) == [f"m{i}" for i in range(19)]
+        assert len(await outbox.pending()) == 6
+        await outbox.send(GROUP, Reply("CRITICAL"), priority=Priority.critical)
+        await fake.wait_for_message(GROUP, lambda m: m.text == "CRITICAL", timeout=2)
+        await asyncio.sleep(1)  # the 21st would be a 429: it waits for the minute instead
+        assert len(fake.bot_messages(GROUP)) == 20
     finally:
         await worker.stop()
     assert fake.too_many_requests == []
 
 
-async def test_one_window_per_group_counts_edits_and_keeps_two_calls_for_replies(
+async def test_one_window_per_group_counts_edits_and_keeps_room_for_replies(
     open_store: OpenStore,
 ) -> None:
     """Telegram's minute shrunk to 2 s; edits count as the fake counts them. Alerts stop at
-    18 calls a window, counter edits at 9, so a reply typed in a full window goes at once."""
+    15 calls a window, counter edits at 8, so a reply typed in a full window goes at once."""
     with FakeBotAPI(group_window=2.0, count_edits=True) as fake:
         fake.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
         outbox = Outbox(open_store(), window=2.0)
         first = await outbox.send(GROUP, Reply("alert 0"), priority=Priority.alert)
-        for i in range(1, 25):
-            await outbox.send(GROUP, Reply(f"alert {i}"), priority=Priority.alert)
-        await outbox.edit(GROUP, first, Reply("alert 0 ×5"), priority=Priority.update)
         async with Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url) as bot:
             worker = OutboxWorker(outbox, bot, idle=0.05)
             worker.start()
             try:
+                await fake.wait_for_message(GROUP, lambda m: m.text == "alert 0", timeout=5)
+                for i in range(1, 25):
+                    await outbox.send(GROUP, Reply(f"alert {i}"), priority=Priority.alert)
+                await outbox.edit(GROUP, first, Reply("alert 0 ×5"), priority=Priority.update)
                 deadline = time.monotonic() + 5
-                while len(fake.bot_messages(GROUP)) < 18 and time.monotonic() < deadline:
+                while len(fake.bot_messages(GROUP)) < 15 and time.monotonic() < deadline:
                     await asyncio.sleep(0.02)
                 await asyncio.sleep(0.3)
-                assert len(fake.bot_messages(GROUP)) == 18  # the window is full for alerts
+                assert len(fake.bot_messages(GROUP)) == 15  # the window is full for alerts
                 await outbox.send(GROUP, Reply("the answer to a command"))
                 reply = await fake.wait_for_message(GROUP, lambda m: m.text.startswith("the"),
                                                     timeout=1.0)  # fmt: skip
-                assert reply.message_id == 19  # at once, ahead of the alerts still queued
+                assert reply.message_id == 16  # at once, ahead of the alerts still queued
                 await drain(outbox)
             finally:
                 await worker.stop()
         assert texts(fake.bot_messages(GROUP))[0] == "alert 0 ×5"
         calls = [c for c in fake.calls if c.params.get("chat_id") == GROUP]
-        assert [c.method for c in calls].index("editMessageText") > 19  # counters come last
+        assert [c.method for c in calls].index("editMessageText") > 16  # counters come last
         at = [c.at for c in calls]
         assert max(sum(1 for t in at if t0 <= t < t0 + 2.0) for t0 in at) <= 20
         assert fake.too_many_requests == []
@@ -176,9 +193,8 @@ async def test_a_stale_text_is_ignored_and_a_once_send_is_queued_once(
     await one.edit(GROUP, ref, Reply("firing ×2"), priority=Priority.update, stamp=20)
     await one.edit(GROUP, ref, Reply("resolved"), priority=Priority.alert, stamp=40)
     await two.edit(GROUP, ref, Reply("firing ×3"), priority=Priority.update, stamp=30)
-    [send, edit] = await one.pending()
-    assert send.kind == "send"
-    assert edit.priority == Priority.alert and edit.reply == Reply("resolved")
+    [send] = await one.pending()  # the newest text went into the send still queued
+    assert send.kind == "send" and send.reply == Reply("resolved")
     worker = OutboxWorker(one, bots[0])
     worker.start()
     try:
@@ -189,7 +205,7 @@ async def test_a_stale_text_is_ignored_and_a_once_send_is_queued_once(
     finally:
         await worker.stop()
     [message] = fake.bot_messages(GROUP)
-    assert message.text == "resolved" and message.history == ["firing", "resolved"]
+    assert message.text == "resolved" and message.history == ["resolved"]
 
 
 async def test_retry_after_is_honoured_and_5xx_retried_and_400_dropped(
