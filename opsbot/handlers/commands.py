@@ -124,6 +124,10 @@ class CommandHandlers:
             )
             await query.answer(f"That needs the {spec.role.value} role.")
             return
+        if spec.verb is None:  # a tap that changes state by itself: one entry, with its id
+            what = spec.summary.split(" (")[0]
+            await self.services.audit.tap(what, caller.name, user=caller.user_id,
+                                          chat=caller.chat_id, args={"id": arg})  # fmt: skip
         if key in ("a", "d"):
             await self._decide(update, context, arg, approve=key == "a")
             return
@@ -211,10 +215,6 @@ class CommandHandlers:
         targets = [alert.target] if alert.target in self.services.settings.targets else []
         title = alert.summary.splitlines()[0][:100] if alert.summary else alert.source
         declared = await incidents.declare(severity, title, targets, caller.person)
-        await self.services.audit.record(
-            "incident", who=caller.name, user=caller.user_id, incident=declared.id,
-            alert=alert.id, target=alert.target,
-        )  # fmt: skip
         return f"{declared.id} declared ({severity})."
 
 
