@@ -73,6 +73,8 @@ BUTTON_DATA: dict[str, str] = {
     "as": "as:{alert}",
     "ak": "ak:{alert}",
     "ai": "ai:{alert}",
+    "is": "is:{alert}:P2",
+    "i": "i:ack INC-99",
 }
 # What may run on the host when a cell's action is allowed to run.
 MAY_RUN: dict[str, set[str]] = {
@@ -82,7 +84,7 @@ MAY_RUN: dict[str, set[str]] = {
     "l": {"logs"},
     "al": {"logs"},
     "a": {"restart", "status"},  # the restart, then its health verification
-    "ai": {"status"},  # the incident's status card shows its targets' health
+    "is": {"status"},  # the incident's status card shows its targets' health
 }
 
 GROUP_ANONYMOUS_BOT = User(1087968824, "Group", "GroupAnonymousBot")
