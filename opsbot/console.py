@@ -86,7 +86,7 @@ class PrintNotifier:
     async def edit(self, chat_id: int, message_id: int, reply: Reply) -> None:
         self._print("[updated] ", reply)
 
-    async def pin(self, chat_id: int, message_id: int) -> None:
+    async def pin(self, chat_id: int, message_id: int, *, pinned: bool = True) -> None:
         return None
 
     async def create_topic(self, chat_id: int, name: str) -> int | None:

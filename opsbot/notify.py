@@ -36,8 +36,9 @@ class Notifier(Protocol):
         """Replace a message's text and buttons in place (unchanged text is not an error)."""
         ...
 
-    async def pin(self, chat_id: int, message_id: int) -> None:
-        """Pin a message (quietly); failing to pin (no right to) is not an error."""
+    async def pin(self, chat_id: int, message_id: int, *, pinned: bool = True) -> None:
+        """Pin a message (quietly), or unpin it with ``pinned=False``; failing to (no right
+        to) is not an error."""
         ...
 
     async def create_topic(self, chat_id: int, name: str) -> int | None:

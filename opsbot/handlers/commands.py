@@ -15,12 +15,13 @@ from telegram.ext import ContextTypes
 
 from opsbot.actions import operations
 from opsbot.actions.cards import DECLARE
-from opsbot.alerting.event import Severity
 from opsbot.alerting.records import Alert
 from opsbot.alerting.verbs import ALERT_TAPS, alert_tap
+from opsbot.errors import UsageError
 from opsbot.handlers.gate import Gate
 from opsbot.handlers.ingress import UpdateDedup
 from opsbot.handlers.stepup import StepUpHandlers
+from opsbot.incidents.from_alert import brief_title, severity_prompt
 from opsbot.render import Reply
 from opsbot.state.outbox import Outbox
 from opsbot.verbs.progress import ProgressMessage
@@ -126,6 +127,12 @@ class CommandHandlers:
             )
             await query.answer(f"That needs the {spec.role.value} role.")
             return
+        # a tap that changes state by itself: one entry, with its id (approvals and the alert
+        # wing write their own, richer one)
+        if spec.verb is None and key not in ("a", "d", *ALERT_TAPS):
+            what = spec.summary.split(" (")[0]
+            await self.services.audit.tap(what, caller.name, user=caller.user_id,
+                                          chat=caller.chat_id, args={"id": arg})  # fmt: skip
         if key in ("a", "d"):
             await self._decide(update, context, arg, approve=key == "a")
             return
@@ -133,13 +140,17 @@ class CommandHandlers:
             toast = await operations.declare_from(self.services, caller.person, arg)
             await _answer(query, toast[:200])
             return
+        if key == "is":  # the severity asked by Declare incident
+            alert_id, _, severity = arg.partition(":")
+            await self._alert_button(update, context, key, alert_id, severity)
+            return
         if key.startswith("a"):  # al, ar, ab, as, au, ak, ai: the buttons on an alert
             await self._alert_button(update, context, key, arg)
             return
         verb = spec.verb
         assert verb is not None  # every other button runs a verb
         await _answer(query)
-        reply = await dispatch(self.services, caller, verb, [arg] if arg else [])
+        reply = await dispatch(self.services, caller, verb, arg.split())  # "ack INC-7"
         message = query.message
         if message is None or not hasattr(message, "edit_text"):
             return
@@ -179,7 +190,12 @@ class CommandHandlers:
             await toasting
 
     async def _alert_button(
-        self, update: Update, context: ContextTypes.DEFAULT_TYPE, key: str, alert_id: str
+        self,
+        update: Update,
+        context: ContextTypes.DEFAULT_TYPE,
+        key: str,
+        alert_id: str,
+        severity: str = "",
     ) -> None:
         """Alert buttons: Logs and Restart go through the verbs (Restart files a request)."""
         query = update.callback_query
@@ -193,8 +209,15 @@ class CommandHandlers:
         if key in ALERT_TAPS:  # ak, as, au: done and audited by the alert wing, a toast
             await _answer(query, (await alert_tap(self.services, caller, key, alert_id))[:200])
             return
-        if key == "ai":
-            await _answer(query, await self._declare_from(alert, caller))
+        tapped = query.message.message_id if query.message is not None else None
+        if key == "ai" and caller.chat_id is not None:  # asks the severity first
+            await _answer(query)
+            title = brief_title(alert.target, alert.summary, alert.source)
+            prompt = severity_prompt(alert.id, title)
+            await self._reply(caller.chat_id, prompt, caller.thread_id, reply_to=tapped)
+            return
+        if key == "is":
+            await _answer(query, await self._declare_from(alert, caller, severity))
             return
         await _answer(query)
         verb = BUTTONS[key].verb or "logs"
@@ -202,22 +225,19 @@ class CommandHandlers:
         chat_id = caller.chat_id
         if chat_id is None:
             return
-        tapped = query.message.message_id if query.message is not None else None
         await self._reply(chat_id, reply, caller.thread_id, reply_to=tapped)
 
-    async def _declare_from(self, alert: Alert, caller: Caller) -> str:
-        """Declare incident on an alert: P1 for critical, P2 otherwise, its target involved."""
+    async def _declare_from(self, alert: Alert, caller: Caller, severity: str) -> str:
+        """Declare incident on an alert at the chosen severity, its target involved."""
         incidents = self.services.incidents
         if incidents is None:
             return "Incidents are not available."
-        severity = "P1" if alert.severity is Severity.critical else "P2"
         targets = [alert.target] if alert.target in self.services.settings.targets else []
-        title = alert.summary.splitlines()[0][:100] if alert.summary else alert.source
-        declared = await incidents.declare(severity, title, targets, caller.person)
-        await self.services.audit.record(
-            "incident", who=caller.name, user=caller.user_id, incident=declared.id,
-            alert=alert.id, target=alert.target,
-        )  # fmt: skip
+        title = brief_title(alert.target, alert.summary, alert.source)
+        try:
+            declared = await incidents.declare(severity, title, targets, caller.person)
+        except UsageError as exc:
+            return str(exc)[:200]
         return f"{declared.id} declared ({severity})."
 
 

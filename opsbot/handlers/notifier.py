@@ -50,8 +50,11 @@ class TelegramNotifier:
             if "not modified" not in str(exc).lower():
                 raise
 
-    async def pin(self, chat_id: int, message_id: int) -> None:
+    async def pin(self, chat_id: int, message_id: int, *, pinned: bool = True) -> None:
         try:
+            if not pinned:
+                await self.bot.unpin_chat_message(chat_id, message_id)
+                return
             await self.bot.pin_chat_message(chat_id, message_id, disable_notification=True)
         except TelegramError as exc:  # e.g. not an admin of the chat: the card still works
             log.warning("could not pin message %s in %s: %s", message_id, chat_id, exc)

@@ -293,6 +293,9 @@ class OutboxWorker:
         chat = entry.chat
         if entry.kind == "pin":
             assert where is not None
+            if entry.doc.get("unpin"):
+                await self.bot.unpin_chat_message(chat, where["message_id"])
+                return None
             await self.bot.pin_chat_message(chat, where["message_id"], disable_notification=True)
             return None
         reply = await self.outbox.reply_of(entry)

@@ -15,6 +15,7 @@ from opsbot.incidents.records import (
     hhmm,
     short,
 )
+from opsbot.render import Button, Reply
 
 
 def entry_line(entry: Entry, limit: int = 160) -> str:
@@ -56,6 +57,26 @@ def card_text(incident: Incident, now: float) -> str:
     else:
         lines += ["", f"/incident ack|update|mitigated|resolve {incident.id}"]
     return "\n".join(lines)
+
+
+#: The next steps from each state, as the card's buttons (data ``i:STEP ID``, run as
+#: ``/incident STEP ID``).
+_NEXT = {
+    "open": (("👀 Ack", "ack"), ("🩹 Mitigated", "mitigated"), ("✅ Resolve", "resolve")),
+    "acknowledged": (("🩹 Mitigated", "mitigated"), ("✅ Resolve", "resolve")),
+    "mitigated": (("✅ Resolve", "resolve"),),
+    "resolved": (("🔥 Reopen", "reopen"),),
+}
+
+
+def card_buttons(incident: Incident) -> tuple[Button, ...]:
+    """The buttons for the incident's next steps."""
+    return tuple(Button(label, f"i:{step} {incident.id}") for label, step in _NEXT[incident.state])
+
+
+def card_reply(incident: Incident, text: str) -> Reply:
+    """The card as a message: its text and the next steps' buttons."""
+    return Reply(text=text, buttons=card_buttons(incident))
 
 
 def refreshed(incident: Incident, now: float) -> Incident:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 from opsbot.config import Person, Settings
 from opsbot.errors import UsageError
 from opsbot.incidents import public as status_updates
-from opsbot.incidents.card import card_text, refreshed
+from opsbot.incidents.card import card_reply, card_text, refreshed
 from opsbot.incidents.public import PublicIncident
 from opsbot.incidents.records import (
     CARD_RETRY,
@@ -72,6 +72,8 @@ from opsbot.render import Reply
 from opsbot.state.store import Store
 
 log = logging.getLogger(__name__)
+#: Timeline kinds that are the monitor's transitions of a target (see ``timeline.note_alerts``).
+TRANSITIONS = ("alert", "recovery")
 
 
 def _name(person: Person | str) -> str:
@@ -208,7 +210,9 @@ class Incidents:
         now = self.clock()
         text = card_text(incident, now)
         try:
-            message_id = await self.notifier.send(chat, Reply(text=text), thread_id=thread)
+            message_id = await self.notifier.send(
+                chat, card_reply(incident, text), thread_id=thread
+            )
         except Exception:
             log.exception("%s: could not post the status card; tick will retry", incident.id)
             return incident
@@ -263,7 +267,8 @@ class Incidents:
             return False
         try:
             await self.notifier.edit(
-                incident.chat_id, incident.card_message_id, Reply(text=incident.card_text or "")
+                incident.chat_id, incident.card_message_id,
+                card_reply(incident, incident.card_text or ""),
             )
         except Exception:
             log.exception("%s: could not edit the status card", incident.id)
@@ -372,8 +377,17 @@ class Incidents:
             ).add(Entry(now, who, "resolved", summary or "resolved"))
 
         done = await self._apply(incident_id, change)
+        await self._pin(done, pinned=False)  # a resolved incident no longer tops the chat
         await self._resolve_publicly(done)
         return done
+
+    async def _pin(self, incident: Incident, *, pinned: bool) -> None:
+        if incident.chat_id is None or incident.card_message_id is None:
+            return
+        try:
+            await self.notifier.pin(incident.chat_id, incident.card_message_id, pinned=pinned)
+        except Exception:
+            log.exception("%s: could not (un)pin the status card", incident.id)
 
     async def reopen(self, incident_id: str, person: Person | str, reason: str = "") -> Incident:
         who = _name(person)
@@ -391,7 +405,9 @@ class Incidents:
                 last_reminder=now,
             ).add(Entry(now, who, "reopened", reason or "reopened"))
 
-        return await self._apply(incident_id, change)
+        done = await self._apply(incident_id, change)
+        await self._pin(done, pinned=True)
+        return done
 
     # ----------------------------------------------------------------------- status page
 
@@ -459,20 +475,27 @@ class Incidents:
         noted: builtins.list[Incident] = []
         for incident in involved:
             try:
-                noted.append(await self._note(incident.id, actor, kind, text))
+                # An alert or a recovery is a transition of the monitor: the card's health is
+                # checked again and shown at once (the outbox paces and merges the edits).
+                health = await self._health(incident.targets) if kind in TRANSITIONS else None
+                noted.append(await self._note(incident.id, actor, kind, text, health))
             except UsageError:
                 continue  # resolved meanwhile
             except Exception:
                 log.exception("%s: timeline note not recorded", incident.id)
         return noted
 
-    async def _note(self, incident_id: str, actor: str, kind: str, text: str) -> Incident:
+    async def _note(
+        self, incident_id: str, actor: str, kind: str, text: str, health: str | None = None
+    ) -> Incident:
         now = self.clock()
         entry = Entry(now, short(actor, 64) or "opsbot", kind, short(text, MAX_TEXT))
 
         def change(i: Incident) -> Incident:
             _not_resolved(i, "noted")
             added = i.add(entry)
+            if health is not None:
+                return refreshed(replace(added, health=health, health_at=now), now)
             if now - i.card_edited_at < EDIT_INTERVAL:
                 return replace(added, card_dirty=True)  # tick shows it
             return refreshed(added, now)

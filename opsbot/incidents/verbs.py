@@ -33,7 +33,7 @@ from opsbot.incidents.records import (
 )
 from opsbot.incidents.state import Incidents
 from opsbot.render import Document, Reply
-from opsbot.verbs.registry import Caller, Verb, register
+from opsbot.verbs.registry import ButtonSpec, Caller, Verb, register, register_buttons
 
 if TYPE_CHECKING:
     from opsbot.services import Services
@@ -256,3 +256,7 @@ async def incident(services: Services, caller: Caller, args: list[str]) -> Reply
 
 
 register(Verb(*VERB_SPEC[:4], incident))
+register_buttons(
+    ButtonSpec("is", Role.operator, "declare an incident from an alert, at a severity (is:ID:P1)"),
+    ButtonSpec("i", Role.operator, "an incident's next step (i:ack INC-7)", verb="incident"),
+)

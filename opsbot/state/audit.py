@@ -1,9 +1,12 @@
 """The audit trail: who asked for what, where, and what came of it.
 
 Every command, refusal, request, approval, denial, execution and result is appended to the
-store (so every replica writes to one trail), globally and per target. Entries hold argv,
-exit status, durations and digests of output, never the output itself: the trail holds no
-secret a target printed.
+store. A person's act is one entry with who, what and its arguments: a typed command is a
+``command`` entry (its words, redacted), a button tap that changes state a ``tap`` entry
+(``Audit.tap``, name/value arguments); requests, decisions and executions follow as their own
+entries. Everything goes to the store (so every replica writes to one trail), globally and
+per target. Entries hold argv, exit status, durations and digests of output, never the
+output itself: the trail holds no secret a target printed.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -29,11 +32,26 @@ KEEP_PER_TARGET = 5_000
 #: Seconds the entries held by ``after_reply`` wait before they are written: by then the reply
 #: has left, and its delivery (the outbox's reads and claims) did not queue behind them.
 AFTER_REPLY = 0.05
+ARG_CHARS = 120  # an argument's value is cut to this many characters
 
 
 def digest(text: str) -> str:
     """A short fingerprint of output, to match an audit entry to what was shown."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def arguments(args: Mapping[str, object] | None) -> dict[str, str]:
+    """An entry's arguments as short strings (each value cut to ``ARG_CHARS``)."""
+    return {str(k)[:32]: str(v)[:ARG_CHARS] for k, v in (args or {}).items() if v is not None}
+
+
+def args_text(args: object) -> str:
+    """An entry's arguments as /audit shows them: a command's words, or ``name=value``."""
+    if isinstance(args, dict):
+        return " ".join(f"{k}={v}" for k, v in args.items())
+    if isinstance(args, list):
+        return " ".join(str(a) for a in args)
+    return str(args or "")
 
 
 Listener = Callable[[dict[str, Any]], Awaitable[None]]
@@ -62,6 +80,26 @@ class Audit:
         for listener in self.listeners:
             await listener(entry)
         return entry
+
+    async def tap(
+        self,
+        what: str,
+        who: str,
+        *,
+        user: int | None = None,
+        chat: int | None = None,
+        target: str | None = None,
+        args: Mapping[str, object] | None = None,
+    ) -> dict[str, Any]:
+        """One entry for a button tap that changes state: who, what and its arguments.
+
+        ``args`` are short name/value pairs (``{"alert": "A7", "for": "1h"}``); the store
+        redacts them on write (``RedactingStore``) like every other field.
+        """
+        return await self.record(
+            "tap", who=who, user=user, chat=chat, target=target, verb=what,
+            args=arguments(args),
+        )  # fmt: skip
 
     def record_soon(self, event: str, **fields: Any) -> None:
         """Record in the background, in call order, so a reply never waits for the trail.

@@ -317,9 +317,14 @@ class Outbox:
         stored = await self.store.get(REFS, str(ref)) if ref is not None else None
         return int(stored.value.get("stamp", -1)) if stored is not None else -1
 
-    async def pin(self, chat: int, ref: int, *, priority: Priority = Priority.reply) -> None:
-        await self.store.put(NAMESPACE, f"p{ref}", self._doc("pin", chat, priority, ref=ref),
-                             ttl=MAX_AGE)  # fmt: skip
+    async def pin(
+        self, chat: int, ref: int, *, priority: Priority = Priority.reply, pinned: bool = True
+    ) -> None:
+        """Queue a pin (or, ``pinned=False``, an unpin, which replaces a queued pin)."""
+        doc = self._doc("pin", chat, priority, ref=ref)
+        if not pinned:
+            doc["unpin"] = True
+        await self.store.put(NAMESPACE, f"p{ref}", doc, ttl=MAX_AGE)
         self.wakeup.set()
 
     async def message_id(self, ref: int) -> int | None:

@@ -78,8 +78,8 @@ class OutboxNotifier:
         reply = reply.redacted(self.redactor)
         await self.outbox.edit_message(chat_id, message_id, reply, priority=self.priority)
 
-    async def pin(self, chat_id: int, message_id: int) -> None:
-        await self.outbox.pin(chat_id, message_id, priority=self.priority)
+    async def pin(self, chat_id: int, message_id: int, *, pinned: bool = True) -> None:
+        await self.outbox.pin(chat_id, message_id, priority=self.priority, pinned=pinned)
 
     async def create_topic(self, chat_id: int, name: str) -> int | None:
         """Topics are made directly (the caller needs the thread id to post in it), within

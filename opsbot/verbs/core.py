@@ -19,6 +19,7 @@ from opsbot.reach.checks import TargetHealth, check_all, check_target
 from opsbot.reach.targets import State, fetch_logs
 from opsbot.render import Button, Document, Reply, clock
 from opsbot.services import Services
+from opsbot.state.audit import args_text
 from opsbot.verbs.registry import (
     NUMBER,
     VERBS,
@@ -195,12 +196,14 @@ def _audit_line(entry: dict[str, object]) -> str:
     who = entry.get("who") or entry.get("username") or entry.get("user") or "-"
     what = entry.get("verb") or entry.get("action") or entry.get("kind") or ""
     target = entry.get("target") or ""
+    args = args_text(entry.get("args"))
+    if target and args.split(" ", 1)[0].lower() == target:
+        target = ""  # a command's first word named it already
     extra = entry.get("outcome") or entry.get("status") or entry.get("summary") or ""
     if entry.get("ok") is not None:
         extra = ("ok " if entry["ok"] else "FAILED ") + str(entry.get("summary", ""))
-    return " ".join(str(p) for p in (when, entry.get("event"), who, what, target, extra) if p)[
-        :300
-    ]
+    parts = (when, entry.get("event"), who, what, args, target, extra)
+    return " ".join(str(p) for p in parts if p)[:300]
 
 
 async def help_(services: Services, caller: Caller, args: list[str]) -> Reply:

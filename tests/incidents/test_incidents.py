@@ -269,13 +269,16 @@ async def test_automatic_timeline_for_involved_targets_only(
     assert current is not None and "webhook backlog" not in str(current.timeline)
 
     # A second note within EDIT_INTERVAL is recorded at once but shown by the next tick.
-    await incidents.note("paybot", "alertmanager", "recovery", "paybot 5xx rate back to 0")
+    await incidents.note("paybot", "alice", "command", "/logs paybot 50")
     held = card(forum, pay.card_message_id)
-    assert held.edits == pay_edits + 1 and "5xx rate back" not in str(held.text)
+    assert held.edits == pay_edits + 1 and "/logs paybot 50" not in str(held.text)
     clock.advance(11)
     await incidents.tick()
     flushed = card(forum, pay.card_message_id)
-    assert flushed.edits == pay_edits + 2 and "5xx rate back" in str(flushed.text)
+    assert flushed.edits == pay_edits + 2 and "/logs paybot 50" in str(flushed.text)
+    # The monitor's transitions are shown at once (and the health checked again).
+    await incidents.note("paybot", "alertmanager", "recovery", "paybot 5xx rate back to 0")
+    assert "5xx rate back" in str(card(forum, pay.card_message_id).text)
 
     await incidents.resolve("INC-1", "alice", "fixed")
     resolved_card = card(forum, pay.card_message_id).text
@@ -289,6 +292,40 @@ async def test_automatic_timeline_for_involved_targets_only(
     assert "Actions taken (from the timeline):" in draft
     assert "alice: restart paybot: ok in 4.2 s" in draft
     assert "Recovery (alertmanager): paybot 5xx rate back to 0" in draft
+
+
+async def test_the_card_health_follows_the_monitor_and_resolve_unpins_it(
+    forum: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
+) -> None:
+    clock = Clock()
+    healthy: set[str] = set()
+
+    async def health(targets: Sequence[str]) -> str:
+        return ", ".join(("✅ " if t in healthy else "❌ ") + t for t in targets)
+
+    settings = make_settings(forum, tmp_path)
+    notifier = TelegramNotifier(bot, Redactor(settings.secrets()))
+    incidents = Incidents(sqlite_store, settings, notifier, clock=clock, health=health)
+    declared = await incidents.declare("P1", "quiz down", ["quizbot"], "alice")
+    assert "Health: ❌ quizbot" in str(card(forum, declared.card_message_id).text)
+
+    clock.advance(2)  # well within EDIT_INTERVAL and the minute's refresh: not waited for
+    healthy.add("quizbot")
+    await incidents.note("quizbot", "monitor", "recovery", "quizbot: http /health: ok")
+    shown = card(forum, declared.card_message_id)
+    assert "Health: ✅ quizbot" in str(shown.text) and "❌" not in str(shown.text)
+    assert (await incidents.get("INC-1")).health == "✅ quizbot"  # type: ignore[union-attr]
+
+    clock.advance(2)
+    healthy.clear()
+    await incidents.note("quizbot", "monitor", "alert", "quizbot: http /health: refused")
+    assert "Health: ❌ quizbot" in str(card(forum, declared.card_message_id).text)
+
+    assert card(forum, declared.card_message_id).pinned
+    await incidents.resolve("INC-1", "alice", "restarted")
+    assert not card(forum, declared.card_message_id).pinned  # resolved: no longer on top
+    await incidents.reopen("INC-1", "bob", "again")
+    assert card(forum, declared.card_message_id).pinned
 
 
 # --------------------------------------------------------------------------- reminders

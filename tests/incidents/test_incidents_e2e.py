@@ -88,7 +88,18 @@ async def test_an_incident_from_declaration_to_post_mortem_across_a_restart(
             timeout=30,
         )
         await chat.ask("/incident update INC-1 payment provider is back", user=ALICE)
-        await chat.ask("/incident ack INC-1", user=BOB)
+        # The card's buttons are the next steps; Ack is one tap (by an operator or admin).
+        steps = {b["text"]: b["callback_data"]
+                 for row in (card_of(chat).reply_markup or {})["inline_keyboard"] for b in row}
+        assert steps == {"👀 Ack": "i:ack INC-1", "🩹 Mitigated": "i:mitigated INC-1",
+                         "✅ Resolve": "i:resolve INC-1"}  # fmt: skip
+        chat.tap(card, steps["👀 Ack"], user=BOB, chat=INCIDENTS)
+        acked = await fake.wait_for_message(
+            INCIDENTS.id, lambda m: "State: 👀 acknowledged" in (m.text or "")
+        )
+        assert acked.message_id == card.message_id
+        later = {b["text"] for row in (acked.reply_markup or {})["inline_keyboard"] for b in row}
+        assert later == {"🩹 Mitigated", "✅ Resolve"}
 
         shown = await chat.ask("/incident show INC-1", user=VIC)  # viewers may look
         assert shown.text is not None
@@ -105,6 +116,9 @@ async def test_an_incident_from_declaration_to_post_mortem_across_a_restart(
         assert listed.text is not None and "INC-1" in listed.text
         await chat.ask("/incident mitigated INC-1", user=ALICE)
         resolved = await chat.ask("/incident resolve INC-1 provider outage, retried", user=ALICE)
+        await fake.wait_for_call(  # a resolved incident is unpinned
+            "unpinChatMessage", lambda c: c.params.get("message_id") == card.message_id
+        )
         assert resolved.document_name == "INC-1-postmortem.md"
         assert resolved.document_bytes is not None
         postmortem = resolved.document_bytes.decode()
@@ -135,12 +149,33 @@ async def test_declare_incident_from_an_alert_button(fake: FakeBotAPI, tmp_path:
             for row in (alert.reply_markup or {})["inline_keyboard"]
             for b in row
         }
-        query = chat.tap(alert, data["🚨 Declare incident"], user=ALICE, chat=INCIDENTS)
+        chat.tap(alert, data["🚨 Declare incident"], user=ALICE, chat=INCIDENTS)
+        # The severity is asked, with one button per level, in reply to the alert.
+        prompt = await fake.wait_for_message(
+            INCIDENTS.id, lambda m: "Which severity?" in (m.text or "")
+        )
+        assert prompt.reply_to_message_id == alert.message_id
+        assert prompt.text is not None and "payments: 5xx at 40%" in prompt.text
+        levels = {
+            b["text"]: b["callback_data"]
+            for row in (prompt.reply_markup or {})["inline_keyboard"]
+            for b in row
+        }
+        assert list(levels) == ["P0", "P1", "P2", "P3"]
+        assert all(len(row) <= 3 for row in (prompt.reply_markup or {})["inline_keyboard"])
+        assert fake.bot_messages(INCIDENTS.id, OPSBOT_TOKEN) and not [
+            m for m in chat.bot_messages(INCIDENTS) if "INC-1" in (m.text or "")
+        ]  # nothing is declared before the severity is chosen
+        query = chat.tap(prompt, levels["P2"], user=ALICE, chat=INCIDENTS)
         await fake.wait_for_call(
             "answerCallbackQuery", lambda c: c.params["callback_query_id"] == query
         )
         answer = fake.answers(query)
-        assert answer is not None and "INC-1 declared (P1)" in str(answer["text"])
-        card = await fake.wait_for_message(INCIDENTS.id, lambda m: "INC-1 · P1" in (m.text or ""))
-        assert card.text is not None and "5xx at 40%" in card.text
+        assert answer is not None and "INC-1 declared (P2)" in str(answer["text"])
+        card = await fake.wait_for_message(INCIDENTS.id, lambda m: "INC-1 · P2" in (m.text or ""))
+        assert card.text is not None
+        # A brief title, once: not the check's raw text three times.
+        assert card.text.split("\n")[0] == "🟠 INC-1 · P2 · payments: 5xx at 40%" or (
+            card.text.split("\n")[0].endswith("· P2 · payments: 5xx at 40%")
+        )
         assert "Targets: payments" in card.text

@@ -79,6 +79,8 @@ BUTTON_DATA: dict[str, str] = {
     "rt": "rt:{request}",
     "rb": "rb:canary",
     "ri": "ri:{request}",
+    "is": "is:{alert}:P2",
+    "i": "i:ack INC-99",
 }
 # What may run on the host when a cell's action is allowed to run.
 MAY_RUN: dict[str, set[str]] = {
@@ -88,7 +90,7 @@ MAY_RUN: dict[str, set[str]] = {
     "l": {"logs"},
     "al": {"logs"},
     "a": {"restart", "status"},  # the restart, then its health verification
-    "ai": {"status"},  # the incident's status card shows its targets' health
+    "is": {"status"},  # the incident's status card shows its targets' health
 }
 
 GROUP_ANONYMOUS_BOT = User(1087968824, "Group", "GroupAnonymousBot")
