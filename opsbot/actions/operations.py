@@ -28,7 +28,7 @@ from opsbot.errors import OpsbotError, UsageError
 from opsbot.notify import Notifier, ProgressSink
 from opsbot.reach.executors import Executor
 from opsbot.reach.targets import container_name
-from opsbot.render import Button, Document, Reply
+from opsbot.render import Button, Document, Reply, plural
 from opsbot.services import Services
 from opsbot.state.audit import digest
 
@@ -69,7 +69,7 @@ async def plan(
         if not target.backups:
             raise UsageError(f"{name} has no backups configured")
         steps = tuple(f"{spec.type}: {backups.source_of(spec)}" for spec in target.backups)
-        return steps, f"{len(steps)} backup(s), verified and checksummed", {}
+        return steps, f"{plural(len(steps), 'backup')}, verified and checksummed", {}
     if action == "restore":
         record = await _find_backup(services, name, args)
         spec = _spec_for(target, record.kind)

@@ -22,7 +22,7 @@ from opsbot.handlers.stepup import StepUpHandlers
 from opsbot.render import Reply
 from opsbot.state.outbox import Outbox
 from opsbot.verbs.progress import ProgressMessage
-from opsbot.verbs.registry import BUTTONS, Caller, command_verb, dispatch
+from opsbot.verbs.registry import BUTTONS, Caller, command_verb, dispatch, refusal
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class CommandHandlers:
             await self.services.audit.record(
                 "refused", who=caller.name, user=caller.user_id, chat=caller.chat_id, button=key
             )
-            await query.answer(f"That needs the {spec.role.value} role.")
+            await query.answer(refusal(self.services.settings, "That", spec.role)[:200])
             return
         if key in ("a", "d"):
             await self._decide(update, context, arg, approve=key == "a")

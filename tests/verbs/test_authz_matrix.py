@@ -66,6 +66,7 @@ VERB_ARGS: dict[str, str] = {
 BUTTON_DATA: dict[str, str] = {
     "h": "h:canary",
     "l": "l:canary",
+    "rt": "rt:canary",
     "a": "a:{request}",
     "d": "d:{request}",
     "al": "al:{alert}",
