@@ -101,6 +101,18 @@ async def _toast(chat: ChatSession, query_id: str) -> str:
     return str((chat.fake.answers(query_id) or {}).get("text", ""))
 
 
+async def _final_health(chat: ChatSession, command: str, where: Chat = OPS) -> FakeMessage:
+    """/health's answer (a slow round first shows "⏳ Health: 1/3 checked…", then is edited)."""
+    sent = chat.send(command, chat=where)
+    return await chat.fake.wait_for_message(
+        where.id,
+        lambda m: (m.text or "").startswith("Health: "),
+        after_message_id=sent["message_id"],
+        token=OPSBOT_TOKEN,
+        timeout=20,
+    )
+
+
 # --------------------------------------------------------------------------- /help
 
 
@@ -164,7 +176,7 @@ async def test_the_command_menu_says_what_each_command_does(chat: ChatSession) -
 async def test_a_refusal_names_who_can(chat: ChatSession) -> None:
     reply = await chat.ask("/restart quizbot", user=VIC, chat=VIC_PRIVATE)
     assert reply.text == "/restart needs the operator role: alice, bob, oscar have it"
-    health = await chat.ask("/health")
+    health = await _final_health(chat, "/health")
     query = chat.tap(health, "rt:quizbot", user=VIC)
     assert await _toast(chat, query) == "That needs the operator role: alice, bob, oscar have it"
 
@@ -217,7 +229,7 @@ async def test_a_log_sent_as_a_file_shows_its_last_lines_inline_redacted(
 async def test_health_offers_logs_and_restart_beside_failing_targets_only_where_they_work(
     chat: ChatSession,
 ) -> None:
-    reply = await chat.ask("/health")
+    reply = await _final_health(chat, "/health")
     text = reply.text or ""
     assert text.startswith("Health: 3 targets, 2 failing")
     assert " ms" in text and "0.0s" not in text  # sub-second latency in milliseconds
@@ -245,7 +257,7 @@ async def test_health_headline_agrees_with_what_is_firing(chat: ChatSession) -> 
             target="paybot",
         )
     ])  # fmt: skip
-    reply = await chat.ask("/health", chat=ALICE_PRIVATE)
+    reply = await _final_health(chat, "/health", ALICE_PRIVATE)
     lines = (reply.text or "").splitlines()
     assert lines[0].startswith("Health: 3 targets, 2 failing, 1 alert firing · ")
     assert lines[1] == "🔔 paybot: no verified backup within its RPO (1d)"  # named once
