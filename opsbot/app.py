@@ -46,6 +46,7 @@ from opsbot.services import Services
 from opsbot.state.leases import Lease, only_when_leading, replica_id
 from opsbot.state.outbox import Priority
 from opsbot.state.outbox_notifier import OutboxNotifier
+from opsbot.verbs import manual
 
 if TYPE_CHECKING:  # aiohttp loads only when the web server is enabled
     from opsbot.web.server import WebServer
@@ -308,8 +309,9 @@ def serve_telegram_webhook(
     server.serve_telegram(webhook.path, webhook.secret_token.get_secret_value(), accept)
 
 
-def commands_for(role: Role) -> list[BotCommand]:
-    return [BotCommand(v.name, v.usage) for v in VERBS.values() if role.allows(v.role)]
+def commands_for(settings: Settings, role: Role) -> list[BotCommand]:
+    """The menu /help lists for the role, each described by what it does."""
+    return [BotCommand(name, text) for name, text in manual.menu(settings, role, VERBS)]
 
 
 async def publish_commands(application: AnyApplication, settings: Settings) -> None:
@@ -320,7 +322,7 @@ async def publish_commands(application: AnyApplication, settings: Settings) -> N
     except TelegramError as exc:
         log.warning("deleteMyCommands failed (%s); continuing", exc)
     for person in settings.people:
-        commands = commands_for(person.role)
+        commands = commands_for(settings, person.role)
         scopes: list[tuple[str, BotCommandScope]] = [
             (f"in chat {chat_id}", BotCommandScopeChatMember(chat_id=chat_id, user_id=person.id))
             for chat_id in sorted(settings.telegram.chat_ids)

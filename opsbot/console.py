@@ -43,7 +43,7 @@ def render(reply: Reply, documents: Path) -> str:
     document = reply.document
     text = reply.text
     if document is not None and not document.raw:  # printed below, not attached
-        text = re.sub(r",? attached$", "", text)
+        text = re.sub(r",? attached(\n.*)?$", "", text, flags=re.DOTALL)  # and its tail
     parts = [text]
     if reply.block:
         parts.append(reply.block)

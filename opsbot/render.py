@@ -115,3 +115,15 @@ def truncate(text: str, limit: int) -> str:
         return text
     marker = "…(earlier lines cut)\n"
     return marker + text[-(limit - len(marker)) :]
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """"1 check", "2 checks", "0 backups" ("1 entry", "3 entries" with ``many``)."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
+
+
+def short_duration(seconds: float) -> str:
+    """A latency as a person reads it: "120 ms" under a second, "1.2 s" over."""
+    if seconds < 0.9995:
+        return f"{max(1, round(seconds * 1000))} ms" if seconds > 0 else "0 ms"
+    return f"{seconds:.1f} s"

@@ -29,7 +29,7 @@ from opsbot.errors import OpsbotError, UsageError
 from opsbot.notify import Notifier, ProgressSink
 from opsbot.reach.executors import Executor
 from opsbot.reach.targets import container_name
-from opsbot.render import Button, Document, Reply
+from opsbot.render import Button, Document, Reply, plural
 from opsbot.services import Services
 from opsbot.state.audit import digest
 from opsbot.state.outbox_notifier import edit_at
@@ -72,7 +72,7 @@ async def plan(
         if not target.backups:
             raise UsageError(f"{name} has no backups configured")
         steps = tuple(f"{spec.type}: {backups.source_of(spec)}" for spec in target.backups)
-        count = f"{len(steps)} backups" if len(steps) > 1 else "1 backup"
+        count = plural(len(steps), "backup")
         return steps, f"back up {name}: {count}, verified and checksummed", {}
     if action == "restore":
         record = await _find_backup(services, name, args)

@@ -33,6 +33,7 @@ from opsbot.config import Settings, Target
 from opsbot.errors import UsageError
 from opsbot.reach.checks import CheckResult, CheckRuntime, Gate, check_target
 from opsbot.reach.targets import State
+from opsbot.render import plural
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +193,10 @@ def _event(name: str, key: str, check: CheckResult, state: State, track: _Track)
     status: Literal["firing", "resolved"]
     if state is State.OK:
         status, severity = "resolved", _SEVERITY[track.announced]
-        why = f"recovered, {track.at_most[State.OK]} checks in a row"
+        why = f"recovered, {plural(track.at_most[State.OK], 'check')} in a row"
     else:
         status, severity = "firing", _SEVERITY[state]
-        why = f"{track.at_least[state]} checks in a row"
+        why = f"{plural(track.at_least[state], 'check')} in a row"
     return AlertEvent(
         source=SOURCE,
         fingerprint=key,

@@ -25,7 +25,7 @@ from opsbot.incidents.from_alert import brief_title, severity_prompt
 from opsbot.render import Reply
 from opsbot.state.outbox import Outbox
 from opsbot.verbs.progress import ProgressMessage
-from opsbot.verbs.registry import BUTTONS, Caller, command_verb, dispatch
+from opsbot.verbs.registry import BUTTONS, Caller, command_verb, dispatch, refusal
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class CommandHandlers:
             await self.services.audit.record(
                 "refused", who=caller.name, user=caller.user_id, chat=caller.chat_id, button=key
             )
-            await query.answer(f"That needs the {spec.role.value} role.")
+            await query.answer(refusal(self.services.settings, "That", spec.role)[:200])
             return
         # a tap that changes state by itself: one entry, with its id (approvals and the alert
         # wing write their own, richer one)

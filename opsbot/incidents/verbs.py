@@ -32,8 +32,8 @@ from opsbot.incidents.records import (
     normalize_severity,
 )
 from opsbot.incidents.state import Incidents
-from opsbot.render import Document, Reply
-from opsbot.verbs.registry import ButtonSpec, Caller, Verb, register, register_buttons
+from opsbot.render import Document, Reply, plural
+from opsbot.verbs.registry import ButtonSpec, Caller, Verb, listing, register, register_buttons
 
 if TYPE_CHECKING:
     from opsbot.services import Services
@@ -190,9 +190,11 @@ async def _which(
             return key, rest[1:]
     if here is not None:
         return here.id, rest
+    opened = [i.id for i in await incidents.list(open_first=True, limit=LISTED) if not i.resolved]
+    example = opened[0] if opened else "INC-1"
+    now = f"{listing(opened)} open" if opened else "none is open"
     raise UsageError(
-        f"which incident? /incident {sub} INC-7 … (or type it in the incident's topic);"
-        " see /incident list"
+        f"which incident? /incident {sub} {example} … ({now}; or type it in the incident's topic)"
     )
 
 
@@ -217,7 +219,7 @@ async def _list(incidents: Incidents, services: Services, rest: list[str]) -> Re
         return Reply(text="No incidents recorded. Declare one: /incident P1 TITLE [TARGET…]")
     now = incidents.clock()
     unresolved = sum(1 for i in found if not i.resolved)
-    head = f"🚨 {unresolved} open incident(s)" if unresolved else "✅ no open incidents"
+    head = f"🚨 {plural(unresolved, 'open incident')}" if unresolved else "✅ no open incidents"
     return Reply(
         text=f"{head} · latest {len(found)}\n/incident show ID",
         block="\n".join(incident_line(i, now) for i in found),

@@ -97,6 +97,36 @@ def logs_argv(target: Target, lines: int) -> list[str] | None:
     return None
 
 
+#: How many of the newest lines a filtered /logs reads before it keeps the matching ones: the
+#: search is bounded, so "the last 50 errors" of a huge, quiet log is found in the last 50,000.
+FILTER_SCAN_LINES = 50_000
+
+#: The remote side of a filtered /logs: the log argv's output (stderr too, as pm2 and
+#: journalctl may write there), the lines containing the filter (fixed string, any case),
+#: the last N of them. The filter and N arrive as positional parameters, never as code.
+FILTER_SCRIPT = 'f=$1; n=$2; shift 2; "$@" 2>&1 | grep -F -i -e "$f" | tail -n "$n"'
+
+
+def filtered_logs_argv(target: Target, lines: int, needle: str) -> list[str] | None:
+    """The argv that returns the last ``lines`` lines containing ``needle`` (any case) among
+    the log's newest FILTER_SCAN_LINES, filtered on the remote side; None for a container's
+    own log (the Docker API streams it; opsbot filters it)."""
+    argv = logs_argv(target, FILTER_SCAN_LINES)
+    if argv is None:
+        return None
+    return ["sh", "-c", FILTER_SCRIPT, "sh", needle, str(lines), *argv]
+
+
+def has_log_source(target: Target) -> bool:
+    """Whether /logs can read anything of this target (a Logs button would work)."""
+    return isinstance(target, ContainerTarget) or logs_argv(target, 1) is not None
+
+
+def can_restart(target: Target) -> bool:
+    """Whether /restart knows how to restart this target (a command target needs argv)."""
+    return target.actions.restart is not None or target.kind != "command"
+
+
 def _user(target: SystemdTarget) -> list[str]:
     return ["--user"] if target.user_unit else []
 
@@ -214,16 +244,20 @@ async def process_status(name: str, target: Target, runtime: Runtime, timeout: f
 
 
 async def fetch_logs(
-    name: str, target: Target, runtime: Runtime, lines: int, timeout: float
+    name: str, target: Target, runtime: Runtime, lines: int, timeout: float, needle: str = ""
 ) -> str:
-    """The last ``lines`` lines of the target's log, tailed on the remote side."""
+    """The last ``lines`` lines of the target's log, tailed on the remote side; with a
+    ``needle``, the last ``lines`` lines that contain it (any case), found on the remote side
+    within the newest FILTER_SCAN_LINES (a container's own log: streamed, filtered here)."""
     if isinstance(target, ContainerTarget) and target.actions.logs is None and not target.log_file:
-        return await runtime.docker(target.endpoint).container_logs(
-            container_name(name, target), tail=lines
+        tail = FILTER_SCAN_LINES if needle else lines
+        output = await runtime.docker(target.endpoint).container_logs(
+            container_name(name, target), tail=tail
         )
-    argv = logs_argv(target, lines)
+        return _matching(output, needle, lines) if needle else output
+    argv = filtered_logs_argv(target, lines, needle) if needle else logs_argv(target, lines)
     if argv is None:
-        raise LookupError("this target has no log source: set log_file or actions.logs")
+        raise LookupError(f"{name} has no log opsbot can read (no log_file or actions.logs set)")
     executor: Executor
     if isinstance(target, ContainerTarget):  # log_file or actions.logs inside the container
         executor = runtime.docker(target.endpoint).executor(container_name(name, target))
@@ -236,6 +270,13 @@ async def fetch_logs(
     if result.exit_status != 0 and not result.stdout:
         raise RuntimeError(f"logs command failed (exit {result.exit_status}): {output.strip()}")
     return output
+
+
+def _matching(output: str, needle: str, lines: int) -> str:
+    """The last ``lines`` lines of ``output`` containing ``needle``, in any case."""
+    folded = needle.casefold()
+    found = [line for line in output.splitlines() if folded in line.casefold()]
+    return "\n".join(found[-lines:])
 
 
 def container_name(name: str, target: ContainerTarget) -> str:

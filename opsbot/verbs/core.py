@@ -13,16 +13,23 @@ import re
 import time
 
 from opsbot.actions import kinds as actions
+from opsbot.alerting.records import Alert
 from opsbot.config import Role, Target
 from opsbot.errors import OpsbotError, UsageError
 from opsbot.reach.checks import TargetHealth, check_all, check_target
-from opsbot.reach.targets import State, fetch_logs
-from opsbot.render import Button, Document, Reply, clock
+from opsbot.reach.targets import (
+    FILTER_SCAN_LINES,
+    State,
+    can_restart,
+    fetch_logs,
+    has_log_source,
+)
+from opsbot.render import Button, Document, Reply, clock, plural, short_duration
 from opsbot.services import Services
 from opsbot.state.audit import args_text
+from opsbot.verbs.manual import help_
 from opsbot.verbs.registry import (
     NUMBER,
-    VERBS,
     ButtonSpec,
     Caller,
     Verb,
@@ -44,22 +51,65 @@ async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
         name, target = parse_target(services, args[0])
         result = await check_target(name, target, services)
         await _observe(services, [result])
-        head = f"{result.state.icon} {name}: {result.state.name.lower()} ({result.latency:.1f} s)"
-        return Reply(
-            text=f"{head} · {clock()}",
-            block=target_detail(result),
-            buttons=(Button("🔄 Refresh", f"h:{name}"), Button("📜 Logs", f"l:{name}")),
-        )
+        state = result.state.name.lower()
+        head = f"{result.state.icon} {name}: {state} ({short_duration(result.latency)})"
+        buttons = [Button("🔄 Refresh", f"h:{name}")]
+        if has_log_source(target):
+            buttons.append(Button("📜 Logs", f"l:{name}"))
+        if result.state and can_restart(target):
+            buttons.append(Button("🔁 Restart", f"hr:{name}"))
+        text = f"{head} · {clock()}"
+        return Reply(text=text, block=target_detail(result), buttons=tuple(buttons))
     targets = services.settings.targets
     if not targets:
         return Reply(text="No targets are configured.")
     results = await _check_all_showing_progress(services, caller, targets)
     await _observe(services, results)
+    firing = await _firing(services)
+    text = f"Health: {health_counts(results, len(firing))} · {clock()}"
+    failing = {r.target for r in results if r.state}
+    unseen = [a for a in firing if a.target not in failing]  # e.g. an RPO alert
+    for alert in unseen[:FIRING_SHOWN]:
+        who = alert.target or alert.source
+        what = (alert.summary.splitlines() or [alert.source])[0].removeprefix(f"{who}: ")
+        text += f"\n🔔 {who}: {what[:80]}"
+    if len(unseen) > FIRING_SHOWN:
+        text += f"\n… /alerts shows {len(unseen) - FIRING_SHOWN} more"
     return Reply(
-        text=f"Health: {health_counts(results)} · {clock()}",
+        text=text,
         block=health_table(results),
-        buttons=(Button("🔄 Refresh", "h"),),
+        buttons=(*failing_buttons(services, results), Button("🔄 Refresh", "h")),
     )
+
+
+#: Firing alerts /health names under its headline, and failing targets it offers buttons for
+#: (worst first): a phone shows a few rows of buttons, not a keyboard per target.
+FIRING_SHOWN = 3
+BUTTONED_TARGETS = 3
+
+
+async def _firing(services: Services) -> list[Alert]:
+    """The alerts firing now (none without an alert engine, or while the store is away)."""
+    if services.alerts is None:
+        return []
+    try:
+        return [a for a in await services.alerts.list(firing_only=True) if a.firing]
+    except Exception as exc:  # the health answer matters more than the alerts' count
+        log.warning("/health without the firing alerts: %s", exc)
+        return []
+
+
+def failing_buttons(services: Services, results: list[TargetHealth]) -> list[Button]:
+    """Logs and Restart beside the worst failing targets, only those that would work."""
+    buttons: list[Button] = []
+    bad = sorted((r for r in results if r.state), key=lambda r: (-r.state, r.target))
+    for result in bad[:BUTTONED_TARGETS]:
+        target = services.settings.targets[result.target]
+        if has_log_source(target):
+            buttons.append(Button(f"📜 {result.target}", f"l:{result.target}"))
+        if can_restart(target):
+            buttons.append(Button(f"🔁 {result.target}", f"hr:{result.target}"))
+    return buttons
 
 
 #: /health over more targets than this shows progress at once; fewer, only once it is slow.
@@ -137,17 +187,23 @@ async def logs(services: Services, caller: Caller, args: list[str]) -> Reply:
     if len(needle) > 200:
         raise UsageError("the filter is limited to 200 characters")
     try:
-        output = await fetch_logs(name, target, services, lines, timeout=target.timeout)
+        output = await fetch_logs(
+            name, target, services, lines, timeout=target.timeout, needle=needle
+        )
     except (OpsbotError, LookupError, TimeoutError, RuntimeError) as exc:
         return Reply(text=f"❌ logs of {name} failed: {exc}")
     found = output.splitlines()[-lines:]  # an override argv may print more than asked
-    if needle:
+    if needle:  # matched on the host; again here, for an override argv that ignores it
         folded = needle.casefold()
         found = [line for line in found if folded in line.casefold()]
     body = "\n".join(found)
-    head = f"📜 {name} · last {lines} lines"
-    if needle:
-        head += f" · filter {needle!r}: {len(found)} matching"
+    if needle and len(found) < lines:  # every match there is, within the bounded search
+        head = f"📜 {name} · {plural(len(found), 'line')} matching {needle!r}"
+        head += f" in the last {FILTER_SCAN_LINES:,}"
+    elif needle:
+        head = f"📜 {name} · last {plural(len(found), 'line')} matching {needle!r}"
+    else:
+        head = f"📜 {name} · last {plural(len(found), 'line')}"
     if not body.strip():
         return Reply(text=f"{head} · nothing to show")
     limit = services.settings.limits.inline_chars - len(head) - 32
@@ -155,9 +211,27 @@ async def logs(services: Services, caller: Caller, args: list[str]) -> Reply:
         return Reply(text=head, block=body, buttons=(Button("🔄 Refresh", f"l:{name}"),))
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     return Reply(
-        text=f"{head} · {len(body)} characters, attached",
+        text=f"{head} · {len(body):,} characters, attached\n{inline_tail(found)}",
         document=Document(f"{name}-{stamp}.log", body.encode()),
     )
+
+
+#: What of a log sent as a file is shown in its message (a caption holds 1024 characters).
+TAIL_LINES = 5
+TAIL_CHARS = 700
+
+
+def inline_tail(lines: list[str]) -> str:
+    """The last few lines, each cut short, within TAIL_CHARS: a phone shows them at once."""
+    shown: list[str] = []
+    used = 0
+    for line in reversed(lines[-TAIL_LINES:]):
+        cut = line if len(line) <= 160 else line[:159] + "…"
+        if used + len(cut) + 1 > TAIL_CHARS:
+            break
+        shown.insert(0, cut)
+        used += len(cut) + 1
+    return "\n".join(shown)
 
 
 def _looks_numeric(word: str) -> bool:
@@ -206,35 +280,28 @@ def _audit_line(entry: dict[str, object]) -> str:
     return " ".join(str(p) for p in parts if p)[:300]
 
 
-async def help_(services: Services, caller: Caller, args: list[str]) -> Reply:
-    """/help"""
-    lines = [f"{v.usage}: {v.summary}" for v in VERBS.values() if caller.role.allows(v.role)]
-    names = ", ".join(sorted(services.settings.targets)) or "none"
-    return Reply(
-        text=f"You are {caller.name} ({caller.role.value}). You may use:",
-        block="\n".join(lines) + f"\n\nTargets: {names}",
-    )
-
-
 def health_table(results: list[TargetHealth]) -> str:
     """One line per target, worst first (the caller sorts): icon, name, latency, why."""
     width = max((len(r.target) for r in results), default=0)
     lines = []
     for r in results:
         why = "" if r.state == 0 else f"  {r.summary}"
-        lines.append(f"{r.state.icon} {r.target:<{width}} {r.latency:5.1f}s{why}")
+        lines.append(f"{r.state.icon} {r.target:<{width}} {short_duration(r.latency):>7}{why}")
     return "\n".join(lines)
 
 
-def health_counts(results: list[TargetHealth]) -> str:
+def health_counts(results: list[TargetHealth], firing: int = 0) -> str:
+    """"3 targets, 1 failing, 1 alert firing"; "all healthy" only when nothing is wrong."""
     failing = sum(1 for r in results if r.state == 2)
     warning = sum(1 for r in results if r.state == 1)
-    parts = [f"{len(results)} targets"]
+    parts = [plural(len(results), "target")]
     if failing:
         parts.append(f"{failing} failing")
     if warning:
         parts.append(f"{warning} warning")
-    if not failing and not warning:
+    if firing:
+        parts.append(f"{plural(firing, 'alert')} firing")
+    if not failing and not warning and not firing:
         parts.append("all healthy")
     return ", ".join(parts)
 
@@ -243,8 +310,8 @@ def target_detail(result: TargetHealth) -> str:
     """Each check of one target on its own line."""
     lines = []
     for check in result.checks:
-        latency = f"{check.latency:5.2f}s" if check.latency is not None else "    - "
-        lines.append(f"{check.state.icon} {check.name}  {latency}  {check.detail}")
+        latency = short_duration(check.latency) if check.latency is not None else "-"
+        lines.append(f"{check.state.icon} {check.name}  {latency:>7}  {check.detail}")
     return "\n".join(lines)
 
 
@@ -254,7 +321,7 @@ register(
         "logs",
         Role.viewer,
         "/logs TARGET [LINES] [FILTER]",
-        "last lines (default 100), filtered case-insensitively",
+        "last lines (default 100); with FILTER, the last matching ones",
         logs,
     ),
     Verb(
@@ -265,9 +332,10 @@ register(
         audit,
         reads_only=True,
     ),
-    Verb("help", Role.viewer, "/help", "what you may do here", help_, reads_only=True),
+    Verb("help", Role.viewer, "/help [COMMAND]", "what you may do here", help_, reads_only=True),
 )
 register_buttons(
     ButtonSpec("h", Role.viewer, "refresh health (all, or h:TARGET)", verb="health"),
     ButtonSpec("l", Role.viewer, "a target's logs (l:TARGET)", verb="logs"),
+    ButtonSpec("hr", Role.operator, "restart a target (hr:TARGET)", True, verb="restart"),
 )

@@ -13,13 +13,14 @@ no wing, so nothing imports back up.
 
 from __future__ import annotations
 
+import difflib
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from opsbot.config import Person, Role, Target
+from opsbot.config import Person, Role, Settings, Target
 from opsbot.errors import UsageError
 from opsbot.notify import ProgressSink
 from opsbot.render import Reply
@@ -91,14 +92,47 @@ def arrange(order: Sequence[str]) -> None:
 # --------------------------------------------------------------------------- argument parsing
 
 
+#: Names a message lists at most (the rest are counted): a phone shows about this many.
+LISTED = 12
+
+
+def listing(names: Sequence[str], limit: int = LISTED) -> str:
+    """"a, b, c" or "a, b, … (12 more)"; "none" for no names."""
+    if not names:
+        return "none"
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names) - limit} more)" if len(names) > limit else "")
+
+
 def parse_target(services: Services, word: str) -> tuple[str, Target]:
+    """A configured target by name (any case); a miss names the nearest one and the rest."""
     name = word.lower()
     target = services.settings.targets.get(name)
     if target is None:
-        known = ", ".join(sorted(services.settings.targets)) or "none configured"
+        names = sorted(services.settings.targets)
         shown = word if len(word) <= 32 else word[:32] + "…"
-        raise UsageError(f"unknown target {shown!r}; known targets: {known}")
+        if not names:
+            raise UsageError(f"unknown target {shown!r}: no targets are configured")
+        near = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]}?" if near else ";"
+        raise UsageError(f"unknown target {shown!r}{hint} targets: {listing(names)}")
     return name, target
+
+
+def holders(settings: Settings, role: Role) -> str:
+    """Who has this role or a higher one, by name: "oscar, alice, bob" (or "nobody")."""
+    names = [p.name for p in settings.people if p.role.allows(role)]
+    return listing(names) if names else "nobody is configured with it"
+
+
+def refusal(settings: Settings, what: str, role: Role) -> str:
+    """"/restart needs the operator role: oscar, alice, bob have it" (a refusal that says
+    whom to ask)."""
+    names = [p.name for p in settings.people if p.role.allows(role)]
+    if not names:
+        return f"{what} needs the {role.value} role, and nobody is configured with it"
+    have = "has" if len(names) == 1 else "have"
+    return f"{what} needs the {role.value} role: {listing(names)} {have} it"
 
 
 NUMBER = re.compile(r"^[+-]?\d+$")
@@ -177,7 +211,8 @@ async def dispatch_outcome(
         reply, outcome = Reply(text=f"unknown command /{verb_name[:32]}; try /help"), "unknown"
     elif not caller.role.allows(verb.role):
         services.audit.record_soon("refused", who=caller.name, user=caller.user_id, verb=verb_name)
-        reply, outcome = Reply(text=f"/{verb_name} needs the {verb.role.value} role"), "refused"
+        text = refusal(services.settings, f"/{verb_name}", verb.role)
+        reply, outcome = Reply(text=text), "refused"
     else:
         started = time.monotonic()
         own = _audited.set(False)
@@ -185,7 +220,8 @@ async def dispatch_outcome(
             reply = await verb.run(services, caller, args)
             outcome = "ok"
         except UsageError as exc:
-            reply, outcome = Reply(text=f"⚠️ {exc}"), "usage"
+            text = _with_targets(services, verb_name, str(exc))
+            reply, outcome = Reply(text=f"⚠️ {text}"), "usage"
         finally:
             by_verb = _audited.get()
             _audited.reset(own)
@@ -207,3 +243,17 @@ async def dispatch_outcome(
             digest=digest(reply.text + reply.block),
         )
     return reply.redacted(services.redactor), outcome
+
+
+#: Per verb, which targets it works on (a restart needs a kind that restarts), for the
+#: targets a usage error lists; filled by opsbot.verbs.manual, which describes each verb.
+WORKS_ON: dict[str, Callable[[Target], bool]] = {}
+
+
+def _with_targets(services: Services, verb: str, message: str) -> str:
+    """A usage line that asks for a TARGET also lists the ones it works on: no guessing."""
+    if not message.startswith("usage:") or "TARGET" not in message or "targets:" in message:
+        return message
+    fits = WORKS_ON.get(verb)
+    names = sorted(n for n, t in services.settings.targets.items() if fits is None or fits(t))
+    return f"{message}; targets: {listing(names)}"

@@ -296,7 +296,7 @@ async def test_logs_over_ssh_are_tailed_and_redacted(chat: ChatSession) -> None:
 async def test_logs_filter_is_a_fixed_string(chat: ChatSession) -> None:
     reply = await chat.ask("/logs sshbot 100 error")
     assert reply.text is not None
-    assert "filter 'error': 1 matching" in reply.text
+    assert reply.text.startswith("📜 sshbot · 1 line matching 'error' in the last 50,000")
     assert "payment failed for user 42" in reply.text
     assert "handled update" not in reply.text
 
@@ -315,6 +315,19 @@ async def test_long_logs_arrive_as_a_document(chat: ChatSession) -> None:
     lines = reply.document_bytes.decode().splitlines()
     assert lines == [f"chatty line {i}" for i in range(1000, 3000)]
     assert reply.caption is not None and "attached" in reply.caption
+    # Its last lines are in the message too: readable on a phone without opening the file.
+    assert reply.caption.splitlines()[-2:] == ["chatty line 2998", "chatty line 2999"]
+
+
+async def test_container_logs_filter_returns_the_last_matching_lines(chat: ChatSession) -> None:
+    reply = await chat.ask("/logs chatty 3 line 5")
+    assert reply.text is not None
+    assert reply.text.splitlines() == [
+        "📜 chatty · last 3 lines matching 'line 5'",
+        "chatty line 597",
+        "chatty line 598",
+        "chatty line 599",
+    ]  # far from the tail: the last 3 matches, not the matches among the last 3 lines
 
 
 async def test_logs_button_posts_the_targets_logs(chat: ChatSession) -> None:

@@ -76,7 +76,8 @@ def test_console_runs_scripted_commands_from_stdin(tmp_path: Path) -> None:
     assert "📜 machine · last 3 lines" in done.stdout
     assert "unknown target 'nosuch'" in done.stdout
     assert "You are console (admin)" in done.stdout
-    assert "/approve ID" in done.stdout and "/deny ID" in done.stdout
+    assert "/approve — Approve a request" in done.stdout
+    assert "/deny — Deny a request" in done.stdout
     # data_dir: ../data is relative to the config file, wherever the command runs
     assert (tmp_path / "data" / "opsbot.sqlite3").exists()
     assert not (elsewhere / "data").exists()

@@ -467,12 +467,13 @@ async def test_the_incident_verb(forum: FakeBotAPI, bot: Bot, tmp_path: Path) ->
         with pytest.raises(UsageError, match="needs the operator role"):
             await run(viewer, "ack", "INC-1")
         listed = await incident_verb(incidents, services, viewer, ["list"])
-        assert "2 open incident(s)" in listed.text
+        assert "2 open incidents" in listed.text
         assert listed.block.splitlines()[0].startswith("🔵 INC-2 P3 open")
         shown = await incident_verb(incidents, services, viewer, ["show", "INC-1"])
         assert shown.text.startswith("🟠 INC-1 · P1") and "declared" in shown.block
 
-        with pytest.raises(UsageError, match="which incident"):
+        # The hint names the open incidents, not a made-up id.
+        with pytest.raises(UsageError, match=r"/incident ack INC-2 … \(INC-2, INC-1 open;"):
             await run(operator, "ack")
         inc1 = await incidents.get("INC-1")
         assert inc1 is not None

@@ -67,6 +67,7 @@ VERB_ARGS: dict[str, str] = {
 BUTTON_DATA: dict[str, str] = {
     "h": "h:canary",
     "l": "l:canary",
+    "hr": "hr:canary",
     "a": "a:{request}",
     "d": "d:{request}",
     "al": "al:{alert}",

@@ -77,6 +77,7 @@ from opsbot.config import (
 )
 from opsbot.reach.executors import Executor
 from opsbot.reach.executors.transfer import FileTransfer, sha256_file, transfer_of
+from opsbot.render import plural
 from opsbot.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,7 @@ async def _backup(
         await asyncio.shield(_remove_files(session, [remote_path], [local_path]))
         raise
     if pruned:
-        await session.say(f"removing {len(pruned)} old backup(s)…")
+        await session.say(f"removing {plural(len(pruned), 'old backup')}…")
         await _prune(session, pruned, backups_dir)
     await session.say(describe(record))
     return record
