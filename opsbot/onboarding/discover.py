@@ -69,6 +69,9 @@ async def _one(
         )
     except ExecutorError as exc:
         found.findings.problems.append(str(exc))
+    except Exception as exc:  # one line and the other endpoints' draft, never a traceback
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        found.findings.problems.append(f"failed: {type(exc).__name__}: {text}")
     return found
 
 
