@@ -14,7 +14,16 @@ import pytest
 import yaml
 
 from opsbot.config import load_config
-from tests.factories import ssh_endpoint
+from tests.factories import (
+    OPSBOT_TOKEN,
+    OPSBOT_USERNAME,
+    VIC,
+    base_config,
+    running_opsbot,
+    ssh_endpoint,
+    write_config,
+)
+from tests.fakebotapi import FakeBotAPI
 from tests.lab.dockerd import DockerLab
 from tests.lab.ports import free_port
 from tests.lab.sshd import SSHServer
@@ -138,3 +147,31 @@ def test_a_word_naming_no_endpoint_runs_nothing(config: Path) -> None:
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.startswith("opsbot: unknown endpoint 'http://example.org': name one of")
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeBotAPI]:
+    with FakeBotAPI(group_per_minute=None) as api:
+        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
+        yield api
+
+
+async def test_discover_in_the_chat_answers_the_draft_and_writes_nothing(
+    host: LabHost, config: Path, fake: FakeBotAPI, tmp_path: Path
+) -> None:
+    data = base_config(fake, tmp_path / "data")
+    data["endpoints"] = json.loads(config.read_text())["endpoints"]
+    settings = write_config(tmp_path / "opsbot.yaml", data)
+    before = (tmp_path / "opsbot.yaml").read_text()
+    async with running_opsbot(fake, settings) as chat:
+        reply = await chat.ask("/discover lab-docker", timeout=60)
+        text = reply.text or ""
+        assert "✅ lab-docker: 3 container(s)" in text, text
+        assert "drafted 3 target(s)" in text and "Nothing was written" in text
+        assert "kind: compose" in text and f"http://127.0.0.1:{host.web_port}/health" in text
+        assert CANARY not in text
+        refused = await chat.ask("/discover lab-docker", user=VIC)
+        assert refused.text == "/discover needs the admin role"
+        unknown = await chat.ask("/discover ssh://root@10.0.0.1")
+        assert "unknown endpoint 'ssh://root@10.0.0.1'; known endpoints:" in (unknown.text or "")
+    assert (tmp_path / "opsbot.yaml").read_text() == before

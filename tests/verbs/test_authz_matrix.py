@@ -61,6 +61,7 @@ VERB_ARGS: dict[str, str] = {
     "oncall": "",
     "approve": "nosuch",
     "deny": "nosuch",
+    "discover": "nosuch",
 }
 # What each kind of button carries in its row ({alert} and {request} are filled in).
 BUTTON_DATA: dict[str, str] = {
