@@ -4,6 +4,7 @@ closed together."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -12,8 +13,7 @@ from opsbot.onboarding.sources import Source
 from opsbot.reach.executors import Executor
 from opsbot.reach.executors.docker import DockerEngine, DockerTLS
 from opsbot.reach.executors.local import LocalExecutor
-from opsbot.reach.executors.ssh import SSHPool
-from opsbot.services import ssh_host
+from opsbot.reach.executors.ssh import SSHHost, SSHPool
 
 #: Where a host's own engine listens, when it has one.
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -30,6 +30,14 @@ class Engine:
     endpoint: str
     config: dict[str, object]
     compose_endpoint: str | None
+
+
+def ssh_host(name: str, config: SSHEndpoint, endpoints: Mapping[str, object]) -> SSHHost:
+    """``services.ssh_host``, imported when first needed: ``services`` brings the whole
+    bundle (store, approvals, outbox), a second of start-up the command line does not need."""
+    from opsbot.services import ssh_host as made
+
+    return made(name, config, endpoints)
 
 
 class Hosts:
