@@ -1,4 +1,4 @@
-"""The ``opsbot`` command: run | console | check | schema | discover."""
+"""The ``opsbot`` command: run | console | check | schema | import | discover."""
 
 from __future__ import annotations
 
@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         help="act as this configured person, with that person's role (default: an admin)",
     )
     sub.add_parser("schema", help="print the configuration's JSON schema")
+    draft = sub.add_parser("import", help="draft a config from runbooks' commands (YAML)")
+    draft.add_argument("runbooks", nargs="+", type=Path, metavar="RUNBOOK.md")
+    draft.add_argument("--json", action="store_true", help="the draft as JSON")
+    draft.add_argument("--merge", type=Path, metavar="FILE", help="add what is new to FILE")
+    draft.add_argument("--yes", "-y", action="store_true", help="with --merge: write, no prompt")
     totp = sub.add_parser("totp", help="step-up approval codes").add_subparsers(
         dest="totp", required=True
     )
@@ -71,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    if args.command == "import":
+        from opsbot.onboarding.importing import run_import
+
+        return run_import(args.runbooks, as_json=args.json, merge_into=args.merge, yes=args.yes)
     if args.command == "schema":
         print(json.dumps(json_schema(), indent=2))
         return 0

@@ -43,9 +43,19 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from opsbot.config import Settings, load_config
 
-#: The keys of a check or backup that make it "the same one" (a second curl of one URL).
-_IDENTITY = ("type", "url", "host", "port", "argv", "metric", "database", "path", "dump_path",
-             "paths", "token_file")  # fmt: skip
+#: Per type, the keys of a check or backup that make it "the same one" (a second curl of one
+#: URL, a pg_restore of the database pg_dump backs up).
+_IDENTITY = {
+    "http": ("url",),
+    "tcp": ("host", "port"),
+    "command": ("argv", "endpoint"),
+    "telegram": (),
+    "metric": ("url", "metric", "labels"),
+    "postgres": ("database",),
+    "sqlite": ("path",),
+    "redis": ("dump_path",),
+    "files": ("paths",),
+}
 
 
 @dataclass
@@ -65,8 +75,23 @@ class DraftEntry:
             self.notes.append(text)
 
     def comment(self) -> str:
-        lines = [f"from {', '.join(self.sources)}"] if self.sources else []
+        lines = [f"from {cite(self.sources)}"] if self.sources else []
         return "\n".join([*lines, *(f"fill in: {n}" for n in self.notes)])
+
+
+def cite(sources: list[str], most: int = 8) -> str:
+    """``a.md:3, 9, 12, b.md:4`` (lines of one file after its name; at most ``most`` shown)."""
+    parts: list[str] = []
+    last_file = None
+    for source in sources[:most]:
+        file, sep, line = source.rpartition(":")
+        if sep and line.isdigit() and file == last_file:
+            parts.append(line)
+        else:
+            parts.append(source)
+            last_file = file if sep and line.isdigit() else None
+    more = len(sources) - most
+    return ", ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 @dataclass
@@ -110,9 +135,11 @@ class DraftTarget(DraftEntry):
 def _add_once(
     entries: list[DraftEntry], config: dict[str, Any], source: str, notes: Iterable[str]
 ) -> DraftEntry:
-    key = tuple(repr(config.get(k)) for k in _IDENTITY)
+    keys = ("type", *_IDENTITY.get(str(config.get("type")), tuple(sorted(config))))
     for entry in entries:
-        if tuple(repr(entry.config.get(k)) for k in _IDENTITY) == key:
+        if all(entry.config.get(k) == config.get(k) for k in keys):
+            for key, value in config.items():  # what the first sighting did not say
+                entry.config.setdefault(key, value)
             break
     else:
         entry = DraftEntry(dict(config))
@@ -244,7 +271,7 @@ class Draft:
             f"drafted {len(self.targets)} target(s), {checks} check(s), {backups} backup(s), "
             f"{len(self.endpoints)} endpoint(s)"
         ]
-        lines += [f"problem: {p}" for p in self.problems]
+        lines += [f"problem: {p}" for p in self.problems]  # one line each
         if self.unknown:
             lines.append(f"not understood ({len(self.unknown)}):")
             lines += [f"  {s}: {c}" for s, c in self.unknown]
@@ -299,5 +326,6 @@ def yaml() -> YAML:
     """The round-trip YAML the draft and ``--merge`` write with (2-space maps, ``- `` lists)."""
     out = YAML()
     out.indent(mapping=2, sequence=4, offset=2)
-    out.width = 99
+    out.width = 4096  # an argv stays on one line
+    out.preserve_quotes = True  # a hand-quoted value stays quoted
     return out

@@ -35,7 +35,7 @@ def test_the_yaml_validates_and_cites_each_entry() -> None:
     assert settings.targets["cache"].endpoint == "docker"
     text = draft.to_yaml()
     assert "  # from RUNBOOK.md:12\n  # fill in: endpoint: an ssh endpoint" in text
-    assert "      # from RUNBOOK.md:30, RUNBOOK.md:41\n      - type: http" in text
+    assert "      # from RUNBOOK.md:30, 41\n      - type: http" in text
     assert "# also documented as: docker run faceswap (RUNBOOK.md:70)" in text
     assert "restart: [pm2, restart, faceswap]" in text
 

@@ -1,0 +1,64 @@
+"""The five seed runbooks (third-party text beside the clone, in ../shared/seeds) import to
+drafts that validate, with the bot each one operates, and nothing destructive or literal."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.import_quality import DESTRUCTIVE, _argvs, _values
+from opsbot.onboarding.runbook import import_runbooks
+from opsbot.onboarding.shell import is_placeholder
+
+SEEDS = Path(__file__).resolve().parents[2].parent / "shared" / "seeds"
+
+#: file prefix → (target, kind) the runbook operates, as its README index says.
+EXPECTED = {
+    "000": ("telegram-faceswap-bot", "pm2"),
+    "001": ("bot", "compose"),
+    "002": ("psychochauffeur-bot", "systemd"),
+    "003": ("telegram-bot", "compose"),
+    "004": ("ajudadorabot-api", "k8s"),
+}
+
+
+def seeds() -> list[Path]:
+    found = sorted(SEEDS.glob("0*.txt"))
+    if len(found) < 5:
+        message = f"the seed runbooks are not in {SEEDS} (CI keeps a copy of shared/ there)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+@pytest.mark.parametrize("prefix", sorted(EXPECTED))
+def test_each_seed_imports_to_a_draft_that_validates(prefix: str) -> None:
+    path = next(p for p in seeds() if p.name.startswith(prefix))
+    draft = import_runbooks([path])
+    assert draft.problems == []
+    settings = draft.validate()
+    name, kind = EXPECTED[prefix]
+    assert settings.targets[name].kind == kind
+    config = draft.config()
+    assert [v for v in _values(config) if is_placeholder(v)] == []
+    assert [a for a in _argvs(config) if DESTRUCTIVE.search(a)] == []
+    assert f"# from {path.name}:" in draft.to_yaml()
+
+
+def test_the_seeds_name_their_checks_and_backups() -> None:
+    by_prefix = {p.name[:3]: import_runbooks([p]) for p in seeds()}
+    faceswap = by_prefix["000"].targets["telegram-faceswap-bot"]
+    assert [c.config["type"] for c in faceswap.checks] == ["http", "telegram"]
+    assert faceswap.backups[0].config == {"type": "sqlite", "path": "data/faceswap.db"}
+    assert by_prefix["002"].targets["psychochauffeur-bot"].backups[0].config == {
+        "type": "postgres", "database": "psychochauffeur_bot"
+    }
+    quiz = by_prefix["003"]
+    assert quiz.targets["telegram-bot"].checks[0].config["type"] == "telegram"
+    assert quiz.targets["postgres"].backups[0].config["database"] == "tgquiznft_prod"
+    ajudadora = by_prefix["004"].targets["ajudadorabot-api"]
+    assert ajudadora.config["namespace"] == "ajudadorabot-production"
+    assert any("compose service ajudadorabot-api" in a for a in ajudadora.alternatives)
