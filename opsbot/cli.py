@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     discover.add_argument(
         "--timeout", type=float, default=20.0, help="seconds per endpoint (default 20)"
     )
+    discover.add_argument("--merge", type=Path, metavar="FILE", help="add what is new to FILE")
+    discover.add_argument("--yes", "-y", action="store_true", help="with --merge: write")
     args = parser.parse_args(argv)
 
     if args.command == "import":
@@ -91,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "discover":
         from opsbot.onboarding.command import run_discover
 
-        return run_discover(args.endpoints, args.config, as_json=args.json, timeout=args.timeout)
+        return run_discover(
+            args.endpoints, args.config, as_json=args.json, timeout=args.timeout,
+            merge_into=args.merge, yes=args.yes,
+        )  # fmt: skip
     try:
         if args.command == "check":
             from opsbot.preflight import load_for_check

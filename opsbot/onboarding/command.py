@@ -1,7 +1,8 @@
 """``opsbot discover ENDPOINT…``: the draft on stdout, the report on stderr, never a traceback.
 
 Exit status: 0 when every endpoint was read, 1 when something could not be (the draft then
-holds what could), 2 for a bad command line or config (nothing ran).
+holds what could), 2 for a bad command line or config (nothing ran). ``--merge FILE`` is
+``opsbot import``'s: the diff of what is new, FILE written only with ``--yes``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ from pathlib import Path
 from opsbot.config import Settings, load_config
 from opsbot.errors import ConfigError, UsageError
 from opsbot.onboarding.drafting import Drafted, discover_draft
+from opsbot.onboarding.importing import merge_draft
 from opsbot.redact import Redactor
 
 
 def run_discover(
-    words: list[str], config: Path | None, *, as_json: bool = False, timeout: float = 20.0
+    words: list[str],
+    config: Path | None,
+    *,
+    as_json: bool = False,
+    timeout: float = 20.0,
+    merge_into: Path | None = None,
+    yes: bool = False,
 ) -> int:
     redactor = Redactor()
     try:
@@ -30,11 +38,20 @@ def run_discover(
         return 2
     except KeyboardInterrupt:
         return 130
+    status = 1 if drafted.failed else 0
+    if merge_into is not None:  # the report, the diff, written on --yes (import's own merge)
+        for line in [*drafted.summary(), *(f"note: {n}" for n in drafted.notes)]:
+            print(redactor.redact(line), file=sys.stderr)
+        merged = merge_draft(
+            drafted.draft, merge_into, yes, sys.stdin, sys.stdout, sys.stderr,
+            command="opsbot discover",
+        )  # fmt: skip
+        return max(status, merged)
     out = drafted.draft.to_json() if as_json else drafted.draft.to_yaml()
     print(redactor.redact(out), end="" if out.endswith("\n") else "\n")
     for line in report(drafted):
         print(redactor.redact(line), file=sys.stderr)
-    return 1 if drafted.failed else 0
+    return status
 
 
 def report(drafted: Drafted) -> list[str]:

@@ -175,3 +175,28 @@ async def test_discover_in_the_chat_answers_the_draft_and_writes_nothing(
         unknown = await chat.ask("/discover ssh://root@10.0.0.1")
         assert "unknown endpoint 'ssh://root@10.0.0.1'; known endpoints:" in (unknown.text or "")
     assert (tmp_path / "opsbot.yaml").read_text() == before
+
+
+def test_merge_adds_only_what_is_new_and_keeps_the_file(
+    host: LabHost, config: Path, tmp_path: Path
+) -> None:
+    endpoints = json.loads(config.read_text())["endpoints"]
+    mine = tmp_path / "opsbot.yaml"
+    mine.write_text(
+        "# our inventory, by hand\n"
+        + yaml.safe_dump({"endpoints": endpoints, "targets": {"web": {
+            "kind": "compose", "endpoint": "lab", "file": str(host.compose_file),
+            "service": "web", "description": "hand-written"}}}, sort_keys=False)
+    )  # fmt: skip
+    shown = discover("lab-docker", "--config", str(config), "--merge", str(mine))
+    assert shown.returncode == 0, shown.stderr
+    assert "+  worker:" in shown.stdout and "not written" in shown.stderr
+    assert "hand-written" in mine.read_text() and "worker" not in mine.read_text()
+    done = discover("lab-docker", "--config", str(config), "--merge", str(mine), "--yes")
+    assert done.returncode == 0, done.stderr
+    text = mine.read_text()
+    assert text.startswith("# our inventory, by hand\n") and "description: hand-written" in text
+    merged = load_config(mine)
+    assert {"web", "worker", "plain"} <= set(merged.targets)
+    assert merged.targets["web"].description == "hand-written"  # already there: left alone
+    assert CANARY not in done.stdout + done.stderr + text
