@@ -12,15 +12,18 @@ from opsbot.actions.backups import verbs as backup_verbs
 from opsbot.alerting import verbs as alert_verbs
 from opsbot.incidents import oncall_verbs
 from opsbot.incidents import verbs as incident_verbs
+from opsbot.onboarding import verbs as onboarding_verbs
 from opsbot.verbs import core
 from opsbot.verbs.registry import BUTTONS, VERBS, arrange, dispatch, dispatch_outcome
 
 __all__ = ["BUTTONS", "VERBS", "WINGS", "dispatch", "dispatch_outcome"]
 
 #: The modules whose import registers verbs and buttons.
-WINGS = (core, action_verbs, backup_verbs, alert_verbs, incident_verbs, oncall_verbs)
+WINGS = (
+    core, action_verbs, backup_verbs, alert_verbs, incident_verbs, oncall_verbs, onboarding_verbs,
+)  # fmt: skip
 
 arrange((
     "health", "logs", "restart", "rollback", "backup", "approve", "deny", "backups", "audit",
-    "alerts", "ack", "silence", "unsilence", "incident", "oncall", "help",
+    "alerts", "ack", "silence", "unsilence", "incident", "oncall", "discover", "help",
 ))  # fmt: skip

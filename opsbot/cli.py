@@ -1,4 +1,4 @@
-"""The ``opsbot`` command: run | console | check | schema | import."""
+"""The ``opsbot`` command: run | console | check | schema | import | discover."""
 
 from __future__ import annotations
 
@@ -62,6 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     enroll.add_argument("name")
     enroll.add_argument("--config", "-c", type=Path, required=True, help="YAML file")
     totp.add_parser("key", help="print a new approvals.totp_key")
+    discover = sub.add_parser(
+        "discover", help="draft a config from what runs on endpoints (read-only); YAML on stdout"
+    )
+    discover.add_argument(
+        "endpoints", nargs="+", metavar="ENDPOINT",
+        help="a config endpoint, ssh://user@host[:port], unix:///path or tcp://host:port, local",
+    )  # fmt: skip
+    discover.add_argument("--config", "-c", type=Path, help="YAML file naming the endpoints")
+    discover.add_argument("--json", action="store_true", help="the draft as JSON")
+    discover.add_argument(
+        "--timeout", type=float, default=20.0, help="seconds per endpoint (default 20)"
+    )
+    discover.add_argument("--merge", type=Path, metavar="FILE", help="add what is new to FILE")
+    discover.add_argument("--yes", "-y", action="store_true", help="with --merge: write")
     args = parser.parse_args(argv)
 
     if args.command == "import":
@@ -76,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
 
         print(new_key())
         return 0
+    if args.command == "discover":
+        from opsbot.onboarding.command import run_discover
+
+        return run_discover(
+            args.endpoints, args.config, as_json=args.json, timeout=args.timeout,
+            merge_into=args.merge, yes=args.yes,
+        )  # fmt: skip
     try:
         if args.command == "check":
             from opsbot.preflight import load_for_check

@@ -12,7 +12,7 @@ die() { printf 'scripts/test.sh: %s\n' "$*" >&2; exit 1; }
 
 APT_PACKAGES=(redis-server openssh-server docker.io busybox-static postgresql sqlite3
               prometheus-alertmanager ca-certificates chromium chromium-driver
-              docker-compose systemd python3 iproute2)
+              docker-compose systemd python3 iproute2 nodejs npm)
 
 missing_tools() {
     local missing=()
@@ -38,6 +38,9 @@ missing_tools() {
     command -v systemd-analyze >/dev/null || missing+=(systemd-analyze)
     # the kubectl stand-in of tests/actions/test_k8s_revisions.py runs as the lab user, via ssh
     [[ -x /usr/bin/python3 ]] || missing+=(python3)
+    # tests/onboarding: a real pm2 daemon for opsbot discover (npm install -g pm2, below)
+    command -v npm >/dev/null || missing+=(npm)
+    command -v pm2 >/dev/null || missing+=(pm2)
     echo "${missing[*]}"
 }
 
@@ -51,6 +54,7 @@ if [[ -n "$missing" ]]; then
     echo "missing: $missing; installing with apt-get"
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${APT_PACKAGES[@]}"
+    command -v pm2 >/dev/null || npm install -g pm2
     missing="$(missing_tools)"
     [[ -z "$missing" ]] || die "still missing after apt-get install: $missing"
 else

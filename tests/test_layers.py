@@ -23,18 +23,19 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "opsbot.__main__", "opsbot.cli", "opsbot.runner", "opsbot.app", "opsbot.console",
         "opsbot.preflight", "opsbot.catalog",
     ),
-    # the faces: Telegram handlers and the web server; onboarding (import, discover), a wing
-    # beside them that only the command line imports and that stands on config/ and below
-    ("opsbot.handlers", "opsbot.web", "opsbot.onboarding"),
+    # the faces: Telegram handlers and the web server
+    ("opsbot.handlers", "opsbot.web"),
     # each wing's verbs, registering into the registry below
     (
         "opsbot.verbs.core", "opsbot.actions.verbs", "opsbot.actions.backups.verbs",
         "opsbot.alerting.verbs", "opsbot.incidents.verbs", "opsbot.incidents.oncall_verbs",
+        "opsbot.onboarding.verbs",
     ),
     # the registry: imports no wing
     ("opsbot.verbs",),
     # the wings (between them: WINGS)
-    ("opsbot.actions", "opsbot.alerting", "opsbot.incidents"),
+    # (onboarding: import and discover, drafting an inventory; it imports no other wing)
+    ("opsbot.actions", "opsbot.alerting", "opsbot.incidents", "opsbot.onboarding"),
     # the bundle the wings are handed (see BUNDLED)
     ("opsbot.services",),
     # what the wings stand on

@@ -40,24 +40,33 @@ def run_import(
         print(f"opsbot import: the draft is not valid configuration: {exc}", file=stderr)
         status = 2
     if merge_into is not None:
-        return max(status, _merge(draft, merge_into, yes, stdin, stdout, stderr))
+        return max(status, merge_draft(draft, merge_into, yes, stdin, stdout, stderr))
     stdout.write(draft.to_json() + "\n" if as_json else draft.to_yaml())
     for line in draft.report():
         print(line, file=stderr)
     return status
 
 
-def _merge(
-    draft: Draft, path: Path, yes: bool, stdin: TextIO, stdout: TextIO, stderr: TextIO
+def merge_draft(
+    draft: Draft,
+    path: Path,
+    yes: bool,
+    stdin: TextIO,
+    stdout: TextIO,
+    stderr: TextIO,
+    *,
+    command: str = "opsbot import",
 ) -> int:
+    """``--merge PATH``: the report, the diff, then PATH written on ``yes`` or a "y" (also
+    ``opsbot discover --merge``; ``command`` names which in its messages)."""
     try:
         before = path.read_text() if path.exists() else ""
         after, added = merge(before, draft, str(path))
     except (OSError, UnicodeDecodeError) as exc:
-        print(f"opsbot import: {path}: cannot read: {exc}", file=stderr)
+        print(f"{command}: {path}: cannot read: {exc}", file=stderr)
         return 2
     except ConfigError as exc:
-        print(f"opsbot import: {exc}", file=stderr)
+        print(f"{command}: {exc}", file=stderr)
         return 2
     for line in draft.report():
         print(line, file=stderr)
@@ -67,7 +76,7 @@ def _merge(
     try:
         _validate_text(after, path)
     except ConfigError as exc:
-        print(f"opsbot import: {path} with the draft would not be valid: {exc}", file=stderr)
+        print(f"{command}: {path} with the draft would not be valid: {exc}", file=stderr)
         return 2
     stdout.write(diff(before, after, path.name))
     stdout.flush()

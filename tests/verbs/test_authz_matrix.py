@@ -62,6 +62,7 @@ VERB_ARGS: dict[str, str] = {
     "approve": "nosuch",
     "deny": "nosuch",
     "retry": "nosuch",
+    "discover": "nosuch",
 }
 # What each kind of button carries in its row ({alert} and {request} are filled in).
 BUTTON_DATA: dict[str, str] = {
