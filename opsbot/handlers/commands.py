@@ -1,4 +1,5 @@
-"""Chat commands and button taps, both handed to the Telegram-free verbs (opsbot.verbs)."""
+"""Chat commands, button taps and replies to our prompts, all handed to the Telegram-free verbs
+(opsbot.verbs)."""
 
 from __future__ import annotations
 
