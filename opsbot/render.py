@@ -56,6 +56,9 @@ class Reply:
     document: Document | None = None
     buttons: tuple[Button, ...] = field(default_factory=tuple)
     request_id: str | None = None  # an approval card: its message id is recorded once sent
+    # Asks for a reply (Telegram's ForceReply): the input field's placeholder. Never with
+    # buttons (a message has one markup).
+    prompt: str | None = None
 
     def redacted(self, redactor: Redactor) -> Reply:
         """Ready to leave: secrets hidden, terminal escapes and control characters removed,

@@ -1483,6 +1483,12 @@ def _check_markup(markup: Any) -> JSON | None:
         return None
     if not isinstance(markup, dict):
         raise _bad("can't parse reply keyboard markup JSON object")
+    if "force_reply" in markup:  # ForceReply: recorded as sent, never echoed in a Message
+        if markup["force_reply"] is not True:
+            raise _bad("can't parse reply keyboard markup JSON object")
+        placeholder = markup.get("input_field_placeholder")
+        if placeholder is not None and not 1 <= len(str(placeholder)) <= 64:
+            raise _bad("can't parse reply keyboard markup JSON object")
     for row in markup.get("inline_keyboard", []):
         for button in row:
             if not isinstance(button, dict) or not button.get("text"):

@@ -40,5 +40,8 @@ def register(application: Application, services: Services) -> Gate:  # type: ign
     code = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE & filters.Regex(r"^\s*\d{6}\s*$")
     application.add_handler(MessageHandler(code, stepup.on_code))
     application.add_handler(CallbackQueryHandler(handlers.on_button))
+    # a reply to one of our prompts (after the step-up code: a 6-digit reply in private is one)
+    replies = filters.REPLY & filters.UpdateType.MESSAGE & ~filters.COMMAND
+    application.add_handler(MessageHandler(replies, handlers.on_reply))
     application.add_error_handler(ErrorReporter(services))
     return gate

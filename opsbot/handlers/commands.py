@@ -1,4 +1,5 @@
-"""Chat commands and button taps, both handed to the Telegram-free verbs (opsbot.verbs)."""
+"""Chat commands, button taps and replies to our prompts, all handed to the Telegram-free verbs
+(opsbot.verbs)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
 
-from telegram import Bot, CallbackQuery, Update
+from telegram import Bot, CallbackQuery, Message, Update
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
@@ -21,9 +22,12 @@ from opsbot.errors import UsageError
 from opsbot.handlers.gate import Gate
 from opsbot.handlers.ingress import UpdateDedup
 from opsbot.handlers.stepup import StepUpHandlers
+from opsbot.incidents.card import UPDATE_PROMPT, update_prompt
 from opsbot.incidents.from_alert import brief_title, severity_prompt
 from opsbot.render import Reply
+from opsbot.state import prompts
 from opsbot.state.outbox import Outbox
+from opsbot.state.prompts import Prompt
 from opsbot.verbs.progress import ProgressMessage
 from opsbot.verbs.registry import BUTTONS, Caller, command_verb, dispatch, refusal
 
@@ -63,6 +67,37 @@ class CommandHandlers:
         if message is None or not message.text:
             return
         verb, args = command_verb(message.text), message.text.split()[1:]
+        await self._run(update, context, message, verb, args)
+
+    async def on_reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A reply to one of our prompts: run the command it completes, as if typed."""
+        message = update.message
+        answered = message.reply_to_message if message is not None else None
+        if message is None or answered is None:
+            return
+        prompt = await prompts.answering(
+            self.services.store, message.chat_id, answered.message_id
+        )
+        if prompt is None:
+            return  # a reply to anything else is chatter
+        words = (message.text or "").split()
+        if not words:
+            command = " ".join((prompt.verb, *prompt.args))
+            text = f"Nothing changed: reply with text (or type /{command} TEXT)."
+            thread = message.message_thread_id if message.is_topic_message else None
+            await self._reply(message.chat_id, Reply(text), thread, reply_to=message.message_id)
+            return
+        await self._run(update, context, message, prompt.verb, [*prompt.args, *words])
+
+    async def _run(
+        self,
+        update: Update,
+        context: ContextTypes.DEFAULT_TYPE,
+        message: Message,
+        verb: str,
+        args: list[str],
+    ) -> None:
+        """Run one command for a message; the answer is threaded to it."""
         thread = message.message_thread_id if message.is_topic_message else None
         # A read-only command runs while its update is being claimed: it shows no progress,
         # and its reply is sent only if the claim holds.
@@ -99,10 +134,12 @@ class CommandHandlers:
         *,
         reply_to: int | None = None,
         claim: Awaitable[bool] | None = None,
+        ref: int | None = None,
     ) -> None:
         """Answer through the outbox; an approval card's ref is recorded before it is queued.
-        ``claim``: the update's claim, still being made (the reply is sent only if it holds)."""
-        ref = Outbox.new_ref()
+        ``claim``: the update's claim, still being made (the reply is sent only if it holds);
+        ``ref``: the message's, when something was filed under it first."""
+        ref = ref or Outbox.new_ref()
         if reply.request_id is not None:
             await self.services.approvals.attach_message(reply.request_id, ref)
         notifier = self.services.notifier()
@@ -129,7 +166,7 @@ class CommandHandlers:
             return
         # a tap that changes state by itself: one entry, with its id (approvals and the alert
         # wing write their own, richer one)
-        if spec.verb is None and key not in ("a", "d", *ALERT_TAPS):
+        if spec.verb is None and key not in ("a", "d", UPDATE_PROMPT, *ALERT_TAPS):
             what = spec.summary.split(" (")[0]
             await self.services.audit.tap(what, caller.name, user=caller.user_id,
                                           chat=caller.chat_id, args={"id": arg})  # fmt: skip
@@ -139,6 +176,9 @@ class CommandHandlers:
         if key == DECLARE:  # Declare incident, on a failed action's card
             toast = await operations.declare_from(self.services, caller.person, arg)
             await _answer(query, toast[:200])
+            return
+        if key == UPDATE_PROMPT:  # an incident card's Update: asks for the text as a reply
+            await self._ask_update(query, caller, arg)
             return
         if key == "is":  # the severity asked by Declare incident
             alert_id, _, severity = arg.partition(":")
@@ -159,6 +199,23 @@ class CommandHandlers:
         else:
             thread = getattr(message, "message_thread_id", None)
             await self._reply(message.chat.id, reply, thread, reply_to=message.message_id)
+
+    async def _ask_update(self, query: CallbackQuery, caller: Caller, incident_id: str) -> None:
+        """Post the prompt in reply to the card, filed first so its reply finds the incident."""
+        incidents, message = self.services.incidents, query.message
+        incident = await incidents.get(incident_id) if incidents is not None else None
+        if incident is None or message is None:
+            await _answer(query, f"No incident {incident_id[:20]} is known.")
+            return
+        if incident.resolved:
+            await _answer(query, f"{incident.id} is resolved: /incident reopen {incident.id}")
+            return
+        await _answer(query)
+        ref = Outbox.new_ref()
+        await prompts.expect(self.services.store, ref, Prompt("incident", ("update", incident.id)))
+        thread = getattr(message, "message_thread_id", None)
+        prompt = update_prompt(incident.id, query.from_user.username)
+        await self._reply(message.chat.id, prompt, thread, reply_to=message.message_id, ref=ref)
 
     async def _decide(
         self, update: Update, context: ContextTypes.DEFAULT_TYPE, request_id: str, approve: bool

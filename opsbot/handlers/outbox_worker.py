@@ -24,6 +24,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from opsbot.handlers.reply import keyboard, send_reply, to_html
 from opsbot.metrics import Metrics
+from opsbot.state import prompts
 from opsbot.state.outbox import MAX_AGE, NAMESPACE, Entry, Outbox
 from opsbot.state.store import ExpectScan, JSONDoc, Versioned, Write
 
@@ -287,7 +288,19 @@ class OutboxWorker:
             await self.outbox.retry(entry, None, repr(exc))
             return "retried"
         await self.outbox.delivered(entry, message_id)
+        if entry.kind == "send" and entry.reply is not None and entry.reply.prompt is not None:
+            await self._prompt_shown(entry, message_id)
         return "delivered"
+
+    async def _prompt_shown(self, entry: Entry, message_id: int | None) -> None:
+        """A prompt went out: note its message, so that replies to it find what they answer
+        (after delivery, so a failure here must never have it sent again)."""
+        if entry.ref is None or message_id is None:
+            return
+        try:
+            await prompts.shown(self.outbox.store, entry.ref, entry.chat, message_id)
+        except Exception:
+            log.exception("outbox: noting the prompt %s in chat %s", entry.ref, entry.chat)
 
     async def _call(self, entry: Entry, where: JSONDoc | None) -> int | None:
         chat = entry.chat

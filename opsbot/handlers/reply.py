@@ -6,6 +6,7 @@ import html
 
 from telegram import (
     Bot,
+    ForceReply,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputFile,
@@ -35,6 +36,18 @@ def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     )
 
 
+#: Telegram's limit on a ForceReply's input field placeholder.
+PLACEHOLDER_CHARS = 64
+
+
+def new_message_markup(reply: Reply) -> InlineKeyboardMarkup | ForceReply | None:
+    """A new message's markup: a prompt asks the person it answers to reply (``selective``:
+    only them, not the whole group), anything else gets its buttons."""
+    if reply.prompt is not None:
+        return ForceReply(selective=True, input_field_placeholder=reply.prompt[:PLACEHOLDER_CHARS])
+    return keyboard(reply)
+
+
 async def send_reply(
     bot: Bot,
     chat_id: int,
@@ -55,7 +68,7 @@ async def send_reply(
             InputFile(reply.document.content, filename=reply.document.filename),
             caption=reply.text[:1024],
             message_thread_id=thread_id,
-            reply_markup=keyboard(reply),
+            reply_markup=new_message_markup(reply),
             reply_parameters=answering,
         )
     return await bot.send_message(
@@ -63,7 +76,7 @@ async def send_reply(
         to_html(reply),
         parse_mode=ParseMode.HTML,
         message_thread_id=thread_id,
-        reply_markup=keyboard(reply),
+        reply_markup=new_message_markup(reply),
         reply_parameters=answering,
     )
 

@@ -69,9 +69,26 @@ _NEXT = {
 }
 
 
+#: The Update button's data key (``iu:ID``): it asks for the update's text as a reply.
+UPDATE_PROMPT = "iu"
+
+
 def card_buttons(incident: Incident) -> tuple[Button, ...]:
-    """The buttons for the incident's next steps."""
-    return tuple(Button(label, f"i:{step} {incident.id}") for label, step in _NEXT[incident.state])
+    """The buttons for the incident's next steps (and Update, while it is not resolved)."""
+    steps = [Button(label, f"i:{step} {incident.id}") for label, step in _NEXT[incident.state]]
+    if not incident.resolved:
+        steps.append(Button("✏️ Update", f"{UPDATE_PROMPT}:{incident.id}"))
+    return tuple(steps)
+
+
+def update_prompt(incident_id: str, username: str | None = None) -> Reply:
+    """What the Update button posts: a prompt whose reply becomes ``/incident update ID …``.
+    Mentioning the tapper (``username``) is what makes a selective prompt open their reply."""
+    to = f"@{username} " if username else ""
+    return Reply(
+        text=f"✏️ {to}Update for {incident_id} — reply to this message with the text.",
+        prompt=f"What changed in {incident_id}?",
+    )
 
 
 def card_reply(incident: Incident, text: str) -> Reply:

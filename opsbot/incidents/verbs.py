@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from opsbot.config import Role
 from opsbot.errors import UsageError
 from opsbot.incidents import public as status_updates
-from opsbot.incidents.card import card_text, entry_line
+from opsbot.incidents.card import UPDATE_PROMPT, card_text, entry_line
 from opsbot.incidents.postmortem import postmortem_document
 from opsbot.incidents.public import PHASES, parse_phase
 from opsbot.incidents.records import (
@@ -261,4 +261,5 @@ register(Verb(*VERB_SPEC[:4], incident))
 register_buttons(
     ButtonSpec("is", Role.operator, "declare an incident from an alert, at a severity (is:ID:P1)"),
     ButtonSpec("i", Role.operator, "an incident's next step (i:ack INC-7)", verb="incident"),
+    ButtonSpec(UPDATE_PROMPT, Role.operator, "ask for an incident's update as a reply (iu:INC-7)"),
 )

@@ -64,7 +64,7 @@ Express = Callable[[str, JSONDoc, Awaitable[bool] | None], Awaitable[bool]]  # O
 
 
 def reply_to_doc(reply: Reply) -> JSONDoc:
-    doc: JSONDoc = {"text": reply.text, "block": reply.block}
+    doc: JSONDoc = {"text": reply.text, "block": reply.block, "prompt": reply.prompt}
     if reply.buttons:
         doc["buttons"] = [[b.label, b.data] for b in reply.buttons]
     if reply.document is not None:
@@ -81,7 +81,7 @@ def reply_from_doc(doc: JSONDoc) -> Reply:
     if (d := doc.get("document")) is not None:  # the bytes may be apart, under d["file"]
         document = Document(d["filename"], base64.b64decode(d.get("content", "")), d["raw"])
     buttons = tuple(Button(label, data) for label, data in doc.get("buttons", []))
-    return Reply(text=doc["text"], block=doc["block"], document=document, buttons=buttons)
+    return Reply(doc["text"], doc["block"], document, buttons, prompt=doc.get("prompt"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,8 +154,8 @@ PAGES: dict[str, Page] = {
             (Role.operator, "declare and run an incident"),
         ),
         "Incidents with a pinned status card and a timeline: declare one (P0 most severe), "
-        "then ack, update, mitigated, resolve (which drafts the post-mortem). list and show "
-        "are for everyone.",
+        "then ack, update, mitigated, resolve (which drafts the post-mortem); the card's "
+        "✏️ Update asks for the text as a reply. list and show are for everyone.",
         ("/incident P1 checkout failing {target}", "/incident list", "/incident show INC-1"),
     ),
     "oncall": Page(

@@ -18,7 +18,9 @@ from telegram.request import HTTPXRequest
 from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.metrics import OUTBOX_OUTCOMES, Metrics
 from opsbot.render import Document, Reply
+from opsbot.state import prompts
 from opsbot.state.outbox import FILES, Outbox, Priority
+from opsbot.state.prompts import Prompt
 from tests.factories import OPSBOT_TOKEN, OPSBOT_USERNAME, OpenStore
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 
@@ -297,3 +299,25 @@ async def test_a_document_is_kept_apart_and_sent_with_its_bytes(
     assert message.document_name == "db.dump" and message.document_bytes == content
     assert message.caption == "backup"
     assert await store.get(FILES, str(ref)) is None  # nothing left behind
+
+
+async def test_a_prompt_queued_before_a_restart_goes_out_as_a_force_reply_and_is_noted(
+    open_store: OpenStore, bots: list[Bot], fake: FakeBotAPI
+) -> None:
+    queued = Outbox(open_store())
+    ref = Outbox.new_ref()
+    await prompts.expect(queued.store, ref, Prompt("incident", ("update", "INC-3")))
+    await queued.send(GROUP, Reply("Update for INC-3?", prompt="What changed?"), ref=ref)
+    outbox = Outbox(open_store())  # delivered after a restart, or by another replica
+    worker = OutboxWorker(outbox, bots[0])
+    worker.start()
+    try:
+        await drain(outbox)
+    finally:
+        await worker.stop()
+    (sent,) = fake.bot_messages(GROUP)
+    assert sent.reply_markup == {
+        "force_reply": True, "selective": True, "input_field_placeholder": "What changed?"
+    }  # fmt: skip
+    found = await prompts.answering(outbox.store, GROUP, sent.message_id)
+    assert found == Prompt("incident", ("update", "INC-3"))

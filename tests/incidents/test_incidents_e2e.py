@@ -92,14 +92,14 @@ async def test_an_incident_from_declaration_to_post_mortem_across_a_restart(
         steps = {b["text"]: b["callback_data"]
                  for row in (card_of(chat).reply_markup or {})["inline_keyboard"] for b in row}
         assert steps == {"👀 Ack": "i:ack INC-1", "🩹 Mitigated": "i:mitigated INC-1",
-                         "✅ Resolve": "i:resolve INC-1"}  # fmt: skip
+                         "✅ Resolve": "i:resolve INC-1", "✏️ Update": "iu:INC-1"}  # fmt: skip
         chat.tap(card, steps["👀 Ack"], user=BOB, chat=INCIDENTS)
         acked = await fake.wait_for_message(
             INCIDENTS.id, lambda m: "State: 👀 acknowledged" in (m.text or "")
         )
         assert acked.message_id == card.message_id
         later = {b["text"] for row in (acked.reply_markup or {})["inline_keyboard"] for b in row}
-        assert later == {"🩹 Mitigated", "✅ Resolve"}
+        assert later == {"🩹 Mitigated", "✅ Resolve", "✏️ Update"}
 
         shown = await chat.ask("/incident show INC-1", user=VIC)  # viewers may look
         assert shown.text is not None

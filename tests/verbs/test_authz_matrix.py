@@ -83,6 +83,7 @@ BUTTON_DATA: dict[str, str] = {
     "ri": "ri:{request}",
     "is": "is:{alert}:P2",
     "i": "i:ack INC-99",
+    "iu": "iu:INC-99",
 }
 # What may run on the host when a cell's action is allowed to run.
 MAY_RUN: dict[str, set[str]] = {
