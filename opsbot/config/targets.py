@@ -190,10 +190,39 @@ class _BackupBase(_Model):
         return value
 
 
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _weekday_names(field: str) -> str:
+    """Crontab's day-of-week field with its numbers as names (0 and 7: Sunday).
+
+    APScheduler 3 reads numbers in that field as 0 = Monday, so ``1-5`` would run Tuesday to
+    Saturday; names mean the same to both."""
+    if field == "*" or any(c.isalpha() for c in field):
+        return field
+    days: set[int] = set()
+    for part in field.split(","):
+        span, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if span == "*":
+            first, last = 0, 6
+        else:
+            first_text, _, last_text = span.partition("-")
+            first = int(first_text)
+            last = int(last_text) if last_text else (first if not step_text else 7)
+        if not (0 <= first <= 7 and 0 <= last <= 7 and first <= last and step >= 1):
+            raise ValueError(f"day of week {part!r} is not within 0-7")
+        days.update(d % 7 for d in range(first, last + 1, step))
+    return ",".join(_WEEKDAYS[d] for d in sorted(days))
+
+
 def cron_trigger(expression: str) -> CronTrigger:
-    """APScheduler's parser of a five-field crontab line, in UTC."""
+    """APScheduler's parser of a five-field crontab line, in UTC, with crontab's weekdays."""
     try:
-        return CronTrigger.from_crontab(expression, timezone=datetime.UTC)
+        fields = expression.split()
+        if len(fields) == 5:
+            fields[4] = _weekday_names(fields[4])
+        return CronTrigger.from_crontab(" ".join(fields), timezone=datetime.UTC)
     except ValueError as exc:
         raise ValueError(f"not a cron expression ({exc}): {expression!r}") from None
 

@@ -246,3 +246,27 @@ def test_an_unreadable_secret_file_named_in_the_environment_is_blamed_on_the_var
         "environment variable OPSBOT_TELEGRAM__TOKEN_FILE: telegram: token_file: cannot read"
         in str(caught.value)
     )
+
+
+def test_cron_weekdays_are_crontabs_where_sunday_is_0_and_7() -> None:
+    """APScheduler 3 alone reads ``1-5`` as Tuesday to Saturday; opsbot reads it as crontab."""
+    from datetime import UTC, datetime
+
+    from opsbot.config.targets import cron_trigger
+
+    saturday = datetime(2026, 12, 5, 12, tzinfo=UTC)
+
+    def next_days(expression: str, count: int = 7) -> list[str]:
+        trigger, when, days = cron_trigger(expression), saturday, []
+        for _ in range(count):
+            when = trigger.get_next_fire_time(None, when)
+            days.append(when.strftime("%a"))
+            when = when.replace(hour=23, minute=59)
+        return days
+
+    assert next_days("0 3 * * 1-5", 5) == ["Mon", "Tue", "Wed", "Thu", "Fri"]
+    assert next_days("0 3 * * 0", 2) == ["Sun", "Sun"] == next_days("0 3 * * 7", 2)
+    assert next_days("0 3 * * mon-fri", 5) == next_days("0 3 * * 1-5", 5)
+    assert next_days("0 3 * * */2", 4) == ["Sun", "Tue", "Thu", "Sat"]
+    with pytest.raises(ValueError, match="not a cron expression"):
+        cron_trigger("0 3 * * 8")
