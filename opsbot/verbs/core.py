@@ -276,7 +276,8 @@ def _audit_line(entry: dict[str, object]) -> str:
     extra = entry.get("outcome") or entry.get("status") or entry.get("summary") or ""
     if entry.get("ok") is not None:
         extra = ("ok " if entry["ok"] else "FAILED ") + str(entry.get("summary", ""))
-    parts = (when, entry.get("event"), who, what, args, target, extra)
+    request = entry.get("request") or ""  # a request's own entries: which card it was
+    parts = (when, entry.get("event"), who, what, args, target, request, extra)
     return " ".join(str(p) for p in parts if p)[:300]
 
 

@@ -149,7 +149,7 @@ async def push_every_secret(chat: ChatSession, log: logging.Logger) -> None:
     async with httpx.AsyncClient(timeout=10) as http:
         for secret in CORPUS:
             reply = await chat.ask(f"/logs canary 50 {secret.text}", chat=ALICE_PRIVATE)
-            assert "filter" in (reply.text or "")
+            assert "matching" in (reply.text or "")
             chat.send(f"/health {secret.text}", user=STRANGER, chat=OPS)
             body = {"target": "canary", "severity": "critical", "summary": secret.text}
             headers = {"Authorization": f"Bearer {WEB_TOKEN}"}
