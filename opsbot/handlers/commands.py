@@ -217,7 +217,13 @@ class CommandHandlers:
             await self._reply(caller.chat_id, prompt, caller.thread_id, reply_to=tapped)
             return
         if key == "is":
-            await _answer(query, await self._declare_from(alert, caller, severity))
+            toast, declared = await self._declare_from(alert, caller, severity)
+            await _answer(query, toast)
+            if declared is not None and query.message is not None and tapped is not None:
+                # the question is answered: no P0-P3 left to tap a second time
+                title = brief_title(alert.target, alert.summary, alert.source)
+                said = Reply(f"🚨 {declared} declared ({severity}) by {caller.name}: {title}")
+                await self.services.notifier().edit_message(query.message.chat.id, tapped, said)
             return
         await _answer(query)
         verb = BUTTONS[key].verb or "logs"
@@ -227,18 +233,21 @@ class CommandHandlers:
             return
         await self._reply(chat_id, reply, caller.thread_id, reply_to=tapped)
 
-    async def _declare_from(self, alert: Alert, caller: Caller, severity: str) -> str:
-        """Declare incident on an alert at the chosen severity, its target involved."""
+    async def _declare_from(
+        self, alert: Alert, caller: Caller, severity: str
+    ) -> tuple[str, str | None]:
+        """Declare incident on an alert at the chosen severity, its target involved: the
+        toast, and the incident's id when one was declared."""
         incidents = self.services.incidents
         if incidents is None:
-            return "Incidents are not available."
+            return "Incidents are not available.", None
         targets = [alert.target] if alert.target in self.services.settings.targets else []
         title = brief_title(alert.target, alert.summary, alert.source)
         try:
             declared = await incidents.declare(severity, title, targets, caller.person)
         except UsageError as exc:
-            return str(exc)[:200]
-        return f"{declared.id} declared ({severity})."
+            return str(exc)[:200], None
+        return f"{declared.id} declared ({severity}).", declared.id
 
 
 @contextlib.asynccontextmanager

@@ -293,6 +293,9 @@ async def outage(chat: ChatSession, service: Service) -> None:
     assert not [m for m in chat.bot_messages(INCIDENTS) if "INC-1" in (m.text or "")]
     declared = chat.tap(prompt, buttons(prompt)["P1"], user=BOB, chat=INCIDENTS)
     assert "INC-1 declared (P1)" in await toast(chat, declared)
+    answered = await fake.wait_for_message(INCIDENTS.id, edited(prompt, "INC-1 declared"))
+    assert answered.text == "🚨 INC-1 declared (P1) by bob: web: http /checkout HTTP 500"
+    assert not labels(answered)  # nothing left to tap twice
     card = await fake.wait_for_message(INCIDENTS.id, lambda m: "INC-1 · P1" in (m.text or ""))
     await fake.wait_for_call("pinChatMessage", lambda c: c.params["message_id"] == card.message_id)
     lines = (card.text or "").splitlines()
