@@ -273,10 +273,15 @@ def _audit_line(entry: dict[str, object]) -> str:
     args = args_text(entry.get("args"))
     if target and args.split(" ", 1)[0].lower() == target:
         target = ""  # a command's first word named it already
+    request = entry.get("request")  # ties a request to its decision and its run
+    ref = f"id={request}" if request and f"id={request}" not in args else ""
     extra = entry.get("outcome") or entry.get("status") or entry.get("summary") or ""
+    extra = extra or entry.get("reason") or ""  # why it was refused
+    if extra == entry.get("event"):
+        extra = ""  # "approved bob restart web", not "… approved" twice
     if entry.get("ok") is not None:
         extra = ("ok " if entry["ok"] else "FAILED ") + str(entry.get("summary", ""))
-    parts = (when, entry.get("event"), who, what, args, target, extra)
+    parts = (when, entry.get("event"), who, what, args, target, ref, extra)
     return " ".join(str(p) for p in parts if p)[:300]
 
 
