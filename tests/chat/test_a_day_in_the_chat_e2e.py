@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -162,16 +163,27 @@ async def test_a_day_in_the_chat(fake: FakeBotAPI, tmp_path: Path, service: Serv
     settings = write_config(tmp_path / "opsbot.yaml", day_config(fake, tmp_path, service))
     started = time.monotonic()
     async with running_opsbot(fake, settings) as chat:
-        await morning(chat, tmp_path)
-        await outage(chat, service)
-        await afternoon(chat)
+        day = Day()
+        await morning(chat, tmp_path, day)
+        await outage(chat, service, day)
+        await afternoon(chat, day)
     for where in (OPS, INCIDENTS):
         shown = [m.text or m.caption or "" for m in chat.bot_messages(where)]
         assert not [t for t in shown if "Something failed" in t], shown  # no crash all day
     assert time.monotonic() - started < 60
 
 
-async def morning(chat: ChatSession, tmp_path: Path) -> None:
+@dataclass
+class Day:
+    """What the day's later steps look back at (the audit names these ids)."""
+
+    restart_id: str = ""
+    first_alert: str = ""
+    second_alert: str = ""
+    denied_id: str = ""
+
+
+async def morning(chat: ChatSession, tmp_path: Path, day: Day) -> None:
     """/help, /health, /logs, and a restart approved by the other admin."""
     help_alice = await chat.ask("/help", user=ALICE)
     text = help_alice.text or ""
@@ -219,7 +231,7 @@ async def morning(chat: ChatSession, tmp_path: Path) -> None:
     assert text.startswith("⚠️ restart web — approval needed\nrequested by alice · id ")
     assert f"\nrestart web on local: {argv}\n" in text and text.count(argv) == 1
     assert labels(card) == [["✅ Approve", "✖️ Deny"]]
-    request_id = text.split(" · id ")[1].split()[0]
+    request_id = day.restart_id = text.split(" · id ")[1].split()[0]
     own = chat.tap(card, buttons(card)["✅ Approve"], user=ALICE)
     assert "own request" in await toast(chat, own)
     approved = await chat.ask(f"/approve {request_id.lower()}", user=BOB)  # typed, lower case
@@ -238,12 +250,14 @@ async def morning(chat: ChatSession, tmp_path: Path) -> None:
     assert (copy.text or "").endswith("\nrequested by alice, approved by bob")
 
 
-async def outage(chat: ChatSession, service: Service) -> None:
+async def outage(chat: ChatSession, service: Service, day: Day) -> None:
     """web fails; its alert's buttons; a silence of that alert hides no other failure;
     Declare incident; the card follows the recovery and is unpinned on resolve."""
     fake = chat.fake
     service.failing["/health"] = 503
     alert = await fake.wait_for_message(INCIDENTS.id, lambda m: "CRITICAL" in (m.text or ""))
+    day.first_alert = buttons(alert)["👀 Ack"].partition(":")[2]
+    assert (alert.text or "").endswith(f" · id {day.first_alert}")
     lines = (alert.text or "").splitlines()
     assert lines[0] == "🔥 CRITICAL · web"
     assert lines[1].endswith("/health: HTTP 503 (2 checks in a row)"), lines
@@ -266,8 +280,11 @@ async def outage(chat: ChatSession, service: Service) -> None:
         lambda m: "restart web — approval needed" in (m.text or ""),
         after_message_id=shown.message_id,
     )
+    assert (filed.text or "").startswith("⚠️ restart web — approval needed\nrequested by alice")
+    day.denied_id = (filed.text or "").split(" · id ")[1].split()[0]
     chat.tap(filed, buttons(filed)["✖️ Deny"], user=BOB, chat=INCIDENTS)  # not now, says bob
-    shown = await fake.wait_for_message(INCIDENTS.id, edited(filed, "denied"))
+    shown = await fake.wait_for_message(INCIDENTS.id, edited(filed, "🚫 restart web — denied"))
+    assert (shown.text or "").endswith("\ndenied by bob") and not labels(shown)
 
     chat.tap(alert, buttons(alert)["🔕 Silence 1h"], user=ALICE, chat=INCIDENTS)
     alert = await fake.wait_for_message(INCIDENTS.id, edited(alert, "🔕 silenced by alice until"))
@@ -282,6 +299,7 @@ async def outage(chat: ChatSession, service: Service) -> None:
     )
     assert (second.text or "").startswith("🔥 CRITICAL · web\n")
     assert "silenced" not in (second.text or "") and "🔕 Silence 1h" in buttons(second)
+    day.second_alert = buttons(second)["👀 Ack"].partition(":")[2]
 
     chat.tap(second, buttons(second)["🚨 Declare incident"], user=BOB, chat=INCIDENTS)
     prompt = await fake.wait_for_message(
@@ -329,7 +347,7 @@ async def outage(chat: ChatSession, service: Service) -> None:
     assert (postmortem.caption or "").startswith("✅ INC-1 resolved after ")
 
 
-async def afternoon(chat: ChatSession) -> None:
+async def afternoon(chat: ChatSession, day: Day) -> None:
     """/backup (and no RPO page on day one), /audit with arguments, a refusal naming who can."""
     backup = await chat.ask("/backup db", user=ALICE)
     text = backup.text or ""
@@ -352,25 +370,38 @@ async def afternoon(chat: ChatSession) -> None:
     firing = await engine.list(firing_only=True, limit=100)
     assert not [a for a in firing if a.source == backup_schedule.SOURCE]
 
-    audit = await chat.ask("/audit", user=ALICE)
-    entries = [line.split(" ", 2)[2] for line in (audit.text or "").splitlines()[1:]]
-    expected = [
+    audit = await chat.ask("/audit 50", user=ALICE)
+    lines = (audit.text or "").splitlines()
+    assert lines[0].startswith("🧾 last ") and lines[0].endswith(" audit entries")
+    oldest_first = [line.split(" ", 2)[2] for line in reversed(lines[1:])]
+    restart, first, second = day.restart_id, day.first_alert, day.second_alert
+    acts = [  # each act once, in the order of the day, with its arguments
         "command alice help ok",
         "command vic help ok",
         "command alice health ok",
         "command alice logs web 3 ok",
-        "requested alice restart web",
-        "approved bob restart web",
-        "executed alice restart web ok healthy after",
-        "button alice silence ",
-        "backup db",
+        f"requested alice restart web id={restart}",
+        f"refused alice web id={restart} You cannot approve your own request; another admin must.",
+        f"approved bob restart web id={restart}",
+        f"executed alice restart web id={restart} ok healthy after ",
+        "command vic logs web ok",
+        f"requested alice restart web id={day.denied_id}",
+        f"denied bob restart web id={day.denied_id}",
+        f"button alice silence {first} 1h web 🔕 This alert ",
+        f"tap bob declare an incident from an alert id={second}",
+        f"tap bob declare an incident from an alert, at a severity id={second}:P1",
+        "command alice incident resolve INC-1 ok",
+        "requested alice backup db id=",
+        "executed alice backup db id=",
     ]
-    for wanted in expected:
-        assert any(e.startswith(wanted) or wanted in e for e in entries), (wanted, entries)
-    declared = [e for e in entries if e.startswith("tap bob declare") and e.endswith(":P1")]
-    assert declared, entries  # the severity chosen is on record
-    silenced = next(e for e in entries if e.startswith("button alice silence "))
-    assert " 1h web " in silenced  # the alert's id, the duration, the target
+    at = [next((i for i, e in enumerate(oldest_first) if e.startswith(act)), -1) for act in acts]
+    assert -1 not in at, list(zip(acts, at, strict=True))
+    # A request's story reads in order (a command's entry is written after its reply, so
+    # commands and requests of the same moments may interleave).
+    assert at[4] < at[5] < at[6] < at[7] and at[9] < at[10] and at[12] < at[13] < at[14]
+    assert (
+        f"approved bob restart web id={restart}" in oldest_first
+    )  # said once, not "approved" twice
 
     refused = await chat.ask("/restart web", user=VIC)
     assert refused.text == "/restart needs the operator role: alice, bob, oscar have it"
