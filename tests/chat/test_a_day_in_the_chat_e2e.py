@@ -333,6 +333,13 @@ async def outage(chat: ChatSession, service: Service, day: Day) -> None:
             ),
         )
 
+    recovery = await fake.wait_for_message(
+        INCIDENTS.id, lambda m: (m.text or "").startswith("✅ web recovered after ")
+    )
+    text = recovery.text or ""  # the alert that was not silenced says it is over, once
+    assert "/checkout: HTTP 200 (2 checks in a row) (id " in text and "web: " not in text
+    assert text.count("recovered") == 1, text
+
     chat.tap(card, buttons(card)["✅ Resolve"], user=ALICE, chat=INCIDENTS)
     await fake.wait_for_call(
         "unpinChatMessage", lambda c: c.params.get("message_id") == card.message_id
