@@ -195,6 +195,8 @@ async def morning(chat: ChatSession, tmp_path: Path, day: Day) -> None:
     ):
         assert line in text.splitlines(), line
     assert "/oncall" not in text  # no rotation configured: not offered
+    listed = [line for line in text.splitlines() if line.startswith("/")]
+    assert listed[-2].startswith("/help — ")  # last, before the line on /help COMMAND
     assert not any(e["type"] == "pre" for e in help_alice.entities)  # commands stay tappable
 
     help_vic = await chat.ask("/help", user=VIC)
