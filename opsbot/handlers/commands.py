@@ -22,6 +22,7 @@ from opsbot.handlers.gate import Gate
 from opsbot.handlers.ingress import UpdateDedup
 from opsbot.handlers.stepup import StepUpHandlers
 from opsbot.incidents.from_alert import brief_title, severity_prompt
+from opsbot.incidents.records import Incident
 from opsbot.render import Reply
 from opsbot.state.outbox import Outbox
 from opsbot.verbs.progress import ProgressMessage
@@ -210,6 +211,9 @@ class CommandHandlers:
             await _answer(query, (await alert_tap(self.services, caller, key, alert_id))[:200])
             return
         tapped = query.message.message_id if query.message is not None else None
+        if key in ("ai", "is") and (already := await self._declared_for(alert)) is not None:
+            await _answer(query, f"Already declared: {already.id} ({already.severity}).")
+            return  # one open incident per failure, however often Declare is tapped
         if key == "ai" and caller.chat_id is not None:  # asks the severity first
             await _answer(query)
             title = brief_title(alert.target, alert.summary, alert.source)
@@ -232,6 +236,15 @@ class CommandHandlers:
         if chat_id is None:
             return
         await self._reply(chat_id, reply, caller.thread_id, reply_to=tapped)
+
+    async def _declared_for(self, alert: Alert) -> Incident | None:
+        """The open incident already declared on this failure (the same brief title)."""
+        incidents = self.services.incidents
+        if incidents is None:
+            return None
+        title = brief_title(alert.target, alert.summary, alert.source)
+        open_ = [i for i in await incidents.all() if not i.resolved and i.title == title]
+        return open_[0] if open_ else None
 
     async def _declare_from(
         self, alert: Alert, caller: Caller, severity: str

@@ -324,6 +324,10 @@ async def outage(chat: ChatSession, service: Service, day: Day) -> None:
     assert "Health: ❌ web" in lines
     assert labels(card) == [["👀 Ack", "🩹 Mitigated", "✅ Resolve"]]
 
+    again = chat.tap(second, buttons(second)["🚨 Declare incident"], user=ALICE, chat=INCIDENTS)
+    assert await toast(chat, again) == "Already declared: INC-1 (P1)."  # not a second one
+    assert not [m for m in chat.bot_messages(INCIDENTS) if "Which severity?" in (m.text or "")]
+
     service.failing.clear()  # web recovers: the card says so by itself
     card = await fake.wait_for_message(INCIDENTS.id, edited(card, "Health: ✅ web"), timeout=15)
     assert "🔥 open" in (card.text or "")  # recovered, but nobody said it is over
