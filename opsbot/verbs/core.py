@@ -260,6 +260,9 @@ async def audit(services: Services, caller: Caller, args: list[str]) -> Reply:
     entries = await services.audit.entries(target, count)
     if not entries:
         return Reply(text="The audit trail is empty.")
+    # newest first by when each act happened: a command's entry is written just after its
+    # reply, so it may be stored after a request filed a moment later
+    entries.sort(key=lambda e: float(str(e.get("ts", 0))), reverse=True)
     lines = [_audit_line(e) for e in entries]
     return Reply(text=f"🧾 last {len(lines)} audit entries" + (f" of {target}" if target else ""),
                  block="\n".join(lines))  # fmt: skip
