@@ -279,8 +279,10 @@ class AlertDelivery:
             who = current.target or current.source
             took = span((current.resolved_at or current.last_seen) - current.first_seen)
             count = f", ×{current.count}" if current.count > 1 else ""
-            summary = current.summary[:200]
-            text = f"✅ {who} recovered after {took}{count}: {summary} (id {current.id})"
+            # said once: "web recovered after 1 s: http /x: HTTP 200 (2 checks in a row)", not
+            # "web recovered …: web: … (recovered, 2 checks in a row)"
+            summary = current.summary.removeprefix(f"{who}: ").replace("(recovered, ", "(")
+            text = f"✅ {who} recovered after {took}{count}: {summary[:200]} (id {current.id})"
             ref = message_ref(current.id, current.occurrence, "recovery")
             await self.send(chat, Reply(text=text), current.thread_id, ref)
 

@@ -24,6 +24,7 @@ from opsbot.handlers.ingress import UpdateDedup
 from opsbot.handlers.stepup import StepUpHandlers
 from opsbot.incidents.card import UPDATE_PROMPT, update_prompt
 from opsbot.incidents.from_alert import brief_title, severity_prompt
+from opsbot.incidents.records import Incident
 from opsbot.render import Reply
 from opsbot.state import prompts
 from opsbot.state.outbox import Outbox
@@ -267,6 +268,9 @@ class CommandHandlers:
             await _answer(query, (await alert_tap(self.services, caller, key, alert_id))[:200])
             return
         tapped = query.message.message_id if query.message is not None else None
+        if key in ("ai", "is") and (already := await self._declared_for(alert)) is not None:
+            await _answer(query, f"Already declared: {already.id} ({already.severity}).")
+            return  # one open incident per failure, however often Declare is tapped
         if key == "ai" and caller.chat_id is not None:  # asks the severity first
             await _answer(query)
             title = brief_title(alert.target, alert.summary, alert.source)
@@ -274,7 +278,13 @@ class CommandHandlers:
             await self._reply(caller.chat_id, prompt, caller.thread_id, reply_to=tapped)
             return
         if key == "is":
-            await _answer(query, await self._declare_from(alert, caller, severity))
+            toast, declared = await self._declare_from(alert, caller, severity)
+            await _answer(query, toast)
+            if declared is not None and query.message is not None and tapped is not None:
+                # the question is answered: no P0-P3 left to tap a second time
+                title = brief_title(alert.target, alert.summary, alert.source)
+                said = Reply(f"🚨 {declared} declared ({severity}) by {caller.name}: {title}")
+                await self.services.notifier().edit_message(query.message.chat.id, tapped, said)
             return
         await _answer(query)
         verb = BUTTONS[key].verb or "logs"
@@ -284,18 +294,30 @@ class CommandHandlers:
             return
         await self._reply(chat_id, reply, caller.thread_id, reply_to=tapped)
 
-    async def _declare_from(self, alert: Alert, caller: Caller, severity: str) -> str:
-        """Declare incident on an alert at the chosen severity, its target involved."""
+    async def _declared_for(self, alert: Alert) -> Incident | None:
+        """The open incident already declared on this failure (the same brief title)."""
         incidents = self.services.incidents
         if incidents is None:
-            return "Incidents are not available."
+            return None
+        title = brief_title(alert.target, alert.summary, alert.source)
+        open_ = [i for i in await incidents.all() if not i.resolved and i.title == title]
+        return open_[0] if open_ else None
+
+    async def _declare_from(
+        self, alert: Alert, caller: Caller, severity: str
+    ) -> tuple[str, str | None]:
+        """Declare incident on an alert at the chosen severity, its target involved: the
+        toast, and the incident's id when one was declared."""
+        incidents = self.services.incidents
+        if incidents is None:
+            return "Incidents are not available.", None
         targets = [alert.target] if alert.target in self.services.settings.targets else []
         title = brief_title(alert.target, alert.summary, alert.source)
         try:
             declared = await incidents.declare(severity, title, targets, caller.person)
         except UsageError as exc:
-            return str(exc)[:200]
-        return f"{declared.id} declared ({severity})."
+            return str(exc)[:200], None
+        return f"{declared.id} declared ({severity}).", declared.id
 
 
 @contextlib.asynccontextmanager

@@ -17,9 +17,12 @@ from opsbot.incidents.records import (
 )
 from opsbot.render import Button, Reply
 
+#: What a step says when nobody gave a reason: its kind says it already ("resolved — resolved").
+_BARE = ("", "acknowledged", "mitigated", "resolved", "reopened")
+
 
 def entry_line(entry: Entry, limit: int = 160) -> str:
-    text = f" — {short(entry.text, limit)}" if entry.text else ""
+    text = f" — {short(entry.text, limit)}" if entry.text not in _BARE else ""
     return f"{time.strftime('%H:%M', time.gmtime(entry.at))} {entry.actor} · {entry.kind}{text}"
 
 

@@ -260,6 +260,9 @@ async def audit(services: Services, caller: Caller, args: list[str]) -> Reply:
     entries = await services.audit.entries(target, count)
     if not entries:
         return Reply(text="The audit trail is empty.")
+    # newest first by when each act happened: a command's entry is written just after its
+    # reply, so it may be stored after a request filed a moment later
+    entries.sort(key=lambda e: float(str(e.get("ts", 0))), reverse=True)
     lines = [_audit_line(e) for e in entries]
     return Reply(text=f"🧾 last {len(lines)} audit entries" + (f" of {target}" if target else ""),
                  block="\n".join(lines))  # fmt: skip
@@ -273,11 +276,15 @@ def _audit_line(entry: dict[str, object]) -> str:
     args = args_text(entry.get("args"))
     if target and args.split(" ", 1)[0].lower() == target:
         target = ""  # a command's first word named it already
+    request = entry.get("request")  # ties a request to its decision and its run
+    ref = f"id={request}" if request and f"id={request}" not in args else ""
     extra = entry.get("outcome") or entry.get("status") or entry.get("summary") or ""
+    extra = extra or entry.get("reason") or ""  # why it was refused
+    if extra == entry.get("event"):
+        extra = ""  # "approved bob restart web", not "… approved" twice
     if entry.get("ok") is not None:
         extra = ("ok " if entry["ok"] else "FAILED ") + str(entry.get("summary", ""))
-    request = entry.get("request") or ""  # a request's own entries: which card it was
-    parts = (when, entry.get("event"), who, what, args, target, request, extra)
+    parts = (when, entry.get("event"), who, what, args, target, ref, extra)
     return " ".join(str(p) for p in parts if p)[:300]
 
 

@@ -208,6 +208,7 @@ def menu(
         line = line_for(verb, role)
         if line is not None and offered(settings, verb):
             found.append((verb.name, line[:1].upper() + line[1:]))
+    found.sort(key=lambda item: item[0] == "help")  # /help last, after every wing's verbs
     return found
 
 

@@ -172,6 +172,10 @@ async def test_declare_incident_from_an_alert_button(fake: FakeBotAPI, tmp_path:
         )
         answer = fake.answers(query)
         assert answer is not None and "INC-1 declared (P2)" in str(answer["text"])
+        answered = await fake.wait_for_message(  # the question answered: no level tapped twice
+            INCIDENTS.id, lambda m: m.message_id == prompt.message_id and not m.reply_markup
+        )
+        assert answered.text == "🚨 INC-1 declared (P2) by alice: payments: 5xx at 40%"
         card = await fake.wait_for_message(INCIDENTS.id, lambda m: "INC-1 · P2" in (m.text or ""))
         assert card.text is not None
         # A brief title, once: not the check's raw text three times.

@@ -309,6 +309,11 @@ async def run_verb_cell(matrix: Matrix, verb: str, actor: str) -> Cell:
 async def run_button_cell(matrix: Matrix, key: str, actor: str, alert: str) -> Cell:
     cell = Cell(f"button {key}", actor, expected_button(actor, key))
     request = await matrix.request() if key in ("a", "d") else ""
+    incidents = matrix.services.incidents
+    if key == "is" and incidents is not None:  # one open incident per failure: each declares
+        for declared in await incidents.all():
+            if not declared.resolved:
+                await incidents.resolve(declared.id, "matrix")
     matrix.canary.unlink(missing_ok=True)
     count = await matrix.audit_count()
     toast = await matrix.tap(actor, BUTTON_DATA[key].format(alert=alert, request=request))
