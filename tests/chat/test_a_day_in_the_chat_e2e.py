@@ -322,7 +322,7 @@ async def outage(chat: ChatSession, service: Service, day: Day) -> None:
     assert lines[0] == "🟠 INC-1 · P1 · web: http /checkout HTTP 500"  # brief, once
     assert "Commander: bob · declared by bob" in lines and "Targets: web" in lines
     assert "Health: ❌ web" in lines
-    assert labels(card) == [["👀 Ack", "🩹 Mitigated", "✅ Resolve"]]
+    assert labels(card) == [["👀 Ack", "🩹 Mitigated", "✅ Resolve"], ["✏️ Update"]]
 
     again = chat.tap(second, buttons(second)["🚨 Declare incident"], user=ALICE, chat=INCIDENTS)
     assert await toast(chat, again) == "Already declared: INC-1 (P1)."  # not a second one
