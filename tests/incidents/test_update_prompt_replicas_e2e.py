@@ -72,8 +72,11 @@ async def test_a_prompt_posted_by_one_replica_is_answered_through_another(
             reply = fake.send_text(OPSBOT_TOKEN, INCIDENTS, OSCAR, "rolled back the release",
                                    reply_to_message_id=prompt.message_id)  # fmt: skip
             await deliver(second)
-            answer = await fake.wait_for_message(
-                INCIDENTS.id, after_message_id=reply["message_id"], timeout=20
+            answer = await fake.wait_for_message(  # the answer, threaded to the reply (an
+                INCIDENTS.id,  # alert of the config's failing target may come in between)
+                lambda m: m.reply_to_message_id == reply["message_id"],
+                after_message_id=reply["message_id"],
+                timeout=20,
             )
             assert answer.text == "📝 INC-1 updated."
             await fake.wait_for_message(
