@@ -12,7 +12,9 @@ die() { printf 'scripts/test.sh: %s\n' "$*" >&2; exit 1; }
 
 APT_PACKAGES=(redis-server openssh-server docker.io busybox-static postgresql sqlite3
               prometheus-alertmanager ca-certificates chromium chromium-driver
-              docker-compose systemd python3 iproute2 nodejs npm)
+              docker-compose systemd python3 iproute2)
+
+PM2_VERSION=7.0.4  # the pm2 daemon of tests/onboarding, pinned like the Python lock
 
 missing_tools() {
     local missing=()
@@ -54,7 +56,13 @@ if [[ -n "$missing" ]]; then
     echo "missing: $missing; installing with apt-get"
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${APT_PACKAGES[@]}"
-    command -v pm2 >/dev/null || npm install -g pm2
+    if ! command -v pm2 >/dev/null; then
+        # Debian's npm conflicts with a NodeSource nodejs (which carries its own npm): only
+        # where there is no npm at all
+        command -v npm >/dev/null \
+            || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm
+        npm install -g "pm2@$PM2_VERSION"
+    fi
     missing="$(missing_tools)"
     [[ -z "$missing" ]] || die "still missing after apt-get install: $missing"
 else
