@@ -227,7 +227,9 @@ def ansible_rounds(
     bindir = Path(sys.executable).parent
     ansible = bindir / "ansible"
     if not ansible.exists():
-        raise RuntimeError("ansible-core is not installed: pip install -e '.[bench]'")
+        raise RuntimeError(
+            "ansible-core is not installed: bash scripts/test.sh once (.venv holds the lock)"
+        )
     work = tmp / "ansible"
     control = work / "cp"
     control.mkdir(parents=True)
@@ -351,8 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.anchors == "all":  # before minutes of rounds, not after them
         missing = [m for m in ("pssh", "ansible") if importlib.util.find_spec(m) is None]
         if missing:
-            parser.exit(2, f"anchors not installed ({', '.join(missing)}): "
-                           "pip install -e '.[bench]', or --anchors bare\n")  # fmt: skip
+            parser.exit(2, f"anchors not installed ({', '.join(missing)}): bash scripts/"
+                           "test.sh once (.venv holds the lock), or --anchors bare\n")  # fmt: skip
 
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="opsbot-fanout-") as name:
