@@ -175,18 +175,10 @@ class Services:
             assert isinstance(ssh_config, SSHEndpoint)  # checked by Settings
             host = ssh_host(config.via_ssh, ssh_config, self.settings.all_endpoints)
             via = (self.ssh, host, config.remote_socket)
-        tls = None
-        if config.tls is not None:
-            tls = DockerTLS(
-                ca_cert=config.tls.ca_cert,
-                client_cert=config.tls.client_cert,
-                client_key=config.tls.client_key,
-                verify=config.tls.verify,
-            )
         engine = DockerEngine(
             endpoint,
             base_url=None if via else config.url,
-            tls=tls,
+            tls=DockerTLS.of(config.tls),
             ssh=via,
             timeout=config.timeout,
         )

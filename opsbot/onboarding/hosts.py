@@ -91,17 +91,9 @@ class Hosts:
                    config.remote_socket)  # fmt: skip
         elif config.url.startswith("unix://"):
             compose = "local"
-        tls = None
-        if config.tls is not None:
-            tls = DockerTLS(
-                ca_cert=config.tls.ca_cert,
-                client_cert=config.tls.client_cert,
-                client_key=config.tls.client_key,
-                verify=config.tls.verify,
-            )
         made = self._made(DockerEngine(
-            source.name, base_url=None if via else config.url, tls=tls, ssh=via,
-            timeout=min(config.timeout, DOCKER_TIMEOUT),
+            source.name, base_url=None if via else config.url, ssh=via,
+            tls=DockerTLS.of(config.tls), timeout=min(config.timeout, DOCKER_TIMEOUT),
         ))  # fmt: skip
         return Engine(made, source.name, endpoint_config(config), compose)
 

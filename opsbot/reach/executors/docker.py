@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import docker
 import docker.errors
@@ -43,6 +43,9 @@ from opsbot.reach.executors.docker_wire import (
 from opsbot.reach.executors.ssh import SSHHost, SSHPool
 from opsbot.reach.executors.transfer import TransferError
 
+if TYPE_CHECKING:
+    from opsbot.config import DockerTLS as TLSSettings
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -61,6 +64,18 @@ class DockerTLS:
     client_cert: Path | None = None
     client_key: Path | None = None
     verify: bool = True
+
+    @classmethod
+    def of(cls, settings: TLSSettings | None) -> DockerTLS | None:
+        """From an endpoint's ``tls:`` settings; None for a socket or plain TCP."""
+        if settings is None:
+            return None
+        return cls(
+            ca_cert=settings.ca_cert,
+            client_cert=settings.client_cert,
+            client_key=settings.client_key,
+            verify=settings.verify,
+        )
 
 
 class _APIClient(docker.APIClient):  # type: ignore[misc]
