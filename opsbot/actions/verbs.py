@@ -186,9 +186,11 @@ register(
     ),
 )  # fmt: skip
 register_buttons(
-    ButtonSpec("a", Role.admin, "approve a request (a:ID)", destructive=True),
-    ButtonSpec("d", Role.operator, "deny, or cancel one's own request (d:ID)"),
+    ButtonSpec("a", Role.admin, "approve a request (a:ID)", destructive=True, audits_itself=True),
+    ButtonSpec("d", Role.operator, "deny, or cancel one's own request (d:ID)",
+        audits_itself=True),
     ButtonSpec(RETRY, Role.operator, "a failed request, filed again (rt:ID)", True, "retry"),
     ButtonSpec(ROLLBACK, Role.operator, "roll a target back (rb:TARGET)", True, "rollback"),
-    ButtonSpec(DECLARE, Role.operator, "declare an incident from a failed request (ri:ID)"),
+    ButtonSpec(DECLARE, Role.operator, "declare an incident from a failed request (ri:ID)",
+        audits_itself=True),
 )

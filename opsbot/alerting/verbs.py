@@ -256,8 +256,10 @@ register_buttons(
     ButtonSpec("al", Role.viewer, "an alert's target's logs (al:ID)", verb="logs"),
     ButtonSpec("ar", Role.operator, "restart an alert's target (ar:ID)", True, verb="restart"),
     ButtonSpec("ab", Role.operator, "back up an alert's target now (ab:ID)", verb="backup"),
-    ButtonSpec("as", Role.operator, "silence this alert (not its target) for 1 h (as:ID)"),
-    ButtonSpec("au", Role.operator, "end the silence shown on an alert (au:ID)"),
-    ButtonSpec("ak", Role.operator, "acknowledge an alert (ak:ID)"),
+    ButtonSpec("as", Role.operator, "silence this alert (not its target) for 1 h (as:ID)",
+        audits_itself=True),
+    ButtonSpec("au", Role.operator, "end the silence shown on an alert (au:ID)",
+        audits_itself=True),
+    ButtonSpec("ak", Role.operator, "acknowledge an alert (ak:ID)", audits_itself=True),
     ButtonSpec("ai", Role.operator, "declare an incident from an alert (ai:ID)"),
 )

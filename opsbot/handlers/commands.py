@@ -165,9 +165,8 @@ class CommandHandlers:
             )
             await query.answer(refusal(self.services.settings, "That", spec.role)[:200])
             return
-        # a tap that changes state by itself: one entry, with its id (approvals and the alert
-        # wing write their own, richer one)
-        if spec.verb is None and key not in ("a", "d", UPDATE_PROMPT, *ALERT_TAPS):
+        # a tap that changes state by itself: one entry, with its id (ButtonSpec.audits_itself)
+        if spec.verb is None and not spec.audits_itself:
             what = spec.summary.split(" (")[0]
             await self.services.audit.tap(what, caller.name, user=caller.user_id,
                                           chat=caller.chat_id, args={"id": arg})  # fmt: skip

@@ -261,5 +261,6 @@ register(Verb(*VERB_SPEC[:4], incident))
 register_buttons(
     ButtonSpec("is", Role.operator, "declare an incident from an alert, at a severity (is:ID:P1)"),
     ButtonSpec("i", Role.operator, "an incident's next step (i:ack INC-7)", verb="incident"),
-    ButtonSpec(UPDATE_PROMPT, Role.operator, "ask for an incident's update as a reply (iu:INC-7)"),
+    ButtonSpec(UPDATE_PROMPT, Role.operator, "ask for an incident's update as a reply (iu:INC-7)",
+        audits_itself=True),
 )

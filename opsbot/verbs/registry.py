@@ -161,7 +161,9 @@ class ButtonSpec:
     ``role`` is the least role whose tap does anything (the handlers check it before acting);
     ``verb`` is the verb a tap runs with ARG as its argument, if any. Approve and Deny have
     finer rules on top, in approvals.py: only another admin approves; an admin denies, and the
-    requester may cancel their own request.
+    requester may cancel their own request. A button without a verb is audited by the handlers
+    as one ``tap`` entry, unless ``audits_itself``: its wing writes a richer entry of its own
+    (a decision, an alert's silence) or the tap changes nothing (a prompt).
     """
 
     key: str
@@ -169,6 +171,7 @@ class ButtonSpec:
     summary: str
     destructive: bool = False
     verb: str | None = None
+    audits_itself: bool = False
 
 
 BUTTONS: dict[str, ButtonSpec] = {}
