@@ -204,7 +204,7 @@ class AlertEngine:
         )
         counted = [
             e for e in events
-            if silences.matching(in_force, e.target, now, e.fingerprint) is None
+            if silences.matching(in_force, e.target, now, e.fingerprint, e.severity) is None
         ]  # fmt: skip
         alerts = {fingerprint: after for fingerprint, (_, after) in recorded.items()}
         return Recorded(list(events), alerts, counted, new_digested, in_storm)
@@ -335,7 +335,9 @@ class AlertEngine:
         for alert in alerts:
 
             def change(current: Alert) -> Alert | str:
-                covering = silences.matching(in_force, current.target, now, current.fingerprint)
+                covering = silences.matching(
+                    in_force, current.target, now, current.fingerprint, current.severity
+                )
                 updated = replace(current, **silence_fields(covering))
                 return "unchanged" if updated == current else updated
 
@@ -393,11 +395,14 @@ class AlertEngine:
         silence = await silences.add(
             self.store, alert.target or alert.source, seconds, "", name, now=now,
             fingerprint=alert.fingerprint, alert_id=alert.id, matches=alert.identity,
+            up_to=alert.severity.value,
         )  # fmt: skip
         self._basis = None
         await self._resilence([alert], asked=alert.id)
         await self.records.note("silence", alert, name, now)
         others = f" Other alerts of {alert.target} still post." if alert.target else ""
+        if alert.severity is not Severity.critical:
+            others += " It posts again if it turns critical."
         return (
             f"🔕 This alert ({alert.identity}) silenced for {silences.describe(seconds)}, "
             f"until {hhmm(silence.ends)}.{others}"
@@ -425,7 +430,7 @@ class AlertEngine:
         silence = await silences.add(self.store, target, seconds, reason, person, now=now)
         self._basis = None
         alerts = await self.records.list(firing_only=True, limit=10**9)
-        await self._resilence([a for a in alerts if silence.covers(a.target, a.fingerprint)])
+        await self._resilence([a for a in alerts if silence.covers(a.target, a.fingerprint, a.severity)])
         return silence
 
     async def unsilence(self, silence_id: str, person: Person | str) -> silences.Silence | None:

@@ -31,7 +31,7 @@ from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.config import Monitor as MonitorSettings
 from opsbot.config import Settings, Target
 from opsbot.errors import UsageError
-from opsbot.reach.checks import CheckResult, CheckRuntime, Gate, check_target
+from opsbot.reach.checks import CheckResult, CheckRuntime, Gate, check_phrase, check_target
 from opsbot.reach.targets import State
 from opsbot.render import plural
 
@@ -202,7 +202,7 @@ def _event(name: str, key: str, check: CheckResult, state: State, track: _Track)
         fingerprint=key,
         status=status,
         severity=severity,
-        summary=f"{name}: {check.name}: {check.detail} ({why})",
+        summary=f"{name}: {check_phrase(check.name)}: {check.detail} ({why})",
         target=name,
         starts_at=track.since,
         labels={"check": check.name},

@@ -244,7 +244,7 @@ class AlertRecords:
         in_force: list[silences.Silence],
         in_storm: bool,
     ) -> Alert:
-        silence = silences.matching(in_force, event.target, now, event.fingerprint)
+        silence = silences.matching(in_force, event.target, now, event.fingerprint, event.severity)
         covered = silence_fields(silence)
         started = (
             event.starts_at if event.starts_at is not None and event.starts_at <= now else now

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from opsbot.alerting.event import Severity
 from opsbot.config import Person
 from opsbot.errors import UsageError
 from opsbot.state.store import Store
@@ -50,13 +51,18 @@ class Silence:
     fingerprint: str | None = None  # one alert's identity; None: the whole target (or *)
     alert_id: str | None = None  # the alert whose button made it
     matches: str = ""  # what that identity is, for people: "quizbot · http /health"
+    up_to: str | None = None  # an alert's silence: the severity it had; a worse one breaks it
 
     def active(self, now: float) -> bool:
         return self.starts <= now < self.ends
 
-    def covers(self, target: str | None, fingerprint: str | None = None) -> bool:
+    def covers(
+        self, target: str | None, fingerprint: str | None = None, severity: str | None = None
+    ) -> bool:
+        """Whether it covers an alert of ``target`` with ``fingerprint`` at ``severity``: a
+        warning silenced from its card is posted again once it turns critical."""
         if self.fingerprint is not None:
-            return fingerprint == self.fingerprint
+            return fingerprint == self.fingerprint and not _worse(severity, self.up_to)
         return self.target == EVERY_TARGET or (target is not None and self.target == target)
 
     @property
@@ -70,7 +76,8 @@ class Silence:
     def what(self) -> str:
         """What it matches, for people: "every alert of quizbot", "alert X only (…)"."""
         if self.fingerprint is not None:
-            return f"alert {self.alert_id} only ({self.matches or self.target})"
+            worse = f", while {self.up_to}" if self.up_to not in (None, "critical") else ""
+            return f"alert {self.alert_id} only ({self.matches or self.target}){worse}"
         if self.target == EVERY_TARGET:
             return "every alert of every target"
         return f"every alert of {self.target}"
@@ -112,6 +119,12 @@ def describe(seconds: float) -> str:
     return "".join(parts[:2])
 
 
+def _worse(severity: str | None, than: str | None) -> bool:
+    if severity is None or than is None:
+        return False
+    return Severity(severity).rank > Severity(than).rank
+
+
 def _name(person: Person | str) -> str:
     return person.name if isinstance(person, Person) else str(person)
 
@@ -127,6 +140,7 @@ async def add(
     fingerprint: str | None = None,
     alert_id: str | None = None,
     matches: str = "",
+    up_to: str | None = None,
 ) -> Silence:
     """A new silence of ``target`` (or ``*``) from now for ``seconds``; with ``fingerprint``,
     of that one alert identity only (``target`` is then only shown)."""
@@ -144,6 +158,7 @@ async def add(
             fingerprint=fingerprint,
             alert_id=alert_id,
             matches=matches[:120],
+            up_to=up_to,
         )
         if await store.create(NAMESPACE, silence.id, silence.to_doc(), ttl=_ttl(silence, now)):
             return silence
@@ -188,11 +203,15 @@ async def active(store: Store, now: float) -> list[Silence]:
 
 
 def matching(
-    silences: list[Silence], target: str | None, now: float, fingerprint: str | None = None
+    silences: list[Silence],
+    target: str | None,
+    now: float,
+    fingerprint: str | None = None,
+    severity: str | None = None,
 ) -> Silence | None:
-    """The silence among ``silences`` covering an alert of ``target`` with ``fingerprint`` at
-    ``now`` (the longest one)."""
-    found = [s for s in silences if s.active(now) and s.covers(target, fingerprint)]
+    """The silence among ``silences`` covering an alert of ``target`` with ``fingerprint`` and
+    ``severity`` at ``now`` (the longest one)."""
+    found = [s for s in silences if s.active(now) and s.covers(target, fingerprint, severity)]
     return max(found, key=lambda s: s.ends) if found else None
 
 

@@ -57,12 +57,17 @@ def noting_ingest(incidents: Incidents, ingest: Ingest) -> Ingest:
 
 
 async def note_alerts(incidents: Incidents, events: Sequence[AlertEvent]) -> None:
-    """Note alerts on the incidents of their targets: once per target and status."""
-    seen: set[tuple[str, str]] = set()
+    """Note alerts on the incidents of their targets: one entry per target and status per
+    batch, naming every alert of it (two checks recovering together are both said)."""
+    grouped: dict[tuple[str, str], list[str]] = {}
     for event in events:
-        if event.target is None or (event.target, event.status) in seen:
+        if event.target is None:
             continue
-        seen.add((event.target, event.status))
-        kind = "alert" if event.status == "firing" else "recovery"
-        text = f"{event.severity.value}: {event.summary}"[:300]
-        await incidents.note(event.target, event.source, kind, text)
+        said = grouped.setdefault((event.target, event.status), [])
+        line = f"{event.severity.value}: {event.summary}"
+        if line not in said:
+            said.append(line)
+    for (target, status), lines in grouped.items():
+        kind = "alert" if status == "firing" else "recovery"
+        source = next(e.source for e in events if e.target == target and e.status == status)
+        await incidents.note(target, source, kind, "; ".join(lines)[:300])

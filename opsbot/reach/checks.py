@@ -190,6 +190,16 @@ def _process_label(target: Target) -> str:
     return {"container": "container", "command": "status"}.get(target.kind, target.kind)
 
 
+def check_phrase(label: str) -> str:
+    """A check's label as a person reads it beside its target: ``http /health`` for
+    ``http http://10.0.0.5:8080/health`` (the target names the host; the label keeps the whole
+    URL as the check's identity)."""
+    if not label.startswith("http "):
+        return label
+    url, hash_, count = label.removeprefix("http ").partition(" #")
+    return f"http {urlsplit(url).path or '/'}{hash_}{count}"
+
+
 def _label(check: Check) -> str:
     match check:
         case HttpCheck():

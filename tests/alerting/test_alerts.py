@@ -397,6 +397,30 @@ async def test_a_silence_ends_by_itself_and_the_card_stops_saying_so(
     )
 
 
+async def test_a_silenced_warning_turning_critical_is_no_longer_silenced(
+    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
+) -> None:
+    clock = Clock()
+    engine = engine_for(sqlite_store, make_settings(fake, tmp_path), bot, clock)
+    await engine.ingest([firing("fp-lag", severity=Severity.warning, summary="lag 40 s")])
+    [alert] = await engine.list()
+    toast = await engine.silence_alert(alert.id, ALICE)
+    assert toast.endswith("It posts again if it turns critical.")
+    await engine.ingest([firing("fp-lag", severity=Severity.warning, summary="lag 50 s")])
+    assert (await engine.get(alert.id)).silenced  # type: ignore[union-attr]
+
+    clock.advance(60)
+    await engine.ingest([firing("fp-lag", severity=Severity.critical, summary="lag 900 s")])
+    worse = await engine.get(alert.id)
+    assert worse is not None and not worse.silenced
+    card = fake.message(CHAT, await engine.message_of(alert.id) or 0)
+    assert card is not None and card.text is not None
+    assert card.text.startswith("🔥 CRITICAL · quizbot") and "silenced" not in card.text
+    assert f"as:{alert.id}" in buttons(card)
+    [silence] = await silences.active(sqlite_store, clock())  # still there, for its warnings
+    assert silence.what == f"alert {alert.id} only (quizbot · lag 40 s), while warning"
+
+
 async def test_card_buttons_are_only_those_whose_action_exists(
     fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:

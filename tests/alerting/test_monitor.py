@@ -206,7 +206,7 @@ async def test_a_stopped_container_fires_once_after_three_rounds_and_resolves_on
         assert emitted(down) == [0, 0, 1, 0, 0]
         [fired] = down[2]
         assert (fired.status, fired.severity, fired.source) == ("firing", "critical", "monitor")
-        assert fired.summary == f"web: http {url}: connection failed (3 checks in a row)"
+        assert fired.summary == "web: http /health: connection failed (3 checks in a row)"
         assert fired.target == "web"
         assert fired.fingerprint == fingerprint("web", f"http {url}")
 
@@ -215,7 +215,7 @@ async def test_a_stopped_container_fires_once_after_three_rounds_and_resolves_on
         assert emitted(up) == [0, 1, 0]
         [resolved] = up[1]
         assert (resolved.status, resolved.severity) == ("resolved", "critical")
-        assert resolved.summary == f"web: http {url}: HTTP 200 (recovered, 2 checks in a row)"
+        assert resolved.summary == "web: http /health: HTTP 200 (recovered, 2 checks in a row)"
         assert resolved.fingerprint == fired.fingerprint
         assert resolved.starts_at == fired.starts_at
         assert ingested == [fired, resolved]

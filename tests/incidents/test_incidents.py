@@ -9,16 +9,19 @@ import asyncio
 import time
 from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from telegram import Bot
 
+from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.config import Role, Settings
 from opsbot.errors import UsageError
 from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.incidents.postmortem import postmortem
 from opsbot.incidents.records import normalize_id
 from opsbot.incidents.state import Incidents
+from opsbot.incidents.timeline import note_alerts
 from opsbot.incidents.verbs import VERB_SPEC, incident_verb
 from opsbot.redact import Redactor
 from opsbot.services import Services
@@ -330,6 +333,29 @@ async def test_the_card_health_follows_the_monitor_and_resolve_unpins_it(
 
 # --------------------------------------------------------------------------- reminders
 
+
+
+async def test_two_alerts_of_one_target_recovering_together_are_both_on_the_timeline(
+    forum: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
+) -> None:
+    settings = make_settings(forum, tmp_path)
+    notifier = TelegramNotifier(bot, Redactor(settings.secrets()))
+    incidents = Incidents(sqlite_store, settings, notifier, clock=Clock())
+    await incidents.declare("P2", "quiz down", ["quizbot"], "alice")
+
+    def event(check: str, status: Literal["firing", "resolved"]) -> AlertEvent:
+        summary = f"quizbot: {check}: {'HTTP 200' if status == 'resolved' else 'refused'}"
+        fingerprint = AlertEvent.make_fingerprint("quizbot", check)
+        return AlertEvent("monitor", fingerprint, status, Severity.critical, summary, "quizbot")
+
+    await note_alerts(incidents, [event("http /health", "firing"), event("tcp :5432", "firing")])
+    await note_alerts(incidents, [event("tcp :5432", "resolved"), event("http /health", "resolved")])
+    timeline = [(e.kind, e.text) for e in (await incidents.get("INC-1")).timeline]  # type: ignore[union-attr]
+    assert timeline[-2:] == [
+        ("alert", "critical: quizbot: http /health: refused; critical: quizbot: tcp :5432: refused"),
+        ("recovery",
+         "critical: quizbot: tcp :5432: HTTP 200; critical: quizbot: http /health: HTTP 200"),
+    ]  # fmt: skip
 
 async def test_unacknowledged_p1_is_reminded_until_acked(
     forum: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
