@@ -430,7 +430,8 @@ class AlertEngine:
         silence = await silences.add(self.store, target, seconds, reason, person, now=now)
         self._basis = None
         alerts = await self.records.list(firing_only=True, limit=10**9)
-        await self._resilence([a for a in alerts if silence.covers(a.target, a.fingerprint, a.severity)])
+        covered = [a for a in alerts if silence.covers(a.target, a.fingerprint, a.severity)]
+        await self._resilence(covered)
         return silence
 
     async def unsilence(self, silence_id: str, person: Person | str) -> silences.Silence | None:

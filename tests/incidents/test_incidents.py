@@ -349,12 +349,15 @@ async def test_two_alerts_of_one_target_recovering_together_are_both_on_the_time
         return AlertEvent("monitor", fingerprint, status, Severity.critical, summary, "quizbot")
 
     await note_alerts(incidents, [event("http /health", "firing"), event("tcp :5432", "firing")])
-    await note_alerts(incidents, [event("tcp :5432", "resolved"), event("http /health", "resolved")])
-    timeline = [(e.kind, e.text) for e in (await incidents.get("INC-1")).timeline]  # type: ignore[union-attr]
-    assert timeline[-2:] == [
-        ("alert", "critical: quizbot: http /health: refused; critical: quizbot: tcp :5432: refused"),
-        ("recovery",
-         "critical: quizbot: tcp :5432: HTTP 200; critical: quizbot: http /health: HTTP 200"),
+    both = [event("tcp :5432", "resolved"), event("http /health", "resolved")]
+    await note_alerts(incidents, both)
+    incident = await incidents.get("INC-1")
+    assert incident is not None
+    assert [(e.kind, e.text) for e in incident.timeline][-2:] == [
+        ("alert", "critical: quizbot: http /health: refused; "
+                  "critical: quizbot: tcp :5432: refused"),
+        ("recovery", "critical: quizbot: tcp :5432: HTTP 200; "
+                     "critical: quizbot: http /health: HTTP 200"),
     ]  # fmt: skip
 
 async def test_unacknowledged_p1_is_reminded_until_acked(
