@@ -60,6 +60,11 @@ class Reply:
     # buttons (a message has one markup).
     prompt: str | None = None
 
+    @property
+    def empty(self) -> bool:
+        """Nothing to say (the verb said it already, or a card shows it): no message sent."""
+        return not (self.text or self.block or self.document or self.buttons or self.prompt)
+
     def redacted(self, redactor: Redactor) -> Reply:
         """Ready to leave: secrets hidden, terminal escapes and control characters removed,
         over-long lines folded (documents keep their lines whole)."""

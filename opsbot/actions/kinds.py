@@ -58,6 +58,7 @@ from opsbot.errors import OpsbotError, UsageError
 from opsbot.reach.checks import CheckRuntime, TargetHealth, check_target
 from opsbot.reach.executors import Executor
 from opsbot.reach.targets import State, container_name, fetch_logs, k8s_revisions
+from opsbot.render import short_duration
 from opsbot.state.store import JSONDoc, Store
 
 if TYPE_CHECKING:  # the Docker SDK loads only for a config with a docker endpoint
@@ -363,9 +364,9 @@ async def execute(
         if health.state is State.OK:
             break
         if now >= deadline:
-            waited = _secs(now - verify_started)
+            waited = short_duration(now - verify_started)
             return ActionResult(
-                False, f"still failing after {waited} s: {health.summary}", now - started,
+                False, f"still failing after {waited}: {health.summary}", now - started,
                 "\n".join(output), last_logs=await _last_logs(name, target, runtime),
                 health=health,
             )  # fmt: skip
@@ -377,7 +378,7 @@ async def execute(
             await observe_version(name, target, runtime, store)
         except OpsbotError as exc:
             log.warning("%s: healthy, but its version was not recorded: %s", name, exc)
-    summary = f"healthy after {_secs(duration)} s" + proof(health)
+    summary = f"healthy after {short_duration(duration)}" + proof(health)
     return ActionResult(True, summary, duration, "\n".join(output), health=health)
 
 
@@ -493,5 +494,3 @@ def _took(began: float) -> str:
     return f"{time.monotonic() - began:.1f} s"
 
 
-def _secs(seconds: float) -> str:
-    return f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"

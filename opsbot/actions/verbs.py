@@ -136,6 +136,8 @@ async def _decide(services: Services, caller: Caller, args: list[str], approve: 
         toast = ""
     await runner()  # the card is edited with progress and the result as it runs
     done = await services.approvals.get(before.id) or filed
+    if not toast and done.message_id is not None and done.chat_id == caller.chat_id:
+        return Reply(text="")  # "Approved: running." was said; the card here shows the result
     icon = "✅" if done.status is Status.done else "❌"
     result = f"{icon} {done.action} {done.target}: {done.result or done.status.value}"
     return _answer(f"{toast}\n{result}" if toast else result, done, caller.chat_id)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from opsbot.alerting import silences
 from opsbot.alerting.event import AlertEvent, Severity
+from opsbot.reach.checks import check_phrase
 from opsbot.state.store import Append, Op, Store, Versioned, Write
 
 ALERTS = "alerts"
@@ -99,8 +100,9 @@ class Alert:
     def identity(self) -> str:
         """What makes it this alert and no other, for people: "quizbot · http /health"."""
         who = self.target or self.labels.get("target") or self.source
+        check = self.labels.get("check")
         what = (
-            self.labels.get("check")
+            (check and check_phrase(check))
             or self.labels.get("alertname")
             or (self.summary.splitlines() or [""])[0][:60]
         )

@@ -204,19 +204,19 @@ async def alert_tap(services: Services, caller: Caller, key: str, alert_id: str)
     alert = await engine.get(alert_id) if engine is not None else None
     if engine is None or alert is None:
         return "This alert is no longer known."
-    args = [alert_id]
+    args = {"alert": alert_id}
     if key == "ak":
         toast = await engine.ack(alert_id, caller.person)
     elif key == "as":
         toast = await engine.silence_alert(alert_id, caller.person, SILENCE_BUTTON_SECONDS)
-        args.append(silences.describe(SILENCE_BUTTON_SECONDS))
+        args["for"] = silences.describe(SILENCE_BUTTON_SECONDS)
     elif key == "au":
         toast = await engine.unsilence_alert(alert_id, caller.person)
     else:
         raise ValueError(f"not an alert tap: {key!r}")
     after = await engine.get(alert_id)
-    services.audit.record_soon(
-        "button", who=caller.name, user=caller.user_id, chat=caller.chat_id,
+    services.audit.record_soon(  # a tap's entry, as Audit.tap writes it, with the alert's ids
+        "tap", who=caller.name, user=caller.user_id, chat=caller.chat_id,
         verb=ALERT_TAPS[key], button=key, args=args,
         target=alert.target if alert.target in services.settings.targets else None,
         alert=alert_id, identity=alert.identity, fingerprint=alert.fingerprint,
@@ -261,5 +261,6 @@ register_buttons(
     ButtonSpec("au", Role.operator, "end the silence shown on an alert (au:ID)",
         audits_itself=True),
     ButtonSpec("ak", Role.operator, "acknowledge an alert (ak:ID)", audits_itself=True),
-    ButtonSpec("ai", Role.operator, "declare an incident from an alert (ai:ID)"),
+    ButtonSpec("ai", Role.operator, "declare an incident from an alert (ai:ID)",
+        audits_itself=True),  # only asks the severity: the P0–P3 tap (is:ID:P1) is the act
 )

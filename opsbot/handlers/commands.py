@@ -117,8 +117,9 @@ class CommandHandlers:
                 except BaseException:
                     progress.cancel()
                     raise
-                ref = await progress.finish(reply)
-                if ref is None:
+                if reply.empty:  # said already: the verb sent its answer, a card shows the rest
+                    progress.cancel()
+                elif (ref := await progress.finish(reply)) is None:
                     await self._reply(
                         message.chat_id, reply, thread, reply_to=message.message_id, claim=claim
                     )

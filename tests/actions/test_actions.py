@@ -307,7 +307,7 @@ async def test_restart_a_container_and_verify_it_healthy(
     assert result.ok, result
     # It names the check that proved it, not a second clock.
     assert re.fullmatch(
-        r"healthy after \d+(\.\d)? s \(http /health → 200(; 1 more check OK)?\)", result.summary
+        r"healthy after \d+(\.\d)? m?s \(http /health → 200(; 1 more check OK)?\)", result.summary
     ), result.summary
     assert result.last_logs is None
     assert progress.seen[0] == "restarting…"

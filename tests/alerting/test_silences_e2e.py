@@ -72,7 +72,7 @@ async def _audited(chat: ChatSession, since: float, count: int) -> list[dict[str
     while True:
         entries = [
             e for e in await chat.services.audit.entries(limit=1000)
-            if float(str(e["ts"])) >= since and e["event"] in ("button", "command")
+            if float(str(e["ts"])) >= since and e["event"] in ("tap", "command")
         ]  # fmt: skip
         if len(entries) >= count or time.monotonic() > deadline:
             return entries
@@ -123,19 +123,21 @@ async def test_a_silenced_alert_hides_no_new_outage_and_every_step_is_audited_on
     assert "Acked by alice" in (acked.text or "")
 
     entries = await _audited(chat, since, 6)
-    steps = sorted((str(e["event"]), str(e["verb"]), tuple(map(str, e["args"])))  # type: ignore[call-overload]
-                   for e in entries)  # fmt: skip
+    def words(args: object) -> tuple[str, ...]:  # a tap's {"alert": ID, "for": "1h"} or argv
+        return tuple(map(str, args.values() if isinstance(args, dict) else args))  # type: ignore[call-overload]
+
+    steps = sorted((str(e["event"]), str(e["verb"]), words(e["args"])) for e in entries)
     first_id = tap["👀 Ack"].partition(":")[2]
     assert steps == sorted([
-        ("button", "silence", (first_id, "1h")),
-        ("button", "unsilence", (first_id,)),
-        ("button", "ack", (first_id,)),
+        ("tap", "silence", (first_id, "1h")),
+        ("tap", "unsilence", (first_id,)),
+        ("tap", "ack", (first_id,)),
         ("command", "silence", ("web", "30m", "maintenance")),
         ("command", "unsilence", (silence_id,)),
         ("command", "ack", (alert_id,)),
     ])  # fmt: skip
     assert all(e["who"] == "alice" for e in entries)
-    taps = [e for e in entries if e["event"] == "button"]
+    taps = [e for e in entries if e["event"] == "tap"]
     assert all(e["target"] == "web" and e["alert"] == first_id for e in taps)
     assert all(str(e["identity"]).startswith("web · ") for e in taps)
 

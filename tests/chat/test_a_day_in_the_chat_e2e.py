@@ -242,7 +242,7 @@ async def morning(chat: ChatSession, tmp_path: Path, day: Day) -> None:
     text = done.text or ""
     assert "approved by bob" in text and text.count(argv) == 1
     assert re.search(
-        r"\nhealthy after \d+(\.\d)? s \(http /health → 200; 1 more check OK\)\n", text
+        r"\nhealthy after \d+(\.\d)? m?s \(http /health → 200; 1 more check OK\)\n", text
     ), text
     assert not labels(done)  # nothing left to tap
     assert (tmp_path / "restarts").read_text() == "restarted\n"
@@ -400,8 +400,7 @@ async def afternoon(chat: ChatSession, day: Day) -> None:
         "command vic logs web ok",
         f"requested alice restart web id={day.denied_id}",
         f"denied bob restart web id={day.denied_id}",
-        f"button alice silence {first} 1h web 🔕 This alert ",
-        f"tap bob declare an incident from an alert id={second}",
+        f"tap alice silence alert={first} for=1h web 🔕 This alert (web · http /health) ",
         f"tap bob declare an incident from an alert, at a severity id={second}:P1",
         "command alice incident resolve INC-1 ok",
         "requested alice backup db id=",

@@ -8,19 +8,32 @@ what, with its arguments; ``/audit`` shows them and ``/audit export`` carries th
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
-from tests.factories import ALICE, BOB, INCIDENTS, OPS, OSCAR, ChatSession, running_opsbot
+from opsbot.config import Settings
+from tests.factories import (
+    ALICE,
+    BOB,
+    INCIDENTS,
+    OPS,
+    OSCAR,
+    ChatSession,
+    running_opsbot,
+    write_config,
+)
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.incidents.test_incidents_e2e import WEBHOOK_TOKEN, fake, settings_for
 
 __all__ = ["fake"]
 # What one act leaves: a typed command's entry, a tap's; a request filed or decided, and an
 # alert's Ack/Silence/Unsilence, write their own richer entry instead of the generic one.
-ACTS = ("command", "tap", "requested", "approved", "denied", "button")
+ACTS = ("command", "tap", "requested", "approved", "denied")
 
 
 async def acts_since(chat: ChatSession, seen: int) -> list[dict[str, Any]]:
@@ -31,6 +44,8 @@ async def acts_since(chat: ChatSession, seen: int) -> list[dict[str, Any]]:
 def as_typed(entry: dict[str, Any]) -> tuple[str, str, list[str]]:
     """An act entry as (who, verb, words) of the command that would do the same."""
     event = entry["event"]
+    if event == "requested" and entry["action"] == "restore":  # typed /backup T restore NAME
+        return entry["who"], "backup", [entry["target"], "restore", *entry["args"]]
     if event == "requested":
         return entry["who"], entry["action"], [entry["target"], *entry["args"]]
     if event in ("approved", "denied"):
@@ -53,10 +68,25 @@ def request_of(card: FakeMessage) -> str:
     return (card.text or "").split("id ")[1].split()[0]
 
 
+def walk_settings(fake: FakeBotAPI, tmp_path: Path) -> Settings:
+    """The incidents' config, with a rollback for payments and a SQLite database to back up."""
+    settings_for(fake, tmp_path)  # writes opsbot.yaml, extended here
+    config = yaml.safe_load((tmp_path / "opsbot.yaml").read_text())
+    config["targets"]["payments"]["actions"]["rollback"] = ["true"]
+    db = tmp_path / "ledger.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE entries (id INTEGER PRIMARY KEY)")
+    config["targets"]["ledger"] = {
+        "kind": "command", "actions": {"status": ["true"]},
+        "backups": [{"type": "sqlite", "path": str(db), "remote_dir": str(tmp_path / "bk")}],
+    }  # fmt: skip
+    return write_config(tmp_path / "opsbot.yaml", config)
+
+
 async def test_every_state_changing_verb_and_button_is_one_audit_entry_with_its_arguments(
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
-    settings = settings_for(fake, tmp_path)
+    settings = walk_settings(fake, tmp_path)
     async with running_opsbot(fake, settings) as chat:
 
         async def typed(text: str, user: Any = ALICE, where: Any = OPS) -> FakeMessage:
@@ -72,24 +102,34 @@ async def test_every_state_changing_verb_and_button_is_one_audit_entry_with_its_
             return reply
 
         async def tapped(message: FakeMessage, data: str, what: str, user: Any = BOB,
-                         where: Any = OPS) -> None:  # fmt: skip
+                         where: Any = OPS, entries: int = 1) -> None:  # fmt: skip
             seen = await trail_length(chat)
             query = chat.tap(message, data, user=user, chat=where)
             await fake.wait_for_call(
                 "answerCallbackQuery", lambda c: c.params["callback_query_id"] == query
             )
             acts = await acts_since(chat, seen)
-            assert len(acts) == 1, (data, acts)
+            assert len(acts) == entries, (data, acts)
+            if not entries:
+                return
             arg = data.partition(":")[2]
             act = acts[0]
             if act["event"] in ("approved", "denied"):  # the decision's own entry
                 assert act["request"] == arg, act
                 assert act["event"] == {"approve": "approved", "deny": "denied"}[what], act
-            elif act["event"] == "button":  # the alert wing's own entry: args as a list
-                assert what in act["verb"] and act["args"][0] == arg and act["alert"] == arg, act
+            elif "alert" in act:  # an alert's tap: its ids beside the arguments
+                assert act["event"] == "tap" and what in act["verb"], act
+                assert act["args"]["alert"] == arg and act["alert"] == arg, act
             else:
                 assert act["event"] == "tap" and what in act["verb"], acts
                 assert act["args"] == {"id": arg}, acts
+
+        async def done(card: FakeMessage, what: str) -> None:
+            await fake.wait_for_message(
+                OPS.id,
+                lambda m: m.message_id == card.message_id and f"{what} — done" in (m.text or ""),
+                timeout=60,
+            )
 
         async def alert(summary: str) -> FakeMessage:
             async with httpx.AsyncClient(timeout=10) as http:
@@ -125,11 +165,23 @@ async def test_every_state_changing_verb_and_button_is_one_audit_entry_with_its_
         await typed(f"/deny {request_of(restart)}", user=BOB)
         again = await typed("/restart payments", user=OSCAR)
         await typed(f"/approve {request_of(again)}", user=BOB)
+        back = await typed("/rollback payments", user=OSCAR)
+        await typed(f"/approve {request_of(back)}", user=BOB)
+        await done(back, "rollback payments")
+        backup = await typed("/backup ledger", user=OSCAR)
+        if "approval needed" in (backup.text or ""):
+            await typed(f"/approve {request_of(backup)}", user=BOB)
+        await done(backup, "backup ledger")
+        listed = await chat.ask("/backup ledger list", user=OSCAR)
+        name = next(w for w in (listed.text or "").split() if w.startswith("ledger-"))
+        restore = await typed(f"/backup ledger restore {name}", user=OSCAR)
+        await typed(f"/approve {request_of(restore)}", user=BOB)
+        await done(restore, "restore ledger")
 
         # Buttons, tapped.
         await tapped(card, keys(card)["ak"], "ack", where=INCIDENTS)
         await tapped(card, keys(card)["as"], "silence", where=INCIDENTS)
-        await tapped(card, keys(card)["ai"], "declare", where=INCIDENTS)
+        await tapped(card, keys(card)["ai"], "", where=INCIDENTS, entries=0)  # only asks
         prompt = await fake.wait_for_message(
             INCIDENTS.id, lambda m: "Which severity?" in (m.text or "")
         )
@@ -167,6 +219,8 @@ async def test_every_state_changing_verb_and_button_is_one_audit_entry_with_its_
         assert export.document_bytes is not None
         rows = [json.loads(line) for line in export.document_bytes.decode().splitlines()]
         assert any(r.get("args") == ["severity", "INC-1", "P2"] for r in rows)
+        filed = {(r["action"], r["target"]) for r in rows if r["event"] == "requested"}
+        assert {("rollback", "payments"), ("restore", "ledger")} <= filed, filed
         assert any(
             r["event"] == "approved" and r.get("request") == request_of(fourth) for r in rows
         )
