@@ -42,6 +42,10 @@ TYPING_AFTER = 1.0
 TYPING_EVERY = 4.0
 
 
+#: Lines of a target's log shown by an alert's Logs button (the incident chat is busy).
+ALERT_LOG_LINES = 20
+
+
 class CommandHandlers:
     def __init__(
         self,
@@ -288,7 +292,10 @@ class CommandHandlers:
             return
         await _answer(query)
         verb = BUTTONS[key].verb or "logs"
-        reply = await dispatch(self.services, caller, verb, [alert.target or "?"])
+        args = [alert.target or "?"]
+        if verb == "logs":  # a glance beside the alert, on a phone: /logs T N says more
+            args.append(str(ALERT_LOG_LINES))
+        reply = await dispatch(self.services, caller, verb, args)
         chat_id = caller.chat_id
         if chat_id is None:
             return

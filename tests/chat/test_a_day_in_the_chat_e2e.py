@@ -275,7 +275,10 @@ async def outage(chat: ChatSession, service: Service, day: Day) -> None:
         lambda m: (m.text or "").startswith("📜 web · last "),
         after_message_id=alert.message_id,
     )
+    # a glance that fits beside the alert (the log has 41 lines): /logs web N for more
+    assert (shown.text or "").startswith("📜 web · last 20 lines\n")
     assert (shown.text or "").endswith("ERROR upstream timed out after 30s")
+    assert "served request 21\n" not in (shown.text or "") and shown.document_name is None
     chat.tap(alert, buttons(alert)["🔄 Restart"], user=ALICE, chat=INCIDENTS)
     filed = await fake.wait_for_message(
         INCIDENTS.id,
@@ -397,7 +400,7 @@ async def afternoon(chat: ChatSession, day: Day) -> None:
         f"refused alice web id={restart} You cannot approve your own request; another admin must.",
         f"approved bob restart web id={restart}",
         f"executed alice restart web id={restart} ok healthy after ",
-        "command vic logs web ok",
+        "command vic logs web 20 ok",  # the alert's Logs button: a glance of 20 lines
         f"requested alice restart web id={day.denied_id}",
         f"denied bob restart web id={day.denied_id}",
         f"tap alice silence alert={first} for=1h web 🔕 This alert (web · http /health) ",
