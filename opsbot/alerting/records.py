@@ -19,6 +19,7 @@ from typing import Any, Literal
 from opsbot.alerting import silences
 from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.reach.checks import check_phrase
+from opsbot.state import ids
 from opsbot.state.store import Append, Op, Store, Versioned, Write
 
 ALERTS = "alerts"
@@ -120,6 +121,17 @@ class Alert:
 
 _ALERT_FIELDS = tuple(Alert.__dataclass_fields__)
 
+#: Alert ids are typed on phones (``/ack 9PWX3H7T``): many are alive at once, hence 8 chars.
+ID_LENGTH = 8
+
+
+def new_alert_id() -> str:
+    return ids.new_id(ID_LENGTH)
+
+
+def canonical_id(typed: str) -> str:
+    return ids.canonical(typed, ID_LENGTH)
+
 
 def silence_fields(silence: silences.Silence | None) -> dict[str, Any]:
     """The alert's silence fields for ``silence`` (None: not silenced). A resolved alert keeps
@@ -193,7 +205,7 @@ class AlertRecords:
             stored = known[fingerprint]
             before = None if stored is None else Alert.from_doc(stored.value)
             if before is None:
-                alert_id = secrets.token_urlsafe(6)
+                alert_id = new_alert_id()
                 ops.append(Write(IDS, alert_id, {"fingerprint": fingerprint},
                                  expect="absent", ttl=IDS_TTL))  # fmt: skip
             else:
@@ -317,6 +329,7 @@ class AlertRecords:
 
     async def update(self, alert_id: str, change: Callable[[Alert], Alert | str]) -> Alert | str:
         """Change an alert by id (compare-and-set); ``change`` may refuse with a message."""
+        alert_id = canonical_id(alert_id)
         for _ in range(MAX_SWAPS):
             fingerprint = await self.fingerprint(alert_id)
             stored = await self.store.get(ALERTS, fingerprint) if fingerprint else None
@@ -332,10 +345,11 @@ class AlertRecords:
     async def fingerprint(self, alert_id: str) -> str | None:
         if not alert_id or len(alert_id) > 64:
             return None
-        stored = await self.store.get(IDS, alert_id)
+        stored = await self.store.get(IDS, canonical_id(alert_id))
         return str(stored.value["fingerprint"]) if stored else None
 
     async def get(self, alert_id: str) -> Alert | None:
+        alert_id = canonical_id(alert_id)
         fingerprint = await self.fingerprint(alert_id)
         if fingerprint is None:
             return None

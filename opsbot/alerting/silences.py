@@ -17,7 +17,6 @@ got the answer).
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from opsbot.alerting.event import Severity
 from opsbot.config import Person
 from opsbot.errors import UsageError
+from opsbot.state import ids
 from opsbot.state.store import Store
 
 NAMESPACE = "silences"
@@ -32,6 +32,7 @@ KEEP_AFTER_END = 86400.0
 MIN_SECONDS = 60
 MAX_SECONDS = 30 * 86400
 EVERY_TARGET = "*"
+ID_LENGTH = 6  # typed: /unsilence K7M2QX
 
 _UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _DURATION = re.compile(r"^(?:\d{1,6}[wdhms])+$")
@@ -149,7 +150,7 @@ async def add(
     now = time.time() if now is None else now
     while True:
         silence = Silence(
-            id=secrets.token_urlsafe(6),
+            id=ids.new_id(ID_LENGTH),
             target=target,
             starts=now,
             ends=now + seconds,
@@ -169,7 +170,7 @@ def _ttl(silence: Silence, now: float) -> float:
 
 
 async def get(store: Store, silence_id: str) -> Silence | None:
-    stored = await store.get(NAMESPACE, silence_id)
+    stored = await store.get(NAMESPACE, ids.canonical(silence_id, ID_LENGTH))
     return Silence.from_doc(stored.value) if stored else None
 
 
@@ -178,6 +179,7 @@ async def remove(
 ) -> Silence | None:
     """End an active silence now; None when there is no such active silence."""
     now = time.time() if now is None else now
+    silence_id = ids.canonical(silence_id, ID_LENGTH)
     while True:
         stored = await store.get(NAMESPACE, silence_id)
         if stored is None:

@@ -185,11 +185,11 @@ async def ack_verb(
     """/ack ID"""
     if len(args) != 1:
         raise UsageError("usage: /ack ID (the id is on the alert and in /alerts)")
-    alert_id = _an_id(args[0], "an alert", "see /alerts")
-    if await engine.get(alert_id) is None:
-        raise UsageError(f"no alert {alert_id!r}; see /alerts")
-    toast = await engine.ack(alert_id, caller.person)
-    return Reply(text=f"👀 {alert_id}: {toast}")
+    alert = await engine.get(_an_id(args[0], "an alert", "see /alerts"))  # any case
+    if alert is None:
+        raise UsageError(f"no alert {args[0][:16]!r}; see /alerts")
+    toast = await engine.ack(alert.id, caller.person)
+    return Reply(text=f"👀 {alert.id}: {toast}")
 
 
 #: The alert buttons done here, each answered with a toast (the others run a verb).

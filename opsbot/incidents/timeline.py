@@ -64,7 +64,9 @@ async def note_alerts(incidents: Incidents, events: Sequence[AlertEvent]) -> Non
         if event.target is None:
             continue
         said = grouped.setdefault((event.target, event.status), [])
-        line = f"{event.severity.value}: {event.summary}"
+        # a recovery is no longer critical: "web: http /health: HTTP 200 (recovered, …)"
+        resolved = event.status == "resolved"
+        line = event.summary if resolved else f"{event.severity.value}: {event.summary}"
         if line not in said:
             said.append(line)
     for (target, status), lines in grouped.items():

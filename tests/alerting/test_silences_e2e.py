@@ -116,13 +116,15 @@ async def test_a_silenced_alert_hides_no_new_outage_and_every_step_is_audited_on
         INCIDENTS.id, lambda m: m.message_id == second.message_id
         and (m.text or "").endswith("(every alert of web)"))  # fmt: skip
     silence_id = (typed.text or "").split(" · id ")[1].split()[0]
-    ended = await chat.ask(f"/unsilence {silence_id}", user=ALICE, chat=ALICE_PRIVATE)
+    # ids typed on a phone, in any case
+    ended = await chat.ask(f"/unsilence {silence_id.lower()}", user=ALICE, chat=ALICE_PRIVATE)
     assert "ended by alice" in (ended.text or "")
     alert_id = _data(second)["👀 Ack"].partition(":")[2]
-    acked = await chat.ask(f"/ack {alert_id}", user=ALICE, chat=ALICE_PRIVATE)
-    assert "Acked by alice" in (acked.text or "")
+    acked = await chat.ask(f"/ack {alert_id.lower()}", user=ALICE, chat=ALICE_PRIVATE)
+    assert (acked.text or "").startswith(f"👀 {alert_id}: ") and "Acked by alice" in acked.text
 
     entries = await _audited(chat, since, 6)
+
     def words(args: object) -> tuple[str, ...]:  # a tap's {"alert": ID, "for": "1h"} or argv
         return tuple(map(str, args.values() if isinstance(args, dict) else args))  # type: ignore[call-overload]
 
@@ -133,8 +135,8 @@ async def test_a_silenced_alert_hides_no_new_outage_and_every_step_is_audited_on
         ("tap", "unsilence", (first_id,)),
         ("tap", "ack", (first_id,)),
         ("command", "silence", ("web", "30m", "maintenance")),
-        ("command", "unsilence", (silence_id,)),
-        ("command", "ack", (alert_id,)),
+        ("command", "unsilence", (silence_id.lower(),)),
+        ("command", "ack", (alert_id.lower(),)),
     ])  # fmt: skip
     assert all(e["who"] == "alice" for e in entries)
     taps = [e for e in entries if e["event"] == "tap"]

@@ -356,8 +356,7 @@ async def test_two_alerts_of_one_target_recovering_together_are_both_on_the_time
     assert [(e.kind, e.text) for e in incident.timeline][-2:] == [
         ("alert", "critical: quizbot: http /health: refused; "
                   "critical: quizbot: tcp :5432: refused"),
-        ("recovery", "critical: quizbot: tcp :5432: HTTP 200; "
-                     "critical: quizbot: http /health: HTTP 200"),
+        ("recovery", "quizbot: tcp :5432: HTTP 200; quizbot: http /health: HTTP 200"),
     ]  # fmt: skip
 
 async def test_unacknowledged_p1_is_reminded_until_acked(
