@@ -4,10 +4,10 @@ Each file's commands (``markdown.commands``) are split (``shell.simple_commands`
 recognised (``recognise``); then the sightings become targets. One thing documented several
 ways (compose, plain docker, Kubernetes) is one target, drafted as the way the runbook shows
 first, the others as comments; something only looked at (``ps``, ``status``, ``describe``) is no
-target of its own. Checks and backups join the target they name (Redis to redis, a dump to
-postgres, ``getMe`` to the bot), else the target a command just before it in the same block
-operates, else the runbook's main target. Bad input (missing, binary, not
-Markdown, no commands) is one problem line each, and the rest is still drafted.
+target of its own. Checks and backups join their target as ``attach.py`` says; what runs
+against staging, DR or a developer's machine (``environments.py``) is a comment of its target,
+never config. Bad input (missing, binary, not Markdown, no commands) is one problem line each,
+and the rest is still drafted.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opsbot.onboarding.draft import Draft, DraftTarget, target_name
+from opsbot.onboarding.attach import Loose, attach
+from opsbot.onboarding.draft import Draft, target_name
+from opsbot.onboarding.environments import environment
 from opsbot.onboarding.markdown import Command, commands, looks_like_markdown
 from opsbot.onboarding.recognise import PROGRAMS, QUIET, recognise
 from opsbot.onboarding.shell import is_placeholder, simple_commands
@@ -27,11 +29,6 @@ DOCKER_NOTE = (
     "url: the Docker engine of the host the containers run on (tcp://host:2376 with tls, "
     "or via_ssh: an ssh endpoint)"
 )
-_NEAR = {
-    "postgres": ("postgres", "postgresql", "pg", "db", "database"),
-    "redis": ("redis", "cache"),
-    "bot": ("bot",),
-}
 
 
 @dataclass
@@ -51,9 +48,10 @@ class _Reading:
     """What the files said, before it becomes a draft."""
 
     things: dict[tuple[str, str], _Seen] = field(default_factory=dict)
-    # checks, backups, notes: with the target a command just before in the same block named
-    attached: list[tuple[Sighting, str, str]] = field(default_factory=list)
-    in_block: str = ""
+    loose: list[Loose] = field(default_factory=list)  # checks, backups, notes, log files
+    elsewhere: list[tuple[str, Sighting, str]] = field(default_factory=list)  # staging targets
+    in_block: str = ""  # the target a command before, in the same block, operates
+    block: int = 0
     destructive: list[tuple[str, str]] = field(default_factory=list)
     unknown: list[tuple[str, str]] = field(default_factory=list)
 
@@ -105,6 +103,7 @@ def _read_commands(path: Path, text: str, reading: _Reading, draft: Draft) -> No
         if command.line > last_line + 1:
             cwd = None  # a new block: an earlier cd no longer holds
             reading.in_block = ""
+            reading.block += 1
         last_line = command.line + command.text.count("\n")
         source = f"{path.name}:{command.line}"
         for words in simple_commands(command.text):
@@ -122,7 +121,10 @@ def _read_commands(path: Path, text: str, reading: _Reading, draft: Draft) -> No
 
 def _take(sighting: Sighting, source: str, command: Command, reading: _Reading) -> None:
     text = " ".join(command.text.split())
-    if sighting.what in ("target", "mention"):
+    where = environment(sighting, command) if sighting.what != "destructive" else ""
+    if where and sighting.what in ("target", "mention"):
+        reading.elsewhere.append((where, sighting, source))
+    elif sighting.what in ("target", "mention"):
         key = (sighting.kind, target_name(sighting.name))
         seen = reading.things.setdefault(
             key, _Seen(sighting.kind, sighting.name, dict(sighting.fields))
@@ -133,7 +135,7 @@ def _take(sighting: Sighting, source: str, command: Command, reading: _Reading) 
         seen.operated = seen.operated or sighting.what == "target"
         reading.in_block = _base(sighting.name)
     elif sighting.what in ("check", "backup", "note", "log"):
-        reading.attached.append((sighting, source, reading.in_block))
+        reading.loose.append(Loose(sighting, source, reading.block, reading.in_block, where))
     elif sighting.what == "destructive":
         reading.destructive.append((source, text))
     elif sighting.what == "unknown" and (source, text) not in reading.unknown:
@@ -171,13 +173,14 @@ def _build(reading: _Reading, draft: Draft) -> None:
                 if base.startswith(project + sep) and len(base) > len(project) + 1:
                     base = base[len(project) + 1 :]
         groups.setdefault(base, []).append(seen)
-    weight: Counter[str] = Counter()
+    weight: dict[str, Counter[str]] = {}
     for base, group in groups.items():
         if not any(s.operated for s in group):
             continue  # only looked at: a database or proxy the runbook mentions
         group.sort(key=lambda s: not s.operated)  # stable: the first way documented leads
         main, others = group[0], group[1:]
-        weight[base] = sum(len(s.sources) for s in group)
+        for source in (source for s in group for source in s.sources):
+            weight.setdefault(source.rsplit(":", 1)[0], Counter())[base] += 1
         endpoint = "local"
         if main.kind == "container":
             endpoint = "docker"
@@ -189,7 +192,8 @@ def _build(reading: _Reading, draft: Draft) -> None:
             target.note(note)
         for other in others:
             target.add_alternative(_describe(other), other.sources[0])
-    _attach(reading, draft, weight)
+    attach(reading.loose, draft, weight)
+    _elsewhere(reading, draft)
     for source, text in reading.destructive:
         draft.unrecognised(source, f"{text}  (destructive: not drafted)")
     for source, text in reading.unknown:
@@ -208,55 +212,13 @@ def _describe(seen: _Seen) -> str:
     return f"{seen.kind} {detail}"
 
 
-def _attach(reading: _Reading, draft: Draft, weight: Counter[str]) -> None:
-    """Checks, backups, notes and log files onto the target each belongs to."""
-    for sighting, source, in_block in reading.attached:
-        target = _home(sighting.near, draft, weight)
-        if not sighting.near and in_block in draft.targets:
-            target = draft.targets[in_block]  # the check right after `restart bot` is bot's
-        if target is None:
-            if sighting.what != "check":
-                draft.unrecognised(source, "no target to attach this to: " + _summary(sighting))
-                continue
-            target = draft.target(_stem(source), "command", {}, source)
-            target.note(
-                "this runbook names no process, service or container: a command target of its "
-                "checks (give it actions.status, or a kind)"
-            )
-        if sighting.what == "check":
-            config = dict(sighting.fields)
-            if config["type"] == "telegram":
-                config["token_file"] = f"/etc/opsbot/secrets/{target.name}.token"
-            target.add_check(config, source, sighting.notes)
-        elif sighting.what == "backup":
-            target.add_backup(dict(sighting.fields), source, sighting.notes)
-        elif sighting.what == "log" and "log_file" in sighting.fields:
-            target.config.setdefault("log_file", sighting.fields["log_file"])
-            target.cite(source)
-        for note in sighting.notes if sighting.what == "note" else ():
-            if not any(n.startswith(note) for n in target.notes):  # once, citing the first
-                target.note(f"{note} ({source})")
-
-
-def _home(near: str, draft: Draft, weight: Counter[str]) -> DraftTarget | None:
-    if not draft.targets:
-        return None
-    words = _NEAR.get(near, (near,) if near else ())
-    for name, target in draft.targets.items():
-        if any(w in re.split(r"[-_.]", name) or name.startswith(w) for w in words):
-            return target
-    for name, target in draft.targets.items():
-        if near and near in name:
-            return target
-    main = max(draft.targets, key=lambda n: (weight[n], -list(draft.targets).index(n)))
-    return draft.targets[main]
-
-
-def _stem(source: str) -> str:
-    stem = source.rsplit(":", 1)[0].rsplit(".", 1)[0]
-    return target_name(stem)
-
-
-def _summary(sighting: Sighting) -> str:
-    fields = ", ".join(f"{k}: {v}" for k, v in sighting.fields.items())
-    return f"a {sighting.what} ({fields})" if fields else f"a {sighting.what}"
+def _elsewhere(reading: _Reading, draft: Draft) -> None:
+    """Targets seen only in staging, DR or development: a comment of the production one."""
+    for where, sighting, source in reading.elsewhere:
+        seen = _Seen(sighting.kind, sighting.name, dict(sighting.fields))
+        target = draft.targets.get(_base(sighting.name))
+        if target is not None:
+            target.add_elsewhere(where, _describe(seen), source)
+        else:
+            text = f"{_describe(seen)}  ({where}, not production: not drafted)"
+            draft.unrecognised(source, text)
