@@ -14,7 +14,9 @@ A check or backup joins, in this order of evidence:
 6. else the main target of its runbook (the most sources), else of all the runbooks.
 
 What runs against another environment (staging, DR, local development) joins the same way but
-becomes a comment of its target (``# staging: http check …``), never config.
+becomes a comment of its target (``# staging: http check …``), never config; so does what runs
+inside another way of running the target (``kubectl exec`` for a target drafted as compose,
+``docker exec`` into the container of its plain-docker alternative): ``# also documented as:``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import posixpath
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from opsbot.onboarding.draft import Draft, DraftTarget, identity
 from opsbot.onboarding.sighting import Sighting
@@ -46,8 +49,15 @@ class Loose:
     environment: str = ""  # "" for production, else "staging", "DR", …
 
 
-def attach(loose: list[Loose], draft: Draft, weight: dict[str, Counter[str]]) -> None:
-    """Each loose entry onto its target; ``weight`` counts each file's sources per target."""
+def attach(
+    loose: list[Loose],
+    draft: Draft,
+    weight: dict[str, Counter[str]],
+    other_ways: dict[str, set[str]] | None = None,
+) -> None:
+    """Each loose entry onto its target; ``weight`` counts each file's sources per target,
+    ``other_ways`` names each target's alternative containers (``docker run --name x``)."""
+    other_ways = other_ways or {}
     if not draft.targets:
         _command_targets(loose, draft, weight)
     if not draft.targets:
@@ -70,7 +80,7 @@ def attach(loose: list[Loose], draft: Draft, weight: dict[str, Counter[str]]) ->
             or by_block.get(item.block)
             or _main(item.source, draft, weight)
         )
-        _join(item, target, draft)
+        _join(item, target, other_ways.get(target.name, set()))
 
 
 def _evident(item: Loose, draft: Draft) -> DraftTarget | None:
@@ -117,24 +127,52 @@ def _main(source: str, draft: Draft, weight: dict[str, Counter[str]]) -> DraftTa
     return draft.targets[main]
 
 
-def _join(item: Loose, target: DraftTarget, draft: Draft) -> None:
+def _another_way(sighting: Sighting, target: DraftTarget, containers: set[str]) -> bool:
+    """Whether a check or backup runs inside a way of running the target other than its own."""
+    tool, _, where = sighting.through.partition(":")
+    if tool == "kubectl":
+        return target.kind != "k8s"
+    if tool == "compose":
+        return target.kind != "compose"
+    return tool == "docker" and (target.kind == "k8s" or where in containers)
+
+
+def _join(item: Loose, target: DraftTarget, containers: set[str]) -> None:
     sighting, source = item.sighting, item.source
     if item.environment:
         target.add_elsewhere(item.environment, _summary(sighting), source)
         return
+    if _another_way(sighting, target, containers):
+        target.add_alternative(_summary(sighting), source)
+        return
+    fields = _in_project(sighting, target)
     if sighting.what == "check":
-        config = dict(sighting.fields)
+        config = dict(fields)
         if config["type"] == "telegram":
             config["token_file"] = f"/etc/opsbot/secrets/{target.name}.token"
         target.add_check(config, source, sighting.notes)
     elif sighting.what == "backup":
-        target.add_backup(dict(sighting.fields), source, sighting.notes)
+        target.add_backup(fields, source, sighting.notes)
     elif sighting.what == "log" and "log_file" in sighting.fields:
         target.config.setdefault("log_file", sighting.fields["log_file"])
         target.cite(source)
     for note in sighting.notes if sighting.what == "note" else ():
         if not any(n.startswith(note) for n in target.notes):  # once, citing the first
             target.note(f"{note} ({source})")
+
+
+def _in_project(sighting: Sighting, target: DraftTarget) -> dict[str, Any]:
+    """A ``docker compose exec`` shown without ``-f`` (after a ``cd`` elsewhere) gets the
+    target's compose file, so it runs from anywhere on the host."""
+    fields = dict(sighting.fields)
+    file = target.config.get("file")
+    if not sighting.through.startswith("compose:") or not str(file).startswith("/"):
+        return fields
+    for key, value in fields.items():
+        at = value.index("exec") if isinstance(value, list) and "exec" in value else -1
+        if at > 0 and "-f" not in value[:at]:
+            fields[key] = [*value[:at], "-f", file, *value[at:]]
+    return fields
 
 
 def _command_targets(loose: list[Loose], draft: Draft, weight: dict[str, Counter[str]]) -> None:

@@ -23,7 +23,7 @@ from opsbot.onboarding.environments import environment
 from opsbot.onboarding.markdown import Command, commands, looks_like_markdown
 from opsbot.onboarding.recognise import PROGRAMS, QUIET, recognise
 from opsbot.onboarding.shell import is_placeholder, simple_commands
-from opsbot.onboarding.sighting import Sighting
+from opsbot.onboarding.sighting import Sighting, infrastructure
 
 DOCKER_NOTE = (
     "url: the Docker engine of the host the containers run on (tcp://host:2376 with tls, "
@@ -41,6 +41,7 @@ class _Seen:
     sources: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     operated: bool = False
+    headings: list[str] = field(default_factory=list)  # of the sections it is seen in
 
 
 @dataclass
@@ -131,6 +132,7 @@ def _take(sighting: Sighting, source: str, command: Command, reading: _Reading) 
         )
         if source not in seen.sources:
             seen.sources.append(source)
+            seen.headings.append(command.heading)
         seen.notes += [n for n in sighting.notes if n not in seen.notes]
         seen.operated = seen.operated or sighting.what == "target"
         reading.in_block = _base(sighting.name)
@@ -173,7 +175,9 @@ def _build(reading: _Reading, draft: Draft) -> None:
                 if base.startswith(project + sep) and len(base) > len(project) + 1:
                     base = base[len(project) + 1 :]
         groups.setdefault(base, []).append(seen)
+    _join_lone_container(groups)
     weight: dict[str, Counter[str]] = {}
+    other_ways: dict[str, set[str]] = {}
     for base, group in groups.items():
         if not any(s.operated for s in group):
             continue  # only looked at: a database or proxy the runbook mentions
@@ -192,7 +196,10 @@ def _build(reading: _Reading, draft: Draft) -> None:
             target.note(note)
         for other in others:
             target.add_alternative(_describe(other), other.sources[0])
-    attach(reading.loose, draft, weight)
+        other_ways[target.name] = {
+            str(s.fields["container"]) for s in others if s.kind == "container"
+        }
+    attach(reading.loose, draft, weight, other_ways)
     _elsewhere(reading, draft)
     for source, text in reading.destructive:
         draft.unrecognised(source, f"{text}  (destructive: not drafted)")
@@ -200,12 +207,38 @@ def _build(reading: _Reading, draft: Draft) -> None:
         draft.unrecognised(source, text)
 
 
+_ANOTHER_WAY = re.compile(
+    r"\b(?:option|alternative(?:ly)?|standalone|instead|plain docker|without (?:docker[- ])?"
+    r"compose|without kubernetes|docker run)\b",
+    re.IGNORECASE,
+)
+
+
+def _join_lone_container(groups: dict[str, list[_Seen]]) -> None:
+    """A plain container under a heading that offers another way ("Option 2: Standalone
+    Docker"), beside one compose service or deployment, is that bot run another way, even
+    under another name; with two candidates either side nothing is guessed."""
+    def operated(kinds: tuple[str, ...]) -> list[str]:
+        return [
+            base for base, group in groups.items()
+            if not infrastructure(base) and any(s.operated for s in group)
+            and next(s for s in group if s.operated).kind in kinds
+        ]  # fmt: skip
+
+    hosts, containers = operated(("compose", "k8s")), operated(("container",))
+    if len(hosts) != 1 or len(containers) != 1:
+        return
+    lone = groups[containers[0]]
+    if any(_ANOTHER_WAY.search(h) for s in lone for h in s.headings):
+        groups[hosts[0]] += groups.pop(containers[0])
+
+
 def _describe(seen: _Seen) -> str:
     if seen.kind == "k8s":
-        namespace = seen.fields.get("namespace")
+        namespace, context = seen.fields.get("namespace"), seen.fields.get("context")
         return f"k8s deployment/{seen.fields['deployment']}" + (
             f" -n {namespace}" if namespace else ""
-        )
+        ) + (f" --context {context}" if context else "")
     if seen.kind == "compose":
         return f"compose service {seen.fields['service']} ({seen.fields['file']})"
     detail = next(iter(seen.fields.values()), seen.name)

@@ -67,11 +67,12 @@ def test_one_bot_documented_three_ways_is_one_target() -> None:
     text = opsbot("import", str(RUNBOOKS / "compose_k8s.md")).stdout
     assert "# also documented as: container quiz-bot-1 (compose_k8s.md:28)" in text
     assert "# also documented as: k8s deployment/bot -n quiz (compose_k8s.md:35)" in text
-    assert bot["backups"] == [{
+    compose = ["docker", "compose", "-f", "/srv/quiz/docker-compose.yml", "exec", "-T"]
+    assert bot["backups"] == [{  # shown after no cd: run with the project's compose file
         "type": "postgres", "database": "quiz", "user": "quiz",
-        "pg_dump": ["docker", "compose", "exec", "-T", "postgres", "pg_dump"],
-        "pg_restore": ["docker", "compose", "exec", "-T", "postgres", "pg_restore"],
-        "psql": ["docker", "compose", "exec", "-T", "postgres", "psql"],
+        "pg_dump": [*compose, "postgres", "pg_dump"],
+        "pg_restore": [*compose, "postgres", "pg_restore"],
+        "psql": [*compose, "postgres", "psql"],
     }]  # fmt: skip
 
 
