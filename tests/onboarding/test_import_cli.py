@@ -108,3 +108,23 @@ def test_nothing_readable_still_prints_a_valid_empty_draft(tmp_path: Path) -> No
     draft = tmp_path / "empty.yaml"
     draft.write_text(done.stdout)
     assert load_config(draft).targets == {}
+
+
+def test_other_unreadable_input_is_one_line_each_too(tmp_path: Path) -> None:
+    latin1 = tmp_path / "alt.md"
+    latin1.write_bytes("# Caf\xe9 bot\n\n```bash\npm2 restart cafe\n```\n".encode("latin-1"))
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    strange = tmp_path / "strange.md"
+    strange.write_text("# Build\n\n```bash\nmake deploy\n./scripts/go.sh\n```\n")
+    done = opsbot("import", str(latin1), str(folder), str(strange),
+                  str(RUNBOOKS / "pm2_sqlite.md"))  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("problem: ")] == [
+        f"problem: {latin1}: not UTF-8 text, not a Markdown runbook",
+        f"problem: {folder}: a directory, not a runbook",
+        f"problem: {strange}: none of its 2 commands is one opsbot knows",
+    ]
+    assert "  strange.md:4: make deploy" in done.stderr.splitlines()  # listed as not understood
+    assert list(yaml.safe_load(done.stdout)["targets"]) == ["faceswap"]  # the rest is drafted
