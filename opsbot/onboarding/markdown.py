@@ -3,9 +3,10 @@
 Read: fenced blocks (``` and ~~~, any info string but a data language's, indented inside
 lists), indented code blocks, and inline code in list items that starts with a known program.
 Within a block: ``$ `` prompts (then lines without one are output), ``#`` comment lines,
-``\\`` continuations, quotes left open across lines, and here-documents (skipped). Each command
-keeps the heading of its section and the comment just above it (for an inline command, the
-list item's words): what they say about it (``# in staging``) is not in its words.
+``\\`` continuations, quotes left open across lines, here-documents and configuration stanzas
+(``/var/log/app/*.log { … }``) skipped. Each command keeps the heading of its section and the
+comment just above it (for an inline command, the list item's words): what they say about it
+(``# in staging``) is not in its words.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ _INLINE = re.compile(r"`([^`\n]+)`")
 _HEREDOC = re.compile(r"<<-?\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?")
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(?P<text>.*?)\s*#*\s*$")
 _SETEXT = re.compile(r"^\s{0,3}(?:=+|-+)\s*$")
+_STANZA = re.compile(r"^/\S*\s*\{$")  # "/var/log/app/*.log {"
 _PROMPT = re.compile(r"^(?:[\w.@~:/-]*\s?)?[$%]\s+")  # "$ cmd", "user@host:~$ cmd"
 
 
@@ -147,6 +149,11 @@ def _block(lines: list[str], first_line: int, heading: str = "") -> list[Command
             continue
         if raw.startswith("#"):
             comment.append(raw.lstrip("#").strip())
+            continue
+        if _STANZA.match(raw):  # a logrotate or nginx stanza shown in a shell block: not shell
+            while i < len(lines) and lines[i].strip() != "}":
+                i += 1
+            i += 1
             continue
         if prompted:
             if not _PROMPT.match(raw):

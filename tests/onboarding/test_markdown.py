@@ -76,6 +76,17 @@ def test_each_command_keeps_its_heading_and_the_comment_above_it() -> None:
     ]
 
 
+def test_a_configuration_stanza_in_a_shell_block_is_not_commands() -> None:
+    text = (
+        "# Logs\n\n```bash\n# /etc/logrotate.d/app\n/var/log/app/*.log {\n    daily\n"
+        "    postrotate\n        systemctl reload app\n    endscript\n}\n"
+        "tail -n 5 /var/log/app/a.log\n```\n"
+    )
+    assert [(c.line, c.text) for c in commands(text, PROGRAMS)] == [
+        (11, "tail -n 5 /var/log/app/a.log")
+    ]
+
+
 def test_defaults_are_taken_and_placeholders_known() -> None:
     assert simple_commands("curl http://localhost:${PORT:-8000}/health | jq .") == [
         ["curl", "http://localhost:8000/health"], ["jq", "."]
