@@ -15,8 +15,9 @@ A check or backup joins, in this order of evidence:
 
 What runs against another environment (staging, DR, local development) joins the same way but
 becomes a comment of its target (``# staging: http check …``), never config; so does what runs
-inside another way of running the target (``kubectl exec`` for a target drafted as compose,
-``docker exec`` into the container of its plain-docker alternative): ``# also documented as:``.
+inside another way of running the target (``kubectl exec`` for a target drafted as compose
+with a deployment documented too, ``docker exec`` into its plain-docker alternative's
+container): ``# also documented as:``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def attach(
     other_ways: dict[str, set[str]] | None = None,
 ) -> None:
     """Each loose entry onto its target; ``weight`` counts each file's sources per target,
-    ``other_ways`` names each target's alternative containers (``docker run --name x``)."""
+    ``other_ways`` each target's alternatives (``k8s``, ``compose``, ``container:NAME``)."""
     other_ways = other_ways or {}
     if not draft.targets:
         _command_targets(loose, draft, weight)
@@ -127,22 +128,24 @@ def _main(source: str, draft: Draft, weight: dict[str, Counter[str]]) -> DraftTa
     return draft.targets[main]
 
 
-def _another_way(sighting: Sighting, target: DraftTarget, containers: set[str]) -> bool:
-    """Whether a check or backup runs inside a way of running the target other than its own."""
+def _another_way(sighting: Sighting, target: DraftTarget, ways: set[str]) -> bool:
+    """Whether a check or backup runs inside one of the target's other ways of running
+    (``kubectl exec`` when it is drafted as compose with Kubernetes documented too); through
+    a compose beside a pm2 bot, say, it is the host's own command."""
     tool, _, where = sighting.through.partition(":")
     if tool == "kubectl":
-        return target.kind != "k8s"
+        return target.kind != "k8s" and "k8s" in ways
     if tool == "compose":
-        return target.kind != "compose"
-    return tool == "docker" and (target.kind == "k8s" or where in containers)
+        return target.kind != "compose" and "compose" in ways
+    return tool == "docker" and f"container:{where}" in ways
 
 
-def _join(item: Loose, target: DraftTarget, containers: set[str]) -> None:
+def _join(item: Loose, target: DraftTarget, ways: set[str]) -> None:
     sighting, source = item.sighting, item.source
     if item.environment:
         target.add_elsewhere(item.environment, _summary(sighting), source)
         return
-    if _another_way(sighting, target, containers):
+    if _another_way(sighting, target, ways):
         target.add_alternative(_summary(sighting), source)
         return
     fields = _in_project(sighting, target)

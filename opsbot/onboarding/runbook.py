@@ -197,7 +197,8 @@ def _build(reading: _Reading, draft: Draft) -> None:
         for other in others:
             target.add_alternative(_describe(other), other.sources[0])
         other_ways[target.name] = {
-            str(s.fields["container"]) for s in others if s.kind == "container"
+            f"container:{s.fields['container']}" if s.kind == "container" else s.kind
+            for s in others
         }
     attach(reading.loose, draft, weight, other_ways)
     _elsewhere(reading, draft)

@@ -60,3 +60,21 @@ def test_a_dump_through_kubectl_exec_is_a_backup_and_a_bare_pod_name_is_flagged(
         "http://notes-svc/healthz",
     ]}]  # fmt: skip
     assert "fill in: a pod's name changes when it is recreated" in done.stdout
+
+
+def test_a_probe_through_compose_beside_a_pm2_bot_is_the_bots_own_check(tmp_path: Path) -> None:
+    """Only a way the target is also documented as makes a comment: Redis in a compose project
+    beside a pm2 bot is probed from the host, a real check of the bot."""
+    runbook = tmp_path / "pm2.md"
+    runbook.write_text(
+        "# Menu bot\n\n```bash\npm2 restart menu\n"
+        "docker compose -f /srv/menu/compose.yml exec -T redis redis-cli ping\n```\n"
+    )
+    done = opsbot("import", str(runbook))
+    assert done.returncode == 0, done.stderr
+    menu = yaml.safe_load(done.stdout)["targets"]["menu"]
+    assert menu["checks"] == [{"type": "command", "argv": [
+        "docker", "compose", "-f", "/srv/menu/compose.yml", "exec", "-T", "redis", "redis-cli",
+        "ping",
+    ]}]  # fmt: skip
+    assert "also documented as" not in done.stdout
