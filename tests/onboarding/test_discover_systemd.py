@@ -104,6 +104,7 @@ def test_units_get_their_state_and_the_port_their_main_process_listens_on(
     config = tmp_path / "opsbot.yaml"
     config.write_text(json.dumps({"endpoints": {"lab": ssh_endpoint(sshd_server)}}))
     done = discover("lab", "--config", str(config), "--timeout", "15")
+    assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert "systemctl does not answer" not in done.stderr  # it answered
     draft = drafted(done.stdout, tmp_path)
