@@ -223,8 +223,8 @@ _TOOLS = {"postgres": ("pg_dump", "pg_restore", "psql"), "sqlite": ("sqlite3",),
 
 def _inside(via: list[str], inner: list[str], where: str, cwd: str | None) -> list[Sighting]:
     """A command run in a container (``docker compose exec postgres pg_dump …``)."""
-    tool = "compose" if "compose" in via[0] + via[1] else via[0]  # docker, kubectl
-    through = f"{tool}:{where}"
+    how = "compose" if "compose" in via[0] + via[1] else via[0]  # else docker, kubectl
+    through = f"{how}:{where}"
     found = recognise(inner, cwd) if inner else []
     out = []
     for s in found:
