@@ -95,7 +95,7 @@ def main() -> None:
     floor = statistics.median(bare)
     section = f"""## discover_scale · {stamp()} · {args.containers} containers on one dockerd
 
-{machine()}. `python bench/discover_scale.py --containers {args.containers} --rounds {args.rounds}`: medians over {args.rounds} rounds; {targets} targets drafted ({args.containers // 5 + 1} ports asked for HTTP).
+{machine()}. `python bench/discover_scale.py --containers {args.containers} --rounds {args.rounds}`: medians over {args.rounds} rounds; {targets} targets drafted ({(args.containers + 4) // 5} ports asked for HTTP).
 
 | | time |
 |---|---|

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
+import re
 from typing import Any
 
 import docker.errors
@@ -30,10 +31,7 @@ async def discover_containers(engine: DockerEngine, findings: Findings) -> None:
     try:
         client = await engine.client()
         rows: list[dict[str, Any]] = await asyncio.to_thread(client.api.containers, all=True)
-    except ExecutorError as exc:
-        findings.problems.append(f"docker: {exc}")
-        return
-    except (docker.errors.DockerException, OSError) as exc:
+    except (ExecutorError, docker.errors.DockerException, OSError) as exc:
         findings.problems.append(f"docker: {engine.where}: {_reason(exc)}")
         return
     gate = asyncio.Semaphore(INSPECTS)
@@ -86,7 +84,12 @@ def _container(row: dict[str, Any], healthcheck: bool) -> Container:
 
 
 def _reason(exc: BaseException) -> str:
+    """What went wrong in a few words: the SDK wraps the OS's reason in several layers."""
     text = str(exc).strip() or type(exc).__name__
     if "permission denied" in text.lower():
         return "permission denied on the engine's socket (is this user in the docker group?)"
-    return text.splitlines()[0][:200]
+    errno = re.search(r"\[Errno -?\d+\] ([^\"'()\[\]]+)", text)
+    if errno:
+        return f"unreachable: {errno.group(1).strip().rstrip('.').lower()}"
+    text = re.sub(r"^Docker engine \S+ \(\S+\) ", "", text.splitlines()[0])
+    return text if len(text) <= 160 else text[:159] + "…"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from opsbot.config.targets import DockerEndpoint, SSHEndpoint
 from opsbot.errors import ExecutorError
 from opsbot.onboarding.containers import discover_containers
 from opsbot.onboarding.findings import Findings, PM2Process, PortCheck, Unit
@@ -86,6 +87,12 @@ async def _probe_all(found: Discovery, hosts: Hosts) -> None:
     if executor is None:  # a Docker endpoint: containers only
         found.engine = hosts.engine(found.source)
         await discover_containers(found.engine.engine, findings)
+        config = found.source.config
+        if findings.problems and isinstance(config, DockerEndpoint) and config.via_ssh:
+            bastion = found.source.endpoints[config.via_ssh]
+            via = hosts.executor(dataclasses.replace(found.source, config=bastion))
+            if via is not None and isinstance(bastion, SSHEndpoint):
+                await _say_why(found, via, config.remote_socket, bastion.user)
         return
     reached = await probe(executor, ["true"])  # one clear line if the host cannot be reached
     if not reached.ok:
@@ -108,6 +115,24 @@ async def _host_docker(found: Discovery, hosts: Hosts, executor: Executor) -> No
         return
     found.engine = hosts.engine(found.source)
     await discover_containers(found.engine.engine, found.findings)
+    config = found.source.config
+    if found.findings.problems and isinstance(config, SSHEndpoint):
+        await _say_why(found, executor, DEFAULT_SOCKET, config.user)
+
+
+async def _say_why(found: Discovery, executor: Executor, socket: str, user: str) -> None:
+    """Over ssh the SDK only sees a dropped connection when sshd may not open the engine's
+    socket: ask the host, as the ssh user, whether it may, and say that instead."""
+    if not (await probe(executor, ["test", "-S", socket])).ok:
+        reason = f"no engine socket at {socket}"
+    elif not (await probe(executor, ["test", "-r", socket, "-a", "-w", socket])).ok:
+        reason = (
+            f"permission denied on {socket} for the ssh user {user!r} "
+            "(add it to the socket's group, e.g. docker)"
+        )
+    else:
+        return
+    found.findings.problems[-1] = f"docker: {reason}"
 
 
 async def _check_ports(found: Discovery, http: httpx.AsyncClient) -> None:

@@ -18,6 +18,8 @@ rename):
 - ``DraftTarget.set_action(action, argv, source)``: ``actions.restart`` etc., first one wins.
 - ``DraftTarget.add_alternative(text, source)``: another way the runbook runs the same thing
   (plain docker beside compose, Kubernetes): a comment, not a second target.
+- ``DraftTarget.add_elsewhere(environment, text, source)``: what the runbook runs against
+  another environment (``staging: http check https://staging…/health``): a comment only.
 - ``DraftEntry.note(text)``: a "fill in" note (what to replace, never a placeholder value).
 - ``draft.unrecognised(source, command)``: a command nothing understood (the report's tail).
 - ``draft.problem(text)``: one line of what went wrong reading the input (bad file, no commands).
@@ -128,16 +130,27 @@ class DraftTarget(DraftEntry):
         if not any(a.startswith(f"also documented as: {text} (") for a in self.alternatives):
             self.alternatives.append(line)
 
+    def add_elsewhere(self, environment: str, text: str, source: str) -> None:
+        """What the runbook runs against another copy (staging, DR): a comment, never config."""
+        line = f"{environment}: {text} ({source})"
+        if not any(a.startswith(f"{environment}: {text} (") for a in self.alternatives):
+            self.alternatives.append(line)
+
     def comment(self) -> str:
         return "\n".join(filter(None, [super().comment(), *self.alternatives]))
+
+
+def identity(config: dict[str, Any]) -> str:
+    """What makes a check or backup "the same one" (its type and the keys that name it)."""
+    keys = ("type", *_IDENTITY.get(str(config.get("type")), tuple(sorted(config))))
+    return json.dumps([config.get(k) for k in keys], default=str)
 
 
 def _add_once(
     entries: list[DraftEntry], config: dict[str, Any], source: str, notes: Iterable[str]
 ) -> DraftEntry:
-    keys = ("type", *_IDENTITY.get(str(config.get("type")), tuple(sorted(config))))
     for entry in entries:
-        if all(entry.config.get(k) == config.get(k) for k in keys):
+        if identity(entry.config) == identity(config):
             for key, value in config.items():  # what the first sighting did not say
                 entry.config.setdefault(key, value)
             break

@@ -3,7 +3,10 @@
 Read: fenced blocks (``` and ~~~, any info string but a data language's, indented inside
 lists), indented code blocks, and inline code in list items that starts with a known program.
 Within a block: ``$ `` prompts (then lines without one are output), ``#`` comment lines,
-``\\`` continuations, quotes left open across lines, and here-documents (skipped).
+``\\`` continuations, quotes left open across lines, here-documents and configuration stanzas
+(``/var/log/app/*.log { … }``) skipped. Each command keeps the heading of its section and the
+comment just above it (for an inline command, the list item's words): what they say about it
+(``# in staging``) is not in its words.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s
 _LIST_ITEM = re.compile(r"^(?P<indent>\s*)(?:[-*+]|\d{1,3}[.)])\s+")
 _INLINE = re.compile(r"`([^`\n]+)`")
 _HEREDOC = re.compile(r"<<-?\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(?P<text>.*?)\s*#*\s*$")
+_SETEXT = re.compile(r"^\s{0,3}(?:=+|-+)\s*$")
+_STANZA = re.compile(r"^/\S*\s*\{$")  # "/var/log/app/*.log {"
 _PROMPT = re.compile(r"^(?:[\w.@~:/-]*\s?)?[$%]\s+")  # "$ cmd", "user@host:~$ cmd"
 
 
@@ -43,6 +49,8 @@ _PROMPT = re.compile(r"^(?:[\w.@~:/-]*\s?)?[$%]\s+")  # "$ cmd", "user@host:~$ c
 class Command:
     line: int  # 1-based, where the command starts
     text: str  # continuations joined into one line
+    heading: str = ""  # the heading of the section it is in
+    comment: str = ""  # the comment lines just above it, or its list item's other words
 
 
 def commands(text: str, known: frozenset[str] = frozenset()) -> list[Command]:
@@ -52,6 +60,7 @@ def commands(text: str, known: frozenset[str] = frozenset()) -> list[Command]:
     i = 0
     list_indent: int | None = None  # content indent of the list we are in, if any
     blank_before = True
+    heading = ""
     while i < len(lines):
         line = lines[i]
         fence = _FENCE.match(line)
@@ -59,7 +68,7 @@ def commands(text: str, known: frozenset[str] = frozenset()) -> list[Command]:
             end = _closing(lines, i, fence.group("fence"))
             info = fence.group("info").lower().strip("{}.")
             if info not in NOT_SHELL:
-                block = _block(lines[i + 1 : end], i + 2)
+                block = _block(lines[i + 1 : end], i + 2, heading)
                 if info not in SHELL:  # untagged: output, diagrams or prose as often as commands
                     block = [c for c in block if _program(c.text.split()[0]) in known]
                 found += block
@@ -72,6 +81,14 @@ def commands(text: str, known: frozenset[str] = frozenset()) -> list[Command]:
             blank_before = True
             i += 1
             continue
+        title = _HEADING.match(line)
+        if title or (
+            not item and indent < 4 and i + 1 < len(lines) and _SETEXT.match(lines[i + 1])
+        ):
+            heading = title.group("text") if title else stripped
+            list_indent, blank_before = None, True
+            i += 1 if title else 2
+            continue
         if item:
             list_indent = item.end()
         elif indent == 0:
@@ -81,15 +98,16 @@ def commands(text: str, known: frozenset[str] = frozenset()) -> list[Command]:
             start = i
             while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) >= needed):
                 i += 1
-            block = _block([ln[needed:] for ln in lines[start:i]], start + 1)
+            block = _block([ln[needed:] for ln in lines[start:i]], start + 1, heading)
             found += [c for c in block if _program(c.text.split()[0]) in known]
             blank_before = False
             continue
         if item:
+            prose = " ".join(_INLINE.sub(" ", line[item.end() :]).split())
             for span in _INLINE.findall(line):
                 words = span.split()
                 if words and _program(words[0]) in known:
-                    found.append(Command(i + 1, _without_prompt(span.strip())))
+                    found.append(Command(i + 1, _without_prompt(span.strip()), heading, prose))
         blank_before = False
         i += 1
     return found
@@ -116,16 +134,26 @@ def _without_prompt(line: str) -> str:
     return _PROMPT.sub("", line, count=1)
 
 
-def _block(lines: list[str], first_line: int) -> list[Command]:
+def _block(lines: list[str], first_line: int, heading: str = "") -> list[Command]:
     """The commands of one code block whose first line is ``first_line``."""
     prompted = any(_PROMPT.match(ln.strip()) for ln in lines)
     found: list[Command] = []
+    comment: list[str] = []  # the comment lines since the last command or blank line
     i = 0
     while i < len(lines):
         raw = lines[i].strip()
         number = first_line + i
         i += 1
-        if not raw or raw.startswith("#"):
+        if not raw:
+            comment = []
+            continue
+        if raw.startswith("#"):
+            comment.append(raw.lstrip("#").strip())
+            continue
+        if _STANZA.match(raw):  # a logrotate or nginx stanza shown in a shell block: not shell
+            while i < len(lines) and lines[i].strip() != "}":
+                i += 1
+            i += 1
             continue
         if prompted:
             if not _PROMPT.match(raw):
@@ -146,7 +174,8 @@ def _block(lines: list[str], first_line: int) -> list[Command]:
             i += 1
         first = text.split()[0]
         if _COMMAND_WORD.match(first) and not first.endswith(":"):  # not output, not prose
-            found.append(Command(number, text.strip()))
+            found.append(Command(number, text.strip(), heading, " ".join(comment)))
+        comment = []
     return found
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from opsbot.onboarding import probes
 from opsbot.onboarding.shell import options
-from opsbot.onboarding.sighting import Sighting, What, clean
+from opsbot.onboarding.sighting import Sighting, What, clean, infrastructure
 
 #: Programs that are understood and draft nothing (reading files, moving around, git).
 QUIET = frozenset(
@@ -57,6 +58,12 @@ def recognise(words: list[str], cwd: str | None = None) -> list[Sighting]:
     return [Sighting("unknown")]
 
 
+def _operated(reading_logs: bool, name: str) -> What:
+    """Restarting operates a thing; reading its logs does too, unless it is a database or proxy
+    (``docker compose logs db`` is looking at the database, not running it)."""
+    return "mention" if reading_logs and infrastructure(name) else "target"
+
+
 def _rm_rf(words: list[str]) -> bool:
     return words[0] == "rm" and any(re.fullmatch(r"-[a-zA-Z]*[rR][a-zA-Z]*", w) for w in words)
 
@@ -79,7 +86,7 @@ def _pm2(words: list[str], cwd: str | None) -> list[Sighting]:
     if name is None and args and not re.search(r"\.(?:[cm]?js|json|ya?ml)$", args[0]):
         name = args[0]
     if sub in _PM2_OPERATE | _PM2_READ and name and name != "all" and not name.isdigit():
-        what: What = "target" if sub in _PM2_OPERATE else "mention"
+        what: What = _operated(sub in ("logs", "log"), name) if sub in _PM2_OPERATE else "mention"
         if clean(name):
             return [Sighting(what, "pm2", name, {"process": name}, (ENDPOINT_NOTE,))]
     return [Sighting("known")]
@@ -129,7 +136,8 @@ def _compose(command: list[str], words: list[str], cwd: str | None) -> list[Sigh
         fields: dict[str, Any] = {"file": file or "docker-compose.yml", "service": service}
         if prefix != ["docker", "compose"]:
             fields["compose_command"] = prefix
-        found.append(Sighting(what, "compose", service, fields, (*notes, ENDPOINT_NOTE)))
+        seen = _operated(sub == "logs", service) if what == "target" else what
+        found.append(Sighting(seen, "compose", service, fields, (*notes, ENDPOINT_NOTE)))
     return found or [Sighting("known")]
 
 
@@ -201,7 +209,11 @@ def _docker(words: list[str], cwd: str | None) -> list[Sighting]:
     named = [n for n in names if clean(n)]
     if what is None or not named:
         return [Sighting("known")]
-    return [Sighting(what, "container", n, {"container": n}) for n in named]
+    return [
+        Sighting(_operated(sub == "logs", n) if what == "target" else what, "container", n,
+                 {"container": n})
+        for n in named
+    ]  # fmt: skip
 
 
 #: A backup's programs, run inside the container when the runbook runs them there.
@@ -211,16 +223,22 @@ _TOOLS = {"postgres": ("pg_dump", "pg_restore", "psql"), "sqlite": ("sqlite3",),
 
 def _inside(via: list[str], inner: list[str], where: str, cwd: str | None) -> list[Sighting]:
     """A command run in a container (``docker compose exec postgres pg_dump …``)."""
+    how = "compose" if "compose" in via[0] + via[1] else via[0]  # else docker, kubectl
+    through = f"{how}:{where}"
     found = recognise(inner, cwd) if inner else []
     out = []
     for s in found:
         if s.what in ("check", "backup"):
             fields = dict(s.fields)
+            if fields.get("type") == "http":  # a URL of the container's network: curl it there
+                fields = {"type": "command", "argv": inner}
             if "argv" in fields:
                 fields["argv"] = [*via, *fields["argv"]]
             for tool in _TOOLS.get(str(fields.get("type")), ()):
                 fields[tool] = [*via, "redis-cli" if tool == "redis_cli" else tool]
-            out.append(Sighting(s.what, s.kind, s.name, fields, s.notes, s.near or where))
+            out.append(
+                Sighting(s.what, s.kind, s.name, fields, s.notes, s.near or where, through)
+            )
         elif s.what == "destructive":
             out.append(s)
     return out or [Sighting("known")]
@@ -237,7 +255,12 @@ def _systemctl(words: list[str], cwd: str | None) -> list[Sighting]:
         return [Sighting("known")]
     user = "--user" in opts
     return [_unit(u, "target" if sub in operate else "mention", user) for u in units
-            if clean(u)] or [Sighting("known")]  # fmt: skip
+            if clean(u) and not _engine(u)] or [Sighting("known")]  # fmt: skip
+
+
+def _engine(unit: str) -> bool:
+    """The container engine's own units: opsbot reaches it as an endpoint, it is no target."""
+    return unit.removesuffix(".service").removesuffix(".socket") in ("docker", "containerd")
 
 
 def _unit(unit: str, what: What, user: bool = False) -> Sighting:
@@ -252,8 +275,8 @@ def _journalctl(words: list[str], cwd: str | None) -> list[Sighting]:
     opts, _ = options(words[1:], {"-u", "--unit", "-n", "--lines", "--since", "--until", "-p",
                                   "-o", "--output", "-b"})  # fmt: skip
     unit = opts.get("-u") or opts.get("--unit")
-    if unit and clean(unit):
-        return [_unit(unit, "target", "--user" in opts)]
+    if unit and clean(unit) and not _engine(unit):
+        return [_unit(unit, _operated(True, unit), "--user" in opts)]
     return [Sighting("known")]
 
 
@@ -266,6 +289,8 @@ _K8S_OPTS = {"-n", "--namespace", "--context", "-l", "--selector", "-c", "--cont
 
 
 def _kubectl(words: list[str], cwd: str | None) -> list[Sighting]:
+    if "exec" in words[1:] and "--" in words:
+        return _kubectl_exec(words, cwd)
     opts, rest = options(words[1:], _K8S_OPTS)
     if not rest:
         return [Sighting("known")]
@@ -274,6 +299,7 @@ def _kubectl(words: list[str], cwd: str | None) -> list[Sighting]:
     sub = rest[0]
     args = rest[2:] if sub in ("rollout", "set") else rest[1:]
     what: What = "target" if sub in ("rollout", "logs", "scale", "set", "restart") else "mention"
+    reading_logs = sub == "logs"
     deployment = None
     for i, arg in enumerate(args):
         kind, _, name = arg.partition("/")
@@ -294,7 +320,35 @@ def _kubectl(words: list[str], cwd: str | None) -> list[Sighting]:
     context = opts.get("--context")
     if context and clean(context):
         fields["context"] = context
+    what = _operated(reading_logs, deployment) if what == "target" else what
     return [Sighting(what, "k8s", deployment, fields, (ENDPOINT_NOTE,))]
+
+
+_POD_NOTE = (
+    "a pod's name changes when it is recreated: run it in the workload instead "
+    "(kubectl exec deploy/NAME, statefulset/NAME)"
+)
+
+
+def _kubectl_exec(words: list[str], cwd: str | None) -> list[Sighting]:
+    """``kubectl exec -n ns POD -- pg_dump …``: what runs inside, run through kubectl."""
+    split = words.index("--")
+    opts, rest = options(words[1:split], _K8S_OPTS)
+    pods = [w for w in rest if w != "exec"]
+    if not pods or not clean(pods[0]):
+        return [Sighting("known")]
+    via = ["kubectl", "exec"]
+    for flag in ("-n", "--namespace", "--context", "-c", "--container"):
+        if clean(opts.get(flag, "")):
+            via += [flag, opts[flag]]
+    via += [pods[0], "--"]
+    found = _inside(via, words[split + 1 :], pods[0], cwd)
+    if "/" in pods[0]:
+        return found
+    return [
+        replace(s, notes=(*s.notes, _POD_NOTE)) if s.what in ("check", "backup") else s
+        for s in found
+    ]
 
 
 _HANDLERS: dict[str, Callable[[list[str], str | None], list[Sighting]]] = {

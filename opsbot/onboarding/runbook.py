@@ -4,10 +4,10 @@ Each file's commands (``markdown.commands``) are split (``shell.simple_commands`
 recognised (``recognise``); then the sightings become targets. One thing documented several
 ways (compose, plain docker, Kubernetes) is one target, drafted as the way the runbook shows
 first, the others as comments; something only looked at (``ps``, ``status``, ``describe``) is no
-target of its own. Checks and backups join the target they name (Redis to redis, a dump to
-postgres, ``getMe`` to the bot), else the target a command just before it in the same block
-operates, else the runbook's main target. Bad input (missing, binary, not
-Markdown, no commands) is one problem line each, and the rest is still drafted.
+target of its own. Checks and backups join their target as ``attach.py`` says; what runs
+against staging, DR or a developer's machine (``environments.py``) is a comment of its target,
+never config. Bad input (missing, binary, not Markdown, no commands) is one problem line each,
+and the rest is still drafted.
 """
 
 from __future__ import annotations
@@ -17,21 +17,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opsbot.onboarding.draft import Draft, DraftTarget, target_name
+from opsbot.onboarding.attach import Loose, attach
+from opsbot.onboarding.draft import Draft, target_name
+from opsbot.onboarding.environments import environment
 from opsbot.onboarding.markdown import Command, commands, looks_like_markdown
 from opsbot.onboarding.recognise import PROGRAMS, QUIET, recognise
 from opsbot.onboarding.shell import is_placeholder, simple_commands
-from opsbot.onboarding.sighting import Sighting
+from opsbot.onboarding.sighting import Sighting, infrastructure
 
 DOCKER_NOTE = (
     "url: the Docker engine of the host the containers run on (tcp://host:2376 with tls, "
     "or via_ssh: an ssh endpoint)"
 )
-_NEAR = {
-    "postgres": ("postgres", "postgresql", "pg", "db", "database"),
-    "redis": ("redis", "cache"),
-    "bot": ("bot",),
-}
 
 
 @dataclass
@@ -44,6 +41,7 @@ class _Seen:
     sources: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     operated: bool = False
+    headings: list[str] = field(default_factory=list)  # of the sections it is seen in
 
 
 @dataclass
@@ -51,9 +49,10 @@ class _Reading:
     """What the files said, before it becomes a draft."""
 
     things: dict[tuple[str, str], _Seen] = field(default_factory=dict)
-    # checks, backups, notes: with the target a command just before in the same block named
-    attached: list[tuple[Sighting, str, str]] = field(default_factory=list)
-    in_block: str = ""
+    loose: list[Loose] = field(default_factory=list)  # checks, backups, notes, log files
+    elsewhere: list[tuple[str, Sighting, str]] = field(default_factory=list)  # staging targets
+    in_block: str = ""  # the target a command before, in the same block, operates
+    block: int = 0
     destructive: list[tuple[str, str]] = field(default_factory=list)
     unknown: list[tuple[str, str]] = field(default_factory=list)
 
@@ -105,6 +104,7 @@ def _read_commands(path: Path, text: str, reading: _Reading, draft: Draft) -> No
         if command.line > last_line + 1:
             cwd = None  # a new block: an earlier cd no longer holds
             reading.in_block = ""
+            reading.block += 1
         last_line = command.line + command.text.count("\n")
         source = f"{path.name}:{command.line}"
         for words in simple_commands(command.text):
@@ -122,18 +122,22 @@ def _read_commands(path: Path, text: str, reading: _Reading, draft: Draft) -> No
 
 def _take(sighting: Sighting, source: str, command: Command, reading: _Reading) -> None:
     text = " ".join(command.text.split())
-    if sighting.what in ("target", "mention"):
+    where = environment(sighting, command) if sighting.what != "destructive" else ""
+    if where and sighting.what in ("target", "mention"):
+        reading.elsewhere.append((where, sighting, source))
+    elif sighting.what in ("target", "mention"):
         key = (sighting.kind, target_name(sighting.name))
         seen = reading.things.setdefault(
             key, _Seen(sighting.kind, sighting.name, dict(sighting.fields))
         )
         if source not in seen.sources:
             seen.sources.append(source)
+            seen.headings.append(command.heading)
         seen.notes += [n for n in sighting.notes if n not in seen.notes]
         seen.operated = seen.operated or sighting.what == "target"
         reading.in_block = _base(sighting.name)
     elif sighting.what in ("check", "backup", "note", "log"):
-        reading.attached.append((sighting, source, reading.in_block))
+        reading.loose.append(Loose(sighting, source, reading.block, reading.in_block, where))
     elif sighting.what == "destructive":
         reading.destructive.append((source, text))
     elif sighting.what == "unknown" and (source, text) not in reading.unknown:
@@ -171,13 +175,16 @@ def _build(reading: _Reading, draft: Draft) -> None:
                 if base.startswith(project + sep) and len(base) > len(project) + 1:
                     base = base[len(project) + 1 :]
         groups.setdefault(base, []).append(seen)
-    weight: Counter[str] = Counter()
+    _join_lone_container(groups)
+    weight: dict[str, Counter[str]] = {}
+    other_ways: dict[str, set[str]] = {}
     for base, group in groups.items():
         if not any(s.operated for s in group):
             continue  # only looked at: a database or proxy the runbook mentions
         group.sort(key=lambda s: not s.operated)  # stable: the first way documented leads
         main, others = group[0], group[1:]
-        weight[base] = sum(len(s.sources) for s in group)
+        for source in (source for s in group for source in s.sources):
+            weight.setdefault(source.rsplit(":", 1)[0], Counter())[base] += 1
         endpoint = "local"
         if main.kind == "container":
             endpoint = "docker"
@@ -189,74 +196,63 @@ def _build(reading: _Reading, draft: Draft) -> None:
             target.note(note)
         for other in others:
             target.add_alternative(_describe(other), other.sources[0])
-    _attach(reading, draft, weight)
+        other_ways[target.name] = {
+            f"container:{s.fields['container']}" if s.kind == "container" else s.kind
+            for s in others
+        }
+    attach(reading.loose, draft, weight, other_ways)
+    _elsewhere(reading, draft)
     for source, text in reading.destructive:
         draft.unrecognised(source, f"{text}  (destructive: not drafted)")
     for source, text in reading.unknown:
         draft.unrecognised(source, text)
 
 
+_ANOTHER_WAY = re.compile(
+    r"\b(?:option|alternative(?:ly)?|standalone|instead|plain docker|without (?:docker[- ])?"
+    r"compose|without kubernetes|docker run)\b",
+    re.IGNORECASE,
+)
+
+
+def _join_lone_container(groups: dict[str, list[_Seen]]) -> None:
+    """A plain container under a heading that offers another way ("Option 2: Standalone
+    Docker"), beside one compose service or deployment, is that bot run another way, even
+    under another name; with two candidates either side nothing is guessed."""
+    def operated(kinds: tuple[str, ...]) -> list[str]:
+        return [
+            base for base, group in groups.items()
+            if not infrastructure(base) and any(s.operated for s in group)
+            and next(s for s in group if s.operated).kind in kinds
+        ]  # fmt: skip
+
+    hosts, containers = operated(("compose", "k8s")), operated(("container",))
+    if len(hosts) != 1 or len(containers) != 1:
+        return
+    lone = groups[containers[0]]
+    if any(_ANOTHER_WAY.search(h) for s in lone for h in s.headings):
+        groups[hosts[0]] += groups.pop(containers[0])
+
+
 def _describe(seen: _Seen) -> str:
     if seen.kind == "k8s":
-        namespace = seen.fields.get("namespace")
+        namespace, context = seen.fields.get("namespace"), seen.fields.get("context")
         return f"k8s deployment/{seen.fields['deployment']}" + (
             f" -n {namespace}" if namespace else ""
-        )
+        ) + (f" --context {context}" if context else "")
     if seen.kind == "compose":
         return f"compose service {seen.fields['service']} ({seen.fields['file']})"
     detail = next(iter(seen.fields.values()), seen.name)
     return f"{seen.kind} {detail}"
 
 
-def _attach(reading: _Reading, draft: Draft, weight: Counter[str]) -> None:
-    """Checks, backups, notes and log files onto the target each belongs to."""
-    for sighting, source, in_block in reading.attached:
-        target = _home(sighting.near, draft, weight)
-        if not sighting.near and in_block in draft.targets:
-            target = draft.targets[in_block]  # the check right after `restart bot` is bot's
-        if target is None:
-            if sighting.what != "check":
-                draft.unrecognised(source, "no target to attach this to: " + _summary(sighting))
-                continue
-            target = draft.target(_stem(source), "command", {}, source)
-            target.note(
-                "this runbook names no process, service or container: a command target of its "
-                "checks (give it actions.status, or a kind)"
-            )
-        if sighting.what == "check":
-            config = dict(sighting.fields)
-            if config["type"] == "telegram":
-                config["token_file"] = f"/etc/opsbot/secrets/{target.name}.token"
-            target.add_check(config, source, sighting.notes)
-        elif sighting.what == "backup":
-            target.add_backup(dict(sighting.fields), source, sighting.notes)
-        elif sighting.what == "log" and "log_file" in sighting.fields:
-            target.config.setdefault("log_file", sighting.fields["log_file"])
-            target.cite(source)
-        for note in sighting.notes if sighting.what == "note" else ():
-            if not any(n.startswith(note) for n in target.notes):  # once, citing the first
-                target.note(f"{note} ({source})")
-
-
-def _home(near: str, draft: Draft, weight: Counter[str]) -> DraftTarget | None:
-    if not draft.targets:
-        return None
-    words = _NEAR.get(near, (near,) if near else ())
-    for name, target in draft.targets.items():
-        if any(w in re.split(r"[-_.]", name) or name.startswith(w) for w in words):
-            return target
-    for name, target in draft.targets.items():
-        if near and near in name:
-            return target
-    main = max(draft.targets, key=lambda n: (weight[n], -list(draft.targets).index(n)))
-    return draft.targets[main]
-
-
-def _stem(source: str) -> str:
-    stem = source.rsplit(":", 1)[0].rsplit(".", 1)[0]
-    return target_name(stem)
-
-
-def _summary(sighting: Sighting) -> str:
-    fields = ", ".join(f"{k}: {v}" for k, v in sighting.fields.items())
-    return f"a {sighting.what} ({fields})" if fields else f"a {sighting.what}"
+def _elsewhere(reading: _Reading, draft: Draft) -> None:
+    """Targets seen only in staging, DR or development: a comment of the production one."""
+    for where, sighting, source in reading.elsewhere:
+        seen = _Seen(sighting.kind, sighting.name, dict(sighting.fields))
+        target = draft.targets.get(_base(sighting.name))
+        if target is not None:
+            target.add_elsewhere(where, _describe(seen), source)
+        else:
+            text = f"{_describe(seen)}  ({where}, not production: not drafted)"
+            draft.unrecognised(source, text)

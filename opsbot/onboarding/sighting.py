@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,7 +17,8 @@ What = Literal[
 class Sighting:
     """``target``: ``kind`` and ``fields`` (``mention``: the same, read-only, creates nothing);
     ``check``/``backup``: ``fields`` is its config and ``near`` the target it belongs to
-    (``postgres``, ``redis``, ``bot``; empty: the runbook's main target)."""
+    (``postgres``, ``redis``, ``bot``; empty: the runbook's main target); ``through`` says
+    which way of running it the check needs when it runs inside a container."""
 
     what: What
     kind: str = ""
@@ -24,7 +26,25 @@ class Sighting:
     fields: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     near: str = ""
+    #: a check or backup run inside a container: how, and in what (``docker:web``,
+    #: ``compose:redis``, ``kubectl:deploy/bot``)
+    through: str = ""
 
+
+
+#: Name parts of a database, cache, broker or proxy: reading its logs is looking, not operating.
+INFRASTRUCTURE = frozenset(
+    (
+        "postgres", "postgresql", "pg", "db", "database", "mysql", "mariadb", "mongo", "mongodb",
+        "redis", "cache", "memcached", "nginx", "traefik", "caddy", "haproxy", "proxy", "rabbitmq",
+        "kafka", "zookeeper", "elasticsearch", "certbot", "ingress"
+    )
+)  # fmt: skip
+
+
+def infrastructure(name: str) -> bool:
+    """Whether a service's name says it is a database, cache, broker or proxy (``tgbot-db``)."""
+    return any(part in INFRASTRUCTURE for part in re.split(r"[-_.@]+", name.lower()))
 
 
 def clean(value: str) -> str | None:

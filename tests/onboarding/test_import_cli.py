@@ -67,11 +67,12 @@ def test_one_bot_documented_three_ways_is_one_target() -> None:
     text = opsbot("import", str(RUNBOOKS / "compose_k8s.md")).stdout
     assert "# also documented as: container quiz-bot-1 (compose_k8s.md:28)" in text
     assert "# also documented as: k8s deployment/bot -n quiz (compose_k8s.md:35)" in text
-    assert bot["backups"] == [{
+    compose = ["docker", "compose", "-f", "/srv/quiz/docker-compose.yml", "exec", "-T"]
+    assert bot["backups"] == [{  # shown after no cd: run with the project's compose file
         "type": "postgres", "database": "quiz", "user": "quiz",
-        "pg_dump": ["docker", "compose", "exec", "-T", "postgres", "pg_dump"],
-        "pg_restore": ["docker", "compose", "exec", "-T", "postgres", "pg_restore"],
-        "psql": ["docker", "compose", "exec", "-T", "postgres", "psql"],
+        "pg_dump": [*compose, "postgres", "pg_dump"],
+        "pg_restore": [*compose, "postgres", "pg_restore"],
+        "psql": [*compose, "postgres", "psql"],
     }]  # fmt: skip
 
 
@@ -107,3 +108,23 @@ def test_nothing_readable_still_prints_a_valid_empty_draft(tmp_path: Path) -> No
     draft = tmp_path / "empty.yaml"
     draft.write_text(done.stdout)
     assert load_config(draft).targets == {}
+
+
+def test_other_unreadable_input_is_one_line_each_too(tmp_path: Path) -> None:
+    latin1 = tmp_path / "alt.md"
+    latin1.write_bytes("# Caf\xe9 bot\n\n```bash\npm2 restart cafe\n```\n".encode("latin-1"))
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    strange = tmp_path / "strange.md"
+    strange.write_text("# Build\n\n```bash\nmake deploy\n./scripts/go.sh\n```\n")
+    done = opsbot("import", str(latin1), str(folder), str(strange),
+                  str(RUNBOOKS / "pm2_sqlite.md"))  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("problem: ")] == [
+        f"problem: {latin1}: not UTF-8 text, not a Markdown runbook",
+        f"problem: {folder}: a directory, not a runbook",
+        f"problem: {strange}: none of its 2 commands is one opsbot knows",
+    ]
+    assert "  strange.md:4: make deploy" in done.stderr.splitlines()  # listed as not understood
+    assert list(yaml.safe_load(done.stdout)["targets"]) == ["faceswap"]  # the rest is drafted

@@ -63,6 +63,30 @@ def test_every_kind_of_block_is_read_with_its_line() -> None:
     ]
 
 
+def test_each_command_keeps_its_heading_and_the_comment_above_it() -> None:
+    text = (
+        "Staging\n=======\n\n```bash\n# after the deploy\n# on the DR site\ncurl -f x/health\n\n"
+        "pm2 logs web\n```\n\n## Local development\n\n- Then: `pm2 restart web` once\n"
+    )
+    found = [(c.line, c.heading, c.comment) for c in commands(text, PROGRAMS)]
+    assert found == [
+        (7, "Staging", "after the deploy on the DR site"),  # a setext heading
+        (9, "Staging", ""),  # a blank line ends a comment
+        (14, "Local development", "Then: once"),  # an inline command: its item's words
+    ]
+
+
+def test_a_configuration_stanza_in_a_shell_block_is_not_commands() -> None:
+    text = (
+        "# Logs\n\n```bash\n# /etc/logrotate.d/app\n/var/log/app/*.log {\n    daily\n"
+        "    postrotate\n        systemctl reload app\n    endscript\n}\n"
+        "tail -n 5 /var/log/app/a.log\n```\n"
+    )
+    assert [(c.line, c.text) for c in commands(text, PROGRAMS)] == [
+        (11, "tail -n 5 /var/log/app/a.log")
+    ]
+
+
 def test_defaults_are_taken_and_placeholders_known() -> None:
     assert simple_commands("curl http://localhost:${PORT:-8000}/health | jq .") == [
         ["curl", "http://localhost:8000/health"], ["jq", "."]
