@@ -106,7 +106,7 @@ _BOOL_PARAMS = frozenset(
 _JSON_PARAMS = frozenset(
     {
         "reply_markup", "entities", "caption_entities", "allowed_updates", "commands",
-        "scope", "reaction", "link_preview_options", "reply_parameters", "results",
+        "scope", "reaction", "link_preview_options", "reply_parameters", "results", "menu_button",
     }
 )  # fmt: skip
 
