@@ -16,7 +16,7 @@ from tests.factories import OPSBOT_TOKEN, base_config, write_config
 from tests.fakebotapi import FakeBotAPI, User
 from tests.lab.ports import free_port
 
-WEB_TOKEN = "board-lab-web-token"  # noqa: S105 (a test fixture)
+WEB_TOKEN = "board-lab-web-token"
 LINK = "https://t.me/opsbot_test_bot/board"
 URL = "https://ops.example.com/board"
 REFRESH = 2
@@ -29,7 +29,10 @@ def board_settings(fake: FakeBotAPI, tmp_path: Path, **miniapp: Any) -> Settings
         "payments": {"kind": "command", "actions": {"status": ["true"]}},
         "ledger": {
             "kind": "command",
-            "actions": {"status": ["test", "!", "-e", str(down)], "restart": ["rm", "-f", str(down)]},
+            "actions": {
+                "status": ["test", "!", "-e", str(down)],
+                "restart": ["rm", "-f", str(down)],
+            },
             "rpo": "1d",
             "backups": [{"type": "files", "paths": [str(tmp_path)]}],
         },
@@ -54,9 +57,7 @@ def sign(fields: dict[str, str], token: str) -> str:
     return urlencode({**fields, "hash": digest})
 
 
-def init_data(
-    user: User, *, token: str = OPSBOT_TOKEN, age: float = 5.0, **extra: str
-) -> str:
+def init_data(user: User, *, token: str = OPSBOT_TOKEN, age: float = 5.0, **extra: str) -> str:
     """What Telegram hands a Mini App opened by ``user``: signed with the bot's token."""
     fields = {
         "query_id": "AAHdF6IQAAAAAN0XohDhrOrc",

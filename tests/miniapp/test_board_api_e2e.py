@@ -49,7 +49,10 @@ async def test_only_a_configured_persons_fresh_telegram_signature_opens_the_api(
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
     settings = board_settings(fake, tmp_path, max_age="10m")
-    async with running_opsbot(fake, settings), httpx.AsyncClient(base_url=base_url(settings)) as web:
+    async with (
+        running_opsbot(fake, settings),
+        httpx.AsyncClient(base_url=base_url(settings)) as web,
+    ):
         ok = await web.get("/board/api/state", headers=signed(ALICE))
         assert ok.status_code == 200 and ok.json()["you"] == {"name": "alice", "role": "admin"}
         forged = init_data(ALICE).replace(str(ALICE.id), str(BOB.id))
@@ -64,9 +67,10 @@ async def test_only_a_configured_persons_fresh_telegram_signature_opens_the_api(
         for why, headers in refused.items():
             for answer in (
                 await web.get("/board/api/state", headers=headers),
-                await web.post("/board/api/act", headers=headers,
-                               json={"do": "restart", "target": "ledger"}),
-            ):  # fmt: skip
+                await web.post(
+                    "/board/api/act", headers=headers, json={"do": "restart", "target": "ledger"}
+                ),
+            ):
                 assert answer.status_code == 401, why
                 assert answer.json() == {"error": "open this from Telegram"}, why
         assert fake.bot_messages(OPS.id, OPSBOT_TOKEN) == []  # nothing was filed
@@ -76,7 +80,10 @@ async def test_the_page_allows_no_inline_script_and_only_telegrams_web_clients_a
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
     settings = board_settings(fake, tmp_path)
-    async with running_opsbot(fake, settings), httpx.AsyncClient(base_url=base_url(settings)) as web:
+    async with (
+        running_opsbot(fake, settings),
+        httpx.AsyncClient(base_url=base_url(settings)) as web,
+    ):
         page = await web.get("/board")
         assert page.status_code == 200
         csp = page.headers["Content-Security-Policy"]
@@ -100,12 +107,20 @@ async def test_targets_come_worst_first_and_a_viewer_is_offered_no_action(
 ) -> None:
     settings = board_settings(fake, tmp_path)
     (tmp_path / "down").touch()
-    async with running_opsbot(fake, settings), httpx.AsyncClient(base_url=base_url(settings)) as web:
+    async with (
+        running_opsbot(fake, settings),
+        httpx.AsyncClient(base_url=base_url(settings)) as web,
+    ):
         web.headers.update(signed(ALICE))
-        board = await poll(web, "/board/api/state",
-                           lambda b: b["targets"][0]["state"] == "fail" and b["alerts"])  # fmt: skip
+        board = await poll(
+            web, "/board/api/state", lambda b: b["targets"][0]["state"] == "fail" and b["alerts"]
+        )
         ledger, payments = board["targets"]
-        assert (ledger["name"], payments["name"], payments["state"]) == ("ledger", "payments", "ok")
+        assert (ledger["name"], payments["name"], payments["state"]) == (
+            "ledger",
+            "payments",
+            "ok",
+        )
         assert ledger["actions"] == ["restart", "rollback", "backup"]
         assert payments["actions"] == ["rollback"]  # no restart argv: no Restart button
         assert set(ledger["uptime"]) == {"24h", "7d", "30d"} and len(ledger["spark"]) == 96
@@ -122,9 +137,12 @@ async def test_targets_come_worst_first_and_a_viewer_is_offered_no_action(
         assert seen["alerts"][0]["can"] == {"ack": False, "silence": False}
         refused = await web.post("/board/api/act", json={"do": "restart", "target": "ledger"})
         assert refused.json() == {
-            "ok": False, "text": "/restart needs the operator role: alice, bob, oscar have it",
-        }  # fmt: skip
-        ack = await web.post("/board/api/act", json={"do": "ack", "alert": seen["alerts"][0]["id"]})
+            "ok": False,
+            "text": "/restart needs the operator role: alice, bob, oscar have it",
+        }
+        ack = await web.post(
+            "/board/api/act", json={"do": "ack", "alert": seen["alerts"][0]["id"]}
+        )
         assert ack.json()["ok"] is False and "operator role" in ack.json()["text"]
         assert (await web.post("/board/api/act", json={"do": "rm -rf"})).status_code == 400
         bad_target = await web.post("/board/api/act", json={"do": "restart", "target": "a b"})
@@ -136,10 +154,11 @@ async def test_a_restart_from_the_board_is_the_chats_request_approved_in_the_gro
 ) -> None:
     settings = board_settings(fake, tmp_path)
     (tmp_path / "down").touch()
-    async with running_opsbot(fake, settings) as chat, httpx.AsyncClient(
-        base_url=base_url(settings), headers=signed(OSCAR)
-    ) as web:
-        answer = (await web.post("/board/api/act", json={"do": "restart", "target": "ledger"}))
+    async with (
+        running_opsbot(fake, settings) as chat,
+        httpx.AsyncClient(base_url=base_url(settings), headers=signed(OSCAR)) as web,
+    ):
+        answer = await web.post("/board/api/act", json={"do": "restart", "target": "ledger"})
         assert answer.json()["ok"] is True and "restart ledger" in answer.json()["text"]
         card = await fake.wait_for_message(
             OPS.id, lambda m: "restart ledger" in (m.text or ""), token=OPSBOT_TOKEN
@@ -149,17 +168,25 @@ async def test_a_restart_from_the_board_is_the_chats_request_approved_in_the_gro
         board = await poll(web, "/board/api/state", lambda b: bool(b["requests"]))
         request = board["requests"][0]
         assert (request["action"], request["requester"], request["status"]) == (
-            "restart", "oscar", "pending",
-        )  # fmt: skip
+            "restart",
+            "oscar",
+            "pending",
+        )
         assert request["can"] == {"approve": False, "deny": True}  # an operator cannot approve
         assert (tmp_path / "down").exists()  # nothing ran without an approval
 
         chat.tap(card, buttons(card)[0]["callback_data"], user=BOB)
-        await fake.wait_for_message(OPS.id, lambda m: m.message_id == card.message_id
-                                    and "healthy" in (m.text or ""), token=OPSBOT_TOKEN)  # fmt: skip
+        await fake.wait_for_message(
+            OPS.id,
+            lambda m: m.message_id == card.message_id and "healthy" in (m.text or ""),
+            token=OPSBOT_TOKEN,
+        )
         assert not (tmp_path / "down").exists()
-        await poll(web, "/board/api/state",
-                   lambda b: not b["requests"] and b["targets"][0]["state"] == "ok")  # fmt: skip
+        await poll(
+            web,
+            "/board/api/state",
+            lambda b: not b["requests"] and b["targets"][0]["state"] == "ok",
+        )
 
 
 async def test_an_admin_approves_from_the_board_within_the_same_rules(
@@ -168,20 +195,24 @@ async def test_an_admin_approves_from_the_board_within_the_same_rules(
     settings = board_settings(fake, tmp_path)
     (tmp_path / "down").touch()
     alice, bob = signed(ALICE), signed(BOB)
-    async with running_opsbot(fake, settings), httpx.AsyncClient(
-        base_url=base_url(settings), headers=alice
-    ) as web:
+    async with (
+        running_opsbot(fake, settings),
+        httpx.AsyncClient(base_url=base_url(settings), headers=alice) as web,
+    ):
         await web.post("/board/api/act", json={"do": "restart", "target": "ledger"})
         board = await poll(web, "/board/api/state", lambda b: bool(b["requests"]))
         request_id = board["requests"][0]["id"]
-        own = await web.post("/board/api/act", headers=alice,
-                             json={"do": "approve", "request": request_id})  # fmt: skip
+        own = await web.post(
+            "/board/api/act", headers=alice, json={"do": "approve", "request": request_id}
+        )
         assert own.json()["ok"] is False and (tmp_path / "down").exists()  # not your own
-        approved = await web.post("/board/api/act", headers=bob,
-                                  json={"do": "approve", "request": request_id})  # fmt: skip
+        approved = await web.post(
+            "/board/api/act", headers=bob, json={"do": "approve", "request": request_id}
+        )
         assert approved.json()["ok"] is True, approved.json()
         await fake.wait_for_message(
-            OPS.id, lambda m: "restart ledger" in (m.text or "") and "healthy" in (m.text or ""),
+            OPS.id,
+            lambda m: "restart ledger" in (m.text or "") and "healthy" in (m.text or ""),
             token=OPSBOT_TOKEN,
         )
         assert not (tmp_path / "down").exists()
@@ -192,9 +223,10 @@ async def test_ack_and_update_from_the_board_are_the_chats_buttons_and_commands(
 ) -> None:
     settings = board_settings(fake, tmp_path)
     (tmp_path / "down").touch()
-    async with running_opsbot(fake, settings) as chat, httpx.AsyncClient(
-        base_url=base_url(settings), headers=signed(OSCAR)
-    ) as web:
+    async with (
+        running_opsbot(fake, settings) as chat,
+        httpx.AsyncClient(base_url=base_url(settings), headers=signed(OSCAR)) as web,
+    ):
         await chat.ask("/incident P2 ledger disk full ledger", user=ALICE)
         board = await poll(web, "/board/api/state", lambda b: b["alerts"] and b["incidents"])
         alert = board["alerts"][0]
@@ -202,11 +234,13 @@ async def test_ack_and_update_from_the_board_are_the_chats_buttons_and_commands(
         assert acked.json()["ok"] is True
         incident = board["incidents"][0]["id"]
         text = "Disk cleaned; watching the ledger"
-        updated = await web.post("/board/api/act",
-                                 json={"do": "update", "incident": incident, "text": text})  # fmt: skip
+        updated = await web.post(
+            "/board/api/act", json={"do": "update", "incident": incident, "text": text}
+        )
         assert updated.json()["ok"] is True, updated.json()
-        after = await poll(web, "/board/api/state",
-                           lambda b: b["alerts"][0]["acked_by"] == "oscar")  # fmt: skip
+        after = await poll(
+            web, "/board/api/state", lambda b: b["alerts"][0]["acked_by"] == "oscar"
+        )
         timeline = after["incidents"][0]["timeline"]
         assert timeline[0]["actor"] == "oscar" and text in timeline[0]["text"]
         await chat.services.audit.flush()
@@ -216,9 +250,13 @@ async def test_ack_and_update_from_the_board_are_the_chats_buttons_and_commands(
 
 async def test_each_person_has_a_rate_limit(fake: FakeBotAPI, tmp_path: Path) -> None:
     settings = board_settings(fake, tmp_path, requests_per_minute=3)
-    async with running_opsbot(fake, settings), httpx.AsyncClient(base_url=base_url(settings)) as web:
-        codes = [(await web.get("/board/api/state", headers=signed(VIC))).status_code
-                 for _ in range(4)]  # fmt: skip
+    async with (
+        running_opsbot(fake, settings),
+        httpx.AsyncClient(base_url=base_url(settings)) as web,
+    ):
+        codes = [
+            (await web.get("/board/api/state", headers=signed(VIC))).status_code for _ in range(4)
+        ]
         assert codes == [200, 200, 200, 429]
         assert (await web.get("/board/api/state", headers=signed(ALICE))).status_code == 200
 
@@ -234,12 +272,17 @@ async def test_ways_in_the_menu_button_board_and_the_health_and_alert_buttons(
         health = await chat.ask("/health")
         assert {"text": "📊 Board", "url": LINK} in buttons(health)
         alert = await fake.wait_for_message(
-            INCIDENTS.id, lambda m: "ledger" in (m.text or "") and "👀 Ack" in str(m.reply_markup),
+            INCIDENTS.id,
+            lambda m: "ledger" in (m.text or "") and "👀 Ack" in str(m.reply_markup),
             token=OPSBOT_TOKEN,
         )
         assert buttons(alert)[-1] == {"text": "📊 Board", "url": LINK}
         menus = fake.menu_buttons(OPSBOT_TOKEN)
         for person in (ALICE, BOB, VIC, OSCAR):
-            assert menus[person.id] == {"type": "web_app", "text": "Board", "web_app": {"url": URL}}
+            assert menus[person.id] == {
+                "type": "web_app",
+                "text": "Board",
+                "web_app": {"url": URL},
+            }
         help_text = (await chat.ask("/help", user=VIC)).text or ""
         assert "/board" in help_text
