@@ -34,7 +34,7 @@ def board_settings(fake: FakeBotAPI, tmp_path: Path, **miniapp: Any) -> Settings
                 "restart": ["rm", "-f", str(down)],
             },
             "rpo": "1d",
-            "backups": [{"type": "files", "paths": [str(tmp_path)]}],
+            "backups": [{"type": "files", "paths": ["/var/lib/ledger"]}],
         },
     }
     config["alerts"] = {

@@ -183,7 +183,7 @@ function backupCard(b) {
   return el("li", { class: `card ${b.state}` },
     el("div", { class: "row" }, el("span", { class: "name" }, `${b.target} ${b.type}`),
       el("span", { class: `state ${b.state}` }, b.state === "ok" ? "✓ within RPO" :
-        b.state === "fail" ? "✕ over RPO" : "! none")),
+        b.age === null ? "✕ none yet" : b.state === "fail" ? "✕ over RPO" : "! none")),
     el("div", { class: "meta" }, `${b.source} · ${age} · ${rpo}`));
 }
 
