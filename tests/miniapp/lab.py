@@ -22,7 +22,10 @@ URL = "https://ops.example.com/board"
 REFRESH = 2
 
 
-def board_settings(fake: FakeBotAPI, tmp_path: Path, **miniapp: Any) -> Settings:
+def board_settings(
+    fake: FakeBotAPI, tmp_path: Path, *, tweak: Any = None, **miniapp: Any
+) -> Settings:
+    """The lab's configuration; ``tweak(config)`` may change the dict before it is written."""
     config: dict[str, Any] = base_config(fake, tmp_path / "data")
     down = tmp_path / "down"
     config["targets"] = {
@@ -44,6 +47,8 @@ def board_settings(fake: FakeBotAPI, tmp_path: Path, **miniapp: Any) -> Settings
     config["miniapp"] = {
         "enabled": True, "link": LINK, "url": URL, "refresh": REFRESH, **miniapp,
     }  # fmt: skip
+    if tweak is not None:
+        tweak(config)
     return write_config(tmp_path / "opsbot.yaml", config)
 
 

@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from opsbot.actions.stepup import new_key
 from opsbot.miniapp.routes import CSP
+from tests.chat.test_stepup import window_excluding_now
 from tests.factories import (
     ALICE,
     BOB,
@@ -286,3 +288,48 @@ async def test_ways_in_the_menu_button_board_and_the_health_and_alert_buttons(
             }
         help_text = (await chat.ask("/help", user=VIC)).text or ""
         assert "/board" in help_text
+
+
+async def test_approving_from_the_board_keeps_step_up_and_change_windows(
+    fake: FakeBotAPI, tmp_path: Path
+) -> None:
+    """A step-up request still wants its code in private; outside a change window, no one may."""
+    ran = tmp_path / "nightly-ran"
+
+    def tweak(config: dict[str, Any]) -> None:
+        config["approvals"] = {"totp_key": new_key()}
+        config["targets"]["ledger"]["approvals"] = {"step_up": "totp"}
+        config["targets"]["nightly"] = {
+            "kind": "command",
+            "actions": {"status": ["true"], "restart": ["touch", str(ran)]},
+            "approvals": {"allowed_hours": window_excluding_now()},
+        }
+
+    settings = board_settings(fake, tmp_path, tweak=tweak)
+    (tmp_path / "down").touch()
+    async with (
+        running_opsbot(fake, settings),
+        httpx.AsyncClient(base_url=base_url(settings), headers=signed(OSCAR)) as web,
+    ):
+        for target in ("ledger", "nightly"):
+            filed = await web.post("/board/api/act", json={"do": "restart", "target": target})
+            assert filed.json()["ok"] is True, filed.json()
+        board = await poll(web, "/board/api/state", lambda b: len(b["requests"]) == 2)
+        ids = {r["target"]: r["id"] for r in board["requests"]}
+        web.headers.update(signed(BOB))
+        step_up = await web.post(
+            "/board/api/act", json={"do": "approve", "request": ids["ledger"]}
+        )
+        assert step_up.json() == {
+            "ok": False,
+            "text": "⚠️ this request needs a TOTP step-up: tap Approve on its card, "
+            "then send your code to opsbot in private",
+        }
+        window = await web.post(
+            "/board/api/act", json={"do": "approve", "request": ids["nightly"]}
+        )
+        assert window.json()["ok"] is False
+        assert "Outside the change window of nightly" in window.json()["text"]
+        after = (await web.get("/board/api/state")).json()
+        assert sorted(r["status"] for r in after["requests"]) == ["pending", "pending"]
+        assert (tmp_path / "down").exists() and not ran.exists()  # nothing ran
