@@ -134,8 +134,11 @@ class Board:
             return _json({"error": "too many requests, wait a minute"}, 429)
         if request.content_length is not None and request.content_length > MAX_BODY:
             return _json({"error": "body too large"}, 413)
+        raw = await request.content.read(MAX_BODY + 1)
+        if len(raw) > MAX_BODY:  # sent without a length, or a false one
+            return _json({"error": "body too large"}, 413)
         try:
-            body = json.loads(await request.content.read(MAX_BODY + 1))
+            body = json.loads(raw)
         except (ValueError, RecursionError):
             return _json({"error": "body is not JSON"}, 400)
         if not isinstance(body, dict):

@@ -149,6 +149,9 @@ async def test_targets_come_worst_first_and_a_viewer_is_offered_no_action(
         assert (await web.post("/board/api/act", json={"do": "rm -rf"})).status_code == 400
         bad_target = await web.post("/board/api/act", json={"do": "restart", "target": "a b"})
         assert bad_target.status_code == 400
+        assert (await web.post("/board/api/act", content=b"[1")).status_code == 400
+        huge = {"do": "update", "incident": "INC-1", "text": "x" * 5000}
+        assert (await web.post("/board/api/act", json=huge)).status_code == 413
 
 
 async def test_a_restart_from_the_board_is_the_chats_request_approved_in_the_group(
