@@ -20,7 +20,9 @@ from telegram import (
     BotCommandScopeChat,
     BotCommandScopeChatMember,
     BotCommandScopeDefault,
+    MenuButtonWebApp,
     Update,
+    WebAppInfo,
 )
 from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
@@ -41,6 +43,9 @@ from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.incidents import timeline
 from opsbot.incidents.escalation import Escalator
 from opsbot.incidents.state import Incidents
+from opsbot.miniapp.latency import LatencyRecorder
+from opsbot.miniapp.menu import RETRY as MENU_RETRY
+from opsbot.miniapp.menu import MenuButtons
 from opsbot.reach.checks import check_all
 from opsbot.services import Services
 from opsbot.state.leases import Lease, only_when_leading, replica_id
@@ -81,6 +86,7 @@ def build_application(settings: Settings, services: Services | None = None) -> A
         workers.append(start_outbox(application, services))
         start_reaper(application, services)
         await publish_commands(application, settings)
+        start_board_menu(application, settings)
         assert application.job_queue is not None  # the job-queue extra is a dependency
         await heartbeat()
         application.job_queue.run_repeating(heartbeat, interval=30, first=30)
@@ -213,11 +219,17 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     from opsbot.web.statuspage import StatusPage
 
     page = StatusPage(settings, services.store) if settings.status_page.enabled else None
+    boards = []
+    if settings.miniapp.enabled:
+        from opsbot.miniapp.routes import Board
+
+        boards.append(Board(services))
+        services.on_close.append(boards[0].acting.close)
     # A webhook is answered once its alerts are stored; delivery and incident notes follow.
     # (The status history records only the monitor's events, which never come this way.)
     intake = Intake(engine, then=partial(timeline.note_alerts, incidents))
     services.on_close.append(intake.close)
-    server = WebServer(settings, intake, services.metrics, status_page=page)
+    server = WebServer(settings, intake, services.metrics, status_page=page, routes=boards)
     if settings.telegram.mode == "webhook":
         serve_telegram_webhook(application, server, settings)
     port = await server.start()
@@ -263,6 +275,8 @@ async def schedule_monitor(
     still holds firing, so it resolves what the previous holder raised.
     """
     settings = services.settings
+    # The board's sparklines: each round's latency (only when the board is enabled).
+    observe = LatencyRecorder(services.store).observe if settings.miniapp.enabled else None
 
     async def fresh() -> monitor.Monitor:
         still_firing = {
@@ -270,7 +284,7 @@ async def schedule_monitor(
             for a in await engine.list(firing_only=True, limit=10_000)
             if a.source == monitor.SOURCE
         }
-        return monitor.Monitor(settings, services, ingest, firing=still_firing)
+        return monitor.Monitor(settings, services, ingest, firing=still_firing, observe=observe)
 
     watcher = await fresh()
     term = [lease.term if lease is not None else 0]
@@ -307,6 +321,25 @@ def serve_telegram_webhook(
         return True
 
     server.serve_telegram(webhook.path, webhook.secret_token.get_secret_value(), accept)
+
+
+def start_board_menu(application: AnyApplication, settings: Settings) -> None:
+    """The Board as each person's private-chat menu button, retried until they opened one."""
+    if not settings.miniapp.enabled or settings.miniapp.url is None:
+        return
+
+    async def set_menu(chat_id: int, label: str, url: str) -> object:
+        button = MenuButtonWebApp(label, WebAppInfo(url))
+        return await application.bot.set_chat_menu_button(chat_id=chat_id, menu_button=button)
+
+    menus = MenuButtons(settings, set_menu)
+
+    async def round_(context: object) -> None:
+        await menus.round()
+
+    jobs = application.job_queue
+    assert jobs is not None
+    jobs.run_repeating(round_, interval=MENU_RETRY, first=0.5, name="board-menu")
 
 
 def commands_for(settings: Settings, role: Role) -> list[BotCommand]:

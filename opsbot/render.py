@@ -17,7 +17,11 @@ from opsbot.redact import Redactor
 @dataclass(frozen=True, slots=True)
 class Button:
     label: str
-    data: str
+    data: str  # callback data ("key:ARG"), or an https:// link (the Board button)
+
+    @property
+    def is_link(self) -> bool:
+        return self.data.startswith("https://")
 
 
 #: What a row of buttons may hold on a phone (360 px wide): three short labels, or fewer long

@@ -106,7 +106,7 @@ _BOOL_PARAMS = frozenset(
 _JSON_PARAMS = frozenset(
     {
         "reply_markup", "entities", "caption_entities", "allowed_updates", "commands",
-        "scope", "reaction", "link_preview_options", "reply_parameters", "results",
+        "scope", "reaction", "link_preview_options", "reply_parameters", "results", "menu_button",
     }
 )  # fmt: skip
 
@@ -245,6 +245,7 @@ class BotState:
     updates: list[JSON] = field(default_factory=list)
     allowed_updates: list[str] | None = None
     commands: dict[tuple[str, str], list[JSON]] = field(default_factory=dict)
+    menu_buttons: dict[int, JSON] = field(default_factory=dict)  # setChatMenuButton, per chat
     poll_generation: int = 0
     next_update_id: int = 100_000_001
 
@@ -876,6 +877,11 @@ class FakeBotAPI:
         """What setMyCommands stored, keyed by ``scope_key(scope, language_code)``."""
         with self._cond:
             return copy.deepcopy(self._bots[token].commands)
+
+    def menu_buttons(self, token: str) -> dict[int, JSON]:
+        """What setChatMenuButton stored, by chat id."""
+        with self._cond:
+            return copy.deepcopy(self._bots[token].menu_buttons)
 
     def topics(self, chat_id: int) -> dict[int, ForumTopic]:
         with self._cond:
@@ -1782,6 +1788,20 @@ def _delete_my_commands(fake: FakeBotAPI, bot: BotState, p: JSON) -> bool:
     return True
 
 
+def _set_chat_menu_button(fake: FakeBotAPI, bot: BotState, p: JSON) -> bool:
+    """Per private chat (``strict_chats``: one the user opened); a web_app button needs https."""
+    button = p.get("menu_button") or {"type": "default"}
+    if button.get("type") == "web_app":
+        url = str((button.get("web_app") or {}).get("url", ""))
+        if not url.startswith("https://") or not button.get("text"):
+            raise _bad("BUTTON_URL_INVALID")
+    chat = fake._chat(p.get("chat_id"))
+    if chat.type != "private":
+        raise _bad("chat not found")
+    bot.menu_buttons[chat.id] = copy.deepcopy(button)
+    return True
+
+
 def _pin(fake: FakeBotAPI, bot: BotState, p: JSON) -> bool:
     fake._find(fake._chat(p.get("chat_id")), p, "pin").pinned = True
     return True
@@ -1937,6 +1957,7 @@ _METHODS: dict[str, tuple[str, Handler]] = {
         ("setMyCommands", _set_my_commands),
         ("getMyCommands", _get_my_commands),
         ("deleteMyCommands", _delete_my_commands),
+        ("setChatMenuButton", _set_chat_menu_button),
         ("pinChatMessage", _pin),
         ("unpinChatMessage", _unpin),
         ("unpinAllChatMessages", _unpin_all),

@@ -24,12 +24,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "opsbot.preflight", "opsbot.catalog",
     ),
     # the faces: Telegram handlers and the web server
-    ("opsbot.handlers", "opsbot.web"),
+    ("opsbot.handlers", "opsbot.web", "opsbot.miniapp"),
     # each wing's verbs, registering into the registry below
     (
         "opsbot.verbs.core", "opsbot.actions.verbs", "opsbot.actions.backups.verbs",
         "opsbot.alerting.verbs", "opsbot.incidents.verbs", "opsbot.incidents.oncall_verbs",
-        "opsbot.onboarding.verbs",
+        "opsbot.onboarding.verbs", "opsbot.miniapp.verbs",
     ),
     # the registry: imports no wing
     ("opsbot.verbs",),
@@ -44,7 +44,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # the ground
     (
         "opsbot.config", "opsbot.errors", "opsbot.redact", "opsbot.render", "opsbot.notify",
-        "opsbot.metrics", "opsbot.logsetup", "opsbot",
+        "opsbot.metrics", "opsbot.logsetup", "opsbot.miniapp.link", "opsbot",
     ),
 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from opsbot.alerting.records import Alert
 from opsbot.config import ContainerTarget, Settings, Target
+from opsbot.miniapp.link import board_buttons
 from opsbot.reach.targets import logs_argv
 from opsbot.render import Button
 
@@ -57,4 +58,4 @@ def alert_buttons(alert: Alert, settings: Settings) -> tuple[Button, ...]:
         if not alert.acked_by:
             buttons.append(Button(ACK, f"ak:{alert.id}"))
         buttons.append(Button(DECLARE, f"ai:{alert.id}"))
-    return tuple(buttons)
+    return (*buttons, *board_buttons(settings))

@@ -31,7 +31,14 @@ from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.config import Monitor as MonitorSettings
 from opsbot.config import Settings, Target
 from opsbot.errors import UsageError
-from opsbot.reach.checks import CheckResult, CheckRuntime, Gate, check_phrase, check_target
+from opsbot.reach.checks import (
+    CheckResult,
+    CheckRuntime,
+    Gate,
+    TargetHealth,
+    check_phrase,
+    check_target,
+)
 from opsbot.reach.targets import State
 from opsbot.render import plural
 
@@ -110,8 +117,10 @@ class Monitor:
         ingest: Ingest,
         *,
         firing: Mapping[str, Severity] | None = None,
+        observe: Callable[[TargetHealth], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
+        self._observe = observe  # every round's result (the board's latency history)
         self._runtime = runtime
         self._ingest = ingest
         self._firing = dict(firing or {})  # fingerprint → severity, open before a restart
@@ -147,6 +156,8 @@ class Monitor:
         async with lock:  # rounds of one target never overlap, even when a round runs long
             target = self._settings.targets[name]
             health = await check_target(name, target, self._runtime, gate=gate)
+            if self._observe is not None:
+                await self._observe(health)
             now = time.time()
             events, changes = [], []
             for check in _unique(health.checks):

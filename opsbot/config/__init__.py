@@ -50,6 +50,7 @@ from opsbot.config.incidents import (
     StatusComponent,
     StatusPageSettings,
 )
+from opsbot.config.miniapp import MiniAppSettings
 from opsbot.config.targets import (
     Actions,
     Backup,
@@ -263,6 +264,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     web: WebSettings = WebSettings()
     status_page: StatusPageSettings = StatusPageSettings()
+    miniapp: MiniAppSettings = MiniAppSettings()
     oncall: OnCallSettings | None = None
     incidents: IncidentSettings = IncidentSettings()
     data_dir: Path = Field(default=Path("./data"), description="Where opsbot keeps its own files.")
@@ -321,6 +323,8 @@ class Settings(BaseSettings):
                     )
         if not self.status_page.public and self.web.token is None:
             raise ValueError("status_page.public: false needs web.token")
+        if self.miniapp.enabled and not self.web.enabled:
+            raise ValueError("miniapp.enabled needs the web server (web.enabled: true)")
         if self.oncall is not None:
             names = {p.name for p in self.people}
             listed = [("oncall.rotation.people", n) for n in self.oncall.rotation.people]
@@ -480,6 +484,7 @@ __all__ = [
     "Limits",
     "LocalEndpoint",
     "MetricCheck",
+    "MiniAppSettings",
     "Minutes",
     "Monitor",
     "Name",

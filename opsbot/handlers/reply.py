@@ -30,7 +30,12 @@ def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
         return None
     return InlineKeyboardMarkup(
         [
-            [InlineKeyboardButton(b.label, callback_data=b.data) for b in row]
+            [
+                InlineKeyboardButton(b.label, url=b.data)
+                if b.is_link
+                else InlineKeyboardButton(b.label, callback_data=b.data)
+                for b in row
+            ]
             for row in button_rows(reply.buttons)
         ]
     )

@@ -16,6 +16,7 @@ from opsbot.actions import kinds as actions
 from opsbot.alerting.records import Alert
 from opsbot.config import Role, Target
 from opsbot.errors import OpsbotError, UsageError
+from opsbot.miniapp.link import board_buttons
 from opsbot.reach.checks import TargetHealth, check_all, check_target
 from opsbot.reach.targets import (
     FILTER_SCAN_LINES,
@@ -78,7 +79,8 @@ async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
     return Reply(
         text=text,
         block=health_table(results),
-        buttons=(*failing_buttons(services, results), Button("🔄 Refresh", "h")),
+        buttons=(*failing_buttons(services, results), Button("🔄 Refresh", "h"),
+                 *board_buttons(services.settings)),
     )
 
 

@@ -11,7 +11,7 @@ Routes:
 - ``GET /metrics`` — Prometheus text exposition, behind ``Authorization: Bearer <web.token>``
   (Prometheus' ``authorization`` scrape setting) unless ``web.metrics_public: true``.
 - ``GET /status``, ``/status.json``, ``/status.atom`` — the status page, when one is passed
-  (``statuspage.py``).
+  (``statuspage.py``); any other ``routes`` passed add theirs (the Mini App's ``/board``).
 - ``POST <path of telegram.webhook.url>`` (webhook mode) — Telegram's updates, accepted only
   with the right ``X-Telegram-Bot-Api-Secret-Token`` (compared in constant time; missing or
   wrong: 401 and nothing runs), answered 200 as soon as the update is queued, 503 while
@@ -30,9 +30,9 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from aiohttp import web
 
@@ -54,6 +54,10 @@ AcceptUpdate = Callable[[dict[str, Any]], Awaitable[bool]]
 # Alertmanager labels that may name an opsbot target, in order of preference.
 TARGET_LABELS = ("target", "service", "job", "container")
 MAX_SUMMARY_CHARS = 2000
+
+
+class Routes(Protocol):
+    def add_routes(self, app: web.Application) -> None: ...
 
 
 class _Rejected(Exception):
@@ -82,6 +86,7 @@ class WebServer:
         *,
         healthy: Healthy | None = None,
         status_page: StatusPage | None = None,
+        routes: Sequence[Routes] = (),
     ) -> None:
         self._settings = settings
         self._web = settings.web
@@ -89,6 +94,7 @@ class WebServer:
         self._metrics = metrics
         self._healthy = healthy
         self._status_page = status_page
+        self._routes = tuple(routes)
         self._token = (self._web.token.get_secret_value() if self._web.token else "").encode()
         self._hmac_secret = (
             self._web.hmac_secret.get_secret_value().encode() if self._web.hmac_secret else b""
@@ -111,6 +117,8 @@ class WebServer:
         app.router.add_get("/metrics", self._metrics_page)
         if self._status_page is not None:
             self._status_page.add_routes(app)
+        for routes in self._routes:
+            routes.add_routes(app)
         if self._telegram is not None:
             app.router.add_post(self._telegram[0], self._telegram_update)
         return app
