@@ -159,7 +159,7 @@ def parse_status(target: Target, result: ExecResult) -> Status:
     if result.exit_status == 0:
         return Status(State.OK, _first_line(result.stdout) or "exit 0")
     why = _first_line(result.stderr or result.stdout)
-    return Status(State.FAIL, f"exit {result.exit_status}: {why}")
+    return Status(State.FAIL, f"exit {result.exit_status}" + (f": {why}" if why else ""))
 
 
 def _first_line(text: str) -> str:
