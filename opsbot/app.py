@@ -26,7 +26,7 @@ from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
 from opsbot import handlers
-from opsbot.actions import operations
+from opsbot.actions import reaper
 from opsbot.actions.backups import schedule as backup_schedule
 from opsbot.alerting import monitor
 from opsbot.alerting.engine import AlertEngine
@@ -164,7 +164,7 @@ def start_reaper(application: AnyApplication, services: Services) -> None:
     assert jobs is not None
 
     async def reap(context: object) -> None:
-        await operations.reap(services, services.notifier(), application.create_task)
+        await reaper.reap(services, services.notifier(), application.create_task)
 
     # Every replica may reap (each request is claimed before it is touched); a store outage
     # is logged once, not as a traceback every round.

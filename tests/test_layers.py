@@ -65,7 +65,6 @@ BUNDLED = {
 
 #: Modules allowed over MAX_LINES, each with why it is one idea.
 LONG: dict[str, str] = {
-    "opsbot.actions.operations": "one idea: a request's life, from card to approval to result",
     "opsbot.reach.executors.ssh": "one idea: the SSH executor and its pooled connections",
     "opsbot.incidents.state": "one idea: the incident state machine, each change a swap",
     "opsbot.config": "one idea: the whole file (Settings), its loading and its errors",
@@ -210,3 +209,23 @@ def test_the_layer_table_is_checked_against_a_known_upward_import() -> None:
     assert layer("opsbot.verbs.registry") > layer("opsbot.alerting.verbs")
     assert wing("opsbot.alerting.engine") == "opsbot.alerting"
     assert ("opsbot.alerting", "opsbot.incidents") not in WINGS
+
+
+#: The lifecycle of a request: it looks each action up by the name its request stores and
+#: never names one (what differs between actions is declared on them, opsbot/actions/action.py).
+LIFECYCLE = (
+    "opsbot.actions.lifecycle", "opsbot.actions.progress", "opsbot.actions.report",
+    "opsbot.actions.reaper",
+)  # fmt: skip
+
+
+def test_the_lifecycle_knows_no_action_by_name() -> None:
+    from opsbot.actions.declared import ACTIONS
+
+    named = []
+    for module in LIFECYCLE:
+        tree = ast.parse(MODULES[module].read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in ACTIONS:
+                named.append(f"{module}:{node.lineno} {node.value!r}")
+    assert named == []

@@ -1,5 +1,7 @@
-"""Actions and approvals: restart/rollback plans (``kinds``), the operation flow
-(``operations``), approvals, step-up, known-good versions and backups.
+"""Actions and approvals: each action declared once (``action``: restart, rollback, backup,
+restore, listed in ``declared``), a request's life (``lifecycle``, ``progress``, ``report``,
+``reaper``), approvals, step-up, known-good versions, restart/rollback plans (``kinds``) and
+backups.
 
 May import reach, state and the ground; never alerting, incidents, verbs' callers or Telegram.
 """

@@ -19,6 +19,23 @@ from typing import Any, Protocol
 from opsbot.config import ApprovalPolicy, Person, Role
 from opsbot.state.store import Store
 
+#: The least role that approves a request, or denies someone else's (a requester of any
+#: role may cancel their own): /approve, the Approve button and ``decide`` all read this.
+APPROVER = Role.admin
+
+
+class Declared(Protocol):
+    """The part of an action's declaration (``action.Action``) that approvals read."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def approval(self) -> bool: ...
+
+    @property
+    def step_up(self) -> bool: ...
+
 
 class Rules(Protocol):
     """Per-target rules on top of the policy (stepup.TargetRules): approvers needed, and
@@ -28,7 +45,7 @@ class Rules(Protocol):
 
     def refusal(self, target: str, action: str, now: float) -> str | None: ...
 
-    def step_up(self, target: str, action: str) -> bool: ...
+    def step_up(self, target: str, action: str, default: bool = False) -> bool: ...
 
 
 NAMESPACE = "requests"
@@ -137,12 +154,17 @@ class Approvals:
         self.policy = policy
         self.rules = rules
 
-    def needs_approval(self, action: str) -> bool:
-        return bool(getattr(self.policy, action, True))
+    def needs_approval(self, action: Declared) -> bool:
+        """The action's declared default, unless ``approvals.<name>`` is configured."""
+        configured = getattr(self.policy, action.name, None)
+        return action.approval if configured is None else bool(configured)
 
-    def needs_step_up(self, request: Request) -> bool:
-        """A won approval of this request runs only once its approver's TOTP code arrives."""
-        return self.rules is not None and self.rules.step_up(request.target, request.action)
+    def needs_step_up(self, request: Request, action: Declared) -> bool:
+        """A won approval of this request runs only once its approver's TOTP code arrives:
+        the action's declared default, unless the step-up settings say otherwise."""
+        if self.rules is None:
+            return action.step_up
+        return self.rules.step_up(request.target, request.action, action.step_up)
 
     async def create(
         self,
@@ -301,7 +323,7 @@ class Approvals:
             return f"{request.id} expired at {moment(request.expires, now)}."
         if not approve and person.id == request.requester.id:
             return None  # requesters may always cancel their own request
-        if person.role is not Role.admin:
+        if not person.role.allows(APPROVER):
             return "Only admins can approve or deny."
         if not approve:
             return None

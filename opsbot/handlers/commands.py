@@ -14,7 +14,7 @@ from telegram.constants import ChatAction
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
-from opsbot.actions import operations
+from opsbot.actions import lifecycle
 from opsbot.actions.cards import DECLARE
 from opsbot.alerting.records import Alert
 from opsbot.alerting.verbs import ALERT_TAPS, alert_tap
@@ -174,7 +174,7 @@ class CommandHandlers:
             await self._decide(update, context, arg, approve=key == "a")
             return
         if key == DECLARE:  # Declare incident, on a failed action's card
-            toast = await operations.declare_from(self.services, caller.person, arg)
+            toast = await lifecycle.declare_from(self.services, caller.person, arg)
             await _answer(query, toast[:200])
             return
         if key == UPDATE_PROMPT:  # an incident card's Update: asks for the text as a reply
@@ -230,7 +230,7 @@ class CommandHandlers:
             if refusal is not None:
                 await query.answer(refusal[:200])
                 return
-        toast, runner = await operations.decide(
+        toast, runner = await lifecycle.decide(
             self.services, person, request_id, approve, self.services.notifier()
         )
         held = runner is not None and self.stepup is not None

@@ -1,6 +1,6 @@
 """Step-up in the chat: hold a won approval until the approver's TOTP code arrives in private.
 
-The approval tap goes through ``operations.decide`` as usual; when the request's target or
+The approval tap goes through ``lifecycle.decide`` as usual; when the request's target or
 action needs step-up, the winning tap does not run the action but ``hold``s it: the card says
 whose code it waits for, a job gives up after ``approvals.step_up_timeout``, and ``on_code``
 (a six-digit message in the approver's private chat) runs it once the code checks out.
@@ -13,7 +13,7 @@ import logging
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from opsbot.actions import operations
+from opsbot.actions import lifecycle, report
 from opsbot.actions.cards import card
 from opsbot.actions.stepup import StepUp, enrolled
 from opsbot.config import Person
@@ -32,7 +32,7 @@ class StepUpHandlers:
 
     async def _needed(self, request_id: str) -> bool:
         request = await self.services.approvals.get(request_id)
-        return request is not None and self.stepup.rules.step_up(request.target, request.action)
+        return request is not None and lifecycle.needs_step_up(self.services, request)
 
     async def refusal(self, person: Person, request_id: str) -> str | None:
         """Before an approval is recorded: why this approver cannot complete it, if so."""
@@ -81,7 +81,7 @@ class StepUpHandlers:
         if answer.run is not None:
             request = await self.services.approvals.get(answer.run)
             if request is not None:
-                await operations.perform(self.services, request, self.services.notifier())
+                await lifecycle.perform(self.services, request, self.services.notifier())
         elif answer.failed is not None:
             await self._fail(context, answer.failed, "step-up refused: too many wrong codes")
 
@@ -97,5 +97,5 @@ class StepUpHandlers:
     async def _fail(self, context: ContextTypes.DEFAULT_TYPE, request_id: str, why: str) -> None:
         done = await self.services.approvals.finish(request_id, False, why)
         if done is not None and done.chat_id is not None and done.message_id:
-            shown = card(done, next_steps=operations.offered(self.services, done))
+            shown = card(done, next_steps=report.offered(self.services, done))
             await self.services.notifier().edit(done.chat_id, done.message_id, shown)
