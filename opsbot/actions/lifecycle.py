@@ -2,9 +2,9 @@
 
 ``request`` plans an action (``declared.ACTIONS``: the lifecycle knows no action by name)
 and either runs it (when its policy needs no approval) or files an approval request and
-answers with its card. ``decide`` records an Approve/Deny tap; for the one tap that approves,
-it hands back the coroutine that performs the action, which takes the target's lock, edits
-the card with live progress and the verified result, and copies the result to the incident
+answers with its card. ``decide`` records an Approve/Deny tap and, for the one tap that
+approves, hands back the request for its caller to ``perform``: under the target's lock, the
+card edited with live progress and the verified result, the result copied to the incident
 chat. Messages go out through the ``Notifier`` port; ``reaper`` settles what a dead replica
 left behind.
 """
@@ -16,14 +16,12 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 from opsbot.actions.action import Action, Outcome
 from opsbot.actions.approvals import Request, Status
+from opsbot.actions.card_edits import CardProgress, final_card, pace_of, report, show
 from opsbot.actions.cards import card
 from opsbot.actions.declared import ACTIONS, action_of
-from opsbot.actions.progress import CardProgress, pace_of, show
-from opsbot.actions.report import final_card, report
 from opsbot.config import Person, Target
 from opsbot.errors import OpsbotError, UsageError
 from opsbot.notify import Notifier, ProgressSink
@@ -145,17 +143,15 @@ async def declare_from(services: Services, person: Person, request_id: str) -> s
 # --------------------------------------------------------------------------- deciding
 
 
-Runner = Callable[[], Awaitable[None]]
-
-
 async def decide(
     services: Services,
     person: Person,
     request_id: str,
     approve: bool,
     notifier: Notifier,
-) -> tuple[str, Runner | None]:
-    """Record a tap; returns the toast to show and, for the winning approval, the runner."""
+) -> tuple[str, Request | None]:
+    """Record a tap: the toast to show and, for the one winning approval, the request to
+    ``perform`` now (the caller's step-up may hold it for a code first)."""
     decision = await services.approvals.decide(request_id, person, approve)
     filed = decision.request
     outcome = ("approved" if approve else "denied") if decision.changed else "refused"
@@ -174,11 +170,7 @@ async def decide(
         )  # fmt: skip
     if not decision.execute or filed is None:
         return decision.message, None
-
-    async def run() -> None:
-        await perform(services, filed, notifier)
-
-    return decision.message, run
+    return decision.message, filed
 
 
 # --------------------------------------------------------------------------- performing

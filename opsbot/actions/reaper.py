@@ -13,9 +13,8 @@ from collections.abc import Awaitable, Callable
 
 from opsbot.actions.action import Outcome
 from opsbot.actions.approvals import Request, Status
+from opsbot.actions.card_edits import offered, report, show
 from opsbot.actions.lifecycle import needs_step_up, perform
-from opsbot.actions.progress import show
-from opsbot.actions.report import offered, report
 from opsbot.notify import Notifier
 from opsbot.services import Services
 

@@ -123,12 +123,12 @@ async def _decide(services: Services, caller: Caller, args: list[str], approve: 
             "then send your code to opsbot in private"
         )
     notifier = services.console_notifier or services.notifier()
-    toast, runner = await lifecycle.decide(services, caller.person, before.id, approve, notifier)
+    toast, won = await lifecycle.decide(services, caller.person, before.id, approve, notifier)
     audited()  # decide wrote the decision (or the refusal), with the request's arguments
     filed = await services.approvals.get(before.id)
     if filed is None or filed == before or filed.status is Status.expired:
         raise UsageError(toast)  # refused: not an admin, own request, expired, already done
-    if runner is None:
+    if won is None:
         return _answer(toast, filed, caller.chat_id)
     if caller.chat_id is not None and services.console_notifier is None:
         # Said now, where it was typed (threaded to the card when that is here too): queued
@@ -138,7 +138,7 @@ async def _decide(services: Services, caller: Caller, args: list[str], approve: 
         said = _answer(toast, filed, caller.chat_id)
         await notifier.send(caller.chat_id, said, thread_id=caller.thread_id, reply_to=reply_to)
         toast = ""
-    await runner()  # the card is edited with progress and the result as it runs
+    await lifecycle.perform(services, won, notifier)  # the card shows progress, then the result
     done = await services.approvals.get(before.id) or filed
     icon = "✅" if done.status is Status.done else "❌"
     result = f"{icon} {done.action} {done.target}: {done.result or done.status.value}"

@@ -230,10 +230,9 @@ class CommandHandlers:
             if refusal is not None:
                 await query.answer(refusal[:200])
                 return
-        toast, runner = await lifecycle.decide(
-            self.services, person, request_id, approve, self.services.notifier()
-        )
-        held = runner is not None and self.stepup is not None
+        notifier = self.services.notifier()
+        toast, won = await lifecycle.decide(self.services, person, request_id, approve, notifier)
+        held = won is not None and self.stepup is not None
         if held and await self.stepup.hold(context, person, request_id):  # type: ignore[union-attr]
             await _answer(query, "Approved: now send me your TOTP code in private.")
             return
@@ -241,8 +240,8 @@ class CommandHandlers:
         # hold the action for PTB's whole timeout).
         toasting = asyncio.create_task(_answer(query, toast[:200]))
         try:
-            if runner is not None:
-                await runner()
+            if won is not None:
+                await lifecycle.perform(self.services, won, notifier)
         finally:
             await toasting
 

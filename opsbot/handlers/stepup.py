@@ -13,7 +13,7 @@ import logging
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from opsbot.actions import lifecycle, report
+from opsbot.actions import card_edits, lifecycle
 from opsbot.actions.cards import card
 from opsbot.actions.stepup import StepUp, enrolled
 from opsbot.config import Person
@@ -97,5 +97,5 @@ class StepUpHandlers:
     async def _fail(self, context: ContextTypes.DEFAULT_TYPE, request_id: str, why: str) -> None:
         done = await self.services.approvals.finish(request_id, False, why)
         if done is not None and done.chat_id is not None and done.message_id:
-            shown = card(done, next_steps=report.offered(self.services, done))
+            shown = card(done, next_steps=card_edits.offered(self.services, done))
             await self.services.notifier().edit(done.chat_id, done.message_id, shown)
