@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from opsbot.config import ApprovalPolicy, Person, Role
+from opsbot.services import Wing
 from opsbot.state.store import Store
 
 #: The least role that approves a request, or denies someone else's (a requester of any
@@ -348,3 +349,7 @@ class Approvals:
             updated = change(Request.from_doc(stored.value))
             if await self.store.swap(NAMESPACE, request_id, stored.version, updated.to_doc()):
                 return updated  # type: ignore[no-any-return]
+
+
+#: The approvals in ``Services``: bound by the composition root.
+APPROVALS: Wing[Approvals] = Wing("approvals")

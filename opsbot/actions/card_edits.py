@@ -15,6 +15,7 @@ from opsbot.actions.action import Outcome
 from opsbot.actions.approvals import Request
 from opsbot.actions.cards import card, elapsed, next_steps, took
 from opsbot.actions.declared import ACTIONS
+from opsbot.incidents.state import INCIDENTS
 from opsbot.notify import Notifier, ProgressSink
 from opsbot.render import Button, Document, Reply
 from opsbot.services import Services
@@ -112,7 +113,7 @@ def offered(services: Services, done: Request) -> tuple[Button, ...]:
     """The next-step buttons a failed card offers (none on any other card)."""
     action = ACTIONS.get(done.action)
     return next_steps(
-        services.settings, done, incidents=services.incidents is not None,
+        services.settings, done, incidents=INCIDENTS.bound(services) is not None,
         falls_back=action is not None and action.falls_back,
     )  # fmt: skip
 

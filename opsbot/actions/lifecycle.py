@@ -18,12 +18,13 @@ import logging
 import time
 
 from opsbot.actions.action import Action, Outcome
-from opsbot.actions.approvals import Request, Status
+from opsbot.actions.approvals import APPROVALS, Request, Status
 from opsbot.actions.card_edits import CardProgress, final_card, pace_of, report, show
 from opsbot.actions.cards import card
 from opsbot.actions.declared import ACTIONS, action_of
 from opsbot.config import Person, Target
 from opsbot.errors import OpsbotError, UsageError
+from opsbot.incidents.state import INCIDENTS
 from opsbot.notify import Notifier, ProgressSink
 from opsbot.render import Reply
 from opsbot.services import Services
@@ -39,7 +40,7 @@ def needs_step_up(services: Services, request: Request) -> bool:
     """A won approval of this request waits for its approver's TOTP code (one of an action
     no longer declared waits for nothing: it fails when run)."""
     action = ACTIONS.get(request.action)
-    return action is not None and services.approvals.needs_step_up(request, action)
+    return action is not None and APPROVALS.of(services).needs_step_up(request, action)
 
 
 # --------------------------------------------------------------------------- requesting
@@ -62,7 +63,7 @@ async def request(
     if not person.role.allows(action.role):  # a verb may file more than one action
         raise UsageError(f"{action.name} needs the {action.role.value} role")
     planned = await action.plan(services, name, target, args)
-    approvals = services.approvals
+    approvals = APPROVALS.of(services)
     filed = await approvals.create(
         action=action.name,
         target=name,
@@ -107,7 +108,7 @@ async def retry(
 ) -> Reply:
     """File a failed (or expired) request again: the same action, target and arguments,
     planned anew and through the same approval policy, requested by ``person``."""
-    old = await services.approvals.get(request_id)
+    old = await APPROVALS.of(services).get(request_id)
     if old is None:
         raise UsageError(f"no request {request_id.upper()[:16]}")
     if old.status not in (Status.failed, Status.expired):
@@ -124,8 +125,8 @@ async def retry(
 async def declare_from(services: Services, person: Person, request_id: str) -> str:
     """Declare incident on a failed card: P2, titled after what failed, its target
     involved; the answer is the tap's toast."""
-    incidents = services.incidents
-    failed = await services.approvals.get(request_id)
+    incidents = INCIDENTS.bound(services)
+    failed = await APPROVALS.of(services).get(request_id)
     if incidents is None:
         return "Incidents are not available."
     if failed is None:
@@ -152,7 +153,7 @@ async def decide(
 ) -> tuple[str, Request | None]:
     """Record a tap: the toast to show and, for the one winning approval, the request to
     ``perform`` now (the caller's step-up may hold it for a code first)."""
-    decision = await services.approvals.decide(request_id, person, approve)
+    decision = await APPROVALS.of(services).decide(request_id, person, approve)
     filed = decision.request
     outcome = ("approved" if approve else "denied") if decision.changed else "refused"
     services.metrics.approvals_total.labels(decision=outcome).inc()
@@ -197,7 +198,7 @@ async def perform(
         return Outcome(False, "already running")
     renewing = asyncio.create_task(_renew(services, run_lease, owner))
     try:
-        started = await services.approvals.start(filed.id)
+        started = await APPROVALS.of(services).start(filed.id)
         if started is None:
             return Outcome(False, "already started")
         return await _perform(services, started, target, owner, notifier, sink)
@@ -239,7 +240,7 @@ async def _perform(
     duration = time.monotonic() - started
     summary = services.redactor.redact(outcome.summary)
     output = services.redactor.redact(outcome.output)
-    done = await services.approvals.finish(filed.id, outcome.ok, summary) or filed
+    done = await APPROVALS.of(services).finish(filed.id, outcome.ok, summary) or filed
     await services.audit.record(
         "executed", target=filed.target, action=filed.action, request=filed.id,
         who=filed.requester.name, approvers=[a.name for a in filed.approvals],

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from opsbot.actions.action import Outcome
-from opsbot.actions.approvals import Request, Status
+from opsbot.actions.approvals import APPROVALS, Request, Status
 from opsbot.actions.card_edits import offered, report, show
 from opsbot.actions.lifecycle import needs_step_up, perform
 from opsbot.notify import Notifier
@@ -32,7 +32,7 @@ async def reap(
     """Expire pending requests at their expiry; take over approved requests left without a
     run (the replica died in between)."""
     now = time.time() if now is None else now
-    approvals = services.approvals
+    approvals = APPROVALS.of(services)
     for request in await approvals.open_requests():
         if request.status is Status.pending:
             if now > request.expires and (expired := await approvals.expire(request.id, now)):
@@ -71,7 +71,7 @@ async def _settle_unrun(
     services: Services, notifier: Notifier, request: Request, reason: str
 ) -> None:
     """Mark a request that never ran as failed, with the reason on its card."""
-    done = await services.approvals.finish(request.id, False, reason)
+    done = await APPROVALS.of(services).finish(request.id, False, reason)
     if done is not None:
         log.warning("request %s: %s", done.id, reason)
         await show(notifier, done, next_steps=offered(services, done))
@@ -82,7 +82,7 @@ async def _abandoned(services: Services, notifier: Notifier, request: Request) -
         "failed: opsbot stopped while this was running, so its outcome is unknown;"
         " check the target before trying again"
     )
-    done = await services.approvals.finish(request.id, False, reason)
+    done = await APPROVALS.of(services).finish(request.id, False, reason)
     if done is None:
         return
     log.warning("request %s was running on a replica that died: marked failed", request.id)

@@ -9,7 +9,7 @@ import re
 
 from opsbot.actions import lifecycle
 from opsbot.actions.action import Action
-from opsbot.actions.approvals import APPROVER, Request, Status
+from opsbot.actions.approvals import APPROVALS, APPROVER, Request, Status
 from opsbot.actions.cards import DECLARE, RETRY, ROLLBACK, card
 from opsbot.actions.restart import RESTART
 from opsbot.actions.restart import ROLLBACK as ROLLBACK_ACTION
@@ -114,7 +114,7 @@ async def _decide(services: Services, caller: Caller, args: list[str], approve: 
     verb = "approve" if approve else "deny"
     if len(args) != 1 or not re.match(r"^[A-Za-z0-9_-]{1,64}$", args[0]):
         raise UsageError(f"usage: /{verb} ID (the id on the request's card, any case)")
-    before = await services.approvals.get(args[0])
+    before = await APPROVALS.of(services).get(args[0])
     if before is None:
         raise UsageError(f"no request {args[0].upper()[:16]}")
     if approve and lifecycle.needs_step_up(services, before):
@@ -125,7 +125,7 @@ async def _decide(services: Services, caller: Caller, args: list[str], approve: 
     notifier = services.console_notifier or services.notifier()
     toast, won = await lifecycle.decide(services, caller.person, before.id, approve, notifier)
     audited()  # decide wrote the decision (or the refusal), with the request's arguments
-    filed = await services.approvals.get(before.id)
+    filed = await APPROVALS.of(services).get(before.id)
     if filed is None or filed == before or filed.status is Status.expired:
         raise UsageError(toast)  # refused: not an admin, own request, expired, already done
     if won is None:
@@ -139,7 +139,7 @@ async def _decide(services: Services, caller: Caller, args: list[str], approve: 
         await notifier.send(caller.chat_id, said, thread_id=caller.thread_id, reply_to=reply_to)
         toast = ""
     await lifecycle.perform(services, won, notifier)  # the card shows progress, then the result
-    done = await services.approvals.get(before.id) or filed
+    done = await APPROVALS.of(services).get(before.id) or filed
     icon = "✅" if done.status is Status.done else "❌"
     result = f"{icon} {done.action} {done.target}: {done.result or done.status.value}"
     return _answer(f"{toast}\n{result}" if toast else result, done, caller.chat_id)

@@ -14,6 +14,7 @@ from telegram import Update
 from telegram.ext import ContextTypes
 
 from opsbot.actions import card_edits, lifecycle
+from opsbot.actions.approvals import APPROVALS
 from opsbot.actions.cards import card
 from opsbot.actions.stepup import StepUp, enrolled
 from opsbot.config import Person
@@ -31,7 +32,7 @@ class StepUpHandlers:
         self.stepup = StepUp(self.services.settings, self.services.store, self.services.audit)
 
     async def _needed(self, request_id: str) -> bool:
-        request = await self.services.approvals.get(request_id)
+        request = await APPROVALS.of(self.services).get(request_id)
         return request is not None and lifecycle.needs_step_up(self.services, request)
 
     async def refusal(self, person: Person, request_id: str) -> str | None:
@@ -58,7 +59,7 @@ class StepUpHandlers:
         context.job_queue.run_once(
             self._expire, timeout, data=(person, request_id), name=f"step-up-{request_id}"
         )
-        request = await self.services.approvals.get(request_id)
+        request = await APPROVALS.of(self.services).get(request_id)
         notifier = self.services.notifier()
         if request is not None and request.chat_id is not None and request.message_id:
             waiting = f"🔐 waiting for {person.name}'s TOTP code ({timeout:.0f} s, in private)"
@@ -79,7 +80,7 @@ class StepUpHandlers:
         answer = await self.stepup.answer(person, message.text.strip())
         await self.services.notifier().send(message.chat_id, Reply(text=answer.message))
         if answer.run is not None:
-            request = await self.services.approvals.get(answer.run)
+            request = await APPROVALS.of(self.services).get(answer.run)
             if request is not None:
                 await lifecycle.perform(self.services, request, self.services.notifier())
         elif answer.failed is not None:
@@ -95,7 +96,7 @@ class StepUpHandlers:
             await self._fail(context, request_id, "no step-up code in time: not run")
 
     async def _fail(self, context: ContextTypes.DEFAULT_TYPE, request_id: str, why: str) -> None:
-        done = await self.services.approvals.finish(request_id, False, why)
+        done = await APPROVALS.of(self.services).finish(request_id, False, why)
         if done is not None and done.chat_id is not None and done.message_id:
             shown = card(done, next_steps=card_edits.offered(self.services, done))
             await self.services.notifier().edit(done.chat_id, done.message_id, shown)
