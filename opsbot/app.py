@@ -28,10 +28,12 @@ from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
 from opsbot import handlers
-from opsbot.actions import operations
+from opsbot.actions import reaper
+from opsbot.actions.approvals import APPROVALS, Approvals
 from opsbot.actions.backups import schedule as backup_schedule
+from opsbot.actions.stepup import TargetRules
 from opsbot.alerting import monitor
-from opsbot.alerting.engine import AlertEngine
+from opsbot.alerting.engine import ALERT_ENGINE, AlertEngine
 from opsbot.alerting.intake import Intake
 from opsbot.alerting.scheduler import MonitorScheduler
 from opsbot.alerting.status_history import recording_ingest
@@ -42,7 +44,7 @@ from opsbot.handlers.notifier import TelegramNotifier
 from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.incidents import timeline
 from opsbot.incidents.escalation import Escalator
-from opsbot.incidents.state import Incidents
+from opsbot.incidents.state import INCIDENTS, Incidents
 from opsbot.miniapp.latency import LatencyRecorder
 from opsbot.miniapp.menu import RETRY as MENU_RETRY
 from opsbot.miniapp.menu import MenuButtons
@@ -64,6 +66,12 @@ _SERVICES, _LEASE = "opsbot.services", "opsbot.leader"  # keys in application.bo
 REAP_SECONDS = 2.0  # how often expired and stranded approval requests are settled
 
 
+def bind_approvals(services: Services) -> None:
+    """The actions wing's approvals, bound before any command can file a request."""
+    settings = services.settings
+    services.bind(APPROVALS, Approvals(services.store, settings.approvals, TargetRules(settings)))
+
+
 def build_application(settings: Settings, services: Services | None = None) -> AnyApplication:
     """An Application wired to opsbot's handlers, ready for ``run_polling`` or manual start."""
     telegram = settings.telegram
@@ -73,6 +81,7 @@ def build_application(settings: Settings, services: Services | None = None) -> A
             "without one, try `opsbot console`"
         )
     services = services or Services.build(settings)
+    bind_approvals(services)
 
     async def heartbeat(context: object = None) -> None:
         """Proof of a live event loop, for the container's HEALTHCHECK."""
@@ -170,7 +179,7 @@ def start_reaper(application: AnyApplication, services: Services) -> None:
     assert jobs is not None
 
     async def reap(context: object) -> None:
-        await operations.reap(services, services.notifier(), application.create_task)
+        await reaper.reap(services, services.notifier(), application.create_task)
 
     # Every replica may reap (each request is claimed before it is touched); a store outage
     # is logged once, not as a traceback every round.
@@ -188,7 +197,7 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     topics = TelegramNotifier(application.bot, services.redactor).create_topic
     notifier = OutboxNotifier(services.outbox, services.redactor, Priority.alert, topics=topics)
     engine = AlertEngine(services.store, settings, notifier, metrics=services.metrics)
-    services.alerts = engine
+    services.bind(ALERT_ENGINE, engine)
 
     async def health(names: Sequence[str]) -> str:
         known = {n: settings.targets[n] for n in names if n in settings.targets}
@@ -196,7 +205,7 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
         return " · ".join(f"{r.state.icon} {r.target}" for r in results)
 
     incidents = Incidents(services.store, settings, notifier, health=health)
-    services.incidents = incidents
+    services.bind(INCIDENTS, incidents)
     services.audit.listeners.append(timeline.audit_listener(incidents))
     ingest = recording_ingest(services.store, timeline.noting_ingest(incidents, engine.ingest))
     escalator = Escalator(services.store, settings, notifier, incidents, engine)

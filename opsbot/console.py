@@ -22,12 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from opsbot.alerting.engine import AlertEngine
+from opsbot.actions.approvals import APPROVALS, Approvals
+from opsbot.actions.stepup import TargetRules
+from opsbot.alerting.engine import ALERT_ENGINE, AlertEngine
 from opsbot.catalog import dispatch_outcome
 from opsbot.config import Role, Settings
 from opsbot.errors import ConfigError
 from opsbot.incidents import timeline
-from opsbot.incidents.state import Incidents
+from opsbot.incidents.state import INCIDENTS, Incidents
 from opsbot.reach.checks import check_all
 from opsbot.render import Reply
 from opsbot.services import Services
@@ -104,8 +106,11 @@ def console_caller(settings: Settings, as_name: str | None) -> Caller:
 
 
 def attach_services(services: Services, notifier: PrintNotifier) -> None:
-    """The alert engine and incidents over the same store, posting through the printer."""
+    """The approvals, the alert engine and incidents over the same store, posting through
+    the printer."""
     settings = services.settings
+    rules = TargetRules(settings)
+    services.bind(APPROVALS, Approvals(services.store, settings.approvals, rules))
 
     async def health(names: Sequence[str]) -> str:
         known = {n: settings.targets[n] for n in names if n in settings.targets}
@@ -113,9 +118,10 @@ def attach_services(services: Services, notifier: PrintNotifier) -> None:
         return " · ".join(f"{r.state.icon} {r.target}" for r in results)
 
     services.console_notifier = notifier
-    services.alerts = AlertEngine(services.store, settings, notifier, metrics=services.metrics)
+    engine = AlertEngine(services.store, settings, notifier, metrics=services.metrics)
+    services.bind(ALERT_ENGINE, engine)
     incidents = Incidents(services.store, settings, notifier, health=health)
-    services.incidents = incidents
+    services.bind(INCIDENTS, incidents)
     services.audit.listeners.append(timeline.audit_listener(incidents))
 
 

@@ -1,7 +1,11 @@
-"""The typed bundle of everything the verbs use, built once from the configuration.
+"""The typed bundle of what lies below the wings, built once from the configuration.
 
 Nothing connects here at construction time: SSH connections and Docker clients open on first
 use and are pooled; ``close`` ends them all (called from the application's shutdown).
+
+The wings' own objects (the approvals, the alert engine, the incidents) are not built here:
+the composition root (``app.py``, ``console.py``) builds them and binds each under its wing's
+typed key (a :class:`Wing`, declared in the wing), so this module imports no wing.
 """
 
 from __future__ import annotations
@@ -11,16 +15,12 @@ import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import httpx
 
-from opsbot.actions.approvals import Approvals
-from opsbot.actions.stepup import TargetRules
-from opsbot.alerting.engine import AlertEngine
 from opsbot.config import DockerEndpoint, LocalEndpoint, Settings, SSHEndpoint
 from opsbot.errors import ConfigError
-from opsbot.incidents.state import Incidents
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
 from opsbot.reach.checks import CHECKS_IN_FLIGHT
@@ -80,25 +80,51 @@ def ssh_host(
     )
 
 
+T = TypeVar("T")
+
+
+class Wing(Generic[T]):
+    """The typed key of one wing object in ``Services``: declared by its wing (e.g.
+    ``alerting.engine.ALERTS``), bound by the composition root, read by the wing's verbs and
+    the faces. Some are bound only once the bot runs (the alert engine needs a notifier)."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"Wing({self.what!r})"
+
+    def bound(self, services: Services) -> T | None:
+        """The bound object, or None while nothing is bound (not yet, or not here)."""
+        return cast("T | None", services._wings.get(self))
+
+    def of(self, services: Services) -> T:
+        """The bound object; binding it is the composition root's job, so a miss is a bug."""
+        found = self.bound(services)
+        if found is None:
+            raise LookupError(f"no {self.what} bound: the composition root binds it")
+        return found
+
+
 @dataclass
 class Services:
     settings: Settings
     redactor: Redactor
     store: Store
     audit: Audit
-    approvals: Approvals
     http: httpx.AsyncClient
     outbox: Outbox
     local: LocalExecutor = field(default_factory=LocalExecutor)
     metrics: Metrics = field(default_factory=Metrics)
-    alerts: AlertEngine | None = None  # built once a notifier exists (the bot's post_init)
-    incidents: Incidents | None = None  # likewise
     console_notifier: Notifier | None = None  # the console's printer: it runs no outbox worker
     # Background work to stop before the pools close (the monitor's rounds), newest first.
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _docker: dict[str, DockerEngine] = field(default_factory=dict)
     _executors: dict[str, Executor] = field(default_factory=dict)
     _ssh: SSHPool | None = None
+    _wings: dict[Wing[Any], object] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -109,7 +135,6 @@ class Services:
             redactor=redactor,
             store=store,
             audit=Audit(store),
-            approvals=Approvals(store, settings.approvals, TargetRules(settings)),
             http=httpx.AsyncClient(follow_redirects=False, limits=HTTP_LIMITS),
             outbox=Outbox(
                 store,
@@ -117,6 +142,10 @@ class Services:
                 window=settings.telegram.group_window,
             ),
         )
+
+    def bind(self, wing: Wing[T], value: T) -> None:
+        """Bind a wing's object (the composition root's job; a second bind replaces it)."""
+        self._wings[wing] = value
 
     def notifier(self, priority: Priority = Priority.reply) -> OutboxNotifier:
         """The one way out to the chat: the outbox, redacted, at ``priority``."""

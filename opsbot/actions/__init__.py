@@ -1,5 +1,8 @@
-"""Actions and approvals: restart/rollback plans (``kinds``), the operation flow
-(``operations``), approvals, step-up, known-good versions and backups.
+"""Actions and approvals: each action declared once (``action``: restart, rollback, backup,
+restore, listed in ``declared``), a request's life (``lifecycle``, ``card_edits``,
+``reaper``), approvals, step-up, known-good versions, restart/rollback plans (``kinds``) and
+backups.
 
-May import reach, state and the ground; never alerting, incidents, verbs' callers or Telegram.
+May import the bundle, reach, state and the ground, alerting (a failed scheduled backup
+alerts) and incidents (a failed card's Declare incident); never the verbs' callers or Telegram.
 """

@@ -17,7 +17,25 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from opsbot.config import ApprovalPolicy, Person, Role
+from opsbot.services import Wing
 from opsbot.state.store import Store
+
+#: The least role that approves a request, or denies someone else's (a requester of any
+#: role may cancel their own): /approve, the Approve button and ``decide`` all read this.
+APPROVER = Role.admin
+
+
+class Declared(Protocol):
+    """The part of an action's declaration (``action.Action``) that approvals read."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def approval(self) -> bool: ...
+
+    @property
+    def step_up(self) -> bool: ...
 
 
 class Rules(Protocol):
@@ -28,7 +46,7 @@ class Rules(Protocol):
 
     def refusal(self, target: str, action: str, now: float) -> str | None: ...
 
-    def step_up(self, target: str, action: str) -> bool: ...
+    def step_up(self, target: str, action: str, default: bool = False) -> bool: ...
 
 
 NAMESPACE = "requests"
@@ -137,12 +155,17 @@ class Approvals:
         self.policy = policy
         self.rules = rules
 
-    def needs_approval(self, action: str) -> bool:
-        return bool(getattr(self.policy, action, True))
+    def needs_approval(self, action: Declared) -> bool:
+        """The action's declared default, unless ``approvals.<name>`` is configured."""
+        configured = getattr(self.policy, action.name, None)
+        return action.approval if configured is None else bool(configured)
 
-    def needs_step_up(self, request: Request) -> bool:
-        """A won approval of this request runs only once its approver's TOTP code arrives."""
-        return self.rules is not None and self.rules.step_up(request.target, request.action)
+    def needs_step_up(self, request: Request, action: Declared) -> bool:
+        """A won approval of this request runs only once its approver's TOTP code arrives:
+        the action's declared default, unless the step-up settings say otherwise."""
+        if self.rules is None:
+            return action.step_up
+        return self.rules.step_up(request.target, request.action, action.step_up)
 
     async def create(
         self,
@@ -301,7 +324,7 @@ class Approvals:
             return f"{request.id} expired at {moment(request.expires, now)}."
         if not approve and person.id == request.requester.id:
             return None  # requesters may always cancel their own request
-        if person.role is not Role.admin:
+        if not person.role.allows(APPROVER):
             return "Only admins can approve or deny."
         if not approve:
             return None
@@ -326,3 +349,7 @@ class Approvals:
             updated = change(Request.from_doc(stored.value))
             if await self.store.swap(NAMESPACE, request_id, stored.version, updated.to_doc()):
                 return updated  # type: ignore[no-any-return]
+
+
+#: The approvals in ``Services``: bound by the composition root.
+APPROVALS: Wing[Approvals] = Wing("approvals")

@@ -90,10 +90,13 @@ def elapsed(seconds: float) -> str:
     return f"{whole // 60} min {whole % 60} s" if whole >= 60 else f"{whole} s"
 
 
-def next_steps(settings: Settings, request: Request, incidents: bool) -> tuple[Button, ...]:
+def next_steps(
+    settings: Settings, request: Request, incidents: bool, falls_back: bool = False
+) -> tuple[Button, ...]:
     """What a failed card offers, only what exists for its target: Logs, Retry (the same
-    request filed again, through the same approval policy), Rollback (after a failed
-    restart, where the target has one) and Declare incident (where incidents are on)."""
+    request filed again, through the same approval policy), Rollback (after an action that
+    ``falls_back``, a restart, where the target has one) and Declare incident (where
+    incidents are on)."""
     target = settings.targets.get(request.target)
     if target is None:  # gone from the configuration: nothing here can act on it
         return ()
@@ -101,7 +104,7 @@ def next_steps(settings: Settings, request: Request, incidents: bool) -> tuple[B
     if has_logs(target):
         buttons.append(Button("📜 Logs", f"l:{request.target}"))
     buttons.append(Button("🔁 Retry", f"{RETRY}:{request.id}"))
-    if request.action == "restart" and has_rollback(target):
+    if falls_back and has_rollback(target):
         buttons.append(Button("⏪ Rollback", f"{ROLLBACK}:{request.target}"))
     if incidents:
         buttons.append(Button("🚨 Declare incident", f"{DECLARE}:{request.id}"))

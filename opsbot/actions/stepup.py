@@ -59,13 +59,14 @@ class TargetRules:
         own = self._own(target)[0]
         return own if own is not None else self.settings.approvals.required
 
-    def step_up(self, target: str, action: str) -> bool:
+    def step_up(self, target: str, action: str, default: bool = False) -> bool:
+        """The target's own setting, else the global one, else the action's ``default``."""
         policy = self.settings.approvals
         own = self._own(target)[1]
         if own is not None:
             return own == "totp"
         if policy.step_up != "totp":
-            return False
+            return default
         return not policy.step_up_actions or action in policy.step_up_actions
 
     def refusal(self, target: str, action: str, now: float) -> str | None:

@@ -1,14 +1,18 @@
 """The action verbs: /restart, /rollback (and a k8s target's revisions), /approve, /deny,
-and the Approve/Deny buttons. Each destructive verb files a request with ``operations``.
+and the Approve/Deny buttons. Each verb files its action (``restart.RESTART``, …) with
+``lifecycle``; its role and destructiveness are the action's, as declared.
 """
 
 from __future__ import annotations
 
 import re
 
-from opsbot.actions import operations
-from opsbot.actions.approvals import Request, Status
+from opsbot.actions import lifecycle
+from opsbot.actions.action import Action
+from opsbot.actions.approvals import APPROVALS, APPROVER, Request, Status
 from opsbot.actions.cards import DECLARE, RETRY, ROLLBACK, card
+from opsbot.actions.restart import RESTART
+from opsbot.actions.restart import ROLLBACK as ROLLBACK_ACTION
 from opsbot.config import K8sTarget, Role, Target
 from opsbot.errors import OpsbotError, UsageError
 from opsbot.reach.targets import k8s_revisions
@@ -25,11 +29,11 @@ from opsbot.verbs.registry import (
 )
 
 
-async def _destructive(action: str, services: Services, caller: Caller, args: list[str]) -> Reply:
+async def _file(action: Action, services: Services, caller: Caller, args: list[str]) -> Reply:
     if len(args) != 1:
-        raise UsageError(f"usage: /{action} TARGET")
+        raise UsageError(f"usage: /{action.verb} TARGET")
     name, target = parse_target(services, args[0])
-    filed = await operations.request(
+    filed = await lifecycle.request(
         services, caller.person, action, name, target, (),
         chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
     )  # fmt: skip
@@ -39,7 +43,7 @@ async def _destructive(action: str, services: Services, caller: Caller, args: li
 
 async def restart(services: Services, caller: Caller, args: list[str]) -> Reply:
     """/restart TARGET"""
-    return await _destructive("restart", services, caller, args)
+    return await _file(RESTART, services, caller, args)
 
 
 _REVISION = re.compile(r"^[1-9]\d{0,8}$")
@@ -50,7 +54,7 @@ async def rollback(services: Services, caller: Caller, args: list[str]) -> Reply
     if len(args) > 2:
         raise UsageError("usage: /rollback TARGET [list | REVISION]")
     if len(args) != 2:
-        return await _destructive("rollback", services, caller, args)
+        return await _file(ROLLBACK_ACTION, services, caller, args)
     name, target = parse_target(services, args[0])
     if args[1].lower() == "list":
         return await _revisions(services, name, target)
@@ -59,8 +63,8 @@ async def rollback(services: Services, caller: Caller, args: list[str]) -> Reply
             f"usage: /rollback TARGET [list | REVISION]; a revision is a number, not "
             f"{args[1][:20]!r}"
         )
-    filed = await operations.request(
-        services, caller.person, "rollback", name, target, (args[1],),
+    filed = await lifecycle.request(
+        services, caller.person, ROLLBACK_ACTION, name, target, (args[1],),
         chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
     )  # fmt: skip
     audited()
@@ -110,21 +114,21 @@ async def _decide(services: Services, caller: Caller, args: list[str], approve: 
     verb = "approve" if approve else "deny"
     if len(args) != 1 or not re.match(r"^[A-Za-z0-9_-]{1,64}$", args[0]):
         raise UsageError(f"usage: /{verb} ID (the id on the request's card, any case)")
-    before = await services.approvals.get(args[0])
+    before = await APPROVALS.of(services).get(args[0])
     if before is None:
         raise UsageError(f"no request {args[0].upper()[:16]}")
-    if approve and services.approvals.needs_step_up(before):
+    if approve and lifecycle.needs_step_up(services, before):
         raise UsageError(
             "this request needs a TOTP step-up: tap Approve on its card, "
             "then send your code to opsbot in private"
         )
     notifier = services.console_notifier or services.notifier()
-    toast, runner = await operations.decide(services, caller.person, before.id, approve, notifier)
+    toast, won = await lifecycle.decide(services, caller.person, before.id, approve, notifier)
     audited()  # decide wrote the decision (or the refusal), with the request's arguments
-    filed = await services.approvals.get(before.id)
+    filed = await APPROVALS.of(services).get(before.id)
     if filed is None or filed == before or filed.status is Status.expired:
         raise UsageError(toast)  # refused: not an admin, own request, expired, already done
-    if runner is None:
+    if won is None:
         return _answer(toast, filed, caller.chat_id)
     if caller.chat_id is not None and services.console_notifier is None:
         # Said now, where it was typed (threaded to the card when that is here too): queued
@@ -134,8 +138,8 @@ async def _decide(services: Services, caller: Caller, args: list[str], approve: 
         said = _answer(toast, filed, caller.chat_id)
         await notifier.send(caller.chat_id, said, thread_id=caller.thread_id, reply_to=reply_to)
         toast = ""
-    await runner()  # the card is edited with progress and the result as it runs
-    done = await services.approvals.get(before.id) or filed
+    await lifecycle.perform(services, won, notifier)  # the card shows progress, then the result
+    done = await APPROVALS.of(services).get(before.id) or filed
     if not toast and done.message_id is not None and done.chat_id == caller.chat_id:
         return Reply(text="")  # "Approved: running." was said; the card here shows the result
     icon = "✅" if done.status is Status.done else "❌"
@@ -155,7 +159,7 @@ async def retry(services: Services, caller: Caller, args: list[str]) -> Reply:
     """/retry ID: a failed card's Retry, typed: the same request filed again."""
     if len(args) != 1 or not re.match(r"^[A-Za-z0-9_-]{1,64}$", args[0]):
         raise UsageError("usage: /retry ID (the id on a failed request's card)")
-    filed = await operations.retry(
+    filed = await lifecycle.retry(
         services, caller.person, args[0], chat_id=caller.chat_id, thread_id=caller.thread_id,
         progress=caller.progress,
     )  # fmt: skip
@@ -165,22 +169,22 @@ async def retry(services: Services, caller: Caller, args: list[str]) -> Reply:
 
 register(
     Verb(
-        "restart",
-        Role.operator,
+        RESTART.verb,
+        RESTART.role,
         "/restart TARGET",
         "restart, verified healthy after",
         restart,
-        destructive=True,
+        destructive=RESTART.destructive,
     ),
     Verb(
-        "rollback",
-        Role.operator,
+        ROLLBACK_ACTION.verb,
+        ROLLBACK_ACTION.role,
         "/rollback TARGET [list | REVISION]",
         "back to the last known-good version (k8s: list revisions, pick one)",
         rollback,
-        destructive=True,
+        destructive=ROLLBACK_ACTION.destructive,
     ),
-    Verb("approve", Role.operator, "/approve ID", "approve a request (as a button)", approve),
+    Verb("approve", APPROVER, "/approve ID", "approve a request (as a button)", approve),
     Verb("deny", Role.operator, "/deny ID", "deny a request; your own: cancel it", deny),
     Verb(
         "retry", Role.operator, "/retry ID", "file a failed request again (same approval)",
@@ -188,11 +192,12 @@ register(
     ),
 )  # fmt: skip
 register_buttons(
-    ButtonSpec("a", Role.admin, "approve a request (a:ID)", destructive=True, audits_itself=True),
+    ButtonSpec("a", APPROVER, "approve a request (a:ID)", destructive=True, audits_itself=True),
     ButtonSpec("d", Role.operator, "deny, or cancel one's own request (d:ID)",
         audits_itself=True),
     ButtonSpec(RETRY, Role.operator, "a failed request, filed again (rt:ID)", True, "retry"),
-    ButtonSpec(ROLLBACK, Role.operator, "roll a target back (rb:TARGET)", True, "rollback"),
+    ButtonSpec(ROLLBACK, ROLLBACK_ACTION.role, "roll a target back (rb:TARGET)",
+        ROLLBACK_ACTION.destructive, ROLLBACK_ACTION.verb),
     ButtonSpec(DECLARE, Role.operator, "declare an incident from a failed request (ri:ID)",
         audits_itself=True),
 )

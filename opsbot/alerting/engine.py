@@ -89,6 +89,7 @@ from opsbot.config import Person, Settings
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
 from opsbot.render import Reply
+from opsbot.services import Wing
 from opsbot.state.store import Expect, ExpectScan, Op, Store
 
 log = logging.getLogger(__name__)
@@ -448,3 +449,7 @@ class AlertEngine:
     async def list(self, firing_only: bool = True, limit: int = 50) -> list[Alert]:
         """Firing alerts first (most severe, newest), then the others, newest first."""
         return await self.records.list(firing_only, limit)
+
+
+#: The engine in ``Services``: bound by the composition root once a notifier exists.
+ALERT_ENGINE: Wing[AlertEngine] = Wing("alert engine")

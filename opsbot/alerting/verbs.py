@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from opsbot.alerting import silences
-from opsbot.alerting.engine import AlertEngine
+from opsbot.alerting.engine import ALERT_ENGINE, AlertEngine
 from opsbot.alerting.event import Severity
 from opsbot.alerting.records import Alert, hhmm, plural, span
 from opsbot.config import Role
@@ -200,7 +200,7 @@ SILENCE_BUTTON_SECONDS = 3600
 async def alert_tap(services: Services, caller: Caller, key: str, alert_id: str) -> str:
     """Ack, Silence 1h or Unsilence tapped on an alert's card: done, audited (one entry with
     who, what and its arguments), and the toast returned."""
-    engine = services.alerts
+    engine = ALERT_ENGINE.bound(services)
     alert = await engine.get(alert_id) if engine is not None else None
     if engine is None or alert is None:
         return "This alert is no longer known."
@@ -244,9 +244,10 @@ VERB_SPECS: tuple[tuple[str, Role, str, str, AlertVerb], ...] = (
 
 def _bound(verb: AlertVerb) -> Handler:
     async def run(services: Services, caller: Caller, args: list[str]) -> Reply:
-        if services.alerts is None:
+        engine = ALERT_ENGINE.bound(services)
+        if engine is None:
             raise UsageError("alerts are handled by the running bot (opsbot run), not here")
-        return await verb(services.alerts, services, caller, args)
+        return await verb(engine, services, caller, args)
 
     return run
 

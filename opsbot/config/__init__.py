@@ -120,10 +120,12 @@ class ApprovalPolicy(_Model):
         default=False, description="A single-admin team may approve its own requests."
     )
     ttl: Seconds = Field(default=600.0, description="Unapproved requests expire after this.")
-    restart: bool = True
-    rollback: bool = True
-    restore: bool = True
-    backup: bool = Field(default=False, description="Backups are not destructive by default.")
+    # Per action: needs approval? Unset, each action's own declaration decides
+    # (opsbot/actions/action.py: restart, rollback and restore do; a backup does not).
+    restart: bool | None = None
+    rollback: bool | None = None
+    restore: bool | None = None
+    backup: bool | None = Field(default=None, description="Backups need none by default.")
     step_up: Literal["none", "totp"] = Field(
         default="none",
         description="totp: after Approve, the approver sends a TOTP code in a private chat.",

@@ -14,8 +14,10 @@ from telegram.constants import ChatAction
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
-from opsbot.actions import operations
+from opsbot.actions import lifecycle
+from opsbot.actions.approvals import APPROVALS
 from opsbot.actions.cards import DECLARE
+from opsbot.alerting.engine import ALERT_ENGINE
 from opsbot.alerting.records import Alert
 from opsbot.alerting.verbs import ALERT_TAPS, alert_tap
 from opsbot.errors import UsageError
@@ -25,6 +27,7 @@ from opsbot.handlers.stepup import StepUpHandlers
 from opsbot.incidents.card import UPDATE_PROMPT, update_prompt
 from opsbot.incidents.from_alert import brief_title, severity_prompt
 from opsbot.incidents.records import Incident
+from opsbot.incidents.state import INCIDENTS
 from opsbot.render import Reply
 from opsbot.state import prompts
 from opsbot.state.outbox import Outbox
@@ -128,7 +131,7 @@ class CommandHandlers:
                         message.chat_id, reply, thread, reply_to=message.message_id, claim=claim
                     )
                 elif reply.request_id is not None:
-                    await self.services.approvals.attach_message(reply.request_id, ref)
+                    await APPROVALS.of(self.services).attach_message(reply.request_id, ref)
             if claim is not None and not await claim:  # a copy answered elsewhere: no trail
                 trail.clear()
 
@@ -147,7 +150,7 @@ class CommandHandlers:
         ``ref``: the message's, when something was filed under it first."""
         ref = ref or Outbox.new_ref()
         if reply.request_id is not None:
-            await self.services.approvals.attach_message(reply.request_id, ref)
+            await APPROVALS.of(self.services).attach_message(reply.request_id, ref)
         notifier = self.services.notifier()
         await notifier.send(
             chat_id, reply, thread_id=thread, ref=ref, reply_to=reply_to, claim=claim
@@ -179,7 +182,7 @@ class CommandHandlers:
             await self._decide(update, context, arg, approve=key == "a")
             return
         if key == DECLARE:  # Declare incident, on a failed action's card
-            toast = await operations.declare_from(self.services, caller.person, arg)
+            toast = await lifecycle.declare_from(self.services, caller.person, arg)
             await _answer(query, toast[:200])
             return
         if key == UPDATE_PROMPT:  # an incident card's Update: asks for the text as a reply
@@ -207,7 +210,7 @@ class CommandHandlers:
 
     async def _ask_update(self, query: CallbackQuery, caller: Caller, incident_id: str) -> None:
         """Post the prompt in reply to the card, filed first so its reply finds the incident."""
-        incidents, message = self.services.incidents, query.message
+        incidents, message = INCIDENTS.bound(self.services), query.message
         incident = await incidents.get(incident_id) if incidents is not None else None
         if incident is None or message is None:
             await _answer(query, f"No incident {incident_id[:20]} is known.")
@@ -235,10 +238,9 @@ class CommandHandlers:
             if refusal is not None:
                 await query.answer(refusal[:200])
                 return
-        toast, runner = await operations.decide(
-            self.services, person, request_id, approve, self.services.notifier()
-        )
-        held = runner is not None and self.stepup is not None
+        notifier = self.services.notifier()
+        toast, won = await lifecycle.decide(self.services, person, request_id, approve, notifier)
+        held = won is not None and self.stepup is not None
         if held and await self.stepup.hold(context, person, request_id):  # type: ignore[union-attr]
             await _answer(query, "Approved: now send me your TOTP code in private.")
             return
@@ -246,8 +248,8 @@ class CommandHandlers:
         # hold the action for PTB's whole timeout).
         toasting = asyncio.create_task(_answer(query, toast[:200]))
         try:
-            if runner is not None:
-                await runner()
+            if won is not None:
+                await lifecycle.perform(self.services, won, notifier)
         finally:
             await toasting
 
@@ -261,7 +263,7 @@ class CommandHandlers:
     ) -> None:
         """Alert buttons: Logs and Restart go through the verbs (Restart files a request)."""
         query = update.callback_query
-        engine = self.services.alerts
+        engine = ALERT_ENGINE.bound(self.services)
         assert query is not None
         caller = self._caller(update)
         alert = await engine.get(alert_id) if engine is not None else None
@@ -303,7 +305,7 @@ class CommandHandlers:
 
     async def _declared_for(self, alert: Alert) -> Incident | None:
         """The open incident already declared on this failure (the same brief title)."""
-        incidents = self.services.incidents
+        incidents = INCIDENTS.bound(self.services)
         if incidents is None:
             return None
         title = brief_title(alert.target, alert.summary, alert.source)
@@ -315,7 +317,7 @@ class CommandHandlers:
     ) -> tuple[str, str | None]:
         """Declare incident on an alert at the chosen severity, its target involved: the
         toast, and the incident's id when one was declared."""
-        incidents = self.services.incidents
+        incidents = INCIDENTS.bound(self.services)
         if incidents is None:
             return "Incidents are not available.", None
         targets = [alert.target] if alert.target in self.services.settings.targets else []

@@ -9,6 +9,7 @@ import time
 from telegram.error import Conflict
 from telegram.ext import ContextTypes
 
+from opsbot.alerting.engine import ALERT_ENGINE
 from opsbot.alerting.monitor import on_conflict
 from opsbot.config import Role
 from opsbot.render import Reply
@@ -28,8 +29,9 @@ class ErrorReporter:
         if isinstance(context.error, Conflict):
             # Another process polls with opsbot's own token: an alert, not a crash report.
             log.warning("409 Conflict: another poller is using this bot's token")
-            if self.services.alerts is not None:
-                await self.services.alerts.ingest([on_conflict(context.bot.username)])
+            engine = ALERT_ENGINE.bound(self.services)
+            if engine is not None:
+                await engine.ingest([on_conflict(context.bot.username)])
             return
         error_id = secrets.token_hex(4)
         if isinstance(context.error, STORE_UNREACHABLE):  # not OSError: bugs raise it too

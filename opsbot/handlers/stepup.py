@@ -1,6 +1,6 @@
 """Step-up in the chat: hold a won approval until the approver's TOTP code arrives in private.
 
-The approval tap goes through ``operations.decide`` as usual; when the request's target or
+The approval tap goes through ``lifecycle.decide`` as usual; when the request's target or
 action needs step-up, the winning tap does not run the action but ``hold``s it: the card says
 whose code it waits for, a job gives up after ``approvals.step_up_timeout``, and ``on_code``
 (a six-digit message in the approver's private chat) runs it once the code checks out.
@@ -13,7 +13,8 @@ import logging
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from opsbot.actions import operations
+from opsbot.actions import card_edits, lifecycle
+from opsbot.actions.approvals import APPROVALS
 from opsbot.actions.cards import card
 from opsbot.actions.stepup import StepUp, enrolled
 from opsbot.config import Person
@@ -31,8 +32,8 @@ class StepUpHandlers:
         self.stepup = StepUp(self.services.settings, self.services.store, self.services.audit)
 
     async def _needed(self, request_id: str) -> bool:
-        request = await self.services.approvals.get(request_id)
-        return request is not None and self.stepup.rules.step_up(request.target, request.action)
+        request = await APPROVALS.of(self.services).get(request_id)
+        return request is not None and lifecycle.needs_step_up(self.services, request)
 
     async def refusal(self, person: Person, request_id: str) -> str | None:
         """Before an approval is recorded: why this approver cannot complete it, if so."""
@@ -58,7 +59,7 @@ class StepUpHandlers:
         context.job_queue.run_once(
             self._expire, timeout, data=(person, request_id), name=f"step-up-{request_id}"
         )
-        request = await self.services.approvals.get(request_id)
+        request = await APPROVALS.of(self.services).get(request_id)
         notifier = self.services.notifier()
         if request is not None and request.chat_id is not None and request.message_id:
             waiting = f"🔐 waiting for {person.name}'s TOTP code ({timeout:.0f} s, in private)"
@@ -79,9 +80,9 @@ class StepUpHandlers:
         answer = await self.stepup.answer(person, message.text.strip())
         await self.services.notifier().send(message.chat_id, Reply(text=answer.message))
         if answer.run is not None:
-            request = await self.services.approvals.get(answer.run)
+            request = await APPROVALS.of(self.services).get(answer.run)
             if request is not None:
-                await operations.perform(self.services, request, self.services.notifier())
+                await lifecycle.perform(self.services, request, self.services.notifier())
         elif answer.failed is not None:
             await self._fail(context, answer.failed, "step-up refused: too many wrong codes")
 
@@ -95,7 +96,7 @@ class StepUpHandlers:
             await self._fail(context, request_id, "no step-up code in time: not run")
 
     async def _fail(self, context: ContextTypes.DEFAULT_TYPE, request_id: str, why: str) -> None:
-        done = await self.services.approvals.finish(request_id, False, why)
+        done = await APPROVALS.of(self.services).finish(request_id, False, why)
         if done is not None and done.chat_id is not None and done.message_id:
-            shown = card(done, next_steps=operations.offered(self.services, done))
+            shown = card(done, next_steps=card_edits.offered(self.services, done))
             await self.services.notifier().edit(done.chat_id, done.message_id, shown)

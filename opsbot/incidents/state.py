@@ -69,6 +69,7 @@ from opsbot.incidents.records import (
 )
 from opsbot.notify import Notifier
 from opsbot.render import Reply
+from opsbot.services import Wing
 from opsbot.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -600,3 +601,7 @@ def _not_resolved(incident: Incident, what: str) -> None:
         raise UsageError(
             f"{incident.id} is resolved and cannot be {what}; /incident reopen {incident.id}"
         )
+
+
+#: The incidents in ``Services``: bound by the composition root once a notifier exists.
+INCIDENTS: Wing[Incidents] = Wing("incidents")

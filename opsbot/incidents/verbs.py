@@ -31,7 +31,7 @@ from opsbot.incidents.records import (
     normalize_id,
     normalize_severity,
 )
-from opsbot.incidents.state import Incidents
+from opsbot.incidents.state import INCIDENTS, Incidents
 from opsbot.render import Document, Reply, plural
 from opsbot.verbs.registry import ButtonSpec, Caller, Verb, listing, register, register_buttons
 
@@ -252,9 +252,10 @@ VERB_SPEC = ("incident", Role.viewer, USAGE, SUMMARY, incident_verb)
 
 async def incident(services: Services, caller: Caller, args: list[str]) -> Reply:
     """/incident …"""
-    if services.incidents is None:
+    incidents = INCIDENTS.bound(services)
+    if incidents is None:
         raise UsageError("incidents are handled by the running bot (opsbot run), not here")
-    return await incident_verb(services.incidents, services, caller, args)
+    return await incident_verb(incidents, services, caller, args)
 
 
 register(Verb(*VERB_SPEC[:4], incident))

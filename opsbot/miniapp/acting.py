@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opsbot.actions.approvals import APPROVALS
 from opsbot.alerting.verbs import alert_tap
 from opsbot.config import Person
 from opsbot.render import Reply
@@ -106,7 +107,7 @@ class Acting:
         """As the chat posts a command's answer: a card's message is recorded first."""
         ref = Outbox.new_ref()
         if reply.request_id is not None:
-            await self._services.approvals.attach_message(reply.request_id, ref)
+            await APPROVALS.of(self._services).attach_message(reply.request_id, ref)
         await self._services.notifier().send(chat_id, reply, ref=ref)
 
     async def _soon(self, work: Any) -> Answer:

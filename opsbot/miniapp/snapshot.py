@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from opsbot.actions.approvals import Status
+from opsbot.actions.approvals import APPROVALS, Status
 from opsbot.actions.backups.records import list_backups, source_of
 from opsbot.alerting import status_history
 from opsbot.alerting.buttons import can_restart
+from opsbot.alerting.engine import ALERT_ENGINE
 from opsbot.config import Person, Role
+from opsbot.incidents.state import INCIDENTS
 from opsbot.miniapp import latency
 from opsbot.services import Services
 
@@ -70,7 +72,8 @@ async def _targets(services: Services, person: Person, now: float) -> list[dict[
 
 
 async def _alerts(services: Services, person: Person) -> list[dict[str, Any]]:
-    if services.alerts is None:
+    engine = ALERT_ENGINE.bound(services)
+    if engine is None:
         return []
     operator = person.role.allows(Role.operator)
     return [
@@ -88,13 +91,14 @@ async def _alerts(services: Services, person: Person) -> list[dict[str, Any]]:
                 "silence": operator and a.silence_id is None and not a.silenced,
             },
         }
-        for a in await services.alerts.list(firing_only=True, limit=50)
+        for a in await engine.list(firing_only=True, limit=50)
         if a.firing
     ]
 
 
 async def _incidents(services: Services, person: Person) -> list[dict[str, Any]]:
-    if services.incidents is None:
+    incidents = INCIDENTS.bound(services)
+    if incidents is None:
         return []
     operator = person.role.allows(Role.operator)
     return [
@@ -112,14 +116,14 @@ async def _incidents(services: Services, person: Person) -> list[dict[str, Any]]
             ],
             "can": {"update": operator},
         }
-        for i in await services.incidents.list(open_first=True, limit=20)
+        for i in await incidents.list(open_first=True, limit=20)
         if not i.resolved
     ]
 
 
 async def _requests(services: Services, person: Person) -> list[dict[str, Any]]:
     admin = person.role.allows(Role.admin)
-    found = sorted(await services.approvals.open_requests(), key=lambda r: r.requester.at)
+    found = sorted(await APPROVALS.of(services).open_requests(), key=lambda r: r.requester.at)
     return [
         {
             "id": r.id,

@@ -13,6 +13,7 @@ import re
 import time
 
 from opsbot.actions import kinds as actions
+from opsbot.alerting.engine import ALERT_ENGINE
 from opsbot.alerting.records import Alert
 from opsbot.config import Role, Target
 from opsbot.errors import OpsbotError, UsageError
@@ -92,10 +93,11 @@ BUTTONED_TARGETS = 3
 
 async def _firing(services: Services) -> list[Alert]:
     """The alerts firing now (none without an alert engine, or while the store is away)."""
-    if services.alerts is None:
+    engine = ALERT_ENGINE.bound(services)
+    if engine is None:
         return []
     try:
-        return [a for a in await services.alerts.list(firing_only=True) if a.firing]
+        return [a for a in await engine.list(firing_only=True) if a.firing]
     except Exception as exc:  # the health answer matters more than the alerts' count
         log.warning("/health without the firing alerts: %s", exc)
         return []

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from opsbot.alerting.delivery import alert_text
-from opsbot.alerting.engine import AlertEngine
+from opsbot.alerting.engine import ALERT_ENGINE, AlertEngine
 from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.alerting.records import Alert
 from opsbot.state.outbox import Priority
@@ -64,8 +64,7 @@ async def chat(fake: FakeBotAPI, tmp_path: Path) -> AsyncIterator[ChatSession]:
 
 
 def engine_of(chat: ChatSession) -> AlertEngine:
-    assert chat.services.alerts is not None
-    return chat.services.alerts
+    return ALERT_ENGINE.of(chat.services)
 
 
 def event(i: int, status: Literal["firing", "resolved"] = "firing") -> AlertEvent:

@@ -19,7 +19,7 @@ from typing import Literal
 import pytest
 import pytest_asyncio
 
-from opsbot.alerting.engine import AlertEngine
+from opsbot.alerting.engine import ALERT_ENGINE, AlertEngine
 from opsbot.alerting.event import AlertEvent, Severity
 from tests.factories import (
     BOB,
@@ -68,8 +68,7 @@ async def chat(fake: FakeBotAPI, tmp_path: Path) -> AsyncIterator[ChatSession]:
 
 
 def engine_of(chat: ChatSession) -> AlertEngine:
-    assert chat.services.alerts is not None
-    return chat.services.alerts
+    return ALERT_ENGINE.of(chat.services)
 
 
 def am_event(i: int, status: Literal["firing", "resolved"] = "firing") -> AlertEvent:

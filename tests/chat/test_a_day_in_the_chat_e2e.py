@@ -28,6 +28,7 @@ import pytest
 
 from opsbot.actions.backups import schedule as backup_schedule
 from opsbot.alerting.buttons import BACKUP_NOW
+from opsbot.alerting.engine import ALERT_ENGINE
 from tests.factories import (
     ALICE,
     BOB,
@@ -381,7 +382,7 @@ async def afternoon(chat: ChatSession, day: Day) -> None:
     assert not [m.text for m in chat.bot_messages(INCIDENTS) if "RPO" in (m.text or "")]
     for where in (OPS, INCIDENTS):
         assert not [m for m in chat.bot_messages(where) if BACKUP_NOW in buttons(m)]
-    engine = chat.services.alerts
+    engine = ALERT_ENGINE.bound(chat.services)
     assert engine is not None
     firing = await engine.list(firing_only=True, limit=100)
     assert not [a for a in firing if a.source == backup_schedule.SOURCE]

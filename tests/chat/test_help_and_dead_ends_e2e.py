@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from opsbot.alerting.engine import ALERT_ENGINE
 from opsbot.alerting.event import AlertEvent, Severity
 from tests.factories import (
     ALICE,
@@ -248,7 +249,7 @@ async def test_health_offers_logs_and_restart_beside_failing_targets_only_where_
 
 
 async def test_health_headline_agrees_with_what_is_firing(chat: ChatSession) -> None:
-    engine = chat.services.alerts
+    engine = ALERT_ENGINE.bound(chat.services)
     assert engine is not None
     await engine.ingest([
         AlertEvent(

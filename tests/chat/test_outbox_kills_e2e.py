@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from opsbot.actions.approvals import APPROVALS
 from opsbot.config import Settings
 from opsbot.services import Services
 from tests.factories import (
@@ -145,7 +146,7 @@ async def test_stopped_after_the_approval_won_and_before_the_run(
     settings = settings_for(fake, tmp_path, redis_server)
     async with running_opsbot(fake, settings) as chat:
         card = await ask_restart(chat)
-        decision = await chat.services.approvals.decide(
+        decision = await APPROVALS.of(chat.services).decide(
             request_id(card), bob(chat.services), approve=True, now=time.time() - 30
         )
         assert decision.execute
@@ -164,7 +165,7 @@ async def test_stopped_mid_run_is_marked_failed_with_the_reason_and_never_rerun(
     settings = settings_for(fake, tmp_path, redis_server)
     async with running_opsbot(fake, settings) as chat:
         card = await ask_restart(chat)
-        approvals = chat.services.approvals
+        approvals = APPROVALS.of(chat.services)
         await approvals.decide(request_id(card), bob(chat.services), approve=True)
         assert await approvals.start(request_id(card)) is not None  # then the replica died
     async with running_opsbot(fake, settings):
@@ -194,7 +195,7 @@ async def test_stopped_before_the_final_edit_was_delivered(
 
 
 async def _done_in_store(services: Services, request: str) -> bool:
-    filed = await services.approvals.get(request)
+    filed = await APPROVALS.of(services).get(request)
     return filed is not None and filed.status.value == "done"
 
 

@@ -140,7 +140,7 @@ def test_console_approvals_follow_the_policy_across_consoles(tmp_path: Path) -> 
     own = console("alice", approve)
     assert own.returncode == 1 and "cannot approve your own request" in own.stdout
     viewer = console("carol", approve)
-    assert viewer.returncode == 1 and "/approve needs the operator role" in viewer.stdout
+    assert viewer.returncode == 1 and "/approve needs the admin role" in viewer.stdout
     assert not marker.exists()
 
     approved = console("bob", approve)

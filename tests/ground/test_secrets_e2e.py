@@ -31,6 +31,8 @@ import httpx
 import pytest
 import redis
 
+from opsbot.alerting.engine import ALERT_ENGINE
+from opsbot.incidents.state import INCIDENTS
 from opsbot.redact import MASK, Redactor, install_log_redaction
 from tests.factories import (
     ALICE,
@@ -196,7 +198,7 @@ async def test_no_sink_holds_a_secret(
     async with running_opsbot(fake, settings) as chat:
         await push_every_secret(chat, log)
         shown = await chat.ask("/logs canary 100", chat=ALICE_PRIVATE)
-        engine, incidents = chat.services.alerts, chat.services.incidents
+        engine, incidents = ALERT_ENGINE.bound(chat.services), INCIDENTS.bound(chat.services)
         assert engine is not None and incidents is not None
 
         async def settled() -> bool:

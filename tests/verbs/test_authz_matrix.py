@@ -22,11 +22,13 @@ import pytest
 import pytest_asyncio
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
+from opsbot.alerting.engine import ALERT_ENGINE
 from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.app import AnyApplication, build_application
 from opsbot.catalog import BUTTONS, VERBS
 from opsbot.config import Role
 from opsbot.handlers.gate import REFUSAL
+from opsbot.incidents.state import INCIDENTS
 from opsbot.services import Services
 from tests.factories import (
     ALICE,
@@ -310,7 +312,7 @@ async def run_verb_cell(matrix: Matrix, verb: str, actor: str) -> Cell:
 async def run_button_cell(matrix: Matrix, key: str, actor: str, alert: str) -> Cell:
     cell = Cell(f"button {key}", actor, expected_button(actor, key))
     request = await matrix.request() if key in ("a", "d") else ""
-    incidents = matrix.services.incidents
+    incidents = INCIDENTS.bound(matrix.services)
     if key == "is" and incidents is not None:  # one open incident per failure: each declares
         for declared in await incidents.all():
             if not declared.resolved:
@@ -352,7 +354,7 @@ def check(cell: Cell, row_key: str, destructive: bool) -> str | None:
 async def test_every_verb_and_button_for_every_sender(matrix: Matrix) -> None:
     assert set(VERB_ARGS) == set(VERBS), "each verb needs its row in VERB_ARGS"
     assert set(BUTTON_DATA) == set(BUTTONS), "each button needs its row in BUTTON_DATA"
-    engine = matrix.services.alerts
+    engine = ALERT_ENGINE.bound(matrix.services)
     assert engine is not None
     event = AlertEvent("webhook", "matrix-1", "firing", Severity.critical, "canary down", "canary")
     await engine.ingest([event])

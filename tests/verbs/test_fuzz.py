@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
+from opsbot.alerting.engine import ALERT_ENGINE
 from opsbot.app import AnyApplication, build_application
 from opsbot.catalog import VERBS, dispatch
 from opsbot.config import Role
@@ -432,5 +433,5 @@ async def test_the_fuzzing_reached_the_verbs_and_the_host(fuzzed: Fuzzed) -> Non
     assert {"health", "logs", "restart"} <= ran, ran  # the explicit examples, at least
     assert any(e["event"] == "refused" for e in entries)
     assert fuzzed.executor.ran > 0 and fuzzed.executor.outside == []
-    alerts = await fuzzed.services.alerts.list(firing_only=False, limit=1000)  # type: ignore[union-attr]
+    alerts = await ALERT_ENGINE.of(fuzzed.services).list(firing_only=False, limit=1000)
     assert alerts, "no webhook was ever accepted"

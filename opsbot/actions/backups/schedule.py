@@ -30,9 +30,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from opsbot.actions import operations
 from opsbot.actions.backups import methods as backup_methods
 from opsbot.actions.backups import records as backups
+from opsbot.actions.backups.action import backup_executor
 from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.alerting.silences import describe as describe_duration
 from opsbot.config import Backup, Target, cron_trigger
@@ -184,7 +184,7 @@ class BackupScheduler:
         target = services.settings.targets[job.target]
         started = time.monotonic()
         try:
-            executor = operations.backup_executor(services, job.target, target)
+            executor = backup_executor(services, job.target, target)
             record = await backup_methods.run_backup(
                 job.target, job.spec, executor, store, services.backups_dir, now=self._now
             )

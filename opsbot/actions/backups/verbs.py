@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-from opsbot.actions import operations
+from opsbot.actions import lifecycle
 from opsbot.actions.backups import records as backups
 from opsbot.actions.backups import schedule as backup_schedule
+from opsbot.actions.backups.action import BACKUP, RESTORE, backup_executor
 from opsbot.actions.backups.verify import verify_restore
 from opsbot.alerting.silences import describe as describe_duration
 from opsbot.config import Backup, Role, Target
@@ -33,15 +34,15 @@ async def backup(services: Services, caller: Caller, args: list[str]) -> Reply:
         lines = [backups.describe(r) for r in records]
         return Reply(text=f"💾 backups of {name}, newest first", block="\n".join(lines))
     if sub == "restore" and len(args) == 3:
-        filed = await operations.request(
-            services, caller.person, "restore", name, target, (args[2],),
+        filed = await lifecycle.request(
+            services, caller.person, RESTORE, name, target, (args[2],),
             chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
         )  # fmt: skip
     elif sub:
         raise UsageError(BACKUP_USAGE)
     else:
-        filed = await operations.request(
-            services, caller.person, "backup", name, target, (),
+        filed = await lifecycle.request(
+            services, caller.person, BACKUP, name, target, (),
             chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
         )  # fmt: skip
     audited()  # its "requested" entry, with the arguments, is the command's
@@ -65,7 +66,7 @@ async def _verify_backups(
         chosen = [r for r in newest if r is not None]
         if not chosen:
             raise UsageError(f"no backups of {name} yet; /backup {name} makes one")
-    executor = operations.backup_executor(services, name, target)
+    executor = backup_executor(services, name, target)
     reports, ok = [], True
     for record in chosen:
         spec = _spec_of(target, record)
@@ -139,11 +140,12 @@ def _backup_line(
 
 register(
     Verb(
-        "backup",
-        Role.operator,
+        BACKUP.verb,
+        BACKUP.role,  # a restore checks its own when filed
         "/backup TARGET [list | verify [NAME] | restore NAME]",
         "verified backup; list them; test-restore one into scratch; restore one",
         backup,
+        destructive=BACKUP.destructive or RESTORE.destructive,  # it can restore
     ),
     Verb(
         "backups",
