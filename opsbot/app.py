@@ -221,7 +221,7 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
         name="alerts-tick",
     )  # fmt: skip
     await schedule_monitor(services, engine, ingest, lease)
-    await _schedule_backups(jobs, services, ingest, engine, lease)
+    await _schedule_backups(jobs, services, ingest, lease)
     if not settings.web.enabled:
         return None
     from opsbot.web.server import WebServer
@@ -247,16 +247,10 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
 
 
 async def _schedule_backups(
-    jobs: Any, services: Services, ingest: backup_schedule.Ingest, engine: AlertEngine,
-    lease: Lease | None,
+    jobs: Any, services: Services, ingest: backup_schedule.Ingest, lease: Lease | None
 ) -> None:
     """Scheduled backups and RPO checks, every TICK_SECONDS (if any are configured)."""
-    open_before = [
-        a.fingerprint
-        for a in await engine.list(firing_only=True, limit=10_000)
-        if a.source == backup_schedule.SOURCE
-    ]
-    scheduler = backup_schedule.BackupScheduler(services, ingest, firing=open_before)
+    scheduler = backup_schedule.BackupScheduler(services, ingest)
     if not scheduler.active:
         return
 

@@ -22,6 +22,7 @@ from opsbot.actions.backups import schedule as backup_schedule
 from opsbot.actions.backups.methods import run_backup
 from opsbot.actions.backups.records import list_backups
 from opsbot.actions.backups.schedule import BackupScheduler
+from opsbot.alerting.engine import AlertEngine
 from opsbot.alerting.event import AlertEvent
 from opsbot.services import Services
 from tests.actions.test_backups import chown_to_lab_user
@@ -110,9 +111,12 @@ async def test_scheduled_backups_run_once_per_slot_and_rpo_alerts_fire_and_recov
     midnight = (time.time() // DAY + 1) * DAY
     clock.offset = midnight - 60 - time.time()
     ingested: list[AlertEvent] = []
+    # The alerts are recorded, as in the bot: what is firing is read back from the records.
+    engine = AlertEngine(scheduled.store, scheduled.settings, scheduled.notifier(), clock=clock)
 
     async def ingest(events: list[AlertEvent]) -> None:
         ingested.extend(events)
+        await engine.record(events)
 
     replica_a = BackupScheduler(scheduled, ingest, now=clock)
     assert replica_a.active

@@ -16,8 +16,10 @@ first said one schedule interval after the backup was first seen (``backup-first
 by replicas and kept across restarts), and never before its first slot; one RPO after, for a
 backup with no schedule: a fresh install does not page before its first backup could run.
 
-Alerts go through the alert engine's ``ingest`` (source ``backup``), like the monitor's. The
-clock is injectable (``now``) so tests can move through schedules and RPOs.
+Alerts go through the alert engine's ``ingest`` (source ``backup``), like the monitor's. What
+is firing is read from the alert records at every look, not remembered: a replica that takes
+the lease over resolves what the previous holder raised. The clock is injectable (``now``) so
+tests can move through schedules and RPOs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from opsbot.actions.backups import methods as backup_methods
 from opsbot.actions.backups import records as backups
 from opsbot.actions.backups.action import backup_executor
 from opsbot.alerting.event import AlertEvent, Severity
+from opsbot.alerting.records import ALERTS, Alert
 from opsbot.alerting.silences import describe as describe_duration
 from opsbot.config import Backup, Target, cron_trigger
 from opsbot.services import Services
@@ -122,12 +125,10 @@ class BackupScheduler:
         ingest: Ingest,
         *,
         now: Callable[[], float] = time.time,
-        firing: Iterable[str] = (),
     ) -> None:
         self._services = services
         self._ingest = ingest
         self._now = now
-        self._firing = set(firing)  # fingerprints this source holds open (seeded at start)
         self._next: dict[str, float | None] = {}
         self._since: dict[str, float] = {}  # RPO fingerprint → when first seen
 
@@ -143,21 +144,28 @@ class BackupScheduler:
     async def tick(self) -> list[AlertEvent]:
         """Run what is due, then check every RPO; ingest (and return) the alert events."""
         events: list[AlertEvent] = []
-        for job in jobs(self._services.settings.targets):
-            slot = self._due(job)
+        configured = jobs(self._services.settings.targets)
+        due = [(job, self._due(job)) for job in configured]
+        firing = await self._firing_now(configured)
+        for job, slot in due:
             if slot is not None:
-                events += await self._run(job, slot)
-        events += await self._check_rpos()
+                events += await self._run(job, slot, firing)
+        events += await self._check_rpos(firing)
         redact = self._services.redactor.redact
         events = [dataclasses.replace(e, summary=redact(e.summary)) for e in events]
         if events:
             await self._ingest(events)
-            for event in events:
-                if event.status == "firing":
-                    self._firing.add(event.fingerprint)
-                else:
-                    self._firing.discard(event.fingerprint)
         return events
+
+    async def _firing_now(self, configured: list[Job]) -> set[str]:
+        """This source's alerts firing now, as the alert records hold them (whoever raised
+        them: the previous lease holder's are this one's to resolve)."""
+        fingerprints = [
+            fingerprint(job) for job in configured
+            for fingerprint in (failed_fingerprint, rpo_fingerprint)
+        ]  # fmt: skip
+        stored = await self._services.store.get_many(ALERTS, fingerprints)
+        return {fp for fp, doc in stored.items() if Alert.from_doc(doc.value).firing}
 
     # -- schedules ---------------------------------------------------------------------------
 
@@ -174,7 +182,7 @@ class BackupScheduler:
         self._next[job.key] = next_slot(job.spec, max(now, slot + 1))
         return slot
 
-    async def _run(self, job: Job, slot: float) -> list[AlertEvent]:
+    async def _run(self, job: Job, slot: float, firing: set[str]) -> list[AlertEvent]:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(slot))
         claim: dict[str, Any] = {"slot": slot, "claimed_at": self._now()}
         store = self._services.store
@@ -212,7 +220,7 @@ class BackupScheduler:
         summary = services.redactor.redact(backups.describe(record))
         await self._audit(job, ok=True, summary=summary, started=started)
         fingerprint = failed_fingerprint(job)
-        if fingerprint not in self._firing:
+        if fingerprint not in firing:
             return []
         return [
             AlertEvent(
@@ -235,7 +243,7 @@ class BackupScheduler:
 
     # -- RPOs --------------------------------------------------------------------------------
 
-    async def _check_rpos(self) -> list[AlertEvent]:
+    async def _check_rpos(self, firing: set[str]) -> list[AlertEvent]:
         events = []
         targets = self._services.settings.targets
         kept: dict[str, list[backups.BackupRecord]] = {}
@@ -246,7 +254,8 @@ class BackupScheduler:
             if job.target not in kept:
                 kept[job.target] = await backups.list_backups(job.target, self._services.store)
             since = await self._first_seen(job)
-            event = self._rpo_event(job, rpo, newest(kept[job.target], job.spec), since)
+            record = newest(kept[job.target], job.spec)
+            event = self._rpo_event(job, rpo, record, since, rpo_fingerprint(job) in firing)
             if event is not None:
                 events.append(event)
         return events
@@ -269,13 +278,17 @@ class BackupScheduler:
         return since
 
     def _rpo_event(
-        self, job: Job, rpo: float, record: backups.BackupRecord | None, since: float
+        self,
+        job: Job,
+        rpo: float,
+        record: backups.BackupRecord | None,
+        since: float,
+        firing: bool,
     ) -> AlertEvent | None:
         now = self._now()
         fingerprint = rpo_fingerprint(job)
         limit = describe_duration(rpo)
         breached = record is None or now - record.created > rpo
-        firing = fingerprint in self._firing
         if record is None and not firing and now < first_judged(job.spec, rpo, since):
             return None  # day one: its first backup has not had its chance yet
         if breached == firing:
