@@ -155,3 +155,42 @@ async def test_the_new_lease_holder_resolves_the_backup_alerts_the_old_one_raise
         assert "works again" in after["sqlite backup"].summary
         assert "landed" in after["rpo"].summary
 
+
+async def test_a_handover_runs_each_slot_once_and_no_slot_the_old_holder_passed_over(
+    fake: FakeBotAPI, tmp_path: Path, sshd_server: SSHServer, redis_server: RedisServer
+) -> None:
+    """How two backups came to run in one minute: the scheduler's first look ran the oldest
+    slot of its catch-up window and jumped to the present, leaving the slots in between
+    unclaimed; a replica that took the lease over a minute later started its own window there
+    and ran one of them, beside the regular one. Now the newest slot runs and the ones passed
+    over are claimed as skipped."""
+    work = sshd_server.workdir / f"slots-{tmp_path.name[-12:]}"
+    db = make_sqlite(work)
+    backup = {"type": "sqlite", "path": str(db), "remote_dir": str(work / "bk"),
+              "schedule": "* * * * *"}  # fmt: skip
+    settings = redis_config(fake, tmp_path, redis_server, sshd_server, backup)
+    clock = Clock()
+    minute = (time.time() // 60 + 1) * 60
+    async with two_replicas(settings, clock) as (old, new):
+        # Started 10 s past a minute, the holder runs that minute's backup; then the next.
+        for at in (minute + 10, minute + 61):
+            clock.offset = at - time.time()
+            await old.tick()
+            await new.tick()
+        await hand_over(old, new)
+        # The new holder's first look, a few seconds later, and its next minute.
+        for at in (minute + 64, minute + 121):
+            clock.offset = at - time.time()
+            await old.tick()
+            await new.tick()
+
+        store = new.services.store
+        kept = sorted(await list_backups("db", store), key=lambda r: r.created)
+        assert [int(r.created // 60) for r in kept] == [int(minute // 60) + n for n in range(3)]
+        trail = await new.services.audit.entries("db", 20)
+        assert len([e for e in trail if e.get("who") == "schedule"]) == 3
+        claims = (await store.scan(backup_schedule.CLAIMS)).values()
+        ran = sorted(c.value["slot"] for c in claims if not c.value["skipped"])
+        skipped = sorted(c.value["slot"] for c in claims if c.value["skipped"])
+        assert ran == [minute, minute + 60, minute + 120]
+        assert skipped == [minute - 240, minute - 180, minute - 120, minute - 60]

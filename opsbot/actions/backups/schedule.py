@@ -3,10 +3,14 @@
 A backup with ``schedule:`` (five-field cron, UTC, parsed by APScheduler's ``CronTrigger``)
 runs the same verified backup as ``/backup``
 (:func:`opsbot.actions.backups.methods.run_backup`) at each slot.
-Every replica ticks; each slot is claimed in the store first (``store.create`` of
-``backup-runs/<target>/<n>/<slot>``), so one replica runs it, once. A slot missed by at most
-``CATCH_UP`` (a restart at the wrong moment) still runs; older ones are skipped: the RPO
-alert says what that costs.
+The leader lease's holder ticks; each slot is claimed in the store first (``store.create`` of
+``backup-runs/<target>/<n>/<slot>``), so one replica runs it, once, whichever holds the lease
+when it comes. At each look a scheduler takes the slots come since its last look, and none
+older than ``CATCH_UP`` (so a restart, or a lease taken over, at the wrong moment still runs
+the slot it missed): the newest runs, and the older ones it passes over are claimed first as
+skipped, so a replica that takes over later never runs one of them beside it (that was two
+backups in one minute). Slots older than ``CATCH_UP`` are skipped: the RPO alert says what
+that costs.
 
 A failed scheduled backup is a critical alert carrying the tool's error (redacted), resolved
 by the next scheduled backup of the same thing that succeeds. A target's ``rpo:`` applies to
@@ -27,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -91,6 +96,16 @@ def next_slot(spec: Backup, after: float) -> float | None:
     return fire.timestamp() if fire is not None else None
 
 
+def slots_between(spec: Backup, earliest: float, latest: float) -> list[float]:
+    """The scheduled times from ``earliest`` to ``latest`` (both included), oldest first."""
+    found: list[float] = []
+    slot = next_slot(spec, earliest)
+    while slot is not None and slot <= latest:
+        found.append(slot)
+        slot = next_slot(spec, slot + 1)
+    return found
+
+
 def failed_fingerprint(job: Job) -> str:
     return AlertEvent.make_fingerprint(SOURCE, job.target, "failed", job.what)
 
@@ -129,7 +144,7 @@ class BackupScheduler:
         self._services = services
         self._ingest = ingest
         self._now = now
-        self._next: dict[str, float | None] = {}
+        self._looked: dict[str, float] = {}  # job key → when this replica last took its slots
         self._since: dict[str, float] = {}  # RPO fingerprint → when first seen
 
     @property
@@ -145,11 +160,11 @@ class BackupScheduler:
         """Run what is due, then check every RPO; ingest (and return) the alert events."""
         events: list[AlertEvent] = []
         configured = jobs(self._services.settings.targets)
-        due = [(job, self._due(job)) for job in configured]
+        due = [(job, *self._due(job)) for job in configured]
         firing = await self._firing_now(configured)
-        for job, slot in due:
+        for job, slot, passed in due:
             if slot is not None:
-                events += await self._run(job, slot, firing)
+                events += await self._run(job, slot, passed, firing)
         events += await self._check_rpos(firing)
         redact = self._services.redactor.redact
         events = [dataclasses.replace(e, summary=redact(e.summary)) for e in events]
@@ -169,25 +184,40 @@ class BackupScheduler:
 
     # -- schedules ---------------------------------------------------------------------------
 
-    def _due(self, job: Job) -> float | None:
-        """The slot to run now, if one has come; the next one is then looked up afresh."""
+    def _due(self, job: Job) -> tuple[float | None, list[float]]:
+        """The newest slot come since this replica's last look (at most ``CATCH_UP`` ago),
+        to run, and the older ones it passes over."""
         if job.spec.schedule is None:
-            return None
+            return None, []
         now = self._now()
-        if job.key not in self._next:
-            self._next[job.key] = next_slot(job.spec, now - CATCH_UP)
-        slot = self._next[job.key]
-        if slot is None or slot > now:
-            return None
-        self._next[job.key] = next_slot(job.spec, max(now, slot + 1))
-        return slot
+        earliest = now - CATCH_UP
+        looked = self._looked.get(job.key)
+        if looked is not None and looked >= earliest:
+            earliest = math.floor(looked) + 1  # slots are whole seconds: those after it
+        self._looked[job.key] = now
+        come = slots_between(job.spec, earliest, now)
+        return (come[-1], come[:-1]) if come else (None, [])
 
-    async def _run(self, job: Job, slot: float, firing: set[str]) -> list[AlertEvent]:
+    async def _claim(self, job: Job, slot: float, *, skipped: bool = False) -> bool:
+        """Whether this replica is the one that took ``slot`` (to run it, or to skip it)."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(slot))
-        claim: dict[str, Any] = {"slot": slot, "claimed_at": self._now()}
+        claim: dict[str, Any] = {"slot": slot, "claimed_at": self._now(), "skipped": skipped}
+        return await self._services.store.create(
+            CLAIMS, f"{job.key}/{stamp}", claim, ttl=CLAIM_TTL
+        )
+
+    async def _run(
+        self, job: Job, slot: float, passed: list[float], firing: set[str]
+    ) -> list[AlertEvent]:
+        # The slots passed over are claimed before the one that runs, so that whoever looks
+        # next (this replica or the next lease holder) finds every one of them taken.
+        for older in passed:
+            if await self._claim(job, older, skipped=True):
+                log.info("%s: scheduled %s of %s skipped: a newer slot is due", job.target,
+                         job.what, time.strftime("%H:%M", time.gmtime(older)))  # fmt: skip
+        if not await self._claim(job, slot):
+            return []  # another replica (or the previous lease holder) has this slot
         store = self._services.store
-        if not await store.create(CLAIMS, f"{job.key}/{stamp}", claim, ttl=CLAIM_TTL):
-            return []  # another replica has this slot
         services = self._services
         target = services.settings.targets[job.target]
         started = time.monotonic()
