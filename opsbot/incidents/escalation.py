@@ -5,8 +5,9 @@ primary on call gets a private message, after ``secondary`` the secondary, after
 ``contacts`` the escalation contacts. An incident that is still not resolved
 ``resolve_within`` minutes after it was declared pages the contacts too, acked or not (the
 runbook's "P1 not resolved within 2 hours"). ``/incident ack`` or an alert's Ack stops the
-steps still to come; each page (or failure to deliver one) is an entry on the incident's
-timeline (for an alert: on the timeline of every open incident involving its target).
+steps still to come; each page delivered (or failure to deliver one) is an entry on the
+incident's timeline (for an alert: on the timeline of every open incident involving its
+target).
 
 ``tick`` runs from the application's periodic alert tick on every replica. Each step is
 claimed by creating a document (``escalations/<subject>:<since>:<step>``): of all replicas
@@ -15,8 +16,9 @@ last became unacknowledged (a reopened incident, a new occurrence of an alert), 
 episode escalates afresh.
 
 A page leaves through the outbox, so whether it reached the person is known only later: its
-ref is watched (``escalation-deliveries``) and, when the outbox gives up on it (the person
-never opened a chat with the bot, blocked it), "could not page" joins the timeline.
+ref is watched (``escalation-deliveries``), and the timeline says "paged" once the outbox
+delivered it, or "could not page" when the outbox gave up on it (the person never opened a
+chat with the bot, blocked it); never "paged" before a "could not page".
 """
 
 from __future__ import annotations
@@ -88,12 +90,12 @@ class Escalator:
         config = self.settings.oncall
         if config is None:
             return
+        await self._check_deliveries()  # at every tick: a delivered page is noted at once
         started = time.monotonic()
         if self._looked is not None and started - self._looked < self.every:
             return
         self._looked = started
         now = self.clock()
-        await self._check_deliveries()
         due: list[Page] = []
         for incident in await self.incidents.all():
             policy = getattr(config.escalation, incident.severity, None)
@@ -154,42 +156,53 @@ class Escalator:
             if person is None:
                 notes.append(f"no {role} to page")
                 continue
+            who = f"{person.name} ({role})"
             text = f"📟 {what}\nYou are paged as the {role}."
             try:
                 ref = await self.notifier.send(person.id, Reply(text=text))
             except Exception as exc:
                 log.warning("could not page %s: %s", person.name, type(exc).__name__)
-                notes.append(f"could not page {person.name} ({role}): {type(exc).__name__}")
+                notes.append(f"could not page {who}: {type(exc).__name__}")
             else:
-                notes.append(f"paged {person.name} ({role}) by private message")
-                await self._watch(ref, batch, f"{person.name} ({role})")
-        noted: set[tuple[str | None, str | None]] = set()
-        for page in batch:
-            if (page.incident, page.target) not in noted:
-                noted.add((page.incident, page.target))
-                await self._note(page, "; ".join(notes))
+                if isinstance(self.notifier, OutboxNotifier):
+                    await self._watch(ref, batch, who)  # noted once the outbox knows
+                else:  # sent straight to Telegram: delivered
+                    notes.append(f"paged {who} by private message")
+        if notes:
+            await self._note_once(batch, "; ".join(notes))
 
     async def _watch(self, ref: int, batch: list[Page], who: str) -> None:
         """Remember a queued page until the outbox knows whether it was delivered."""
-        if isinstance(self.notifier, OutboxNotifier):
-            pages = [[p.key, p.incident, p.target] for p in batch]
-            doc = {"who": who, "pages": pages}
-            await self.store.put(DELIVERIES, str(ref), doc, ttl=86400.0)
+        pages = [[p.key, p.incident, p.target] for p in batch]
+        doc = {"who": who, "pages": pages}
+        await self.store.put(DELIVERIES, str(ref), doc, ttl=86400.0)
 
     async def _check_deliveries(self) -> None:
-        """Note on the timeline the pages the outbox could not deliver (once: the replica
-        that deletes the watch notes it)."""
+        """Note on the timeline what became of the pages the outbox settled: delivered or
+        given up on (once: the replica that deletes the watch notes it)."""
         if not isinstance(self.notifier, OutboxNotifier):
             return
         for key, stored in (await self.store.scan(DELIVERIES)).items():
             outcome = await self.notifier.outbox.ref_state(int(key))
             if outcome is None or not await self.store.delete(DELIVERIES, key):
                 continue  # still queued, or another replica took it
+            who = stored.value["who"]
             if "lost" in outcome:
-                text = f"could not page {stored.value['who']}: {outcome['lost']}"
+                text = f"could not page {who}: {outcome['lost']}"
                 log.warning("escalation: %s", text)
-                for page_key, incident, target in stored.value["pages"]:
-                    await self._note(Page(page_key, "", "", incident, target), text)
+            else:
+                text = f"paged {who} by private message"
+            pages = [Page(page_key, "", "", incident, target)
+                     for page_key, incident, target in stored.value["pages"]]  # fmt: skip
+            await self._note_once(pages, text)
+
+    async def _note_once(self, batch: Sequence[Page], text: str) -> None:
+        """``text`` on the timeline of each incident (or target) of the batch, once each."""
+        noted: set[tuple[str | None, str | None]] = set()
+        for page in batch:
+            if (page.incident, page.target) not in noted:
+                noted.add((page.incident, page.target))
+                await self._note(page, text)
 
     async def _note(self, page: Page, text: str) -> None:
         try:

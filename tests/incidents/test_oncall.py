@@ -45,7 +45,7 @@ from tests.factories import (
     running_opsbot,
     write_config,
 )
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import Chat, FakeBotAPI
 
 MINUTE = 60.0
 IDS = {"alice": ALICE.id, "bob": BOB.id, "oscar": OSCAR.id}
@@ -216,8 +216,12 @@ async def test_the_running_bot_pages_the_primary_of_an_unacknowledged_p0(
         assert reply.text is not None and "INC-1 declared" in reply.text
         page = await fake.wait_for_message(IDS[primary], timeout=15, token=OPSBOT_TOKEN)
         assert page.text is not None and page.text.startswith("📟 INC-1 P0 checkout is down")
-        shown = await chat.ask("/incident show INC-1")
+        # Once delivered, the page is on the timeline, and the incident card shows it.
         expected = f"opsbot · escalation — paged {primary} (primary) by private message"
+        await fake.wait_for_call(
+            "editMessageText", lambda c: expected in str(c.params.get("text")), timeout=15
+        )
+        shown = await chat.ask("/incident show INC-1")
         assert expected in (shown.text or "")
 
 
@@ -385,29 +389,42 @@ async def test_a_storm_of_critical_alerts_is_one_page_per_step(
     assert len(private(fake, shift.secondary or "")) == 1
 
 
-async def test_a_page_that_cannot_be_delivered_is_on_the_timeline(
+async def test_a_page_is_on_the_timeline_once_delivered_and_one_that_cannot_be_never_as_paged(
     sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
-    """The page leaves through the outbox, as in the bot: Telegram refuses it there (the
-    person never opened a chat with the bot), and the next look notes that."""
+    """The pages leave through the outbox, as in the bot. The primary has opened a chat with
+    the bot; the secondary never did, and Telegram refuses their page. The timeline says
+    "paged" only once the outbox delivered a page, and for the refused one only that it
+    could not page (it used to say "paged" first, then "could not page")."""
     with FakeBotAPI(strict_chats=True) as strict:
         strict.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
         strict.add_chat(INCIDENTS)
         settings = oncall_settings(strict, tmp_path)
         assert settings.oncall is not None
         clock = Clock()
-        primary = oncall.shift_at(settings.oncall.rotation, clock()).primary
+        shift = oncall.shift_at(settings.oncall.rotation, clock())
+        primary, secondary = shift.primary, shift.secondary
+        assert secondary is not None
+        strict.add_chat(Chat(IDS[primary], "private"))
         outbox = Outbox(sqlite_store)
         notifier = OutboxNotifier(outbox, Redactor(settings.secrets()), Priority.alert)
         incidents = Incidents(sqlite_store, settings, notifier, clock=clock)
         escalator = Escalator(sqlite_store, settings, notifier, incidents, clock=clock, every=0)
+
+        async def escalation_steps() -> list[str]:
+            stored = await incidents.get(incident.id)
+            assert stored is not None
+            return [e.text for e in stored.timeline if e.kind == "escalation"]
+
         async with Bot(OPSBOT_TOKEN, base_url=strict.bot_base_url) as strict_bot:
             worker = OutboxWorker(outbox, strict_bot, idle=0.05)
+            incident = await incidents.declare("P0", "everything is down", [], "vic")
+            clock.advance(15 * MINUTE)  # the primary's step and the secondary's, at once
+            await escalator.tick()
+            assert await outbox.pending()  # both pages queued, neither delivered yet
+            assert await escalation_steps() == []
             worker.start()
             try:
-                incident = await incidents.declare("P0", "everything is down", [], "vic")
-                clock.advance(5 * MINUTE)
-                await escalator.tick()
                 deadline = time.monotonic() + 10
                 while await outbox.pending():
                     assert time.monotonic() < deadline
@@ -416,10 +433,12 @@ async def test_a_page_that_cannot_be_delivered_is_on_the_timeline(
                 await escalator.tick()  # noted once
             finally:
                 await worker.stop()
-        stored = await incidents.get(incident.id)
-        assert stored is not None
-        steps = [e.text for e in stored.timeline if e.kind == "escalation"]
-        assert steps[0] == f"paged {primary} (primary) by private message"
-        [failed] = steps[1:]
-        assert failed.startswith(f"could not page {primary} (primary): ")
+        [page] = [m.text or "" for m in strict.bot_messages(IDS[primary], OPSBOT_TOKEN)]
+        assert page.startswith(f"📟 {incident.id} P0 everything is down")
+        steps = await escalation_steps()
+        assert len(steps) == 2, steps
+        assert f"paged {primary} (primary) by private message" in steps
+        [failed] = [s for s in steps if s != f"paged {primary} (primary) by private message"]
+        assert failed.startswith(f"could not page {secondary} (secondary): ")
         assert "chat not found" in failed.lower()
+        assert not any(s.startswith(f"paged {secondary}") for s in steps)
