@@ -160,8 +160,8 @@ class BackupScheduler:
         """Run what is due, then check every RPO; ingest (and return) the alert events."""
         events: list[AlertEvent] = []
         configured = jobs(self._services.settings.targets)
+        firing = await self._firing_now(configured)  # first: a store down takes no slot
         due = [(job, *self._due(job)) for job in configured]
-        firing = await self._firing_now(configured)
         for job, slot, passed in due:
             if slot is not None:
                 events += await self._run(job, slot, passed, firing)
