@@ -213,8 +213,9 @@ class BackupScheduler:
         # next (this replica or the next lease holder) finds every one of them taken.
         for older in passed:
             if await self._claim(job, older, skipped=True):
+                what = self._services.redactor.redact(job.what)
                 log.info("%s: scheduled %s of %s skipped: a newer slot is due", job.target,
-                         job.what, time.strftime("%H:%M", time.gmtime(older)))  # fmt: skip
+                         what, time.strftime("%H:%M", time.gmtime(older)))  # fmt: skip
         if not await self._claim(job, slot):
             return []  # another replica (or the previous lease holder) has this slot
         store = self._services.store
