@@ -10,7 +10,6 @@ tap moves it from ``pending`` to ``approved``, and only that tap's handler runs 
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
@@ -18,6 +17,7 @@ from typing import Any, Protocol
 
 from opsbot.config import ApprovalPolicy, Person, Role
 from opsbot.services import Wing
+from opsbot.state import ids
 from opsbot.state.store import Store
 
 #: The least role that approves a request, or denies someone else's (a requester of any
@@ -51,13 +51,12 @@ class Rules(Protocol):
 
 NAMESPACE = "requests"
 KEEP_AFTER_EXPIRY = 7 * 86400.0  # decided requests stay readable for a week
-#: Crockford's base32 (no I, L, O, U) without 0 and 1 either: nothing to misread or mistype.
-ID_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
+ID_ALPHABET = ids.ALPHABET  # typed on a phone: nothing to misread or mistype
 ID_LENGTH = 6  # 30**6 = 729 million ids; a collision is retried by the create-if-absent
 
 
 def new_id() -> str:
-    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+    return ids.new_id(ID_LENGTH)
 
 
 def canonical_id(typed: str) -> str:
