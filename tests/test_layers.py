@@ -67,7 +67,6 @@ BUNDLED = {
 LONG: dict[str, str] = {
     "opsbot.actions.operations": "one idea: a request's life, from card to approval to result",
     "opsbot.reach.executors.ssh": "one idea: the SSH executor and its pooled connections",
-    "opsbot.incidents.state": "one idea: the incident state machine, each change a swap",
     "opsbot.config": "one idea: the whole file (Settings), its loading and its errors",
 }
 
