@@ -20,10 +20,10 @@ from tests.factories import (
     ALICE,
     INCIDENTS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     STRANGER,
     ChatSession,
     base_config,
+    fake_fixture,
     running_opsbot,
     write_config,
 )
@@ -36,11 +36,8 @@ WEBHOOK_TOKEN = "webhook-bearer-secret-0123456789"
 ALICE_PRIVATE = Chat(ALICE.id, "private")  # commands here do not use the group's budget
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI() as api:  # Telegram's rate limits on
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+# Telegram's rate limits on
+fake = fake_fixture(scope="module")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -16,9 +16,9 @@ from tests.factories import (
     ALICE,
     INCIDENTS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     ChatSession,
     base_config,
+    fake_fixture,
     running_opsbot,
     write_config,
 )
@@ -29,11 +29,8 @@ WEBHOOK_TOKEN = "webhook-bearer-secret-0123456789"
 ALICE_PRIVATE = Chat(ALICE.id, "private")
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI() as api:  # Telegram's rate limits on
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+# Telegram's rate limits on
+fake = fake_fixture(scope="module")
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
 
@@ -21,9 +21,9 @@ from tests.factories import (
     BOB,
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     ChatSession,
     base_config,
+    fake_fixture,
     running_opsbot,
     ssh_endpoint,
     write_config,
@@ -46,11 +46,7 @@ def big_db(sshd_server: SSHServer) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 @pytest_asyncio.fixture(scope="module")

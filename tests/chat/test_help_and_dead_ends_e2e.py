@@ -10,7 +10,7 @@ and no backups configured:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,10 +21,10 @@ from tests.factories import (
     ALICE,
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     VIC,
     ChatSession,
     base_config,
+    fake_fixture,
     running_opsbot,
     ssh_endpoint,
     write_config,
@@ -39,11 +39,7 @@ ALICE_PRIVATE = Chat(ALICE.id, "private")
 ERRORS_AT = (100, 20_000, 30_000, 40_000, 50_000, 59_000)
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 def _write_logs(sshd_server: SSHServer) -> tuple[Path, Path]:

@@ -39,6 +39,7 @@ from tests.factories import (
     VIC,
     ChatSession,
     base_config,
+    fake_bot_api,
     running_opsbot,
     ssh_endpoint,
     write_config,
@@ -59,8 +60,7 @@ ALICE_PRIVATE = Chat(ALICE.id, "private")
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeBotAPI]:
     # Rate limits are exercised by the alerts tests; here a chat sends more than 20 a minute.
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
+    with fake_bot_api(group_per_minute=None) as api:
         api.add_bot(OPERATED_TOKEN, OPERATED_USERNAME, "Quiz bot")
         yield api
 

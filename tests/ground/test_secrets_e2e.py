@@ -37,10 +37,10 @@ from tests.factories import (
     BOB,
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     STRANGER,
     ChatSession,
     base_config,
+    fake_fixture,
     running_opsbot,
     write_config,
 )
@@ -52,11 +52,7 @@ from tests.secrets_corpus import CORPUS, HMAC_SECRET, OPSBOT_BOT_TOKEN, WEB_TOKE
 ALICE_PRIVATE = Chat(ALICE.id, "private")
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 @pytest.fixture

@@ -18,11 +18,10 @@ from opsbot.reach.executors.docker import DockerEngine, DockerTLS
 from tests.factories import (
     BOB,
     OPS,
-    OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     OSCAR,
     ChatSession,
     base_config,
+    fake_fixture,
     running_opsbot,
     write_config,
 )
@@ -34,11 +33,7 @@ from tests.lab.tls import ClientCert
 CONTAINER = "tls-quiz"
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 @pytest.fixture(scope="module")

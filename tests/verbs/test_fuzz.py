@@ -50,6 +50,7 @@ from tests.factories import (
     STRANGER,
     VIC,
     base_config,
+    fake_fixture,
     write_config,
 )
 from tests.fakebotapi import Chat, FakeBotAPI, User
@@ -145,12 +146,7 @@ class Fuzzed:
         assert errors == []
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None, global_per_second=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        api.add_chat(CHANNEL)
-        yield api
+fake = fake_fixture(CHANNEL, scope="module", group_per_minute=None, global_per_second=None)
 
 
 @pytest_asyncio.fixture(scope="module")
