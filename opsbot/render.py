@@ -130,9 +130,9 @@ def clock() -> str:
     return time.strftime("%H:%M:%S UTC", time.gmtime())
 
 
-def hhmm(ts: float) -> str:
-    """A time of today's work: "21:41 UTC"."""
-    return time.strftime("%H:%M UTC", time.gmtime(ts))
+def hhmm(ts: float, *, zone: bool = True) -> str:
+    """A time of today's work: "21:41 UTC" ("21:41" where the card says UTC already)."""
+    return time.strftime("%H:%M UTC" if zone else "%H:%M", time.gmtime(ts))
 
 
 def day_hhmm(ts: float) -> str:

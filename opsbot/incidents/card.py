@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 from opsbot.incidents.records import (
@@ -21,7 +20,7 @@ _BARE = ("", "acknowledged", "mitigated", "resolved", "reopened")
 
 def entry_line(entry: Entry, limit: int = 160) -> str:
     text = f" — {short(entry.text, limit)}" if entry.text not in _BARE else ""
-    return f"{time.strftime('%H:%M', time.gmtime(entry.at))} {entry.actor} · {entry.kind}{text}"
+    return f"{hhmm(entry.at, zone=False)} {entry.actor} · {entry.kind}{text}"
 
 
 _STATE_LINE = {
