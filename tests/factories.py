@@ -21,6 +21,7 @@ from opsbot.config import Settings, load_config
 from opsbot.services import Services
 from opsbot.state.store import Store
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage, User
+from tests.lab.ports import free_port
 from tests.lab.sshd import SSHServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,6 +110,11 @@ def redis_store(url: str, name: str) -> dict[str, Any]:
     return {"backend": "redis", "redis_url": url, "prefix": f"{name}-{uuid.uuid4().hex[:8]}"}
 
 
+def web_on(token: str, **more: Any) -> dict[str, Any]:
+    """The ``web:`` of a config: the HTTP server on a free loopback port."""
+    return {"enabled": True, "port": free_port(), "token": token, **more}
+
+
 def write_config(path: Path, data: dict[str, Any]) -> Settings:
     """Write the YAML file a user would write, and load it the way opsbot does."""
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -192,6 +198,16 @@ def engine_of(chat: ChatSession) -> AlertEngine:
     """The running opsbot's alert engine (alerts are on in ``base_config``)."""
     assert chat.services.alerts is not None
     return chat.services.alerts
+
+
+@contextlib.asynccontextmanager
+async def opsbot_chat(
+    fake: FakeBotAPI, directory: Path, config: dict[str, Any]
+) -> AsyncIterator[ChatSession]:
+    """``config`` written as ``directory/opsbot.yaml`` and loaded as a user's would be, and an
+    opsbot running on it to chat with."""
+    async with running_opsbot(fake, write_config(directory / "opsbot.yaml", config)) as chat:
+        yield chat
 
 
 @contextlib.asynccontextmanager

@@ -24,8 +24,7 @@ from tests.factories import (
     ChatSession,
     base_config,
     fake_fixture,
-    running_opsbot,
-    write_config,
+    opsbot_chat,
 )
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
 from tests.lab.alertmanager import AlertmanagerFactory, post_alerts, rfc3339
@@ -74,8 +73,7 @@ async def chat(
     }
     config["alerts"] = {"digest_interval": 5, "monitor": {"enabled": False}}
     config["web"] = {"enabled": True, "port": free_port(), "token": WEBHOOK_TOKEN}
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 

@@ -19,8 +19,7 @@ from tests.factories import (
     ChatSession,
     base_config,
     fake_fixture,
-    running_opsbot,
-    write_config,
+    opsbot_chat,
 )
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
 from tests.lab.ports import free_port
@@ -42,8 +41,7 @@ async def chat(
     config["targets"] = {"web": {"kind": "command", "actions": {"status": ["true"]}}}
     config["alerts"] = {"monitor": {"enabled": False}}
     config["web"] = {"enabled": True, "port": free_port(), "token": WEBHOOK_TOKEN}
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 

@@ -28,8 +28,7 @@ from tests.factories import (
     base_config,
     engine_of,
     fake_fixture,
-    running_opsbot,
-    write_config,
+    opsbot_chat,
 )
 from tests.fakebotapi import Call, FakeBotAPI, FakeMessage
 
@@ -56,8 +55,7 @@ async def chat(fake: FakeBotAPI, tmp_path: Path) -> AsyncIterator[ChatSession]:
         "edit_interval": 1,
         "monitor": {"enabled": False},
     }
-    settings = write_config(tmp_path / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp_path, config) as session:
         yield session
 
 

@@ -24,9 +24,8 @@ from tests.factories import (
     ChatSession,
     base_config,
     fake_fixture,
-    running_opsbot,
+    opsbot_chat,
     ssh_endpoint,
-    write_config,
 )
 from tests.fakebotapi import Chat, FakeBotAPI
 from tests.lab.sshd import SSHServer
@@ -90,8 +89,7 @@ async def chat(
             ],
         },
     }
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 

@@ -37,6 +37,7 @@ from tests.factories import (
     ChatSession,
     base_config,
     fake_fixture,
+    opsbot_chat,
     running_opsbot,
     write_config,
 )
@@ -60,8 +61,7 @@ async def chat(fake: FakeBotAPI, tmp_path: Path, runs: Path) -> AsyncIterator[Ch
             "actions": {"status": ["sh", "-c", f"echo ran >> {runs}"]},
         }
     }
-    settings = write_config(tmp_path / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp_path, config) as session:
         yield session
 
 

@@ -240,12 +240,7 @@ async def test_a_hung_call_times_out_and_is_retried(
     quick = HTTPXRequest(read_timeout=1.0)
     async with Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url, request=quick) as bot:
         await outbox.send(GROUP, Reply("through a hang"))
-        worker = OutboxWorker(outbox, bot)
-        worker.start()
-        try:
-            await drain(outbox)
-        finally:
-            await worker.stop()
+        await deliver(outbox, bot)
     assert texts(fake.bot_messages(GROUP)) == ["through a hang"]
 
 

@@ -29,10 +29,9 @@ from tests.factories import (
     base_config,
     counting_target,
     fake_fixture,
+    opsbot_chat,
     redis_store,
-    running_opsbot,
     runs,
-    write_config,
 )
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.redis import RedisServer
@@ -70,8 +69,7 @@ async def chat(
 ) -> AsyncIterator[ChatSession]:
     tmp = tmp_path_factory.mktemp("faults")
     config = counter_config(fake, tmp / "data", counter, redis_server.url)
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 

@@ -40,9 +40,8 @@ from tests.factories import (
     ChatSession,
     base_config,
     fake_bot_api,
-    running_opsbot,
+    opsbot_chat,
     ssh_endpoint,
-    write_config,
 )
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
 from tests.lab.dockerd import DockerLab, run_http_container
@@ -197,8 +196,7 @@ async def chat(
         },
         "canary": {"kind": "command", "actions": {"status": ["touch", str(canary)]}},
     }
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 

@@ -22,8 +22,7 @@ from tests.factories import (
     ChatSession,
     base_config,
     fake_fixture,
-    running_opsbot,
-    write_config,
+    opsbot_chat,
 )
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.dockerd import DockerLab
@@ -88,8 +87,7 @@ async def chat(
             "verify_deadline": 5, "checks": [],
         },
     }  # fmt: skip
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 
