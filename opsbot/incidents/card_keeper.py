@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 
 from opsbot.config import Settings
 from opsbot.errors import UsageError
@@ -43,24 +43,17 @@ class _Change:
     after: Incident
 
 
+@dataclass(eq=False)
 class CardKeeper:
     """The incident documents and their cards: every change a compare-and-set, the card edited
     by the writer whose change altered its text (see the module docstring)."""
 
-    def __init__(
-        self,
-        store: Store,
-        settings: Settings,
-        notifier: Notifier,
-        *,
-        clock: Callable[[], float] = time.time,
-        health: Health | None = None,
-    ) -> None:
-        self.store = store
-        self.settings = settings
-        self.notifier = notifier
-        self.clock = clock
-        self.health = health
+    store: Store
+    settings: Settings
+    notifier: Notifier
+    _: KW_ONLY
+    clock: Callable[[], float] = time.time
+    health: Health | None = None
 
     @property
     def chat_id(self) -> int | None:
