@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 from enum import IntEnum
 
 from opsbot.state.store import JSONDoc, Store
@@ -49,21 +50,14 @@ SHARE = {
 }
 
 
+@dataclass(eq=False)
 class ChatPace:
-    def __init__(
-        self,
-        store: Store,
-        per_minute: int,
-        clock: Callable[[], float] = time.time,
-        *,
-        window: float = WINDOW,
-        namespace: str = NAMESPACE,
-    ) -> None:
-        self.store = store
-        self.per_minute = per_minute
-        self.clock = clock
-        self.window = window
-        self.namespace = namespace
+    store: Store
+    per_minute: int
+    clock: Callable[[], float] = time.time
+    _: KW_ONLY
+    window: float = WINDOW
+    namespace: str = NAMESPACE
 
     def limit(self, priority: int) -> int:
         """Calls the window may already hold for a call of ``priority`` to be made (20 a
