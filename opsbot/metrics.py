@@ -32,75 +32,72 @@ class Metrics:
     def __init__(self, namespace: str = "opsbot") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.commands_total = Counter(
-            "commands", "Commands handled, by verb and outcome.", ["verb", "outcome"],
-            namespace=namespace, registry=r,
-        )  # fmt: skip
-        self.approvals_total = Counter(
-            "approvals", "Approval requests decided, by decision.", ["decision"],
-            namespace=namespace, registry=r,
-        )  # fmt: skip
-        self.alerts_received_total = Counter(
-            "alerts_received", "Alert events accepted, by source.", ["source"],
-            namespace=namespace, registry=r,
-        )  # fmt: skip
-        self.alerts_sent_total = Counter(
-            "alerts_sent", "Alert messages sent to the chat.", namespace=namespace, registry=r
+
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(name, doc, labels, namespace=namespace, registry=r)
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, namespace=namespace, registry=r)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...], *labels: str) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, namespace=namespace, registry=r)
+
+        self.commands_total = counter(
+            "commands", "Commands handled, by verb and outcome.", "verb", "outcome"
         )
-        self.alerts_suppressed_total = Counter(
+        self.approvals_total = counter(
+            "approvals", "Approval requests decided, by decision.", "decision"
+        )
+        self.alerts_received_total = counter(
+            "alerts_received", "Alert events accepted, by source.", "source"
+        )
+        self.alerts_sent_total = counter("alerts_sent", "Alert messages sent to the chat.")
+        self.alerts_suppressed_total = counter(
             "alerts_suppressed", "Alert events not sent, by reason (dedup, silence, storm...).",
-            ["reason"], namespace=namespace, registry=r,
-        )  # fmt: skip
-        self.executor_seconds = Histogram(
+            "reason",
+        )
+        self.executor_seconds = histogram(
             "executor_seconds", "Time spent in executor calls, by kind (ssh, docker, local).",
-            ["kind"], buckets=EXECUTOR_BUCKETS, namespace=namespace, registry=r,
-        )  # fmt: skip
-        self.webhook_rejected_total = Counter(
-            "webhook_rejected", "Webhook requests refused, by reason.", ["reason"],
-            namespace=namespace, registry=r,
-        )  # fmt: skip
-        self.monitor_round_lag_seconds = Histogram(
+            EXECUTOR_BUCKETS, "kind",
+        )
+        self.webhook_rejected_total = counter(
+            "webhook_rejected", "Webhook requests refused, by reason.", "reason"
+        )
+        self.monitor_round_lag_seconds = histogram(
             "monitor_round_lag_seconds",
             "How late a monitor round's first check started, after its due time.",
-            buckets=LAG_BUCKETS, namespace=namespace, registry=r,
-        )  # fmt: skip
-        self.monitor_rounds_late_total = Counter(
+            LAG_BUCKETS,
+        )
+        self.monitor_rounds_late_total = counter(
             "monitor_rounds_late", "Monitor rounds due while the target's last one still ran "
-            "(each runs right after it, late).", namespace=namespace, registry=r,
-        )  # fmt: skip
-        self.monitor_rounds_skipped_total = Counter(
+            "(each runs right after it, late).",
+        )
+        self.monitor_rounds_skipped_total = counter(
             "monitor_rounds_skipped", "Monitor rounds not run: due while one was already "
             "waiting behind a running round of the same target (should stay 0).",
-            namespace=namespace, registry=r,
-        )  # fmt: skip
-        self.monitor_checks_in_flight = Gauge(
-            "monitor_checks_in_flight", "Monitor checks running now (past their slot).",
-            namespace=namespace, registry=r,
-        )  # fmt: skip
+        )
+        self.monitor_checks_in_flight = gauge(
+            "monitor_checks_in_flight", "Monitor checks running now (past their slot)."
+        )
         for reason in REJECT_REASONS:  # present (at 0) from the start, so rate() works
             self.webhook_rejected_total.labels(reason=reason)
-        self.updates_stale_total = Counter(
-            "updates_stale", "Commands not run: older than telegram.max_update_age.",
-            namespace=namespace, registry=r,
-        )  # fmt: skip
-        self.updates_duplicate_total = Counter(
-            "updates_duplicate", "Updates dropped: their update_id was already handled.",
-            namespace=namespace, registry=r,
-        )  # fmt: skip
-        self.leader = Gauge(
-            "leader", "1 while this replica holds the leader lease (polls, background work).",
-            namespace=namespace, registry=r,
-        )  # fmt: skip
-        self.outbox_calls_total = Counter(
-            "outbox_calls", "Bot API calls made by the outbox, by outcome.", ["outcome"],
-            namespace=namespace, registry=r,
-        )  # fmt: skip
+        self.updates_stale_total = counter(
+            "updates_stale", "Commands not run: older than telegram.max_update_age."
+        )
+        self.updates_duplicate_total = counter(
+            "updates_duplicate", "Updates dropped: their update_id was already handled."
+        )
+        self.leader = gauge(
+            "leader", "1 while this replica holds the leader lease (polls, background work)."
+        )
+        self.outbox_calls_total = counter(
+            "outbox_calls", "Bot API calls made by the outbox, by outcome.", "outcome"
+        )
         for outcome in OUTBOX_OUTCOMES:
             self.outbox_calls_total.labels(outcome=outcome)
-        self.outbox_pending = Gauge(
-            "outbox_pending", "Messages, edits and pins waiting in the outbox (last pass).",
-            namespace=namespace, registry=r,
-        )  # fmt: skip
+        self.outbox_pending = gauge(
+            "outbox_pending", "Messages, edits and pins waiting in the outbox (last pass)."
+        )
 
     @contextmanager
     def time_executor(self, kind: str) -> Iterator[None]:

@@ -117,10 +117,6 @@ def fold(text: str, width: int = FOLD_AT) -> str:
     return "\n".join(out)
 
 
-def clock() -> str:
-    return time.strftime("%H:%M:%S UTC", time.gmtime())
-
-
 def truncate(text: str, limit: int) -> str:
     """Keep the end of a log (the newest lines), marking what was cut."""
     if len(text) <= limit:
@@ -134,8 +130,65 @@ def plural(count: int, word: str, many: str | None = None) -> str:
     return f"{count} {word if count == 1 else many or word + 's'}"
 
 
+# --------------------------------------------------------------------------- time and durations
+# Every time and duration a chat message shows is worded here, so one reads the same everywhere.
+
+
+def clock() -> str:
+    """Now, to the second: "21:41:05 UTC" (the moment a reply was made)."""
+    return time.strftime("%H:%M:%S UTC", time.gmtime())
+
+
+def hhmm(ts: float, *, zone: bool = True) -> str:
+    """A time of today's work: "21:41 UTC" ("21:41" where the card says UTC already)."""
+    return time.strftime("%H:%M UTC" if zone else "%H:%M", time.gmtime(ts))
+
+
+def day_hhmm(ts: float) -> str:
+    """A time that may be another day: "5 Dec 21:41 UTC"."""
+    return time.strftime("%-d %b %H:%M UTC", time.gmtime(ts))
+
+
 def short_duration(seconds: float) -> str:
     """A latency as a person reads it: "120 ms" under a second, "1.2 s" over."""
     if seconds < 0.9995:
         return f"{max(1, round(seconds * 1000))} ms" if seconds > 0 else "0 ms"
     return f"{seconds:.1f} s"
+
+
+def span(seconds: float) -> str:
+    """How long something lasted: "45 s", "4 min", "2h 05m", "3 d"."""
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    if seconds >= 48 * 3600:
+        return f"{round(seconds / 86400)} d"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if seconds < 90 * 60 else _hours_minutes(minutes)
+
+
+def span_minutes(seconds: float) -> str:
+    """``span`` to the minute, for text refreshed once a minute (an incident card):
+    "<1 min", "12 min", "2h 05m", "3 d 4h"."""
+    minutes = int(max(0.0, seconds) // 60)
+    if minutes >= 48 * 60:
+        return f"{minutes // 1440} d {minutes % 1440 // 60}h"
+    if minutes < 60:
+        return f"{minutes} min" if minutes else "<1 min"
+    return _hours_minutes(minutes)
+
+
+def _hours_minutes(minutes: int) -> str:
+    return f"{minutes // 60}h {minutes % 60:02d}m"
+
+
+def ago(seconds: float) -> str:
+    """How long ago: "45 s ago", "14 min ago", "3 h ago", "2 days ago"."""
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} days ago"

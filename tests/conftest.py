@@ -1,7 +1,8 @@
 """Session-wide real servers on loopback (see tests/lab/). A missing binary fails, never skips.
 
-Also two small per-test fixtures shared by several files: a PTB ``bot`` talking to the
-module's ``fake`` Bot API, and a ``sqlite_store`` in the test's tmp dir.
+Also small per-test fixtures shared by several files: the ``fake`` Bot API (a module may
+define its own with ``factories.fake_fixture``), a PTB ``bot`` talking to it, and a
+``sqlite_store`` in the test's tmp dir.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest_asyncio
 from telegram import Bot
 
 from opsbot.state.store.sqlite import SQLiteStore
-from tests.factories import OPSBOT_TOKEN
+from tests.factories import OPSBOT_TOKEN, fake_bot_api
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.dockerd import DockerLab, start_dockerd
 from tests.lab.postgres import PostgresServer, start_postgres
@@ -52,6 +53,14 @@ def alertmanager_factory(tmp_path_factory: pytest.TempPathFactory) -> object:
     from tests.lab.alertmanager import AlertmanagerFactory
 
     return AlertmanagerFactory(tmp_path_factory)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBotAPI]:
+    """The fake Bot API with opsbot's bot on it, no per-group limit (a test module wanting
+    other limits, chats or scope defines its own with ``factories.fake_fixture``)."""
+    with fake_bot_api(group_per_minute=None) as api:
+        yield api
 
 
 @pytest_asyncio.fixture

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import pytest
 import yaml
 
+from opsbot.alerting.engine import ALERT_ENGINE, AlertEngine
 from opsbot.app import AnyApplication, build_application
 from opsbot.config import Settings, load_config
 from opsbot.services import Services
 from opsbot.state.store import Store
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage, User
+from tests.lab.ports import free_port
 from tests.lab.sshd import SSHServer
 
+REPO = Path(__file__).resolve().parents[1]
 OPSBOT_TOKEN = "7000000001:AAopsbotTESTtokenXXXXXXXXXXXXXXXXXXX"
 OPSBOT_USERNAME = "opsbot_test_bot"
 OPERATED_TOKEN = "7000000002:AAoperatedBOTtokenYYYYYYYYYYYYYYYYYY"
@@ -44,6 +51,31 @@ PEOPLE = [
 OpenStore = Callable[[], Store]
 
 
+@contextlib.contextmanager
+def fake_bot_api(*chats: Chat, **limits: Any) -> Iterator[FakeBotAPI]:
+    """The fake Bot API with opsbot's bot on it (and ``chats``); ``limits`` as
+    ``FakeBotAPI`` takes them (its defaults: Telegram's rate limits on)."""
+    with FakeBotAPI(**limits) as api:
+        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
+        for chat in chats:
+            api.add_chat(chat)
+        yield api
+
+
+def fake_fixture(
+    *chats: Chat, scope: Literal["function", "module"] = "function", **limits: Any
+) -> Any:
+    """A ``fake`` fixture of ``fake_bot_api(*chats, **limits)`` for a test module that needs
+    other limits or scope than conftest's (``fake = fake_fixture(scope="module")``)."""
+
+    @pytest.fixture(scope=scope, name="fake")
+    def fake() -> Iterator[FakeBotAPI]:
+        with fake_bot_api(*chats, **limits) as api:
+            yield api
+
+    return fake
+
+
 def ssh_endpoint(server: SSHServer, **overrides: Any) -> dict[str, Any]:
     """The config of an SSH endpoint on the lab sshd, as the lab user, host key checked."""
     return {
@@ -55,6 +87,32 @@ def ssh_endpoint(server: SSHServer, **overrides: Any) -> dict[str, Any]:
         "known_hosts": str(server.known_hosts),
         **overrides,
     }
+
+
+def counting_target(counter: Path, then: str = "true") -> dict[str, Any]:
+    """A command target whose every restart leaves one line in ``counter`` (see ``runs``),
+    then runs ``then``."""
+    restart = f"echo ran >> {counter}" + ("" if then == "true" else f"; {then}")
+    return {
+        "kind": "command",
+        "verify_deadline": 10,
+        "actions": {"status": ["true"], "restart": ["sh", "-c", restart]},
+    }
+
+
+def runs(counter: Path) -> int:
+    """How often a ``counting_target`` was restarted."""
+    return len(counter.read_text().splitlines()) if counter.exists() else 0
+
+
+def redis_store(url: str, name: str) -> dict[str, Any]:
+    """The ``store:`` of a config on the lab Redis, under a prefix of its own."""
+    return {"backend": "redis", "redis_url": url, "prefix": f"{name}-{uuid.uuid4().hex[:8]}"}
+
+
+def web_on(token: str, **more: Any) -> dict[str, Any]:
+    """The ``web:`` of a config: the HTTP server on a free loopback port."""
+    return {"enabled": True, "port": free_port(), "token": token, **more}
 
 
 def write_config(path: Path, data: dict[str, Any]) -> Settings:
@@ -122,6 +180,33 @@ class ChatSession:
 
     def bot_messages(self, chat: Chat = OPS) -> list[FakeMessage]:
         return self.fake.bot_messages(chat.id, OPSBOT_TOKEN)
+
+
+def start_opsbot(config_path: Path) -> subprocess.Popen[str]:
+    """``opsbot run`` as its own process (a test may SIGKILL it), its stderr kept."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "opsbot", "run", "--config", str(config_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(REPO),
+             "HOME": str(config_path.parent)},
+    )  # fmt: skip
+
+
+def engine_of(chat: ChatSession) -> AlertEngine:
+    """The running opsbot's alert engine (alerts are on in ``base_config``)."""
+    return ALERT_ENGINE.of(chat.services)
+
+
+@contextlib.asynccontextmanager
+async def opsbot_chat(
+    fake: FakeBotAPI, directory: Path, config: dict[str, Any]
+) -> AsyncIterator[ChatSession]:
+    """``config`` written as ``directory/opsbot.yaml`` and loaded as a user's would be, and an
+    opsbot running on it to chat with."""
+    async with running_opsbot(fake, write_config(directory / "opsbot.yaml", config)) as chat:
+        yield chat
 
 
 @contextlib.asynccontextmanager

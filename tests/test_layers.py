@@ -61,7 +61,6 @@ WINGS = {
 #: Modules allowed over MAX_LINES, each with why it is one idea.
 LONG: dict[str, str] = {
     "opsbot.reach.executors.ssh": "one idea: the SSH executor and its pooled connections",
-    "opsbot.incidents.state": "one idea: the incident state machine, each change a swap",
     "opsbot.config": "one idea: the whole file (Settings), its loading and its errors",
 }
 

@@ -9,20 +9,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import replace
 
 from opsbot.alerting.buttons import alert_buttons
 from opsbot.alerting.event import Severity
-from opsbot.alerting.records import ALERTS, MAX_SWAPS, Alert, AlertRecords, hhmm, span
+from opsbot.alerting.records import ALERTS, MAX_SWAPS, Alert, AlertRecords
 from opsbot.config import Settings
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
-from opsbot.render import Reply
+from opsbot.render import Reply, day_hhmm, hhmm, span
 from opsbot.state.outbox import Priority
 from opsbot.state.outbox_notifier import OutboxNotifier
 from opsbot.state.pace import WINDOW
+from opsbot.state.store import JSONDoc
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def message_ref(*parts: object) -> int:
 
 def _since(alert: Alert) -> str:
     if alert.last_seen - alert.first_seen > 20 * 3600:
-        return time.strftime("%b %d %H:%M UTC", time.gmtime(alert.first_seen))
+        return day_hhmm(alert.first_seen)
     return hhmm(alert.first_seen)
 
 
@@ -178,16 +178,13 @@ class AlertDelivery:
 
     async def change(self, fingerprint: str, change: Callable[[Alert], Alert | None]) -> bool:
         """Compare-and-set on the alert document; ``change`` returning None: no write."""
-        for _ in range(MAX_SWAPS):
-            stored = await self.store.get(ALERTS, fingerprint)
-            if stored is None:
-                return False
-            updated = change(Alert.from_doc(stored.value))
-            if updated is None:
-                return False
-            if await self.store.swap(ALERTS, fingerprint, stored.version, updated.to_doc()):
-                return True
-        return False
+
+        def apply(doc: JSONDoc | None) -> JSONDoc | None:
+            updated = change(Alert.from_doc(doc)) if doc is not None else None
+            return updated.to_doc() if updated is not None else None
+
+        done = await self.store.update(ALERTS, fingerprint, apply, attempts=MAX_SWAPS)
+        return done is not None and done.after is not None
 
     async def mark_digested(self, alert: Alert) -> bool:
         """In a storm a new alert gets no message: one compare-and-set."""

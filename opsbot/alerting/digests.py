@@ -18,10 +18,11 @@ from typing import Any
 
 from opsbot.alerting.delivery import AlertDelivery, message_ref, named
 from opsbot.alerting.event import AlertEvent, Severity
-from opsbot.alerting.records import MAX_SWAPS, Alert, AlertRecords, hhmm, span
+from opsbot.alerting.records import MAX_SWAPS, Alert, AlertRecords
 from opsbot.config import Settings
-from opsbot.render import Reply
+from opsbot.render import Reply, hhmm, span
 from opsbot.state.pace import Priority
+from opsbot.state.store import JSONDoc
 
 log = logging.getLogger(__name__)
 
@@ -113,19 +114,16 @@ class StormDigests:
         self, chat: int, change: Callable[[Storm | None], Storm | None]
     ) -> Storm | None:
         """Compare-and-set on the chat's storm document; ``change`` returning None: no write."""
-        key = str(chat)
-        for _ in range(MAX_SWAPS):
-            stored = await self.store.get(STORMS, key)
-            current = Storm.from_doc(stored.value) if stored else None
-            updated = change(current)
-            if updated is None:
-                return current
-            if stored is None:
-                if await self.store.create(STORMS, key, updated.to_doc(), ttl=86400.0):
-                    return updated
-            elif await self.store.swap(STORMS, key, stored.version, updated.to_doc(), ttl=86400.0):
-                return updated
-        return None
+
+        def apply(doc: JSONDoc | None) -> JSONDoc | None:
+            updated = change(Storm.from_doc(doc) if doc is not None else None)
+            return updated.to_doc() if updated is not None else None
+
+        done = await self.store.update(STORMS, str(chat), apply, ttl=86400.0, attempts=MAX_SWAPS)
+        if done is None:
+            return None
+        after = done.after if done.after is not None else done.before
+        return Storm.from_doc(after) if after is not None else None
 
     async def begin(self, chat: int) -> None:
         now = self.clock()

@@ -80,7 +80,6 @@ from opsbot.alerting.records import (
     MAX_SWAPS,
     Alert,
     AlertRecords,
-    hhmm,
     plural,
     silence_fields,
 )
@@ -88,7 +87,7 @@ from opsbot.alerting.reminders import Reminders
 from opsbot.config import Person, Settings
 from opsbot.metrics import Metrics
 from opsbot.notify import Notifier
-from opsbot.render import Reply
+from opsbot.render import Reply, hhmm
 from opsbot.services import Wing
 from opsbot.state.store import Expect, ExpectScan, Op, Store
 

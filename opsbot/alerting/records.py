@@ -11,7 +11,6 @@ import contextlib
 import os
 import secrets
 import socket
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -20,7 +19,7 @@ from opsbot.alerting import silences
 from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.reach.checks import check_phrase
 from opsbot.state import ids
-from opsbot.state.store import Append, Op, Store, Versioned, Write
+from opsbot.state.store import Append, JSONDoc, Op, Store, Versioned, Write
 
 ALERTS = "alerts"
 IDS = "alert-ids"
@@ -143,26 +142,9 @@ def silence_fields(silence: silences.Silence | None) -> dict[str, Any]:
             "silenced_by": silence.created_by, "silence_scope": silence.scope}  # fmt: skip
 
 
-def hhmm(ts: float) -> str:
-    return time.strftime("%H:%M UTC", time.gmtime(ts))
-
-
 def plural(count: int, word: str) -> str:
     """1 alert, 2 alerts."""
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
-def span(seconds: float) -> str:
-    """4 min, 45 s, 2h 05m, 3 d."""
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{round(seconds)} s"
-    if seconds < 90 * 60:
-        return f"{round(seconds / 60)} min"
-    if seconds < 48 * 3600:
-        minutes = round(seconds / 60)
-        return f"{minutes // 60}h {minutes % 60:02d}m"
-    return f"{round(seconds / 86400)} d"
 
 
 class AlertRecords:
@@ -330,17 +312,29 @@ class AlertRecords:
     async def update(self, alert_id: str, change: Callable[[Alert], Alert | str]) -> Alert | str:
         """Change an alert by id (compare-and-set); ``change`` may refuse with a message."""
         alert_id = canonical_id(alert_id)
-        for _ in range(MAX_SWAPS):
-            fingerprint = await self.fingerprint(alert_id)
-            stored = await self.store.get(ALERTS, fingerprint) if fingerprint else None
-            if fingerprint is None or stored is None or stored.value.get("id") != alert_id:
-                return "This alert is no longer known."
-            result = change(Alert.from_doc(stored.value))
+        gone = "This alert is no longer known."
+        fingerprint = await self.fingerprint(alert_id)
+        if fingerprint is None:
+            return gone
+        refused: list[str] = []
+
+        def apply(doc: JSONDoc | None) -> JSONDoc | None:
+            refused.clear()
+            if doc is None or doc.get("id") != alert_id:
+                refused.append(gone)
+                return None
+            result = change(Alert.from_doc(doc))
             if isinstance(result, str):
-                return result
-            if await self.store.swap(ALERTS, fingerprint, stored.version, result.to_doc()):
-                return result
-        return "Too many concurrent changes; try again."
+                refused.append(result)
+                return None
+            return result.to_doc()
+
+        done = await self.store.update(ALERTS, fingerprint, apply, attempts=MAX_SWAPS)
+        if refused:
+            return refused[0]
+        if done is None or done.after is None:
+            return "Too many concurrent changes; try again."
+        return Alert.from_doc(done.after)
 
     async def fingerprint(self, alert_id: str) -> str | None:
         if not alert_id or len(alert_id) > 64:

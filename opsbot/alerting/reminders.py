@@ -6,9 +6,9 @@ from dataclasses import replace
 
 from opsbot.alerting.delivery import AlertDelivery, Room, message_ref
 from opsbot.alerting.event import Severity
-from opsbot.alerting.records import Alert, AlertRecords, span
+from opsbot.alerting.records import Alert, AlertRecords
 from opsbot.config import Settings
-from opsbot.render import Button, Reply
+from opsbot.render import Button, Reply, span
 
 
 class Reminders:

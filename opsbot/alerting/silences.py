@@ -25,7 +25,7 @@ from opsbot.alerting.event import Severity
 from opsbot.config import Person
 from opsbot.errors import UsageError
 from opsbot.state import ids
-from opsbot.state.store import Store
+from opsbot.state.store import JSONDoc, Store
 
 NAMESPACE = "silences"
 KEEP_AFTER_END = 86400.0
@@ -180,19 +180,20 @@ async def remove(
     """End an active silence now; None when there is no such active silence."""
     now = time.time() if now is None else now
     silence_id = ids.canonical(silence_id, ID_LENGTH)
-    while True:
-        stored = await store.get(NAMESPACE, silence_id)
-        if stored is None:
-            return None
-        silence = Silence.from_doc(stored.value)
-        if silence.ends <= now:
+
+    def end(doc: JSONDoc | None) -> JSONDoc | None:
+        silence = Silence.from_doc(doc) if doc is not None else None
+        if silence is None or silence.ends <= now:
             return None
         ended = replace(
             silence, ends=max(silence.starts, now), announced_end=True, removed_by=_name(person)
         )
-        ttl = _ttl(ended, now)
-        if await store.swap(NAMESPACE, silence_id, stored.version, ended.to_doc(), ttl=ttl):
-            return ended
+        return ended.to_doc()
+
+    done = await store.update(
+        NAMESPACE, silence_id, end, ttl=lambda doc: _ttl(Silence.from_doc(doc), now)
+    )
+    return Silence.from_doc(done.after) if done is not None and done.after is not None else None
 
 
 async def _all(store: Store) -> list[Silence]:

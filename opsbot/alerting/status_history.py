@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from opsbot.alerting.event import AlertEvent, Severity
-from opsbot.state.store import Store
+from opsbot.state.store import JSONDoc, Store
 
 log = logging.getLogger(__name__)
 
@@ -135,20 +135,13 @@ async def record(store: Store, events: Sequence[AlertEvent], now: float) -> None
         if event.source == SOURCE and event.target is not None:
             by_target.setdefault(event.target, []).append(event)
     for target, announced in by_target.items():
-        for _ in range(MAX_SWAPS):
-            stored = await store.get(NAMESPACE, target)
-            if stored is None:
-                if await store.create(
-                    NAMESPACE, target, History({}).fold(announced, now).to_doc()
-                ):
-                    break
-                continue
-            before = History.from_doc(stored.value)
-            after = before.fold(announced, now)
-            if after == before or await store.swap(
-                NAMESPACE, target, stored.version, after.to_doc()
-            ):
-                break
+
+        def fold(doc: JSONDoc | None, announced: list[AlertEvent] = announced) -> JSONDoc | None:
+            before = History.from_doc(doc) if doc is not None else None
+            after = (before or History({})).fold(announced, now)
+            return None if after == before else after.to_doc()
+
+        await store.update(NAMESPACE, target, fold, attempts=MAX_SWAPS)
 
 
 def recording_ingest(

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from opsbot.alerting import silences
 from opsbot.alerting.engine import ALERT_ENGINE, AlertEngine
 from opsbot.alerting.event import Severity
-from opsbot.alerting.records import Alert, hhmm, plural, span
+from opsbot.alerting.records import Alert, plural
 from opsbot.config import Role
 from opsbot.errors import UsageError
-from opsbot.render import Document, Reply
+from opsbot.render import Document, Reply, hhmm, span
 from opsbot.verbs.registry import ButtonSpec, Caller, Handler, Verb, register, register_buttons
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from opsbot.config import Person
-from opsbot.render import Reply
+from opsbot.render import Reply, ago
 from opsbot.services import Services
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Gate:
             return True  # one notice for a whole backlog of stale commands
         self._last_stale[key] = now
         notice = Reply(
-            text=f"⏳ Ignored: {command} was sent {_ago(age)} while opsbot was unreachable. "
+            text=f"⏳ Ignored: {command} was sent {ago(age)} while opsbot was unreachable. "
             "Send it again if you still want it."
         )
         await self.services.notifier().send(
@@ -141,17 +141,6 @@ def _addressed_to_us(update: Update, username: str) -> bool:
         return True
     first = text.split(maxsplit=1)[0]
     return "@" not in first or first.split("@", 1)[1].lower() == username.lower()
-
-
-def _ago(seconds: float) -> str:
-    """``45 s ago``, ``14 min ago``, ``3 h ago``, ``2 days ago``."""
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.0f} min ago"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.0f} h ago"
-    return f"{seconds / 86400:.0f} days ago"
 
 
 def _kind(update: Update) -> str:

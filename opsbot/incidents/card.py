@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 from opsbot.incidents.records import (
@@ -11,11 +10,9 @@ from opsbot.incidents.records import (
     MAX_TITLE,
     Entry,
     Incident,
-    duration_text,
-    hhmm,
     short,
 )
-from opsbot.render import Button, Reply
+from opsbot.render import Button, Reply, hhmm, span_minutes
 
 #: What a step says when nobody gave a reason: its kind says it already ("resolved — resolved").
 _BARE = ("", "acknowledged", "mitigated", "resolved", "reopened")
@@ -23,7 +20,7 @@ _BARE = ("", "acknowledged", "mitigated", "resolved", "reopened")
 
 def entry_line(entry: Entry, limit: int = 160) -> str:
     text = f" — {short(entry.text, limit)}" if entry.text not in _BARE else ""
-    return f"{time.strftime('%H:%M', time.gmtime(entry.at))} {entry.actor} · {entry.kind}{text}"
+    return f"{hhmm(entry.at, zone=False)} {entry.actor} · {entry.kind}{text}"
 
 
 _STATE_LINE = {
@@ -37,7 +34,7 @@ _STATE_LINE = {
 def card_text(incident: Incident, now: float) -> str:
     """The status card; depends only on the document and ``now``, so replicas render alike."""
     icon = "✅" if incident.resolved else ICONS.get(incident.severity, "⚪")
-    took = duration_text(incident.duration(now))
+    took = span_minutes(incident.duration(now))
     when = f"after {took}" if incident.resolved else f"for {took}"
     lines = [
         f"{icon} {incident.id} · {incident.severity} · {short(incident.title, MAX_TITLE)}",

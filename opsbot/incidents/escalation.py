@@ -34,10 +34,10 @@ from opsbot.alerting.records import Alert
 from opsbot.config import EscalationPolicy, Person, Settings
 from opsbot.errors import UsageError
 from opsbot.incidents import oncall
-from opsbot.incidents.records import Incident, duration_text
+from opsbot.incidents.records import Incident
 from opsbot.incidents.state import Incidents
 from opsbot.notify import Notifier
-from opsbot.render import Reply
+from opsbot.render import Reply, span_minutes
 from opsbot.state.outbox_notifier import OutboxNotifier
 from opsbot.state.store import Store
 
@@ -248,7 +248,7 @@ def _incident_steps(incident: Incident, policy: EscalationPolicy, now: float) ->
                         key=f"{incident.id}:{since:.0f}:{step}",
                         step=step,
                         text=(
-                            f"{head}: unacknowledged for {duration_text(now - since)}."
+                            f"{head}: unacknowledged for {span_minutes(now - since)}."
                             f" /incident ack {incident.id}"
                         ),
                         incident=incident.id,
@@ -262,8 +262,8 @@ def _incident_steps(incident: Incident, policy: EscalationPolicy, now: float) ->
                 key=f"{incident.id}:{incident.created:.0f}:budget",
                 step="contacts",
                 text=(
-                    f"{head}: not resolved after {duration_text(now - incident.created)}"
-                    f" (budget {duration_text(budget)}). /incident show {incident.id}"
+                    f"{head}: not resolved after {span_minutes(now - incident.created)}"
+                    f" (budget {span_minutes(budget)}). /incident show {incident.id}"
                 ),
                 incident=incident.id,
                 target=None,
@@ -290,7 +290,7 @@ def _alert_steps(alert: Alert, policy: EscalationPolicy, now: float) -> list[Pag
                     step=step,
                     text=(
                         f"CRITICAL alert {alert.id} · {alert.target or alert.source}: {summary}"
-                        f" — firing for {duration_text(now - alert.first_seen)}, not"
+                        f" — firing for {span_minutes(now - alert.first_seen)}, not"
                         f" acknowledged. /ack {alert.id}"
                     ),
                     incident=None,

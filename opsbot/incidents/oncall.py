@@ -12,7 +12,6 @@ expires by itself on every replica.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -159,7 +158,3 @@ async def who(settings: Settings, store: Store, now: float) -> OnCall:
 def local_time(settings: Settings, moment: datetime) -> str:
     zone = _config(settings).rotation.timezone
     return moment.astimezone(ZoneInfo(zone)).strftime(f"%a %d %b %H:%M {zone}")
-
-
-def hhmm(ts: float) -> str:
-    return time.strftime("%d %b %H:%M UTC", time.gmtime(ts))

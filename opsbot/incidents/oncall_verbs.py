@@ -14,7 +14,7 @@ from opsbot.alerting import silences
 from opsbot.config import Role
 from opsbot.errors import UsageError
 from opsbot.incidents import oncall
-from opsbot.render import Reply
+from opsbot.render import Reply, day_hhmm
 from opsbot.verbs.registry import Caller, Verb, register
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ async def oncall_verb(
         return Reply(
             text=(
                 f"📟 {person.name} is the {role} on call for {silences.describe(seconds)}"
-                f" (until {oncall.hhmm(done.until)}), then the rotation again."
+                f" (until {day_hhmm(done.until)}), then the rotation again."
             )
         )
     if sub == "clear":
@@ -89,7 +89,7 @@ def describe(services: Services, now_on: oncall.OnCall) -> str:
     ]
     for role, override in now_on.overrides.items():
         lines.append(
-            f"Override: {override.name} is {role} until {oncall.hhmm(override.until)}"
+            f"Override: {override.name} is {role} until {day_hhmm(override.until)}"
             f" (set by {override.by})"
         )
     lines.append(

@@ -16,8 +16,8 @@ from importlib import resources
 from string import Template
 
 from opsbot.config import POSTMORTEM_FIELDS, Settings
-from opsbot.incidents.records import MAX_TEXT, Incident, duration_text, short
-from opsbot.render import Document
+from opsbot.incidents.records import MAX_TEXT, Incident, short
+from opsbot.render import Document, span_minutes
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def fields(incident: Incident) -> dict[str, str]:
     end = incident.resolved_at
     status = "Resolved" if incident.resolved else f"Investigating ({incident.state})"
     duration = (
-        f"{duration_text(end - incident.created)} ({stamp(incident.created, day)}–"
+        f"{span_minutes(end - incident.created)} ({stamp(incident.created, day)}–"
         f"{stamp(end, day)} UTC)"
         if end is not None
         else f"ongoing since {stamp(incident.created, day)} UTC"
@@ -79,7 +79,7 @@ def fields(incident: Incident) -> dict[str, str]:
         severity += f" (declared {incident.first_severity})"
 
     def since(ts: float | None) -> str | None:
-        return duration_text(ts - incident.created) if ts is not None else None
+        return span_minutes(ts - incident.created) if ts is not None else None
 
     timeline = []
     if incident.dropped:

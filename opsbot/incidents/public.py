@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from opsbot.config import DockerEndpoint, Settings, SSHEndpoint
 from opsbot.errors import UsageError
-from opsbot.state.store import Store
+from opsbot.state.store import JSONDoc, Store
 
 NAMESPACE = "status-incidents"
 PHASES = ("investigating", "identified", "monitoring", "resolved")
@@ -157,19 +157,17 @@ async def post(
     if len(text) > MAX_TEXT:
         raise UsageError(f"a public update is limited to {MAX_TEXT} characters")
     update = PublicUpdate(now, phase, text or template(phase, components))
-    for _ in range(MAX_SWAPS):
-        stored = await store.get(NAMESPACE, incident_id)
-        if stored is None:
-            record = PublicIncident(incident_id, tuple(components), (update,))
-            ttl = RESOLVED_TTL if record.resolved else OPEN_TTL
-            if await store.create(NAMESPACE, incident_id, record.to_doc(), ttl=ttl):
-                return record
-            continue
-        before = PublicIncident.from_doc(stored.value)
-        updates = (*before.updates, update)[-MAX_UPDATES:]
+
+    def add(doc: JSONDoc | None) -> JSONDoc:
+        if doc is None:
+            return PublicIncident(incident_id, tuple(components), (update,)).to_doc()
+        before = PublicIncident.from_doc(doc)
         merged = tuple(dict.fromkeys((*before.components, *components)))
-        record = replace(before, components=merged, updates=updates)
-        ttl = RESOLVED_TTL if record.resolved else OPEN_TTL
-        if await store.swap(NAMESPACE, incident_id, stored.version, record.to_doc(), ttl=ttl):
-            return record
-    raise UsageError(f"too many concurrent updates of {incident_id}; try again")
+        updates = (*before.updates, update)[-MAX_UPDATES:]
+        return replace(before, components=merged, updates=updates).to_doc()
+
+    ttl = RESOLVED_TTL if update.phase == "resolved" else OPEN_TTL
+    done = await store.update(NAMESPACE, incident_id, add, ttl=ttl, attempts=MAX_SWAPS)
+    if done is None or done.after is None:
+        raise UsageError(f"too many concurrent updates of {incident_id}; try again")
+    return PublicIncident.from_doc(done.after)

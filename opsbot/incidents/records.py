@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -131,22 +130,6 @@ def normalize_id(word: str) -> str | None:
 def normalize_severity(word: str) -> str | None:
     upper = word.strip().upper()
     return upper if upper in SEVERITIES else None
-
-
-def hhmm(ts: float) -> str:
-    return time.strftime("%H:%M UTC", time.gmtime(ts))
-
-
-def duration_text(seconds: float) -> str:
-    """Minutes granularity (the card is refreshed once a minute): <1 min, 12 min, 2h 05m."""
-    minutes = int(max(0.0, seconds) // 60)
-    if minutes < 1:
-        return "<1 min"
-    if minutes < 60:
-        return f"{minutes} min"
-    if minutes < 48 * 60:
-        return f"{minutes // 60}h {minutes % 60:02d}m"
-    return f"{minutes // 1440} d {minutes % 1440 // 60}h"
 
 
 def short(text: str, limit: int) -> str:

@@ -11,11 +11,8 @@ Declaring opens a forum topic for the incident when the incident chat is a forum
 card goes to the chat itself), posts the status card and pins it. Every change after that
 edits the same card in place: one message id for the incident's whole life.
 
-Replicas: every change is a compare-and-set of the incident document, and the card text the
-change leads to is rendered and stored (``card_text``) in that same write; only the writer
-whose swap succeeded edits the card, and only when ``card_text`` changed. After its edit a
-writer re-reads the document and edits once more if a concurrent change was stored
-meanwhile, so the card ends showing the latest state.
+Replicas: every change is a compare-and-set of the incident document, and only the writer
+whose change altered the card's text edits the card (``card_keeper.py``, which this builds on).
 
 The automatic timeline (``note``): the audit trail and the alert engine report commands,
 approvals, action results, alerts and recoveries per target; each is appended to every
@@ -33,24 +30,21 @@ prompts for the rest. The stored document is ``records.py``; the status card ``c
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import logging
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 
-from opsbot.config import Person, Settings
+from opsbot.config import Person
 from opsbot.errors import UsageError
 from opsbot.incidents import public as status_updates
-from opsbot.incidents.card import card_reply, card_text, refreshed
+from opsbot.incidents.card import refreshed
+from opsbot.incidents.card_keeper import CardKeeper
 from opsbot.incidents.public import PublicIncident
 from opsbot.incidents.records import (
     CARD_RETRY,
-    CONVERGE,
     COUNTER,
     EDIT_INTERVAL,
-    HEALTH_TIMEOUT,
     MAX_SWAPS,
     MAX_TEXT,
     MAX_TITLE,
@@ -59,18 +53,14 @@ from opsbot.incidents.records import (
     REFRESH_INTERVAL,
     SEVERITIES,
     Entry,
-    Health,
     Incident,
-    duration_text,
-    hhmm,
     normalize_id,
     normalize_severity,
     short,
 )
-from opsbot.notify import Notifier
-from opsbot.render import Reply
+from opsbot.render import Reply, hhmm, span_minutes
 from opsbot.services import Wing
-from opsbot.state.store import Store
+from opsbot.state.store import JSONDoc
 
 log = logging.getLogger(__name__)
 #: Timeline kinds that are the monitor's transitions of a target (see ``timeline.note_alerts``).
@@ -81,60 +71,9 @@ def _name(person: Person | str) -> str:
     return person.name if isinstance(person, Person) else str(person)
 
 
-@dataclass
-class _Change:
-    """A change's outcome: the document before and after the winning swap."""
-
-    before: Incident
-    after: Incident
-
-
-class Incidents:
-    def __init__(
-        self,
-        store: Store,
-        settings: Settings,
-        notifier: Notifier,
-        *,
-        clock: Callable[[], float] = time.time,
-        health: Health | None = None,
-    ) -> None:
-        self.store = store
-        self.settings = settings
-        self.notifier = notifier
-        self.clock = clock
-        self.health = health
-
-    @property
-    def chat_id(self) -> int | None:
-        telegram = self.settings.telegram
-        return telegram.incident_chat_id or telegram.ops_chat_id
-
-    # ----------------------------------------------------------------------- reading
-
-    async def get(self, incident_id: str) -> Incident | None:
-        key = normalize_id(incident_id)
-        if key is None:
-            return None
-        stored = await self.store.get(NAMESPACE, key)
-        return Incident.from_doc(stored.value) if stored else None
-
-    async def all(self) -> list[Incident]:
-        return [Incident.from_doc(v.value) for v in (await self.store.scan(NAMESPACE)).values()]
-
-    async def list(self, open_first: bool = True, limit: int = 20) -> list[Incident]:
-        """Newest first; with ``open_first`` the unresolved ones before the resolved."""
-        incidents = sorted(await self.all(), key=lambda i: -i.created)
-        if open_first:
-            incidents.sort(key=lambda i: i.resolved)  # stable: newest first within each
-        return incidents[: max(0, limit)]
-
-    async def by_thread(self, chat_id: int | None, thread_id: int | None) -> Incident | None:
-        """The incident whose forum topic this is (for commands typed inside it)."""
-        if chat_id is None or thread_id is None:
-            return None
-        found = [i for i in await self.all() if (i.chat_id, i.thread_id) == (chat_id, thread_id)]
-        return max(found, key=lambda i: i.created) if found else None
+class Incidents(CardKeeper):
+    """What people and the monitor do to incidents: declare, acknowledge, …, resolve, the
+    automatic timeline, the status page's updates, and ``tick``."""
 
     # ----------------------------------------------------------------------- declare
 
@@ -183,112 +122,13 @@ class Incidents:
         return await self._post_card(incident, first=True)
 
     async def _next_number(self) -> int:
-        for _ in range(MAX_SWAPS):
-            stored = await self.store.get(COUNTER, "next")
-            if stored is None:
-                if await self.store.create(COUNTER, "next", {"n": 1}):
-                    return 1
-                continue
-            number = int(stored.value["n"]) + 1
-            if await self.store.swap(COUNTER, "next", stored.version, {"n": number}):
-                return number
-        raise UsageError("too many incidents declared at once; try again")
+        def count(doc: JSONDoc | None) -> JSONDoc:
+            return {"n": int(doc["n"]) + 1 if doc is not None else 1}
 
-    async def _post_card(self, incident: Incident, *, first: bool) -> Incident:
-        """Open the topic (once) and post and pin the card; record where it went."""
-        assert incident.chat_id is not None
-        chat = incident.chat_id
-        thread = incident.thread_id
-        if first and thread is None:
-            name = f"{incident.id} {incident.severity} {incident.title}"
-            try:
-                thread = await self.notifier.create_topic(chat, name)
-            except Exception:
-                log.exception("%s: could not open a topic", incident.id)
-                thread = None
-            if thread is not None:
-                incident = await self._set(incident.id, lambda i: replace(i, thread_id=thread))
-        now = self.clock()
-        text = card_text(incident, now)
-        try:
-            message_id = await self.notifier.send(
-                chat, card_reply(incident, text), thread_id=thread
-            )
-        except Exception:
-            log.exception("%s: could not post the status card; tick will retry", incident.id)
-            return incident
-        with_card = await self._set(
-            incident.id, lambda i: replace(refreshed(i, now), card_message_id=message_id)
-        )
-        try:
-            await self.notifier.pin(chat, message_id)
-        except Exception:
-            log.exception("%s: could not pin the status card", incident.id)
-        if with_card.card_text != text:  # changed between the post and the record
-            await self._edit(with_card)
-        return with_card
-
-    async def _set(self, incident_id: str, change: Callable[[Incident], Incident]) -> Incident:
-        """A change that needs no card edit of its own (bookkeeping)."""
-        return (await self._change(incident_id, change)).after
-
-    # ----------------------------------------------------------------------- changes
-
-    async def _change(self, incident_id: str, change: Callable[[Incident], Incident]) -> _Change:
-        """Compare-and-set loop; ``change`` may raise UsageError to refuse."""
-        key = normalize_id(incident_id)
-        if key is None:
-            raise UsageError(f"{short(incident_id, 32)!r} is not an incident id (like INC-7)")
-        for _ in range(MAX_SWAPS):
-            stored = await self.store.get(NAMESPACE, key)
-            if stored is None:
-                raise UsageError(f"no incident {key}; see /incident list")
-            before = Incident.from_doc(stored.value)
-            after = change(before)
-            if await self.store.swap(NAMESPACE, key, stored.version, after.to_doc()):
-                return _Change(before, after)
-        raise UsageError(f"too many concurrent changes of {key}; try again")
-
-    async def _apply(
-        self, incident_id: str, change: Callable[[Incident, float], Incident]
-    ) -> Incident:
-        """An explicit change: record it, and (only this writer) edit the card at once."""
-        now = self.clock()
-        done = await self._change(incident_id, lambda i: refreshed(change(i, now), now))
-        await self._show(done.before, done.after)
-        return done.after
-
-    async def _show(self, before: Incident, after: Incident) -> None:
-        if after.card_text is not None and after.card_text != before.card_text:
-            await self._edit(after)
-            await self._converge(after)
-
-    async def _edit(self, incident: Incident) -> bool:
-        if incident.chat_id is None or incident.card_message_id is None:
-            return False
-        try:
-            await self.notifier.edit(
-                incident.chat_id, incident.card_message_id,
-                card_reply(incident, incident.card_text or ""),
-            )
-        except Exception:
-            log.exception("%s: could not edit the status card", incident.id)
-            return False
-        return True
-
-    async def _converge(self, shown: Incident) -> None:
-        """Show the newest text if a concurrent change was stored while we edited.
-
-        A writer stops only when a read made after its last edit finds what that edit showed;
-        so a newer text was stored after that read, and its writer's edit lands after ours.
-        """
-        for _ in range(CONVERGE):
-            latest = await self.get(shown.id)
-            if latest is None or latest.card_text in (None, shown.card_text):
-                return
-            if not await self._edit(latest):
-                return
-            shown = latest
+        done = await self.store.update(COUNTER, "next", count, attempts=MAX_SWAPS)
+        if done is None or done.after is None:
+            raise UsageError("too many incidents declared at once; try again")
+        return int(done.after["n"])
 
     async def ack(self, incident_id: str, person: Person | str) -> Incident:
         who = _name(person)
@@ -533,18 +373,21 @@ class Incidents:
         last = incident.last_reminder if incident.last_reminder is not None else incident.created
         if now - last < interval:
             return
-        stored = await self.store.get(NAMESPACE, incident.id)
-        if stored is None:
-            return
-        current = Incident.from_doc(stored.value)
-        if current.state != "open" or current.last_reminder != incident.last_reminder:
-            return  # acknowledged, or another replica reminded meanwhile
-        claimed = replace(current, last_reminder=now)
-        if not await self.store.swap(NAMESPACE, incident.id, stored.version, claimed.to_doc()):
-            return  # another writer: it or the next tick decides
+
+        def claim(doc: JSONDoc | None) -> JSONDoc | None:
+            current = Incident.from_doc(doc) if doc is not None else None
+            if current is None or current.state != "open":
+                return None  # gone or acknowledged
+            if current.last_reminder != incident.last_reminder:
+                return None  # another replica reminded meanwhile
+            return replace(current, last_reminder=now).to_doc()
+
+        done = await self.store.update(NAMESPACE, incident.id, claim, attempts=1)
+        if done is None or done.after is None:
+            return  # as above, or another writer: it or the next tick decides
         text = (
             f"⏰ {incident.id} {incident.severity} {short(incident.title, 100)}: "
-            f"still unacknowledged after {duration_text(now - incident.created)}"
+            f"still unacknowledged after {span_minutes(now - incident.created)}"
             f" — /incident ack {incident.id}"
         )
         await self.notifier.send(incident.chat_id, Reply(text=text), thread_id=incident.thread_id)
@@ -554,15 +397,18 @@ class Incidents:
         since = incident.card_retry_at if incident.card_retry_at is not None else incident.created
         if now - since < CARD_RETRY:
             return
-        stored = await self.store.get(NAMESPACE, incident.id)
-        if stored is None:
-            return
-        current = Incident.from_doc(stored.value)
-        if current.card_message_id is not None or current.card_retry_at != incident.card_retry_at:
-            return
-        claimed = replace(current, card_retry_at=now)
-        if await self.store.swap(NAMESPACE, incident.id, stored.version, claimed.to_doc()):
-            await self._post_card(claimed, first=False)
+
+        def claim(doc: JSONDoc | None) -> JSONDoc | None:
+            current = Incident.from_doc(doc) if doc is not None else None
+            if current is None or current.card_message_id is not None:
+                return None
+            if current.card_retry_at != incident.card_retry_at:
+                return None
+            return replace(current, card_retry_at=now).to_doc()
+
+        done = await self.store.update(NAMESPACE, incident.id, claim, attempts=1)
+        if done is not None and done.after is not None:
+            await self._post_card(Incident.from_doc(done.after), first=False)
 
     async def _refresh(self, incident: Incident) -> None:
         now = self.clock()
@@ -574,27 +420,19 @@ class Incidents:
             fresh = await self._health(incident.targets)
             if fresh is not None:
                 health, health_at = fresh, now
-        stored = await self.store.get(NAMESPACE, incident.id)
-        if stored is None:
-            return
-        current = Incident.from_doc(stored.value)
-        if current.resolved or current.card_edited_at != incident.card_edited_at:
-            return  # changed meanwhile: that writer showed it
-        updated = refreshed(replace(current, health=health, health_at=health_at), now)
-        if updated.card_text == current.card_text:
-            return
-        if await self.store.swap(NAMESPACE, incident.id, stored.version, updated.to_doc()):
-            await self._show(current, updated)
 
-    async def _health(self, targets: Sequence[str]) -> str | None:
-        if self.health is None or not targets:
-            return None
-        try:
-            return short(await asyncio.wait_for(self.health(targets), HEALTH_TIMEOUT), 300)
-        except Exception:
-            log.exception("incidents: health of %s unknown", ", ".join(targets))
-            return None
+        def refresh(doc: JSONDoc | None) -> JSONDoc | None:
+            current = Incident.from_doc(doc) if doc is not None else None
+            if current is None or current.resolved:
+                return None
+            if current.card_edited_at != incident.card_edited_at:
+                return None  # changed meanwhile: that writer showed it
+            updated = refreshed(replace(current, health=health, health_at=health_at), now)
+            return updated.to_doc() if updated.card_text != current.card_text else None
 
+        done = await self.store.update(NAMESPACE, incident.id, refresh, attempts=1)
+        if done is not None and done.before is not None and done.after is not None:
+            await self._show(Incident.from_doc(done.before), Incident.from_doc(done.after))
 
 def _not_resolved(incident: Incident, what: str) -> None:
     if incident.resolved:

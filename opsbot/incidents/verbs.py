@@ -27,12 +27,11 @@ from opsbot.incidents.records import (
     ICONS,
     SEVERITIES,
     Incident,
-    duration_text,
     normalize_id,
     normalize_severity,
 )
 from opsbot.incidents.state import INCIDENTS, Incidents
-from opsbot.render import Document, Reply, plural
+from opsbot.render import Document, Reply, plural, span_minutes
 from opsbot.verbs.registry import ButtonSpec, Caller, Verb, listing, register, register_buttons
 
 if TYPE_CHECKING:
@@ -53,7 +52,7 @@ LISTED = 20
 
 def incident_line(incident: Incident, now: float) -> str:
     icon = "✅" if incident.resolved else ICONS.get(incident.severity, "⚪")
-    took = duration_text(incident.duration(now))
+    took = span_minutes(incident.duration(now))
     title = incident.title if len(incident.title) <= 60 else incident.title[:59] + "…"
     return (
         f"{icon} {incident.id} {incident.severity} {incident.state} {took}"
@@ -109,7 +108,7 @@ async def incident_verb(
         return Reply(text=f"🩹 {done.id} mitigated; /incident resolve {done.id} when it is over.")
     if sub == "resolve":
         done = await incidents.resolve(incident_id, person, " ".join(rest))
-        took = duration_text(done.duration(incidents.clock()))
+        took = span_minutes(done.duration(incidents.clock()))
         return Reply(
             text=(
                 f"✅ {done.id} resolved after {took}. Post-mortem draft attached:"

@@ -36,6 +36,7 @@ from opsbot.config import (
 from opsbot.errors import OpsbotError
 from opsbot.reach.executors import Executor
 from opsbot.reach.targets import Runtime, State, container_name, process_status
+from opsbot.render import ago
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,13 +359,9 @@ async def _telegram(label: str, check: TelegramCheck, runtime: CheckRuntime) -> 
     last_error = hook.get("last_error_date")
     if last_error and time.time() - int(last_error) < 3600:
         state = State.WARN
-        notes.append(f"webhook error {_ago(int(last_error))}: {hook.get('last_error_message')}")
+        error = hook.get("last_error_message")
+        notes.append(f"webhook error {ago(time.time() - int(last_error))}: {error}")
     return CheckResult(label, state, ", ".join([username, *notes]))
-
-
-def _ago(timestamp: int) -> str:
-    seconds = max(0, int(time.time()) - timestamp)
-    return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
 
 
 async def _command(

@@ -260,22 +260,22 @@ class Outbox:
         edit = await self.store.get(NAMESPACE, f"e{ref}")
         if edit is not None and edit.value["state"] != "done":
             return False  # an edit is queued or in flight: it keeps the order of texts
-        key, stamp = f"s{ref}", doc.get("stamp")
-        while True:
-            stored = await self.store.get(NAMESPACE, key)
-            if stored is None or stored.value["state"] != "pending":
-                return False  # sent, in flight, or never queued here: edit the message
-            current = stored.value
-            if "document" in current["reply"]:
-                return False
-            if stamp is not None and int(current.get("stamp", -1)) >= stamp:
-                return True
+        stamp = doc.get("stamp")
+        held = False  # the send holds this text, or a newer one, already
+
+        def into(current: JSONDoc | None) -> JSONDoc | None:
+            nonlocal held
+            if current is None or current["state"] != "pending" or "document" in current["reply"]:
+                return None  # sent, in flight, never queued here, or a file: edit the message
+            held = stamp is not None and int(current.get("stamp", -1)) >= stamp
+            if held:
+                return None
             new = {**current, "reply": doc["reply"],
                    "priority": min(current["priority"], doc["priority"])}  # fmt: skip
-            if stamp is not None:
-                new["stamp"] = stamp
-            if await self.store.swap(NAMESPACE, key, stored.version, new, ttl=MAX_AGE):
-                return True
+            return new if stamp is None else {**new, "stamp": stamp}
+
+        done = await self.store.update(NAMESPACE, f"s{ref}", into, ttl=MAX_AGE)
+        return held or (done is not None and done.after is not None)
 
     async def edit_message(
         self, chat: int, message_id: int, reply: Reply, *, priority: Priority = Priority.reply

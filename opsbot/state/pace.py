@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 from enum import IntEnum
-from typing import Any
 
-from opsbot.state.store import Store
+from opsbot.state.store import JSONDoc, Store
 
 NAMESPACE = "outbox-pace"
 WINDOW = 60.0  # Telegram's window, seconds
@@ -50,21 +50,14 @@ SHARE = {
 }
 
 
+@dataclass(eq=False)
 class ChatPace:
-    def __init__(
-        self,
-        store: Store,
-        per_minute: int,
-        clock: Callable[[], float] = time.time,
-        *,
-        window: float = WINDOW,
-        namespace: str = NAMESPACE,
-    ) -> None:
-        self.store = store
-        self.per_minute = per_minute
-        self.clock = clock
-        self.window = window
-        self.namespace = namespace
+    store: Store
+    per_minute: int
+    clock: Callable[[], float] = time.time
+    _: KW_ONLY
+    window: float = WINDOW
+    namespace: str = NAMESPACE
 
     def limit(self, priority: int) -> int:
         """Calls the window may already hold for a call of ``priority`` to be made (20 a
@@ -98,36 +91,30 @@ class ChatPace:
 
     async def take(self, chat: int, limit: int) -> bool:
         """Take a slot if fewer than ``limit`` calls were made in the window."""
-        key = str(chat)
-        for _ in range(MAX_SWAPS):
+
+        def take(stored: JSONDoc | None) -> JSONDoc | None:
             now = self.clock()
-            stored = await self.store.get(self.namespace, key)
-            doc: dict[str, Any] = stored.value if stored else {"sends": [], "paused_until": 0.0}
+            doc: JSONDoc = stored if stored is not None else {"sends": [], "paused_until": 0.0}
             if now < float(doc.get("paused_until", 0)):
-                return False
+                return None
             recent = [t for t in doc["sends"] if t > now - self.window - SLACK]
             if len(recent) >= limit:
-                return False
-            new = {**doc, "sends": [*recent, now]}
-            ttl = 2 * self.window
-            if stored is None:
-                if await self.store.create(self.namespace, key, new, ttl=ttl):
-                    return True
-            elif await self.store.swap(self.namespace, key, stored.version, new, ttl=ttl):
-                return True
-        return False
+                return None
+            return {**doc, "sends": [*recent, now]}
+
+        done = await self.store.update(
+            self.namespace, str(chat), take, ttl=2 * self.window, attempts=MAX_SWAPS
+        )
+        return done is not None and done.after is not None
 
     async def pause(self, chat: int, seconds: float) -> None:
         """Telegram said 429: no calls in this chat for ``seconds``."""
-        key = str(chat)
-        for _ in range(MAX_SWAPS):
+
+        def pause(stored: JSONDoc | None) -> JSONDoc:
             until = self.clock() + seconds
-            stored = await self.store.get(self.namespace, key)
-            doc: dict[str, Any] = stored.value if stored else {"sends": []}
-            new = {**doc, "paused_until": max(until, float(doc.get("paused_until", 0)))}
-            ttl = 2 * self.window + seconds
-            if stored is None:
-                if await self.store.create(self.namespace, key, new, ttl=ttl):
-                    return
-            elif await self.store.swap(self.namespace, key, stored.version, new, ttl=ttl):
-                return
+            doc: JSONDoc = stored if stored is not None else {"sends": []}
+            return {**doc, "paused_until": max(until, float(doc.get("paused_until", 0)))}
+
+        await self.store.update(
+            self.namespace, str(chat), pause, ttl=2 * self.window + seconds, attempts=MAX_SWAPS
+        )

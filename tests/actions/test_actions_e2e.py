@@ -24,11 +24,11 @@ from tests.factories import (
     INCIDENTS,
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     OSCAR,
     VIC,
     ChatSession,
     base_config,
+    fake_fixture,
     running_opsbot,
     ssh_endpoint,
     write_config,
@@ -55,11 +55,7 @@ esac
 """
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 @pytest.fixture(scope="module")

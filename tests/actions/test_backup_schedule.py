@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,12 @@ from tests.actions.test_backups import chown_to_lab_user
 from tests.factories import (
     INCIDENTS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     OSCAR,
     VIC,
     ChatSession,
     Clock,
     base_config,
+    fake_fixture,
     running_opsbot,
     ssh_endpoint,
     write_config,
@@ -59,11 +59,7 @@ def make_sqlite(directory: Path, rows: int = 3) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 # --------------------------------------------------------------------------- the schedule

@@ -23,11 +23,10 @@ import pytest_asyncio
 from tests.factories import (
     BOB,
     OPS,
-    OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     OSCAR,
     ChatSession,
     base_config,
+    fake_fixture,
     running_opsbot,
     ssh_endpoint,
     write_config,
@@ -161,11 +160,7 @@ def ran(kube_dir: Path) -> list[list[str]]:
     return [json.loads(line) for line in (kube_dir / "argv.log").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -15,7 +15,7 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ from tests.factories import (
     OPSBOT_USERNAME,
     Clock,
     base_config,
+    fake_fixture,
     write_config,
 )
 from tests.fakebotapi import FakeBotAPI, FakeMessage
@@ -54,11 +55,8 @@ CHAT = INCIDENTS.id  # alerts go to the incident chat by default
 _prefixes = itertools.count()
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI() as api:  # default flood limits: 20 messages a minute per group
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+# default flood limits: 20 messages a minute per group
+fake = fake_fixture()
 
 
 def make_settings(fake: FakeBotAPI, tmp_path: Path, **alerts: Any) -> Settings:

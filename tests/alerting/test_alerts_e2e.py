@@ -21,12 +21,11 @@ from tests.factories import (
     ALICE,
     INCIDENTS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     STRANGER,
     ChatSession,
     base_config,
-    running_opsbot,
-    write_config,
+    fake_fixture,
+    opsbot_chat,
 )
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
 from tests.lab.alertmanager import AlertmanagerFactory, post_alerts, rfc3339
@@ -37,11 +36,8 @@ WEBHOOK_TOKEN = "webhook-bearer-secret-0123456789"
 ALICE_PRIVATE = Chat(ALICE.id, "private")  # commands here do not use the group's budget
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI() as api:  # Telegram's rate limits on
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+# Telegram's rate limits on
+fake = fake_fixture(scope="module")
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +74,7 @@ async def chat(
     }
     config["alerts"] = {"digest_interval": 5, "monitor": {"enabled": False}}
     config["web"] = {"enabled": True, "port": free_port(), "token": WEBHOOK_TOKEN}
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 

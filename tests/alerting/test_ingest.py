@@ -13,11 +13,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
-import pytest
 from telegram import Bot
 
 from opsbot.alerting.engine import AlertEngine
@@ -32,9 +31,8 @@ from opsbot.state.store.sqlite import SQLiteStore
 from opsbot.web.server import WebServer
 from tests.factories import (
     INCIDENTS,
-    OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     base_config,
+    fake_fixture,
     write_config,
 )
 from tests.fakebotapi import FakeBotAPI
@@ -45,11 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
 TOKEN = "ingest-web-token-0123456789"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI() as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture()
 
 
 async def post_each(port: int, alerts: list[dict[str, str]], in_flight: int) -> list[int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -16,11 +16,10 @@ from tests.factories import (
     ALICE,
     INCIDENTS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     ChatSession,
     base_config,
-    running_opsbot,
-    write_config,
+    fake_fixture,
+    opsbot_chat,
 )
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
 from tests.lab.ports import free_port
@@ -29,11 +28,8 @@ WEBHOOK_TOKEN = "webhook-bearer-secret-0123456789"
 ALICE_PRIVATE = Chat(ALICE.id, "private")
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI() as api:  # Telegram's rate limits on
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+# Telegram's rate limits on
+fake = fake_fixture(scope="module")
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -45,8 +41,7 @@ async def chat(
     config["targets"] = {"web": {"kind": "command", "actions": {"status": ["true"]}}}
     config["alerts"] = {"monitor": {"enabled": False}}
     config["web"] = {"enabled": True, "port": free_port(), "token": WEBHOOK_TOKEN}
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 

@@ -12,26 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
 
-import pytest
 import pytest_asyncio
 
-from opsbot.alerting.engine import ALERT_ENGINE, AlertEngine
 from opsbot.alerting.event import AlertEvent, Severity
 from tests.factories import (
     BOB,
     INCIDENTS,
     OPS,
-    OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     OSCAR,
     ChatSession,
     base_config,
-    running_opsbot,
-    write_config,
+    engine_of,
+    fake_fixture,
+    opsbot_chat,
 )
 from tests.fakebotapi import Call, FakeBotAPI, FakeMessage
 
@@ -41,11 +38,7 @@ AM_TARGETS = ["quizbot", "paybot", "searchbot"]
 SLOW = [f"slow{i}" for i in range(9)]
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=PER_WINDOW, group_window=WINDOW, count_edits=True) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(group_per_minute=PER_WINDOW, group_window=WINDOW, count_edits=True)
 
 
 @pytest_asyncio.fixture
@@ -62,13 +55,8 @@ async def chat(fake: FakeBotAPI, tmp_path: Path) -> AsyncIterator[ChatSession]:
         "edit_interval": 1,
         "monitor": {"enabled": False},
     }
-    settings = write_config(tmp_path / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp_path, config) as session:
         yield session
-
-
-def engine_of(chat: ChatSession) -> AlertEngine:
-    return ALERT_ENGINE.of(chat.services)
 
 
 def am_event(i: int, status: Literal["firing", "resolved"] = "firing") -> AlertEvent:

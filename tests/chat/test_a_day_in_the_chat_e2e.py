@@ -35,7 +35,6 @@ from tests.factories import (
     INCIDENTS,
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     VIC,
     ChatSession,
     base_config,
@@ -76,13 +75,6 @@ class Service:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
 
@@ -21,12 +21,11 @@ from tests.factories import (
     BOB,
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     ChatSession,
     base_config,
-    running_opsbot,
+    fake_fixture,
+    opsbot_chat,
     ssh_endpoint,
-    write_config,
 )
 from tests.fakebotapi import Chat, FakeBotAPI
 from tests.lab.sshd import SSHServer
@@ -46,11 +45,7 @@ def big_db(sshd_server: SSHServer) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -94,8 +89,7 @@ async def chat(
             ],
         },
     }
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +22,11 @@ from opsbot.verbs.registry import Caller
 from tests.factories import (
     ALICE,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     ChatSession,
     base_config,
-    running_opsbot,
+    fake_fixture,
+    opsbot_chat,
     ssh_endpoint,
-    write_config,
 )
 from tests.fakebotapi import Chat, FakeBotAPI
 from tests.lab.sshd import SSHServer
@@ -38,11 +37,7 @@ MEDIUM_SECONDS = 1.5
 MANY = 24  # above the 20 targets from which progress shows at once
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -68,8 +63,7 @@ async def chat(
         "brokenbot": {"kind": "command", "endpoint": "lab-ssh", "actions": {"status": ["false"]}},
     }
     config["targets"] = targets
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 

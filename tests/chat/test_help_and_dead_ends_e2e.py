@@ -10,7 +10,7 @@ and no backups configured:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +22,12 @@ from tests.factories import (
     ALICE,
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     VIC,
     ChatSession,
     base_config,
-    running_opsbot,
+    fake_fixture,
+    opsbot_chat,
     ssh_endpoint,
-    write_config,
 )
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
 from tests.lab.sshd import SSHServer
@@ -40,11 +39,7 @@ ALICE_PRIVATE = Chat(ALICE.id, "private")
 ERRORS_AT = (100, 20_000, 30_000, 40_000, 50_000, 59_000)
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 def _write_logs(sshd_server: SSHServer) -> tuple[Path, Path]:
@@ -85,8 +80,7 @@ async def chat(
         },
         "nolog": {"kind": "command", "endpoint": "lab-ssh", "actions": {"status": ["false"]}},
     }
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 

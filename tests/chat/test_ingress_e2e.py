@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -34,21 +34,17 @@ from tests.factories import (
     ALICE,
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     ChatSession,
     base_config,
+    fake_fixture,
+    opsbot_chat,
     running_opsbot,
     write_config,
 )
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.ports import free_port
 
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 @pytest.fixture
@@ -65,8 +61,7 @@ async def chat(fake: FakeBotAPI, tmp_path: Path, runs: Path) -> AsyncIterator[Ch
             "actions": {"status": ["sh", "-c", f"echo ran >> {runs}"]},
         }
     }
-    settings = write_config(tmp_path / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp_path, config) as session:
         yield session
 
 

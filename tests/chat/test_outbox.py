@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
-import pytest
 from telegram import Bot
 from telegram.request import HTTPXRequest
 
@@ -21,18 +19,15 @@ from opsbot.render import Document, Reply
 from opsbot.state import prompts
 from opsbot.state.outbox import FILES, Outbox, Priority
 from opsbot.state.prompts import Prompt
-from tests.factories import OPSBOT_TOKEN, OPSBOT_USERNAME, OpenStore
+from tests.factories import OPSBOT_TOKEN, OPSBOT_USERNAME, OpenStore, fake_fixture
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 
 GROUP = -1002000000001
 OTHER = -1002000000002
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI() as api:  # Telegram's limits on: 20 a minute per group, 30/s
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+# Telegram's limits on: 20 a minute per group, 30/s
+fake = fake_fixture()
 
 
 async def drain(outbox: Outbox, timeout: float = 20.0) -> None:
@@ -40,6 +35,16 @@ async def drain(outbox: Outbox, timeout: float = 20.0) -> None:
     while await outbox.pending():
         assert time.monotonic() < deadline, await outbox.pending()
         await asyncio.sleep(0.05)
+
+
+async def deliver(outbox: Outbox, bot: Bot) -> None:
+    """Run a worker until the outbox is empty."""
+    worker = OutboxWorker(outbox, bot)
+    worker.start()
+    try:
+        await drain(outbox)
+    finally:
+        await worker.stop()
 
 
 def texts(messages: list[FakeMessage]) -> list[str]:
@@ -55,12 +60,7 @@ async def test_order_per_chat_and_replies_ahead_of_alerts(
     for i in range(3):
         await outbox.send(GROUP, Reply(f"reply {i}"))
         await outbox.send(OTHER, Reply(f"other {i}"))
-    worker = OutboxWorker(outbox, bots[0])
-    worker.start()
-    try:
-        await drain(outbox)
-    finally:
-        await worker.stop()
+    await deliver(outbox, bots[0])
     assert texts(fake.bot_messages(GROUP)) == [
         "reply 0", "reply 1", "reply 2", "alert 0", "alert 1", "alert 2",
     ]  # fmt: skip
@@ -75,12 +75,7 @@ async def test_edits_queued_before_their_message_become_its_text_and_later_ones_
     for i in range(1, 6):
         await outbox.edit(GROUP, ref, Reply(f"v{i}"))  # all queued before the message exists
     await outbox.pin(GROUP, ref)
-    worker = OutboxWorker(outbox, bots[0])
-    worker.start()
-    try:
-        await drain(outbox)
-    finally:
-        await worker.stop()
+    await deliver(outbox, bots[0])
     [message] = fake.bot_messages(GROUP)
     assert message.text == "v5" and message.pinned
     assert message.history == ["v5"]  # posted with its newest text: one call, not two
@@ -90,12 +85,7 @@ async def test_edits_queued_before_their_message_become_its_text_and_later_ones_
 
     for i in range(6, 11):  # queued while no worker runs: one edit, the newest text
         await outbox.edit(GROUP, ref, Reply(f"v{i}"))
-    worker = OutboxWorker(outbox, bots[0])
-    worker.start()
-    try:
-        await drain(outbox)
-    finally:
-        await worker.stop()
+    await deliver(outbox, bots[0])
     assert fake.bot_messages(GROUP)[0].text == "v10"
     assert len(fake.calls_to("editMessageText")) == 1
 
@@ -250,12 +240,7 @@ async def test_a_hung_call_times_out_and_is_retried(
     quick = HTTPXRequest(read_timeout=1.0)
     async with Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url, request=quick) as bot:
         await outbox.send(GROUP, Reply("through a hang"))
-        worker = OutboxWorker(outbox, bot)
-        worker.start()
-        try:
-            await drain(outbox)
-        finally:
-            await worker.stop()
+        await deliver(outbox, bot)
     assert texts(fake.bot_messages(GROUP)) == ["through a hang"]
 
 
@@ -270,12 +255,7 @@ async def test_a_send_abandoned_mid_call_is_never_sent_twice_but_its_card_arrive
     assert await outbox.claim(entry, "a replica that dies now") is not None
     await outbox.edit(GROUP, ref, Reply("card v2: done"))
     await asyncio.sleep(0.6)  # its lease runs out
-    worker = OutboxWorker(outbox, bots[0])
-    worker.start()
-    try:
-        await drain(outbox)
-    finally:
-        await worker.stop()
+    await deliver(outbox, bots[0])
     assert texts(fake.bot_messages(GROUP)) == ["card v2: done"]
     assert await outbox.message_id(ref) == fake.bot_messages(GROUP)[0].message_id
 
@@ -289,12 +269,7 @@ async def test_a_document_is_kept_apart_and_sent_with_its_bytes(
     ref = await outbox.send(GROUP, Reply("backup", document=Document("db.dump", content, True)))
     [entry] = await outbox.pending()
     assert "content" not in entry.doc["reply"]["document"]  # the scanned entry stays small
-    worker = OutboxWorker(outbox, bots[0])
-    worker.start()
-    try:
-        await drain(outbox)
-    finally:
-        await worker.stop()
+    await deliver(outbox, bots[0])
     [message] = fake.bot_messages(GROUP)
     assert message.document_name == "db.dump" and message.document_bytes == content
     assert message.caption == "backup"
@@ -309,12 +284,7 @@ async def test_a_prompt_queued_before_a_restart_goes_out_as_a_force_reply_and_is
     await prompts.expect(queued.store, ref, Prompt("incident", ("update", "INC-3")))
     await queued.send(GROUP, Reply("Update for INC-3?", prompt="What changed?"), ref=ref)
     outbox = Outbox(open_store())  # delivered after a restart, or by another replica
-    worker = OutboxWorker(outbox, bots[0])
-    worker.start()
-    try:
-        await drain(outbox)
-    finally:
-        await worker.stop()
+    await deliver(outbox, bots[0])
     (sent,) = fake.bot_messages(GROUP)
     assert sent.reply_markup == {
         "force_reply": True, "selective": True, "input_field_placeholder": "What changed?"

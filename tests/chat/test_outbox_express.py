@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 from telegram import Bot
@@ -19,18 +18,14 @@ from opsbot.handlers import outbox_worker
 from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.render import Reply
 from opsbot.state.outbox import NAMESPACE, Entry, Outbox, Priority
-from tests.factories import OPSBOT_TOKEN, OPSBOT_USERNAME, OpenStore
+from tests.factories import OpenStore, fake_fixture
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 
 PRIVATE = 5_000_001
 GROUP = -1002000000001
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI() as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture()
 
 
 async def settled(outbox: Outbox, fake: FakeBotAPI, chat: int, count: int) -> list[str]:

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,14 @@ from tests.factories import (
     BOB,
     INCIDENTS,
     OPS,
-    OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     OSCAR,
     ChatSession,
     base_config,
-    running_opsbot,
-    write_config,
+    counting_target,
+    fake_fixture,
+    opsbot_chat,
+    redis_store,
+    runs,
 )
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.redis import RedisServer
@@ -41,14 +41,10 @@ REQUEST_TIMEOUT = 2.0  # telegram.request_timeout here (5 s by default)
 HANG = REQUEST_TIMEOUT + 1.0  # never answered in time: the call times out
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    # Telegram's limits on (20 calls per group window, 30/s), the window shrunk to 10 s on
-    # both sides: opsbot paces edits too, and 14 restart flows in one group would otherwise
-    # wait a minute for slots (pacing is tests/alerting/test_alert_pacing_e2e.py's subject).
-    with FakeBotAPI(group_window=10.0) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+# Telegram's limits on (20 calls per group window, 30/s), the window shrunk to 10 s on
+# both sides: opsbot paces edits too, and 14 restart flows in one group would otherwise
+# wait a minute for slots (pacing is tests/alerting/test_alert_pacing_e2e.py's subject).
+fake = fake_fixture(scope="module", group_window=10.0)
 
 
 @pytest.fixture(scope="module")
@@ -59,19 +55,8 @@ def counter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def counter_config(fake: FakeBotAPI, data: Path, counter: Path, redis_url: str) -> dict[str, Any]:
     config = base_config(fake, data)
     config["telegram"]["request_timeout"] = REQUEST_TIMEOUT
-    config["store"] = {"backend": "redis", "redis_url": redis_url,
-                       "prefix": f"faults-{uuid.uuid4().hex[:8]}"}  # fmt: skip
-    config["targets"] = {
-        "counter": {
-            "kind": "command",
-            "verify_deadline": 10,
-            "actions": {
-                "status": ["true"],
-                # Every run of the action leaves one line: the test counts them.
-                "restart": ["sh", "-c", f"echo ran >> {counter}"],
-            },
-        }
-    }
+    config["store"] = redis_store(redis_url, "faults")
+    config["targets"] = {"counter": counting_target(counter)}
     return config
 
 
@@ -84,13 +69,8 @@ async def chat(
 ) -> AsyncIterator[ChatSession]:
     tmp = tmp_path_factory.mktemp("faults")
     config = counter_config(fake, tmp / "data", counter, redis_server.url)
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
-
-
-def runs(counter: Path) -> int:
-    return len(counter.read_text().splitlines()) if counter.exists() else 0
 
 
 async def restart_flow(chat: ChatSession, counter: Path) -> tuple[FakeMessage, FakeMessage]:

@@ -12,15 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from opsbot.actions.approvals import APPROVALS
 from opsbot.config import Settings
@@ -30,24 +24,22 @@ from tests.factories import (
     INCIDENTS,
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     OSCAR,
     ChatSession,
     base_config,
+    counting_target,
+    fake_fixture,
+    redis_store,
     running_opsbot,
+    runs,
+    start_opsbot,
     write_config,
 )
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.redis import RedisServer
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI() as api:  # Telegram's limits on
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+# Telegram's limits on
+fake = fake_fixture()
 
 
 def config_for(
@@ -55,19 +47,8 @@ def config_for(
 ) -> dict[str, Any]:
     counter = tmp_path / "runs"
     config = base_config(fake, tmp_path / "data")
-    config["store"] = {"backend": "redis", "redis_url": redis.url,
-                       "prefix": f"kills-{uuid.uuid4().hex[:8]}"}  # fmt: skip
-    config["targets"] = {
-        "counter": {
-            "kind": "command",
-            "verify_deadline": 10,
-            "actions": {
-                "status": ["true"],
-                # Every run of the action leaves one line: the test counts them.
-                "restart": ["sh", "-c", f"echo ran >> {counter}; {restart}"],
-            },
-        }
-    }
+    config["store"] = redis_store(redis.url, "kills")
+    config["targets"] = {"counter": counting_target(counter, then=restart)}
     return config
 
 
@@ -75,9 +56,8 @@ def settings_for(fake: FakeBotAPI, tmp_path: Path, redis: RedisServer) -> Settin
     return write_config(tmp_path / "opsbot.yaml", config_for(fake, tmp_path, redis))
 
 
-def runs(tmp_path: Path) -> int:
-    counter = tmp_path / "runs"
-    return len(counter.read_text().splitlines()) if counter.exists() else 0
+def runs_in(tmp_path: Path) -> int:
+    return runs(tmp_path / "runs")
 
 
 def request_id(card: FakeMessage) -> str:
@@ -130,7 +110,7 @@ async def test_stopped_before_the_card_was_delivered(
         card = await fake.wait_for_message(OPS.id, lambda m: "approval" in (m.text or ""))
         chat.tap(card, f"a:{request_id(card)}", user=BOB)
         done = await final_card(fake, card.message_id, "done")
-    assert runs(tmp_path) == 1 and "approved by bob" in (done.text or "")
+    assert runs_in(tmp_path) == 1 and "approved by bob" in (done.text or "")
     cards = [m for m in fake.bot_messages(OPS.id) if "restart counter" in (m.text or "")]
     assert len(cards) == 1
 
@@ -150,11 +130,11 @@ async def test_stopped_after_the_approval_won_and_before_the_run(
             request_id(card), bob(chat.services), approve=True, now=time.time() - 30
         )
         assert decision.execute
-    assert runs(tmp_path) == 0
+    assert runs_in(tmp_path) == 0
     async with running_opsbot(fake, settings):
         done = await final_card(fake, card.message_id, "done")
         await asyncio.sleep(3)  # a reaper round more: still once
-    assert runs(tmp_path) == 1 and "approved by bob" in (done.text or "")
+    assert runs_in(tmp_path) == 1 and "approved by bob" in (done.text or "")
     copy = [m for m in fake.bot_messages(INCIDENTS.id) if "restart counter" in (m.text or "")]
     assert len(copy) == 1
 
@@ -171,7 +151,7 @@ async def test_stopped_mid_run_is_marked_failed_with_the_reason_and_never_rerun(
     async with running_opsbot(fake, settings):
         failed = await final_card(fake, card.message_id, "failed")
     assert "opsbot stopped while this was running" in (failed.text or "")
-    assert runs(tmp_path) == 0  # the dead replica's run is not repeated
+    assert runs_in(tmp_path) == 0  # the dead replica's run is not repeated
 
 
 async def test_stopped_before_the_final_edit_was_delivered(
@@ -184,13 +164,13 @@ async def test_stopped_before_the_final_edit_was_delivered(
         chat.tap(card, f"a:{request_id(card)}", user=BOB)
         await until(lambda: _done_in_store(chat.services, request_id(card)))
     fake.set_down(False)
-    assert runs(tmp_path) == 1
+    assert runs_in(tmp_path) == 1
     async with running_opsbot(fake, settings):
         done = await final_card(fake, card.message_id, "done")
         copy = await fake.wait_for_message(
             INCIDENTS.id, lambda m: "restart counter" in (m.text or ""), timeout=30
         )
-    assert runs(tmp_path) == 1 and "approved by bob" in (done.text or "")
+    assert runs_in(tmp_path) == 1 and "approved by bob" in (done.text or "")
     assert "✅" in (copy.text or "")
 
 
@@ -200,17 +180,6 @@ async def _done_in_store(services: Services, request: str) -> bool:
 
 
 # --------------------------------------------------------------------------- a real SIGKILL
-
-
-def start_opsbot(config_path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "opsbot", "run", "--config", str(config_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(REPO),
-             "HOME": str(config_path.parent)},
-    )  # fmt: skip
 
 
 async def test_opsbot_sigkilled_mid_action_runs_it_once_and_the_card_says_so(
@@ -225,7 +194,7 @@ async def test_opsbot_sigkilled_mid_action_runs_it_once_and_the_card_says_so(
         card = await fake.wait_for_message(OPS.id, after_message_id=sent["message_id"], timeout=30)
         fake.tap_button(OPSBOT_TOKEN, OPS, BOB, card.message_id, f"a:{request_id(card)}")
         deadline = time.monotonic() + 30
-        while runs(tmp_path) == 0:
+        while runs_in(tmp_path) == 0:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
     finally:
@@ -243,7 +212,7 @@ async def test_opsbot_sigkilled_mid_action_runs_it_once_and_the_card_says_so(
         _, stderr = second.communicate(timeout=30)
     assert second.returncode == 0, stderr[-2000:]
     assert "opsbot stopped while this was running" in (failed.text or "")
-    assert runs(tmp_path) == 1
+    assert runs_in(tmp_path) == 1
     copies = [m for m in fake.bot_messages(INCIDENTS.id) if "restart counter" in (m.text or "")]
     assert len(copies) == 1 and "❌" in (copies[0].text or "")
 
@@ -264,7 +233,7 @@ async def test_bot_api_down_for_a_minute_then_everything_arrives_in_order(
             chat.send(f"/nope{i}", user=OSCAR)
             await asyncio.sleep(0.3)
         await asyncio.sleep(max(0.0, 60 - (time.monotonic() - down_at)))
-        assert runs(tmp_path) == 1  # the action ran during the outage
+        assert runs_in(tmp_path) == 1  # the action ran during the outage
         refused = fake.refused_while_down
         assert refused > 5  # opsbot kept trying
         fake.set_down(False)
@@ -282,4 +251,4 @@ async def test_bot_api_down_for_a_minute_then_everything_arrives_in_order(
     assert replies == [f"unknown command /nope{i}; try /help" for i in range(5)]
     assert "approved by bob" in (done.text or "") and "✅" in (copy.text or "")
     assert fake.too_many_requests == []
-    assert runs(tmp_path) == 1
+    assert runs_in(tmp_path) == 1

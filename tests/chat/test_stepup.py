@@ -13,7 +13,6 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -29,11 +28,10 @@ from tests.factories import (
     ALICE,
     BOB,
     OPS,
-    OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     OSCAR,
     ChatSession,
     base_config,
+    fake_fixture,
     running_opsbot,
     write_config,
 )
@@ -50,11 +48,7 @@ def window_excluding_now() -> str:
     return f"{later.tm_hour:02d}:00-{end.tm_hour:02d}:00"
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 @pytest.fixture(scope="module")

@@ -39,9 +39,9 @@ from tests.factories import (
     VIC,
     ChatSession,
     base_config,
-    running_opsbot,
+    fake_bot_api,
+    opsbot_chat,
     ssh_endpoint,
-    write_config,
 )
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
 from tests.lab.dockerd import DockerLab, run_http_container
@@ -59,8 +59,7 @@ ALICE_PRIVATE = Chat(ALICE.id, "private")
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeBotAPI]:
     # Rate limits are exercised by the alerts tests; here a chat sends more than 20 a minute.
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
+    with fake_bot_api(group_per_minute=None) as api:
         api.add_bot(OPERATED_TOKEN, OPERATED_USERNAME, "Quiz bot")
         yield api
 
@@ -197,8 +196,7 @@ async def chat(
         },
         "canary": {"kind": "command", "actions": {"status": ["touch", str(canary)]}},
     }
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 

@@ -12,12 +12,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.factories import ALICE, OPS, OPSBOT_TOKEN, OPSBOT_USERNAME, PEOPLE, ssh_endpoint
+from tests.factories import (
+    ALICE,
+    OPS,
+    OPSBOT_TOKEN,
+    OPSBOT_USERNAME,
+    PEOPLE,
+    fake_fixture,
+    ssh_endpoint,
+)
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.dockerd import DockerLab
 from tests.lab.ports import free_port
@@ -45,11 +50,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 def test_schema_is_json_for_editors() -> None:

@@ -14,13 +14,10 @@ import contextlib
 import itertools
 import json
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from telegram import Update
 
 from opsbot.app import AnyApplication, build_application
@@ -30,38 +27,21 @@ from tests.factories import (
     BOB,
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     OSCAR,
     base_config,
+    counting_target,
+    start_opsbot,
     write_config,
 )
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.redis import RedisServer
 
-REPO = Path(__file__).resolve().parents[2]
 _prefixes = itertools.count()
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
 
 
 def counter_config(fake: FakeBotAPI, tmp_path: Path, counter: Path) -> dict[str, Any]:
     config = base_config(fake, tmp_path / "data")
-    config["targets"] = {
-        "counter": {
-            "kind": "command",
-            "verify_deadline": 10,
-            "actions": {
-                "status": ["true"],
-                # Every run of the action leaves one line: the test counts them.
-                "restart": ["sh", "-c", f"echo ran >> {counter}"],
-            },
-        }
-    }
+    config["targets"] = {"counter": counting_target(counter)}
     return config
 
 
@@ -130,17 +110,6 @@ async def test_fifty_taps_on_two_replicas_sharing_redis_run_the_action_once(
     assert len(texts) == 50, fake.dump_calls(80) + str([m.text for m in fake.bot_messages(OPS.id)])
     assert texts.count("Approved: running.") == 1
     assert all(t.startswith("Already approved by") for t in texts if t != "Approved: running.")
-
-
-def start_opsbot(config_path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "opsbot", "run", "--config", str(config_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(REPO),
-             "HOME": str(config_path.parent)},
-    )  # fmt: skip
 
 
 async def wait_polling(fake: FakeBotAPI, since: int) -> None:

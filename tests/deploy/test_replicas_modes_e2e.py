@@ -18,7 +18,6 @@ import contextlib
 import itertools
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,33 +27,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.factories import (
     ALICE,
     INCIDENTS,
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     OSCAR,
     base_config,
 )
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.ports import free_port, start_process, stop_process, wait_until
-from tests.lab.redis import RedisServer
+from tests.lab.redis import RedisServer, pings
 
 REPO = Path(__file__).resolve().parents[2]
 WEB_TOKEN = "replica-test-web-token-0123456789"
 SECRET = "webhook-secret_0123456789"
 HOOK_URL = "https://opsbot.example.org/telegram/hook"
 _prefixes = itertools.count()
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
 
 
 @dataclass
@@ -318,20 +308,11 @@ def durable_redis(directory: Path, port: int) -> Iterator[subprocess.Popen[bytes
     proc = start_process(argv, directory / "redis.log")
     try:
         wait_until(
-            lambda: _pings(port), what="redis-server", log=directory / "redis.log", proc=proc
+            lambda: pings(port), what="redis-server", log=directory / "redis.log", proc=proc
         )
         yield proc
     finally:
         stop_process(proc)
-
-
-def _pings(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 async def test_redis_restarted_mid_approval_loses_nothing(

@@ -39,26 +39,22 @@ from tests.factories import (
     BOB,
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     STRANGER,
     ChatSession,
     base_config,
+    fake_fixture,
     running_opsbot,
+    web_on,
     write_config,
 )
 from tests.fakebotapi import Chat, FakeBotAPI, UploadedFile
-from tests.lab.ports import free_port
 from tests.lab.redis import RedisServer
 from tests.secrets_corpus import CORPUS, HMAC_SECRET, OPSBOT_BOT_TOKEN, WEB_TOKEN, leaks
 
 ALICE_PRIVATE = Chat(ALICE.id, "private")
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 @pytest.fixture
@@ -180,12 +176,7 @@ async def test_no_sink_holds_a_secret(
     config["telegram"]["allow_private_chats"] = True
     # Alerts and incident cards go to a private chat: no 20-a-minute group pacing to wait for.
     config["telegram"]["incident_chat_id"] = BOB.id
-    config["web"] = {
-        "enabled": True,
-        "port": free_port(),
-        "token": WEB_TOKEN,
-        "hmac_secret": HMAC_SECRET,
-    }
+    config["web"] = web_on(WEB_TOKEN, hmac_secret=HMAC_SECRET)
     prefix = f"secrets-{backend}"
     if backend == "redis":
         config["store"] = {"backend": "redis", "redis_url": redis_server.url, "prefix": prefix}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -30,10 +30,9 @@ from opsbot.state.store.sqlite import SQLiteStore
 from opsbot.verbs.registry import Caller
 from tests.factories import (
     INCIDENTS,
-    OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     Clock,
     base_config,
+    fake_fixture,
     write_config,
 )
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
@@ -54,11 +53,7 @@ SECTIONS = (
 )
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI() as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture()
 
 
 @pytest.fixture

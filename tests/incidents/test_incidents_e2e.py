@@ -3,12 +3,10 @@ the post-mortem on resolve, a restart of opsbot, and the Declare incident alert 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from opsbot.config import Settings
 from tests.factories import (
@@ -17,12 +15,12 @@ from tests.factories import (
     INCIDENTS,
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     OSCAR,
     STRANGER,
     VIC,
     ChatSession,
     base_config,
+    fake_fixture,
     running_opsbot,
     write_config,
 )
@@ -33,12 +31,7 @@ FORUM = Chat(INCIDENTS.id, "supergroup", "incidents", is_forum=True)
 WEBHOOK_TOKEN = "incident-webhook-token-0123456789"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        api.add_chat(FORUM)
-        yield api
+fake = fake_fixture(FORUM, group_per_minute=None)
 
 
 def settings_for(fake: FakeBotAPI, tmp_path: Path) -> Settings:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -141,13 +140,6 @@ def test_an_unquoted_handover_time_is_read_as_meant(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- /oncall
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
 
 
 def oncall_settings(fake: FakeBotAPI, tmp_path: Path, **oncall_config: Any) -> Settings:

@@ -3,7 +3,6 @@ or a team's own (``incidents.postmortem_template``), checked when the config loa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from opsbot.incidents.verbs import incident_verb
 from opsbot.redact import Redactor
 from opsbot.services import Services
 from opsbot.verbs.registry import Caller
-from tests.factories import INCIDENTS, OPSBOT_TOKEN, OPSBOT_USERNAME, base_config, write_config
+from tests.factories import INCIDENTS, base_config, fake_fixture, write_config
 from tests.fakebotapi import Chat, FakeBotAPI
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
@@ -145,12 +144,7 @@ def test_a_team_template_replaces_the_shipped_one() -> None:
     )
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI() as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        api.add_chat(Chat(INCIDENTS.id, "supergroup", "incidents"))
-        yield api
+fake = fake_fixture(Chat(INCIDENTS.id, "supergroup", "incidents"))
 
 
 def _settings(fake: FakeBotAPI, tmp_path: Path, **incidents: object) -> Settings:

@@ -6,33 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from opsbot.state import prompts
 from tests.factories import (
     ALICE,
     INCIDENTS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     OSCAR,
     VIC,
     ChatSession,
+    fake_fixture,
     running_opsbot,
 )
 from tests.fakebotapi import FakeBotAPI, FakeMessage, User
 from tests.incidents.test_incidents_e2e import FORUM, card_of, settings_for
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        api.add_chat(FORUM)
-        yield api
+fake = fake_fixture(FORUM, group_per_minute=None)
 
 
 async def noted_by_opsbot(chat: ChatSession, prompt: FakeMessage, timeout: float = 10) -> None:

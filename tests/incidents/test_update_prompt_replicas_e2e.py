@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from opsbot.state import prompts
 from opsbot.state.store.redis import RedisStore
@@ -21,17 +18,18 @@ from tests.deploy.test_replicas_modes_e2e import (
     until,
     write_config,
 )
-from tests.factories import ALICE, INCIDENTS, OPS, OPSBOT_TOKEN, OPSBOT_USERNAME, OSCAR
+from tests.factories import (
+    ALICE,
+    INCIDENTS,
+    OPS,
+    OPSBOT_TOKEN,
+    OSCAR,
+    fake_fixture,
+)
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.redis import RedisServer
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        api.add_chat(INCIDENTS)
-        yield api
+fake = fake_fixture(INCIDENTS, group_per_minute=None)
 
 
 async def test_a_prompt_posted_by_one_replica_is_answered_through_another(

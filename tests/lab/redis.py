@@ -18,10 +18,14 @@ class RedisServer:
     url: str
 
 
-def _pings(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-        sock.sendall(b"PING\r\n")
-        return sock.recv(64).startswith(b"+PONG")
+def pings(port: int) -> bool:
+    """A Redis (or Sentinel) on loopback ``port`` answers PING."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 @contextmanager
@@ -34,7 +38,7 @@ def start_redis(tmp_path: Path) -> Iterator[RedisServer]:
             "--appendonly", "no", "--dir", str(tmp_path), "--daemonize", "no"]  # fmt: skip
     proc = start_process(argv, log)
     try:
-        wait_until(lambda: _pings(port), what="redis-server", log=log, proc=proc)
+        wait_until(lambda: pings(port), what="redis-server", log=log, proc=proc)
         yield RedisServer(host="127.0.0.1", port=port, url=f"redis://127.0.0.1:{port}/0")
     finally:
         stop_process(proc)

@@ -15,10 +15,9 @@ import yaml
 
 from opsbot.config import load_config
 from tests.factories import (
-    OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     VIC,
     base_config,
+    fake_fixture,
     running_opsbot,
     ssh_endpoint,
     write_config,
@@ -149,11 +148,7 @@ def test_a_word_naming_no_endpoint_runs_nothing(config: Path) -> None:
     assert done.stderr.startswith("opsbot: unknown endpoint 'http://example.org': name one of")
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 async def test_discover_in_the_chat_answers_the_draft_and_writes_nothing(

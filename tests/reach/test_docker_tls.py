@@ -18,13 +18,11 @@ from opsbot.reach.executors.docker import DockerEngine, DockerTLS
 from tests.factories import (
     BOB,
     OPS,
-    OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     OSCAR,
     ChatSession,
     base_config,
-    running_opsbot,
-    write_config,
+    fake_fixture,
+    opsbot_chat,
 )
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.dockerd import DockerLab
@@ -34,11 +32,7 @@ from tests.lab.tls import ClientCert
 CONTAINER = "tls-quiz"
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +87,7 @@ async def chat(
             "verify_deadline": 5, "checks": [],
         },
     }  # fmt: skip
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 

@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -29,7 +28,7 @@ from opsbot.state.leases import Lease
 from opsbot.state.store.factory import open_store, parse_sentinel_url
 from opsbot.state.store.redis import RedisStore
 from tests.lab.ports import free_port, start_process, stop_process, wait_until
-from tests.lab.redis import RedisServer
+from tests.lab.redis import RedisServer, pings
 
 _names = itertools.count()
 
@@ -74,21 +73,12 @@ def own_redis(tmp_path: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[by
             "--appendonly", "no", "--dir", str(tmp_path), *extra]  # fmt: skip
     proc = start_process(argv, log)
     try:
-        wait_until(lambda: _pings(port), what="redis-server", log=log, proc=proc)
+        wait_until(lambda: pings(port), what="redis-server", log=log, proc=proc)
         yield proc, port
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGCONT)
         stop_process(proc)
-
-
-def _pings(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 async def test_a_holder_cut_off_from_redis_stops_leading_before_its_lease_expires(
@@ -132,7 +122,7 @@ async def test_the_store_is_found_through_a_real_sentinel(tmp_path: Path) -> Non
         log = tmp_path / "sentinel.log"
         proc = start_process(["redis-server", str(conf), "--sentinel"], log)
         stack.callback(stop_process, proc)
-        wait_until(lambda: _pings(port), what="redis-sentinel", log=log, proc=proc)
+        wait_until(lambda: pings(port), what="redis-sentinel", log=log, proc=proc)
         for index, store_config in enumerate(
             (
                 f"  redis_url: redis+sentinel://127.0.0.1:{port}/opsmaster\n",

@@ -15,7 +15,17 @@ from pydantic import SecretStr
 
 from opsbot.config import Settings, StoreSettings
 from opsbot.redact import Redactor
-from opsbot.state.store import Append, Expect, ExpectScan, Op, Store, Versioned, Write
+from opsbot.state.store import (
+    Append,
+    Expect,
+    ExpectScan,
+    JSONDoc,
+    Op,
+    Store,
+    Updated,
+    Versioned,
+    Write,
+)
 from opsbot.state.store.factory import open_store
 from opsbot.state.store.redacting import RedactingStore
 from opsbot.state.store.redis import RedisStore
@@ -113,6 +123,71 @@ async def test_two_instances_swap_exactly_once(open_another: OpenStore) -> None:
         )
     )
     assert sum(result is not None for result in results) == 1
+
+
+def _count(doc: JSONDoc | None) -> JSONDoc:
+    return {"n": (doc or {"n": 0})["n"] + 1}
+
+
+async def test_update_creates_changes_or_writes_nothing(store: Store) -> None:
+    assert await store.update("ns", "a", _count) == Updated(None, {"n": 1})
+    assert await store.update("ns", "a", _count) == Updated({"n": 1}, {"n": 2})
+    assert await store.update("ns", "a", lambda doc: None) == Updated({"n": 2}, None)
+    assert await store.update("ns", "missing", lambda doc: None) == Updated(None, None)
+    stored = await store.get("ns", "a")
+    assert stored is not None and stored.value == {"n": 2}
+    assert await store.get("ns", "missing") is None
+
+
+async def test_update_refused_by_the_change_writes_nothing(store: Store) -> None:
+    await store.put("ns", "a", {"n": 1})
+
+    def refuse(doc: JSONDoc | None) -> JSONDoc:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        await store.update("ns", "a", refuse)
+    stored = await store.get("ns", "a")
+    assert stored is not None and stored.value == {"n": 1}
+
+
+async def test_concurrent_updates_from_two_instances_lose_no_change(
+    open_another: OpenStore,
+) -> None:
+    one, two = open_another(), open_another()
+    await asyncio.gather(
+        *(replica.update("ns", "a", _count) for _ in range(20) for replica in (one, two))
+    )
+    stored = await one.get("ns", "a")
+    assert stored is not None and stored.value == {"n": 40}
+
+
+async def test_update_gives_up_after_its_attempts_and_then_wrote_nothing(
+    open_another: OpenStore,
+) -> None:
+    """With one attempt each, concurrent updates lose; each one lost left the count alone."""
+    one, two = open_another(), open_another()
+    await one.put("ns", "a", {"n": 0})
+    results = await asyncio.gather(
+        *(
+            replica.update("ns", "a", _count, attempts=1)
+            for _ in range(20)
+            for replica in (one, two)
+        )
+    )
+    stored = await one.get("ns", "a")
+    assert stored is not None
+    assert stored.value["n"] == sum(result is not None for result in results)
+    assert await one.update("ns", "a", _count, attempts=0) is None
+
+
+async def test_update_sets_a_ttl_on_create_and_keeps_it_on_change(store: Store) -> None:
+    await store.update("ns", "a", _count, ttl=TTL)
+    await store.update("ns", "a", _count)
+    stored = await store.get("ns", "a")
+    assert stored is not None and stored.value == {"n": 2}
+    await asyncio.sleep(PAST_TTL)
+    assert await store.get("ns", "a") is None
 
 
 async def test_delete(store: Store) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,11 @@ from tests.factories import (
     FOREIGN,
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     OSCAR,
     STRANGER,
     VIC,
     base_config,
+    fake_fixture,
     write_config,
 )
 from tests.fakebotapi import Chat, FakeBotAPI, User
@@ -154,12 +154,7 @@ class Cell:
     ran: tuple[str, ...] = ()
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        api.add_chat(CHANNEL)
-        yield api
+fake = fake_fixture(CHANNEL, scope="module", group_per_minute=None)
 
 
 class Matrix:

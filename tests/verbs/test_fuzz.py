@@ -51,10 +51,11 @@ from tests.factories import (
     STRANGER,
     VIC,
     base_config,
+    fake_fixture,
+    web_on,
     write_config,
 )
 from tests.fakebotapi import Chat, FakeBotAPI, User
-from tests.lab.ports import free_port
 
 WEB_TOKEN = "fuzz-web-token-0123456789"
 HMAC_SECRET = "fuzz-hmac-secret-0123456789"
@@ -146,12 +147,7 @@ class Fuzzed:
         assert errors == []
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None, global_per_second=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        api.add_chat(CHANNEL)
-        yield api
+fake = fake_fixture(CHANNEL, scope="module", group_per_minute=None, global_per_second=None)
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -170,12 +166,7 @@ async def fuzzed(
     config["telegram"]["allow_private_chats"] = True
     # Alerts and incident cards in a private chat: no group pacing to wait for.
     config["telegram"]["incident_chat_id"] = BOB.id
-    config["web"] = {
-        "enabled": True,
-        "port": free_port(),
-        "token": WEB_TOKEN,
-        "hmac_secret": HMAC_SECRET,
-    }
+    config["web"] = web_on(WEB_TOKEN, hmac_secret=HMAC_SECRET)
     config["targets"] = {"canary": {"kind": "command", "timeout": 5, "actions": actions}}
     settings_ = write_config(tmp / "opsbot.yaml", config)
     services = Services.build(settings_)

@@ -15,7 +15,7 @@ from opsbot.catalog import VERBS, dispatch
 from opsbot.config import Role, Settings
 from opsbot.reach.checks import CheckResult, TargetHealth
 from opsbot.reach.targets import FILTER_SCRIPT, State, filtered_logs_argv
-from opsbot.render import plural, short_duration
+from opsbot.render import ago, day_hhmm, hhmm, plural, short_duration, span, span_minutes
 from opsbot.services import Services
 from opsbot.verbs import manual
 from opsbot.verbs.core import health_counts, health_table
@@ -115,6 +115,21 @@ def test_latency_under_a_second_reads_in_milliseconds() -> None:
     assert short_duration(1.25) == "1.2 s" or short_duration(1.25) == "1.3 s"
     table = health_table([_health("web", State.OK, 0.042), _health("db", State.OK, 3.5)])
     assert table.splitlines() == ["✅ web   42 ms", "✅ db    3.5 s"]
+
+
+def test_times_and_durations_read_one_way_wherever_they_are_shown() -> None:
+    """One wording for alerts, incidents, on-call and the gate (render.py holds them all)."""
+    at = 1_764_970_860.0  # 2025-12-05 21:41 UTC
+    assert hhmm(at) == "21:41 UTC"
+    assert day_hhmm(at) == "5 Dec 21:41 UTC"  # an alert firing since yesterday, an override
+    assert [span(s) for s in (45, 240, 7500, 3 * 86400)] == ["45 s", "4 min", "2h 05m", "3 d"]
+    # an incident card is refreshed once a minute: it never shows seconds
+    assert [span_minutes(s) for s in (45, 720, 7500, 3 * 86400 + 4 * 3600)] == [
+        "<1 min", "12 min", "2h 05m", "3 d 4h"
+    ]
+    assert [ago(s) for s in (45, 840, 3 * 3600, 2 * 86400)] == [
+        "45 s ago", "14 min ago", "3 h ago", "2 days ago"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -25,8 +25,6 @@ from opsbot.web.server import WebServer
 from opsbot.web.statuspage import StatusPage
 from tests.factories import (
     ALICE,
-    OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     base_config,
     running_opsbot,
     write_config,
@@ -38,13 +36,6 @@ TOKEN = "status-page-web-token-0123456789"
 ATOM = "{http://www.w3.org/2005/Atom}"
 INTERNAL = "ledger-db01"  # a target name: never on the page
 SECRET_NOTE = "restarted postgres on 10.0.0.7"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
 
 
 def status_settings(fake: FakeBotAPI, tmp_path: Path, **page: Any) -> Settings:

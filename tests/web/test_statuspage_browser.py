@@ -19,7 +19,7 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from tests.factories import ALICE, OPSBOT_TOKEN, OPSBOT_USERNAME, running_opsbot
+from tests.factories import ALICE, running_opsbot
 from tests.fakebotapi import FakeBotAPI
 from tests.web.test_statuspage import INTERNAL, SECRET_NOTE, status_settings
 
@@ -27,13 +27,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 REFRESH = 5
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
 
 
 @pytest.fixture

@@ -33,6 +33,14 @@ class ExecResult:
         return self.exit_status == 0 and not self.timed_out
 
 
+def argv_words(argv: Sequence[str]) -> list[str]:
+    """The argv as strings; an empty one is refused before anything runs."""
+    args = [str(a) for a in argv]
+    if not args:
+        raise ValueError("argv must not be empty")
+    return args
+
+
 class Executor(Protocol):
     """Runs one argv with a deadline; the process is ended when the deadline passes."""
 

@@ -27,7 +27,7 @@ import docker.errors
 import docker.tls
 
 from opsbot.errors import ExecutorError
-from opsbot.reach.executors import ExecResult
+from opsbot.reach.executors import ExecResult, argv_words
 from opsbot.reach.executors.docker_inspect import (
     ContainerStatus,
     _recreate_config,
@@ -408,9 +408,7 @@ class DockerExecExecutor:
         stdin: bytes | None = None,
         probe: bool = False,
     ) -> ExecResult:
-        args = [str(a) for a in argv]
-        if not args:
-            raise ValueError("argv must not be empty")
+        args = argv_words(argv)
         started = time.monotonic()
         if await self.engine.has_timeout_wrapper(self.container):
             # busybox's timeout counts whole seconds; the reader waits a little longer so

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from opsbot.reach.executors import ExecResult
+from opsbot.reach.executors import ExecResult, argv_words
 from opsbot.reach.executors.transfer import TransferError, copy_file
 
 #: Seconds between SIGTERM and SIGKILL when a deadline passes.
@@ -36,9 +36,7 @@ class LocalExecutor:
         stdin: bytes | None = None,
         probe: bool = False,
     ) -> ExecResult:
-        args = [str(a) for a in argv]
-        if not args:
-            raise ValueError("argv must not be empty")
+        args = argv_words(argv)
         started = time.monotonic()
         try:
             proc = await asyncio.create_subprocess_exec(

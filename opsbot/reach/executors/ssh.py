@@ -41,7 +41,7 @@ from typing import Any
 import asyncssh
 
 from opsbot.errors import ExecutorError, HostKeyError
-from opsbot.reach.executors import ExecResult
+from opsbot.reach.executors import ExecResult, argv_words
 from opsbot.reach.executors.transfer import CHUNK_SIZE, TransferError, temp_beside
 
 log = logging.getLogger(__name__)
@@ -288,9 +288,7 @@ class SSHExecutor:
 
     def command(self, argv: Sequence[str], timeout: float, *, backstop: bool = True) -> str:
         """The exact command string sent to the remote login shell."""
-        args = [str(a) for a in argv]
-        if not args:
-            raise ValueError("argv must not be empty")
+        args = argv_words(argv)
         if backstop and self.host.remote_timeout_wrapper:
             # One second past the local deadline: the local side signals first and the
             # remote timer is the backstop, so a timeout is never reported as exit 124.

@@ -17,6 +17,10 @@ live after which the document is gone. ``swap`` is compare-and-set on that versi
 concurrent swaps from the same version, exactly one wins. That is how a request is approved
 exactly once.
 
+``update`` is the compare-and-set loop written once: it reads a document, hands it to a pure
+function and writes the result back with ``create`` or ``swap``, again from a fresh read when
+another writer got there first, up to a bound.
+
 Batches (``commit``/``get_many``): several writes and log appends applied atomically in one
 round trip, all or none (each write may carry a condition: absent, or a version, as ``create``
 and ``swap`` do, and conditions may stand alone: a document, or a whole namespace as ``scan``
@@ -33,7 +37,7 @@ current holder's owner string when it did not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -101,6 +105,21 @@ class ExpectScan:
 
 Op = Write | Append | Expect | ExpectScan
 
+#: How often ``update`` reads again after losing a compare-and-set before it gives up.
+UPDATE_ATTEMPTS = 1000
+
+#: What ``update`` hands its change: the live document (None when there is none); the change
+#: returns the document to write, or None to write nothing.
+Change = Callable[[JSONDoc | None], JSONDoc | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Updated:
+    """What an ``update`` read and wrote: ``after`` is None when the change wrote nothing."""
+
+    before: JSONDoc | None
+    after: JSONDoc | None
+
 
 def check_ops(ops: Sequence[Op]) -> None:
     """Refuse what no backend could apply: a bad ttl or keep, one document written twice."""
@@ -147,6 +166,24 @@ class Store(Protocol):
 
         Returns the new version, or None when another writer got there first (or the
         document is gone). ``ttl=None`` keeps the document's current expiry.
+        """
+        ...
+
+    async def update(
+        self,
+        namespace: str,
+        key: str,
+        change: Change,
+        *,
+        ttl: float | Callable[[JSONDoc], float] | None = None,
+        attempts: int = UPDATE_ATTEMPTS,
+    ) -> Updated | None:
+        """Compare-and-set ``change`` onto the document, retried from a fresh read when another
+        writer got there first; None when ``attempts`` were all lost.
+
+        ``change`` must be pure (it may run once per attempt) and may raise to refuse. A new
+        document is created with ``ttl``; a replaced one keeps its expiry when ``ttl`` is None.
+        ``ttl`` may be a function of the document written.
         """
         ...
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from opsbot.redact import Redactor
 from opsbot.state.store import Append, JSONDoc, Op, Store, Versioned, Write
+from opsbot.state.store.updating import Updating
 
 EXACT = frozenset({
     "requests", "versions", "backups", "backups-index", "totp",
@@ -36,7 +37,7 @@ MEMO_CHARS = 512  # only strings this short are remembered
 _PLAIN = frozenset({int, float, bool, type(None)})  # nothing to redact
 
 
-class RedactingStore:
+class RedactingStore(Updating):
     """A ``Store`` that redacts every string of every document and log entry it writes."""
 
     def __init__(self, inner: Store, redactor: Redactor) -> None:

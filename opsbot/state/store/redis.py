@@ -27,6 +27,7 @@ from opsbot.state.store import (
     Write,
     check_ops,
 )
+from opsbot.state.store.updating import Updating
 
 # KEYS: doc, index, counter. ARGV: value, ttl in ms or '', key, condition. The condition is
 # 'absent' (create), 'any' (put, which also drops an old ttl) or the expected version (swap,
@@ -143,7 +144,7 @@ def _ms(ttl: float | None) -> str:
     return str(math.ceil(ttl * 1000))
 
 
-class RedisStore:
+class RedisStore(Updating):
     def __init__(
         self,
         url: str | None,

@@ -37,6 +37,7 @@ from opsbot.state.store import (
     check_ops,
 )
 from opsbot.state.store import sqlite_sql as sql
+from opsbot.state.store.updating import Updating
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class _Conflict(Exception):
     """A commit's condition did not hold: its savepoint is rolled back."""
 
 
-class SQLiteStore:
+class SQLiteStore(Updating):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opsbot-sqlite")
