@@ -41,6 +41,7 @@ from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.incidents import timeline
 from opsbot.incidents.escalation import Escalator
 from opsbot.incidents.state import Incidents
+from opsbot.objectives.recording import FLUSH_SECONDS, Recorder
 from opsbot.reach.checks import check_all
 from opsbot.services import Services
 from opsbot.state.leases import Lease, only_when_leading, replica_id
@@ -205,7 +206,8 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
         only_when_leading(lease, tick, "alerts tick"), interval=TICK_SECONDS, first=TICK_SECONDS,
         name="alerts-tick",
     )  # fmt: skip
-    await schedule_monitor(services, engine, ingest, lease)
+    recorder = start_recording(jobs, services)
+    await schedule_monitor(services, engine, ingest, lease, recorder)
     await _schedule_backups(jobs, services, ingest, engine, lease)
     if not settings.web.enabled:
         return None
@@ -254,8 +256,31 @@ async def _schedule_backups(
     )
 
 
+def start_recording(jobs: Any, services: Services) -> Recorder | None:
+    """The objectives' recorder, flushed every minute and at shutdown (None: objectives off).
+
+    Every replica flushes what its own rounds counted (only the lease holder has any)."""
+    if not services.settings.objectives.enabled:
+        return None
+    recorder = Recorder(services.store, services.settings)
+
+    async def flush(context: object) -> None:
+        await recorder.flush()
+
+    jobs.run_repeating(
+        only_when_leading(None, flush, "objectives"), interval=FLUSH_SECONDS,
+        first=FLUSH_SECONDS, name="objectives-flush",
+    )  # fmt: skip
+    services.on_close.append(recorder.flush)
+    return recorder
+
+
 async def schedule_monitor(
-    services: Services, engine: AlertEngine, ingest: monitor.Ingest, lease: Lease | None
+    services: Services,
+    engine: AlertEngine,
+    ingest: monitor.Ingest,
+    lease: Lease | None,
+    recorder: Recorder | None = None,
 ) -> None:
     """The monitor's rounds (one scheduler, spread over each interval), on the lease holder.
 
@@ -270,7 +295,8 @@ async def schedule_monitor(
             for a in await engine.list(firing_only=True, limit=10_000)
             if a.source == monitor.SOURCE
         }
-        return monitor.Monitor(settings, services, ingest, firing=still_firing)
+        hook = recorder.round_done if recorder is not None else None
+        return monitor.Monitor(settings, services, ingest, firing=still_firing, on_round=hook)
 
     watcher = await fresh()
     term = [lease.term if lease is not None else 0]

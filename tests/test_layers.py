@@ -29,13 +29,17 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "opsbot.verbs.core", "opsbot.actions.verbs", "opsbot.actions.backups.verbs",
         "opsbot.alerting.verbs", "opsbot.incidents.verbs", "opsbot.incidents.oncall_verbs",
-        "opsbot.onboarding.verbs",
+        "opsbot.onboarding.verbs", "opsbot.objectives.verbs",
     ),
     # the registry: imports no wing
     ("opsbot.verbs",),
     # the wings (between them: WINGS)
     # (onboarding: import and discover, drafting an inventory; it imports no other wing)
-    ("opsbot.actions", "opsbot.alerting", "opsbot.incidents", "opsbot.onboarding"),
+    # (objectives: SLIs from the monitor's rounds, budgets, burn-rate alerts, the report)
+    (
+        "opsbot.actions", "opsbot.alerting", "opsbot.incidents", "opsbot.onboarding",
+        "opsbot.objectives",
+    ),
     # the bundle the wings are handed (see BUNDLED)
     ("opsbot.services",),
     # what the wings stand on
@@ -52,6 +56,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 WINGS = {
     ("opsbot.actions", "opsbot.alerting"),  # a failed scheduled backup raises an alert
     ("opsbot.incidents", "opsbot.alerting"),  # an incident is declared from an alert
+    ("opsbot.objectives", "opsbot.alerting"),  # a burning budget raises an alert
 }
 
 #: The one sanctioned upward import: ``Services`` bundles each wing's state object (these

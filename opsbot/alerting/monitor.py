@@ -31,7 +31,7 @@ from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.config import Monitor as MonitorSettings
 from opsbot.config import Settings, Target
 from opsbot.errors import UsageError
-from opsbot.reach.checks import CheckResult, CheckRuntime, Gate, check_target
+from opsbot.reach.checks import CheckResult, CheckRuntime, Gate, TargetHealth, check_target
 from opsbot.reach.targets import State
 from opsbot.render import plural
 
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = "monitor"
 Ingest = Callable[[list[AlertEvent]], Awaitable[None]]
+#: Told of every round (target, its health, when it ended): the objectives' recorder.
+RoundHook = Callable[[str, TargetHealth, float], None]
 
 _SEVERITY = {State.WARN: Severity.warning, State.FAIL: Severity.critical}
 _STATE = {Severity.warning: State.WARN, Severity.critical: State.FAIL}
@@ -110,8 +112,10 @@ class Monitor:
         ingest: Ingest,
         *,
         firing: Mapping[str, Severity] | None = None,
+        on_round: RoundHook | None = None,
     ) -> None:
         self._settings = settings
+        self._on_round = on_round
         self._runtime = runtime
         self._ingest = ingest
         self._firing = dict(firing or {})  # fingerprint → severity, open before a restart
@@ -148,6 +152,8 @@ class Monitor:
             target = self._settings.targets[name]
             health = await check_target(name, target, self._runtime, gate=gate)
             now = time.time()
+            if self._on_round is not None:
+                self._on_round(name, health, now)
             events, changes = [], []
             for check in _unique(health.checks):
                 key = fingerprint(name, check.name)
