@@ -12,6 +12,7 @@ from opsbot.actions.backups import verbs as backup_verbs
 from opsbot.alerting import verbs as alert_verbs
 from opsbot.incidents import oncall_verbs
 from opsbot.incidents import verbs as incident_verbs
+from opsbot.objectives import verbs as objective_verbs
 from opsbot.onboarding import verbs as onboarding_verbs
 from opsbot.verbs import core
 from opsbot.verbs.registry import BUTTONS, VERBS, arrange, dispatch, dispatch_outcome
@@ -21,9 +22,11 @@ __all__ = ["BUTTONS", "VERBS", "WINGS", "dispatch", "dispatch_outcome"]
 #: The modules whose import registers verbs and buttons.
 WINGS = (
     core, action_verbs, backup_verbs, alert_verbs, incident_verbs, oncall_verbs, onboarding_verbs,
+    objective_verbs,
 )  # fmt: skip
 
 arrange((
     "health", "logs", "restart", "rollback", "backup", "approve", "deny", "backups", "audit",
-    "alerts", "ack", "silence", "unsilence", "incident", "oncall", "discover", "help",
+    "alerts", "ack", "silence", "unsilence", "incident", "slo", "oncall", "discover",
+    "help",
 ))  # fmt: skip

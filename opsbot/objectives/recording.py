@@ -18,11 +18,11 @@ scheduler), and a flush adds its counts by compare-and-set, so two replicas flus
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 from opsbot.config import Settings
+from opsbot.objectives import clock as objectives_clock
 from opsbot.objectives.series import (
     BUCKETS,
     DAY,
@@ -58,17 +58,19 @@ class Recorder:
     """Counts rounds in memory; ``flush`` writes them to the store."""
 
     def __init__(
-        self, store: Store, settings: Settings, *, clock: Callable[[], float] = time.time
+        self, store: Store, settings: Settings, *, clock: Callable[[], float] | None = None
     ) -> None:
         self.store = store
         self.settings = settings
-        self.clock = clock
+        self.clock = clock or (lambda: objectives_clock.now())
         self._pending: dict[tuple[str, int], Rows] = {}
 
     def round_done(self, target: str, health: TargetHealth, at: float) -> None:
-        """The monitor's hook: one round of ``target`` ended at ``at``."""
+        """The monitor's hook: one round of ``target`` ended (counted at this clock's now,
+        which is ``at`` unless a test moves time)."""
         if self.settings.objective(target) is not None:
-            self.observe(target, health.state is not State.FAIL, health.latency, at)
+            good = health.state is not State.FAIL
+            self.observe(target, good, health.latency, self.clock())
 
     def observe(self, target: str, good: bool, latency: float | None, at: float) -> None:
         day, minute = row_of(at)

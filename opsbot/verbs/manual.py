@@ -55,6 +55,10 @@ def _has_backups(target: Target) -> bool:
     return bool(target.backups)
 
 
+def _has_objectives(settings: Settings) -> bool:
+    return any(settings.objective(name) is not None for name in settings.targets)
+
+
 def _any_backups(settings: Settings) -> bool:
     return any(t.backups for t in settings.targets.values())
 
@@ -157,6 +161,14 @@ PAGES: dict[str, Page] = {
         "then ack, update, mitigated, resolve (which drafts the post-mortem); the card's "
         "✏️ Update asks for the text as a reply. list and show are for everyone.",
         ("/incident P1 checkout failing {target}", "/incident list", "/incident show INC-1"),
+    ),
+    "slo": Page(
+        ((Role.viewer, "objectives: budget left, burn rate"),),
+        "Each target's objective from the monitor's own rounds: the SLI over its window, the "
+        "error budget left (share and minutes), the burn rate over 1 h and 6 h, and when the "
+        "budget is gone at that rate; least budget left first, or one target in detail.",
+        ("/slo", "/slo {target}"),
+        configured=_has_objectives,
     ),
     "oncall": Page(
         (

@@ -63,6 +63,7 @@ VERB_ARGS: dict[str, str] = {
     "deny": "nosuch",
     "retry": "nosuch",
     "discover": "nosuch",
+    "slo": "canary",
 }
 # What each kind of button carries in its row ({alert} and {request} are filled in).
 BUTTON_DATA: dict[str, str] = {

@@ -1,0 +1,44 @@
+"""/slo [TARGET]: each target's objective, budget and burn rate, as one verdict line."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from opsbot.config import Role
+from opsbot.errors import UsageError
+from opsbot.objectives import clock, reading, sli
+from opsbot.render import Reply
+from opsbot.verbs.registry import LISTED, Caller, Verb, parse_target, register
+
+if TYPE_CHECKING:
+    from opsbot.services import Services
+
+
+async def slo(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/slo [TARGET]"""
+    settings = services.settings
+    if len(args) > 1:
+        raise UsageError("usage: /slo [TARGET]")
+    now = clock.now()
+    if args:
+        name, _ = parse_target(services, args[0])
+        found = await reading.budget(services.store, settings, name, now)
+        if found is None:
+            raise UsageError(f"{name} has no objective (objectives off, or its monitor is off)")
+        return Reply(text="\n".join([sli.verdict(found), *sli.details(found)]))
+    budgets = await reading.budgets(services.store, settings, now)
+    if not budgets:
+        return Reply(text="No target has an objective (objectives.enabled, a monitored target).")
+    spent = sum(1 for b in budgets if b.left is not None and b.left <= 0)
+    head = f"Objectives of {len(budgets)} targets, least budget left first"
+    head += f" ({spent} spent):" if spent else ":"
+    lines = [sli.verdict(b) for b in budgets[:LISTED]]
+    if len(budgets) > LISTED:
+        lines.append(f"… {len(budgets) - LISTED} more: /slo TARGET")
+    return Reply(text="\n".join([head, *lines]))
+
+
+register(
+    Verb("slo", Role.viewer, "/slo [TARGET]", "objectives: budget left, burn rate", slo,
+         reads_only=True),
+)  # fmt: skip
