@@ -41,6 +41,7 @@ from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.incidents import timeline
 from opsbot.incidents.escalation import Escalator
 from opsbot.incidents.state import Incidents
+from opsbot.objectives import alerts as burn_alerts
 from opsbot.objectives.recording import FLUSH_SECONDS, Recorder
 from opsbot.reach.checks import check_all
 from opsbot.services import Services
@@ -206,7 +207,7 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
         only_when_leading(lease, tick, "alerts tick"), interval=TICK_SECONDS, first=TICK_SECONDS,
         name="alerts-tick",
     )  # fmt: skip
-    recorder = start_recording(jobs, services)
+    recorder = start_objectives(jobs, services, ingest, engine, lease)
     await schedule_monitor(services, engine, ingest, lease, recorder)
     await _schedule_backups(jobs, services, ingest, engine, lease)
     if not settings.web.enabled:
@@ -256,10 +257,13 @@ async def _schedule_backups(
     )
 
 
-def start_recording(jobs: Any, services: Services) -> Recorder | None:
-    """The objectives' recorder, flushed every minute and at shutdown (None: objectives off).
-
-    Every replica flushes what its own rounds counted (only the lease holder has any)."""
+def start_objectives(
+    jobs: Any, services: Services, ingest: burn_alerts.Ingest, engine: AlertEngine,
+    lease: Lease | None,
+) -> Recorder | None:
+    """The objectives' recorder (None: objectives off), flushed every minute and at shutdown
+    on every replica (only the lease holder counts rounds), and the burn-rate alerts' tick on
+    the lease holder."""
     if not services.settings.objectives.enabled:
         return None
     recorder = Recorder(services.store, services.settings)
@@ -272,6 +276,21 @@ def start_recording(jobs: Any, services: Services) -> Recorder | None:
         first=FLUSH_SECONDS, name="objectives-flush",
     )  # fmt: skip
     services.on_close.append(recorder.flush)
+
+    async def still_firing() -> set[str]:
+        listed = await engine.list(firing_only=True, limit=10_000)
+        return {a.fingerprint for a in listed if a.firing and a.source == burn_alerts.SOURCE}
+
+    alerts = burn_alerts.BurnAlerts(services.store, services.settings, ingest, still_firing,
+                                    recorder)  # fmt: skip
+    if alerts.active:
+
+        async def tick(context: object) -> None:
+            await alerts.tick()
+
+        every = burn_alerts.TICK_SECONDS
+        jobs.run_repeating(only_when_leading(lease, tick, "burn-rate alerts"), interval=every,
+                           first=every, name="burn-rate-alerts")  # fmt: skip
     return recorder
 
 

@@ -123,6 +123,14 @@ def duration(seconds: float) -> str:
     return f"{max(1, round(seconds / MINUTE))} min"
 
 
+def span_name(seconds: float) -> str:
+    """A rule's window: "5 min", "1 h", "3 d"."""
+    for unit, size in (("d", DAY), ("h", HOUR)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds / MINUTE:g} min"
+
+
 def verdict(b: Budget) -> str:
     """"quizbot: 99.93 % of 99.9 %, 31 % of the budget left, burning 2.1× — gone in 9 days
     at this rate"."""
