@@ -266,7 +266,7 @@ def start_objectives(
     the lease holder."""
     if not services.settings.objectives.enabled:
         return None
-    recorder = Recorder(services.store, services.settings)
+    recorder = Recorder(services.store, services.settings, metrics=services.metrics)
 
     async def flush(context: object) -> None:
         await recorder.flush()

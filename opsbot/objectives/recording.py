@@ -21,7 +21,10 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
+from prometheus_client import Counter, Histogram
+
 from opsbot.config import Settings
+from opsbot.metrics import Metrics
 from opsbot.objectives import clock as objectives_clock
 from opsbot.objectives.series import (
     BUCKETS,
@@ -58,12 +61,19 @@ class Recorder:
     """Counts rounds in memory; ``flush`` writes them to the store."""
 
     def __init__(
-        self, store: Store, settings: Settings, *, clock: Callable[[], float] | None = None
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock or (lambda: objectives_clock.now())
         self._pending: dict[tuple[str, int], Rows] = {}
+        self._metrics = metrics
+        self._series: dict[str, tuple[Counter, Counter, Histogram]] = {}
 
     def round_done(self, target: str, health: TargetHealth, at: float) -> None:
         """The monitor's hook: one round of ``target`` ended (counted at this clock's now,
@@ -71,6 +81,24 @@ class Recorder:
         if self.settings.objective(target) is not None:
             good = health.state is not State.FAIL
             self.observe(target, good, health.latency, self.clock())
+            if self._metrics is not None:
+                self._export(target, good, health.latency)
+
+    def _export(self, target: str, good: bool, latency: float) -> None:
+        series = self._series.get(target)
+        if series is None:
+            m = self._metrics
+            assert m is not None
+            series = self._series[target] = (
+                m.slo_rounds_total.labels(target=target),
+                m.slo_rounds_good_total.labels(target=target),
+                m.slo_round_seconds.labels(target=target),
+            )
+        rounds, good_rounds, seconds = series
+        rounds.inc()
+        if good:
+            good_rounds.inc()
+        seconds.observe(latency)
 
     def observe(self, target: str, good: bool, latency: float | None, at: float) -> None:
         day, minute = row_of(at)

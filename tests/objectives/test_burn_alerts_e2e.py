@@ -4,9 +4,10 @@ alerts the SRE workbook's rules call for, posted in the incident chat.
 
 Time runs 300 times faster for the objectives (``clock.now``): a round every 0.2 s is a round
 a simulated minute. Schedule (simulated minutes): healthy 0–60, down 60–75, healthy after.
-Expected, objective 99 %: a ticket (3× over 1 d and 2 h) within minutes of the first failed
-rounds, then a page (6× over 6 h and 30 min); the page resolves once the last 30 minutes
-hold at most one failed round (~minute 104); the ticket stays (its 2 h window still burns).
+Expected, objective 99 %: a ticket (1× over 3 d and 6 h, or 3× over 1 d and 2 h, whichever
+a tick sees first) within minutes of the first failed rounds, then a page (6× over 6 h and
+30 min); the page resolves once the last 30 minutes hold at most one failed round (~minute
+104); the ticket stays (its short window, 2 h or 6 h, still burns).
 """
 
 from __future__ import annotations
@@ -125,13 +126,14 @@ async def test_a_flapping_target_ends_in_exactly_the_expected_burn_rate_alerts(
         assert alerts["error budget (page)"].severity.value == "critical"
         # in the incident chat: the ticket's card says how fast, how much is left, since when
         ticket = await fake.wait_for_message(
-            INCIDENTS.id, lambda m: "over 3.0×" in (m.text or ""), timeout=10, token=OPSBOT_TOKEN
-        )
+            INCIDENTS.id, lambda m: (m.text or "").startswith("⚠️ WARNING · quizbot\nquizbot: "
+            "error budget burning"), timeout=10, token=OPSBOT_TOKEN,
+        )  # fmt: skip
         lines = (ticket.text or "").splitlines()
-        assert lines[0] == "⚠️ WARNING · quizbot"
+        # whichever ticket rule fired first: 1× over 3 d and 6 h, or 3× over 1 d and 2 h
         assert re.fullmatch(
-            r"quizbot: error budget burning \d+\.\d× \(1 d\) and \d+\.\d× \(2 h\), "
-            r"over 3\.0×; no budget left", lines[1]
+            r"quizbot: error budget burning \d+\.\d× \((1 d|3 d)\) and \d+\.\d× \((2 h|6 h)\), "
+            r"over (3\.0|1\.0)×; no budget left", lines[1]
         ), lines[1]
         assert lines[2].startswith("since ") and "· slo ·" in lines[2]
         assert ticket.reply_markup is not None  # the engine's buttons: ack, silence…

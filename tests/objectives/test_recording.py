@@ -10,10 +10,14 @@ import random
 import pytest
 
 from opsbot.config import Settings
+from opsbot.metrics import Metrics
 from opsbot.objectives import recording
 from opsbot.objectives.recording import Recorder, blocks, daily
 from opsbot.objectives.series import DAY, Counts, span
+from opsbot.reach.checks import CheckResult, TargetHealth
+from opsbot.reach.targets import State
 from opsbot.state.store import Store
+from opsbot.state.store.sqlite import SQLiteStore
 from tests.state.test_store import PAST_TTL, TTL, OpenStore, open_another
 
 __all__ = ["open_another"]
@@ -143,3 +147,22 @@ class BrokenOnce:
             raise ConnectionError("store unreachable")
         return await self.inner.commit(ops)  # type: ignore[arg-type]
 
+
+
+async def test_rounds_are_prometheus_metrics_per_target(sqlite_store: SQLiteStore) -> None:
+    config = settings("quizbot")
+    metrics = Metrics()
+    recorder = Recorder(sqlite_store, config, metrics=metrics)
+    ok = CheckResult("http /health", State.OK, "HTTP 200", 0.3)
+    failed = CheckResult("http /health", State.FAIL, "HTTP 503", 0.02)
+    for result in (ok, ok, failed):
+        recorder.round_done("quizbot", TargetHealth("quizbot", (result,), result.latency or 0), 0)
+    recorder.round_done("unknown", TargetHealth("unknown", (ok,), 0.3), 0)  # no objective
+    text = metrics.render().decode()
+    assert 'opsbot_slo_rounds_total{target="quizbot"} 3.0' in text
+    assert 'opsbot_slo_rounds_good_total{target="quizbot"} 2.0' in text
+    assert 'opsbot_slo_round_seconds_bucket{le="0.05",target="quizbot"} 1.0' in text
+    assert 'opsbot_slo_round_seconds_bucket{le="0.5",target="quizbot"} 3.0' in text
+    assert 'opsbot_slo_round_seconds_count{target="quizbot"} 3.0' in text
+    assert "unknown" not in text
+    assert recorder.pending == 1  # the three rounds wait for the flush, in one minute
