@@ -42,6 +42,7 @@ from opsbot.incidents import timeline
 from opsbot.incidents.escalation import Escalator
 from opsbot.incidents.state import Incidents
 from opsbot.objectives import alerts as burn_alerts
+from opsbot.objectives import schedule as report_schedule
 from opsbot.objectives.recording import FLUSH_SECONDS, Recorder
 from opsbot.reach.checks import check_all
 from opsbot.services import Services
@@ -262,8 +263,8 @@ def start_objectives(
     lease: Lease | None,
 ) -> Recorder | None:
     """The objectives' recorder (None: objectives off), flushed every minute and at shutdown
-    on every replica (only the lease holder counts rounds), and the burn-rate alerts' tick on
-    the lease holder."""
+    on every replica (only the lease holder counts rounds); the burn-rate alerts' tick on the
+    lease holder; the scheduled report's tick on every replica (each slot claimed once)."""
     if not services.settings.objectives.enabled:
         return None
     recorder = Recorder(services.store, services.settings, metrics=services.metrics)
@@ -291,6 +292,16 @@ def start_objectives(
         every = burn_alerts.TICK_SECONDS
         jobs.run_repeating(only_when_leading(lease, tick, "burn-rate alerts"), interval=every,
                            first=every, name="burn-rate-alerts")  # fmt: skip
+    reports = report_schedule.ReportScheduler(services, services.notifier(Priority.alert))
+    if reports.active:
+
+        async def send(context: object) -> None:
+            await reports.tick()
+
+        # every replica ticks: the slot is claimed in the store, so one sends it, once
+        every = report_schedule.TICK_SECONDS
+        jobs.run_repeating(only_when_leading(None, send, "objectives report"), interval=every,
+                           first=1.0, name="objectives-report")  # fmt: skip
     return recorder
 
 

@@ -27,6 +27,6 @@ WINGS = (
 
 arrange((
     "health", "logs", "restart", "rollback", "backup", "approve", "deny", "backups", "audit",
-    "alerts", "ack", "silence", "unsilence", "incident", "slo", "oncall", "discover",
+    "alerts", "ack", "silence", "unsilence", "incident", "slo", "report", "oncall", "discover",
     "help",
 ))  # fmt: skip

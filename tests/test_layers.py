@@ -57,6 +57,7 @@ WINGS = {
     ("opsbot.actions", "opsbot.alerting"),  # a failed scheduled backup raises an alert
     ("opsbot.incidents", "opsbot.alerting"),  # an incident is declared from an alert
     ("opsbot.objectives", "opsbot.alerting"),  # a burning budget raises an alert
+    ("opsbot.objectives", "opsbot.actions"),  # the report says how old the backups are
 }
 
 #: The one sanctioned upward import: ``Services`` bundles each wing's state object (these

@@ -1,4 +1,5 @@
-"""/slo [TARGET]: each target's objective, budget and burn rate, as one verdict line."""
+"""/slo [TARGET]: each target's objective, budget and burn rate, as one verdict line;
+/report [7d|30d]: the objectives report with its chart."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from opsbot.config import Role
 from opsbot.errors import UsageError
-from opsbot.objectives import clock, reading, sli
+from opsbot.objectives import clock, reading, report, sli
 from opsbot.render import Reply
 from opsbot.verbs.registry import LISTED, Caller, Verb, parse_target, register
 
@@ -38,7 +39,18 @@ async def slo(services: Services, caller: Caller, args: list[str]) -> Reply:
     return Reply(text="\n".join([head, *lines]))
 
 
+async def report_(services: Services, caller: Caller, args: list[str]) -> Reply:
+    """/report [7d|30d]"""
+    try:
+        period = report.parse_period(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return await report.build(services, period)
+
+
 register(
+    Verb("report", Role.viewer, "/report [7d|30d]", "objectives report with a chart", report_,
+         reads_only=True),
     Verb("slo", Role.viewer, "/slo [TARGET]", "objectives: budget left, burn rate", slo,
          reads_only=True),
 )  # fmt: skip

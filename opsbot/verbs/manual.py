@@ -170,6 +170,15 @@ PAGES: dict[str, Page] = {
         ("/slo", "/slo {target}"),
         configured=_has_objectives,
     ),
+    "report": Page(
+        ((Role.viewer, "objectives report with a chart"),),
+        "Per target over the last 7 (or 30) days: availability against its objective, budget "
+        "left, p95 latency, incidents with time to acknowledge and resolve, alerts, restarts "
+        "and rollbacks, backups against their RPO; with a PNG chart of availability and p95 "
+        "latency per day. objectives.report sends it by itself, daily or weekly.",
+        ("/report", "/report 30d"),
+        configured=_has_objectives,
+    ),
     "oncall": Page(
         (
             (Role.viewer, "who is on call now and next"),

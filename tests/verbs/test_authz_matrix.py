@@ -64,6 +64,7 @@ VERB_ARGS: dict[str, str] = {
     "retry": "nosuch",
     "discover": "nosuch",
     "slo": "canary",
+    "report": "7d",
 }
 # What each kind of button carries in its row ({alert} and {request} are filled in).
 BUTTON_DATA: dict[str, str] = {
