@@ -27,6 +27,7 @@ WINGS = (
 
 arrange((
     "health", "logs", "restart", "rollback", "backup", "approve", "deny", "backups", "audit",
-    "alerts", "ack", "silence", "unsilence", "incident", "slo", "report", "oncall", "discover",
+    "alerts", "ack", "silence", "unsilence", "incident", "slo", "report", "latency",
+    "oncall", "discover",
     "help",
 ))  # fmt: skip

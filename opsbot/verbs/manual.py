@@ -179,6 +179,13 @@ PAGES: dict[str, Page] = {
         ("/report", "/report 30d"),
         configured=_has_objectives,
     ),
+    "latency": Page(
+        ((Role.viewer, "a target's latency chart, last 24 h"),),
+        "A PNG chart of the target's p95 latency per 10 minutes over the last 24 h, from the "
+        "monitor's rounds, with its latency objective; /health TARGET offers it as a button.",
+        ("/latency {target}",),
+        configured=_has_objectives,
+    ),
     "oncall": Page(
         (
             (Role.viewer, "who is on call now and next"),

@@ -1,17 +1,21 @@
-"""/slo end to end: 30 days of rounds in opsbot's store, read back in the chat."""
+"""/slo and the latency chart end to end: 30 days of rounds in opsbot's store, read back in
+the chat."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from PIL import Image
 
-from opsbot.objectives import clock
+from opsbot.objectives import charts, clock
 from opsbot.objectives.recording import Recorder
 from opsbot.objectives.series import DAY
 from tests.factories import (
+    OPS,
     OPSBOT_TOKEN,
     OPSBOT_USERNAME,
     VIC,
@@ -86,3 +90,24 @@ async def test_slo_of_a_target_without_an_objective_says_why(chat: ChatSession) 
     assert reply.text == "⚠️ scratch has no objective (objectives off, or its monitor is off)"
     reply = await chat.ask("/slo quizbt", user=VIC)
     assert reply.text.startswith("⚠️ unknown target 'quizbt'; did you mean quizbot?")
+
+
+async def test_health_of_a_target_offers_its_latency_chart_of_the_last_24_h(
+    chat: ChatSession,
+) -> None:
+    health = await chat.ask("/health paybot", user=VIC)
+    buttons = [b for row in (health.reply_markup or {})["inline_keyboard"] for b in row]
+    assert {"text": "📈 Latency 24 h", "callback_data": "lc:paybot"} in buttons
+    chat.tap(health, "lc:paybot", user=VIC)
+    chart = await chat.fake.wait_for_message(
+        OPS.id, lambda m: m.document_name is not None, timeout=20, token=OPSBOT_TOKEN,
+        after_message_id=health.message_id,
+    )  # fmt: skip
+    assert chart.document_name is not None and chart.document_name.startswith("paybot-latency-")
+    assert chart.caption == (
+        "paybot: last 24 h, p95 ≤ 1 s; 75 % of rounds ≤ 0.5 s (objective 95 %)"
+    )
+    image = Image.open(io.BytesIO(chart.document_bytes or b""))
+    assert image.format == "PNG" and image.size == charts.LATENCY_SIZE
+    scratch = await chat.ask("/health scratch", user=VIC)  # no objective: no chart
+    assert "lc:scratch" not in str(scratch.reply_markup)
