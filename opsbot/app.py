@@ -276,7 +276,7 @@ def start_objectives(
         only_when_leading(None, flush, "objectives"), interval=FLUSH_SECONDS,
         first=FLUSH_SECONDS, name="objectives-flush",
     )  # fmt: skip
-    services.on_close.append(recorder.flush)
+    services.on_close.append(partial(recorder.flush, final=True))
 
     async def still_firing() -> set[str]:
         listed = await engine.list(firing_only=True, limit=10_000)

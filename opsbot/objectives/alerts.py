@@ -1,7 +1,9 @@
 """Burn-rate alerts: a budget burning too fast becomes an alert of the alert engine.
 
-Every ``TICK_SECONDS`` on the lease holder (where the rounds are counted: the recorder is
-flushed first), each target's rules are evaluated (``burn.firing``). A page is a critical
+Every ``TICK_SECONDS`` on the lease holder (where the rounds are counted), each target's
+rules are evaluated (``burn.firing``) over the windows kept in memory (``windows.Windows``:
+seeded once from the store and the recorder's unflushed counts, then told of every round),
+so a tick reads the store only for a target whose alert changes. A page is a critical
 alert, a ticket a warning, one per target and severity (fingerprint: ``slo``, target,
 severity), so the engine dedups, silences, paces and buttons them like any other alert. What
 the engine still holds firing is read at each tick: a replica taking the lease over, or a
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.config import Settings
 from opsbot.objectives import burn, clock, sli
 from opsbot.objectives.recording import Recorder, blocks
 from opsbot.objectives.series import DAY
+from opsbot.objectives.windows import Windows
 from opsbot.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -73,26 +77,32 @@ class BurnAlerts:
         self.ingest = ingest
         self.firing = firing
         self.recorder = recorder
-
+        longest = burn.longest(settings.objectives.burn_rules)
+        self.windows = Windows(longest)  # the rules' windows, in memory
+        if recorder is not None:
+            recorder.windows = self.windows  # told of every round
     @property
     def active(self) -> bool:
         objectives = self.settings.objectives
         return objectives.enabled and objectives.alerts and bool(objectives.burn_rules)
 
     async def tick(self) -> list[AlertEvent]:
-        if self.recorder is not None:
-            await self.recorder.flush()
         now = clock.now()
         rules = self.settings.objectives.burn_rules
         longest = burn.longest(rules)
         open_now = await self.firing()
+        last_day = int(now // DAY)
         events = []
         for target in sorted(self.settings.targets):
             objective = self.settings.objective(target)
             if objective is None:
                 continue
-            days = await blocks(self.store, target, int((now - longest) // DAY), int(now // DAY))
-            found = burn.firing(rules, objective, days, now)
+            if not self.windows.known(target):  # once per target and lease: from the store
+                first = int((now - longest) // DAY)
+                self.windows.seed(target, await blocks(self.store, target, first, last_day), now)
+                for minute, total, bad in self.recorder.unflushed(target) if self.recorder else ():
+                    self.windows.add(target, minute, total, bad)
+            found = burn.firing(rules, objective, partial(self.windows.counts, target, now=now))
             changed = [
                 (severity, level, found.get(severity))
                 for severity, level in SEVERITY.items()

@@ -8,11 +8,11 @@ ticket: one alert per target and severity.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from opsbot.config import BurnRule, Objective
-from opsbot.objectives.series import Block, span
+from opsbot.objectives.series import Block, Counts, span
 from opsbot.objectives.sli import burn_rate
 
 
@@ -25,16 +25,24 @@ class Burning:
     short_rate: float
 
 
+Window = Callable[[float], Counts]  # the counts of the last so many seconds
+
+
+def over(blocks: Mapping[int, Block], at: float) -> Window:
+    """The counts of the last so many seconds before ``at``, from day blocks."""
+    return lambda seconds: span(blocks, at - seconds, at, hist=False)
+
+
 def firing(
-    rules: Sequence[BurnRule], objective: Objective, blocks: Mapping[int, Block], at: float
+    rules: Sequence[BurnRule], objective: Objective, window: Window
 ) -> dict[str, Burning]:
-    """Per severity (page, ticket), the first rule that fires at ``at``."""
+    """Per severity (page, ticket), the first rule that fires now."""
     out: dict[str, Burning] = {}
     for rule in rules:
         if rule.severity in out:
             continue
-        long_rate = burn_rate(span(blocks, at - rule.long, at), objective)
-        short_rate = burn_rate(span(blocks, at - rule.short, at), objective)
+        long_rate = burn_rate(window(rule.long), objective)
+        short_rate = burn_rate(window(rule.short), objective)
         if long_rate is None or short_rate is None:
             continue
         if long_rate > rule.factor and short_rate > rule.factor:

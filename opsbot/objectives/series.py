@@ -1,10 +1,11 @@
 """A target's rounds per minute, in fixed-size rows: what the SLIs are computed from.
 
-Each UTC day of one target is a block of 1,440 rows, one per minute, of ``WIDTH`` bytes:
+Each UTC day of one target is a block of ``WIDTH`` columns of 1,440 bytes, one per minute:
 rounds, good rounds (not failing), then the count of rounds per latency bucket
 (``LATENCY_BUCKETS``, then one for slower ones). Counts saturate at 255 (a round a second is
-60). The block is stored zlib-compressed: a steady target's day is a few hundred bytes, and a
-block is a fixed layout, so adding a minute's counts needs no parsing.
+60). Column after column, each alike along the day, so zlib's fastest level keeps a steady
+target's day in about 200 bytes and a jittery, flapping one's in about 2 KB; a fixed layout,
+so adding a minute's counts needs no parsing, and a span's sums are contiguous slices.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ MINUTES = 1440
 BUCKETS = len(LATENCY_BUCKETS) + 1
 WIDTH = 2 + BUCKETS
 TOTAL, GOOD, HIST = 0, 1, 2
+EMPTY = (0,) * BUCKETS
 
 
 def bucket(latency: float) -> int:
@@ -46,7 +48,7 @@ class Counts:
 
     total: int = 0
     good: int = 0
-    hist: tuple[int, ...] = (0,) * BUCKETS
+    hist: tuple[int, ...] = EMPTY
 
     def __add__(self, other: Counts) -> Counts:
         hist = tuple(a + b for a, b in zip(self.hist, other.hist, strict=True))
@@ -85,50 +87,55 @@ class Block:
             raise ValueError(f"a day block has {MINUTES * WIDTH} bytes, not {len(self.raw)}")
 
     def add(self, minute: int, good: bool, latency: float | None) -> None:
-        base = minute * WIDTH
-        raw = self.raw
-        raw[base + TOTAL] = min(255, raw[base + TOTAL] + 1)
-        if good:
-            raw[base + GOOD] = min(255, raw[base + GOOD] + 1)
+        row = [0] * WIDTH
+        row[TOTAL] = 1
+        row[GOOD] = int(good)
         if latency is not None:
-            at = base + HIST + bucket(latency)
-            raw[at] = min(255, raw[at] + 1)
+            row[HIST + bucket(latency)] = 1
+        self.add_row(minute, row)
 
-    def merge(self, other: Block) -> None:
-        """Add another block's counts to this one's (what one flush brings)."""
-        mine, theirs = self.raw, other.raw
-        for index, value in enumerate(theirs):
+    def add_row(self, minute: int, row: list[int]) -> None:
+        """Add one minute's counts (a ``WIDTH`` list)."""
+        raw = self.raw
+        for column, value in enumerate(row):
             if value:
-                mine[index] = min(255, mine[index] + value)
+                at = column * MINUTES + minute
+                raw[at] = min(255, raw[at] + value)
 
-    def counts(self, first: int = 0, end: int = MINUTES) -> Counts:
-        """The sums over minutes [first, end) of the day."""
+    def counts(self, first: int = 0, end: int = MINUTES, *, hist: bool = True) -> Counts:
+        """The sums over minutes [first, end) of the day (``hist=False``: rounds and good
+        rounds only, the histogram left at zero, for burn rates)."""
         first, end = max(0, first), min(MINUTES, end)
         if first >= end:
             return Counts()
         raw = self.raw
-        begin, stop = first * WIDTH, end * WIDTH
-        column = [sum(raw[begin + c : stop : WIDTH]) for c in range(WIDTH)]
-        return Counts(column[TOTAL], column[GOOD], tuple(column[HIST:]))
+        columns = WIDTH if hist else HIST
+        column = [sum(raw[c * MINUTES + first : c * MINUTES + end]) for c in range(columns)]
+        return Counts(column[TOTAL], column[GOOD], tuple(column[HIST:]) if hist else EMPTY)
 
     def encode(self) -> str:
-        return base64.b64encode(zlib.compress(bytes(self.raw), 6)).decode()
+        return base64.b64encode(zlib.compress(bytes(self.raw), 1)).decode()
 
     @classmethod
     def decode(cls, text: str) -> Block:
         return cls(zlib.decompress(base64.b64decode(text)))
 
 
-def span(blocks: Mapping[int, Block], begin: float, end: float) -> Counts:
+def span(
+    blocks: Mapping[int, Block], begin: float, end: float, *, hist: bool = True
+) -> Counts:
     """The sums over the minutes of [begin, end) (whole minutes; missing days count zero)."""
     first, last = int(begin // MINUTE), int(-(-end // MINUTE))
-    total = Counts()
+    total, good, histogram = 0, 0, EMPTY
     for day in range(first // MINUTES, (last - 1) // MINUTES + 1):
         block = blocks.get(day)
         if block is not None:
             start = day * MINUTES
-            total += block.counts(first - start, last - start)
-    return total
+            part = block.counts(first - start, last - start, hist=hist)
+            total, good = total + part.total, good + part.good
+            if hist:
+                histogram = tuple(a + b for a, b in zip(histogram, part.hist, strict=True))
+    return Counts(total, good, histogram)
 
 
 def days(blocks: Mapping[int, Block], wanted: Iterable[int]) -> dict[int, Counts]:

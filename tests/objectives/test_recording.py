@@ -48,7 +48,7 @@ async def test_two_replicas_flushing_at_once_each_count_their_rounds_once(
     for n in range(30):  # the old lease holder's last rounds, then the new one's
         first.observe("quizbot", n % 10 != 0, 0.07, START + 60 * n)
         second.observe("quizbot", True, 3.0, START + 60 * n + 30)
-    await asyncio.gather(first.flush(), second.flush())
+    await asyncio.gather(first.flush(final=True), second.flush(final=True))
     await first.flush()  # nothing left to add: no round counted twice
     days = await blocks(open_another(), "quizbot", 20_000, 20_000)
     assert span(days, START, START + 1800) == Counts(60, 57, (0, 30, 0, 0, 0, 0, 30, 0, 0, 0))
@@ -96,7 +96,7 @@ async def test_daily_sums_keep_the_last_92_days(open_another: OpenStore) -> None
     for day in range(100):
         clock.now = START + day * DAY + 3600
         recorder.observe("quizbot", True, 0.01, clock.now)
-        await recorder.flush()
+        await recorder.flush(final=True)
     kept = (await daily(store, ["quizbot"]))["quizbot"]
     assert sorted(kept) == list(range(20_000 + 99 - 91, 20_000 + 100))
 
@@ -166,3 +166,24 @@ async def test_rounds_are_prometheus_metrics_per_target(sqlite_store: SQLiteStor
     assert 'opsbot_slo_round_seconds_count{target="quizbot"} 3.0' in text
     assert "unknown" not in text
     assert recorder.pending == 1  # the three rounds wait for the flush, in one minute
+
+
+async def test_daily_sums_are_written_every_few_flushes_and_at_the_last(
+    open_another: OpenStore,
+) -> None:
+    store = open_another()
+    recorder = Recorder(store, settings("quizbot"), clock=Clock(START))
+    for flush in range(1, recording.DAYS_EVERY):
+        recorder.observe("quizbot", True, 0.01, START + flush * 60)
+        await recorder.flush()
+    assert await daily(store, ["quizbot"]) == {"quizbot": {}}  # the day blocks have them
+    days = await blocks(store, "quizbot", 20_000, 20_000)
+    assert span(days, START, START + DAY).total == recording.DAYS_EVERY - 1
+    recorder.observe("quizbot", False, 0.01, START + 3600)
+    await recorder.flush()  # the DAYS_EVERY-th
+    [counts] = (await daily(store, ["quizbot"]))["quizbot"].values()
+    assert (counts.total, counts.good) == (recording.DAYS_EVERY, recording.DAYS_EVERY - 1)
+    recorder.observe("quizbot", True, 0.01, START + 3660)
+    await recorder.flush(final=True)  # at shutdown
+    [counts] = (await daily(store, ["quizbot"]))["quizbot"].values()
+    assert counts.total == recording.DAYS_EVERY + 1

@@ -65,7 +65,7 @@ async def seed(services: Services, now: float) -> None:
         down = now - 2 * DAY <= at < now - 2 * DAY + 2400
         recorder.observe("quizbot", not down, 0.2, at)
         recorder.observe("paybot", True, 0.7 if minute % 10 == 0 else 0.1, at)
-    await recorder.flush()
+    await recorder.flush(final=True)
 
 
 @pytest_asyncio.fixture

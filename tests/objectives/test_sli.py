@@ -11,6 +11,7 @@ from opsbot.config import BurnRule, Objective, Settings
 from opsbot.objectives import burn, sli
 from opsbot.objectives.recording import Recorder, blocks
 from opsbot.objectives.series import DAY, Block
+from opsbot.objectives.windows import Windows
 from opsbot.state.store.sqlite import SQLiteStore
 
 CHECK = [{"type": "tcp", "host": "127.0.0.1", "port": 1}]
@@ -83,7 +84,11 @@ RULES = list(CONFIG.objectives.burn_rules)
 
 
 def fired(days: dict[int, Block], rules: list[BurnRule] = RULES) -> dict[str, str]:
-    found = burn.firing(rules, OBJECTIVE, days, END)
+    found = burn.firing(rules, OBJECTIVE, burn.over(days, END))
+    # the lease holder's in-memory windows, seeded from the same blocks, say the same
+    windows = Windows(burn.longest(rules))
+    windows.seed("quizbot", days, END)
+    assert burn.firing(rules, OBJECTIVE, lambda s: windows.counts("quizbot", s, END)) == found
     return {s: f"{b.rule.factor:g}x {b.rule.long:g}/{b.rule.short:g}" for s, b in found.items()}
 
 
@@ -117,7 +122,7 @@ async def test_a_configured_rule_fires_only_above_its_factor(sqlite_store: SQLit
     rule = BurnRule(severity="page", long=3600, short=600, factor=10)
     exactly = await history(sqlite_store, spread(6, 60))  # 6 of 60 rounds: exactly 10×
     assert fired(exactly, [rule]) == {}
-    assert burn.firing([rule], OBJECTIVE, exactly, END) == {}
+    assert burn.firing([rule], OBJECTIVE, burn.over(exactly, END)) == {}
 
 
 async def test_above_a_configured_factor_it_fires(sqlite_store: SQLiteStore) -> None:

@@ -30,7 +30,7 @@ async def test_a_component_shows_its_budget_and_90_daily_bars(sqlite_store: SQLi
         at = NOW - 40 * DAY + minute * 60
         recorder.observe("ledger-db01", True, 0.1, at)
         recorder.observe("ledger-api", not (NOW - 2 * DAY <= at < NOW - 2 * DAY + 1800), 0.1, at)
-    await recorder.flush()
+    await recorder.flush(final=True)
     body = as_json(await snapshot(settings, sqlite_store, NOW))
     ledger, payments = body["components"]  # type: ignore[index]
     objective = ledger["objective"]

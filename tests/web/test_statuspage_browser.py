@@ -138,7 +138,7 @@ async def test_the_status_page_fits_a_360_px_phone_with_its_90_daily_bars(
             for minute in range(0, 1440, 10):
                 down = day == today - 3 and minute < 180
                 recorder.observe(INTERNAL, not down, 0.2, day * 86400 + minute * 60)
-        await recorder.flush()
+        await recorder.flush(final=True)
         await asyncio.to_thread(browser.set_window_size, 360, 900)
         await asyncio.to_thread(browser.get, url)
         assert browser.execute_script("return window.innerWidth") == 360
