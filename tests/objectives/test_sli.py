@@ -129,3 +129,28 @@ async def test_above_a_configured_factor_it_fires(sqlite_store: SQLiteStore) -> 
     rule = BurnRule(severity="page", long=3600, short=600, factor=10)
     days = await history(sqlite_store, spread(7, 60))
     assert fired(days, [rule]) == {"page": "10x 3600/600"}
+
+
+async def test_windows_fed_round_by_round_count_as_the_stored_blocks(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """The lease holder's windows, seeded empty and told of each round (some late, across
+    midnight), hold the same counts as the blocks the recorder stored."""
+    bad = set(spread(50, 4320))
+    windows = Windows(burn.longest(RULES))
+    windows.seed("quizbot", {}, END - 3 * DAY - 60)
+    recorder = Recorder(sqlite_store, CONFIG, clock=lambda: END)
+    for minute in range(MINUTES - 3 * 1440, MINUTES):
+        at = START + minute * 60 + 1
+        good = MINUTES - minute not in bad
+        recorder.observe("quizbot", good, 0.1, at)
+        windows.add("quizbot", int(at // 60), 1, int(not good))
+        if minute % 97 == 0:  # a round of the minute before, counted late
+            recorder.observe("quizbot", True, 0.1, at - 60)
+            windows.add("quizbot", int(at // 60) - 1, 1, 0)
+    await recorder.flush()
+    days = await blocks(sqlite_store, "quizbot", 20_026, 20_030)
+    for seconds in (300, 1800, 3600, 7200, 6 * 3600, DAY, 3 * DAY):
+        for at in (END, END - 90, END - 7200 + 30):
+            expected = burn.over(days, at)(seconds)
+            assert windows.counts("quizbot", seconds, at) == expected, (seconds, at)
