@@ -48,6 +48,9 @@ from opsbot.incidents.state import INCIDENTS, Incidents
 from opsbot.miniapp.latency import LatencyRecorder
 from opsbot.miniapp.menu import RETRY as MENU_RETRY
 from opsbot.miniapp.menu import MenuButtons
+from opsbot.objectives import alerts as burn_alerts
+from opsbot.objectives import schedule as report_schedule
+from opsbot.objectives.recording import FLUSH_SECONDS, Recorder
 from opsbot.reach.checks import check_all
 from opsbot.services import Services
 from opsbot.state.leases import Lease, only_when_leading, replica_id
@@ -220,7 +223,8 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
         only_when_leading(lease, tick, "alerts tick"), interval=TICK_SECONDS, first=TICK_SECONDS,
         name="alerts-tick",
     )  # fmt: skip
-    await schedule_monitor(services, engine, ingest, lease)
+    recorder = start_objectives(jobs, services, ingest, engine, lease)
+    await schedule_monitor(services, engine, ingest, lease, recorder)
     await _schedule_backups(jobs, services, ingest, lease)
     if not settings.web.enabled:
         return None
@@ -269,8 +273,59 @@ async def _schedule_backups(
     )
 
 
+def start_objectives(
+    jobs: Any, services: Services, ingest: burn_alerts.Ingest, engine: AlertEngine,
+    lease: Lease | None,
+) -> Recorder | None:
+    """The objectives' recorder (None: objectives off), flushed every minute and at shutdown
+    on every replica (only the lease holder counts rounds); the burn-rate alerts' tick on the
+    lease holder; the scheduled report's tick on every replica (each slot claimed once)."""
+    if not services.settings.objectives.enabled:
+        return None
+    recorder = Recorder(services.store, services.settings, metrics=services.metrics)
+
+    async def flush(context: object) -> None:
+        await recorder.flush()
+
+    jobs.run_repeating(
+        only_when_leading(None, flush, "objectives"), interval=FLUSH_SECONDS,
+        first=FLUSH_SECONDS, name="objectives-flush",
+    )  # fmt: skip
+    services.on_close.append(partial(recorder.flush, final=True))
+
+    async def still_firing() -> set[str]:
+        listed = await engine.list(firing_only=True, limit=10_000)
+        return {a.fingerprint for a in listed if a.firing and a.source == burn_alerts.SOURCE}
+
+    alerts = burn_alerts.BurnAlerts(services.store, services.settings, ingest, still_firing,
+                                    recorder)  # fmt: skip
+    if alerts.active:
+
+        async def tick(context: object) -> None:
+            await alerts.tick()
+
+        every = burn_alerts.TICK_SECONDS
+        jobs.run_repeating(only_when_leading(lease, tick, "burn-rate alerts"), interval=every,
+                           first=every, name="burn-rate-alerts")  # fmt: skip
+    reports = report_schedule.ReportScheduler(services, services.notifier(Priority.alert))
+    if reports.active:
+
+        async def send(context: object) -> None:
+            await reports.tick()
+
+        # every replica ticks: the slot is claimed in the store, so one sends it, once
+        every = report_schedule.TICK_SECONDS
+        jobs.run_repeating(only_when_leading(None, send, "objectives report"), interval=every,
+                           first=1.0, name="objectives-report")  # fmt: skip
+    return recorder
+
+
 async def schedule_monitor(
-    services: Services, engine: AlertEngine, ingest: monitor.Ingest, lease: Lease | None
+    services: Services,
+    engine: AlertEngine,
+    ingest: monitor.Ingest,
+    lease: Lease | None,
+    recorder: Recorder | None = None,
 ) -> None:
     """The monitor's rounds (one scheduler, spread over each interval), on the lease holder.
 
@@ -287,7 +342,10 @@ async def schedule_monitor(
             for a in await engine.list(firing_only=True, limit=10_000)
             if a.source == monitor.SOURCE
         }
-        return monitor.Monitor(settings, services, ingest, firing=still_firing, observe=observe)
+        hook = recorder.round_done if recorder is not None else None
+        return monitor.Monitor(
+            settings, services, ingest, firing=still_firing, observe=observe, on_round=hook
+        )
 
     watcher = await fresh()
     term = [lease.term if lease is not None else 0]

@@ -13,6 +13,7 @@ from opsbot.alerting import verbs as alert_verbs
 from opsbot.incidents import oncall_verbs
 from opsbot.incidents import verbs as incident_verbs
 from opsbot.miniapp import verbs as board_verbs
+from opsbot.objectives import verbs as objective_verbs
 from opsbot.onboarding import verbs as onboarding_verbs
 from opsbot.verbs import core
 from opsbot.verbs.registry import BUTTONS, VERBS, arrange, dispatch, dispatch_outcome
@@ -23,9 +24,11 @@ __all__ = ["BUTTONS", "VERBS", "WINGS", "dispatch", "dispatch_outcome"]
 WINGS = (
     core, action_verbs, backup_verbs, alert_verbs, incident_verbs, oncall_verbs, onboarding_verbs,
     board_verbs,
+    objective_verbs,
 )  # fmt: skip
 
 arrange((
     "health", "logs", "restart", "rollback", "backup", "approve", "deny", "backups", "audit",
-    "alerts", "ack", "silence", "unsilence", "incident", "oncall", "board", "discover", "help",
+    "alerts", "ack", "silence", "unsilence", "incident", "slo", "report", "latency",
+    "oncall", "board", "discover", "help",
 ))  # fmt: skip

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
+from opsbot.config.objectives import LATENCY_BUCKETS
+
 # Why a webhook request was refused (the label values of webhook_rejected_total).
 REJECT_REASONS = ("unauthorized", "too_large", "bad_json", "bad_shape", "ingest_failed")
 
@@ -98,6 +100,21 @@ class Metrics:
         self.outbox_pending = gauge(
             "outbox_pending", "Messages, edits and pins waiting in the outbox (last pass)."
         )
+
+        # The objectives' SLI, per target, counted where the round ran (the lease holder): sum
+        # over replicas, e.g. sum by (target) (rate(opsbot_slo_rounds_good_total[5m])).
+        self.slo_rounds_total = Counter(
+            "slo_rounds", "Monitor rounds of targets with an objective.", ["target"],
+            namespace=namespace, registry=r,
+        )  # fmt: skip
+        self.slo_rounds_good_total = Counter(
+            "slo_rounds_good", "Those rounds that were not failing (the availability SLI).",
+            ["target"], namespace=namespace, registry=r,
+        )  # fmt: skip
+        self.slo_round_seconds = Histogram(
+            "slo_round_seconds", "Those rounds' latency (the latency SLI's buckets).",
+            ["target"], buckets=LATENCY_BUCKETS, namespace=namespace, registry=r,
+        )  # fmt: skip
 
     @contextmanager
     def time_executor(self, kind: str) -> Iterator[None]:

@@ -235,6 +235,28 @@ def secret_file_rows(settings: Settings, unreadable: Unreadable) -> list[Row]:
     ]  # fmt: skip
 
 
+def objective_rows(settings: Settings) -> list[Row]:
+    """What the objectives cover; a target whose own objective cannot be measured fails."""
+    if not settings.objectives.enabled:
+        return []
+    rows = []
+    measured = [n for n in settings.targets if settings.objective(n) is not None]
+    for name, target in settings.targets.items():
+        if target.objective is not None and target.objective.enabled and name not in measured:
+            rows.append(Row(f"targets.{name}", "objective", False,
+                            "an objective, but the monitor is off for it: no rounds to measure",
+                            f"set targets.{name}.monitor.enabled: true, or drop its objective"))
+    if not measured:
+        return rows
+    default = settings.objectives.default
+    own = sum(1 for n in measured if settings.targets[n].objective is not None)
+    detail = (f"{len(measured)} targets, default {default.availability:g} % over "
+              f"{default.window / 86400:g} d ({own} with their own); "
+              f"{len(settings.objectives.burn_rules) if settings.objectives.alerts else 0} "
+              f"burn-rate rules; report {settings.objectives.report.every}")
+    return [Row("objectives", "slo", True, detail), *rows]
+
+
 def table(rows: list[Row]) -> str:
     widths = [max(len(r.name) for r in rows), max(len(r.kind) for r in rows)]
     lines = [f"{'ENDPOINT':<{widths[0]}}  {'KIND':<{widths[1]}}  RESULT  DETAIL"]
@@ -256,6 +278,7 @@ async def run_check(
         rows = list(await asyncio.gather(*(check_endpoint(services, n) for n in names)))
         rows.append(await check_telegram(services, unreadable))
         rows += secret_file_rows(settings, unreadable)
+        rows += objective_rows(settings)
     finally:
         await services.close()
     redact = services.redactor.redact

@@ -29,13 +29,17 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "opsbot.verbs.core", "opsbot.actions.verbs", "opsbot.actions.backups.verbs",
         "opsbot.alerting.verbs", "opsbot.incidents.verbs", "opsbot.incidents.oncall_verbs",
-        "opsbot.onboarding.verbs", "opsbot.miniapp.verbs",
+        "opsbot.onboarding.verbs", "opsbot.miniapp.verbs", "opsbot.objectives.verbs",
     ),
     # the registry: imports no wing
     ("opsbot.verbs",),
     # the wings (between them: WINGS)
     # (onboarding: import and discover, drafting an inventory; it imports no other wing)
-    ("opsbot.actions", "opsbot.alerting", "opsbot.incidents", "opsbot.onboarding"),
+    # (objectives: SLIs from the monitor's rounds, budgets, burn-rate alerts, the report)
+    (
+        "opsbot.actions", "opsbot.alerting", "opsbot.incidents", "opsbot.onboarding",
+        "opsbot.objectives",
+    ),
     # the bundle the wings are handed: only what lies below them (their own objects are
     # bound into it by the composition root, under keys each wing declares)
     ("opsbot.services",),
@@ -56,6 +60,9 @@ WINGS = {
     # a failed action's card offers Declare incident, and declares it (this went through
     # ``Services`` unseen while it held the incidents)
     ("opsbot.actions", "opsbot.incidents"),
+    ("opsbot.objectives", "opsbot.alerting"),  # a burning budget raises an alert
+    ("opsbot.objectives", "opsbot.actions"),  # the report says how old the backups are
+    ("opsbot.objectives", "opsbot.incidents"),  # … and how fast incidents were acked, resolved
 }
 
 #: Modules allowed over MAX_LINES, each with why it is one idea.

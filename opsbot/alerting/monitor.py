@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = "monitor"
 Ingest = Callable[[list[AlertEvent]], Awaitable[None]]
+#: Told of every round (target, its health, when it ended): the objectives' recorder.
+RoundHook = Callable[[str, TargetHealth, float], None]
 
 _SEVERITY = {State.WARN: Severity.warning, State.FAIL: Severity.critical}
 _STATE = {Severity.warning: State.WARN, Severity.critical: State.FAIL}
@@ -118,9 +120,11 @@ class Monitor:
         *,
         firing: Mapping[str, Severity] | None = None,
         observe: Callable[[TargetHealth], Awaitable[None]] | None = None,
+        on_round: RoundHook | None = None,
     ) -> None:
         self._settings = settings
         self._observe = observe  # every round's result (the board's latency history)
+        self._on_round = on_round  # counted for the objectives
         self._runtime = runtime
         self._ingest = ingest
         self._firing = dict(firing or {})  # fingerprint → severity, open before a restart
@@ -159,6 +163,8 @@ class Monitor:
             if self._observe is not None:
                 await self._observe(health)
             now = time.time()
+            if self._on_round is not None:
+                self._on_round(name, health, now)
             events, changes = [], []
             for check in _unique(health.checks):
                 key = fingerprint(name, check.name)

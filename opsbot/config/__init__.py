@@ -51,6 +51,15 @@ from opsbot.config.incidents import (
     StatusPageSettings,
 )
 from opsbot.config.miniapp import MiniAppSettings
+from opsbot.config.objectives import (
+    LATENCY_BUCKETS,
+    WORKBOOK_RULES,
+    BurnRule,
+    Objective,
+    ObjectiveOverride,
+    ObjectiveSettings,
+    ReportSchedule,
+)
 from opsbot.config.targets import (
     Actions,
     Backup,
@@ -269,6 +278,7 @@ class Settings(BaseSettings):
     miniapp: MiniAppSettings = MiniAppSettings()
     oncall: OnCallSettings | None = None
     incidents: IncidentSettings = IncidentSettings()
+    objectives: ObjectiveSettings = ObjectiveSettings()
     data_dir: Path = Field(default=Path("./data"), description="Where opsbot keeps its own files.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = Field(
@@ -339,6 +349,20 @@ class Settings(BaseSettings):
     @property
     def all_endpoints(self) -> dict[str, SSHEndpoint | DockerEndpoint | LocalEndpoint]:
         return {"local": LocalEndpoint(type="local"), **self.endpoints}
+
+    def objective(self, name: str) -> Objective | None:
+        """The target's objective (its own keys over ``objectives.default``); None: it has
+        none (objectives off, ``objective: {enabled: false}``, its monitor off, no such
+        target)."""
+        target = self.targets.get(name)
+        if target is None or not self.objectives.enabled:
+            return None
+        if not (target.monitor or self.alerts.monitor).enabled:
+            return None  # no rounds to measure
+        own = target.objective
+        if own is None:
+            return self.objectives.default
+        return own.over(self.objectives.default) if own.enabled else None
 
     def person(self, user_id: int | None) -> Person | None:
         return next((p for p in self.people if p.id == user_id), None)
@@ -461,13 +485,16 @@ def json_schema() -> dict[str, Any]:
 
 
 __all__ = [
+    "LATENCY_BUCKETS",
     "NAME_PATTERN",
     "POSTMORTEM_FIELDS",
+    "WORKBOOK_RULES",
     "Actions",
     "AlertSettings",
     "ApprovalPolicy",
     "Argv",
     "Backup",
+    "BurnRule",
     "Check",
     "CommandCheck",
     "CommandTarget",
@@ -490,11 +517,15 @@ __all__ = [
     "Minutes",
     "Monitor",
     "Name",
+    "Objective",
+    "ObjectiveOverride",
+    "ObjectiveSettings",
     "OnCallSettings",
     "PM2Target",
     "Person",
     "PostgresBackup",
     "RedisBackup",
+    "ReportSchedule",
     "Role",
     "Rotation",
     "SQLiteBackup",

@@ -23,6 +23,7 @@ from opsbot.config.base import (
     Seconds,
     _Model,
 )
+from opsbot.config.objectives import ObjectiveOverride
 from opsbot.errors import ConfigError
 
 
@@ -340,6 +341,9 @@ class _TargetBase(_Model):
         description="Alert when a backup's newest verified copy is older than this (6h, 1d).",
     )
     monitor: Monitor | None = Field(default=None, description="Default: alerts.monitor.")
+    objective: ObjectiveOverride | None = Field(
+        default=None, description="Its own objective keys; default: objectives.default."
+    )
     verify_deadline: Seconds = Field(
         default=60.0, description="After restart/rollback, how long to wait for healthy."
     )

@@ -60,6 +60,8 @@ async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
             buttons.append(Button("📜 Logs", f"l:{name}"))
         if result.state and can_restart(target):
             buttons.append(Button("🔁 Restart", f"hr:{name}"))
+        if services.settings.objective(name) is not None:  # its rounds are recorded
+            buttons.append(Button("📈 Latency 24 h", f"lc:{name}"))
         text = f"{head} · {clock()}"
         return Reply(text=text, block=target_detail(result), buttons=tuple(buttons))
     targets = services.settings.targets

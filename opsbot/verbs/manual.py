@@ -55,6 +55,10 @@ def _has_backups(target: Target) -> bool:
     return bool(target.backups)
 
 
+def _has_objectives(settings: Settings) -> bool:
+    return any(settings.objective(name) is not None for name in settings.targets)
+
+
 def _any_backups(settings: Settings) -> bool:
     return any(t.backups for t in settings.targets.values())
 
@@ -157,6 +161,30 @@ PAGES: dict[str, Page] = {
         "then ack, update, mitigated, resolve (which drafts the post-mortem); the card's "
         "✏️ Update asks for the text as a reply. list and show are for everyone.",
         ("/incident P1 checkout failing {target}", "/incident list", "/incident show INC-1"),
+    ),
+    "slo": Page(
+        ((Role.viewer, "objectives: budget left, burn rate"),),
+        "Each target's objective from the monitor's own rounds: the SLI over its window, the "
+        "error budget left (share and minutes), the burn rate over 1 h and 6 h, and when the "
+        "budget is gone at that rate; least budget left first, or one target in detail.",
+        ("/slo", "/slo {target}"),
+        configured=_has_objectives,
+    ),
+    "report": Page(
+        ((Role.viewer, "objectives report with a chart"),),
+        "Per target over the last 7 (or 30) days: availability against its objective, budget "
+        "left, p95 latency, incidents with time to acknowledge and resolve, alerts, restarts "
+        "and rollbacks, backups against their RPO; with a PNG chart of availability and p95 "
+        "latency per day. objectives.report sends it by itself, daily or weekly.",
+        ("/report", "/report 30d"),
+        configured=_has_objectives,
+    ),
+    "latency": Page(
+        ((Role.viewer, "a target's latency chart, last 24 h"),),
+        "A PNG chart of the target's p95 latency per 10 minutes over the last 24 h, from the "
+        "monitor's rounds, with its latency objective; /health TARGET offers it as a button.",
+        ("/latency {target}",),
+        configured=_has_objectives,
     ),
     "oncall": Page(
         (

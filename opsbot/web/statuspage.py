@@ -30,7 +30,9 @@ from opsbot.alerting import status_history
 from opsbot.config import Settings
 from opsbot.incidents import public as status_updates
 from opsbot.incidents.public import PublicIncident
+from opsbot.objectives import public as objectives
 from opsbot.state.store import Store
+from opsbot.web import slo_bars
 
 RESOLVED_DAYS = 90
 FEED_ENTRIES = 50
@@ -48,6 +50,7 @@ class Component:
     description: str
     state: str  # ok | warn | fail
     uptime: dict[str, float]  # window label (24h, 7d, 30d) → percent
+    objective: objectives.ComponentObjective | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,14 @@ async def snapshot(settings: Settings, store: Store, now: float) -> Snapshot:
             label: status_history.uptime(histories, now - seconds, now)
             for label, seconds in status_history.WINDOWS
         }
-        components.append(Component(component.name, component.description, state, uptime))
+        objective = None
+        if settings.objectives.enabled:
+            objective = await objectives.component(
+                store, settings, component.name, component.targets, now
+            )
+        components.append(
+            Component(component.name, component.description, state, uptime, objective)
+        )
     records = await status_updates.all_records(store)
     cutoff = now - RESOLVED_DAYS * 86400
     return Snapshot(
@@ -138,6 +148,7 @@ def as_json(snap: Snapshot) -> dict[str, object]:
                 "state": c.state,
                 "state_text": STATES[c.state][0],
                 "uptime": {k: round(v, 3) for k, v in c.uptime.items()},
+                "objective": slo_bars.as_json(c.objective),
             }
             for c in snap.components
         ],
@@ -190,6 +201,16 @@ th.num,td.num{text-align:right;font-variant-numeric:tabular-nums}
 .updates{padding-left:1.25rem}.updates p{margin:.15rem 0}
 footer{color:#59636e;font-size:.9rem;margin:2rem auto}
 a{color:#0550ae}
+@media (max-width:36rem){
+table,tbody,caption{display:block}
+thead{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
+tbody tr{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));
+border-bottom:1px solid var(--line);padding:.4rem 0}
+tbody th,tbody td{display:block;border:0;padding:.1rem .25rem}
+tbody th,tbody td:nth-child(2){grid-column:1/-1}
+td.num{text-align:left}
+td.num::before{content:attr(data-label) " ";color:#59636e;font-size:.85rem}
+}
 """
 
 
@@ -197,7 +218,8 @@ def _component_row(c: Component) -> str:
     label, icon = STATES[c.state]
     description = f'<span class="desc">{escape(c.description)}</span>' if c.description else ""
     uptimes = "".join(
-        f'<td class="num">{_percent(c.uptime[k])}</td>' for k, _ in status_history.WINDOWS
+        f'<td class="num" data-label="{_LABELS[k]}">{_percent(c.uptime[k])}</td>'
+        for k, _ in status_history.WINDOWS
     )
     return (
         f'<tr><th scope="row">{escape(c.name)}{description}</th>'
@@ -206,8 +228,18 @@ def _component_row(c: Component) -> str:
     )
 
 
+_LABELS = {"24h": "24 h", "7d": "7 d", "30d": "30 d"}
+
+
 def as_html(snap: Snapshot, refresh: int) -> str:
     rows = "".join(_component_row(c) for c in snap.components)
+    slos = "".join(slo_bars.as_html(c.name, c.objective) for c in snap.components)
+    history = (
+        '<section aria-labelledby="availability"><h2 id="availability">Availability, last '
+        f"{objectives.BARS} days</h2>{slos}</section>"
+        if slos
+        else ""
+    )
     opened = "".join(_incident_html(r) for r in snap.open) or "<p>No open incidents.</p>"
     resolved = (
         "".join(_incident_html(r) for r in snap.resolved)
@@ -222,7 +254,7 @@ def as_html(snap: Snapshot, refresh: int) -> str:
 <meta http-equiv="refresh" content="{refresh}">
 <title>{title}</title>
 <link rel="alternate" type="application/atom+xml" title="{title}" href="status.atom">
-<style>{_CSS}</style>
+<style>{_CSS}{slo_bars.CSS}</style>
 </head>
 <body>
 <header>
@@ -240,6 +272,7 @@ def as_html(snap: Snapshot, refresh: int) -> str:
 <tbody>{rows}</tbody>
 </table>
 </section>
+{history}
 <section aria-labelledby="open-incidents">
 <h2 id="open-incidents">Open incidents</h2>
 {opened}

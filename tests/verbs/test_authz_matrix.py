@@ -66,6 +66,9 @@ VERB_ARGS: dict[str, str] = {
     "retry": "nosuch",
     "discover": "nosuch",
     "board": "",
+    "slo": "canary",
+    "report": "7d",
+    "latency": "canary",
 }
 # What each kind of button carries in its row ({alert} and {request} are filled in).
 BUTTON_DATA: dict[str, str] = {
@@ -87,6 +90,7 @@ BUTTON_DATA: dict[str, str] = {
     "is": "is:{alert}:P2",
     "i": "i:ack INC-99",
     "iu": "iu:INC-99",
+    "lc": "lc:canary",
 }
 # What may run on the host when a cell's action is allowed to run.
 MAY_RUN: dict[str, set[str]] = {

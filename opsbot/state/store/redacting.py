@@ -30,6 +30,8 @@ EXACT = frozenset({
     # the outbox's documents (a backup sent by opt-in) must arrive byte for byte; texts are
     # redacted before they are queued
     "outbox-files",
+    # the objectives' counts: compressed numbers, no text (opsbot/objectives/recording.py)
+    "slo-minutes", "slo-days",
 })
 KEEP = frozenset({"fingerprint"})
 MEMO = 4096  # strings remembered with their redaction

@@ -1,0 +1,1 @@
+"""Objectives: SLIs from the monitor's own rounds, error budgets, burn-rate alerts, reports."""

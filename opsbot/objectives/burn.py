@@ -1,0 +1,55 @@
+"""Which burn-rate rules fire: the SRE workbook's multiwindow, multi-burn-rate alerts.
+
+A rule fires when the budget burns faster than its factor over both its long and its short
+window (the long one says it matters, the short one that it is still happening, so the alert
+resolves soon after the burn stops). Of the firing rules, the first page wins, else the first
+ticket: one alert per target and severity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from opsbot.config import BurnRule, Objective
+from opsbot.objectives.series import Block, Counts, span
+from opsbot.objectives.sli import burn_rate
+
+
+@dataclass(frozen=True, slots=True)
+class Burning:
+    """A rule that fires now, with the rates that made it fire."""
+
+    rule: BurnRule
+    long_rate: float
+    short_rate: float
+
+
+Window = Callable[[float], Counts]  # the counts of the last so many seconds
+
+
+def over(blocks: Mapping[int, Block], at: float) -> Window:
+    """The counts of the last so many seconds before ``at``, from day blocks."""
+    return lambda seconds: span(blocks, at - seconds, at, hist=False)
+
+
+def firing(
+    rules: Sequence[BurnRule], objective: Objective, window: Window
+) -> dict[str, Burning]:
+    """Per severity (page, ticket), the first rule that fires now."""
+    out: dict[str, Burning] = {}
+    for rule in rules:
+        if rule.severity in out:
+            continue
+        long_rate = burn_rate(window(rule.long), objective)
+        short_rate = burn_rate(window(rule.short), objective)
+        if long_rate is None or short_rate is None:
+            continue
+        if long_rate > rule.factor and short_rate > rule.factor:
+            out[rule.severity] = Burning(rule, long_rate, short_rate)
+    return out
+
+
+def longest(rules: Sequence[BurnRule]) -> float:
+    """The longest window any rule reads (the blocks a tick needs)."""
+    return max((rule.long for rule in rules), default=0.0)

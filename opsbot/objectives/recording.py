@@ -1,0 +1,265 @@
+"""The monitor's rounds, counted per target and minute into the store.
+
+``Recorder.round_done`` is the monitor's hook: it adds the round to a buffer in memory (a few
+integer additions, nothing awaited). ``flush`` (every 2 minutes, and at shutdown) merges the
+buffer into two kinds of document, in one ``commit`` (the burn-rate alerts need no flush:
+their windows are told of each round as it is counted):
+
+* ``slo-minutes/<target>/<day>``: the day's ``series.Block`` (per minute: rounds, good rounds,
+  latency buckets), compressed; it expires by itself ``window`` plus a day after that day ends,
+  so the store holds the window plus a day and no more.
+* ``slo-days/<target>``: per day the same counts summed, for the last ``KEEP_DAYS`` days (the
+  status page's 90 daily bars and the report's per-day chart), written every ``DAYS_EVERY``
+  flushes and at shutdown (a crash loses at most those minutes of today's bar).
+
+A flush reads only the documents this recorder did not write itself (on the lease holder:
+none after the first minute); a compare-and-set that fails (another replica wrote) reads
+afresh. Each round is counted once across replicas: rounds run only on the lease holder
+(the monitor's scheduler), and a flush adds its counts by compare-and-set, so two replicas
+flushing at once (the old holder's last minute after a failover) both land, neither twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Literal
+
+from prometheus_client import Counter, Histogram
+
+from opsbot.config import Settings
+from opsbot.metrics import Metrics
+from opsbot.objectives import clock as objectives_clock
+from opsbot.objectives.series import (
+    BUCKETS,
+    DAY,
+    GOOD,
+    HIST,
+    MINUTES,
+    TOTAL,
+    WIDTH,
+    Block,
+    Counts,
+    bucket,
+    row_of,
+)
+from opsbot.objectives.windows import Windows
+from opsbot.reach.checks import TargetHealth
+from opsbot.reach.targets import State
+from opsbot.state.store import JSONDoc, Store, Versioned, Write
+
+log = logging.getLogger(__name__)
+
+MINUTES_NS = "slo-minutes"
+DAYS_NS = "slo-days"
+KEEP_DAYS = 92  # daily sums kept: the status page's 90 bars, and today
+FLUSH_SECONDS = 120.0  # how often the counts in memory are added to the store
+DAYS_EVERY = 10  # flushes between writes of the daily sums (the day blocks have the detail)
+MAX_TRIES = 20  # compare-and-set attempts of one flush
+
+Rows = dict[int, list[int]]  # minute of the day → a row of counts
+
+
+def minutes_key(target: str, day: int) -> str:
+    return f"{target}/{day}"
+
+
+class Recorder:
+    """Counts rounds in memory; ``flush`` writes them to the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock or (lambda: objectives_clock.now())
+        self._pending: dict[tuple[str, int], Rows] = {}
+        self._known: dict[tuple[str, str], Versioned] = {}  # what the last flushes wrote
+        self._days_pending: dict[str, dict[int, list[int]]] = {}  # daily sums not yet written
+        self._flushes = 0
+        self._measured: dict[str, bool] = {}  # target → has an objective (settings are frozen)
+        self.windows: Windows | None = None  # the burn-rate alerts' windows, told of rounds
+        self._metrics = metrics
+        self._series: dict[str, tuple[Counter, Counter, Histogram]] = {}
+
+    def round_done(self, target: str, health: TargetHealth, at: float) -> None:
+        """The monitor's hook: one round of ``target`` ended (counted at this clock's now,
+        which is ``at`` unless a test moves time)."""
+        measured = self._measured.get(target)
+        if measured is None:
+            measured = self._measured[target] = self.settings.objective(target) is not None
+        if measured:
+            good = health.state is not State.FAIL
+            self.observe(target, good, health.latency, self.clock())
+            if self._metrics is not None:
+                self._export(target, good, health.latency)
+
+    def _export(self, target: str, good: bool, latency: float) -> None:
+        series = self._series.get(target)
+        if series is None:
+            m = self._metrics
+            assert m is not None
+            series = self._series[target] = (
+                m.slo_rounds_total.labels(target=target),
+                m.slo_rounds_good_total.labels(target=target),
+                m.slo_round_seconds.labels(target=target),
+            )
+        rounds, good_rounds, seconds = series
+        rounds.inc()
+        if good:
+            good_rounds.inc()
+        seconds.observe(latency)
+
+    def observe(self, target: str, good: bool, latency: float | None, at: float) -> None:
+        day, minute = row_of(at)
+        if self.windows is not None:
+            self.windows.add(target, day * MINUTES + minute, 1, int(not good))
+        rows = self._pending.setdefault((target, day), {})
+        row = rows.get(minute)
+        if row is None:
+            row = rows[minute] = [0] * WIDTH
+        row[TOTAL] += 1
+        row[GOOD] += good
+        if latency is not None:
+            row[HIST + bucket(latency)] += 1
+
+    def unflushed(self, target: str) -> Iterator[tuple[int, int, int]]:
+        """(minute since the epoch, rounds, failed rounds) counted but not yet flushed."""
+        for (name, day), rows in self._pending.items():
+            if name == target:
+                for minute, row in rows.items():
+                    yield day * MINUTES + minute, row[TOTAL], row[TOTAL] - row[GOOD]
+
+    @property
+    def pending(self) -> int:
+        """Minutes of some target waiting for the next flush."""
+        return sum(len(rows) for rows in self._pending.values())
+
+    async def flush(self, *, final: bool = False) -> None:
+        """Add what was counted since the last flush to the store (kept for the next one if
+        the store fails); the daily sums every ``DAYS_EVERY`` flushes, and when ``final``."""
+        pending, self._pending = self._pending, {}
+        self._flushes += 1
+        days = final or self._flushes % DAYS_EVERY == 0
+        if not pending and not (days and self._days_pending):
+            return
+        try:
+            await self._write(pending, days=days)
+        except BaseException:
+            for key, rows in pending.items():
+                mine = self._pending.setdefault(key, {})
+                for minute, row in rows.items():
+                    into = mine.setdefault(minute, [0] * WIDTH)
+                    for index, value in enumerate(row):
+                        into[index] += value
+            raise
+
+    async def _write(self, pending: dict[tuple[str, int], Rows], *, days: bool) -> None:
+        sums = {t: {d: list(row) for d, row in by_day.items()}
+                for t, by_day in self._days_pending.items()}  # fmt: skip
+        for (target, day), rows in pending.items():
+            into = sums.setdefault(target, {}).setdefault(day, [0] * WIDTH)
+            for row in rows.values():
+                for index, value in enumerate(row):
+                    into[index] += value
+        targets = sorted(sums) if days else []
+        keys = [minutes_key(target, day) for target, day in pending]
+        for _ in range(MAX_TRIES):
+            stored = await self._read(MINUTES_NS, keys)
+            summaries = await self._read(DAYS_NS, targets)
+            now = self.clock()
+            minutes = [self._minutes(t, d, rows, stored, now) for (t, d), rows in pending.items()]
+            ops = [op for op in minutes if op is not None]
+            ops += [self._days(t, sums[t], summaries, now) for t in targets]
+            versions = await self.store.commit(ops)
+            if versions is not None:
+                self._remember(ops, versions, int(now // DAY) - 1)
+                self._days_pending = {} if days else sums
+                return
+            self._known.clear()  # another writer (a replica's last flush): read afresh
+        log.warning("objectives: %d targets' rounds not recorded (the store kept changing)",
+                    len(targets))  # fmt: skip
+
+    async def _read(self, namespace: str, keys: Sequence[str]) -> dict[str, Versioned]:
+        """The documents as this recorder last wrote them, the others read from the store
+        (one round trip, and none for a target whose documents only this replica writes)."""
+        found = {k: self._known[namespace, k] for k in keys if (namespace, k) in self._known}
+        missing = [k for k in keys if k not in found]
+        if missing:
+            found.update(await self.store.get_many(namespace, missing))
+        return found
+
+    def _remember(self, ops: Sequence[Write], versions: Sequence[int], oldest: int) -> None:
+        for op, version in zip(ops, versions, strict=True):
+            self._known[op.namespace, op.key] = Versioned(op.value, version)
+        for namespace, key in list(self._known):  # only today's and yesterday's blocks change
+            if namespace == MINUTES_NS and int(key.rpartition("/")[2]) < oldest:
+                del self._known[namespace, key]
+
+    def _minutes(
+        self, target: str, day: int, rows: Rows, stored: dict[str, Versioned], now: float
+    ) -> Write | None:
+        """The day block with these rows added (None: the day is past keeping)."""
+        objective = self.settings.objective(target) or self.settings.objectives.default
+        ttl = (day + 1) * DAY + objective.window + DAY - now
+        if ttl <= 0:
+            return None
+        key = minutes_key(target, day)
+        before = stored.get(key)
+        block = Block.decode(str(before.value["z"])) if before is not None else Block()
+        for minute, row in rows.items():
+            block.add_row(minute, row)
+        return Write(MINUTES_NS, key, {"z": block.encode()}, expect=_expect(before), ttl=ttl)
+
+    def _days(
+        self, target: str, sums: dict[int, list[int]], summaries: dict[str, Versioned], now: float
+    ) -> Write:
+        before = summaries.get(target)
+        kept: dict[str, list[int]] = dict(before.value["d"]) if before is not None else {}
+        for day, row in sums.items():
+            into = kept.get(str(day), [0] * WIDTH)
+            kept[str(day)] = [a + b for a, b in zip(into, row, strict=True)]
+        oldest = int(now // DAY) - KEEP_DAYS
+        kept = {day: row for day, row in kept.items() if int(day) > oldest}
+        return Write(DAYS_NS, target, {"d": kept}, expect=_expect(before))
+
+
+def _expect(before: Versioned | None) -> int | Literal["absent"]:
+    return before.version if before is not None else "absent"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+async def blocks(store: Store, target: str, first_day: int, last_day: int) -> dict[int, Block]:
+    """The target's day blocks from ``first_day`` to ``last_day`` (those recorded)."""
+    wanted = {minutes_key(target, day): day for day in range(first_day, last_day + 1)}
+    found = await store.get_many(MINUTES_NS, list(wanted))
+    return {wanted[key]: Block.decode(str(doc.value["z"])) for key, doc in found.items()}
+
+
+async def daily(store: Store, targets: Sequence[str]) -> dict[str, dict[int, Counts]]:
+    """Per target, per UTC day (number since the epoch): the day's counts (recorded days)."""
+    found = await store.get_many(DAYS_NS, list(targets))
+    return {name: _sums(found[name].value) if name in found else {} for name in targets}
+
+
+def _sums(doc: JSONDoc) -> dict[int, Counts]:
+    out = {}
+    for day, row in dict(doc.get("d", {})).items():
+        out[int(day)] = Counts(int(row[TOTAL]), int(row[GOOD]), tuple(row[HIST : HIST + BUCKETS]))
+    return out
+
+
+def combined(per_target: Iterable[dict[int, Counts]]) -> dict[int, Counts]:
+    """Several targets' days summed (a status page component)."""
+    out: dict[int, Counts] = {}
+    for days in per_target:
+        for day, counts in days.items():
+            out[day] = out.get(day, Counts()) + counts
+    return out
