@@ -32,7 +32,6 @@ import pytest_asyncio
 from aiohttp import web
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
@@ -42,12 +41,11 @@ from opsbot.miniapp import latency
 from opsbot.services import Services
 from tests.factories import ALICE, BOB, OPS, OPSBOT_TOKEN, OPSBOT_USERNAME, VIC, running_opsbot
 from tests.fakebotapi import FakeBotAPI, FakeMessage
+from tests.lab.chromium import chromium
 from tests.lab.ports import free_port
 from tests.lab.tls import make_pki
 from tests.miniapp.lab import base_url, board_settings, init_data
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 PHONE = {"width": 360, "height": 800, "deviceScaleFactor": 2, "mobile": True}
@@ -124,30 +122,14 @@ def browser(
 ) -> Iterator[webdriver.Chrome]:
     """Headless Chromium as a 360 px phone; telegram.org is the test's server."""
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never fetch anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
+    with chromium(
+        tmp_path / "chromium-profile",
         "--hide-scrollbars",
         f"--host-resolver-rules=MAP telegram.org 127.0.0.1:{telegram_org[1]}",
         "--ignore-certificate-errors",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    try:
-        driver.set_page_load_timeout(20)
+    ) as driver:
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)
         yield driver
-    finally:
-        driver.quit()
 
 
 async def open_board(driver: webdriver.Chrome, url: str) -> None:

@@ -17,16 +17,14 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from opsbot.objectives.recording import Recorder
 from tests.factories import ALICE, running_opsbot
 from tests.fakebotapi import FakeBotAPI
+from tests.lab.chromium import chromium
 from tests.web.test_statuspage import INTERNAL, SECRET_NOTE, status_settings
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 REFRESH = 5
 
@@ -35,30 +33,11 @@ REFRESH = 5
 def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[webdriver.Chrome]:
     """Headless Chromium with a fresh profile, no network chatter and JavaScript disabled."""
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never fetch anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        "--window-size=1000,1100",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    options.add_experimental_option(
-        "prefs", {"profile.managed_default_content_settings.javascript": 2}
-    )
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    try:
-        driver.set_page_load_timeout(20)
+    javascript_off = {"profile.managed_default_content_settings.javascript": 2}
+    with chromium(
+        tmp_path / "chromium-profile", "--window-size=1000,1100", prefs=javascript_off
+    ) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def page_text(driver: webdriver.Chrome) -> str:
