@@ -125,6 +125,23 @@ async def test_two_instances_swap_exactly_once(open_another: OpenStore) -> None:
     assert sum(result is not None for result in results) == 1
 
 
+async def test_sqlite_stores_opening_a_new_file_at_once_all_work(tmp_path: Path) -> None:
+    """Replicas (or the bot and the CLI) starting together on a file nobody has opened yet
+    race to set it up (WAL, schema); none of their first calls may fail for it."""
+    for attempt in range(10):
+        path = tmp_path / f"fresh-{attempt}.sqlite3"
+        stores = [SQLiteStore(path) for _ in range(6)]
+        try:
+            await asyncio.gather(*(s.put("ns", f"k{i}", {"i": i}) for i, s in enumerate(stores)))
+            found = await stores[0].get_many("ns", [f"k{i}" for i in range(6)])
+        finally:
+            for opened in stores:
+                await opened.close()
+        assert {key: doc.value for key, doc in found.items()} == {
+            f"k{i}": {"i": i} for i in range(6)
+        }
+
+
 def _count(doc: JSONDoc | None) -> JSONDoc:
     return {"n": (doc or {"n": 0})["n"] + 1}
 

@@ -45,6 +45,7 @@ T = TypeVar("T")
 Work = Callable[[sqlite3.Connection, float], object]
 CHECKPOINT_EVERY = 500  # inline commits between two WAL checkpoints on the thread
 THREAD_BUSY_MS = 5000  # how long the thread waits for another process's write lock
+SETUP_RETRY_S = 0.01  # between two tries to prepare a connection another one is preparing
 
 _Waiter = asyncio.Future[object]
 
@@ -79,8 +80,25 @@ class SQLiteStore(Updating):
         self._busy_ms = THREAD_BUSY_MS
 
     def _connect(self) -> sqlite3.Connection:
+        """A prepared connection. Two stores opening a new file at once can collide where the
+        busy timeout does not help (switching a rollback-journal file to WAL upgrades a shared
+        lock, which SQLite refuses at once rather than deadlock): the loser retries briefly.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        deadline = time.monotonic() + THREAD_BUSY_MS / 1000
+        while True:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            try:
+                self._prepare(db)
+                return db
+            except sqlite3.OperationalError as exc:
+                db.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(SETUP_RETRY_S)
+
+    @staticmethod
+    def _prepare(db: sqlite3.Connection) -> None:
         db.execute(f"PRAGMA busy_timeout = {THREAD_BUSY_MS}")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA wal_autocheckpoint = 0")  # the thread checkpoints (_flush)
@@ -100,7 +118,6 @@ class SQLiteStore(Updating):
             " SELECT namespace, key, count(*) FROM logs GROUP BY namespace, key"
         )
         db.execute("COMMIT")
-        return db
 
     async def _run(self, work: Callable[[sqlite3.Connection, float], T]) -> T:
         """Run ``work(db, now)`` atomically: inline when the connection is free, else queued
