@@ -7,7 +7,6 @@ second overall) and answers 429 beyond them, as Telegram does.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -199,11 +198,12 @@ async def test_alert_buttons_ack_logs_and_silence_and_strangers_do_nothing(
     assert listed.text is not None and "web" in listed.text
 
 
-async def test_five_thousand_alerts_in_ten_seconds_are_all_kept_and_never_flood(
+async def test_five_thousand_alerts_at_once_are_all_kept_and_never_flood(
     chat: ChatSession,
 ) -> None:
+    """How fast a storm is taken in is bench/ingest.py's question; this one is what a person
+    sees: every alert listable, one storm digest instead of a flood, no 429."""
     since = len(chat.fake.calls)
-    started = time.monotonic()
     for batch in range(50):
         body = [
             {"target": f"svc{i % 40}", "severity": "critical" if i % 7 == 0 else "warning",
@@ -211,13 +211,17 @@ async def test_five_thousand_alerts_in_ten_seconds_are_all_kept_and_never_flood(
             for i in range(100)
         ]  # fmt: skip
         assert (await post(chat, body)).status_code == 202
-    elapsed = time.monotonic() - started
-    print(f"5,000 alerts posted in {elapsed:.2f} s")
-    assert elapsed < 10, f"5,000 alerts took {elapsed:.1f} s to post"
     listed = await ALERT_ENGINE.of(chat.services).list(firing_only=False, limit=20_000)
     storm = [a for a in listed if a.summary.startswith("storm alert")]
     assert len(storm) == 5000  # every alert recorded and listable
-    await asyncio.sleep(8)  # digests and edits go out on the engine's tick
+    await chat.fake.wait_for_call(  # the digest goes out on the engine's tick
+        "sendMessage",
+        lambda c: "alert storm" in str(c.params.get("text")),
+        timeout=30,
+        since=since,
+    )
+    reply = await chat.ask("/alerts 5", user=ALICE, chat=ALICE_PRIVATE)
+    assert reply.text is not None and "storm alert" in reply.text
     sends = [
         c
         for c in chat.fake.calls[since:]
@@ -225,10 +229,7 @@ async def test_five_thousand_alerts_in_ten_seconds_are_all_kept_and_never_flood(
         and int(c.params.get("chat_id", 0)) == INCIDENTS.id
     ]
     assert 1 <= len(sends) <= 20
-    assert any("alert storm" in str(c.params.get("text")) for c in sends)
     assert chat.fake.too_many_requests == []
-    reply = await chat.ask("/alerts 5", user=ALICE, chat=ALICE_PRIVATE)
-    assert reply.text is not None and "storm alert" in reply.text
     async with httpx.AsyncClient(timeout=10) as http:
         auth = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
         metrics = (await http.get(webhook_url(chat, "/metrics"), headers=auth)).text
