@@ -2,7 +2,7 @@
 
 Also small per-test fixtures shared by several files: the ``fake`` Bot API (a module may
 define its own with ``factories.fake_fixture``), a PTB ``bot`` talking to it, and a
-``sqlite_store`` in the test's tmp dir.
+``sqlite_store`` in the test's tmp dir, and a module's ``ssh_pool``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 from telegram import Bot
 
+from opsbot.reach.executors.ssh import SSHPool
 from opsbot.state.store.sqlite import SQLiteStore
 from tests.factories import OPSBOT_TOKEN, fake_bot_api
 from tests.fakebotapi import FakeBotAPI
@@ -68,6 +69,16 @@ async def bot(fake: FakeBotAPI) -> AsyncIterator[Bot]:
     """A real python-telegram-bot client of the module's fake Bot API (``fake`` fixture)."""
     async with Bot(OPSBOT_TOKEN, base_url=fake.bot_base_url) as opened:
         yield opened
+
+
+@pytest_asyncio.fixture(scope="module")
+async def ssh_pool() -> AsyncIterator[SSHPool]:
+    """One SSH connection pool per test module (connections reused across its tests)."""
+    pool = SSHPool()
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @pytest_asyncio.fixture

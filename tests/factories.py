@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import yaml
 from opsbot.alerting.engine import ALERT_ENGINE, AlertEngine
 from opsbot.app import AnyApplication, build_application
 from opsbot.config import Settings, load_config
+from opsbot.reach.executors.ssh import SSHHost
 from opsbot.services import Services
 from opsbot.state.store import Store
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage, User
@@ -230,3 +232,17 @@ async def running_opsbot(fake: FakeBotAPI, settings: Settings) -> AsyncIterator[
         await app.shutdown()
         assert app.post_shutdown is not None
         await app.post_shutdown(app)
+
+
+def lab_ssh_host(server: SSHServer, **changes: Any) -> SSHHost:
+    """The lab's sshd as an opsbot SSH host (its own key and known_hosts), with ``changes``."""
+    host = SSHHost(
+        name="lab",
+        host=server.host,
+        port=server.port,
+        username=server.username,
+        client_keys=(server.client_key,),
+        known_hosts=server.known_hosts,
+        connect_timeout=5.0,
+    )
+    return dataclasses.replace(host, **changes)

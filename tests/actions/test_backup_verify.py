@@ -7,7 +7,6 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
 
@@ -19,9 +18,10 @@ from opsbot.actions.backups.verify import verify_restore
 from opsbot.config import FilesBackup, RedisBackup, SQLiteBackup
 from opsbot.reach.executors.docker import DockerEngine
 from opsbot.reach.executors.local import LocalExecutor
-from opsbot.reach.executors.ssh import SSHExecutor, SSHHost, SSHPool
+from opsbot.reach.executors.ssh import SSHExecutor, SSHPool
 from opsbot.state.store.sqlite import SQLiteStore
 from tests.actions.test_backups import chown_to_lab_user, files_spec, pg, pg_spec
+from tests.factories import lab_ssh_host
 from tests.lab.dockerd import DockerLab
 from tests.lab.postgres import PostgresServer, postgres_bin_dir
 from tests.lab.redis import RedisServer
@@ -31,28 +31,13 @@ TARGET = "quizbot"
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "state.db")
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture(scope="module")
-async def ssh_pool() -> AsyncIterator[SSHPool]:
-    pool = SSHPool()
-    yield pool
-    await pool.close()
+def store(sqlite_store: SQLiteStore) -> SQLiteStore:
+    return sqlite_store
 
 
 @pytest.fixture
 def ssh_executor(ssh_pool: SSHPool, sshd_server: SSHServer) -> SSHExecutor:
-    return ssh_pool.executor(
-        SSHHost(
-            name="lab", host=sshd_server.host, port=sshd_server.port,
-            username=sshd_server.username, client_keys=(sshd_server.client_key,),
-            known_hosts=sshd_server.known_hosts, connect_timeout=5.0,
-        )
-    )  # fmt: skip
+    return ssh_pool.executor(lab_ssh_host(sshd_server))
 
 
 @pytest.fixture

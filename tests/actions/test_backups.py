@@ -30,9 +30,10 @@ from opsbot.config import FilesBackup, PostgresBackup, RedisBackup, SQLiteBackup
 from opsbot.reach.executors import Executor
 from opsbot.reach.executors.docker import DockerEngine
 from opsbot.reach.executors.local import LocalExecutor
-from opsbot.reach.executors.ssh import SSHExecutor, SSHHost, SSHPool
+from opsbot.reach.executors.ssh import SSHExecutor, SSHPool
 from opsbot.reach.executors.transfer import TransferError, transfer_of
 from opsbot.state.store.sqlite import SQLiteStore
+from tests.factories import lab_ssh_host
 from tests.lab.dockerd import DockerLab
 from tests.lab.postgres import PostgresServer, postgres_bin_dir
 from tests.lab.redis import RedisServer
@@ -45,32 +46,13 @@ TARGET = "quizbot"
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "state.db")
-    yield store
-    await store.close()
-
-
-@pytest.fixture(scope="module")
-async def ssh_pool() -> AsyncIterator[SSHPool]:
-    pool = SSHPool()
-    yield pool
-    await pool.close()
+def store(sqlite_store: SQLiteStore) -> SQLiteStore:
+    return sqlite_store
 
 
 @pytest.fixture
 def ssh_executor(ssh_pool: SSHPool, sshd_server: SSHServer) -> SSHExecutor:
-    return ssh_pool.executor(
-        SSHHost(
-            name="lab",
-            host=sshd_server.host,
-            port=sshd_server.port,
-            username=sshd_server.username,
-            client_keys=(sshd_server.client_key,),
-            known_hosts=sshd_server.known_hosts,
-            connect_timeout=5.0,
-        )
-    )
+    return ssh_pool.executor(lab_ssh_host(sshd_server))
 
 
 def chown_to_lab_user(*paths: Path) -> None:

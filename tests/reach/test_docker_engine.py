@@ -11,7 +11,8 @@ import pytest
 
 from opsbot.errors import ExecutorError
 from opsbot.reach.executors.docker import DockerEngine
-from opsbot.reach.executors.ssh import SSHHost, SSHPool
+from opsbot.reach.executors.ssh import SSHPool
+from tests.factories import lab_ssh_host
 from tests.lab.dockerd import DockerLab
 from tests.lab.ports import free_port
 from tests.lab.sshd import SSHServer
@@ -122,11 +123,7 @@ async def test_engine_through_the_ssh_pool(
 ) -> None:
     """The lab user is in the docker group: its forwarded socket reaches the engine."""
     pool = SSHPool()
-    host = SSHHost(
-        name="lab", host=sshd_server.host, port=sshd_server.port,
-        username=sshd_server.username, client_keys=(sshd_server.client_key,),
-        known_hosts=sshd_server.known_hosts,
-    )  # fmt: skip
+    host = lab_ssh_host(sshd_server)
     engine = DockerEngine("remote", ssh=(pool, host, str(docker_lab.socket_path)))
     try:
         assert await engine.ping() >= 0

@@ -23,7 +23,8 @@ import pytest
 from opsbot.reach.executors import Executor
 from opsbot.reach.executors.docker import DockerEngine
 from opsbot.reach.executors.local import LocalExecutor
-from opsbot.reach.executors.ssh import SSHHost, SSHPool
+from opsbot.reach.executors.ssh import SSHPool
+from tests.factories import lab_ssh_host
 from tests.lab.dockerd import DockerLab
 from tests.lab.sshd import SSHServer
 
@@ -40,13 +41,6 @@ class Subject:
     name: str
     executor: Executor
     canary_dir: str  # a writable, empty dir where injected shell syntax would create files
-
-
-@pytest.fixture(scope="module")
-async def ssh_pool() -> AsyncIterator[SSHPool]:
-    pool = SSHPool()
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +72,7 @@ def subject(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
     if request.param == "ssh":
         server: SSHServer = request.getfixturevalue("sshd_server")
         pool: SSHPool = request.getfixturevalue("ssh_pool")
-        host = SSHHost(
-            name="lab", host=server.host, port=server.port, username=server.username,
-            client_keys=(server.client_key,), known_hosts=server.known_hosts,
-        )  # fmt: skip
+        host = lab_ssh_host(server)
         # Our own dir beside the lab's shared canary_dir, which other tests expect empty.
         canary = server.workdir / f"canary-{uuid.uuid4().hex[:8]}"
         canary.mkdir()

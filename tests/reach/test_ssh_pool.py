@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import signal
@@ -17,21 +16,9 @@ import pytest
 
 from opsbot.errors import ExecutorError, HostKeyError
 from opsbot.reach.executors.ssh import SSHHost, SSHPool
+from tests.factories import lab_ssh_host
 from tests.lab.ports import free_port
 from tests.lab.sshd import SSHServer, count_accepted_connections
-
-
-def lab_host(server: SSHServer, **changes: Any) -> SSHHost:
-    host = SSHHost(
-        name="lab",
-        host=server.host,
-        port=server.port,
-        username=server.username,
-        client_keys=(server.client_key,),
-        known_hosts=server.known_hosts,
-        connect_timeout=5.0,
-    )
-    return dataclasses.replace(host, **changes)
 
 
 @pytest.fixture
@@ -54,7 +41,7 @@ async def test_fifty_concurrent_runs_share_one_handshake(
     pool: SSHPool, sshd_server: SSHServer
 ) -> None:
     before = count_accepted_connections(sshd_server)
-    executor = pool.executor(lab_host(sshd_server))
+    executor = pool.executor(lab_ssh_host(sshd_server))
     results = await asyncio.gather(
         *(executor.run(["echo", str(i)], timeout=20) for i in range(50))
     )
@@ -62,7 +49,7 @@ async def test_fifty_concurrent_runs_share_one_handshake(
     assert pool.connections_opened == 1
     assert count_accepted_connections(sshd_server) == before + 1
     # Reused afterwards too, also by an executor built from an equal SSHHost value.
-    again = await pool.executor(lab_host(sshd_server)).run(["true"], timeout=10)
+    again = await pool.executor(lab_ssh_host(sshd_server)).run(["true"], timeout=10)
     assert again.ok
     assert pool.connections_opened == 1
 
@@ -77,7 +64,7 @@ async def test_host_key_not_in_known_hosts_is_refused(
         known_hosts = tmp_path / "known_hosts_empty"
         known_hosts.write_text("")
     canary = sshd_server.workdir / f"hostkey-{uuid.uuid4().hex[:8]}"
-    executor = pool.executor(lab_host(sshd_server, known_hosts=known_hosts))
+    executor = pool.executor(lab_ssh_host(sshd_server, known_hosts=known_hosts))
     with pytest.raises(HostKeyError) as caught:
         await executor.run(["touch", str(canary)], timeout=10)
     message = str(caught.value)
@@ -91,7 +78,7 @@ async def test_host_key_not_in_known_hosts_is_refused(
 async def test_missing_known_hosts_file_is_a_host_key_error(
     pool: SSHPool, sshd_server: SSHServer, tmp_path: Any
 ) -> None:
-    executor = pool.executor(lab_host(sshd_server, known_hosts=tmp_path / "nope"))
+    executor = pool.executor(lab_ssh_host(sshd_server, known_hosts=tmp_path / "nope"))
     with pytest.raises(HostKeyError, match="does not exist"):
         await executor.run(["true"], timeout=10)
 
@@ -99,7 +86,7 @@ async def test_missing_known_hosts_file_is_a_host_key_error(
 async def test_insecure_flag_connects_and_warns(
     pool: SSHPool, sshd_server: SSHServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    host = lab_host(
+    host = lab_ssh_host(
         sshd_server,
         name="trusting",
         known_hosts=sshd_server.known_hosts_wrong,
@@ -114,7 +101,7 @@ async def test_insecure_flag_connects_and_warns(
 
 async def test_refused_port_is_an_executor_error(pool: SSHPool, sshd_server: SSHServer) -> None:
     port = free_port()
-    executor = pool.executor(lab_host(sshd_server, port=port))
+    executor = pool.executor(lab_ssh_host(sshd_server, port=port))
     started = time.monotonic()
     with pytest.raises(ExecutorError, match=f"127.0.0.1:{port} unreachable") as caught:
         await executor.run(["true"], timeout=10)
@@ -125,7 +112,7 @@ async def test_refused_port_is_an_executor_error(pool: SSHPool, sshd_server: SSH
 async def test_silent_port_honours_connect_timeout(
     pool: SSHPool, sshd_server: SSHServer, silent_port: int
 ) -> None:
-    executor = pool.executor(lab_host(sshd_server, port=silent_port, connect_timeout=1.0))
+    executor = pool.executor(lab_ssh_host(sshd_server, port=silent_port, connect_timeout=1.0))
     started = time.monotonic()
     with pytest.raises(ExecutorError, match=f"127.0.0.1:{silent_port} unreachable"):
         await executor.run(["true"], timeout=10)
@@ -135,7 +122,7 @@ async def test_silent_port_honours_connect_timeout(
 async def test_reconnects_after_the_connection_was_closed(
     pool: SSHPool, sshd_server: SSHServer
 ) -> None:
-    host = lab_host(sshd_server)
+    host = lab_ssh_host(sshd_server)
     executor = pool.executor(host)
     assert (await executor.run(["echo", "one"], timeout=10)).stdout == "one\n"
     conn = await pool.connection(host)
@@ -163,7 +150,7 @@ async def connection_process(pool: SSHPool, host: SSHHost) -> int:
 async def test_reconnects_after_the_server_dropped_the_connection(
     pool: SSHPool, sshd_server: SSHServer
 ) -> None:
-    host = lab_host(sshd_server)
+    host = lab_ssh_host(sshd_server)
     os.kill(await connection_process(pool, host), signal.SIGKILL)
     assert (await pool.executor(host).run(["echo", "back"], timeout=10)).stdout == "back\n"
     assert pool.connections_opened == 2
@@ -171,7 +158,7 @@ async def test_reconnects_after_the_server_dropped_the_connection(
 
 async def test_reconnects_when_the_connection_hangs(pool: SSHPool, sshd_server: SSHServer) -> None:
     """A connection that stops answering (its sshd frozen) is replaced after connect_timeout."""
-    host = lab_host(sshd_server, connect_timeout=1.0)
+    host = lab_ssh_host(sshd_server, connect_timeout=1.0)
     pid = await connection_process(pool, host)
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -188,7 +175,7 @@ async def test_connection_lost_while_running_is_an_error(
     pool: SSHPool, sshd_server: SSHServer
 ) -> None:
     """Not retried: the command may have had effects, so the caller learns it is unknown."""
-    host = lab_host(sshd_server)
+    host = lab_ssh_host(sshd_server)
     pid = await connection_process(pool, host)
     run = asyncio.create_task(pool.executor(host).run(["sleep", "5"], timeout=10))
     await asyncio.sleep(0.3)
@@ -199,7 +186,7 @@ async def test_connection_lost_while_running_is_an_error(
 
 
 async def test_concurrency_limit_is_honoured(pool: SSHPool, sshd_server: SSHServer) -> None:
-    executor = pool.executor(lab_host(sshd_server, max_concurrency=2))
+    executor = pool.executor(lab_ssh_host(sshd_server, max_concurrency=2))
     await executor.run(["true"], timeout=10)  # connect first: time only the commands
     started = time.monotonic()
     results = await asyncio.gather(*(executor.run(["sleep", "0.5"], timeout=10) for _ in range(6)))
@@ -210,7 +197,7 @@ async def test_concurrency_limit_is_honoured(pool: SSHPool, sshd_server: SSHServ
 
 async def test_close_closes_connections(sshd_server: SSHServer) -> None:
     pool = SSHPool()
-    host = lab_host(sshd_server)
+    host = lab_ssh_host(sshd_server)
     await pool.executor(host).run(["true"], timeout=10)
     conn = await pool.connection(host)
     await pool.close()
@@ -221,7 +208,7 @@ async def test_close_closes_connections(sshd_server: SSHServer) -> None:
 
 async def test_forward_unix_socket_is_reused(pool: SSHPool, sshd_server: SSHServer) -> None:
     """The forwarded socket reaches a unix socket on the far side, over the pooled connection."""
-    host = lab_host(sshd_server)
+    host = lab_ssh_host(sshd_server)
     remote = sshd_server.workdir / f"echo-{uuid.uuid4().hex[:6]}.sock"
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -264,7 +251,7 @@ async def test_a_probe_runs_without_the_remote_timeout_process_and_still_dies_on
 ) -> None:
     """Health probes skip the `timeout` wrapper (OpenSSH delivers our signal to the group);
     anything else keeps it as the backstop for a vanished client."""
-    executor = pool.executor(lab_host(sshd_server))
+    executor = pool.executor(lab_ssh_host(sshd_server))
     parent = ["sh", "-c", "cat /proc/$PPID/comm"]
     assert (await executor.run(parent, timeout=5)).stdout.strip() == "timeout"
     assert (await executor.run(parent, timeout=5, probe=True)).stdout.strip() == "sshd"
