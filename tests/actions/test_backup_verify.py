@@ -18,34 +18,23 @@ from opsbot.actions.backups.verify import verify_restore
 from opsbot.config import FilesBackup, RedisBackup, SQLiteBackup
 from opsbot.reach.executors.docker import DockerEngine
 from opsbot.reach.executors.local import LocalExecutor
-from opsbot.reach.executors.ssh import SSHExecutor, SSHPool
+from opsbot.reach.executors.ssh import SSHExecutor
 from opsbot.state.store.sqlite import SQLiteStore
-from tests.actions.test_backups import chown_to_lab_user, files_spec, pg, pg_spec
-from tests.factories import lab_ssh_host
+from tests.actions.test_backups import (
+    chown_to_lab_user,
+    files_spec,
+    lab_dir,
+    pg,
+    pg_spec,
+    ssh_executor,
+    store,
+)
 from tests.lab.dockerd import DockerLab
 from tests.lab.postgres import PostgresServer, postgres_bin_dir
 from tests.lab.redis import RedisServer
-from tests.lab.sshd import SSHServer
 
+__all__ = ["lab_dir", "ssh_executor", "store"]  # the backup tests' fixtures, shared
 TARGET = "quizbot"
-
-
-@pytest.fixture
-def store(sqlite_store: SQLiteStore) -> SQLiteStore:
-    return sqlite_store
-
-
-@pytest.fixture
-def ssh_executor(ssh_pool: SSHPool, sshd_server: SSHServer) -> SSHExecutor:
-    return ssh_pool.executor(lab_ssh_host(sshd_server))
-
-
-@pytest.fixture
-def lab_dir(sshd_server: SSHServer) -> Path:
-    path = sshd_server.workdir / f"verify-{uuid.uuid4().hex[:8]}"
-    path.mkdir()
-    chown_to_lab_user(path)
-    return path
 
 
 def scratch_left(directory: Path) -> list[str]:

@@ -10,7 +10,7 @@ import re
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from telegram import Bot
@@ -260,13 +260,27 @@ def engines(
     return incidents, alerts, escalator
 
 
-async def test_an_unacknowledged_p1_pages_primary_then_secondary_then_its_budget_runs_out(
-    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
-) -> None:
+class Rota(NamedTuple):
+    """The on-call settings, an injected clock and the shift on duty at its start."""
+
+    settings: Settings
+    clock: Clock
+    shift: oncall.Shift
+
+
+def rota(fake: FakeBotAPI, tmp_path: Path) -> Rota:
     settings = oncall_settings(fake, tmp_path)
     assert settings.oncall is not None
     clock = Clock()
     shift = oncall.shift_at(settings.oncall.rotation, clock())
+    assert shift.secondary is not None
+    return Rota(settings, clock, shift)
+
+
+async def test_an_unacknowledged_p1_pages_primary_then_secondary_then_its_budget_runs_out(
+    fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
+) -> None:
+    settings, clock, shift = rota(fake, tmp_path)
     primary, secondary = shift.primary, shift.secondary
     assert secondary is not None
     incidents, _, escalator = engines(sqlite_store, settings, bot, clock)
@@ -321,11 +335,7 @@ async def test_an_unacknowledged_p1_pages_primary_then_secondary_then_its_budget
 async def test_a_critical_alert_pages_until_acked_and_a_warning_never(
     fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
-    settings = oncall_settings(fake, tmp_path)
-    assert settings.oncall is not None
-    clock = Clock()
-    shift = oncall.shift_at(settings.oncall.rotation, clock())
-    assert shift.secondary is not None
+    settings, clock, shift = rota(fake, tmp_path)
     incidents, alerts, escalator = engines(sqlite_store, settings, bot, clock)
     incident = await incidents.declare("P2", "quiz slow", ["quizbot"], "vic")  # P2: no pages
     await alerts.ingest(
@@ -359,10 +369,7 @@ async def test_a_critical_alert_pages_until_acked_and_a_warning_never(
 async def test_a_storm_of_critical_alerts_is_one_page_per_step(
     fake: FakeBotAPI, bot: Bot, sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
-    settings = oncall_settings(fake, tmp_path)
-    assert settings.oncall is not None
-    clock = Clock()
-    shift = oncall.shift_at(settings.oncall.rotation, clock())
+    settings, clock, shift = rota(fake, tmp_path)
     _, alerts, escalator = engines(sqlite_store, settings, bot, clock)
     await alerts.ingest(
         [
@@ -391,10 +398,7 @@ async def test_a_page_is_on_the_timeline_once_delivered_and_one_that_cannot_be_n
     with FakeBotAPI(strict_chats=True) as strict:
         strict.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
         strict.add_chat(INCIDENTS)
-        settings = oncall_settings(strict, tmp_path)
-        assert settings.oncall is not None
-        clock = Clock()
-        shift = oncall.shift_at(settings.oncall.rotation, clock())
+        settings, clock, shift = rota(strict, tmp_path)
         primary, secondary = shift.primary, shift.secondary
         assert secondary is not None
         strict.add_chat(Chat(IDS[primary], "private"))
