@@ -11,6 +11,7 @@ tap moves it from ``pending`` to ``approved``, and only that tap's handler runs 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 from opsbot.config import ApprovalPolicy, Person, Role
 from opsbot.services import Wing
 from opsbot.state import ids
-from opsbot.state.store import Store
+from opsbot.state.store import UPDATE_ATTEMPTS, JSONDoc, Store, Updated
 
 #: The least role that approves a request, or denies someone else's (a requester of any
 #: role may cancel their own): /approve, the Approve button and ``decide`` all read this.
@@ -223,44 +224,35 @@ class Approvals:
 
     async def claim_unreviewed(self, request_id: str) -> Request | None:
         """Move a request the policy lets through without review to approved, once."""
-        stored = await self.store.get(NAMESPACE, request_id)
-        if stored is None:
-            return None
-        request = Request.from_doc(stored.value)
-        if request.status is not Status.pending:
-            return None
-        claimed = replace(request, status=Status.approved)
-        if await self.store.swap(NAMESPACE, request_id, stored.version, claimed.to_doc()):
-            return claimed
-        return None
+
+        def claim(request: Request) -> Request | None:
+            if request.status is not Status.pending:
+                return None
+            return replace(request, status=Status.approved)
+
+        return await self._update(request_id, claim, attempts=1)
 
     async def start(self, request_id: str, now: float | None = None) -> Request | None:
         """Mark an approved request as running, once: None when it already started (or is
         not approved). Whoever gets it runs the action; nobody else ever does."""
-        while True:
-            stored = await self.store.get(NAMESPACE, request_id)
-            if stored is None:
-                return None
-            request = Request.from_doc(stored.value)
+
+        def begin(request: Request) -> Request | None:
             if request.status is not Status.approved or request.started is not None:
                 return None
-            started = replace(request, started=time.time() if now is None else now)
-            if await self.store.swap(NAMESPACE, request_id, stored.version, started.to_doc()):
-                return started
+            return replace(request, started=time.time() if now is None else now)
+
+        return await self._update(request_id, begin)
 
     async def expire(self, request_id: str, now: float | None = None) -> Request | None:
         """Move a pending request past its expiry to expired, once (None when not due)."""
-        now = time.time() if now is None else now
-        while True:
-            stored = await self.store.get(NAMESPACE, request_id)
-            if stored is None:
+        when = time.time() if now is None else now
+
+        def lapse(request: Request) -> Request | None:
+            if request.status is not Status.pending or when <= request.expires:
                 return None
-            request = Request.from_doc(stored.value)
-            if request.status is not Status.pending or now <= request.expires:
-                return None
-            expired = replace(request, status=Status.expired)
-            if await self.store.swap(NAMESPACE, request_id, stored.version, expired.to_doc()):
-                return expired
+            return replace(request, status=Status.expired)
+
+        return await self._update(request_id, lapse)
 
     async def open_requests(self) -> list[Request]:
         """Requests still pending or approved (the reaper's work list)."""
@@ -276,40 +268,44 @@ class Approvals:
     ) -> Decision:
         """Record one tap; compare-and-set so concurrent taps resolve to one outcome."""
         request_id = await self.key_of(request_id) or canonical_id(request_id)
-        for _ in range(1000):
-            now = time.time() if now is None else now
-            stored = await self.store.get(NAMESPACE, request_id)
-            if stored is None:
-                return Decision(None, f"no request {request_id[:16]}")
-            request = Request.from_doc(stored.value)
-            refusal = self._refusal(request, person, now, approve)
+        when = time.time() if now is None else now
+        decision = Decision(None, f"no request {request_id[:16]}")
+
+        def tap(request: Request) -> Request | None:
+            nonlocal decision
+            refusal = self._refusal(request, person, when, approve)
             if refusal is not None:
-                if request.status is Status.pending and now > request.expires:
+                if request.status is Status.pending and when > request.expires:
                     expired = replace(request, status=Status.expired)
-                    if await self.store.swap(NAMESPACE, request_id, stored.version,
-                                             expired.to_doc()):  # fmt: skip
-                        return Decision(expired, refusal, changed=True)
-                    continue
-                return Decision(request, refusal)
-            actor = Actor(person.id, person.name, now)
-            if not approve:
-                updated = replace(request, status=Status.denied, denied_by=actor)
-                cancelled = person.id == request.requester.id
-                message = (
-                    f"Cancelled by {person.name}." if cancelled else f"Denied by {person.name}."
-                )
-            else:
-                approvals = (*request.approvals, actor)
-                required = self._required(request)
-                enough = len(approvals) >= required
-                status = Status.approved if enough else Status.pending
-                updated = replace(request, approvals=approvals, status=status)
-                missing = required - len(approvals)
-                message = "Approved: running." if enough else f"Approved; {missing} more needed."
-            if await self.store.swap(NAMESPACE, request_id, stored.version, updated.to_doc()):
-                execute = approve and updated.status is Status.approved
-                return Decision(updated, message, execute=execute, changed=True)
-        return Decision(None, "Too many concurrent taps; try again.")
+                    decision = Decision(expired, refusal, changed=True)
+                    return expired
+                decision = Decision(request, refusal)
+                return None
+            updated, message = self._tapped(request, person, approve, when)
+            execute = approve and updated.status is Status.approved
+            decision = Decision(updated, message, execute=execute, changed=True)
+            return updated
+
+        if await self._updated(request_id, tap) is None:
+            return Decision(None, "Too many concurrent taps; try again.")
+        return decision
+
+    def _tapped(
+        self, request: Request, person: Person, approve: bool, now: float
+    ) -> tuple[Request, str]:
+        """The request after an allowed tap, and what to tell the person."""
+        actor = Actor(person.id, person.name, now)
+        if not approve:
+            cancelled = person.id == request.requester.id
+            message = f"Cancelled by {person.name}." if cancelled else f"Denied by {person.name}."
+            return replace(request, status=Status.denied, denied_by=actor), message
+        approvals = (*request.approvals, actor)
+        required = self._required(request)
+        enough = len(approvals) >= required
+        status = Status.approved if enough else Status.pending
+        missing = required - len(approvals)
+        message = "Approved: running." if enough else f"Approved; {missing} more needed."
+        return replace(request, approvals=approvals, status=status), message
 
     def _refusal(self, request: Request, person: Person, now: float, approve: bool) -> str | None:
         if request.status is not Status.pending:
@@ -340,14 +336,34 @@ class Approvals:
             return self.policy.required
         return self.rules.required(request.target, request.action)
 
-    async def _update(self, request_id: str, change: Any) -> Request | None:
-        while True:
-            stored = await self.store.get(NAMESPACE, request_id)
-            if stored is None:
-                return None
-            updated = change(Request.from_doc(stored.value))
-            if await self.store.swap(NAMESPACE, request_id, stored.version, updated.to_doc()):
-                return updated  # type: ignore[no-any-return]
+    async def _update(
+        self,
+        request_id: str,
+        change: Callable[[Request], Request | None],
+        *,
+        attempts: int = UPDATE_ATTEMPTS,
+    ) -> Request | None:
+        """The request as ``change`` left it (compare-and-set); None when there is no such
+        request, the change declined, or other writers kept winning for ``attempts``."""
+        updated = await self._updated(request_id, change, attempts=attempts)
+        if updated is None or updated.after is None:
+            return None
+        return Request.from_doc(updated.after)
+
+    async def _updated(
+        self,
+        request_id: str,
+        change: Callable[[Request], Request | None],
+        *,
+        attempts: int = UPDATE_ATTEMPTS,
+    ) -> Updated | None:
+        """``Store.update`` on a request; a missing request is never created."""
+
+        def on_doc(doc: JSONDoc | None) -> JSONDoc | None:
+            changed = None if doc is None else change(Request.from_doc(doc))
+            return None if changed is None else changed.to_doc()
+
+        return await self.store.update(NAMESPACE, request_id, on_doc, attempts=attempts)
 
 
 #: The approvals in ``Services``: bound by the composition root.
