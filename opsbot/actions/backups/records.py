@@ -126,10 +126,12 @@ def source_of(spec: Backup) -> str:
 
 
 def _parse_index(current: Versioned | None) -> list[BackupRecord]:
-    if current is None:
-        return []
+    return [] if current is None else _records_of(current.value)
+
+
+def _records_of(index: JSONDoc) -> list[BackupRecord]:
     records = []
-    for doc in current.value.get("records", []):
+    for doc in index.get("records", []):
         try:
             records.append(BackupRecord.from_doc(doc))
         except TypeError:
@@ -139,19 +141,19 @@ def _parse_index(current: Versioned | None) -> list[BackupRecord]:
 
 async def _add_to_index(store: Store, record: BackupRecord, keep: int) -> list[BackupRecord]:
     """Insert ``record`` first; drop the same source's records beyond ``keep``; return those."""
-    for _ in range(50):
-        current = await store.get(INDEX_NAMESPACE, record.target)
-        records = [r for r in _parse_index(current) if r.name != record.name]
+    pruned: list[BackupRecord] = []
+
+    def insert(index: JSONDoc | None) -> JSONDoc:
+        nonlocal pruned
+        records = [r for r in _records_of(index or {}) if r.name != record.name]
         same = [r for r in records if r.kind == record.kind and r.source == record.source]
         pruned = same[max(0, keep - 1) :]
         kept = [record, *(r for r in records if r not in pruned)]
-        doc: JSONDoc = {"records": [r.to_doc() for r in kept]}
-        if current is None:
-            if await store.create(INDEX_NAMESPACE, record.target, doc):
-                return pruned
-        elif await store.swap(INDEX_NAMESPACE, record.target, current.version, doc) is not None:
-            return pruned
-    raise BackupError(f"{record.target}: the backups index kept changing; try again")
+        return {"records": [r.to_doc() for r in kept]}
+
+    if await store.update(INDEX_NAMESPACE, record.target, insert, attempts=50) is None:
+        raise BackupError(f"{record.target}: the backups index kept changing; try again")
+    return pruned
 
 
 def _ours(record: BackupRecord, name: str) -> bool:
