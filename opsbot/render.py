@@ -149,6 +149,18 @@ def day_hhmm(ts: float) -> str:
     return time.strftime("%-d %b %H:%M UTC", time.gmtime(ts))
 
 
+def moment(ts: float, now: float | None = None) -> str:
+    """``hhmm`` today, ``day_hhmm`` another day (with the year when it is another year):
+    "21:41 UTC", "5 Dec 21:41 UTC", "5 Dec 2025 21:41 UTC"."""
+    today = time.gmtime(time.time() if now is None else now)
+    then = time.gmtime(ts)
+    if then[:3] == today[:3]:
+        return hhmm(ts)
+    if then.tm_year == today.tm_year:
+        return day_hhmm(ts)
+    return time.strftime("%-d %b %Y %H:%M UTC", then)
+
+
 def short_duration(seconds: float) -> str:
     """A latency as a person reads it: "120 ms" under a second, "1.2 s" over."""
     if seconds < 0.9995:
@@ -178,13 +190,21 @@ def span_minutes(seconds: float) -> str:
     return _hours_minutes(minutes)
 
 
+def elapsed(seconds: float) -> str:
+    """A running clock, to the second: "12 s", "2 min 5 s"."""
+    whole = int(seconds)
+    return f"{whole // 60} min {whole % 60} s" if whole >= 60 else f"{whole} s"
+
+
 def _hours_minutes(minutes: int) -> str:
     return f"{minutes // 60}h {minutes % 60:02d}m"
 
 
 def ago(seconds: float) -> str:
-    """How long ago: "45 s ago", "14 min ago", "3 h ago", "2 days ago"."""
+    """How long ago: "just now", "45 s ago", "14 min ago", "3 h ago", "2 days ago"."""
     seconds = max(0.0, seconds)
+    if seconds < 5:
+        return "just now"
     if seconds < 120:
         return f"{seconds:.0f} s ago"
     if seconds < 2 * 3600:

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from opsbot.config import ApprovalPolicy, Person, Role
+from opsbot.render import moment
 from opsbot.services import Wing
 from opsbot.state import ids
 from opsbot.state.store import UPDATE_ATTEMPTS, JSONDoc, Store, Updated
@@ -63,16 +64,6 @@ def new_id() -> str:
 def canonical_id(typed: str) -> str:
     """The id as stored: what a person typed, in capitals (``qnvmm7`` is ``QNVMM7``)."""
     return typed.strip().upper()
-
-
-def moment(ts: float, now: float | None = None) -> str:
-    """A time as a person wants it: "21:41 UTC" today, "5 Dec 21:41 UTC" on another day."""
-    today = time.gmtime(time.time() if now is None else now)
-    then = time.gmtime(ts)
-    if then[:3] == today[:3]:
-        return time.strftime("%H:%M UTC", then)
-    year = " %Y" if then.tm_year != today.tm_year else ""
-    return time.strftime(f"%-d %b{year} %H:%M UTC", then)
 
 
 class Status(StrEnum):

@@ -13,11 +13,11 @@ import time
 
 from opsbot.actions.action import Outcome
 from opsbot.actions.approvals import Request
-from opsbot.actions.cards import card, elapsed, next_steps, took
+from opsbot.actions.cards import card, next_steps, took
 from opsbot.actions.declared import ACTIONS
 from opsbot.incidents.state import INCIDENTS
 from opsbot.notify import Notifier, ProgressSink
-from opsbot.render import Button, Document, Reply
+from opsbot.render import Button, Document, Reply, elapsed
 from opsbot.services import Services
 from opsbot.state.outbox_notifier import edit_at
 from opsbot.state.pace import Priority

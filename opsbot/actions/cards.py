@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from opsbot.actions.approvals import Request, Status, moment
+from opsbot.actions.approvals import Request, Status
 from opsbot.config import ContainerTarget, K8sTarget, Settings, Target
 from opsbot.reach.checks import TargetHealth
 from opsbot.reach.targets import logs_argv
-from opsbot.render import Button, Reply, short_duration
+from opsbot.render import Button, Reply, elapsed, moment, short_duration
 
 HEADS = {
     Status.pending: "⚠️",
@@ -82,12 +82,6 @@ def took(request: Request, seconds: float | None) -> str:
     if result.startswith(("healthy after", "still failing after")):
         return ""
     return f"took {short_duration(seconds) if seconds < 60 else elapsed(seconds)}"  # 40 ms
-
-
-def elapsed(seconds: float) -> str:
-    """A running clock: 12.4 → '12 s'; 125 → '2 min 5 s'."""
-    whole = int(seconds)
-    return f"{whole // 60} min {whole % 60} s" if whole >= 60 else f"{whole} s"
 
 
 def next_steps(

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from opsbot.actions.cards import proof
-from opsbot.actions.versions import Version, ago, previous_good, record_healthy
+from opsbot.actions.versions import Version, previous_good, record_healthy
 from opsbot.config import (
     CommandTarget,
     ComposeTarget,
@@ -58,7 +58,7 @@ from opsbot.errors import OpsbotError, UsageError
 from opsbot.reach.checks import CheckRuntime, TargetHealth, check_target
 from opsbot.reach.executors import Executor
 from opsbot.reach.targets import State, container_name, fetch_logs, k8s_revisions
-from opsbot.render import short_duration
+from opsbot.render import ago, short_duration
 from opsbot.state.store import JSONDoc, Store
 
 if TYPE_CHECKING:  # the Docker SDK loads only for a config with a docker endpoint

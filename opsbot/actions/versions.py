@@ -65,18 +65,6 @@ def short_id(image_id: str) -> str:
     return f"{algo}:{digest[:12]}…"
 
 
-def ago(seconds: float) -> str:
-    """``just now``, ``5 min ago``, ``3 h ago``, ``3 days ago``."""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return "just now"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min ago"
-    if seconds < 86400 * 2:
-        return f"{int(seconds // 3600)} h ago"
-    return f"{int(seconds // 86400)} days ago"
-
-
 async def record_healthy(store: Store, target_name: str, version: Version) -> bool:
     """Remember ``version`` as known-good; True if it was new (differs from the last one).
 

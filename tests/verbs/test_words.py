@@ -15,7 +15,17 @@ from opsbot.catalog import VERBS, dispatch
 from opsbot.config import Role, Settings
 from opsbot.reach.checks import CheckResult, TargetHealth
 from opsbot.reach.targets import FILTER_SCRIPT, State, filtered_logs_argv
-from opsbot.render import ago, day_hhmm, hhmm, plural, short_duration, span, span_minutes
+from opsbot.render import (
+    ago,
+    day_hhmm,
+    elapsed,
+    hhmm,
+    moment,
+    plural,
+    short_duration,
+    span,
+    span_minutes,
+)
 from opsbot.services import Services
 from opsbot.verbs import manual
 from opsbot.verbs.core import health_counts, health_table
@@ -127,9 +137,14 @@ def test_times_and_durations_read_one_way_wherever_they_are_shown() -> None:
     assert [span_minutes(s) for s in (45, 720, 7500, 3 * 86400 + 4 * 3600)] == [
         "<1 min", "12 min", "2h 05m", "3 d 4h"
     ]
-    assert [ago(s) for s in (45, 840, 3 * 3600, 2 * 86400)] == [
-        "45 s ago", "14 min ago", "3 h ago", "2 days ago"
+    assert [ago(s) for s in (2, 45, 840, 3 * 3600, 2 * 86400)] == [
+        "just now", "45 s ago", "14 min ago", "3 h ago", "2 days ago"
     ]
+    # a card's expiry or a backup's next slot: the day only when it is not today
+    assert moment(at, now=at + 600) == "21:41 UTC"
+    assert moment(at, now=at + 86400) == "5 Dec 21:41 UTC"
+    assert moment(at, now=at + 40 * 86400) == "5 Dec 2025 21:41 UTC"
+    assert [elapsed(s) for s in (12.4, 125)] == ["12 s", "2 min 5 s"]  # a running clock
 
 
 @pytest.mark.parametrize(

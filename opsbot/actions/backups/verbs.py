@@ -12,7 +12,7 @@ from opsbot.actions.backups.verify import verify_restore
 from opsbot.alerting.silences import describe as describe_duration
 from opsbot.config import Backup, Role, Target
 from opsbot.errors import OpsbotError, UsageError
-from opsbot.render import Reply, clock
+from opsbot.render import Reply, clock, moment
 from opsbot.services import Services
 from opsbot.verbs.registry import Caller, Verb, audited, parse_target, register
 
@@ -122,7 +122,7 @@ def _backup_line(
     rpo = target.rpo
     limit = f"RPO {describe_duration(rpo)}" if rpo is not None else "no RPO"
     after = backup_schedule.next_slot(spec, now)
-    nxt = time.strftime("%m-%d %H:%M UTC", time.gmtime(after)) if after is not None else None
+    nxt = moment(after, now) if after is not None else None
     plan = f"next {nxt} ({spec.schedule})" if nxt else "not scheduled"
     if not same:
         icon = "❌" if rpo is not None else "⚠️"
