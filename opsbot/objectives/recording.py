@@ -82,7 +82,8 @@ class Recorder:
         self._known: dict[tuple[str, str], Versioned] = {}  # what the last flushes wrote
         self._days_pending: dict[str, dict[int, list[int]]] = {}  # daily sums not yet written
         self._flushes = 0
-        self._measured: dict[str, bool] = {}  # target → has an objective (settings are frozen)
+        self._limits: dict[str, int | None] = {}  # target → its latency objective's bucket
+        # (None: no objective; settings are frozen)
         self.windows: Windows | None = None  # the burn-rate alerts' windows, told of rounds
         self._metrics = metrics
         self._series: dict[str, tuple[Counter, Counter, Histogram]] = {}
@@ -90,10 +91,7 @@ class Recorder:
     def round_done(self, target: str, health: TargetHealth, at: float) -> None:
         """The monitor's hook: one round of ``target`` ended (counted at this clock's now,
         which is ``at`` unless a test moves time)."""
-        measured = self._measured.get(target)
-        if measured is None:
-            measured = self._measured[target] = self.settings.objective(target) is not None
-        if measured:
+        if self.limit(target) is not None:
             good = health.state is not State.FAIL
             self.observe(target, good, health.latency, self.clock())
             if self._metrics is not None:
@@ -115,25 +113,44 @@ class Recorder:
             good_rounds.inc()
         seconds.observe(latency)
 
+    def limit(self, target: str) -> int | None:
+        """The bucket of the target's latency objective (rounds above it are slow; None:
+        the target has no objective)."""
+        try:
+            return self._limits[target]
+        except KeyError:
+            objective = self.settings.objective(target)
+            found = self._limits[target] = None if objective is None else bucket(objective.latency)
+            return found
+
     def observe(self, target: str, good: bool, latency: float | None, at: float) -> None:
         day, minute = row_of(at)
-        if self.windows is not None:
-            self.windows.add(target, day * MINUTES + minute, 1, int(not good))
         rows = self._pending.setdefault((target, day), {})
         row = rows.get(minute)
         if row is None:
             row = rows[minute] = [0] * WIDTH
         row[TOTAL] += 1
         row[GOOD] += good
-        if latency is not None:
-            row[HIST + bucket(latency)] += 1
+        column = None if latency is None else bucket(latency)
+        if column is not None:
+            row[HIST + column] += 1
+        if self.windows is not None:
+            limit = self.limit(target)
+            slow = column is not None and limit is not None and column > limit
+            self.windows.add(
+                target, day * MINUTES + minute, 1, int(not good), int(column is not None), slow
+            )
 
-    def unflushed(self, target: str) -> Iterator[tuple[int, int, int]]:
-        """(minute since the epoch, rounds, failed rounds) counted but not yet flushed."""
+    def unflushed(self, target: str) -> Iterator[tuple[int, int, int, int, int]]:
+        """(minute since the epoch, rounds, failed rounds, timed rounds, slow rounds) counted
+        but not yet flushed."""
+        limit = self.limit(target)
+        above = HIST + BUCKETS if limit is None else HIST + limit + 1
         for (name, day), rows in self._pending.items():
             if name == target:
                 for minute, row in rows.items():
-                    yield day * MINUTES + minute, row[TOTAL], row[TOTAL] - row[GOOD]
+                    yield (day * MINUTES + minute, row[TOTAL], row[TOTAL] - row[GOOD],
+                           sum(row[HIST:]), sum(row[above:]))  # fmt: skip
 
     @property
     def pending(self) -> int:
