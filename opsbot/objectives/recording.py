@@ -80,6 +80,9 @@ class Recorder:
         self.clock = clock or (lambda: objectives_clock.now())
         self._pending: dict[tuple[str, int], Rows] = {}
         self._known: dict[tuple[str, str], Versioned] = {}  # what the last flushes wrote
+        # the day blocks they wrote, decoded (at that version): a flush decodes none of its own
+        self._decoded: dict[str, tuple[int, Block]] = {}
+        self._built: dict[str, Block] = {}  # this attempt's blocks, kept once committed
         self._days_pending: dict[str, dict[int, list[int]]] = {}  # daily sums not yet written
         self._flushes = 0
         self._limits: dict[str, int | None] = {}  # target → its latency objective's bucket
@@ -199,6 +202,7 @@ class Recorder:
                 self._days_pending = {} if days else sums
                 return
             self._known.clear()  # another writer (a replica's last flush): read afresh
+            self._decoded.clear()
         log.warning("objectives: %d targets' rounds not recorded (the store kept changing)",
                     len(targets))  # fmt: skip
 
@@ -214,9 +218,13 @@ class Recorder:
     def _remember(self, ops: Sequence[Write], versions: Sequence[int], oldest: int) -> None:
         for op, version in zip(ops, versions, strict=True):
             self._known[op.namespace, op.key] = Versioned(op.value, version)
+            if op.namespace == MINUTES_NS:
+                self._decoded[op.key] = (version, self._built[op.key])
+        self._built.clear()
         for namespace, key in list(self._known):  # only today's and yesterday's blocks change
             if namespace == MINUTES_NS and int(key.rpartition("/")[2]) < oldest:
                 del self._known[namespace, key]
+                self._decoded.pop(key, None)
 
     def _minutes(
         self, target: str, day: int, rows: Rows, stored: dict[str, Versioned], now: float
@@ -228,9 +236,16 @@ class Recorder:
             return None
         key = minutes_key(target, day)
         before = stored.get(key)
-        block = Block.decode(str(before.value["z"])) if before is not None else Block()
+        decoded = self._decoded.get(key)
+        if before is None:
+            block = Block()
+        elif decoded is not None and decoded[0] == before.version:
+            block = Block(decoded[1].raw)  # a copy: a failed commit leaves the cache as stored
+        else:
+            block = Block.decode(str(before.value["z"]))
         for minute, row in rows.items():
             block.add_row(minute, row)
+        self._built[key] = block
         return Write(MINUTES_NS, key, {"z": block.encode()}, expect=_expect(before), ttl=ttl)
 
     def _days(
