@@ -144,12 +144,13 @@ class BurnAlerts:
                 self.windows.seed(target, found, now, limit)
                 for minute, *counts in self.recorder.unflushed(target) if self.recorder else ():
                     self.windows.add(target, minute, *counts)
+            bad, slow = self.windows.spoiled(target, longest, now)  # none: nothing can fire
             availability = burn.firing(
                 rules, objective, partial(self.windows.counts, target, now=now)
-            )
+            ) if bad else {}
             latency = burn.firing(
                 rules, objective, partial(self.windows.latency, target, now=now), latency=True
-            )
+            ) if slow else {}
             changed = [
                 (kind, severity, level, found.get(severity))
                 for kind, found in (("availability", availability), ("latency", latency))

@@ -111,6 +111,12 @@ class Windows:
         _, _, timed, slow = self._sums(target, seconds, now)
         return Counts(timed, timed - slow)
 
+    def spoiled(self, target: str, seconds: float, now: float) -> tuple[int, int]:
+        """(failed rounds, slow rounds) over the last ``seconds``: with none, no rule over a
+        window as long or shorter can fire (the tick's shortcut for a healthy target)."""
+        _, bad, _, slow = self._sums(target, seconds, now)
+        return bad, slow
+
     def _sums(self, target: str, seconds: float, now: float) -> list[int]:
         ring = self._rings[target]
         first, last = int((now - seconds) // MINUTE), int(-(-now // MINUTE)) - 1
