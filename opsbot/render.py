@@ -49,6 +49,7 @@ class Document:
     filename: str
     content: bytes
     raw: bool = False  # binary data sent as is (a backup the config opted in to send)
+    photo: bool = False  # an image shown in the chat (a PNG chart), the text its caption
 
 
 @dataclass(frozen=True, slots=True)

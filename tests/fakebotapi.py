@@ -290,6 +290,8 @@ class FakeMessage:
     edit_date: int | None = None
     reactions: list[JSON] = field(default_factory=list)
     reply_to_message_id: int | None = None
+    photo: tuple[int, int] | None = None  # sent by sendPhoto: (width, height); the file is
+    # in ``document_bytes`` and its name in ``document_name``, as a document's
 
 
 @dataclass
@@ -1361,7 +1363,20 @@ class FakeBotAPI:
             out["message_thread_id"] = msg.thread_id
             if chat.is_forum:
                 out["is_topic_message"] = True
-        if msg.document_name is not None:
+        if msg.photo is not None:
+            width, height = msg.photo
+            out["photo"] = [{
+                "file_id": msg.file_id,
+                "file_unique_id": self._files[msg.file_id or ""].file_unique_id,
+                "width": width,
+                "height": height,
+                "file_size": len(msg.document_bytes or b""),
+            }]  # fmt: skip
+            if msg.caption is not None:
+                out["caption"] = msg.caption
+                if msg.entities:
+                    out["caption_entities"] = msg.entities
+        elif msg.document_name is not None:
             out["document"] = {
                 "file_id": msg.file_id,
                 "file_unique_id": self._files[msg.file_id or ""].file_unique_id,
@@ -1631,13 +1646,47 @@ def _send_message(fake: FakeBotAPI, bot: BotState, p: JSON) -> JSON:
 
 
 def _send_document(fake: FakeBotAPI, bot: BotState, p: JSON) -> JSON:
+    return _send_file(fake, bot, p, "document")
+
+
+def _send_photo(fake: FakeBotAPI, bot: BotState, p: JSON) -> JSON:
+    """As Telegram: a PNG or JPEG upload (else IMAGE_PROCESS_FAILED), width and height at
+    most 10,000 together and a side at most 20 times the other (PHOTO_INVALID_DIMENSIONS)."""
+    photo = p.get("photo")
+    if isinstance(photo, UploadedFile):
+        size = _image_size(photo.data)
+        if size is None:
+            raise _bad("IMAGE_PROCESS_FAILED")
+        width, height = size
+        if width + height > 10_000 or max(width, height) > 20 * min(width, height):
+            raise _bad("PHOTO_INVALID_DIMENSIONS")
+    return _send_file(fake, bot, p, "photo")
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a PNG (from its header) or a JPEG (from its frame marker)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] == b"\xff\xd8":
+        at = 2
+        while at + 9 < len(data) and data[at] == 0xFF:
+            marker, length = data[at + 1], int.from_bytes(data[at + 2 : at + 4], "big")
+            if marker in (0xC0, 0xC1, 0xC2):
+                height = int.from_bytes(data[at + 5 : at + 7], "big")
+                return int.from_bytes(data[at + 7 : at + 9], "big"), height
+            at += 2 + length
+    return None
+
+
+def _send_file(fake: FakeBotAPI, bot: BotState, p: JSON, kind: str) -> JSON:
+    """sendDocument (``kind`` "document") or sendPhoto ("photo")."""
     chat = fake._chat(p.get("chat_id"))
     thread_id = fake._thread_for(chat, p)
     markup = _check_markup(p.get("reply_markup"))
     caption, entities = fake._render(
         p.get("caption"), p.get("parse_mode"), p.get("caption_entities"), caption=True
     )
-    document = p.get("document")
+    document = p.get(kind)
     if isinstance(document, UploadedFile):
         if not document.data:
             raise _bad("file must be non-empty")
@@ -1658,7 +1707,7 @@ def _send_document(fake: FakeBotAPI, bot: BotState, p: JSON) -> JSON:
     else:
         raise _bad("wrong file identifier/HTTP URL specified")
     reply_to = fake._reply_to(chat, p)
-    fake._rate_limit(bot, "sendDocument", chat.id)
+    fake._rate_limit(bot, "sendPhoto" if kind == "photo" else "sendDocument", chat.id)
     msg = fake._store(chat, bot.user(), bot, None, thread_id=thread_id)
     msg.history = []
     msg.caption, msg.raw_text, msg.entities = caption, p.get("caption"), entities
@@ -1669,6 +1718,8 @@ def _send_document(fake: FakeBotAPI, bot: BotState, p: JSON) -> JSON:
     )
     msg.file_id, msg.reply_markup, msg.parse_mode = stored.file_id, markup, p.get("parse_mode")
     msg.reply_to_message_id = reply_to
+    if kind == "photo":
+        msg.photo = _image_size(stored.data)
     return fake._message_api(msg)
 
 
@@ -1946,6 +1997,7 @@ _METHODS: dict[str, tuple[str, Handler]] = {
         ("getWebhookInfo", _get_webhook_info),
         ("sendMessage", _send_message),
         ("sendDocument", _send_document),
+        ("sendPhoto", _send_photo),
         ("getFile", _get_file),
         ("editMessageText", _edit_message_text),
         ("editMessageCaption", _edit_message_caption),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 
 from telegram import (
     Bot,
@@ -43,6 +44,8 @@ def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
 
 #: Telegram's limit on a ForceReply's input field placeholder.
 PLACEHOLDER_CHARS = 64
+#: Telegram's limit on a caption (its text once the HTML is parsed away).
+MAX_CAPTION = 1024
 
 
 def new_message_markup(reply: Reply) -> InlineKeyboardMarkup | ForceReply | None:
@@ -61,12 +64,29 @@ async def send_reply(
     thread_id: int | None = None,
     reply_to: int | None = None,
 ) -> Message:
-    """Send a reply: as a document when it carries one, else as one HTML message.
+    """Send a reply: as a document when it carries one, else as one HTML message; a photo
+    with the message as its caption (one message), or, when that is over Telegram's 1,024
+    characters, the photo and then the message (which is returned: it has the buttons).
 
     ``reply_to`` threads it to that message; if the message is gone it is sent all the same."""
     answering = (
         ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
     )
+    if reply.document is not None and reply.document.photo:
+        html_text = to_html(reply)
+        fits = len(reply.text) + (len(reply.block) + 1 if reply.block else 0) <= MAX_CAPTION
+        photo = await bot.send_photo(
+            chat_id,
+            InputFile(reply.document.content, filename=reply.document.filename),
+            caption=html_text if fits else None,
+            parse_mode=ParseMode.HTML if fits else None,
+            message_thread_id=thread_id,
+            reply_markup=new_message_markup(reply) if fits else None,
+            reply_parameters=answering,
+        )
+        if fits:
+            return photo
+        reply = replace(reply, document=None)
     if reply.document is not None:
         return await bot.send_document(
             chat_id,

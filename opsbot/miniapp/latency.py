@@ -4,6 +4,13 @@ The monitor hands every round's result to ``LatencyRecorder.observe``; at most o
 minute per target is appended (the slowest round since the last one), in a list the store keeps
 at ``KEEP`` entries, so a day's history is bounded whatever the monitor's interval. One replica
 runs the monitor (the lease holder), so samples are not doubled.
+
+Why not the objectives' per-minute blocks (one history of the same rounds): those keep a
+histogram of fixed buckets (0.05, 0.1, 0.25 … 30 s), so a sparkline read from them would step
+between bucket bounds (a 40 ms and a 90 ms target both drawn at 0.1 s), and they exist only for
+targets with an objective. Merging means recording the slowest round's milliseconds per minute
+in the block (a column more) and reading the sparkline from it: a change of the block layout,
+left for its own step.
 """
 
 from __future__ import annotations

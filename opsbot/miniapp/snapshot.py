@@ -1,7 +1,8 @@
 """What the board shows, read from opsbot's own state: one JSON document per poll.
 
 Targets come worst first (the monitor's announced state, ``status_history``), each with its
-last day of latency (``latency``) and uptime over 24 h / 7 d / 30 d; then firing alerts, open
+last day of latency (``latency``), uptime over 24 h / 7 d / 30 d and objective (SLI, budget
+left, burn, by ``objectives.reading`` as /slo); then firing alerts, open
 incidents with their timeline, pending requests, and backups against their RPO. What a person
 may do is said per item (``can``), by the same role rules the chat applies; the server checks
 them again on every action.
@@ -19,6 +20,7 @@ from opsbot.alerting.engine import ALERT_ENGINE
 from opsbot.config import Person, Role
 from opsbot.incidents.state import INCIDENTS
 from opsbot.miniapp import latency
+from opsbot.objectives import reading, sli
 from opsbot.services import Services
 
 SPARK_POINTS = 96  # a day in 15-minute buckets (each the slowest sample in it)
@@ -64,11 +66,28 @@ async def _targets(services: Services, person: Person, now: float) -> list[dict[
                 label: round(status_history.uptime([history], now - seconds, now), 3)
                 for label, seconds in status_history.WINDOWS
             },
+            "objective": await _objective(services, name, now),
             "actions": actions,
         })  # fmt: skip
     rank = status_history.RANK
     rows.sort(key=lambda r: (-rank.get(str(r["state"]), 0), str(r["name"])))
     return rows
+
+
+async def _objective(services: Services, name: str, now: float) -> dict[str, Any] | None:
+    """The target's objective, SLI, budget left and burn, from the objectives' own arithmetic
+    (the figures /slo says; None: no objective)."""
+    found = await reading.budget(services.store, services.settings, name, now)
+    if found is None:
+        return None
+    left, rate = found.left, found.burn(found.last_1h)
+    return {
+        "objective": found.objective.availability,
+        "sli": None if found.sli is None else round(found.sli, 3),
+        "budget_left": None if left is None else round(100 * left, 1),
+        "burn_1h": None if rate is None else round(rate, 2),
+        "verdict": sli.verdict(found),
+    }
 
 
 async def _alerts(services: Services, person: Person) -> list[dict[str, Any]]:

@@ -1,13 +1,15 @@
 """Burn-rate alerts: a budget burning too fast becomes an alert of the alert engine.
 
 Every ``TICK_SECONDS`` on the lease holder (where the rounds are counted), each target's
-rules are evaluated (``burn.firing``) over the windows kept in memory (``windows.Windows``:
-seeded once from the store and the recorder's unflushed counts, then told of every round),
-so a tick reads the store only for a target whose alert changes. A page is a critical
-alert, a ticket a warning, one per target and severity (fingerprint: ``slo``, target,
-severity), so the engine dedups, silences, paces and buttons them like any other alert. What
-the engine still holds firing is read at each tick: a replica taking the lease over, or a
-restarted opsbot, resolves what another raised. Only changes are sent: a firing rule once
+rules are evaluated (``burn.firing``) on its availability budget and on its latency budget
+(rounds over the objective's latency are bad) over the windows kept in memory
+(``windows.Windows``: seeded once from the store and the recorder's unflushed counts, then
+told of every round), so a tick reads the store only for a target whose alert changes. A
+page is a critical alert, a ticket a warning, one per target, budget and severity
+(fingerprint: ``slo``, target, severity; ``slo``, target, ``latency``, severity), so the
+engine dedups, silences, paces and buttons them like any other alert. What the engine
+still holds firing is read at each tick: a replica taking the lease over, or a restarted
+opsbot, resolves what another raised. Only changes are sent: a firing rule once
 when it starts, its resolution once its short window recovers.
 """
 
@@ -21,7 +23,7 @@ from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.config import Settings
 from opsbot.objectives import burn, clock, sli
 from opsbot.objectives.recording import Recorder, blocks
-from opsbot.objectives.series import DAY
+from opsbot.objectives.series import DAY, bucket
 from opsbot.objectives.windows import Windows
 from opsbot.state.store import Store
 
@@ -35,8 +37,14 @@ Ingest = Callable[[Sequence[AlertEvent]], Awaitable[None]]
 Firing = Callable[[], Awaitable[set[str]]]  # fingerprints of this source the engine holds open
 
 
-def fingerprint(target: str, severity: str) -> str:
-    return AlertEvent.make_fingerprint(SOURCE, target, severity)
+BUDGETS = ("availability", "latency")
+
+
+def fingerprint(target: str, severity: str, budget: str = "availability") -> str:
+    """One alert per target, budget and severity (availability's as it always was)."""
+    if budget == "availability":
+        return AlertEvent.make_fingerprint(SOURCE, target, severity)
+    return AlertEvent.make_fingerprint(SOURCE, target, budget, severity)
 
 
 def firing_text(target: str, found: burn.Burning, budget: sli.Budget) -> str:
@@ -59,6 +67,38 @@ def resolved_text(target: str, budget: sli.Budget) -> str:
     left = budget.left
     said = "no budget left" if left is None or left <= 0 else f"{left * 100:.0f} % left"
     return f"{target}: error budget no longer burning fast; {said}"
+
+
+def latency_firing_text(target: str, found: burn.Burning, budget: sli.Budget) -> str:
+    """"quizbot latency: 12 % of rounds over 2 s in the last hour, burning 2.4× (1 h) and
+    3.0× (5 min), over 1.0×; 40 % of the latency budget left, gone in 3 days"."""
+    rule, objective = found.rule, budget.objective
+    share = found.long_rate * (1 - objective.latency_target / 100)
+    said = _left(budget.latency_left)
+    gone = budget.latency_gone_in
+    if gone is not None:
+        said += f", gone in {sli.duration(gone)}"
+    return (
+        f"{target} latency: {sli.percent(share * 100)} of rounds over {objective.latency:g} s "
+        f"in the last {_last(rule.long)}, burning {sli.times(found.long_rate)} "
+        f"({sli.span_name(rule.long)}) and {sli.times(found.short_rate)} "
+        f"({sli.span_name(rule.short)}), over {sli.times(rule.factor)}; {said}"
+    )
+
+
+def latency_resolved_text(target: str, budget: sli.Budget) -> str:
+    return f"{target} latency: no longer burning fast; {_left(budget.latency_left)}"
+
+
+def _left(left: float | None) -> str:
+    if left is None or left <= 0:
+        return "no latency budget left"
+    return f"{left * 100:.0f} % of the latency budget left"
+
+
+def _last(seconds: float) -> str:
+    """"hour", "day", "6 h": the long window after "in the last"."""
+    return {3600.0: "hour", DAY: "day"}.get(seconds) or sli.span_name(seconds)
 
 
 class BurnAlerts:
@@ -97,16 +137,25 @@ class BurnAlerts:
             objective = self.settings.objective(target)
             if objective is None:
                 continue
+            limit = bucket(objective.latency)
             if not self.windows.known(target):  # once per target and lease: from the store
                 first = int((now - longest) // DAY)
-                self.windows.seed(target, await blocks(self.store, target, first, last_day), now)
-                for minute, total, bad in self.recorder.unflushed(target) if self.recorder else ():
-                    self.windows.add(target, minute, total, bad)
-            found = burn.firing(rules, objective, partial(self.windows.counts, target, now=now))
+                found = await blocks(self.store, target, first, last_day)
+                self.windows.seed(target, found, now, limit)
+                for minute, *counts in self.recorder.unflushed(target) if self.recorder else ():
+                    self.windows.add(target, minute, *counts)
+            bad, slow = self.windows.spoiled(target, longest, now)  # none: nothing can fire
+            availability = burn.firing(
+                rules, objective, partial(self.windows.counts, target, now=now)
+            ) if bad else {}
+            latency = burn.firing(
+                rules, objective, partial(self.windows.latency, target, now=now), latency=True
+            ) if slow else {}
             changed = [
-                (severity, level, found.get(severity))
+                (kind, severity, level, found.get(severity))
+                for kind, found in (("availability", availability), ("latency", latency))
                 for severity, level in SEVERITY.items()
-                if (severity in found) != (fingerprint(target, severity) in open_now)
+                if (severity in found) != (fingerprint(target, severity, kind) in open_now)
             ]
             if not changed:
                 continue
@@ -114,21 +163,24 @@ class BurnAlerts:
             first, last = sli.days_needed(objective, now)
             window = await blocks(self.store, target, first, last)
             budget = sli.budget(target, objective, window, now)
-            for severity, level, burning in changed:
-                key = fingerprint(target, severity)
-                if burning is not None:
-                    text = firing_text(target, burning, budget)
-                    events.append(_event(target, key, "firing", level, text, now, severity))
+            for kind, severity, level, burning in changed:
+                key = fingerprint(target, severity, kind)
+                status = "firing" if burning is not None else "resolved"
+                if kind == "latency":
+                    text = (latency_firing_text(target, burning, budget) if burning is not None
+                            else latency_resolved_text(target, budget))  # fmt: skip
                 else:
-                    text = resolved_text(target, budget)
-                    events.append(_event(target, key, "resolved", level, text, now, severity))
+                    text = (firing_text(target, burning, budget) if burning is not None
+                            else resolved_text(target, budget))  # fmt: skip
+                check = f"{'latency' if kind == 'latency' else 'error'} budget ({severity})"
+                events.append(_event(target, key, status, level, text, now, check))
         if events:
             await self.ingest(events)
         return events
 
 
 def _event(
-    target: str, key: str, status: str, level: Severity, text: str, at: float, severity: str
+    target: str, key: str, status: str, level: Severity, text: str, at: float, check: str
 ) -> AlertEvent:
     return AlertEvent(
         source=SOURCE,
@@ -138,5 +190,5 @@ def _event(
         summary=text,
         target=target,
         starts_at=at,
-        labels={"check": f"error budget ({severity})"},
+        labels={"check": check},
     )

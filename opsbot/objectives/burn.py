@@ -3,7 +3,7 @@
 A rule fires when the budget burns faster than its factor over both its long and its short
 window (the long one says it matters, the short one that it is still happening, so the alert
 resolves soon after the burn stops). Of the firing rules, the first page wins, else the first
-ticket: one alert per target and severity.
+ticket: one alert per target, budget (availability, latency) and severity.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from opsbot.config import BurnRule, Objective
 from opsbot.objectives.series import Block, Counts, span
-from opsbot.objectives.sli import burn_rate
+from opsbot.objectives.sli import burn_rate, latency_view
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,16 +33,22 @@ def over(blocks: Mapping[int, Block], at: float) -> Window:
     return lambda seconds: span(blocks, at - seconds, at, hist=False)
 
 
+def over_latency(blocks: Mapping[int, Block], at: float, objective: Objective) -> Window:
+    """The timed rounds of the last so many seconds before ``at`` (``sli.latency_view``)."""
+    return lambda seconds: latency_view(span(blocks, at - seconds, at), objective)
+
+
 def firing(
-    rules: Sequence[BurnRule], objective: Objective, window: Window
+    rules: Sequence[BurnRule], objective: Objective, window: Window, *, latency: bool = False
 ) -> dict[str, Burning]:
-    """Per severity (page, ticket), the first rule that fires now."""
+    """Per severity (page, ticket), the first rule that fires now (``latency``: on the
+    latency budget, ``window`` giving timed rounds)."""
     out: dict[str, Burning] = {}
     for rule in rules:
         if rule.severity in out:
             continue
-        long_rate = burn_rate(window(rule.long), objective)
-        short_rate = burn_rate(window(rule.short), objective)
+        long_rate = burn_rate(window(rule.long), objective, latency=latency)
+        short_rate = burn_rate(window(rule.short), objective, latency=latency)
         if long_rate is None or short_rate is None:
             continue
         if long_rate > rule.factor and short_rate > rule.factor:

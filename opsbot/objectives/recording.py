@@ -80,9 +80,13 @@ class Recorder:
         self.clock = clock or (lambda: objectives_clock.now())
         self._pending: dict[tuple[str, int], Rows] = {}
         self._known: dict[tuple[str, str], Versioned] = {}  # what the last flushes wrote
+        # the day blocks they wrote, decoded (at that version): a flush decodes none of its own
+        self._decoded: dict[str, tuple[int, Block]] = {}
+        self._built: dict[str, Block] = {}  # this attempt's blocks, kept once committed
         self._days_pending: dict[str, dict[int, list[int]]] = {}  # daily sums not yet written
         self._flushes = 0
-        self._measured: dict[str, bool] = {}  # target → has an objective (settings are frozen)
+        self._limits: dict[str, int | None] = {}  # target → its latency objective's bucket
+        # (None: no objective; settings are frozen)
         self.windows: Windows | None = None  # the burn-rate alerts' windows, told of rounds
         self._metrics = metrics
         self._series: dict[str, tuple[Counter, Counter, Histogram]] = {}
@@ -90,10 +94,7 @@ class Recorder:
     def round_done(self, target: str, health: TargetHealth, at: float) -> None:
         """The monitor's hook: one round of ``target`` ended (counted at this clock's now,
         which is ``at`` unless a test moves time)."""
-        measured = self._measured.get(target)
-        if measured is None:
-            measured = self._measured[target] = self.settings.objective(target) is not None
-        if measured:
+        if self.limit(target) is not None:
             good = health.state is not State.FAIL
             self.observe(target, good, health.latency, self.clock())
             if self._metrics is not None:
@@ -115,25 +116,44 @@ class Recorder:
             good_rounds.inc()
         seconds.observe(latency)
 
+    def limit(self, target: str) -> int | None:
+        """The bucket of the target's latency objective (rounds above it are slow; None:
+        the target has no objective)."""
+        try:
+            return self._limits[target]
+        except KeyError:
+            objective = self.settings.objective(target)
+            found = self._limits[target] = None if objective is None else bucket(objective.latency)
+            return found
+
     def observe(self, target: str, good: bool, latency: float | None, at: float) -> None:
         day, minute = row_of(at)
-        if self.windows is not None:
-            self.windows.add(target, day * MINUTES + minute, 1, int(not good))
         rows = self._pending.setdefault((target, day), {})
         row = rows.get(minute)
         if row is None:
             row = rows[minute] = [0] * WIDTH
         row[TOTAL] += 1
         row[GOOD] += good
-        if latency is not None:
-            row[HIST + bucket(latency)] += 1
+        column = None if latency is None else bucket(latency)
+        if column is not None:
+            row[HIST + column] += 1
+        if self.windows is not None:
+            limit = self.limit(target)
+            slow = column is not None and limit is not None and column > limit
+            self.windows.add(
+                target, day * MINUTES + minute, 1, int(not good), int(column is not None), slow
+            )
 
-    def unflushed(self, target: str) -> Iterator[tuple[int, int, int]]:
-        """(minute since the epoch, rounds, failed rounds) counted but not yet flushed."""
+    def unflushed(self, target: str) -> Iterator[tuple[int, int, int, int, int]]:
+        """(minute since the epoch, rounds, failed rounds, timed rounds, slow rounds) counted
+        but not yet flushed."""
+        limit = self.limit(target)
+        above = HIST + BUCKETS if limit is None else HIST + limit + 1
         for (name, day), rows in self._pending.items():
             if name == target:
                 for minute, row in rows.items():
-                    yield day * MINUTES + minute, row[TOTAL], row[TOTAL] - row[GOOD]
+                    yield (day * MINUTES + minute, row[TOTAL], row[TOTAL] - row[GOOD],
+                           sum(row[HIST:]), sum(row[above:]))  # fmt: skip
 
     @property
     def pending(self) -> int:
@@ -182,6 +202,7 @@ class Recorder:
                 self._days_pending = {} if days else sums
                 return
             self._known.clear()  # another writer (a replica's last flush): read afresh
+            self._decoded.clear()
         log.warning("objectives: %d targets' rounds not recorded (the store kept changing)",
                     len(targets))  # fmt: skip
 
@@ -197,9 +218,13 @@ class Recorder:
     def _remember(self, ops: Sequence[Write], versions: Sequence[int], oldest: int) -> None:
         for op, version in zip(ops, versions, strict=True):
             self._known[op.namespace, op.key] = Versioned(op.value, version)
+            if op.namespace == MINUTES_NS:
+                self._decoded[op.key] = (version, self._built[op.key])
+        self._built.clear()
         for namespace, key in list(self._known):  # only today's and yesterday's blocks change
             if namespace == MINUTES_NS and int(key.rpartition("/")[2]) < oldest:
                 del self._known[namespace, key]
+                self._decoded.pop(key, None)
 
     def _minutes(
         self, target: str, day: int, rows: Rows, stored: dict[str, Versioned], now: float
@@ -211,9 +236,16 @@ class Recorder:
             return None
         key = minutes_key(target, day)
         before = stored.get(key)
-        block = Block.decode(str(before.value["z"])) if before is not None else Block()
+        decoded = self._decoded.get(key)
+        if before is None:
+            block = Block()
+        elif decoded is not None and decoded[0] == before.version:
+            block = Block(decoded[1].raw)  # a copy: a failed commit leaves the cache as stored
+        else:
+            block = Block.decode(str(before.value["z"]))
         for minute, row in rows.items():
             block.add_row(minute, row)
+        self._built[key] = block
         return Write(MINUTES_NS, key, {"z": block.encode()}, expect=_expect(before), ttl=ttl)
 
     def _days(

@@ -61,14 +61,30 @@ class Budget:
         left = self.left
         return None if left is None else left * self.budget_minutes
 
+    @property
+    def latency_left(self) -> float | None:
+        """Share of the latency budget left (the rounds allowed over ``latency``)."""
+        sli = self.latency_sli
+        allowed = 1 - self.objective.latency_target / 100
+        return None if sli is None else 1 - (1 - sli / 100) / allowed
+
     def burn(self, counts: Counts) -> float | None:
         return burn_rate(counts, self.objective)
+
+    def latency_burn(self, counts: Counts) -> float | None:
+        return burn_rate(latency_view(counts, self.objective), self.objective, latency=True)
 
     @property
     def gone_in(self) -> float | None:
         """Seconds until the budget is spent at the last hour's burn rate (None: not burning
         or already spent)."""
-        left, rate = self.left, self.burn(self.last_1h)
+        return self._gone(self.left, self.burn(self.last_1h))
+
+    @property
+    def latency_gone_in(self) -> float | None:
+        return self._gone(self.latency_left, self.latency_burn(self.last_1h))
+
+    def _gone(self, left: float | None, rate: float | None) -> float | None:
         if left is None or rate is None or rate <= 0 or left <= 0:
             return None
         return left * self.objective.window / rate
@@ -78,12 +94,19 @@ def availability(counts: Counts) -> float | None:
     return 100 * counts.good / counts.total if counts.total else None
 
 
-def burn_rate(counts: Counts, objective: Objective) -> float | None:
+def burn_rate(counts: Counts, objective: Objective, *, latency: bool = False) -> float | None:
     """How many times faster than allowed the budget burned over ``counts`` (None: no
-    rounds)."""
+    rounds). ``latency``: the latency budget, ``counts`` being timed rounds with those
+    within the objective as good (``latency_view``)."""
     if not counts.total:
         return None
-    return (counts.bad / counts.total) / (1 - objective.availability / 100)
+    goal = objective.latency_target if latency else objective.availability
+    return (counts.bad / counts.total) / (1 - goal / 100)
+
+
+def latency_view(counts: Counts, objective: Objective) -> Counts:
+    """The timed rounds of ``counts`` as rounds, those within the objective's latency good."""
+    return Counts(sum(counts.hist), counts.fast(objective.latency))
 
 
 def budget(target: str, objective: Objective, blocks: Mapping[int, Block], at: float) -> Budget:

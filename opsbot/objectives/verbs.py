@@ -1,19 +1,16 @@
 """/slo [TARGET]: each target's objective, budget and burn rate, as one verdict line;
-/report [7d|30d]: the objectives report with its chart; /latency TARGET (and /health TARGET's
-📈 button): the target's p95 latency over the last 24 h, as a PNG."""
+/report [7d|30d]: the objectives report with its chart; /latency TARGET (an old /health card's
+📈 button too): the target's p95 latency over the last 24 h, as a PNG file (/health TARGET
+shows it inline)."""
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from opsbot.config import Role
 from opsbot.errors import UsageError
-from opsbot.objectives import charts, clock, reading, report, sli
-from opsbot.objectives.recording import blocks
-from opsbot.objectives.series import DAY, span
-from opsbot.render import Document, Reply
+from opsbot.objectives import clock, day_chart, reading, report, sli
+from opsbot.render import Reply
 from opsbot.verbs.registry import (
     LISTED,
     ButtonSpec,
@@ -23,8 +20,6 @@ from opsbot.verbs.registry import (
     register,
     register_buttons,
 )
-
-STEP = 600.0  # the latency chart's points: p95 per 10 minutes
 
 if TYPE_CHECKING:
     from opsbot.services import Services
@@ -68,30 +63,11 @@ async def latency(services: Services, caller: Caller, args: list[str]) -> Reply:
     if len(args) != 1:
         raise UsageError("usage: /latency TARGET")
     name, _ = parse_target(services, args[0])
-    objective = services.settings.objective(name)
-    if objective is None:
+    chart = await day_chart.latency(services, name, clock.now())
+    if chart is None:
         raise UsageError(f"{name} has no objective (objectives off, or its monitor is off)")
-    now = clock.now()
-    days = await blocks(services.store, name, int((now - DAY) // DAY), int(now // DAY))
-    start = (now - DAY) // STEP * STEP
-    points = []
-    for step in range(int(DAY // STEP) + 1):
-        at = start + step * STEP
-        p95 = span(days, at, at + STEP).quantile(0.95)
-        points.append((at + STEP / 2, 60.0 if p95 == float("inf") else p95))
-    day = span(days, now - DAY, now)
-    timed = sum(day.hist)
-    p95 = day.quantile(0.95)
-    shown = "p95 > 30 s" if p95 == float("inf") else f"p95 ≤ {p95:g} s"
-    text = f"{name}: last 24 h, no timed rounds"
-    if p95 is not None and timed:
-        fast = sli.percent(100 * day.fast(objective.latency) / timed)
-        goal = sli.percent(objective.latency_target)
-        text = f"{name}: last 24 h, {shown}; {fast} of rounds ≤ {objective.latency:g} s "
-        text += f"(objective {goal})"
-    png = await asyncio.to_thread(charts.latency, name, points, objective.latency)
-    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d-%H%M")
-    return Reply(text=text, document=Document(f"{name}-latency-{stamp}.png", png, raw=True))
+    text, document = chart
+    return Reply(text=text, document=document)
 
 
 register(

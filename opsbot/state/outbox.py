@@ -68,18 +68,17 @@ def reply_to_doc(reply: Reply) -> JSONDoc:
     if reply.buttons:
         doc["buttons"] = [[b.label, b.data] for b in reply.buttons]
     if reply.document is not None:
-        doc["document"] = {
-            "filename": reply.document.filename,
-            "content": base64.b64encode(reply.document.content).decode(),
-            "raw": reply.document.raw,
-        }
+        d = reply.document
+        doc["document"] = {"filename": d.filename, "content": base64.b64encode(d.content).decode(),
+                           "raw": d.raw, "photo": d.photo}  # fmt: skip
     return doc
 
 
 def reply_from_doc(doc: JSONDoc) -> Reply:
     document = None
     if (d := doc.get("document")) is not None:  # the bytes may be apart, under d["file"]
-        document = Document(d["filename"], base64.b64decode(d.get("content", "")), d["raw"])
+        document = Document(d["filename"], base64.b64decode(d.get("content", "")), d["raw"],
+                            d.get("photo", False))  # fmt: skip
     buttons = tuple(Button(label, data) for label, data in doc.get("buttons", []))
     return Reply(doc["text"], doc["block"], document, buttons, prompt=doc.get("prompt"))
 

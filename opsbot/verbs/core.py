@@ -18,6 +18,8 @@ from opsbot.alerting.records import Alert
 from opsbot.config import Role, Target
 from opsbot.errors import OpsbotError, UsageError
 from opsbot.miniapp.link import board_buttons
+from opsbot.objectives import clock as objectives_clock
+from opsbot.objectives import day_chart
 from opsbot.reach.checks import TargetHealth, check_all, check_target
 from opsbot.reach.targets import (
     FILTER_SCAN_LINES,
@@ -60,10 +62,13 @@ async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
             buttons.append(Button("📜 Logs", f"l:{name}"))
         if result.state and can_restart(target):
             buttons.append(Button("🔁 Restart", f"hr:{name}"))
-        if services.settings.objective(name) is not None:  # its rounds are recorded
-            buttons.append(Button("📈 Latency 24 h", f"lc:{name}"))
         text = f"{head} · {clock()}"
-        return Reply(text=text, block=target_detail(result), buttons=tuple(buttons))
+        # its rounds recorded (an objective): the last 24 h's latency, shown as a photo
+        chart = await day_chart.latency(services, name, objectives_clock.now(), photo=True)
+        if chart is not None:
+            text += f"\n📈 {chart[0].removeprefix(f'{name}: ')}"
+        return Reply(text=text, block=target_detail(result), buttons=tuple(buttons),
+                     document=chart[1] if chart is not None else None)  # fmt: skip
     targets = services.settings.targets
     if not targets:
         return Reply(text="No targets are configured.")

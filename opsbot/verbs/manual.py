@@ -182,7 +182,7 @@ PAGES: dict[str, Page] = {
     "latency": Page(
         ((Role.viewer, "a target's latency chart, last 24 h"),),
         "A PNG chart of the target's p95 latency per 10 minutes over the last 24 h, from the "
-        "monitor's rounds, with its latency objective; /health TARGET offers it as a button.",
+        "monitor's rounds, with its latency objective; /health TARGET shows it inline.",
         ("/latency {target}",),
         configured=_has_objectives,
     ),

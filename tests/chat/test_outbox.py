@@ -8,14 +8,16 @@ retried, a 400 dropped, and a send abandoned mid-call never sent twice.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 
+from PIL import Image
 from telegram import Bot
 from telegram.request import HTTPXRequest
 
 from opsbot.handlers.outbox_worker import OutboxWorker
 from opsbot.metrics import OUTBOX_OUTCOMES, Metrics
-from opsbot.render import Document, Reply
+from opsbot.render import Button, Document, Reply
 from opsbot.state import prompts
 from opsbot.state.outbox import FILES, Outbox, Priority
 from opsbot.state.prompts import Prompt
@@ -274,6 +276,42 @@ async def test_a_document_is_kept_apart_and_sent_with_its_bytes(
     assert message.document_name == "db.dump" and message.document_bytes == content
     assert message.caption == "backup"
     assert await store.get(FILES, str(ref)) is None  # nothing left behind
+
+
+def png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), "white").save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_a_photo_carries_its_text_as_caption_or_goes_before_a_long_one(
+    open_store: OpenStore, bots: list[Bot], fake: FakeBotAPI
+) -> None:
+    outbox = Outbox(open_store())
+    chart = Document("chart.png", png(640, 320), raw=True, photo=True)
+    buttons = (Button("🔄 Refresh", "h:quizbot"),)
+    await outbox.send(GROUP, Reply("quizbot: ok", block="http 200", document=chart,
+                                   buttons=buttons))  # fmt: skip
+    long = "\n".join(f"check {n}: ok, answered in 12 ms" for n in range(40))  # > 1,024
+    await outbox.send(GROUP, Reply("paybot: ok", block=long, document=chart, buttons=buttons))
+    await deliver(outbox, bots[0])
+    short, photo, text = fake.bot_messages(GROUP)
+    assert (short.photo, short.caption) == ((640, 320), "quizbot: ok\nhttp 200")
+    assert short.document_bytes == chart.content and short.reply_markup is not None
+    assert (photo.photo, photo.caption, photo.reply_markup) == ((640, 320), None, None)
+    assert text.text == f"paybot: ok\n{long}" and text.reply_markup is not None
+
+
+async def test_a_photo_telegram_cannot_read_is_dropped_not_retried(
+    open_store: OpenStore, bots: list[Bot], fake: FakeBotAPI
+) -> None:
+    outbox = Outbox(open_store())
+    broken = Document("chart.png", b"not an image", raw=True, photo=True)
+    await outbox.send(GROUP, Reply("quizbot: ok", document=broken))
+    await outbox.send(GROUP, Reply("after it"))
+    await deliver(outbox, bots[0])
+    assert texts(fake.bot_messages(GROUP)) == ["after it"]
+    assert len(fake.calls_to("sendPhoto")) == 1
 
 
 async def test_a_prompt_queued_before_a_restart_goes_out_as_a_force_reply_and_is_noted(

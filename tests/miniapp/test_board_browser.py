@@ -38,6 +38,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 from opsbot.alerting import status_history
 from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.miniapp import latency
+from opsbot.objectives.recording import Recorder
 from opsbot.services import Services
 from tests.factories import ALICE, BOB, OPS, OPSBOT_TOKEN, OPSBOT_USERNAME, VIC, running_opsbot
 from tests.fakebotapi import FakeBotAPI, FakeMessage
@@ -184,7 +185,8 @@ def click(driver: webdriver.Chrome, css: str) -> None:
 
 
 async def seed_a_day(services: Services) -> None:
-    """A day of latency for both targets and a half-hour outage of the ledger 3 h ago."""
+    """A day of latency and of rounds for both targets and a half-hour outage of the ledger
+    3 h ago."""
     now = time.time()
     for name, base in (("payments", 40.0), ("ledger", 120.0)):
         for minute in range(0, 24 * 60, 10):
@@ -193,6 +195,13 @@ async def seed_a_day(services: Services) -> None:
             await services.store.append(
                 latency.NAMESPACE, name, {"at": at, "ms": round(wave, 1)}, keep=latency.KEEP
             )
+    recorder = Recorder(services.store, services.settings)  # the objectives' rounds alike
+    for name in ("payments", "ledger"):
+        for half_minute in range(2 * 24 * 60):
+            at = now - 86400 + half_minute * 30
+            down = name == "ledger" and now - 3 * 3600 <= at < now - 2.5 * 3600
+            recorder.observe(name, not down, 0.12 if name == "ledger" else 0.04, at)
+    await recorder.flush()
     check = {"check": "status"}
     for status, at in (("firing", now - 3 * 3600), ("resolved", now - 2.5 * 3600)):
         event = AlertEvent("monitor", "seeded", status, Severity.critical, "ledger: status",
@@ -238,6 +247,8 @@ async def test_the_admins_board_shows_the_lab_live_and_a_restart_is_approved_in_
         ledger = shown["targets"][0]
         assert ledger["text"].startswith("ledger") and "status" in ledger["text"]
         assert "24h" in ledger["text"] and "30d" in ledger["text"] and ledger["spark"]
+        # its objective as /slo says it: 30 minutes down spend a 30-day budget of 43 minutes
+        assert "SLO 99.9 % · 97.91 % · budget spent" in ledger["text"]
         assert ledger["buttons"] == ["Restart", "Rollback", "Backup"]
         assert "ledger" in shown["alerts"][0]["text"]
         assert shown["alerts"][0]["buttons"] == ["Ack", "Silence 1h"]

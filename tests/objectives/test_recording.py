@@ -118,7 +118,7 @@ async def test_thirty_days_of_a_flapping_jittery_target_take_under_100_kb(
             await recorder.flush()
     await recorder.flush()
     size = await stored_bytes(store, "quizbot", 20_000, 20_029)
-    assert size < 100_000, size
+    assert size < 80_000, size  # the aim is 100 KB: a margin for the backends' own overhead
     days = await blocks(store, "quizbot", 20_000, 20_029)
     assert span(days, START, START + 30 * DAY).total == 30 * 2880
 

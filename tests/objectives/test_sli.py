@@ -3,14 +3,16 @@ round a minute recorded through the store with an injected clock, then read back
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import pytest
 
+from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.config import BurnRule, Objective, Settings
-from opsbot.objectives import burn, sli
+from opsbot.objectives import burn, clock, sli
+from opsbot.objectives.alerts import BurnAlerts, fingerprint
 from opsbot.objectives.recording import Recorder, blocks
-from opsbot.objectives.series import DAY, Block
+from opsbot.objectives.series import DAY, Block, bucket
 from opsbot.objectives.windows import Windows
 from opsbot.state.store.sqlite import SQLiteStore
 
@@ -154,3 +156,96 @@ async def test_windows_fed_round_by_round_count_as_the_stored_blocks(
         for at in (END, END - 90, END - 7200 + 30):
             expected = burn.over(days, at)(seconds)
             assert windows.counts("quizbot", seconds, at) == expected, (seconds, at)
+
+
+# --------------------------------------------------------------------------- latency budget
+
+
+async def slow_history(store: SQLiteStore, slow: Iterable[int]) -> dict[int, Block]:
+    """30 days of one good round a minute, 0.3 s; ``slow``: minutes before END (1 = the
+    last) whose round took 3 s, over the objective's 2 s."""
+    over = {MINUTES - m for m in slow}
+    clock = Clock()
+    recorder = Recorder(store, CONFIG, clock=clock)
+    for minute in range(MINUTES):
+        at = START + minute * 60 + 1
+        recorder.observe("quizbot", True, 3.0 if minute in over else 0.3, at)
+        if minute % 1440 == 1439:
+            clock.now = at
+            await recorder.flush()
+    return await blocks(store, "quizbot", 20_000 - 1, 20_030)
+
+
+def fired_latency(days: dict[int, Block]) -> dict[str, str]:
+    found = burn.firing(RULES, OBJECTIVE, burn.over_latency(days, END, OBJECTIVE), latency=True)
+    windows = Windows(burn.longest(RULES))
+    windows.seed("quizbot", days, END, bucket(OBJECTIVE.latency))
+    told = burn.firing(
+        RULES, OBJECTIVE, lambda s: windows.latency("quizbot", s, END), latency=True
+    )
+    assert told == found
+    assert burn.firing(RULES, OBJECTIVE, burn.over(days, END)) == {}  # every round was good
+    return {s: f"{b.rule.factor:g}x {b.rule.long:g}/{b.rule.short:g}" for s, b in found.items()}
+
+
+@pytest.mark.parametrize(
+    ("slow", "expected"),
+    [
+        # 95 % within 2 s: 5 % may be slow. 14.4× over 1 h: 43.2 of 60; over 5 min: 3.6 of 5
+        (spread(43, 60), {}),
+        (spread(44, 60), {"page": "14.4x 3600/300"}),
+        ([*spread(40, 55, avoiding=5), 1, 2, 3], {}),  # 3 of the last 5: the short one holds
+        # 3× over 1 day (216 of 1440) and 2 h (18 of 120), 6 h below 6× and 1 h below 14.4×
+        (spread(197, 1440, avoiding=120) + spread(19, 120), {}),
+        (spread(198, 1440, avoiding=120) + spread(19, 120), {"ticket": "3x 86400/7200"}),
+    ],
+)
+async def test_each_latency_burn_rule_at_its_edge(
+    sqlite_store: SQLiteStore, slow: list[int], expected: dict[str, str]
+) -> None:
+    assert fired_latency(await slow_history(sqlite_store, slow)) == expected
+
+
+async def test_a_latency_page_says_how_many_rounds_were_slow_and_resolves(
+    sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The burn-rate tick over the latency budget: a page in words, then its resolution once
+    the last 5 minutes are fast again (the availability budget untouched: no alert)."""
+    config = CONFIG
+    # 80 % of the last hour over 2 s (4 of the last 5 minutes): 48 of the 2,160 slow rounds
+    # 30 days allow
+    await slow_history(sqlite_store, spread(48, 60))
+    now = [END]
+    monkeypatch.setattr(clock, "now", lambda: now[0])
+    seen: list[AlertEvent] = []
+    open_now: set[str] = set()
+
+    async def ingest(events: Sequence[AlertEvent]) -> None:
+        seen.extend(events)
+        for event in events:
+            (open_now.add if event.status == "firing" else open_now.discard)(event.fingerprint)
+
+    async def firing() -> set[str]:
+        return set(open_now)
+
+    recorder = Recorder(sqlite_store, config, clock=lambda: now[0])
+    alerts = BurnAlerts(sqlite_store, config, ingest, firing, recorder)
+    [page] = await alerts.tick()
+    assert (page.status, page.severity, page.labels["check"]) == (
+        "firing", Severity.critical, "latency budget (page)",
+    )
+    assert page.fingerprint == fingerprint("quizbot", "page", "latency")
+    assert page.summary == (
+        "quizbot latency: 80 % of rounds over 2 s in the last hour, burning 16.0× (1 h) and "
+        "16.0× (5 min), over 14.4×; 98 % of the latency budget left, gone in 44 h"
+    )
+    assert await alerts.tick() == []  # still burning: nothing new
+    for minute in range(5):  # five fast rounds: the short window recovers
+        recorder.observe("quizbot", True, 0.3, END + minute * 60 + 1)
+    now[0] = END + 300
+    await recorder.flush()
+    [resolved] = await alerts.tick()
+    assert (resolved.status, resolved.fingerprint) == ("resolved", page.fingerprint)
+    assert resolved.summary == (
+        "quizbot latency: no longer burning fast; 98 % of the latency budget left"
+    )

@@ -15,7 +15,6 @@ from opsbot.objectives import charts, clock
 from opsbot.objectives.recording import Recorder
 from opsbot.objectives.series import DAY
 from tests.factories import (
-    OPS,
     OPSBOT_TOKEN,
     OPSBOT_USERNAME,
     VIC,
@@ -92,22 +91,26 @@ async def test_slo_of_a_target_without_an_objective_says_why(chat: ChatSession) 
     assert reply.text.startswith("⚠️ unknown target 'quizbt'; did you mean quizbot?")
 
 
-async def test_health_of_a_target_offers_its_latency_chart_of_the_last_24_h(
+async def test_health_of_a_target_shows_its_latency_chart_of_the_last_24_h(
     chat: ChatSession,
 ) -> None:
+    """One message: the chart as a photo, the health text (and its detail) as the caption,
+    the card's buttons under it."""
     health = await chat.ask("/health paybot", user=VIC)
+    assert health.photo == charts.LATENCY_SIZE and health.document_name is not None
+    image = Image.open(io.BytesIO(health.document_bytes or b""))
+    assert image.format == "PNG" and image.size == charts.LATENCY_SIZE
+    caption = (health.caption or "").splitlines()
+    assert caption[0].startswith("✅ paybot: ok (")
+    assert caption[1] == "📈 last 24 h, p95 ≤ 1 s; 75 % of rounds ≤ 0.5 s (objective 95 %)"
     buttons = [b for row in (health.reply_markup or {})["inline_keyboard"] for b in row]
-    assert {"text": "📈 Latency 24 h", "callback_data": "lc:paybot"} in buttons
-    chat.tap(health, "lc:paybot", user=VIC)
-    chart = await chat.fake.wait_for_message(
-        OPS.id, lambda m: m.document_name is not None, timeout=20, token=OPSBOT_TOKEN,
-        after_message_id=health.message_id,
-    )  # fmt: skip
+    assert {"text": "🔄 Refresh", "callback_data": "h:paybot"} in buttons
+    chart = await chat.ask("/latency paybot", user=VIC)  # the same chart, as a file
     assert chart.document_name is not None and chart.document_name.startswith("paybot-latency-")
+    assert chart.photo is None
     assert chart.caption == (
         "paybot: last 24 h, p95 ≤ 1 s; 75 % of rounds ≤ 0.5 s (objective 95 %)"
     )
-    image = Image.open(io.BytesIO(chart.document_bytes or b""))
-    assert image.format == "PNG" and image.size == charts.LATENCY_SIZE
     scratch = await chat.ask("/health scratch", user=VIC)  # no objective: no chart
-    assert "lc:scratch" not in str(scratch.reply_markup)
+    assert scratch.photo is None and scratch.text is not None
+    assert scratch.text.startswith("✅ scratch: ok (")

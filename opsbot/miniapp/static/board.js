@@ -109,6 +109,16 @@ function list(id, items, render, emptyText) {
   if (!items.length) node.append(el("li", { class: "empty" }, emptyText));
 }
 
+function budgetLine(o) {
+  // the objective's figures as the server computed them (the /slo arithmetic)
+  const pct = (v) => (v === null ? "–" : `${Math.floor(v * 100) / 100} %`);  // as /slo: floored
+  const burn = o.burn_1h === null ? "" : o.burn_1h === 0 ? " · not burning" : ` · burning ${o.burn_1h}×`;
+  if (o.sli === null) return el("div", { class: "meta slo" }, `SLO ${pct(o.objective)} · no rounds recorded yet`);
+  const spent = o.budget_left !== null && o.budget_left <= 0;
+  return el("div", { class: `meta slo${spent ? " spent" : ""}`, title: o.verdict },
+    `SLO ${pct(o.objective)} · ${pct(o.sli)} · ${spent ? "budget spent" : pct(o.budget_left) + " budget left"}${burn}`);
+}
+
 function targetCard(t, now) {
   const since = t.since ? ` · since ${ago(now - t.since)}` : "";
   const failing = Object.keys(t.checks || {});
@@ -120,6 +130,7 @@ function targetCard(t, now) {
       `${t.kind} · ${ms(t.latency_ms)}${since}${failing.length ? " · " + failing.join(", ") : ""}`),
     sparkline(t.spark),
     uptimeBars(t.uptime));
+  if (t.objective) card.append(budgetLine(t.objective));
   if (t.actions.length) {
     card.append(el("div", { class: "actions" },
       ...t.actions.map((a) => button(a[0].toUpperCase() + a.slice(1), { do: a, target: t.name },
