@@ -29,6 +29,7 @@ from opsbot.reach.targets import (
 from opsbot.render import Button, Document, Reply, clock, plural, short_duration
 from opsbot.services import Services
 from opsbot.state.audit import args_text
+from opsbot.updates.notices import check_line
 from opsbot.verbs.manual import help_
 from opsbot.verbs.registry import (
     NUMBER,
@@ -63,6 +64,8 @@ async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
         if services.settings.objective(name) is not None:  # its rounds are recorded
             buttons.append(Button("📈 Latency 24 h", f"lc:{name}"))
         text = f"{head} · {clock()}"
+        if (unchecked := await check_line(services, name)) is not None:
+            text += f"\n{unchecked}"  # the registry of its update notices is not answering
         return Reply(text=text, block=target_detail(result), buttons=tuple(buttons))
     targets = services.settings.targets
     if not targets:
