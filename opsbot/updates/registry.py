@@ -203,8 +203,12 @@ class Registry:
                 "unreachable", f"token server {realm} unreachable: {type(exc).__name__}"
             ) from None
         if response.status_code in (401, 403):
-            raise RegistryError("unauthorized", f"token server {realm}: "
-                                f"{response.status_code} for the configured login")  # fmt: skip
+            who = "the configured login" if self._login is not None else "no login"
+            raise RegistryError(
+                "unauthorized",
+                f"{self.url}: {response.status_code} Unauthorized with {who} "
+                f"(token server {realm})",
+            )
         if response.status_code != 200:
             raise RegistryError("bad answer", f"token server {realm}: {response.status_code}")
         try:
