@@ -27,7 +27,7 @@ from typing import Any
 from opsbot.config import ComposeTarget, ContainerTarget
 from opsbot.config.updates import UpdateNotices
 from opsbot.errors import OpsbotError
-from opsbot.render import Button, Reply, ago
+from opsbot.render import Button, Reply, ago, span
 from opsbot.services import Services
 from opsbot.state.outbox_notifier import OutboxNotifier
 from opsbot.updates.registry import Login, Registry, RegistryError, base_url, parse_ref
@@ -230,6 +230,35 @@ class UpdateChecker:
             log.warning("%s: update check failed (retried at the next check): %s", name, error)
         elif error is None and before.get("error") is not None:
             log.info("%s: update check works again", name)
+
+
+#: What to change when ``opsbot check`` finds a registry that does not answer, by problem.
+HINTS = {
+    "unreachable": "set updates.registry to the registry's URL (http://host:port for one "
+    "without TLS)",
+    "timeout": "raise updates.timeout, or check the way to the registry",
+    "unauthorized": "set updates.username and updates.password (or password_file)",
+    "not found": "set updates.repository to the image's repository at the registry",
+    "bad answer": "set updates.registry to the registry's own URL",
+}
+
+
+async def probe(services: Services, name: str) -> tuple[bool, str, str]:
+    """``opsbot check``'s row of one target's update notices: ok, detail, hint."""
+    target, spec = watched(services)[name]
+    try:
+        running = await running_image(name, target, services)
+        registry, repository = registry_for(spec, running.image)
+    except (RegistryError, OpsbotError) as exc:
+        return False, str(exc), "start the target, or check its endpoint"
+    try:
+        tags = await registry.tags(repository)
+    except RegistryError as exc:
+        return False, str(exc), HINTS[exc.problem]
+    finally:
+        await registry.aclose()
+    every = span(spec.every)
+    return True, f"{registry.url}/{repository}: {len(tags)} tags, asked every {every}", ""
 
 
 async def check_line(services: Services, name: str) -> str | None:

@@ -39,3 +39,15 @@ def push(docker_lab: DockerLab, registry: LabRegistry, source: str, repository: 
 def new_repository() -> str:
     """A repository of one test's own (tests share the registry's storage)."""
     return f"t{uuid.uuid4().hex[:8]}/quizbot"
+
+
+def run_container(docker_lab: DockerLab, image: str, name: str) -> None:
+    """A container that only sleeps, running ``image`` (what a target's image is read from)."""
+    with closing(docker_lab.client()) as client:
+        client.containers.run(image, ["sleep", "3600"], name=name, detach=True,
+                              network_mode="none", init=True)  # fmt: skip
+
+
+def remove_container(docker_lab: DockerLab, name: str) -> None:
+    with closing(docker_lab.client()) as client:
+        client.containers.get(name).remove(force=True)

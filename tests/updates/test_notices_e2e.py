@@ -10,7 +10,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from tests.factories import (
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.dockerd import DockerLab
 from tests.lab.ports import free_port
-from tests.updates.conftest import new_repository, push
+from tests.updates.conftest import new_repository, push, remove_container, run_container
 from tests.updates.lab_registry import PASSWORD, USERNAME, LabRegistry
 
 fake = fake_fixture(OPS, group_per_minute=None)
@@ -46,12 +46,9 @@ def running(docker_lab: DockerLab, lab_registry: LabRegistry) -> Iterator[tuple[
     repository = new_repository()
     push(docker_lab, lab_registry, docker_lab.image_v1, repository, "1.4")
     name = f"upd-{uuid.uuid4().hex[:6]}"
-    with closing(docker_lab.client()) as client:
-        client.containers.run(f"{lab_registry.host}/{repository}:1.4", ["sleep", "3600"],
-                              name=name, detach=True, network_mode="none", init=True)  # fmt: skip
+    run_container(docker_lab, f"{lab_registry.host}/{repository}:1.4", name)
     yield name, repository
-    with closing(docker_lab.client()) as client:
-        client.containers.get(name).remove(force=True)
+    remove_container(docker_lab, name)
 
 
 def config(fake: FakeBotAPI, tmp_path: Path, docker_lab: DockerLab, container: str,
