@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from opsbot.config import ComposeTarget, ContainerTarget
 from opsbot.errors import OpsbotError
+from opsbot.reach.executors import Executor
 from opsbot.reach.targets import Runtime, container_name
 
 #: Seconds for each command that reads a compose service's image.
@@ -55,34 +56,48 @@ async def _container(name: str, target: ContainerTarget, runtime: Runtime) -> Ru
 
 
 async def _compose(target: ComposeTarget, runtime: Runtime) -> Running:
+    """``compose ps -q SERVICE`` (compose v1 and v2 alike), then the container's image as
+    configured and its image's repo digests from ``docker inspect``."""
     executor = runtime.executor(target.endpoint)
-    argv = [*target.compose_command, "-f", target.file, "ps", "--format", "json", target.service]
+    ps = [*target.compose_command, "-f", target.file, "ps", "-q", target.service]
+    ids = (await _output(executor, ps, "compose ps")).split()
+    if not ids:
+        raise NotRunning(f"the service {target.service} has no container")
+    docker = docker_argv(target.compose_command)
+    fmt = "{{json .Config.Image}} {{json .Image}}"
+    inspect = [*docker, "inspect", "--format", fmt, ids[0]]
+    words = (await _output(executor, inspect, "docker inspect")).split()
+    try:
+        configured, image_id = (json.loads(word) for word in words)
+    except ValueError:
+        raise NotRunning(f"docker inspect of {ids[0][:12]} printed no image") from None
+    repo = "{{json .RepoDigests}}"
+    image = [*docker, "image", "inspect", "--format", repo, str(image_id)]
+    digests = await _output(executor, image, "docker image inspect")
+    try:
+        found = json.loads(digests or "[]") or []
+    except ValueError:
+        found = []
+    return Running(str(configured), tuple(str(d) for d in found))
+
+
+async def _output(executor: Executor, argv: list[str], what: str) -> str:
     result = await executor.run(argv, timeout=COMMAND_TIMEOUT)
     if not result.ok:
-        raise NotRunning(f"compose ps failed: {result.stderr.strip()[:200]}")
-    text = result.stdout.strip()
-    try:
-        rows = (
-            json.loads(text)
-            if text.startswith("[")
-            else [json.loads(line) for line in text.splitlines() if line.strip()]
-        )
-    except ValueError:
-        raise NotRunning("compose ps printed no JSON") from None
-    images = [str(row["Image"]) for row in rows if isinstance(row, dict) and row.get("Image")]
-    if not images:
-        raise NotRunning(f"the service {target.service} has no container")
-    first = target.compose_command[0]
-    docker = first if first.endswith("docker") else "docker"
-    inspect = [docker, "image", "inspect", "--format", "{{json .RepoDigests}}", images[0]]
-    result = await executor.run(inspect, timeout=COMMAND_TIMEOUT)
-    if not result.ok:
-        raise NotRunning(f"docker image inspect failed: {result.stderr.strip()[:200]}")
-    try:
-        digests = json.loads(result.stdout.strip() or "[]") or []
-    except ValueError:
-        digests = []
-    return Running(images[0], tuple(str(d) for d in digests))
+        raise NotRunning(f"{what} failed: {(result.stderr or result.stdout).strip()[:200]}")
+    return result.stdout.strip()
+
+
+def docker_argv(compose_command: list[str]) -> list[str]:
+    """The docker CLI beside the compose command, with what comes before it (``env
+    DOCKER_HOST=…``): ``docker compose -p x`` → ``docker``, ``docker-compose`` → ``docker``
+    (in the same directory); compose's own options after it are left out."""
+    for index, word in enumerate(compose_command):
+        if word == "compose" and index > 0:
+            return compose_command[:index]
+        if word.endswith("docker-compose"):
+            return [*compose_command[:index], word.removesuffix("-compose")]
+    return ["docker"]
 
 
 def digests_of(running: Running, repository_name: str) -> set[str]:

@@ -7,7 +7,9 @@ and is asked again at the next check."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -18,7 +20,7 @@ import pytest
 
 from opsbot.catalog import VERBS
 from opsbot.state.outbox import Priority
-from opsbot.updates.notices import NOTICES, UpdateChecker
+from opsbot.updates.notices import CHECKS, NOTICES, UpdateChecker
 from tests.factories import (
     OPS,
     OPSBOT_TOKEN,
@@ -32,7 +34,7 @@ from tests.factories import (
 )
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.dockerd import DockerLab
-from tests.lab.ports import free_port
+from tests.lab.ports import free_port, require_binary
 from tests.updates.conftest import new_repository, push, remove_container, run_container
 from tests.updates.lab_registry import PASSWORD, USERNAME, LabRegistry
 
@@ -237,3 +239,41 @@ async def forwarding(port: int, url: str) -> AsyncIterator[None]:
         yield
     finally:
         server.close()
+
+
+@pytest.fixture
+def compose_service(docker_lab: DockerLab, lab_registry: LabRegistry, tmp_path: Path
+                    ) -> Iterator[tuple[list[str], Path, str]]:  # fmt: skip
+    """A compose project (Debian's docker-compose, on the lab dockerd) whose service ``bot``
+    runs ``<registry>/<repository>:1.4``: (compose command, file, repository)."""
+    repository = new_repository()
+    push(docker_lab, lab_registry, docker_lab.image_v1, repository, "1.4")
+    compose = ["env", f"DOCKER_HOST={docker_lab.base_url}",
+               require_binary("docker-compose", "docker-compose")]  # fmt: skip
+    file = tmp_path / "compose.yaml"
+    file.write_text(json.dumps({"version": "2.4", "services": {"bot": {
+        "image": f"{lab_registry.host}/{repository}:1.4", "command": ["sleep", "3600"],
+        "init": True, "network_mode": "none"}}}))  # fmt: skip
+    command = [*compose, "-p", f"upd{uuid.uuid4().hex[:6]}"]  # as the target names it
+    project = [*command, "-f", str(file)]
+    subprocess.run([*project, "up", "-d"], check=True, capture_output=True, timeout=120)
+    yield command, file, repository
+    subprocess.run([*project, "down", "-t", "0"], check=False, capture_output=True, timeout=120)
+
+
+async def test_a_compose_service_is_read_through_its_compose_command(
+    fake: FakeBotAPI, tmp_path: Path, docker_lab: DockerLab, lab_registry: LabRegistry,
+    compose_service: tuple[list[str], Path, str],
+) -> None:  # fmt: skip
+    command, file, repository = compose_service
+    push(docker_lab, lab_registry, docker_lab.image_v2, repository, "1.5")
+    data = base_config(fake, tmp_path)
+    data["targets"] = {"quizbot": {
+        "kind": "compose", "file": str(file), "service": "bot", "compose_command": command,
+        "updates": {"registry": lab_registry.url}}}  # fmt: skip
+    async with opsbot(fake, tmp_path, data) as chat:
+        await replica(chat, Clock()).tick()
+        checked = await chat.services.store.get(CHECKS, "quizbot")
+        assert checked is not None and checked.value["error"] is None
+        card = await wait_for_notice(chat, f"{repository}:1.5 is out")
+        assert (card.text or "").endswith("running 1.4")
