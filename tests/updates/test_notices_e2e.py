@@ -20,7 +20,7 @@ import pytest
 
 from opsbot.catalog import VERBS
 from opsbot.state.outbox import Priority
-from opsbot.updates.notices import CHECKS, NOTICES, UpdateChecker
+from opsbot.updates.notices import CHECKS, NOTICES, Notice, UpdateChecker, notice_id
 from tests.factories import (
     OPS,
     OPSBOT_TOKEN,
@@ -277,3 +277,44 @@ async def test_a_compose_service_is_read_through_its_compose_command(
         assert checked is not None and checked.value["error"] is None
         card = await wait_for_notice(chat, f"{repository}:1.5 is out")
         assert (card.text or "").endswith("running 1.4")
+
+
+async def test_a_bot_api_outage_still_announces_once(
+    fake: FakeBotAPI, tmp_path: Path, docker_lab: DockerLab, lab_registry: LabRegistry,
+    running: tuple[str, str],
+) -> None:  # fmt: skip
+    container, repository = running
+    push(docker_lab, lab_registry, docker_lab.image_v2, repository, "1.5")
+    data = config(fake, tmp_path, docker_lab, container, {"registry": lab_registry.url})
+    clock = Clock()
+    async with opsbot(fake, tmp_path, data) as chat:
+        fake.fail_next("sendMessage", "Bad Gateway", error_code=502, times=2)
+        await replica(chat, clock).tick()
+        await wait_for_notice(chat, f"{repository}:1.5 is out")  # the outbox retried it
+        clock.advance(EVERY)
+        await replica(chat, clock).tick()
+        assert len(notices_in(chat)) == 1
+
+
+async def test_a_notice_a_crash_left_unqueued_is_sent_at_the_next_check(
+    fake: FakeBotAPI, tmp_path: Path, docker_lab: DockerLab, lab_registry: LabRegistry,
+    running: tuple[str, str],
+) -> None:  # fmt: skip
+    container, repository = running
+    digest = push(docker_lab, lab_registry, docker_lab.image_v2, repository, "1.5")
+    data = config(fake, tmp_path, docker_lab, container, {"registry": lab_registry.url})
+    clock = Clock()
+    async with opsbot(fake, tmp_path, data) as chat:
+        # What a replica killed between filing the notice and queueing it leaves behind:
+        key = notice_id("quizbot", "1.5")
+        left = Notice(key, "quizbot", f"{lab_registry.host}/{repository}", "1.5", digest, "1.4",
+                      moved=False)  # fmt: skip
+        store = chat.services.store
+        assert await store.create(NOTICES, key, {**left.to_doc(), "queued": False})
+        await replica(chat, clock).tick()
+        await wait_for_notice(chat, f"{repository}:1.5 is out")
+        stored = await store.get(NOTICES, key)
+        assert stored is not None and stored.value["queued"] is True
+        clock.advance(EVERY)
+        await replica(chat, clock).tick()
+        assert len(notices_in(chat)) == 1
