@@ -56,6 +56,8 @@ from opsbot.services import Services
 from opsbot.state.leases import Lease, only_when_leading, replica_id
 from opsbot.state.outbox import Priority
 from opsbot.state.outbox_notifier import OutboxNotifier
+from opsbot.updates.notices import TICK_SECONDS as UPDATES_TICK
+from opsbot.updates.notices import UpdateChecker
 from opsbot.verbs import manual
 
 if TYPE_CHECKING:  # aiohttp loads only when the web server is enabled
@@ -226,6 +228,7 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
     recorder = start_objectives(jobs, services, ingest, engine, lease)
     await schedule_monitor(services, engine, ingest, lease, recorder)
     await _schedule_backups(jobs, services, ingest, lease)
+    schedule_update_notices(jobs, services)
     if not settings.web.enabled:
         return None
     from opsbot.web.server import WebServer
@@ -271,6 +274,20 @@ async def _schedule_backups(
         name="backups",
         job_kwargs={"max_instances": 3},
     )
+
+
+def schedule_update_notices(jobs: Any, services: Services) -> None:
+    """Update notices (when a target has ``updates:``): every replica ticks; each target's
+    check slot is claimed in the store, so one replica asks the registry, once."""
+    checker = UpdateChecker(services, services.notifier(Priority.alert))
+    if not checker.active:
+        return
+
+    async def tick(context: object) -> None:
+        await checker.tick()
+
+    jobs.run_repeating(only_when_leading(None, tick, "update notices"), interval=UPDATES_TICK,
+                       first=5.0, name="update-notices")  # fmt: skip
 
 
 def start_objectives(

@@ -15,6 +15,7 @@ from opsbot.incidents import verbs as incident_verbs
 from opsbot.miniapp import verbs as board_verbs
 from opsbot.objectives import verbs as objective_verbs
 from opsbot.onboarding import verbs as onboarding_verbs
+from opsbot.updates import buttons as update_buttons
 from opsbot.verbs import core
 from opsbot.verbs.registry import BUTTONS, VERBS, arrange, dispatch, dispatch_outcome
 
@@ -25,6 +26,7 @@ WINGS = (
     core, action_verbs, backup_verbs, alert_verbs, incident_verbs, oncall_verbs, onboarding_verbs,
     board_verbs,
     objective_verbs,
+    update_buttons,
 )  # fmt: skip
 
 arrange((

@@ -29,6 +29,7 @@ from opsbot.config import (
 from opsbot.config.errors import env_name
 from opsbot.errors import HostKeyError, OpsbotError
 from opsbot.services import Services, local_path
+from opsbot.updates import notices as update_notices
 
 Unreadable = list[tuple[str, Path, str]]  # (x_file key, path, reason)
 
@@ -257,6 +258,16 @@ def objective_rows(settings: Settings) -> list[Row]:
     return [Row("objectives", "slo", True, detail), *rows]
 
 
+async def update_rows(services: Services) -> list[Row]:
+    """Each target with update notices: its image read, its registry asked for the tags."""
+    names = sorted(update_notices.watched(services))
+    found = await asyncio.gather(*(update_notices.probe(services, n) for n in names))
+    return [
+        Row(f"targets.{name}", "updates", ok, detail, hint)
+        for name, (ok, detail, hint) in zip(names, found, strict=True)
+    ]
+
+
 def table(rows: list[Row]) -> str:
     widths = [max(len(r.name) for r in rows), max(len(r.kind) for r in rows)]
     lines = [f"{'ENDPOINT':<{widths[0]}}  {'KIND':<{widths[1]}}  RESULT  DETAIL"]
@@ -279,6 +290,7 @@ async def run_check(
         rows.append(await check_telegram(services, unreadable))
         rows += secret_file_rows(settings, unreadable)
         rows += objective_rows(settings)
+        rows += await update_rows(services)
     finally:
         await services.close()
     redact = services.redactor.redact

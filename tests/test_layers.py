@@ -30,15 +30,17 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "opsbot.verbs.core", "opsbot.actions.verbs", "opsbot.actions.backups.verbs",
         "opsbot.alerting.verbs", "opsbot.incidents.verbs", "opsbot.incidents.oncall_verbs",
         "opsbot.onboarding.verbs", "opsbot.miniapp.verbs", "opsbot.objectives.verbs",
+        "opsbot.updates.buttons",
     ),
     # the registry: imports no wing
     ("opsbot.verbs",),
     # the wings (between them: WINGS)
     # (onboarding: import and discover, drafting an inventory; it imports no other wing)
     # (objectives: SLIs from the monitor's rounds, budgets, burn-rate alerts, the report)
+    # (updates: a target's registry asked for newer images; it imports no other wing)
     (
         "opsbot.actions", "opsbot.alerting", "opsbot.incidents", "opsbot.onboarding",
-        "opsbot.objectives",
+        "opsbot.objectives", "opsbot.updates",
     ),
     # the bundle the wings are handed: only what lies below them (their own objects are
     # bound into it by the composition root, under keys each wing declares)

@@ -24,6 +24,7 @@ from opsbot.config.base import (
     _Model,
 )
 from opsbot.config.objectives import ObjectiveOverride
+from opsbot.config.updates import UpdateNotices
 from opsbot.errors import ConfigError
 
 
@@ -357,6 +358,9 @@ class ContainerTarget(_TargetBase):
     container: str | None = Field(
         default=None, description="Container name; default: target name."
     )
+    updates: UpdateNotices | None = Field(
+        default=None, description="Announce newer images from the registry (update notices)."
+    )
 
 
 class ComposeTarget(_TargetBase):
@@ -364,6 +368,9 @@ class ComposeTarget(_TargetBase):
     file: str = Field(description="Path of the compose file on the endpoint.")
     service: str
     compose_command: Argv = Field(default_factory=lambda: ["docker", "compose"])
+    updates: UpdateNotices | None = Field(
+        default=None, description="Announce newer images from the registry (update notices)."
+    )
 
 
 class SystemdTarget(_TargetBase):

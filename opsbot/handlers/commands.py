@@ -32,6 +32,7 @@ from opsbot.render import Reply
 from opsbot.state import prompts
 from opsbot.state.outbox import Outbox
 from opsbot.state.prompts import Prompt
+from opsbot.updates import buttons as update_buttons
 from opsbot.verbs.progress import ProgressMessage
 from opsbot.verbs.registry import BUTTONS, Caller, command_verb, dispatch, refusal
 
@@ -195,6 +196,9 @@ class CommandHandlers:
         if key.startswith("a"):  # al, ar, ab, as, au, ak, ai: the buttons on an alert
             await self._alert_button(update, context, key, arg)
             return
+        if key in update_buttons.TAPS:  # an update notice's Deploy / Ignore
+            await self._update_button(query, caller, key, arg)
+            return
         verb = spec.verb
         assert verb is not None  # every other button runs a verb
         await _answer(query)
@@ -205,6 +209,24 @@ class CommandHandlers:
         if verb == "health" and reply.document is None:
             await self.services.notifier().edit_message(message.chat.id, message.message_id, reply)
         else:
+            thread = getattr(message, "message_thread_id", None)
+            await self._reply(message.chat.id, reply, thread, reply_to=message.message_id)
+
+    async def _update_button(
+        self, query: CallbackQuery, caller: Caller, key: str, notice_id: str
+    ) -> None:
+        """Deploy runs the deploy verb (its answer, an approval card, threaded to the notice);
+        Ignore edits the notice into "ignored by X"."""
+        done = await update_buttons.tap(self.services, caller, key, notice_id)
+        await _answer(query, done.toast[:200] if done.toast else None)
+        message = query.message
+        if message is None:
+            return
+        if done.card is not None:
+            await self.services.notifier().edit_message(message.chat.id, message.message_id,
+                                                        done.card)  # fmt: skip
+        if done.verb is not None:
+            reply = await dispatch(self.services, caller, done.verb, list(done.args))
             thread = getattr(message, "message_thread_id", None)
             await self._reply(message.chat.id, reply, thread, reply_to=message.message_id)
 

@@ -31,6 +31,7 @@ from opsbot.reach.targets import (
 from opsbot.render import Button, Document, Reply, clock, plural, short_duration
 from opsbot.services import Services
 from opsbot.state.audit import args_text
+from opsbot.updates.notices import check_line
 from opsbot.verbs.manual import help_
 from opsbot.verbs.registry import (
     NUMBER,
@@ -63,6 +64,8 @@ async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
         if result.state and can_restart(target):
             buttons.append(Button("🔁 Restart", f"hr:{name}"))
         text = f"{head} · {clock()}"
+        if (unchecked := await check_line(services, name)) is not None:
+            text += f"\n{unchecked}"  # the registry of its update notices is not answering
         # its rounds recorded (an objective): the last 24 h's latency, shown as a photo
         chart = await day_chart.latency(services, name, objectives_clock.now(), photo=True)
         if chart is not None:

@@ -91,6 +91,8 @@ BUTTON_DATA: dict[str, str] = {
     "i": "i:ack INC-99",
     "iu": "iu:INC-99",
     "lc": "lc:canary",
+    "ud": "ud:nonotice",  # an update notice's Deploy (none is known: a toast says so)
+    "ui": "ui:nonotice",
 }
 # What may run on the host when a cell's action is allowed to run.
 MAY_RUN: dict[str, set[str]] = {
