@@ -20,7 +20,7 @@ from opsbot.config.objectives import LATENCY_BUCKETS
 REJECT_REASONS = ("unauthorized", "too_large", "bad_json", "bad_shape", "ingest_failed")
 
 # What became of an outbox call (the label values of outbox_calls_total).
-OUTBOX_OUTCOMES = ("delivered", "retried", "rate_limited", "dropped")
+OUTBOX_OUTCOMES = ("delivered", "retried", "rate_limited", "dropped", "fenced")
 
 EXECUTOR_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -1,9 +1,13 @@
 """The outbox's Telegram side: delivers queued entries through the Bot API.
 
 Every replica runs one worker; they share the work through the store (a lease per chat, a
-claim per entry; see ``opsbot/state/outbox.py`` for the rules). The worker wakes at once when this
-replica queues something and every ``idle`` seconds otherwise; a reply it can send at once
-(nothing queued ahead of it in its chat) skips the scan altogether (``express``).
+claim per entry; see ``opsbot/state/outbox.py`` for the rules). Both point at the worker's
+owner, whose short liveness lease (:mod:`opsbot.state.liveness`) says whether it still runs:
+a dead replica's chat lease and claims are taken over within that lease, not their own
+length, and a worker whose liveness lapsed (a zombie) gives its claims back unsent. The
+worker wakes at once when this replica queues something and every ``idle`` seconds
+otherwise; a reply it can send at once (nothing queued ahead of it in its chat) skips the
+scan altogether (``express``).
 """
 
 from __future__ import annotations
@@ -25,18 +29,23 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 from opsbot.handlers.reply import keyboard, send_reply, to_html
 from opsbot.metrics import Metrics
 from opsbot.state import prompts
+from opsbot.state.liveness import Liveness
 from opsbot.state.outbox import MAX_AGE, NAMESPACE, Entry, Outbox
 from opsbot.state.store import ExpectScan, JSONDoc, Versioned, Write
 
 log = logging.getLogger(__name__)
 
-CHAT_LEASE = 30.0  # one replica delivers a chat at a time; a dead one's lease lapses this fast
+CHAT_LEASE = 30.0  # one replica delivers a chat at a time (a dead one's: see Liveness)
 CHAT_PASS = 10.0  # a pass over one chat stops starting calls after this long
 TELEGRAM_ID_LIMIT = 2**31  # refs are above it; a smaller "ref" is a message id from before
 
 
 def replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Fenced(Exception):
+    """This worker's liveness lapsed: another replica may have taken its claims over."""
 
 
 class OutboxWorker:
@@ -53,6 +62,7 @@ class OutboxWorker:
         self.metrics = metrics
         self.bot = bot
         self.owner = owner or replica_id()
+        self.liveness = Liveness(outbox.store, self.owner)
         self.idle = idle
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -61,8 +71,10 @@ class OutboxWorker:
         self._busy: set[int] = set()  # chats this worker is delivering now (pass or express)
         self._skipped = False  # a pass left a chat to an express send: look again after it
         self._express: set[asyncio.Task[None]] = set()
+        self._epochs: dict[str, int] = {}  # entry key -> the liveness epoch it was claimed in
 
     def start(self) -> None:
+        self.liveness.start()
         self._task = asyncio.create_task(self._loop(), name="outbox-worker")
         self.outbox.express = self.express
 
@@ -76,9 +88,11 @@ class OutboxWorker:
         self.outbox.wakeup.set()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.gather(task, *self._express), grace)
+        await self.liveness.stop()  # after the pass: its claims are settled or given back
 
     async def _loop(self) -> None:
         failing = False
+        await self.liveness.beat()  # alive before the first pass (the heartbeat task races it)
         while not self._stopping:
             self.outbox.wakeup.clear()
             try:
@@ -111,14 +125,26 @@ class OutboxWorker:
         try:
             async with self._chats:
                 lease = f"outbox-chat:{chat}"
-                if await self.outbox.store.acquire(lease, self.owner, CHAT_LEASE) is not None:
-                    return False  # another replica delivers this chat now
+                if not self.liveness.held or not await self._take(lease):
+                    return False  # another replica delivers this chat now (or this is fenced)
                 try:
                     return await self._deliver_chat(chat, entries)
                 finally:
                     await self.outbox.store.release(lease, self.owner)
         finally:
             self._busy.discard(chat)
+
+    async def _take(self, lease: str) -> bool:
+        """The chat's lease, taken over from a holder whose liveness lapsed (it died)."""
+        store = self.outbox.store
+        holder = await store.acquire(lease, self.owner, CHAT_LEASE)
+        if holder is None:
+            return True
+        if await self.liveness.alive(holder):
+            return False
+        # Released only if still the dead one's (two replicas racing: one acquire wins).
+        await store.release(lease, holder)
+        return await store.acquire(lease, self.owner, CHAT_LEASE) is None
 
     async def express(self, key: str, doc: JSONDoc, claim: Awaitable[bool] | None = None) -> bool:
         """Store a reply already claimed by this worker and send it at once; False when it
@@ -138,6 +164,8 @@ class OutboxWorker:
         ``claim`` (the answered update's, still being made) is awaited only before the call:
         its store round trip overlaps the write; if it does not hold, the entry is withdrawn."""
         chat = int(doc["chat"])
+        if not self.liveness.held and not await self.liveness.beat():
+            return False  # just started (or fenced): alive first, else others take it over
         if self._task is None or self._stopping or chat in self._busy:
             return False
         self._busy.add(chat)
@@ -159,6 +187,7 @@ class OutboxWorker:
         outbox = self.outbox
         claimed = {**doc, "state": "claimed", "owner": self.owner,
                    "lease_until": outbox.clock() + outbox.lease}  # fmt: skip
+        self._epochs[key] = self.liveness.epoch
         try:
             try:
                 entry, go = await self._write_claimed(key, claimed)
@@ -177,6 +206,7 @@ class OutboxWorker:
         except Exception:
             log.exception("outbox: express send in chat %s", chat)
         finally:
+            self._epochs.pop(key, None)
             if not stored.done():
                 stored.cancel()
             self._busy.discard(chat)
@@ -216,7 +246,7 @@ class OutboxWorker:
             if now - started > CHAT_PASS:
                 return moved  # well within the chat's lease; the next pass goes on
             if entry.state == "claimed":
-                if entry.lease_until > now:
+                if entry.lease_until > now and await self.liveness.alive(entry.owner):
                     return moved  # in flight elsewhere: the chat keeps its order
                 await self.outbox.recover(entry)
                 return True
@@ -235,12 +265,16 @@ class OutboxWorker:
             pace = self.outbox.pace
             if chat < 0 and not await pace.take(chat, pace.limit(entry.priority)):
                 return moved  # the group's window is full for this priority and those after
-            claimed = await self.outbox.claim(entry, self.owner)
-            if claimed is None:
-                return True  # changed since the scan: look again
-            moved = True
-            if not await self._deliver(claimed, where):
-                return moved  # to be retried: what follows waits behind it
+            self._epochs[entry.key] = self.liveness.epoch
+            try:
+                claimed = await self.outbox.claim(entry, self.owner)
+                if claimed is None:
+                    return True  # changed since the scan: look again
+                moved = True
+                if not await self._deliver(claimed, where):
+                    return moved  # to be retried: what follows waits behind it
+            finally:
+                self._epochs.pop(entry.key, None)
         return moved
 
     async def _where(self, ref: int) -> JSONDoc:
@@ -261,6 +295,11 @@ class OutboxWorker:
     async def _attempt(self, entry: Entry, where: JSONDoc | None) -> str:
         try:
             message_id = await self._call(entry, where)
+        except Fenced:  # not called: given back (unless another replica recovered it)
+            log.warning("outbox: %s in chat %s not sent: this replica's liveness lapsed",
+                        entry.kind, entry.chat)  # fmt: skip
+            await self.outbox.unclaim(entry)
+            return "fenced"
         except RetryAfter as exc:
             seconds = _seconds(exc)
             await self.outbox.pace.pause(entry.chat, seconds)
@@ -304,6 +343,11 @@ class OutboxWorker:
 
     async def _call(self, entry: Entry, where: JSONDoc | None) -> int | None:
         chat = entry.chat
+        reply = await self.outbox.reply_of(entry) if entry.kind != "pin" else None
+        # The last look before the Bot API: a zombie stops here, even once its heartbeat is
+        # back (a new epoch), since its claim may have been taken over meanwhile.
+        if not self.liveness.holds(self._epochs.get(entry.key, -1)):
+            raise Fenced(self.owner)
         if entry.kind == "pin":
             assert where is not None
             if entry.doc.get("unpin"):
@@ -311,7 +355,6 @@ class OutboxWorker:
                 return None
             await self.bot.pin_chat_message(chat, where["message_id"], disable_notification=True)
             return None
-        reply = await self.outbox.reply_of(entry)
         assert reply is not None
         if entry.kind == "send":
             answers = entry.doc.get("reply_to")
