@@ -3,8 +3,8 @@
 Nothing connects at import time. Pools open lazily once the application runs and close in
 ``post_shutdown``; bot commands are published per role in ``post_init``. With the redis store,
 the replicas share a leader lease (``leader_lease``): background work (alert ticks, incident
-ticks, monitor rounds) runs on its holder only, and in polling mode only the holder polls
-(:mod:`opsbot.runner`).
+ticks) runs on its holder only, and in polling mode only the holder polls
+(:mod:`opsbot.runner`); the monitor's targets are shared by the live replicas instead.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from opsbot.objectives.recording import FLUSH_SECONDS, Recorder
 from opsbot.reach.checks import check_all
 from opsbot.services import Services
 from opsbot.state.leases import Lease, only_when_leading, replica_id
+from opsbot.state.members import Members
 from opsbot.state.outbox import Priority
 from opsbot.state.outbox_notifier import OutboxNotifier
 from opsbot.updates.notices import TICK_SECONDS as UPDATES_TICK
@@ -344,10 +345,14 @@ async def schedule_monitor(
     lease: Lease | None,
     recorder: Recorder | None = None,
 ) -> None:
-    """The monitor's rounds (one scheduler, spread over each interval), on the lease holder.
+    """The monitor's rounds (one scheduler, spread over each interval), shared by the replicas.
 
-    A replica that takes the lease over starts a fresh ``Monitor`` seeded with what the engine
-    still holds firing, so it resolves what the previous holder raised.
+    With the redis store the live replicas split the targets (``state.members``: rendezvous
+    hashing over their liveness documents), so each round runs once and a replica's death
+    hands its share over within the lease's ttl. A target with an objective stays on the
+    lease holder, whose memory holds the burn-rate windows its rounds feed. Whenever this
+    replica's set of live peers changes it starts a fresh ``Monitor`` seeded with what the
+    engine still holds firing, so it resolves what the previous owner of a target raised.
     """
     settings = services.settings
     # The board's sparklines: each round's latency (only when the board is enabled).
@@ -365,20 +370,32 @@ async def schedule_monitor(
         )
 
     watcher = await fresh()
-    term = [lease.term if lease is not None else 0]
+    members = None
+    if lease is not None:
+        members = Members(services.store, "monitor", lease.owner, lease.ttl)
+        members.start()
+        services.on_close.append(members.stop)
+    seen: list[tuple[tuple[str, ...], int]] = [((), 0)]  # live peers, lease term
 
     async def current() -> monitor.Monitor | None:
         nonlocal watcher
-        if lease is None:
+        if members is None:
             return watcher
-        if not lease.held:
-            return None
-        if lease.term != term[0]:
-            term[0] = lease.term
+        now = (members.active(), lease.term if lease is not None else 0)
+        if now != seen[0]:
+            seen[0] = now
             watcher = await fresh()
         return watcher
 
-    rounds = MonitorScheduler(watcher, settings, services.metrics, current=current)
+    def owns(name: str) -> bool:
+        assert lease is not None and members is not None
+        if settings.objective(name) is not None:
+            # The burn-rate windows live in the lease holder's memory: its rounds stay there.
+            return lease.held
+        return members.owns(name)
+
+    rounds = MonitorScheduler(watcher, settings, services.metrics, current=current,
+                              owns=None if members is None else owns)  # fmt: skip
     rounds.start()
     services.on_close.append(rounds.stop)
 

@@ -1,7 +1,10 @@
 """When the monitor's rounds run: one task for every target, spread out and bounded.
 
 - Each target keeps a stable phase inside its interval (a hash of its name), so a thousand
-  targets at 30 s make about 33 rounds a second, never a thousand at one instant.
+  targets at 30 s make about 33 rounds a second, never a thousand at one instant. Rounds are
+  due at wall-clock slots (``k * interval + phase``), the same in every replica: with replicas
+  sharing the targets (``owns``), the one that owns a target when a slot is due runs it, so a
+  share that moves runs each slot once, neither twice nor early.
 - Checks run through slots: ``CHECKS_IN_FLIGHT`` at once overall and a few per endpoint (an SSH
   endpoint's own ``max_concurrency``); a check's timeout starts once it has its slot.
 - A round is never dropped silently. One due while the target's last round still runs waits
@@ -16,6 +19,8 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -54,10 +59,14 @@ class MonitorScheduler:
         *,
         concurrency: int = CHECKS_IN_FLIGHT,
         current: Callable[[], Awaitable[Monitor | None]] | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         """``current``, when given, names the monitor each round runs on, or None where this
-        replica does not lead (then the round is not run here: the leader runs it)."""
+        replica does not lead (then the round is not run here: the leader runs it). ``owns``,
+        when given, says whether this replica runs a target's round due now (the targets are
+        shared between replicas: ``state.members``); other targets' rounds are left alone."""
         self._current = current
+        self._owns = owns
         self._monitor = monitor
         self._settings = settings
         self._metrics = metrics or Metrics()
@@ -84,8 +93,7 @@ class MonitorScheduler:
     async def run(self) -> None:
         """Start every round at its due time, forever (cancel to stop)."""
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        queue = [(start + phase(name, t.interval), name) for name, t in self._targets.items()]
+        queue = [(_first_slot(name, t.interval, loop), name) for name, t in self._targets.items()]
         heapq.heapify(queue)
         try:
             while queue:
@@ -102,6 +110,8 @@ class MonitorScheduler:
             await asyncio.gather(*rounds, return_exceptions=True)
 
     def _launch(self, name: str, due: float) -> None:
+        if self._owns is not None and not self._owns(name):
+            return  # another replica's share
         target = self._targets[name]
         if target.running is None:
             target.running = asyncio.create_task(self._round(name, due), name=f"monitor-{name}")
@@ -159,6 +169,14 @@ class MonitorScheduler:
                     size = PER_ENDPOINT
             semaphore = self._endpoints[key] = asyncio.Semaphore(size)
         return semaphore
+
+
+def _first_slot(name: str, interval: float, loop: asyncio.AbstractEventLoop) -> float:
+    """The loop time of the target's next wall-clock slot (now or later)."""
+    now, wall = loop.time(), time.time()
+    offset = phase(name, interval)
+    slot = math.ceil((wall - offset) / interval) * interval + offset
+    return now + (slot - wall)
 
 
 async def run_forever(monitor: Monitor, stop: asyncio.Event) -> None:
