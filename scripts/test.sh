@@ -12,7 +12,7 @@ die() { printf 'scripts/test.sh: %s\n' "$*" >&2; exit 1; }
 
 APT_PACKAGES=(redis-server openssh-server docker.io busybox-static postgresql sqlite3
               prometheus-alertmanager ca-certificates chromium chromium-driver
-              docker-compose systemd python3 iproute2)
+              docker-compose systemd python3 iproute2 docker-registry)
 
 PM2_VERSION=7.0.4  # the pm2 daemon of tests/onboarding, pinned like the Python lock
 
@@ -37,6 +37,8 @@ missing_tools() {
     [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
     # tests/deploy/test_deploy.py: compose files and the systemd unit checked by their own tools
     command -v docker-compose >/dev/null || missing+=(docker-compose)
+    # tests/updates: update notices ask a real Registry v2 (Debian's distribution registry)
+    command -v docker-registry >/dev/null || missing+=(docker-registry)
     command -v systemd-analyze >/dev/null || missing+=(systemd-analyze)
     # the kubectl stand-in of tests/actions/test_k8s_revisions.py runs as the lab user, via ssh
     [[ -x /usr/bin/python3 ]] || missing+=(python3)
