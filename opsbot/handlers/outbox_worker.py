@@ -110,6 +110,8 @@ class OutboxWorker:
 
     async def run_once(self) -> bool:
         """One pass over every chat with work; True when something moved."""
+        if not self.liveness.held:  # not started (a pass driven by hand) or just lapsed
+            await self.liveness.beat()
         due = await self.outbox.due()
         if self.metrics is not None:
             self.metrics.outbox_pending.set(sum(len(entries) for entries in due.values()))

@@ -13,8 +13,6 @@ zombie (paused, cut off from the store) stops calling the Bot API before anyone 
 its document lapse; when it wakes, ``held`` is false and its claims are given back unsent.
 Each lapse ends an ``epoch``: a claim is acted on only in the epoch it was made in, so a zombie
 whose heartbeat resumes does not go on with a call that another replica already took over.
-Each lapse ends an ``epoch``: a claim is acted on only in the epoch it was made in, so a zombie
-whose heartbeat resumes does not go on with a call that another replica already took over.
 """
 
 from __future__ import annotations
