@@ -383,8 +383,8 @@ async def schedule_monitor(
             return watcher
         now = (members.active(), lease.term if lease is not None else 0)
         if now != seen[0]:
+            watcher = await fresh()  # the store may be down: then the next round asks again
             seen[0] = now
-            watcher = await fresh()
         return watcher
 
     def owns(name: str) -> bool:

@@ -29,6 +29,7 @@ from opsbot.alerting.monitor import Monitor
 from opsbot.config import DockerEndpoint, Settings, SSHEndpoint
 from opsbot.metrics import Metrics
 from opsbot.reach.checks import CHECKS_IN_FLIGHT, Gate
+from opsbot.state.store import STORE_UNREACHABLE
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ class MonitorScheduler:
                 await monitor.round(name, gate=self._gate(due))
         except asyncio.CancelledError:
             raise
+        except STORE_UNREACHABLE as exc:  # an outage, not a bug: the next slot runs it
+            log.warning("monitor round for %s: the store is unreachable (%s)", name, exc)
         except Exception:
             log.exception("monitor round for %s failed", name)
         target = self._targets[name]

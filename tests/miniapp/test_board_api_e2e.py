@@ -286,6 +286,10 @@ async def test_ways_in_the_menu_button_board_and_the_health_and_alert_buttons(
             token=OPSBOT_TOKEN,
         )
         assert buttons(alert)[-1] == {"text": "📊 Board", "url": LINK}
+        for person in (ALICE, BOB, VIC, OSCAR):  # the menu round starts 0.5 s after start-up
+            await fake.wait_for_call(
+                "setChatMenuButton", lambda c, p=person: str(c.params.get("chat_id")) == str(p.id)
+            )
         menus = fake.menu_buttons(OPSBOT_TOKEN)
         for person in (ALICE, BOB, VIC, OSCAR):
             assert menus[person.id] == {
