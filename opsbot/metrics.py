@@ -8,11 +8,15 @@ web server serves :meth:`Metrics.render`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from itertools import accumulate
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from opsbot.config.objectives import LATENCY_BUCKETS
 
@@ -103,18 +107,8 @@ class Metrics:
 
         # The objectives' SLI, per target, counted where the round ran (the lease holder): sum
         # over replicas, e.g. sum by (target) (rate(opsbot_slo_rounds_good_total[5m])).
-        self.slo_rounds_total = Counter(
-            "slo_rounds", "Monitor rounds of targets with an objective.", ["target"],
-            namespace=namespace, registry=r,
-        )  # fmt: skip
-        self.slo_rounds_good_total = Counter(
-            "slo_rounds_good", "Those rounds that were not failing (the availability SLI).",
-            ["target"], namespace=namespace, registry=r,
-        )  # fmt: skip
-        self.slo_round_seconds = Histogram(
-            "slo_round_seconds", "Those rounds' latency (the latency SLI's buckets).",
-            ["target"], buckets=LATENCY_BUCKETS, namespace=namespace, registry=r,
-        )  # fmt: skip
+        self.slo_totals: dict[str, list[float]] = {}
+        r.register(SLITotals(self.slo_totals, namespace))
 
     @contextmanager
     def time_executor(self, kind: str) -> Iterator[None]:
@@ -128,3 +122,46 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry (serve with ``content_type``)."""
         return generate_latest(self.registry)
+
+
+#: Where a target's running totals sit in ``Metrics.slo_totals[target]``: rounds, good rounds,
+#: the latency sum, then one count per latency bucket (``LATENCY_BUCKETS``, then +Inf).
+SLI_ROUNDS, SLI_GOOD, SLI_SUM, SLI_BUCKETS = 0, 1, 2, 3
+
+
+class SLITotals(Collector):
+    """The SLI series, read from running totals when /metrics is scraped.
+
+    Why a custom collector (prometheus_client's own API for figures kept elsewhere) and not a
+    Counter and a Histogram child per target: the monitor's hook then adds to a list (about
+    1 µs a round) instead of three locked metric updates (about 10 µs); the series are the
+    same: ``slo_rounds_total``, ``slo_rounds_good_total``, ``slo_round_seconds``."""
+
+    def __init__(self, totals: Mapping[str, list[float]], namespace: str) -> None:
+        self._totals = totals
+        self._prefix = f"{namespace}_" if namespace else ""
+
+    def collect(self) -> Iterator[Metric]:
+        p = self._prefix
+        rounds = CounterMetricFamily(
+            f"{p}slo_rounds", "Monitor rounds of targets with an objective.", labels=["target"]
+        )
+        good = CounterMetricFamily(
+            f"{p}slo_rounds_good",
+            "Those rounds that were not failing (the availability SLI).",
+            labels=["target"],
+        )
+        seconds = HistogramMetricFamily(
+            f"{p}slo_round_seconds",
+            "Those rounds' latency (the latency SLI's buckets).",
+            labels=["target"],
+        )
+        bounds = [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]
+        for target, totals in list(self._totals.items()):
+            rounds.add_metric([target], totals[SLI_ROUNDS])
+            good.add_metric([target], totals[SLI_GOOD])
+            cumulative = accumulate(totals[SLI_BUCKETS:])
+            seconds.add_metric(
+                [target], list(zip(bounds, cumulative, strict=True)), totals[SLI_SUM]
+            )
+        yield from (rounds, good, seconds)

@@ -25,10 +25,8 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal
 
-from prometheus_client import Counter, Histogram
-
 from opsbot.config import Settings
-from opsbot.metrics import Metrics
+from opsbot.metrics import SLI_BUCKETS, SLI_GOOD, SLI_ROUNDS, SLI_SUM, Metrics
 from opsbot.objectives import clock as objectives_clock
 from opsbot.objectives.series import (
     BUCKETS,
@@ -89,7 +87,6 @@ class Recorder:
         # (None: no objective; settings are frozen)
         self.windows: Windows | None = None  # the burn-rate alerts' windows, told of rounds
         self._metrics = metrics
-        self._series: dict[str, tuple[Counter, Counter, Histogram]] = {}
 
     def round_done(self, target: str, health: TargetHealth, at: float) -> None:
         """The monitor's hook: one round of ``target`` ended (counted at this clock's now,
@@ -101,20 +98,15 @@ class Recorder:
                 self._export(target, good, health.latency)
 
     def _export(self, target: str, good: bool, latency: float) -> None:
-        series = self._series.get(target)
-        if series is None:
-            m = self._metrics
-            assert m is not None
-            series = self._series[target] = (
-                m.slo_rounds_total.labels(target=target),
-                m.slo_rounds_good_total.labels(target=target),
-                m.slo_round_seconds.labels(target=target),
-            )
-        rounds, good_rounds, seconds = series
-        rounds.inc()
-        if good:
-            good_rounds.inc()
-        seconds.observe(latency)
+        """Add the round to the /metrics totals (``metrics.SLITotals`` reads them)."""
+        assert self._metrics is not None
+        totals = self._metrics.slo_totals.get(target)
+        if totals is None:
+            totals = self._metrics.slo_totals[target] = [0.0] * (SLI_BUCKETS + BUCKETS)
+        totals[SLI_ROUNDS] += 1
+        totals[SLI_GOOD] += good
+        totals[SLI_SUM] += latency
+        totals[SLI_BUCKETS + bucket(latency)] += 1
 
     def limit(self, target: str) -> int | None:
         """The bucket of the target's latency objective (rounds above it are slow; None:

@@ -96,6 +96,13 @@ class Windows:
         if minute <= ring.last - self.size + 1:
             return  # older than the ring
         size = self.size
+        if minute == ring.last:  # the common case, each round: one cell per column
+            at = minute % size
+            ring.total[at] += total
+            ring.bad[at] += bad
+            ring.timed[at] += timed
+            ring.slow[at] += slow
+            return
         for column, value in zip(ring.columns(), (total, bad, timed, slow), strict=True):
             if value:
                 for step in range(minute, ring.last + 1):
