@@ -1767,6 +1767,45 @@ def _edit(fake: FakeBotAPI, bot: BotState, p: JSON, method: str, kind: str) -> J
     return fake._message_api(msg)
 
 
+def _edit_message_media(fake: FakeBotAPI, bot: BotState, p: JSON) -> JSON:
+    """As Telegram, for a photo: ``media`` is an InputMediaPhoto (JSON) whose ``media`` is
+    ``attach://NAME`` (the upload in field NAME) or a known file id; only a message that has
+    media can be edited so ("there is no media in the message to edit" for a text)."""
+    chat = fake._chat(p.get("chat_id"))
+    msg = fake._find(chat, p, "edit")
+    if msg.bot_token != bot.token:
+        raise _bad("message can't be edited")
+    if msg.document_name is None:
+        raise _bad("there is no media in the message to edit")
+    try:
+        media = json.loads(str(p.get("media")))
+    except ValueError:
+        raise _bad("can't parse InputMedia JSON object") from None
+    if not isinstance(media, dict) or media.get("type") != "photo":
+        raise _bad("unsupported media type in the fake (photo only)")
+    source = str(media.get("media", ""))
+    upload = p.get(source.removeprefix("attach://")) if source.startswith("attach://") else None
+    if isinstance(upload, UploadedFile):
+        if _image_size(upload.data) is None:
+            raise _bad("IMAGE_PROCESS_FAILED")
+        data, name = upload.data, upload.filename
+    elif source in fake._files:
+        data, name = fake._files[source].data, fake._files[source].name
+    else:
+        raise _bad("wrong file identifier/HTTP URL specified")
+    markup = _check_markup(p.get("reply_markup"))
+    caption, entities = fake._render(
+        media.get("caption"), media.get("parse_mode"), media.get("caption_entities"),
+        caption=True,
+    )  # fmt: skip
+    if fake.count_edits:
+        fake._rate_limit(bot, "editMessageMedia", chat.id)
+    msg.document_name, msg.document_bytes, msg.photo = name, data, _image_size(data)
+    fake._apply_edit(msg, caption, media.get("caption"), entities, markup)
+    msg.parse_mode = media.get("parse_mode")
+    return fake._message_api(msg)
+
+
 def _edit_message_reply_markup(fake: FakeBotAPI, bot: BotState, p: JSON) -> JSON:
     chat = fake._chat(p.get("chat_id"))
     msg = fake._find(chat, p, "edit")
@@ -2002,6 +2041,7 @@ _METHODS: dict[str, tuple[str, Handler]] = {
         ("editMessageText", _edit_message_text),
         ("editMessageCaption", _edit_message_caption),
         ("editMessageReplyMarkup", _edit_message_reply_markup),
+        ("editMessageMedia", _edit_message_media),
         ("deleteMessage", _delete_message),
         ("answerCallbackQuery", _answer_callback_query),
         ("answerInlineQuery", _answer_inline_query),

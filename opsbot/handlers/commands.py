@@ -23,6 +23,7 @@ from opsbot.alerting.verbs import ALERT_TAPS, alert_tap
 from opsbot.errors import UsageError
 from opsbot.handlers.gate import Gate
 from opsbot.handlers.ingress import UpdateDedup
+from opsbot.handlers.reply import fits_caption
 from opsbot.handlers.stepup import StepUpHandlers
 from opsbot.incidents.card import UPDATE_PROMPT, update_prompt
 from opsbot.incidents.from_alert import brief_title, severity_prompt
@@ -206,7 +207,7 @@ class CommandHandlers:
         message = query.message
         if message is None or not hasattr(message, "edit_text"):
             return
-        if verb == "health" and reply.document is None:
+        if verb == "health" and _refreshes_in_place(message, reply):
             await self.services.notifier().edit_message(message.chat.id, message.message_id, reply)
         else:
             thread = getattr(message, "message_thread_id", None)
@@ -381,3 +382,12 @@ async def _answer(query: CallbackQuery, text: str | None = None) -> None:
         await query.answer(text)
     except TelegramError as exc:
         log.info("could not answer a button tap: %s", exc)
+
+
+def _refreshes_in_place(message: object, reply: Reply) -> bool:
+    """A Refresh edits the tapped message when the new answer has its shape: text for a
+    text, a photo with its caption for a photo (/health TARGET's latency chart)."""
+    photo = reply.document is not None and reply.document.photo and fits_caption(reply)
+    if getattr(message, "photo", None):
+        return photo
+    return reply.document is None

@@ -26,7 +26,7 @@ from telegram import Bot
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
-from opsbot.handlers.reply import keyboard, send_reply, to_html
+from opsbot.handlers.reply import edit_photo, keyboard, send_reply, to_html
 from opsbot.metrics import Metrics
 from opsbot.state import prompts
 from opsbot.state.liveness import Liveness
@@ -370,6 +370,9 @@ class OutboxWorker:
                 sent = await send_reply(self.bot, chat, reply, thread_id=where.get("thread"))
                 return sent.message_id
             message_id = int(where["message_id"])
+        if reply.document is not None and reply.document.photo:  # a refreshed chart
+            await edit_photo(self.bot, chat, message_id, reply)
+            return message_id
         await self.bot.edit_message_text(
             to_html(reply),
             chat_id=chat,

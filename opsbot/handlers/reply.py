@@ -11,6 +11,7 @@ from telegram import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputFile,
+    InputMediaPhoto,
     Message,
     ReplyParameters,
 )
@@ -74,7 +75,7 @@ async def send_reply(
     )
     if reply.document is not None and reply.document.photo:
         html_text = to_html(reply)
-        fits = len(reply.text) + (len(reply.block) + 1 if reply.block else 0) <= MAX_CAPTION
+        fits = fits_caption(reply)
         photo = await bot.send_photo(
             chat_id,
             InputFile(reply.document.content, filename=reply.document.filename),
@@ -105,3 +106,19 @@ async def send_reply(
         reply_parameters=answering,
     )
 
+
+def fits_caption(reply: Reply) -> bool:
+    """Whether the reply's text fits under a photo (Telegram's 1,024 characters)."""
+    return len(reply.text) + (len(reply.block) + 1 if reply.block else 0) <= MAX_CAPTION
+
+
+async def edit_photo(bot: Bot, chat_id: int, message_id: int, reply: Reply) -> None:
+    """A photo message refreshed in place: the new picture with the reply as its caption and
+    buttons (``editMessageMedia``), where ``send_reply`` would post a new photo."""
+    assert reply.document is not None and reply.document.photo and fits_caption(reply)
+    # the bytes themselves (not an InputFile): PTB then attaches them as attach://NAME
+    media = InputMediaPhoto(reply.document.content, filename=reply.document.filename,
+                            caption=to_html(reply), parse_mode=ParseMode.HTML)  # fmt: skip
+    await bot.edit_message_media(
+        media, chat_id=chat_id, message_id=message_id, reply_markup=keyboard(reply)
+    )

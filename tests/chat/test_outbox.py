@@ -303,6 +303,29 @@ async def test_a_photo_carries_its_text_as_caption_or_goes_before_a_long_one(
     assert text.text == f"paybot: ok\n{long}" and text.reply_markup is not None
 
 
+async def test_a_photo_edited_by_message_id_gets_the_new_picture_in_place(
+    open_store: OpenStore, bots: list[Bot], fake: FakeBotAPI
+) -> None:
+    """A refreshed chart (Refresh on /health TARGET) edits the photo message, as a text
+    message's refresh edits its text: editMessageMedia, no second message."""
+    outbox = Outbox(open_store())
+    buttons = (Button("🔄 Refresh", "h:quizbot"),)
+    first = Document("chart.png", png(640, 320), raw=True, photo=True)
+    await outbox.send(GROUP, Reply("quizbot: ok", document=first, buttons=buttons))
+    await deliver(outbox, bots[0])
+    (sent,) = fake.bot_messages(GROUP)
+    newer = Document("chart.png", png(640, 321), raw=True, photo=True)
+    await outbox.edit_message(GROUP, sent.message_id, Reply("quizbot: slow", document=newer,
+                                                           buttons=buttons))  # fmt: skip
+    await deliver(outbox, bots[0])
+    (edited,) = fake.bot_messages(GROUP)
+    assert (edited.message_id, edited.photo, edited.caption) == (
+        sent.message_id, (640, 321), "quizbot: slow"
+    )  # fmt: skip
+    assert edited.document_bytes == newer.content and edited.reply_markup is not None
+    assert len(fake.calls_to("editMessageMedia")) == 1
+
+
 async def test_a_photo_telegram_cannot_read_is_dropped_not_retried(
     open_store: OpenStore, bots: list[Bot], fake: FakeBotAPI
 ) -> None:

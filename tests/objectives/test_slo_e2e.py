@@ -15,6 +15,7 @@ from opsbot.objectives import charts, clock
 from opsbot.objectives.recording import Recorder
 from opsbot.objectives.series import DAY
 from tests.factories import (
+    OPS,
     OPSBOT_TOKEN,
     OPSBOT_USERNAME,
     VIC,
@@ -105,6 +106,17 @@ async def test_health_of_a_target_shows_its_latency_chart_of_the_last_24_h(
     assert caption[1] == "📈 last 24 h, p95 ≤ 1 s; 75 % of rounds ≤ 0.5 s (objective 95 %)"
     buttons = [b for row in (health.reply_markup or {})["inline_keyboard"] for b in row]
     assert {"text": "🔄 Refresh", "callback_data": "h:paybot"} in buttons
+    before = len(chat.bot_messages())
+    chat.tap(health, "h:paybot", user=VIC)  # Refresh: the same photo message, edited
+    refreshed = await chat.fake.wait_for_message(
+        OPS.id, lambda m: m.message_id == health.message_id and m.edits == 1, token=OPSBOT_TOKEN
+    )
+    assert refreshed.photo == charts.LATENCY_SIZE and refreshed.document_bytes
+    assert (refreshed.caption or "").startswith("✅ paybot: ok (")
+    assert {"text": "🔄 Refresh", "callback_data": "h:paybot"} in [
+        b for row in (refreshed.reply_markup or {})["inline_keyboard"] for b in row
+    ]
+    assert len(chat.bot_messages()) == before  # no second photo
     chart = await chat.ask("/latency paybot", user=VIC)  # the same chart, as a file
     assert chart.document_name is not None and chart.document_name.startswith("paybot-latency-")
     assert chart.photo is None
