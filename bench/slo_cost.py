@@ -4,7 +4,8 @@
    loopback that accepts and closes, in a process of its own) over N targets, every target's
    round once per pass, with and without the objectives hooked in: the recorder (and its
    /metrics series), once per two passes (a minute at the default 30 s interval) the
-   burn-rate tick over every target, and once per four passes the flush into the store.
+   burn-rate tick over every target, and the flush into the store as often as opsbot makes
+   it (``FLUSH_SECONDS``: every ten passes at 5 minutes).
    Passes alternate between the two, so the machine's load falls on both alike. Aim: the
    recording adds under 10 % CPU. Beside it, the recording's work timed on its own (the hook
    for four rounds of every target, two ticks, a flush), as a share of the monitor's round:
@@ -45,7 +46,7 @@ from opsbot.config import Settings
 from opsbot.metrics import Metrics
 from opsbot.objectives import recording
 from opsbot.objectives.alerts import BurnAlerts
-from opsbot.objectives.recording import Recorder
+from opsbot.objectives.recording import FLUSH_SECONDS, Recorder
 from opsbot.objectives.series import DAY
 from opsbot.reach.checks import CheckResult, TargetHealth
 from opsbot.reach.targets import State
@@ -55,6 +56,10 @@ from opsbot.state.store.redis import RedisStore
 from opsbot.state.store.sqlite import SQLiteStore
 from tests.lab.ports import free_port
 from tests.lab.redis import start_redis
+
+INTERVAL = 30.0  # the monitor's default interval: a pass is one round of every target
+TICK_EVERY = int(60 // INTERVAL)  # passes a minute: the burn-rate tick
+FLUSH_EVERY = int(FLUSH_SECONDS // INTERVAL)  # passes between flushes
 
 
 async def _ignore(events: Sequence[AlertEvent]) -> None:
@@ -110,18 +115,18 @@ async def one_pass(monitor: Monitor, names: list[str]) -> float:
 
 async def recording_alone(recorder: Recorder, burn: BurnAlerts, names: list[str]) -> float:
     """CPU µs per round of the recording's own work, timed without the monitor around it:
-    four rounds of every target through the hook, two ticks, one flush (as in the passes).
+    FLUSH_EVERY rounds of every target through the hook, their ticks and one flush.
     Far less noisy than the difference of two passes, whose single runs scatter by ±25 %."""
     health = TargetHealth("t", (CheckResult("tcp 127.0.0.1", State.OK, "open", 0.002),), 0.002)
     started = time.process_time()
-    for _ in range(4):
+    for index in range(FLUSH_EVERY):
         now = time.time()
         for name in names:
             recorder.round_done(name, health, now)
-    await burn.tick()
-    await burn.tick()
+        if index % TICK_EVERY == TICK_EVERY - 1:
+            await burn.tick()
     await recorder.flush()
-    return (time.process_time() - started) / (4 * len(names)) * 1e6
+    return (time.process_time() - started) / (FLUSH_EVERY * len(names)) * 1e6
 
 
 async def cpu_per_round(targets: int, passes: int, store: Store) -> tuple[float, float, float]:
@@ -154,10 +159,10 @@ async def cpu_per_round(targets: int, passes: int, store: Store) -> tuple[float,
             without.append(await one_pass(bare, names))
             started = time.process_time()
             await one_pass(hooked, names)
-            if index % 2 == 1:
+            if index % TICK_EVERY == TICK_EVERY - 1:
                 await burn.tick()  # a minute: every target's burn-rate rules
-            if index % 4 == 3:
-                await recorder.flush()  # two minutes: the counts into the store
+            if index % FLUSH_EVERY == FLUSH_EVERY - 1:
+                await recorder.flush()  # the counts into the store
             with_.append(time.process_time() - started)
         alone = statistics.median([await recording_alone(recorder, burn, names) for _ in range(5)])
     finally:
@@ -229,7 +234,7 @@ async def main() -> None:
         f"{args.passes} --store {args.store}`: means over {args.passes} passes, each a round "
         "of every target (real TCP checks on loopback, all passing), with and without the "
         "recorder and its metrics, the burn-rate tick every second pass and the flush every "
-        "fourth (every minute and every 2 minutes at 30 s).",
+        f"{FLUSH_EVERY}th (every minute and every {FLUSH_SECONDS / 60:.0f} minutes at 30 s).",
         "",
         "| | value |",
         "|---|---|",

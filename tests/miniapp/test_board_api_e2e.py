@@ -127,7 +127,7 @@ async def test_targets_come_worst_first_and_a_viewer_is_offered_no_action(
         assert payments["actions"] == ["rollback"]  # no restart argv: no Restart button
         assert set(ledger["uptime"]) == {"24h", "7d", "30d"} and len(ledger["spark"]) == 96
         assert ledger["latency_ms"] is not None  # the monitor's first round was recorded
-        objective = ledger["objective"]  # /slo's figures; no rounds flushed yet (2 min)
+        objective = ledger["objective"]  # /slo's figures; no rounds flushed yet (5 min)
         assert set(objective) == {"objective", "sli", "budget_left", "burn_1h", "verdict"}
         assert objective["objective"] == 99.9
         assert objective["verdict"] == "ledger: no rounds recorded yet (objective 99.9 %)"
