@@ -295,7 +295,7 @@ def start_objectives(
     jobs: Any, services: Services, ingest: burn_alerts.Ingest, engine: AlertEngine,
     lease: Lease | None,
 ) -> Recorder | None:
-    """The objectives' recorder (None: objectives off), flushed every minute and at shutdown
+    """The objectives' recorder (None: objectives off), flushed every 5 minutes and at shutdown
     on every replica (only the lease holder counts rounds); the burn-rate alerts' tick on the
     lease holder; the scheduled report's tick on every replica (each slot claimed once)."""
     if not services.settings.objectives.enabled:
