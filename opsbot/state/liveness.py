@@ -40,6 +40,7 @@ class Liveness:
         self.renew_every = ttl / 4
         self._valid_until = 0.0  # monotonic; alive while now < this
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._failing = False
         self.epoch = 0  # how many times this replica became alive (after start or a lapse)
 
@@ -54,6 +55,7 @@ class Liveness:
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name=f"liveness-{self.owner}")
 
     async def stop(self) -> None:
@@ -61,6 +63,7 @@ class Liveness:
         task, self._task = self._task, None
         if task is None:
             return
+        self._stopping = True  # in case a cancellation is swallowed by a store call
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -91,7 +94,7 @@ class Liveness:
         return True
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:  # not only the cancel: asyncio.timeout may swallow it (3.11)
             started = time.monotonic()
             await self.beat()
             await asyncio.sleep(max(started + self.renew_every - time.monotonic(), 0.01))

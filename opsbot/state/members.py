@@ -66,10 +66,12 @@ class Members:
         self._active: tuple[str, ...] = ()
         self._owners: dict[str, str | None] = {}  # key → owner, for ``_active``
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._error: str | None = None
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name=f"members-{self.namespace}")
 
     async def stop(self, *, release: bool = True) -> None:
@@ -80,6 +82,7 @@ class Members:
         task, self._task = self._task, None
         if task is None:
             return
+        self._stopping = True  # in case a cancellation is swallowed by a store call
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -119,7 +122,7 @@ class Members:
         return self.owner_of(key) == self.owner
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:  # not only the cancel: asyncio.timeout may swallow it (3.11)
             started = time.monotonic()
             try:
                 await self._beat(started)
