@@ -226,8 +226,9 @@ async def start_alerting(application: AnyApplication, services: Services) -> Web
         only_when_leading(lease, tick, "alerts tick"), interval=TICK_SECONDS, first=TICK_SECONDS,
         name="alerts-tick",
     )  # fmt: skip
-    recorder = start_objectives(jobs, services, ingest, engine, lease)
-    await schedule_monitor(services, engine, ingest, lease, recorder)
+    members = monitor_members(services, lease)
+    recorder = start_objectives(jobs, services, ingest, engine, lease, members)
+    await schedule_monitor(services, engine, ingest, lease, members, recorder)
     await _schedule_backups(jobs, services, ingest, lease)
     schedule_update_notices(jobs, services)
     if not settings.web.enabled:
@@ -291,13 +292,24 @@ def schedule_update_notices(jobs: Any, services: Services) -> None:
                        first=5.0, name="update-notices")  # fmt: skip
 
 
+def monitor_members(services: Services, lease: Lease | None) -> Members | None:
+    """The replicas sharing the monitor's targets (None: a lone replica runs them all)."""
+    if lease is None:
+        return None
+    members = Members(services.store, "monitor", lease.owner, lease.ttl)
+    members.start()
+    services.on_close.append(members.stop)
+    return members
+
+
 def start_objectives(
     jobs: Any, services: Services, ingest: burn_alerts.Ingest, engine: AlertEngine,
-    lease: Lease | None,
+    lease: Lease | None, members: Members | None = None,
 ) -> Recorder | None:
     """The objectives' recorder (None: objectives off), flushed every 5 minutes and at shutdown
-    on every replica (only the lease holder counts rounds); the burn-rate alerts' tick on the
-    lease holder; the scheduled report's tick on every replica (each slot claimed once)."""
+    on every replica (each counts the rounds it runs); the burn-rate alerts' tick on every
+    replica for its share of the targets (``members``), whose rounds feed its windows; the
+    scheduled report's tick on every replica (each slot claimed once)."""
     if not services.settings.objectives.enabled:
         return None
     recorder = Recorder(services.store, services.settings, metrics=services.metrics)
@@ -315,15 +327,18 @@ def start_objectives(
         listed = await engine.list(firing_only=True, limit=10_000)
         return {a.fingerprint for a in listed if a.firing and a.source == burn_alerts.SOURCE}
 
+    owns = members.owns if members is not None else None
     alerts = burn_alerts.BurnAlerts(services.store, services.settings, ingest, still_firing,
-                                    recorder)  # fmt: skip
+                                    recorder, owns)  # fmt: skip
     if alerts.active:
 
         async def tick(context: object) -> None:
             await alerts.tick()
 
         every = burn_alerts.TICK_SECONDS
-        jobs.run_repeating(only_when_leading(lease, tick, "burn-rate alerts"), interval=every,
+        # with members every replica ticks for its share; a lone one with or without a lease
+        alone = lease if members is None else None
+        jobs.run_repeating(only_when_leading(alone, tick, "burn-rate alerts"), interval=every,
                            first=every, name="burn-rate-alerts")  # fmt: skip
     reports = report_schedule.ReportScheduler(services, services.notifier(Priority.alert))
     if reports.active:
@@ -343,14 +358,15 @@ async def schedule_monitor(
     engine: AlertEngine,
     ingest: monitor.Ingest,
     lease: Lease | None,
+    members: Members | None = None,
     recorder: Recorder | None = None,
 ) -> None:
     """The monitor's rounds (one scheduler, spread over each interval), shared by the replicas.
 
     With the redis store the live replicas split the targets (``state.members``: rendezvous
     hashing over their liveness documents), so each round runs once and a replica's death
-    hands its share over within the lease's ttl. A target with an objective stays on the
-    lease holder, whose memory holds the burn-rate windows its rounds feed. Whenever this
+    hands its share over within the lease's ttl (a target's burn-rate windows are kept by the
+    replica whose rounds feed them, ``start_objectives``). Whenever this
     replica's set of live peers changes it starts a fresh ``Monitor`` seeded with what the
     engine still holds firing, so it resolves what the previous owner of a target raised.
     """
@@ -370,11 +386,6 @@ async def schedule_monitor(
         )
 
     watcher = await fresh()
-    members = None
-    if lease is not None:
-        members = Members(services.store, "monitor", lease.owner, lease.ttl)
-        members.start()
-        services.on_close.append(members.stop)
     seen: list[tuple[tuple[str, ...], int]] = [((), 0)]  # live peers, lease term
 
     async def current() -> monitor.Monitor | None:
@@ -387,15 +398,8 @@ async def schedule_monitor(
             seen[0] = now
         return watcher
 
-    def owns(name: str) -> bool:
-        assert lease is not None and members is not None
-        if settings.objective(name) is not None:
-            # The burn-rate windows live in the lease holder's memory: its rounds stay there.
-            return lease.held
-        return members.owns(name)
-
     rounds = MonitorScheduler(watcher, settings, services.metrics, current=current,
-                              owns=None if members is None else owns)  # fmt: skip
+                              owns=None if members is None else members.owns)  # fmt: skip
     rounds.start()
     services.on_close.append(rounds.stop)
 

@@ -1,10 +1,11 @@
 """Burn-rate alerts: a budget burning too fast becomes an alert of the alert engine.
 
-Every ``TICK_SECONDS`` on the lease holder (where the rounds are counted), each target's
-rules are evaluated (``burn.firing``) on its availability budget and on its latency budget
-(rounds over the objective's latency are bad) over the windows kept in memory
-(``windows.Windows``: seeded once from the store and the recorder's unflushed counts, then
-told of every round), so a tick reads the store only for a target whose alert changes. A
+Every ``TICK_SECONDS`` on each replica, for the targets whose rounds it runs (``owns``: the
+monitor's share; all of them on a lone replica), each target's rules are evaluated
+(``burn.firing``) on its availability budget and on its latency budget (rounds over the
+objective's latency are bad) over the windows kept in memory (``windows.Windows``: seeded
+from the store and the recorder's unflushed counts, then told of every round), so a tick
+reads the store only for a target first seen, newly troubled, or whose alert changes. A
 page is a critical alert, a ticket a warning, one per target, budget and severity
 (fingerprint: ``slo``, target, severity; ``slo``, target, ``latency``, severity), so the
 engine dedups, silences, paces and buttons them like any other alert. What the engine
@@ -15,6 +16,7 @@ when it starts, its resolution once its short window recovers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -23,7 +25,7 @@ from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.config import Settings
 from opsbot.objectives import burn, clock, sli
 from opsbot.objectives.recording import Recorder, blocks
-from opsbot.objectives.series import DAY, bucket
+from opsbot.objectives.series import DAY, bucket, window_begin
 from opsbot.objectives.windows import Windows
 from opsbot.state.store import Store
 
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = "slo"
 TICK_SECONDS = 60.0
+#: Targets seeded between two yields to the event loop (a first tick may seed thousands).
+SEED_BATCH = 50
 SEVERITY = {"page": Severity.critical, "ticket": Severity.warning}
 
 Ingest = Callable[[Sequence[AlertEvent]], Awaitable[None]]
@@ -111,8 +115,10 @@ class BurnAlerts:
         ingest: Ingest,
         firing: Firing,
         recorder: Recorder | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
+        self.owns = owns  # None: every target's rounds run here
         self.settings = settings
         self.ingest = ingest
         self.firing = firing
@@ -121,6 +127,7 @@ class BurnAlerts:
         self.windows = Windows(longest)  # the rules' windows, in memory
         if recorder is not None:
             recorder.windows = self.windows  # told of every round
+
     @property
     def active(self) -> bool:
         objectives = self.settings.objectives
@@ -133,18 +140,26 @@ class BurnAlerts:
         open_now = await self.firing()
         last_day = int(now // DAY)
         events = []
+        seeded = 0
         for target in sorted(self.settings.targets):
             objective = self.settings.objective(target)
             if objective is None:
                 continue
-            limit = bucket(objective.latency)
-            if not self.windows.known(target):  # once per target and lease: from the store
-                first = int((now - longest) // DAY)
+            if self.owns is not None and not self.owns(target):
+                self.windows.forget(target)  # another replica runs its rounds (and rules)
+                continue
+            if not self.windows.known(target):  # first seen, or newly troubled: the store
+                first = int(window_begin(longest, now) // DAY)
                 found = await blocks(self.store, target, first, last_day)
-                self.windows.seed(target, found, now, limit)
-                for minute, *counts in self.recorder.unflushed(target) if self.recorder else ():
-                    self.windows.add(target, minute, *counts)
+                wanted = range(first, last_day + 1)
+                unflushed = self.recorder.unflushed(target, wanted) if self.recorder else ()
+                self.windows.seed(target, found, now, bucket(objective.latency), unflushed)
+                seeded += 1
+                if seeded % SEED_BATCH == 0:
+                    await asyncio.sleep(0)  # thousands of targets: the chat keeps answering
             bad, slow = self.windows.spoiled(target, longest, now)  # none: nothing can fire
+            if not (bad or slow):
+                self.windows.settle(target, now)  # clean over the longest window: no counts
             availability = burn.firing(
                 rules, objective, partial(self.windows.counts, target, now=now)
             ) if bad else {}

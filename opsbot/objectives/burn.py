@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from opsbot.config import BurnRule, Objective
-from opsbot.objectives.series import Block, Counts, span
+from opsbot.objectives.series import Block, Counts, span, window_begin
 from opsbot.objectives.sli import burn_rate, latency_view
 
 
@@ -30,12 +30,12 @@ Window = Callable[[float], Counts]  # the counts of the last so many seconds
 
 def over(blocks: Mapping[int, Block], at: float) -> Window:
     """The counts of the last so many seconds before ``at``, from day blocks."""
-    return lambda seconds: span(blocks, at - seconds, at, hist=False)
+    return lambda seconds: span(blocks, window_begin(seconds, at), at, hist=False)
 
 
 def over_latency(blocks: Mapping[int, Block], at: float, objective: Objective) -> Window:
     """The timed rounds of the last so many seconds before ``at`` (``sli.latency_view``)."""
-    return lambda seconds: latency_view(span(blocks, at - seconds, at), objective)
+    return lambda seconds: latency_view(span(blocks, window_begin(seconds, at), at), objective)
 
 
 def firing(

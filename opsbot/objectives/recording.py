@@ -140,16 +140,22 @@ class Recorder:
                 target, day * MINUTES + minute, 1, int(not good), int(column is not None), slow
             )
 
-    def unflushed(self, target: str) -> Iterator[tuple[int, int, int, int, int]]:
+    def unflushed(
+        self, target: str, days: Iterable[int] | None = None
+    ) -> Iterator[tuple[int, int, int, int, int]]:
         """(minute since the epoch, rounds, failed rounds, timed rounds, slow rounds) counted
-        but not yet flushed."""
+        but not yet flushed (``days``: of those UTC days only, looked up, not searched for)."""
         limit = self.limit(target)
         above = HIST + BUCKETS if limit is None else HIST + limit + 1
-        for (name, day), rows in self._pending.items():
-            if name == target:
-                for minute, row in rows.items():
-                    yield (day * MINUTES + minute, row[TOTAL], row[TOTAL] - row[GOOD],
-                           sum(row[HIST:]), sum(row[above:]))  # fmt: skip
+        if days is None:
+            found = [(day, rows) for (name, day), rows in self._pending.items() if name == target]
+        else:
+            found = [(day, self._pending[target, day]) for day in days
+                     if (target, day) in self._pending]  # fmt: skip
+        for day, rows in found:
+            for minute, row in rows.items():
+                yield (day * MINUTES + minute, row[TOTAL], row[TOTAL] - row[GOOD],
+                       sum(row[HIST:]), sum(row[above:]))  # fmt: skip
 
     @property
     def pending(self) -> int:

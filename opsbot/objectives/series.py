@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from opsbot.config import LATENCY_BUCKETS
 
 MINUTE = 60.0
+HOUR = 3600.0
 DAY = 86400.0
+#: Windows up to this long count whole minutes; longer ones begin on an hour (``window_begin``).
+FINE = 6 * HOUR
 MINUTES = 1440
 BUCKETS = len(LATENCY_BUCKETS) + 1
 WIDTH = 2 + BUCKETS
@@ -31,6 +34,17 @@ EMPTY = (0,) * BUCKETS
 def bucket(latency: float) -> int:
     """The histogram bucket of a latency: the first bound it does not exceed, else the last."""
     return bisect.bisect_left(LATENCY_BUCKETS, latency)
+
+
+def window_begin(seconds: float, at: float) -> float:
+    """Where the window of the last ``seconds`` before ``at`` begins: ``at - seconds`` up to
+    6 h; a longer window (the tickets' 1 d and 3 d) begins on the hour nearest that, so that
+    it spans whole hours (a 1 d window 23.5–24.5 h): the in-memory windows keep hours beyond
+    6 h (``windows.Windows``), and every reading of a window agrees with them."""
+    begin = at - seconds
+    if seconds <= FINE:
+        return begin
+    return (begin // HOUR + (begin % HOUR >= HOUR / 2)) * HOUR
 
 
 def day_of(at: float) -> int:

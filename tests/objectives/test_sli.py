@@ -12,7 +12,7 @@ from opsbot.config import BurnRule, Objective, Settings
 from opsbot.objectives import burn, clock, sli
 from opsbot.objectives.alerts import BurnAlerts, fingerprint
 from opsbot.objectives.recording import Recorder, blocks
-from opsbot.objectives.series import DAY, Block, bucket
+from opsbot.objectives.series import DAY, Block, Counts, bucket
 from opsbot.objectives.windows import Windows
 from opsbot.state.store.sqlite import SQLiteStore
 
@@ -136,12 +136,17 @@ async def test_above_a_configured_factor_it_fires(sqlite_store: SQLiteStore) -> 
 async def test_windows_fed_round_by_round_count_as_the_stored_blocks(
     sqlite_store: SQLiteStore,
 ) -> None:
-    """The lease holder's windows, seeded empty and told of each round (some late, across
-    midnight), hold the same counts as the blocks the recorder stored."""
+    """The windows, seeded with one failed round (a clean target holds no counts) and told
+    of each round (some late, across midnight), hold the same counts as the blocks the
+    recorder stored, asked as time passes."""
     bad = set(spread(50, 4320))
     windows = Windows(burn.longest(RULES))
-    windows.seed("quizbot", {}, END - 3 * DAY - 60)
+    begin = END - 3 * DAY - 60
+    windows.seed("quizbot", {}, begin, unflushed=[(int(begin // 60), 1, 1, 1, 0)])
     recorder = Recorder(sqlite_store, CONFIG, clock=lambda: END)
+    recorder.observe("quizbot", False, 0.1, begin)
+    checkpoints = {END - 7200 + 30, END - 90, END - 3 * 3600 - 1800, END}
+    said: dict[tuple[float, float], Counts] = {}
     for minute in range(MINUTES - 3 * 1440, MINUTES):
         at = START + minute * 60 + 1
         good = MINUTES - minute not in bad
@@ -150,12 +155,14 @@ async def test_windows_fed_round_by_round_count_as_the_stored_blocks(
         if minute % 97 == 0:  # a round of the minute before, counted late
             recorder.observe("quizbot", True, 0.1, at - 60)
             windows.add("quizbot", int(at // 60) - 1, 1, 0)
+        for moment in [m for m in checkpoints if at <= m < at + 60]:  # asked as time passes
+            for seconds in (300, 1800, 3600, 7200, 6 * 3600, DAY, 3 * DAY):
+                said[moment, seconds] = windows.counts("quizbot", seconds, moment)
     await recorder.flush()
     days = await blocks(sqlite_store, "quizbot", 20_026, 20_030)
-    for seconds in (300, 1800, 3600, 7200, 6 * 3600, DAY, 3 * DAY):
-        for at in (END, END - 90, END - 7200 + 30):
-            expected = burn.over(days, at)(seconds)
-            assert windows.counts("quizbot", seconds, at) == expected, (seconds, at)
+    assert len(said) == len(checkpoints) * 7
+    for (moment, seconds), counts in said.items():
+        assert counts == burn.over(days, moment)(seconds), (seconds, moment)
 
 
 # --------------------------------------------------------------------------- latency budget
