@@ -15,6 +15,10 @@
    (a worst case for the compression), recorded through the store and measured there:
    SQLite (the documents' stored values) and a real redis-server (``MEMORY USAGE`` of its
    keys). Aim: at most 100 KB.
+3. The burn-rate windows at fleet size (``--fleet``, default 10,000 targets, 5 % of them
+   troubled): seeding them from 3 days of day blocks (a replica's first tick), the memory
+   they hold (tracemalloc), and a minute's tick over all of them (``spoiled`` per target,
+   the rules for the troubled ones), each per target beside the monitor's own round.
 
     python bench/slo_cost.py [--targets 1000] [--passes 6] [--store sqlite|redis] [--no-write]
 
@@ -32,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -44,10 +49,12 @@ from opsbot.alerting.event import AlertEvent
 from opsbot.alerting.monitor import Monitor
 from opsbot.config import Settings
 from opsbot.metrics import Metrics
+from opsbot.objectives import burn as burn_rules
 from opsbot.objectives import recording
 from opsbot.objectives.alerts import BurnAlerts
 from opsbot.objectives.recording import FLUSH_SECONDS, Recorder
-from opsbot.objectives.series import DAY
+from opsbot.objectives.series import DAY, Block, bucket
+from opsbot.objectives.windows import Windows
 from opsbot.reach.checks import CheckResult, TargetHealth
 from opsbot.reach.targets import State
 from opsbot.services import Services
@@ -175,6 +182,48 @@ async def cpu_per_round(targets: int, passes: int, store: Store) -> tuple[float,
     return statistics.fmean(without) * per, statistics.fmean(with_) * per, alone
 
 
+def windows_at_scale(fleet: int, troubled_share: float = 0.05) -> dict[str, float]:
+    """Seed, hold and tick ``fleet`` targets' burn-rate windows from 3 days of blocks (one
+    round every 30 s; the troubled ones with a failed round an hour)."""
+    config = Settings()
+    rules = list(config.objectives.burn_rules)
+    objective = config.objectives.default
+    now = 20_003 * DAY + 7 * 3600
+    clean, troubled = Block(), Block()
+    for minute in range(1440):
+        for block in (clean, troubled):
+            block.add(minute, True, 0.08)
+            block.add(minute, minute % 60 != 7 or block is clean, 0.12)
+    first_day = int(now // DAY) - 3
+    history = {d: clean for d in range(first_day, first_day + 4)}
+    bad_history = {d: troubled for d in range(first_day, first_day + 4)}
+    every = max(1, round(1 / troubled_share))
+    names = [f"t{n:05d}" for n in range(fleet)]
+    windows = Windows(burn_rules.longest(rules))
+    limit = bucket(objective.latency)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    started = time.process_time()
+    for n, name in enumerate(names):
+        windows.seed(name, bad_history if n % every == 0 else history, now, limit)
+    seeding = time.process_time() - started
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    started = time.process_time()
+    for name in names:
+        bad, _ = windows.spoiled(name, burn_rules.longest(rules), now)
+        if bad:
+            burn_rules.firing(rules, objective, lambda s, t=name: windows.counts(t, s, now))
+    ticking = time.process_time() - started
+    return {
+        "seed_us": seeding / fleet * 1e6,
+        "tick_us": ticking / fleet * 1e6,
+        "held": windows.holding(),
+        "bytes_per_held": held / max(1, windows.holding()),
+        "bytes_total": held,
+    }
+
+
 async def bytes_after_30_days(store: Store, redis: Any | None, prefix: str) -> tuple[int, int]:
     """(bytes, documents) one target's 30 simulated days take in ``store``."""
     start = 20_000 * DAY
@@ -210,8 +259,10 @@ async def main() -> None:
     parser.add_argument("--targets", type=int, default=1000)
     parser.add_argument("--passes", type=int, default=12)
     parser.add_argument("--store", choices=("sqlite", "redis"), default="sqlite")
+    parser.add_argument("--fleet", type=int, default=10_000, help="targets for the windows")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    fleet = windows_at_scale(args.fleet)
     with tempfile.TemporaryDirectory() as tmp, start_redis(Path(tmp) / "redis") as server:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         flush_store: Store = (RedisStore(server.url, prefix) if args.store == "redis"
@@ -246,6 +297,14 @@ async def main() -> None:
         f"| one target, 30 simulated days (30 s rounds, jitter, flaps), SQLite | "
         f"{sqlite_bytes / 1000:.1f} KB in {docs} documents (aim: ≤ 100 KB) |",
         f"| the same, Redis `MEMORY USAGE` | {redis_bytes / 1000:.1f} KB |",
+        f"| burn-rate windows, {args.fleet:,} targets seeded from 3 days of blocks | "
+        f"{fleet['seed_us']:.0f} µs per target ({fleet['seed_us'] / bare:.2f}× a monitor "
+        "round), once per replica and target |",
+        f"| their memory: {fleet['held']:.0f} troubled targets hold counts, the clean none | "
+        f"{fleet['bytes_total'] / 1e6:.1f} MB, {fleet['bytes_per_held'] / 1000:.1f} KB per "
+        "troubled target |",
+        f"| a minute's tick over the {args.fleet:,} | {fleet['tick_us']:.1f} µs per target "
+        f"({fleet['tick_us'] / bare * 100:.1f} % of one monitor round) |",
     ]
     print("\n".join(lines))
     if not args.no_write:

@@ -104,15 +104,12 @@ class Windows:
             # whole-minute columns for the minutes the minute ring holds
             at = max(lo, oldest - start)
             if at < hi:
-                columns = _per_minute(raw, at, hi, above)
+                columns = _per_minute(raw, at, hi, above)  # each count at most 10 × 255
                 for slots, values in zip(ring.minutes, columns, strict=True):
-                    for offset, value in enumerate(values):
-                        slots[(start + at + offset) % self.fine] = min(_MINUTE_MAX, value)
+                    _ring_put(slots, start + at, values, self.fine)
             if self.coarse:
-                for hour_start in range(lo - lo % PER_HOUR, hi, PER_HOUR):
-                    a, b = max(lo, hour_start), min(hi, hour_start + PER_HOUR)
-                    sums = _sums(raw, a, b, above)
-                    slot = ((start + hour_start) // PER_HOUR) % self.coarse
+                for hour, sums in _per_hour(raw, lo, hi, above):
+                    slot = (start // PER_HOUR + hour) % self.coarse
                     for slots, value in zip(ring.hours, sums, strict=True):
                         slots[slot] = min(_HOUR_MAX, slots[slot] + value)
         for minute, *counts in pending:
@@ -206,6 +203,15 @@ def _ring_sum(slots: array[int], first: int, last: int, size: int) -> int:
     return sum(slots[a:]) + sum(slots[: b + 1])
 
 
+def _ring_put(slots: array[int], first: int, values: list[int], size: int) -> None:
+    """Set slots ``first``.. (absolute indices, fewer than ``size``) to ``values``."""
+    a = first % size
+    head = min(len(values), size - a)
+    slots[a : a + head] = array(slots.typecode, values[:head])
+    if head < len(values):
+        slots[: len(values) - head] = array(slots.typecode, values[head:])
+
+
 def _day_spans(
     blocks: Mapping[int, Block], first: int, current: int
 ) -> list[tuple[int, bytes, int, int]]:
@@ -224,17 +230,23 @@ def _column(raw: bytes, column: int, lo: int, hi: int) -> bytes:
 
 
 def _troubled(raw: bytes, lo: int, hi: int, above: int) -> bool:
-    """Any failed round, or any round slower than the objective, in minutes [lo, hi)."""
-    if sum(_column(raw, TOTAL, lo, hi)) != sum(_column(raw, GOOD, lo, hi)):
+    """Any failed round, or any round slower than the objective, in minutes [lo, hi) (byte
+    comparisons: a fleet's first tick asks this of every target's three days)."""
+    if _column(raw, TOTAL, lo, hi) != _column(raw, GOOD, lo, hi):
         return True
-    return any(any(_column(raw, c, lo, hi)) for c in range(above, HIST + BUCKETS))
+    zeros = bytes(hi - lo)
+    return any(_column(raw, c, lo, hi) != zeros for c in range(above, HIST + BUCKETS))
 
 
-def _sums(raw: bytes, lo: int, hi: int, above: int) -> tuple[int, int, int, int]:
-    """Rounds, failed, timed and slow rounds of minutes [lo, hi)."""
-    total, good = sum(_column(raw, TOTAL, lo, hi)), sum(_column(raw, GOOD, lo, hi))
-    per_bucket = [sum(_column(raw, c, lo, hi)) for c in range(HIST, HIST + BUCKETS)]
-    return total, total - good, sum(per_bucket), sum(per_bucket[above - HIST :])
+def _per_hour(raw: bytes, lo: int, hi: int, above: int) -> list[tuple[int, list[int]]]:
+    """Per hour of the day touching minutes [lo, hi): rounds, failed, timed and slow rounds."""
+    out = []
+    for hour in range(lo // PER_HOUR, (hi - 1) // PER_HOUR + 1):
+        a, b = max(lo, hour * PER_HOUR), min(hi, (hour + 1) * PER_HOUR)
+        sums = [sum(raw[c * MINUTES + a : c * MINUTES + b]) for c in range(HIST + BUCKETS)]
+        timed = sum(sums[HIST:])
+        out.append((hour, [sums[TOTAL], sums[TOTAL] - sums[GOOD], timed, sum(sums[above:])]))
+    return out
 
 
 def _per_minute(raw: bytes, lo: int, hi: int, above: int) -> list[list[int]]:
