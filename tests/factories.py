@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from opsbot.alerting.engine import ALERT_ENGINE, AlertEngine
+from opsbot.alerting.event import AlertEvent
 from opsbot.app import AnyApplication, build_application
 from opsbot.config import Settings, load_config
 from opsbot.reach.executors.ssh import SSHHost
@@ -155,6 +156,23 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.offset += seconds
+
+
+class FiringAlerts:
+    """What an alert engine holds firing, told of events: ``ingest`` and ``firing`` for a
+    burn-rate tick (``objectives.alerts.BurnAlerts``) without the engine's chat."""
+
+    def __init__(self) -> None:
+        self.seen: list[AlertEvent] = []
+        self.open: set[str] = set()
+
+    async def ingest(self, events: Sequence[AlertEvent]) -> None:
+        self.seen.extend(events)
+        for event in events:
+            (self.open.add if event.status == "firing" else self.open.discard)(event.fingerprint)
+
+    async def firing(self) -> set[str]:
+        return set(self.open)
 
 
 @dataclass

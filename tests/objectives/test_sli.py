@@ -3,11 +3,11 @@ round a minute recorded through the store with an injected clock, then read back
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import pytest
 
-from opsbot.alerting.event import AlertEvent, Severity
+from opsbot.alerting.event import Severity
 from opsbot.config import BurnRule, Objective, Settings
 from opsbot.objectives import burn, clock, sli
 from opsbot.objectives.alerts import BurnAlerts, fingerprint
@@ -15,6 +15,7 @@ from opsbot.objectives.recording import Recorder, blocks
 from opsbot.objectives.series import DAY, Block, Counts, bucket
 from opsbot.objectives.windows import Windows
 from opsbot.state.store.sqlite import SQLiteStore
+from tests.factories import FiringAlerts
 
 CHECK = [{"type": "tcp", "host": "127.0.0.1", "port": 1}]
 START = 20_000 * DAY
@@ -224,19 +225,9 @@ async def test_a_latency_page_says_how_many_rounds_were_slow_and_resolves(
     await slow_history(sqlite_store, spread(48, 60))
     now = [END]
     monkeypatch.setattr(clock, "now", lambda: now[0])
-    seen: list[AlertEvent] = []
-    open_now: set[str] = set()
-
-    async def ingest(events: Sequence[AlertEvent]) -> None:
-        seen.extend(events)
-        for event in events:
-            (open_now.add if event.status == "firing" else open_now.discard)(event.fingerprint)
-
-    async def firing() -> set[str]:
-        return set(open_now)
-
+    told = FiringAlerts()
     recorder = Recorder(sqlite_store, config, clock=lambda: now[0])
-    alerts = BurnAlerts(sqlite_store, config, ingest, firing, recorder)
+    alerts = BurnAlerts(sqlite_store, config, told.ingest, told.firing, recorder)
     [page] = await alerts.tick()
     assert (page.status, page.severity, page.labels["check"]) == (
         "firing", Severity.critical, "latency budget (page)",

@@ -5,17 +5,17 @@ target over through the store (SQLite and a real Redis) without doubling or losi
 from __future__ import annotations
 
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import pytest
 
-from opsbot.alerting.event import AlertEvent
 from opsbot.config import Settings
 from opsbot.objectives import burn, clock
 from opsbot.objectives.alerts import BurnAlerts, fingerprint
 from opsbot.objectives.recording import Recorder
 from opsbot.objectives.series import DAY, HOUR, Block, window_begin
 from opsbot.objectives.windows import Windows
+from tests.factories import FiringAlerts
 from tests.state.test_store import OpenStore, open_another
 
 __all__ = ["open_another"]
@@ -80,20 +80,13 @@ async def test_each_replica_rules_over_its_share_and_a_handover_neither_doubles_
     )  # fmt: skip
     now = [NOW]
     monkeypatch.setattr(clock, "now", lambda: now[0])
-    seen: list[AlertEvent] = []
-    open_now: set[str] = set()  # what the alert engine holds firing, shared by the replicas
-
-    async def ingest(events: Sequence[AlertEvent]) -> None:
-        seen.extend(events)
-        for event in events:
-            (open_now.add if event.status == "firing" else open_now.discard)(event.fingerprint)
-
-    async def firing() -> set[str]:
-        return set(open_now)
+    alerts = FiringAlerts()  # what the alert engine holds firing, shared by the replicas
 
     def replica(owns: Callable[[str], bool]) -> tuple[Recorder, BurnAlerts]:
         recorder = Recorder(open_another(), config, clock=lambda: now[0])
-        return recorder, BurnAlerts(open_another(), config, ingest, firing, recorder, owns)
+        return recorder, BurnAlerts(
+            open_another(), config, alerts.ingest, alerts.firing, recorder, owns
+        )
 
     share = {"quizbot": "a", "billing": "b"}
     rec_a, alerts_a = replica(lambda t: share[t] == "a")
@@ -123,4 +116,5 @@ async def test_each_replica_rules_over_its_share_and_a_handover_neither_doubles_
     assert (resolved.target, resolved.status, resolved.fingerprint) == (
         "quizbot", "resolved", page.fingerprint,
     )
-    assert [(e.target, e.status) for e in seen] == [("quizbot", "firing"), ("quizbot", "resolved")]
+    told = [(e.target, e.status) for e in alerts.seen]
+    assert told == [("quizbot", "firing"), ("quizbot", "resolved")]
