@@ -12,15 +12,18 @@ their windows are told of each round as it is counted):
   status page's 90 daily bars and the report's per-day chart), written every ``DAYS_EVERY``
   flushes and at shutdown (a crash loses at most those minutes of today's bar).
 
-A flush reads only the documents this recorder did not write itself (on the lease holder:
-none after the first minute); a compare-and-set that fails (another replica wrote) reads
-afresh. Each round is counted once across replicas: rounds run only on the lease holder
-(the monitor's scheduler), and a flush adds its counts by compare-and-set, so two replicas
-flushing at once (the old holder's last minute after a failover) both land, neither twice.
+A flush reads only the day blocks this recorder did not write itself (none after the first
+flush, for the targets whose rounds run here), ``CHUNK`` targets per commit, and the daily
+sums when it writes them; a compare-and-set that fails (another replica wrote) reads afresh.
+Each round is counted once across replicas: a target's rounds run on one replica at a time
+(the monitor's share), and a flush adds its counts by compare-and-set, so two replicas
+flushing at once (a share's old owner's last minutes after a handover) both land, neither
+twice. Memory per target: today's and yesterday's compressed blocks, and what is pending.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal
@@ -58,6 +61,7 @@ KEEP_DAYS = 92  # daily sums kept: the status page's 90 bars, and today
 FLUSH_SECONDS = 300.0
 DAYS_EVERY = 4  # flushes between writes of the daily sums (the day blocks have the detail)
 MAX_TRIES = 20  # compare-and-set attempts of one flush
+CHUNK = 250  # targets per commit of a flush (what a flush holds in memory at once)
 
 Rows = dict[int, list[int]]  # minute of the day → a row of counts
 
@@ -81,10 +85,7 @@ class Recorder:
         self.settings = settings
         self.clock = clock or (lambda: objectives_clock.now())
         self._pending: dict[tuple[str, int], Rows] = {}
-        self._known: dict[tuple[str, str], Versioned] = {}  # what the last flushes wrote
-        # the day blocks they wrote, decoded (at that version): a flush decodes none of its own
-        self._decoded: dict[str, tuple[int, Block]] = {}
-        self._built: dict[str, Block] = {}  # this attempt's blocks, kept once committed
+        self._known: dict[str, Versioned] = {}  # the day blocks the last flushes wrote
         self._days_pending: dict[str, dict[int, list[int]]] = {}  # daily sums not yet written
         self._flushes = 0
         self._limits: dict[str, int | None] = {}  # target → its latency objective's bucket
@@ -172,7 +173,7 @@ class Recorder:
             return
         try:
             await self._write(pending, days=days)
-        except BaseException:
+        except BaseException:  # what was not written yet is counted again, for the next flush
             for key, rows in pending.items():
                 mine = self._pending.setdefault(key, {})
                 for minute, row in rows.items():
@@ -182,51 +183,70 @@ class Recorder:
             raise
 
     async def _write(self, pending: dict[tuple[str, int], Rows], *, days: bool) -> None:
-        sums = {t: {d: list(row) for d, row in by_day.items()}
-                for t, by_day in self._days_pending.items()}  # fmt: skip
+        """Write ``pending`` (emptied as it is written) ``CHUNK`` targets at a time: at a
+        fleet's size one commit of every target would hold all their day blocks at once."""
+        by_target: dict[str, list[tuple[str, int]]] = {}
+        for key in pending:
+            by_target.setdefault(key[0], []).append(key)
+        names = sorted(set(by_target) | (set(self._days_pending) if days else set()))
+        for at in range(0, len(names), CHUNK):
+            chunk = names[at : at + CHUNK]
+            rows = {key: pending[key] for t in chunk for key in by_target.get(t, ())}
+            await self._write_chunk(chunk, rows, days=days)
+            for key in rows:
+                del pending[key]
+            await asyncio.sleep(0)  # a chunk is ~60 ms of encoding: the chats go in between
+
+    async def _write_chunk(
+        self, chunk: Sequence[str], pending: dict[tuple[str, int], Rows], *, days: bool
+    ) -> None:
+        sums = {t: {d: list(row) for d, row in self._days_pending.get(t, {}).items()}
+                for t in chunk}  # fmt: skip
         for (target, day), rows in pending.items():
-            into = sums.setdefault(target, {}).setdefault(day, [0] * WIDTH)
+            into = sums[target].setdefault(day, [0] * WIDTH)
             for row in rows.values():
                 for index, value in enumerate(row):
                     into[index] += value
-        targets = sorted(sums) if days else []
+        targets = [t for t in chunk if sums[t]] if days else []
         keys = [minutes_key(target, day) for target, day in pending]
         for _ in range(MAX_TRIES):
-            stored = await self._read(MINUTES_NS, keys)
-            summaries = await self._read(DAYS_NS, targets)
+            stored = await self._read(keys)
+            summaries = await self.store.get_many(DAYS_NS, targets) if targets else {}
             now = self.clock()
             minutes = [self._minutes(t, d, rows, stored, now) for (t, d), rows in pending.items()]
             ops = [op for op in minutes if op is not None]
             ops += [self._days(t, sums[t], summaries, now) for t in targets]
-            versions = await self.store.commit(ops)
+            versions = await self.store.commit(ops) if ops else []
             if versions is not None:
                 self._remember(ops, versions, int(now // DAY) - 1)
-                self._days_pending = {} if days else sums
+                for target in chunk:
+                    if days or not sums[target]:
+                        self._days_pending.pop(target, None)
+                    else:
+                        self._days_pending[target] = sums[target]
                 return
-            self._known.clear()  # another writer (a replica's last flush): read afresh
-            self._decoded.clear()
+            for key in keys:  # another writer (a replica's last flush): read afresh
+                self._known.pop(key, None)
         log.warning("objectives: %d targets' rounds not recorded (the store kept changing)",
-                    len(targets))  # fmt: skip
+                    len(chunk))  # fmt: skip
 
-    async def _read(self, namespace: str, keys: Sequence[str]) -> dict[str, Versioned]:
-        """The documents as this recorder last wrote them, the others read from the store
-        (one round trip, and none for a target whose documents only this replica writes)."""
-        found = {k: self._known[namespace, k] for k in keys if (namespace, k) in self._known}
+    async def _read(self, keys: Sequence[str]) -> dict[str, Versioned]:
+        """The day blocks as this recorder last wrote them, the others read from the store
+        (one round trip, and none for a target whose blocks only this replica writes)."""
+        found = {k: self._known[k] for k in keys if k in self._known}
         missing = [k for k in keys if k not in found]
         if missing:
-            found.update(await self.store.get_many(namespace, missing))
+            found.update(await self.store.get_many(MINUTES_NS, missing))
         return found
 
     def _remember(self, ops: Sequence[Write], versions: Sequence[int], oldest: int) -> None:
+        """Keep the blocks written (compressed, a few hundred bytes each), today's and
+        yesterday's only: the next flush reads none of them."""
         for op, version in zip(ops, versions, strict=True):
-            self._known[op.namespace, op.key] = Versioned(op.value, version)
-            if op.namespace == MINUTES_NS:
-                self._decoded[op.key] = (version, self._built[op.key])
-        self._built.clear()
-        for namespace, key in list(self._known):  # only today's and yesterday's blocks change
-            if namespace == MINUTES_NS and int(key.rpartition("/")[2]) < oldest:
-                del self._known[namespace, key]
-                self._decoded.pop(key, None)
+            if op.namespace == MINUTES_NS and int(op.key.rpartition("/")[2]) >= oldest:
+                self._known[op.key] = Versioned(op.value, version)
+        for key in [k for k in self._known if int(k.rpartition("/")[2]) < oldest]:
+            del self._known[key]
 
     def _minutes(
         self, target: str, day: int, rows: Rows, stored: dict[str, Versioned], now: float
@@ -238,16 +258,9 @@ class Recorder:
             return None
         key = minutes_key(target, day)
         before = stored.get(key)
-        decoded = self._decoded.get(key)
-        if before is None:
-            block = Block()
-        elif decoded is not None and decoded[0] == before.version:
-            block = Block(decoded[1].raw)  # a copy: a failed commit leaves the cache as stored
-        else:
-            block = Block.decode(str(before.value["z"]))
+        block = Block() if before is None else Block.decode(str(before.value["z"]))
         for minute, row in rows.items():
             block.add_row(minute, row)
-        self._built[key] = block
         return Write(MINUTES_NS, key, {"z": block.encode()}, expect=_expect(before), ttl=ttl)
 
     def _days(

@@ -132,20 +132,48 @@ async def stored_bytes(store: Store, target: str, first: int, last: int) -> int:
 
 
 class BrokenOnce:
-    """A store whose first commit fails as an unreachable Redis would."""
+    """A store whose ``at``-th commit (the first by default) fails as an unreachable Redis
+    would."""
 
-    def __init__(self, inner: Store) -> None:
+    def __init__(self, inner: Store, at: int = 1) -> None:
         self.inner = inner
-        self.broken = True
+        self.commits = 0
+        self.at = at
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
 
     async def commit(self, ops: object) -> object:
-        if self.broken:
-            self.broken = False
+        self.commits += 1
+        if self.commits == self.at:
             raise ConnectionError("store unreachable")
         return await self.inner.commit(ops)  # type: ignore[arg-type]
+
+
+async def test_a_flush_failing_midway_through_a_fleet_counts_each_round_once(
+    open_another: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fleet's flush commits a chunk of targets at a time; the store failing at the second
+    chunk: the first chunk's rounds are stored, the rest land with the next flush, none
+    twice (nor the daily sums)."""
+    monkeypatch.setattr(recording, "CHUNK", 2)
+    names = [f"t{n}" for n in range(5)]
+    store = open_another()
+    recorder = Recorder(BrokenOnce(store, at=2), settings(*names), clock=Clock(START + 600))
+    for n, name in enumerate(names):
+        for minute in range(n + 1):
+            recorder.observe(name, minute % 2 == 0, 0.2, START + 60 * minute + 1)
+    with pytest.raises(ConnectionError):
+        await recorder.flush(final=True)
+    assert recorder.pending == 3 + 4 + 5  # t2, t3, t4: not written yet
+    await recorder.flush(final=True)
+    assert recorder.pending == 0
+    summary = await daily(store, names)
+    for n, name in enumerate(names):
+        days = await blocks(store, name, 20_000, 20_000)
+        rounds = n + 1
+        assert span(days, START, START + 600).total == rounds, name
+        assert summary[name][20_000].total == rounds, name
 
 
 
