@@ -70,7 +70,6 @@ WINGS = {
 #: Modules allowed over MAX_LINES, each with why it is one idea.
 LONG: dict[str, str] = {
     "opsbot.reach.executors.ssh": "one idea: the SSH executor and its pooled connections",
-    "opsbot.config": "one idea: the whole file (Settings), its loading and its errors",
 }
 
 
