@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from opsbot.config.base import Seconds, _Model
-from opsbot.config.targets import Monitor, parse_window
+from opsbot.config.targets import ChangeWindow, Monitor
 
 
 class ApprovalPolicy(_Model):
@@ -36,20 +36,13 @@ class ApprovalPolicy(_Model):
         default_factory=list, description="Only these actions need step-up (default: all)."
     )
     step_up_timeout: Seconds = Field(default=60.0, description="Seconds to send the code.")
-    allowed_hours: str | None = Field(
+    allowed_hours: ChangeWindow | None = Field(
         default=None, description="Change window, UTC: HH:MM-HH:MM (may wrap past midnight)."
     )
     totp_key: SecretStr | None = Field(
         default=None, description="Fernet key encrypting TOTP secrets in the store."
     )
     totp_key_file: Path | None = None
-
-    @field_validator("allowed_hours")
-    @classmethod
-    def _window(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_window(value)
-        return value
 
 
 class AlertSettings(_Model):

@@ -10,6 +10,7 @@ from typing import Annotated, ClassVar, Literal
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
+    AfterValidator,
     Field,
     SecretStr,
     field_validator,
@@ -302,21 +303,6 @@ class Monitor(_Model):
     )
 
 
-class TargetApprovals(_Model):
-    """Per-target approval rules, overriding ``approvals`` for this target."""
-
-    required: Annotated[int, Field(ge=1, le=5)] | None = None
-    step_up: Literal["none", "totp"] | None = None
-    allowed_hours: str | None = None
-
-    @field_validator("allowed_hours")
-    @classmethod
-    def _window(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_window(value)
-        return value
-
-
 def parse_window(text: str) -> tuple[int, int]:
     """``"09:00-18:00"`` → minutes of the day (start, end); end < start wraps past midnight."""
     match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", text)
@@ -326,6 +312,23 @@ def parse_window(text: str) -> tuple[int, int]:
     if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59:
         raise ValueError(f"not a time of day in {text!r}")
     return h1 * 60 + m1, h2 * 60 + m2
+
+
+def _a_window(text: str) -> str:
+    parse_window(text)
+    return text
+
+
+#: A change window, UTC, "HH:MM-HH:MM" (may wrap past midnight).
+ChangeWindow = Annotated[str, AfterValidator(_a_window)]
+
+
+class TargetApprovals(_Model):
+    """Per-target approval rules, overriding ``approvals`` for this target."""
+
+    required: Annotated[int, Field(ge=1, le=5)] | None = None
+    step_up: Literal["none", "totp"] | None = None
+    allowed_hours: ChangeWindow | None = None
 
 
 class _TargetBase(_Model):
