@@ -24,6 +24,7 @@ from functools import partial
 from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.config import Settings
 from opsbot.objectives import burn, clock, sli
+from opsbot.objectives.reading import spans
 from opsbot.objectives.recording import Recorder, blocks
 from opsbot.objectives.series import DAY, bucket, window_begin
 from opsbot.objectives.windows import Windows
@@ -175,9 +176,8 @@ class BurnAlerts:
             if not changed:
                 continue
             # the budget's words only when something changed: the whole window is read then
-            first, last = sli.days_needed(objective, now)
-            window = await blocks(self.store, target, first, last)
-            budget = sli.budget(target, objective, window, now)
+            window = await spans(self.store, target, objective, now)
+            budget = sli.Budget(target, objective, *window)
             for kind, severity, level, burning in changed:
                 key = fingerprint(target, severity, kind)
                 status = "firing" if burning is not None else "resolved"

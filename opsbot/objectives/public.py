@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opsbot.config import Objective, Settings
-from opsbot.objectives import sli
-from opsbot.objectives.recording import blocks, combined, daily
-from opsbot.objectives.series import DAY, Counts, span
+from opsbot.objectives import reading, sli
+from opsbot.objectives.recording import combined, daily
+from opsbot.objectives.series import DAY, Counts
 from opsbot.state.store import Store
 
 BARS = 90
@@ -54,15 +54,14 @@ async def component(
     objective = strictest([o for t in measured if (o := settings.objective(t)) is not None])
     if objective is None:
         return None
-    first, last = sli.days_needed(objective, at)
-    found = await asyncio.gather(*(blocks(store, t, first, last) for t in measured))
-
-    def total(begin: float) -> Counts:
-        return sum((span(b, begin, at) for b in found), Counts())
-
-    budget = sli.Budget(
-        name, objective, total(at - objective.window), total(at - 3600), total(at - 6 * 3600)
-    )
+    totals = [Counts(), Counts(), Counts()]  # window, last hour, last 6 h
+    for start in range(0, len(measured), reading.BATCH):
+        batch = measured[start : start + reading.BATCH]
+        for found in await asyncio.gather(
+            *(reading.spans(store, t, objective, at) for t in batch)
+        ):
+            totals = [a + b for a, b in zip(totals, found, strict=True)]
+    budget = sli.Budget(name, objective, *totals)
     sums = combined((await daily(store, measured)).values())
     today = int(at // DAY)
     days = []

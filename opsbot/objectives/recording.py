@@ -285,7 +285,12 @@ def _expect(before: Versioned | None) -> int | Literal["absent"]:
 
 async def blocks(store: Store, target: str, first_day: int, last_day: int) -> dict[int, Block]:
     """The target's day blocks from ``first_day`` to ``last_day`` (those recorded)."""
-    wanted = {minutes_key(target, day): day for day in range(first_day, last_day + 1)}
+    return await blocks_on(store, target, range(first_day, last_day + 1))
+
+
+async def blocks_on(store: Store, target: str, days: Iterable[int]) -> dict[int, Block]:
+    """The target's day blocks of those days (those recorded)."""
+    wanted = {minutes_key(target, day): day for day in days}
     found = await store.get_many(MINUTES_NS, list(wanted))
     return {wanted[key]: Block.decode(str(doc.value["z"])) for key, doc in found.items()}
 
