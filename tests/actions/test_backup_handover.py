@@ -9,12 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from opsbot.actions.backups import schedule as backup_schedule
 from opsbot.actions.backups.records import list_backups
@@ -26,10 +24,9 @@ from opsbot.state.leases import Lease, only_when_leading
 from opsbot.state.outbox import Priority
 from tests.actions.test_backup_schedule import make_sqlite
 from tests.factories import (
-    OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     Clock,
     base_config,
+    fake_fixture,
     ssh_endpoint,
     write_config,
 )
@@ -40,11 +37,7 @@ from tests.lab.sshd import SSHServer
 HOUR = 3600
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 @dataclass

@@ -4,12 +4,10 @@ the chat's own (the card goes to the ops group; the chat's role rules answer).""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from opsbot.actions.stepup import new_key
 from opsbot.miniapp.routes import CSP
@@ -21,7 +19,6 @@ from tests.factories import (
     OPERATED_TOKEN,
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     OSCAR,
     STRANGER,
     VIC,
@@ -30,13 +27,6 @@ from tests.factories import (
 from tests.fakebotapi import FakeBotAPI, FakeMessage, User
 from tests.miniapp.lab import LINK, URL, base_url, board_settings, init_data
 from tests.web.test_statuspage import poll
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
 
 
 def signed(user: User, **kwargs: Any) -> dict[str, str]:

@@ -40,7 +40,7 @@ from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.miniapp import latency
 from opsbot.objectives.recording import Recorder
 from opsbot.services import Services
-from tests.factories import ALICE, BOB, OPS, OPSBOT_TOKEN, OPSBOT_USERNAME, VIC, running_opsbot
+from tests.factories import ALICE, BOB, OPS, OPSBOT_TOKEN, VIC, running_opsbot
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.chromium import chromium
 from tests.lab.ports import free_port
@@ -85,13 +85,6 @@ class TelegramScript:
             "showConfirm(text, done) { window.confirmed = text; done(true); }"
         )
         return f"window.Telegram = {{WebApp: Object.assign({json.dumps(app)}, {{{methods}}})}};"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
 
 
 @pytest_asyncio.fixture

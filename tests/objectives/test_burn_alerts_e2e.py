@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,6 @@ from opsbot.objectives import clock
 from tests.factories import (
     INCIDENTS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     base_config,
     running_opsbot,
     write_config,
@@ -48,13 +47,6 @@ def simulated() -> float:
 
 def minute() -> float:
     return (simulated() - REAL_START) / 60
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
 
 
 @pytest_asyncio.fixture

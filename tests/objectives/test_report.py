@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,11 +23,10 @@ from opsbot.objectives.series import DAY
 from opsbot.services import Services
 from tests.factories import (
     OPS,
-    OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     VIC,
     ChatSession,
     base_config,
+    fake_fixture,
     running_opsbot,
     write_config,
 )
@@ -38,11 +37,7 @@ TRUE = [{"type": "command", "argv": ["true"]}]
 MONITOR = {"enabled": True, "interval": 3600}  # no round of their own during the test
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 def report_config(fake: FakeBotAPI, tmp_path: Path) -> dict[str, object]:

@@ -4,7 +4,7 @@ the chat."""
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,10 +17,10 @@ from opsbot.objectives.series import DAY
 from tests.factories import (
     OPS,
     OPSBOT_TOKEN,
-    OPSBOT_USERNAME,
     VIC,
     ChatSession,
     base_config,
+    fake_fixture,
     running_opsbot,
     write_config,
 )
@@ -31,11 +31,7 @@ END = START + 30 * DAY
 TRUE = [{"type": "command", "argv": ["true"]}]
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBotAPI]:
-    with FakeBotAPI(group_per_minute=None) as api:
-        api.add_bot(OPSBOT_TOKEN, OPSBOT_USERNAME, "opsbot")
-        yield api
+fake = fake_fixture(scope="module", group_per_minute=None)
 
 
 @pytest_asyncio.fixture
