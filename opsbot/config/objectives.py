@@ -159,4 +159,10 @@ class ObjectiveSettings(_Model):
         description="Default: the SRE workbook's 14.4x 1h/5m, 6x 6h/30m (page), "
         "3x 1d/2h, 1x 3d/6h (ticket).",
     )
+    min_rounds: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=10,
+        description="A burn-rate rule fires only when its long window holds at least this "
+        "many rounds: a target's first rounds (a cold connection, a fleet's start) prove "
+        "little.",
+    )
     report: ReportSchedule = ReportSchedule()

@@ -161,12 +161,15 @@ class BurnAlerts:
             bad, slow = self.windows.spoiled(target, longest, now)  # none: nothing can fire
             if not (bad or slow):
                 self.windows.settle(target, now)  # clean over the longest window: no counts
+            least = self.settings.objectives.min_rounds
             availability = burn.firing(
-                rules, objective, partial(self.windows.counts, target, now=now)
+                rules, objective, partial(self.windows.counts, target, now=now),
+                min_rounds=least,
             ) if bad else {}
             latency = burn.firing(
-                rules, objective, partial(self.windows.latency, target, now=now), latency=True
-            ) if slow else {}
+                rules, objective, partial(self.windows.latency, target, now=now), latency=True,
+                min_rounds=least,
+            ) if slow else {}  # fmt: skip
             changed = [
                 (kind, severity, level, found.get(severity))
                 for kind, found in (("availability", availability), ("latency", latency))

@@ -39,15 +39,24 @@ def over_latency(blocks: Mapping[int, Block], at: float, objective: Objective) -
 
 
 def firing(
-    rules: Sequence[BurnRule], objective: Objective, window: Window, *, latency: bool = False
+    rules: Sequence[BurnRule],
+    objective: Objective,
+    window: Window,
+    *,
+    latency: bool = False,
+    min_rounds: int = 1,
 ) -> dict[str, Burning]:
     """Per severity (page, ticket), the first rule that fires now (``latency``: on the
-    latency budget, ``window`` giving timed rounds)."""
+    latency budget, ``window`` giving timed rounds), over a long window of at least
+    ``min_rounds`` rounds (one slow first round of two is not a budget burning)."""
     out: dict[str, Burning] = {}
     for rule in rules:
         if rule.severity in out:
             continue
-        long_rate = burn_rate(window(rule.long), objective, latency=latency)
+        counts = window(rule.long)
+        if counts.total < min_rounds:
+            continue
+        long_rate = burn_rate(counts, objective, latency=latency)
         short_rate = burn_rate(window(rule.short), objective, latency=latency)
         if long_rate is None or short_rate is None:
             continue

@@ -118,3 +118,26 @@ async def test_each_replica_rules_over_its_share_and_a_handover_neither_doubles_
     )
     told = [(e.target, e.status) for e in alerts.seen]
     assert told == [("quizbot", "firing"), ("quizbot", "resolved")]
+
+
+@pytest.mark.parametrize(("rounds", "paged"), [(9, False), (10, True)])
+async def test_a_rule_needs_min_rounds_in_its_long_window(
+    open_another: OpenStore, monkeypatch: pytest.MonkeyPatch, rounds: int, paged: bool
+) -> None:
+    """A fleet's first minutes: every round of a freshly started target slow (cold
+    connections). Nine rounds in the last hour page nobody; the tenth is a budget burning
+    (objectives.min_rounds, 10 by default)."""
+    config = Settings(targets={"quizbot": {"kind": "command", "checks": CHECK}})
+    now = [NOW]
+    monkeypatch.setattr(clock, "now", lambda: now[0])
+    alerts = FiringAlerts()
+    recorder = Recorder(open_another(), config, clock=lambda: now[0])
+    burn_alerts = BurnAlerts(open_another(), config, alerts.ingest, alerts.firing, recorder)
+    assert await burn_alerts.tick() == []  # seeded: nothing yet
+    for minute in range(rounds):
+        recorder.observe("quizbot", True, 3.0, NOW + minute * 60)  # over the 2 s objective
+    now[0] = NOW + rounds * 60
+    found = await burn_alerts.tick()
+    checks = {e.labels["check"] for e in found}
+    assert ("latency budget (page)" in checks) is paged, checks
+    assert not paged or fingerprint("quizbot", "page", "latency") in alerts.open
