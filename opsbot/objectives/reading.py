@@ -17,10 +17,9 @@ from collections.abc import Sequence
 from opsbot.config import Objective, Settings
 from opsbot.objectives import sli
 from opsbot.objectives.recording import blocks_on, daily
-from opsbot.objectives.series import Counts, span
+from opsbot.objectives.series import HOUR, Counts, span
 from opsbot.state.store import Store
 
-HOUR = 3600.0
 #: Targets whose budgets are read at once.
 BATCH = 50
 

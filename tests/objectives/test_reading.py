@@ -11,6 +11,7 @@ from opsbot.config import Settings
 from opsbot.objectives import reading, sli
 from opsbot.objectives.recording import Recorder, blocks
 from opsbot.objectives.series import DAY
+from tests.objectives.test_recording import Clock
 from tests.state.test_store import OpenStore, open_another
 
 __all__ = ["open_another"]
@@ -21,14 +22,6 @@ START = 20_000 * DAY
 def fleet(count: int) -> Settings:
     return Settings(targets={f"t{n:03d}": {"kind": "command", "checks": CHECK}
                              for n in range(count)})  # fmt: skip
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.mark.parametrize("hour", [0.5, 13.25])  # just after midnight, and mid-afternoon
