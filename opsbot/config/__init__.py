@@ -270,7 +270,7 @@ def _walk_secrets(value: object) -> Iterator[SecretStr]:
 def load_config(path: Path | str | None) -> Settings:
     """Read and validate the file (and the environment); raise ConfigError on any problem."""
     data: dict[str, Any] = {}
-    lines: dict[tuple[str | int, ...], int] = {}
+    text = ""
     where = "environment"
     if path is not None:
         path = Path(path)
@@ -280,23 +280,34 @@ def load_config(path: Path | str | None) -> Settings:
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            loaded = yaml.safe_load(text)
+            loaded = yaml.load(text, Loader=_LOADER)  # noqa: S506 (a safe loader, C or Python)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         data = loaded or {}
-        if node is not None:
-            _index_lines(node, (), lines)
     token = _yaml_data.set(data)
     try:
         settings = Settings()
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, where, lines)) from None
+        raise ConfigError(_describe(exc, where, _lines_of(text))) from None
     finally:
         _yaml_data.reset(token)
     return _data_dir_beside(settings, path)
+
+
+#: libyaml where PyYAML has it: a 10,000-target file in the pure-Python loader held ~125 MB
+#: of tokens and marks at start-up, which the process kept as RSS.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _lines_of(text: str) -> dict[tuple[str | int, ...], int]:
+    """Each key's line in the file, for an error message (composed only when one is needed)."""
+    lines: dict[tuple[str | int, ...], int] = {}
+    node = yaml.compose(text, Loader=_LOADER) if text else None
+    if node is not None:
+        _index_lines(node, (), lines)
+    return lines
 
 
 def _data_dir_beside(settings: Settings, path: Path | None) -> Settings:
