@@ -8,7 +8,7 @@ web server serves :meth:`Metrics.render`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from itertools import accumulate
 
@@ -119,9 +119,12 @@ class Metrics:
         finally:
             self.executor_seconds.labels(kind=kind).observe(time.perf_counter() - started)
 
-    def render(self) -> bytes:
-        """The Prometheus text exposition of this registry (serve with ``content_type``)."""
-        return generate_latest(self.registry)
+    def render(self, names: Collection[str] = ()) -> bytes:
+        """The Prometheus text exposition of this registry (serve with ``content_type``);
+        ``names``: only those series (``/metrics?name[]=…``, as Prometheus' federation asks),
+        so a probe of one gauge does not pay for every target's SLI series."""
+        registry = self.registry.restricted_registry(names) if names else self.registry
+        return generate_latest(registry)
 
 
 #: Where a target's running totals sit in ``Metrics.slo_totals[target]``: rounds, good rounds,
@@ -141,7 +144,16 @@ class SLITotals(Collector):
         self._totals = totals
         self._prefix = f"{namespace}_" if namespace else ""
 
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples: the registry then knows their names and collects
+        them only when they are asked for (a ``name[]`` probe of one gauge skips 10,000
+        targets' series)."""
+        return self._families([])
+
     def collect(self) -> Iterator[Metric]:
+        return self._families(list(self._totals.items()))
+
+    def _families(self, totals: list[tuple[str, list[float]]]) -> Iterator[Metric]:
         p = self._prefix
         rounds = CounterMetricFamily(
             f"{p}slo_rounds", "Monitor rounds of targets with an objective.", labels=["target"]
@@ -157,11 +169,11 @@ class SLITotals(Collector):
             labels=["target"],
         )
         bounds = [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]
-        for target, totals in list(self._totals.items()):
-            rounds.add_metric([target], totals[SLI_ROUNDS])
-            good.add_metric([target], totals[SLI_GOOD])
-            cumulative = accumulate(totals[SLI_BUCKETS:])
+        for target, counts in totals:
+            rounds.add_metric([target], counts[SLI_ROUNDS])
+            good.add_metric([target], counts[SLI_GOOD])
+            cumulative = accumulate(counts[SLI_BUCKETS:])
             seconds.add_metric(
-                [target], list(zip(bounds, cumulative, strict=True)), totals[SLI_SUM]
+                [target], list(zip(bounds, cumulative, strict=True)), counts[SLI_SUM]
             )
         yield from (rounds, good, seconds)

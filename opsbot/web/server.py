@@ -8,8 +8,9 @@ Routes:
   status?, labels?}`` or a list of them, source ``webhook``.
 - ``GET /healthz`` — ``{"status": "ok"}`` (503 ``{"status": "error"}`` when the health
   callback fails), no auth, and nothing more: it is what a load balancer may ask anyone.
-- ``GET /metrics`` — Prometheus text exposition, behind ``Authorization: Bearer <web.token>``
-  (Prometheus' ``authorization`` scrape setting) unless ``web.metrics_public: true``.
+- ``GET /metrics`` — Prometheus text exposition (``?name[]=…``: those series only), behind
+  ``Authorization: Bearer <web.token>`` (Prometheus' ``authorization`` scrape setting) unless
+  ``web.metrics_public: true``.
 - ``GET /status``, ``/status.json``, ``/status.atom`` — the status page, when one is passed
   (``statuspage.py``); any other ``routes`` passed add theirs (the Mini App's ``/board``).
 - ``POST <path of telegram.webhook.url>`` (webhook mode) — Telegram's updates, accepted only
@@ -170,7 +171,8 @@ class WebServer:
             return self._reject(request, rejected)
         # In a thread: at 10,000 targets with objectives the text is ~9 MB and takes a second
         # or more to write, which on the event loop would stall every chat for as long.
-        body = await asyncio.to_thread(self._metrics.render)
+        names = request.query.getall("name[]", [])
+        body = await asyncio.to_thread(self._metrics.render, names)
         return web.Response(body=body, headers={"Content-Type": self._metrics.content_type})
 
     async def _telegram_update(self, request: web.Request) -> web.Response:

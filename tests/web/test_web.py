@@ -18,7 +18,8 @@ import pytest
 
 from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.config import Actions, CommandTarget, Settings, Target, WebSettings
-from opsbot.metrics import Metrics
+from opsbot.config.objectives import LATENCY_BUCKETS
+from opsbot.metrics import SLI_BUCKETS, Metrics
 from opsbot.web.server import WebServer
 from tests.lab.alertmanager import AlertmanagerFactory, post_alerts, rfc3339
 
@@ -378,6 +379,26 @@ async def test_healthz_is_open_and_metrics_need_the_token(web: Running) -> None:
     assert TOKEN not in text and SECRET not in text
     assert (await web.http.post("/metrics")).status_code == 405
     assert (await web.http.get("/alerts/webhook")).status_code == 405
+
+
+async def test_metrics_name_filter_serves_only_the_series_asked_for(web: Running) -> None:
+    """Prometheus' ``name[]``: a probe of one gauge gets it alone, not every target's SLI
+    series (at 10,000 targets those are ~9 MB and a second of CPU a scrape)."""
+    web.metrics.slo_totals["quizbot"] = [0.0] * (SLI_BUCKETS + len(LATENCY_BUCKETS) + 1)
+    web.metrics.commands_total.labels(verb="health", outcome="ok").inc()
+    everything = (await web.http.get("/metrics", headers=bearer())).text
+    assert 'opsbot_slo_rounds_total{target="quizbot"}' in everything
+    asked = "name[]=opsbot_commands_total&name[]=opsbot_monitor_checks_in_flight"
+    response = await web.http.get(f"/metrics?{asked}", headers=bearer())
+    assert response.status_code == 200
+    text = response.text
+    assert 'opsbot_commands_total{outcome="ok",verb="health"} 1.0' in text
+    assert "opsbot_monitor_checks_in_flight 0.0" in text
+    assert "quizbot" not in text and "opsbot_webhook_rejected_total" not in text
+    slo = await web.http.get("/metrics?name[]=opsbot_slo_rounds_total", headers=bearer())
+    assert 'opsbot_slo_rounds_total{target="quizbot"} 0.0' in slo.text
+    refused = await web.http.get(f"/metrics?{asked}")
+    assert refused.status_code == 401 and "opsbot_commands_total" not in refused.text
 
 
 async def test_healthz_follows_the_callback_and_says_nothing_more() -> None:
