@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.exposition import generate_latest
 
 from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.config import Actions, CommandTarget, Settings, Target, WebSettings
@@ -399,6 +400,22 @@ async def test_metrics_name_filter_serves_only_the_series_asked_for(web: Running
     assert 'opsbot_slo_rounds_total{target="quizbot"} 0.0' in slo.text
     refused = await web.http.get(f"/metrics?{asked}")
     assert refused.status_code == 401 and "opsbot_commands_total" not in refused.text
+
+
+def test_a_full_scrape_renders_the_sli_series_a_chunk_at_a_time_as_one_block_each() -> None:
+    """The chunked rendering is the exposition prometheus-client gives in one go, to the byte
+    (one header per family, each family's samples together), for more targets than a chunk."""
+    metrics = Metrics()
+    width = SLI_BUCKETS + len(LATENCY_BUCKETS) + 1
+    for n in range(1203):
+        metrics.slo_totals[f"bot-{n}"] = [float(n % 7 + k) for k in range(width)]
+    metrics.commands_total.labels(verb="health", outcome="ok").inc()
+    text = metrics.render()
+    assert text == generate_latest(metrics.registry)
+    assert text.count(b"# TYPE opsbot_slo_round_seconds histogram") == 1
+    assert b'opsbot_slo_rounds_total{target="bot-1202"} 5.0' in text
+    empty = Metrics()
+    assert empty.render() == generate_latest(empty.registry)  # no targets: the headers alone
 
 
 async def test_healthz_follows_the_callback_and_says_nothing_more() -> None:
