@@ -222,7 +222,7 @@ def test_the_layer_table_is_checked_against_a_known_upward_import() -> None:
 #: The lifecycle of a request: it looks each action up by the name its request stores and
 #: never names one (what differs between actions is declared on them, opsbot/actions/action.py).
 LIFECYCLE = (
-    "opsbot.actions.lifecycle", "opsbot.actions.card_edits", "opsbot.actions.reaper",
+    "opsbot.actions.lifecycle", "opsbot.actions.cards", "opsbot.actions.reaper",
 )  # fmt: skip
 
 

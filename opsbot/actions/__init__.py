@@ -1,5 +1,5 @@
 """Actions and approvals: each action declared once (``action``: restart, rollback, backup,
-restore, listed in ``declared``), a request's life (``lifecycle``, ``card_edits``,
+restore, listed in ``declared``), a request's life (``lifecycle``, ``cards``,
 ``reaper``), approvals, step-up, known-good versions, restart/rollback plans (``kinds``) and
 backups.
 

@@ -43,7 +43,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from opsbot.actions.cards import proof
 from opsbot.actions.versions import Version, previous_good, record_healthy
 from opsbot.config import (
     CommandTarget,
@@ -378,7 +377,7 @@ async def execute(
             await observe_version(name, target, runtime, store)
         except OpsbotError as exc:
             log.warning("%s: healthy, but its version was not recorded: %s", name, exc)
-    summary = f"healthy after {short_duration(duration)}" + proof(health)
+    summary = f"healthy after {short_duration(duration)}" + health.proof
     return ActionResult(True, summary, duration, "\n".join(output), health=health)
 
 

@@ -19,8 +19,7 @@ import time
 
 from opsbot.actions.action import Action, Outcome
 from opsbot.actions.approvals import APPROVALS, Request, Status
-from opsbot.actions.card_edits import CardProgress, final_card, pace_of, report, show
-from opsbot.actions.cards import card
+from opsbot.actions.cards import CardProgress, card, final_card, pace_of, report, show
 from opsbot.actions.declared import ACTIONS, action_of
 from opsbot.config import Person, Target
 from opsbot.errors import OpsbotError, UsageError

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from opsbot.actions.action import Outcome
 from opsbot.actions.approvals import APPROVALS, Request, Status
-from opsbot.actions.card_edits import offered, report, show
+from opsbot.actions.cards import offered, report, show
 from opsbot.actions.lifecycle import needs_step_up, perform
 from opsbot.notify import Notifier
 from opsbot.services import Services

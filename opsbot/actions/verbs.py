@@ -11,8 +11,8 @@ from opsbot.actions import lifecycle
 from opsbot.actions.action import Action
 from opsbot.actions.approvals import APPROVALS, APPROVER, Request, Status
 from opsbot.actions.cards import DECLARE, RETRY, ROLLBACK, card
-from opsbot.actions.restart import RESTART
-from opsbot.actions.restart import ROLLBACK as ROLLBACK_ACTION
+from opsbot.actions.declared import RESTART
+from opsbot.actions.declared import ROLLBACK as ROLLBACK_ACTION
 from opsbot.config import K8sTarget, Role, Target
 from opsbot.errors import OpsbotError, UsageError
 from opsbot.reach.targets import k8s_revisions

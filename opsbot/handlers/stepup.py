@@ -13,9 +13,9 @@ import logging
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from opsbot.actions import card_edits, lifecycle
+from opsbot.actions import lifecycle
 from opsbot.actions.approvals import APPROVALS
-from opsbot.actions.cards import card
+from opsbot.actions.cards import card, offered
 from opsbot.actions.stepup import StepUp, enrolled
 from opsbot.config import Person
 from opsbot.handlers.gate import Gate
@@ -98,5 +98,5 @@ class StepUpHandlers:
     async def _fail(self, context: ContextTypes.DEFAULT_TYPE, request_id: str, why: str) -> None:
         done = await APPROVALS.of(self.services).finish(request_id, False, why)
         if done is not None and done.chat_id is not None and done.message_id:
-            shown = card(done, next_steps=card_edits.offered(self.services, done))
+            shown = card(done, next_steps=offered(self.services, done))
             await self.services.notifier().edit(done.chat_id, done.message_id, shown)

@@ -63,6 +63,20 @@ class TargetHealth:
         shown = failing or self.checks[:1]
         return "; ".join(f"{c.name}: {c.detail}" for c in shown)
 
+    @property
+    def proof(self) -> str:
+        """The check that proved it healthy, in a person's words: " (http /health → 200)"."""
+        if not self.checks:
+            return ""
+        shown = next((c for c in self.checks if c.name.startswith("http ")), self.checks[0])
+        name, detail = shown.name, shown.detail
+        if name.startswith("http "):
+            name = "http " + (urlsplit(name.removeprefix("http ")).path or "/")
+            detail = detail.removeprefix("HTTP ")
+        more = len(self.checks) - 1
+        others = f"; {more} more {'check' if more == 1 else 'checks'} OK" if more else ""
+        return f" ({name} → {detail}{others})"
+
 
 class CheckRuntime(Runtime, Protocol):
     """What checks need beyond executors: an HTTP client and the Bot API root."""
