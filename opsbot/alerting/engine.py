@@ -463,6 +463,25 @@ class AlertEngine:
         )
         return ended
 
+    async def firing_where(
+        self, *, source: str | None = None, pending_critical: bool = False
+    ) -> list[Alert]:
+        """The firing alerts of ``source`` (any), or only the critical ones nobody acked or
+        silenced, read a page at a time: in a storm, not the thousands of others."""
+
+        def keep(doc: dict[str, Any]) -> bool:
+            if doc.get("status") != "firing":
+                return False
+            if source is not None and doc.get("source") != source:
+                return False
+            return not pending_critical or (
+                doc.get("severity") == Severity.critical.value
+                and not doc.get("acked_by")
+                and not doc.get("silenced")
+            )
+
+        return await self.records.matching(keep)
+
     async def list(self, firing_only: bool = True, limit: int = 50) -> list[Alert]:
         """Firing alerts first (most severe, newest), then the others, newest first."""
         return await self.records.list(firing_only, limit)
