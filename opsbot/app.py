@@ -324,8 +324,8 @@ def start_objectives(
     services.on_close.append(partial(recorder.flush, final=True))
 
     async def still_firing() -> set[str]:
-        listed = await engine.list(firing_only=True, limit=10_000)
-        return {a.fingerprint for a in listed if a.firing and a.source == burn_alerts.SOURCE}
+        listed = await engine.firing_where(source=burn_alerts.SOURCE)
+        return {a.fingerprint for a in listed}
 
     owns = members.owns if members is not None else None
     alerts = burn_alerts.BurnAlerts(services.store, services.settings, ingest, still_firing,
@@ -377,8 +377,7 @@ async def schedule_monitor(
     async def fresh() -> monitor.Monitor:
         still_firing = {
             a.fingerprint: a.severity
-            for a in await engine.list(firing_only=True, limit=10_000)
-            if a.source == monitor.SOURCE
+            for a in await engine.firing_where(source=monitor.SOURCE)
         }
         hook = recorder.round_done if recorder is not None else None
         return monitor.Monitor(

@@ -76,10 +76,11 @@ from opsbot.alerting.delivery import AlertDelivery, Room, chat_of, thread_of
 from opsbot.alerting.digests import STORMS, Storm, StormDigests
 from opsbot.alerting.event import AlertEvent, Severity
 from opsbot.alerting.records import (
-    ALERTS,
     MAX_SWAPS,
     Alert,
     AlertRecords,
+    Listing,
+    may_have_work,
     plural,
     silence_fields,
 )
@@ -283,7 +284,12 @@ class AlertEngine:
 
     async def _tick_alerts(self, chat: int, in_storm: bool) -> None:
         now = self.clock()
-        alerts = [Alert.from_doc(v.value) for v in (await self.store.scan(ALERTS)).values()]
+        # Only the alerts with work due: in a storm, not the thousands counted into a digest.
+        alerts = [
+            alert
+            for alert in await self.records.matching(may_have_work)
+            if self._due(alert, now)
+        ]
         room = Room(self.delivery, chat)
         # status edits first (resolved, acked), then retried posts, counters, reminders
         by_severity = sorted(alerts, key=lambda a: (-a.severity.rank, a.first_seen))
@@ -306,6 +312,15 @@ class AlertEngine:
                 if self.reminders.due(alert, now) and not await self.reminders.remind(alert, room):
                     break
 
+    def _due(self, alert: Alert, now: float) -> bool:
+        """Whether ``_tick_alerts`` has something to do for this alert now."""
+        return (
+            alert.needs_post
+            or alert.recovery == "pending"
+            or self.delivery.edit_due(alert, now, urgent_only=False) is not None
+            or self.reminders.due(alert, now)
+        )
+
     async def _announce_expired(self, chat: int | None) -> None:
         """Announce silences that ended, once across replicas, in one message; the cards
         they covered stop saying so, and what still fires unposted is posted (next tick)."""
@@ -313,9 +328,9 @@ class AlertEngine:
         ended = await silences.expire(self.store, now)
         if not ended:
             return
-        alerts = [Alert.from_doc(v.value) for v in (await self.store.scan(ALERTS)).values()]
         ids = {silence.id for silence in ended}
-        await self._resilence([a for a in alerts if a.silence_id in ids])
+        alerts = await self.records.matching(lambda doc: doc.get("silence_id") in ids)
+        await self._resilence(alerts)
         if chat is None:
             return
         lines = []
@@ -429,8 +444,10 @@ class AlertEngine:
         now = self.clock()
         silence = await silences.add(self.store, target, seconds, reason, person, now=now)
         self._basis = None
-        alerts = await self.records.list(firing_only=True, limit=10**9)
-        covered = [a for a in alerts if silence.covers(a.target, a.fingerprint, a.severity)]
+        covered = await self.records.matching(
+            lambda doc: doc.get("status") == "firing"
+            and silence.covers(doc.get("target"), doc["fingerprint"], doc["severity"])
+        )
         await self._resilence(covered)
         return silence
 
@@ -441,13 +458,37 @@ class AlertEngine:
         if ended is None:
             return None
         self._basis = None
-        alerts = [Alert.from_doc(v.value) for v in (await self.store.scan(ALERTS)).values()]
-        await self._resilence([a for a in alerts if a.silence_id == ended.id])
+        await self._resilence(
+            await self.records.matching(lambda doc: doc.get("silence_id") == ended.id)
+        )
         return ended
+
+    async def firing_where(
+        self, *, source: str | None = None, pending_critical: bool = False
+    ) -> list[Alert]:
+        """The firing alerts of ``source`` (any), or only the critical ones nobody acked or
+        silenced, read a page at a time: in a storm, not the thousands of others."""
+
+        def keep(doc: dict[str, Any]) -> bool:
+            if doc.get("status") != "firing":
+                return False
+            if source is not None and doc.get("source") != source:
+                return False
+            return not pending_critical or (
+                doc.get("severity") == Severity.critical.value
+                and not doc.get("acked_by")
+                and not doc.get("silenced")
+            )
+
+        return await self.records.matching(keep)
 
     async def list(self, firing_only: bool = True, limit: int = 50) -> list[Alert]:
         """Firing alerts first (most severe, newest), then the others, newest first."""
         return await self.records.list(firing_only, limit)
+
+    async def listing(self, firing_only: bool = True, limit: int = 50) -> Listing:
+        """``list``'s first ``limit`` alerts and counts of every one (``/alerts``)."""
+        return await self.records.listing(firing_only, limit)
 
 
 #: The engine in ``Services``: bound by the composition root once a notifier exists.

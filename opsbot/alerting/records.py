@@ -8,9 +8,11 @@ send or edit (``claim``) and gives it back with what it did (``settle``).
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 import secrets
 import socket
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -32,7 +34,8 @@ FIRING_TTL = 30 * 86400.0  # a firing alert nobody repeats is forgotten after a 
 RESOLVED_TTL = 7 * 86400.0
 IDS_TTL = 60 * 86400.0
 MAX_SWAPS = 1000
-WRITTEN_CACHE = 50_000  # fingerprints whose last written version a replica remembers
+WRITTEN_CACHE = 10_000  # fingerprints whose last written version a replica remembers (the
+# newest; one it forgot is read back from the store before it is folded)
 
 Status = Literal["firing", "resolved"]
 
@@ -142,6 +145,34 @@ def silence_fields(silence: silences.Silence | None) -> dict[str, Any]:
             "silenced_by": silence.created_by, "silence_scope": silence.scope}  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """What /alerts shows: the first ``shown`` alerts in its order, and counts of them all."""
+
+    shown: list[Alert]
+    listed: int  # the alerts the list is of (firing ones, or every recorded one)
+    firing: int
+    critical: int  # of the firing ones
+    acked: int
+    silenced: int
+
+
+def _rank(doc: JSONDoc) -> tuple[bool, int, float]:
+    """``list``'s order read off a document, highest first: firing, most severe, newest."""
+    firing = doc.get("status") == "firing"
+    rank = Severity(doc["severity"]).rank if firing else 0
+    return (firing, rank, float(doc.get("last_seen") or 0.0))
+
+
+def may_have_work(doc: JSONDoc) -> bool:
+    """Whether a tick may have something to do for this alert (post, edit, recovery line,
+    reminder): only alerts with a message, or firing ones without one that are neither
+    silenced nor digested; in a storm that leaves out the thousands counted into a digest."""
+    if doc.get("message_id") is not None:
+        return True
+    return doc.get("status") == "firing" and not doc.get("silenced") and not doc.get("digested")
+
+
 def plural(count: int, word: str) -> str:
     """1 alert, 2 alerts."""
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
@@ -154,7 +185,9 @@ class AlertRecords:
         self.store = store
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self._written: dict[str, Versioned] = {}  # this replica's last write per fingerprint
+        # this replica's last write per fingerprint, the WRITTEN_CACHE newest
+        self._written: OrderedDict[str, Versioned] = OrderedDict()
+        self._forgot = False  # the cache has dropped a fingerprint: a miss may be a known one
 
     async def record(
         self,
@@ -181,6 +214,9 @@ class AlertRecords:
             known = {fingerprint: read.get(fingerprint) for fingerprint in groups}
         else:
             known = {fingerprint: self._written.get(fingerprint) for fingerprint in groups}
+            missed = [fingerprint for fingerprint, stored in known.items() if stored is None]
+            if missed and self._forgot:  # maybe forgotten, not new: read rather than fail
+                known.update(await self.store.get_many(ALERTS, missed))
         ops: list[Op] = list(expect)
         folded: dict[str, tuple[Alert | None, Alert, int]] = {}  # and its write's index
         for fingerprint, evs in groups.items():
@@ -213,9 +249,11 @@ class AlertRecords:
         return {fp: (before, after) for fp, (before, after, _) in folded.items()}
 
     def _remember(self, fingerprint: str, stored: Versioned) -> None:
-        if len(self._written) >= WRITTEN_CACHE:
-            self._written.clear()
         self._written[fingerprint] = stored
+        self._written.move_to_end(fingerprint)
+        while len(self._written) > WRITTEN_CACHE:
+            self._written.popitem(last=False)
+            self._forgot = True
 
     def _fold(
         self,
@@ -361,14 +399,42 @@ class AlertRecords:
         with contextlib.suppress(Exception):
             await self.store.append(EVENTS, "all", entry, keep=LOG_KEEP)
 
+    async def listing(self, firing_only: bool = True, limit: int = 50) -> Listing:
+        """``list``'s first ``limit`` alerts and counts of them all, read a page at a time:
+        only the ``limit`` kept so far and one page are held, however many are recorded."""
+        kept: list[tuple[tuple[bool, int, float], int, JSONDoc]] = []  # a heap, lowest on top
+        listed = firing = critical = acked = silenced = 0
+        async for page in self.store.scan_pages(ALERTS):
+            for stored in page.values():
+                doc = stored.value
+                if doc.get("status") == "firing":
+                    firing += 1
+                    critical += doc.get("severity") == Severity.critical.value
+                    acked += bool(doc.get("acked_by"))
+                    silenced += bool(doc.get("silenced"))
+                elif firing_only:
+                    continue
+                listed += 1
+                entry = (_rank(doc), listed, doc)
+                if len(kept) < limit:
+                    heapq.heappush(kept, entry)
+                elif limit > 0 and entry[0] > kept[0][0]:
+                    heapq.heapreplace(kept, entry)
+        shown = [Alert.from_doc(doc) for _, _, doc in sorted(kept, reverse=True)]
+        return Listing(shown, listed, firing, critical, acked, silenced)
+
+    async def matching(self, keep: Callable[[JSONDoc], bool]) -> list[Alert]:
+        """The alerts whose documents ``keep`` keeps, read a page at a time."""
+        return [
+            Alert.from_doc(stored.value)
+            async for page in self.store.scan_pages(ALERTS)
+            for stored in page.values()
+            if keep(stored.value)
+        ]
+
     async def list(self, firing_only: bool = True, limit: int = 50) -> list[Alert]:
         """Firing alerts first (most severe, newest), then the others, newest first."""
-        alerts = [Alert.from_doc(v.value) for v in (await self.store.scan(ALERTS)).values()]
-        if firing_only:
-            alerts = [a for a in alerts if a.firing]
-        alerts.sort(key=lambda a: (not a.firing, -a.severity.rank if a.firing else 0,
-                                   -a.last_seen))  # fmt: skip
-        return alerts[: max(0, limit)]
+        return (await self.listing(firing_only, limit)).shown
 
 
 def _ttl(alert: Alert) -> float:

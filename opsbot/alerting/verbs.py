@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from opsbot.alerting import silences
 from opsbot.alerting.engine import ALERT_ENGINE, AlertEngine
-from opsbot.alerting.event import Severity
 from opsbot.alerting.records import Alert, plural
 from opsbot.config import Role
 from opsbot.errors import UsageError
@@ -80,17 +79,14 @@ async def alerts_verb(
             limit = _count(word)
         else:
             raise UsageError("usage: /alerts [all] [N]")
-    everything = await engine.list(firing_only=False, limit=10**9)
-    firing = [a for a in everything if a.firing]
-    shown = (everything if show_all else firing)[:limit]
-    critical = sum(1 for a in firing if a.severity is Severity.critical)
-    acked = sum(1 for a in firing if a.acked_by)
-    silenced = sum(1 for a in firing if a.silenced)
-    if firing:
-        parts = [f"{critical} critical"] if critical else []
-        parts += [f"{acked} acked"] if acked else []
-        parts += [f"{silenced} silenced"] if silenced else []
-        head = f"🚨 {len(firing)} firing" + (f" ({', '.join(parts)})" if parts else "")
+    # Only the alerts shown are held, the others counted: a storm records tens of thousands.
+    listing = await engine.listing(firing_only=not show_all, limit=limit)
+    shown = listing.shown
+    if listing.firing:
+        parts = [f"{listing.critical} critical"] if listing.critical else []
+        parts += [f"{listing.acked} acked"] if listing.acked else []
+        parts += [f"{listing.silenced} silenced"] if listing.silenced else []
+        head = f"🚨 {listing.firing} firing" + (f" ({', '.join(parts)})" if parts else "")
     else:
         head = "✅ nothing firing"
     storm = await engine.storm()
@@ -100,7 +96,7 @@ async def alerts_verb(
         )
     if not shown:
         return Reply(text=head + (" · no alerts recorded" if show_all else ""))
-    more = len(everything if show_all else firing) - len(shown)
+    more = listing.listed - len(shown)
     head += f" · showing {len(shown)}" + (
         f" (+{more} more: /alerts all {MAX_LISTED})" if more else ""
     )

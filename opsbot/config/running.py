@@ -78,6 +78,11 @@ class WebSettings(_Model):
     )
     hmac_secret_file: Path | None = None
     max_body_bytes: Annotated[int, Field(ge=1024, le=50_000_000)] = 1_000_000
+    max_in_hand_bytes: Annotated[int, Field(ge=1024, le=500_000_000)] = Field(
+        default=2_000_000,
+        description="Webhook bodies held at once (read, not yet recorded); past it: 503 with"
+        " Retry-After, which Alertmanager retries.",
+    )
     metrics_public: bool = Field(
         default=False, description="Serve /metrics without the bearer token (loopback only)."
     )

@@ -29,7 +29,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from opsbot.alerting.engine import AlertEngine
-from opsbot.alerting.event import Severity
 from opsbot.alerting.records import Alert
 from opsbot.config import EscalationPolicy, Person, Settings
 from opsbot.errors import UsageError
@@ -102,10 +101,8 @@ class Escalator:
             if isinstance(policy, EscalationPolicy) and not incident.resolved:
                 due += _incident_steps(incident, policy, now)
         if self.alerts is not None:
-            for alert in await self.alerts.list(firing_only=True, limit=10_000):
-                pending = not alert.acked_by and not alert.silenced
-                if alert.severity is Severity.critical and pending:
-                    due += _alert_steps(alert, config.escalation.critical, now)
+            for alert in await self.alerts.firing_where(pending_critical=True):
+                due += _alert_steps(alert, config.escalation.critical, now)
         claimed = [page for page in due if await self._claim(page, now)]
         batches = [[p] for p in claimed if p.incident is not None]
         for step in STEPS:  # alerts: one message per step and person, however many alerts

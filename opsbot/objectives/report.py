@@ -130,10 +130,11 @@ async def _alerts(services: Services, reports: list[TargetReport], since: float)
     if engine is None:
         return
     by_name = {r.name: r for r in reports}
-    for alert in await engine.list(firing_only=False, limit=10_000):
-        report = by_name.get(alert.target or "")
-        if report is not None and alert.first_seen >= since:
-            report.alerts += 1
+    # a page at a time, only this report's targets' alerts since then: not a storm's others
+    for alert in await engine.records.matching(
+        lambda doc: doc.get("target") in by_name and float(doc.get("first_seen") or 0) >= since
+    ):
+        by_name[alert.target or ""].alerts += 1
 
 
 async def _actions(services: Services, report: TargetReport, since: float) -> None:

@@ -23,6 +23,13 @@ sha256=<hex HMAC-SHA256 of the raw body keyed with web.hmac_secret>``. Bad input
 a 500: 401 (auth), 413 (body over ``web.max_body_bytes``), 400 (not JSON, wrong shape) or
 503 (``ingest`` raised; the sender should retry, as Alertmanager does). Each refusal is logged
 at WARNING without the body or any credential, and counted in ``webhook_rejected_total``.
+
+Back-pressure: the webhook bodies in hand (read or being read, their alerts not yet recorded)
+are capped at ``web.max_in_hand_bytes`` (2 MB) together; a request past it is answered 503
+with ``Retry-After`` before its body is read (one request alone is always taken). In a storm
+that is what bounds memory: without it ~40,000 parsed Alertmanager events waited for the store
+(~45 MiB of JSON, bodies and events). Alertmanager retries a 503, so nothing is lost; such a
+refusal is logged at INFO (``busy``), counted like the others.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ AcceptUpdate = Callable[[dict[str, Any]], Awaitable[bool]]
 # Alertmanager labels that may name an opsbot target, in order of preference.
 TARGET_LABELS = ("target", "service", "job", "container")
 MAX_SUMMARY_CHARS = 2000
+RETRY_AFTER_S = 2  # what a webhook refused for back-pressure is told to wait
 
 
 class Routes(Protocol):
@@ -65,12 +73,15 @@ class Routes(Protocol):
 class _Rejected(Exception):
     """A request refused with ``status``; ``reason`` is the metrics label."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         message = message if len(message) <= 200 else message[:199] + "…"
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
+        self.headers = dict(headers or {})
 
 
 def _bad_shape(message: str) -> _Rejected:
@@ -104,6 +115,7 @@ class WebServer:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self._telegram: tuple[str, bytes, AcceptUpdate] | None = None
+        self._in_hand = 0  # bytes of webhook bodies read or being read, not yet recorded
 
     def serve_telegram(self, path: str, secret: str, accept: AcceptUpdate) -> None:
         """Also accept Telegram's webhook POSTs at ``path`` (call before ``start``)."""
@@ -209,35 +221,47 @@ class WebServer:
     async def _webhook(
         self, request: web.Request, source: str, parse: Callable[[Any], list[AlertEvent]]
     ) -> web.Response:
+        # Claimed before the body is read (its announced length, else the most it may be),
+        # given back once its alerts are recorded or refused.
+        size = min(request.content_length or self._web.max_body_bytes, self._web.max_body_bytes)
+        self._in_hand += size
         try:
-            events = parse(await self._authorized_json(request))
-        except _Rejected as rejected:
-            return self._reject(request, rejected)
-        if events:
             try:
-                await self._ingest(events)
-            except Exception as exc:  # the sender retries a 503 (Alertmanager does)
-                failed = _Rejected(503, "ingest_failed", f"not accepted: {type(exc).__name__}")
-                return self._reject(request, failed, level=logging.ERROR, exc_info=True)
-            self._metrics.alerts_received_total.labels(source=source).inc(len(events))
-        return _json({"accepted": len(events)}, 202)
+                events = parse(await self._authorized_json(request, size))
+            except _Rejected as rejected:
+                busy = rejected.reason == "busy"
+                return self._reject(request, rejected, level=logging.INFO if busy else None)
+            if events:
+                try:
+                    await self._ingest(events)
+                except Exception as exc:  # the sender retries a 503 (Alertmanager does)
+                    name = type(exc).__name__
+                    failed = _Rejected(503, "ingest_failed", f"not accepted: {name}")
+                    return self._reject(request, failed, level=logging.ERROR, exc_info=True)
+                self._metrics.alerts_received_total.labels(source=source).inc(len(events))
+            return _json({"accepted": len(events)}, 202)
+        finally:
+            self._in_hand -= size
 
     def _reject(
         self,
         request: web.Request,
         rejected: _Rejected,
         *,
-        level: int = logging.WARNING,
+        level: int | None = None,
         exc_info: bool = False,
     ) -> web.Response:
         """Count, log (never the body or a credential) and answer a refusal."""
         self._metrics.webhook_rejected_total.labels(reason=rejected.reason).inc()
         log.log(
-            level, "webhook %s from %s refused (%d %s): %s",
+            logging.WARNING if level is None else level,
+            "webhook %s from %s refused (%d %s): %s",
             request.path, request.remote, rejected.status, rejected.reason, rejected.message,
             exc_info=exc_info,
         )  # fmt: skip
-        return _json({"error": rejected.message}, rejected.status)
+        response = _json({"error": rejected.message}, rejected.status)
+        response.headers.update(rejected.headers)
+        return response
 
     # ------------------------------------------------------------------ auth and body
 
@@ -258,8 +282,9 @@ class WebServer:
         given_bytes = given.strip().lower().encode("utf-8", "replace")
         return hmac.compare_digest(given_bytes, expected.encode())
 
-    async def _authorized_json(self, request: web.Request) -> Any:
-        """The parsed body of an authorized request, or _Rejected."""
+    async def _authorized_json(self, request: web.Request, claimed: int) -> Any:
+        """The parsed body of an authorized request, or _Rejected; ``claimed``: the bytes
+        this request holds of ``web.max_in_hand_bytes`` (503 when the others fill it)."""
         bearer = self._bearer_ok(request)
         signature = request.headers.get(SIGNATURE_HEADER)
         if not bearer and not (self._hmac_secret and signature):
@@ -268,6 +293,11 @@ class WebServer:
         limit = self._web.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise _Rejected(413, "too_large", f"body over {limit} bytes")
+        if self._in_hand > max(claimed, self._web.max_in_hand_bytes):
+            raise _Rejected(
+                503, "busy", f"over {self._web.max_in_hand_bytes} bytes of alerts in hand",
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )  # fmt: skip
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:

@@ -228,6 +228,31 @@ async def test_scan_lists_live_documents_of_the_namespace(store: Store) -> None:
     assert await store.scan("empty") == {}
 
 
+async def test_scan_pages_read_a_large_namespace_a_page_at_a_time(store: Store) -> None:
+    """1,200 documents (past Redis' small-set encoding, so SSCAN really pages), one deleted,
+    one expired, one elsewhere: each live one comes once, in pages near the size asked for,
+    through the redacting store too."""
+    await store.commit([Write("big", f"k{i:04}", {"i": i}) for i in range(1200)])
+    await store.delete("big", "k0007")
+    await store.put("big", "short", {"i": -1}, ttl=TTL)
+    await store.put("other", "k0001", {"i": -2})
+    await asyncio.sleep(PAST_TTL)
+    redacting = RedactingStore(store, Redactor(["x-secret"]))
+    for reader in (store, redacting):
+        seen: list[int] = []
+        sizes = []
+        async for page in reader.scan_pages("big", count=100):
+            sizes.append(len(page))
+            seen += [doc.value["i"] for doc in page.values()]
+        assert sorted(seen) == [i for i in range(1200) if i != 7]
+        assert len(sizes) >= 6 and max(sizes) <= 300
+    first, cursor = await store.scan_page("big", None, 100)
+    assert first and cursor is not None
+    following, _ = await store.scan_page("big", cursor, 100)
+    assert not first.keys() & following.keys()
+    assert await store.scan_page("empty", None, 100) == ({}, None)
+
+
 # --------------------------------------------------------------------------- expiry
 
 

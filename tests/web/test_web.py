@@ -271,6 +271,41 @@ async def test_ingest_failure_is_503(web: Running, caplog: pytest.LogCaptureFixt
     assert (await web.post("/alerts/webhook", ALERT, bearer())).status_code == 202
 
 
+async def test_bodies_in_hand_past_the_cap_are_503_with_retry_after_then_taken() -> None:
+    """Two bodies of ~3 KB under a 4 KB cap: while the first waits for the store, the second
+    is refused with Retry-After before its body is read; sent again once the first is
+    recorded, it is taken. A request alone is always taken, however close to the cap."""
+    gate = asyncio.Event()
+
+    async def held(events: list[AlertEvent]) -> None:
+        await gate.wait()
+        await inbox(events)
+
+    inbox = Inbox()
+    server = WebServer(settings(max_in_hand_bytes=4096), held, Metrics())
+    port = await server.start()
+    body = [{**ALERT, "summary": f"disk {i} full " + "x" * 2900} for i in range(2)]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            first = asyncio.create_task(
+                http.post("/alerts/webhook", json=body[0], headers=bearer())
+            )
+            while not server._in_hand:  # the first body is in hand
+                await asyncio.sleep(0.01)
+            refused = await http.post("/alerts/webhook", json=body[1], headers=bearer())
+            assert refused.status_code == 503
+            assert refused.headers["Retry-After"] == "2"
+            assert "in hand" in refused.json()["error"]
+            gate.set()
+            assert (await first).status_code == 202
+            again = await http.post("/alerts/webhook", json=body[1], headers=bearer())
+            assert again.status_code == 202
+    finally:
+        await server.stop()
+    assert sorted(e.summary[:6] for e in inbox.events) == ["disk 0", "disk 1"]
+    assert server._in_hand == 0
+
+
 # --------------------------------------------------------------------------- mapping
 
 

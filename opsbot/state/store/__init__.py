@@ -11,9 +11,11 @@ that use it (``approvals.py``, ``audit.py``, ...).
 
 Primitives
 ----------
-Documents (``get``/``create``/``put``/``swap``/``delete``/``scan``): JSON objects under
-``(namespace, key)``, each with a version that grows on every write, and an optional time to
-live after which the document is gone. ``swap`` is compare-and-set on that version: of many
+Documents (``get``/``create``/``put``/``swap``/``delete``/``scan``/``scan_page``): JSON objects
+under ``(namespace, key)``, each with a version that grows on every write, and an optional time
+to live after which the document is gone. ``scan`` reads a small namespace whole; ``scan_page``
+(and ``scan_pages`` over it) a large one a page at a time, so that reading 50,000 alerts holds
+one page of them, not all. ``swap`` is compare-and-set on that version: of many
 concurrent swaps from the same version, exactly one wins. That is how a request is approved
 exactly once.
 
@@ -37,7 +39,7 @@ current holder's owner string when it did not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -104,6 +106,9 @@ class ExpectScan:
 
 
 Op = Write | Append | Expect | ExpectScan
+
+#: Documents a ``scan_page`` reads by default.
+SCAN_PAGE = 500
 
 #: How often ``update`` reads again after losing a compare-and-set before it gives up.
 UPDATE_ATTEMPTS = 1000
@@ -191,6 +196,21 @@ class Store(Protocol):
 
     async def scan(self, namespace: str) -> dict[str, Versioned]:
         """Every live document of a namespace (small namespaces only: pending requests...)."""
+        ...
+
+    async def scan_page(
+        self, namespace: str, cursor: str | None = None, count: int = SCAN_PAGE
+    ) -> tuple[dict[str, Versioned], str | None]:
+        """About ``count`` live documents of a namespace from ``cursor`` (None: the start), and
+        the cursor of the next page (None: that was the last). A document live throughout a
+        walk of pages is returned by one of them (on Redis, a namespace that grows meanwhile
+        may return a key twice); one written or deleted meanwhile may or may not be."""
+        ...
+
+    def scan_pages(
+        self, namespace: str, count: int = SCAN_PAGE
+    ) -> AsyncIterator[dict[str, Versioned]]:
+        """Every live document of a namespace, a ``scan_page`` at a time."""
         ...
 
     async def get_many(self, namespace: str, keys: Sequence[str]) -> dict[str, Versioned]:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from opsbot.redact import Redactor
-from opsbot.state.store import Append, JSONDoc, Op, Store, Versioned, Write
+from opsbot.state.store import SCAN_PAGE, Append, JSONDoc, Op, Store, Versioned, Write
 from opsbot.state.store.updating import Updating
 
 EXACT = frozenset({
@@ -119,6 +119,11 @@ class RedactingStore(Updating):
 
     async def scan(self, namespace: str) -> dict[str, Versioned]:
         return await self.inner.scan(namespace)
+
+    async def scan_page(
+        self, namespace: str, cursor: str | None = None, count: int = SCAN_PAGE
+    ) -> tuple[dict[str, Versioned], str | None]:
+        return await self.inner.scan_page(namespace, cursor, count)
 
     async def append(
         self, namespace: str, key: str, value: JSONDoc, *, keep: int | None = None

@@ -4,7 +4,8 @@ Every conditional write is one Lua script, so it is atomic across replicas. Layo
 prefix ``p``:
 
 * ``p:doc:{namespace}:{key}``: a hash with ``value`` (JSON) and ``version``, PEXPIRE for a ttl;
-* ``p:docs:{namespace}:``: a set of the namespace's keys for ``scan`` (pruned as docs vanish);
+* ``p:docs:{namespace}:``: a set of the namespace's keys for ``scan`` and ``scan_page`` (SSCAN),
+  pruned as docs vanish;
 * ``p:version``: the one counter every version comes from, so versions are never reused;
 * ``p:log:{namespace}:{key}``: a list, newest first;
 * ``p:lock:{name}``: a string holding the owner, with PX for the lease.
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 
 from opsbot.state.store import (
+    SCAN_PAGE,
     Append,
     Expect,
     JSONDoc,
@@ -54,6 +56,24 @@ return version
 _SCAN = """
 local found = {}
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    local doc = redis.call('HMGET', ARGV[1] .. key, 'value', 'version')
+    if doc[1] then
+        table.insert(found, key)
+        table.insert(found, doc[1])
+        table.insert(found, doc[2])
+    else
+        redis.call('SREM', KEYS[1], key)
+    end
+end
+return found
+"""
+
+# KEYS: index. ARGV: the doc key prefix, the SSCAN cursor, its COUNT. Returns the next cursor,
+# then key, value, version, key, ... of that page's live documents (the others are pruned).
+_SCAN_PAGE = """
+local reply = redis.call('SSCAN', KEYS[1], ARGV[2], 'COUNT', ARGV[3])
+local found = {reply[1]}
+for _, key in ipairs(reply[2]) do
     local doc = redis.call('HMGET', ARGV[1] .. key, 'value', 'version')
     if doc[1] then
         table.insert(found, key)
@@ -167,6 +187,7 @@ class RedisStore(Updating):
         self._write = self._redis.register_script(_WRITE)
         self._commit = self._redis.register_script(_COMMIT)
         self._scan = self._redis.register_script(_SCAN)
+        self._scan_page = self._redis.register_script(_SCAN_PAGE)
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._release = self._redis.register_script(_RELEASE)
 
@@ -277,6 +298,19 @@ class RedisStore(Updating):
             flat[i]: Versioned(json.loads(flat[i + 1]), int(flat[i + 2]))
             for i in range(0, len(flat), 3)
         }
+
+    async def scan_page(
+        self, namespace: str, cursor: str | None = None, count: int = SCAN_PAGE
+    ) -> tuple[dict[str, Versioned], str | None]:
+        """SSCAN over the namespace's index: the cursor is Redis' own ("0" ends the walk)."""
+        index = self._key("docs", namespace)
+        args = [self._key("doc", namespace), cursor or "0", str(max(count, 1))]
+        flat = await self._scan_page([index], args)
+        page = {
+            flat[i]: Versioned(json.loads(flat[i + 1]), int(flat[i + 2]))
+            for i in range(1, len(flat), 3)
+        }
+        return page, (None if flat[0] == "0" else str(flat[0]))
 
     # ----------------------------------------------------------------------- logs
 

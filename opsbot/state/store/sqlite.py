@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 from opsbot.state.store import (
+    SCAN_PAGE,
     Append,
     Expect,
     ExpectScan,
@@ -338,6 +339,23 @@ class SQLiteStore(Updating):
             return {key: Versioned(json.loads(value), version) for key, value, version in rows}
 
         return await self._run(work)
+
+    async def scan_page(
+        self, namespace: str, cursor: str | None = None, count: int = SCAN_PAGE
+    ) -> tuple[dict[str, Versioned], str | None]:
+        """Keys in order: the cursor is the last key of the page (the primary key's order)."""
+        count = max(count, 1)
+
+        def work(db: sqlite3.Connection, now: float) -> dict[str, Versioned]:
+            rows = db.execute(
+                "SELECT key, value, version FROM docs WHERE namespace = ? AND key > ?"
+                " AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
+                (namespace, cursor or "", now, count),
+            )
+            return {key: Versioned(json.loads(value), version) for key, value, version in rows}
+
+        page = await self._run(work)
+        return page, (next(reversed(page)) if len(page) >= count else None)
 
     # ----------------------------------------------------------------------- logs
 

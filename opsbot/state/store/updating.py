@@ -1,14 +1,34 @@
-"""``Store.update``, written once over ``get``, ``create`` and ``swap`` for every backend."""
+"""``Store.update`` and ``Store.scan_pages``, written once for every backend (over ``get``,
+``create`` and ``swap``; over ``scan_page``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
-from opsbot.state.store import UPDATE_ATTEMPTS, Change, JSONDoc, Store, Updated
+from opsbot.state.store import (
+    SCAN_PAGE,
+    UPDATE_ATTEMPTS,
+    Change,
+    JSONDoc,
+    Store,
+    Updated,
+    Versioned,
+)
 
 
 class Updating:
-    """Mixin giving a ``Store`` its ``update`` (see ``Store.update``)."""
+    """Mixin giving a ``Store`` its ``update`` and ``scan_pages`` (see ``Store``)."""
+
+    async def scan_pages(
+        self: Store, namespace: str, count: int = SCAN_PAGE
+    ) -> AsyncIterator[dict[str, Versioned]]:
+        cursor: str | None = None
+        while True:
+            page, cursor = await self.scan_page(namespace, cursor, count)
+            if page:
+                yield page
+            if cursor is None:
+                return
 
     async def update(
         self: Store,
