@@ -1,10 +1,12 @@
 """Benchmark: /health over N SSH hosts, cold and warm, beside its anchors in the same run.
 
 Starts N real sshd on loopback (tests/lab, root needed: one process, port, host key and key
-pair each) and configures opsbot with one command target per host, its status the program
-``/bin/true`` over SSH. Every contender runs that same program: ``true`` alone would be the
-login shell's builtin, no process at all, which no real check is (and which made the floor
-look 25-30% cheaper than any harness that starts the program). Then, on the same hosts:
+pair each; ``--lab fleet``: one sshd per 16 hosts, each host a loopback address of its own)
+and configures opsbot with one command target per host, its status the program ``/bin/true``
+over SSH, its host keys in one known_hosts file of a line per host. Every contender runs that
+same program: ``true`` alone would be the login shell's builtin, no process at all, which no
+real check is (and which made the floor look 25-30% cheaper than any harness that starts the
+program). Then, on the same hosts:
 
 * opsbot: ``python -m opsbot run`` against the fake Bot API; `/health` is a user's message,
   timed until the answer shows every target. Cold = the first /health of a fresh process (one
@@ -21,6 +23,7 @@ look 25-30% cheaper than any harness that starts the program). Then, on the same
 Appends a ``## health_fanout`` section with the ratios to bench/RESULTS.md (``--results``).
 
     python bench/health_fanout.py [--hosts 100] [--rounds 5] [--cold-rounds 3] [--anchors all]
+                                  [--lab fleet]   # 1,000 hosts: --hosts 1000 --lab fleet
 """
 
 from __future__ import annotations
@@ -51,12 +54,13 @@ from blackbox import (
     ratio,
     running_opsbot,
     sshd_farm,
+    sshd_fleet,
     stamp,
     verb_seconds,
 )
 
 from tests.factories import ssh_endpoint
-from tests.lab.sshd import SSHServer, count_accepted_connections
+from tests.lab.sshd import SSHServer, count_fleet_logins
 
 #: What every contender runs on every host: a program (see the module docstring);
 #: ``--program true`` measures against the builtin instead.
@@ -130,7 +134,13 @@ def interleaved_rounds(
     """
     loop = asyncio.new_event_loop()
     n = len(servers)
-    endpoints = {f"h{i:03d}": ssh_endpoint(s, max_concurrency=8) for i, s in enumerate(servers)}
+    # One known_hosts for the fleet, as an operator keeps it (a line per host).
+    known = tmp / "known_hosts"
+    known.write_text("".join(p.read_text() for p in dict.fromkeys(s.known_hosts for s in servers)))
+    endpoints = {
+        f"h{i:03d}": ssh_endpoint(s, max_concurrency=8, known_hosts=str(known))
+        for i, s in enumerate(servers)
+    }
     targets = {
         f"bot{i:03d}": {"kind": "command", "endpoint": f"h{i:03d}",
                         "actions": {"status": [PROGRAM]}}
@@ -145,7 +155,7 @@ def interleaved_rounds(
         return text.startswith(f"Health: {n} targets")
 
     def logins() -> int:
-        return sum(count_accepted_connections(s) for s in servers)
+        return count_fleet_logins(servers)
 
     with fake_bot_api() as fake:
         for r in range(cold_rounds):
@@ -295,6 +305,7 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> str:
     command = (
         f"python bench/health_fanout.py --hosts {args.hosts} --rounds {args.rounds} "
         f"--cold-rounds {args.cold_rounds} --anchors {args.anchors}"
+        + (f" --lab {args.lab}" if args.lab != "single" else "")
         + (f" --program {args.program}" if args.program != "/bin/true" else "")
     )
     lines = [
@@ -346,6 +357,10 @@ def main(argv: list[str] | None = None) -> None:
         "--anchors", choices=("all", "bare"), default="all",
         help="bare: only the asyncssh floor (no parallel-ssh, no ansible: the CI smoke)",
     )  # fmt: skip
+    parser.add_argument(
+        "--lab", choices=("single", "fleet"), default="single",
+        help="single: an sshd per host; fleet: an sshd per 16 hosts (loopback addresses)",
+    )  # fmt: skip
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     parser.add_argument("--program", default=PROGRAM, help="what every contender runs")
     args = parser.parse_args(argv)
@@ -359,8 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="opsbot-fanout-") as name:
         tmp = Path(name)
-        print(f"starting {args.hosts} sshd…", file=sys.stderr)
-        with sshd_farm(tmp, args.hosts) as servers:
+        lab = sshd_farm if args.lab == "single" else sshd_fleet
+        print(f"starting {args.hosts} SSH hosts ({args.lab})…", file=sys.stderr)
+        with lab(tmp, args.hosts) as servers:
             step: Callable[[str], None] = lambda what: print(what, file=sys.stderr)  # noqa: E731
             step("opsbot and bare asyncssh, round for round…")
             figures["opsbot"] = interleaved_rounds(servers, tmp, args.cold_rounds, args.rounds)
