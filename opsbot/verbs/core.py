@@ -20,7 +20,7 @@ from opsbot.errors import OpsbotError, UsageError
 from opsbot.miniapp.link import board_buttons
 from opsbot.objectives import clock as objectives_clock
 from opsbot.objectives import day_chart
-from opsbot.reach.checks import TargetHealth, check_all, check_target
+from opsbot.reach.checks import TargetHealth, check_all, check_phrase, check_target
 from opsbot.reach.targets import (
     FILTER_SCAN_LINES,
     State,
@@ -89,7 +89,7 @@ async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
         text += f"\n… /alerts shows {len(unseen) - FIRING_SHOWN} more"
     return Reply(
         text=text,
-        block=health_table(results),
+        block=health_block(results),
         buttons=(*failing_buttons(services, results), Button("🔄 Refresh", "h"),
                  *board_buttons(services.settings)),
     )
@@ -319,6 +319,39 @@ def health_table(results: list[TargetHealth]) -> str:
         why = "" if r.state == 0 else f"  {r.summary}"
         lines.append(f"{r.state.icon} {r.target:<{width}} {short_duration(r.latency):>7}{why}")
     return "\n".join(lines)
+
+
+#: Over this many targets /health lists only the worst ones, at most ``NAMED_UNHEALTHY``,
+#: and counts the rest: one message that fits Telegram's 4,096 characters and a phone.
+LISTED_TARGETS = 30
+NAMED_UNHEALTHY = 20
+#: Characters a row of that list keeps: what a phone shows of a <pre> line, unwrapped.
+PHONE_CHARS = 44
+
+
+def health_block(results: list[TargetHealth]) -> str:
+    """Every target (worst first), or over ``LISTED_TARGETS`` the worst not-healthy ones by
+    name, then "… 10 more not healthy" and "✅ 970 healthy"."""
+    if len(results) <= LISTED_TARGETS:
+        return health_table(results)
+    bad = [r for r in results if r.state]  # worst first, like results
+    named = bad[:NAMED_UNHEALTHY]
+    width = max((len(r.target) for r in named), default=0)
+    lines = []
+    for r in named:
+        line = f"{r.state.icon} {r.target:<{width}} {short_duration(r.latency):>6}  {_why(r)}"
+        lines.append(line if len(line) <= PHONE_CHARS else line[: PHONE_CHARS - 1] + "…")
+    if len(bad) > len(named):
+        lines.append(f"… {len(bad) - len(named):,} more not healthy")
+    if healthy := len(results) - len(bad):
+        lines.append(f"{State.OK.icon} {healthy:,} healthy")
+    return "\n".join(lines)
+
+
+def _why(result: TargetHealth) -> str:
+    """Its worst checks, each as a person reads it beside the target: "http /health: HTTP 500"."""
+    worst = [c for c in result.checks if c.state is result.state]
+    return "; ".join(f"{check_phrase(c.name)}: {c.detail}" for c in worst)
 
 
 def health_counts(results: list[TargetHealth], firing: int = 0) -> str:
