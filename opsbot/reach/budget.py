@@ -22,8 +22,7 @@ import asyncio
 import contextvars
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from types import TracebackType
 
 #: The clocks of the running task, innermost last.
 _CLOCKS: contextvars.ContextVar[tuple[Clock, ...]] = contextvars.ContextVar(
@@ -61,25 +60,45 @@ class Clock:
             self._deadline.reschedule(held + waited)
 
 
-@contextmanager
-def clock() -> Iterator[Clock]:
-    """A clock for the code inside: ``elapsed()`` leaves out its slot waits."""
-    made = Clock()
-    token = _CLOCKS.set((*_CLOCKS.get(), made))
-    try:
-        yield made
-    finally:
-        _CLOCKS.reset(token)
+class clock:  # lower case: used as a function, ``with clock() as spent``
+    """A clock for the code inside: ``elapsed()`` leaves out its slot waits.
+
+    Plain classes rather than generator-based context managers, here and below: a fleet's
+    /health enters several per check, a thousand checks a round."""
+
+    __slots__ = ("_made", "_token")
+
+    def __enter__(self) -> Clock:
+        self._made = Clock()
+        self._token = _CLOCKS.set((*_CLOCKS.get(), self._made))
+        return self._made
+
+    def __exit__(self, *exc: object) -> None:
+        _CLOCKS.reset(self._token)
 
 
-@asynccontextmanager
-async def deadline(seconds: float | None) -> AsyncIterator[Clock]:
+class deadline:  # lower case: used as a function
     """``asyncio.timeout(seconds)`` whose clock stops while the code inside waits for a slot
     (None: no deadline, the clock alone). Raises TimeoutError like asyncio.timeout."""
-    with clock() as made:
-        async with asyncio.timeout(seconds) as timeout:
-            made._deadline = timeout
-            yield made
+
+    __slots__ = ("_clock", "_timeout")
+
+    def __init__(self, seconds: float | None) -> None:
+        self._clock = clock()
+        self._timeout = asyncio.timeout(seconds)
+
+    async def __aenter__(self) -> Clock:
+        made = self._clock.__enter__()
+        made._deadline = await self._timeout.__aenter__()
+        return made
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self._timeout.__aexit__(kind, exc, tb)  # raises TimeoutError once expired
+        finally:
+            self._clock.__exit__()
 
 
 class Slots:
@@ -102,16 +121,24 @@ class Slots:
             semaphore = self._semaphores[loop] = asyncio.Semaphore(self.limit)
         return semaphore
 
-    @asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        async with waited(self._semaphore()):
-            yield
+    def hold(self) -> waited:
+        """``async with slots.hold():`` one slot, for the code inside."""
+        return waited(self._semaphore())
 
 
-@asynccontextmanager
-async def waited(semaphore: asyncio.Semaphore) -> AsyncIterator[None]:
+class waited:  # lower case: used as a function
     """Hold ``semaphore``; the time spent waiting for it is left off the task's clocks."""
-    if semaphore.locked():
+
+    __slots__ = ("_semaphore",)
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+
+    async def __aenter__(self) -> None:
+        semaphore = self._semaphore
+        if not semaphore.locked():
+            await semaphore.acquire()  # at once
+            return
         clocks = _CLOCKS.get()
         for each in clocks:
             each.hold_off()
@@ -122,12 +149,9 @@ async def waited(semaphore: asyncio.Semaphore) -> AsyncIterator[None]:
             waited_for = time.monotonic() - started
             for each in clocks:
                 each.resume(waited_for)
-    else:
-        await semaphore.acquire()
-    try:
-        yield
-    finally:
-        semaphore.release()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._semaphore.release()
 
 
 #: SSH handshakes in progress at once (each is a burst of crypto and, on the host, a fork).
