@@ -76,6 +76,7 @@ async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
     if not targets:
         return Reply(text="No targets are configured.")
     results = await _check_all_showing_progress(services, caller, targets)
+    services.keep_long_lived()  # the connections a cold fan-out opened, out of gc's sight
     await _observe(services, results)
     firing = await _firing(services)
     text = f"Health: {health_counts(results, len(firing))} · {clock()}"
