@@ -13,8 +13,10 @@ program). Then, on the same hosts:
   handshake per host), warm = the next ones (pooled connections). First feedback = its first
   message (the progress message from 20 targets up).
 * bare asyncssh, the floor: cold = gather(connect + run `/bin/true`) over all hosts; warm = gather
-  (run `/bin/true`) on connections already open. Host keys verified, like opsbot. Its rounds
-  alternate with opsbot's, so both see the same load on the machine.
+  (run `/bin/true`) on connections already open. Host keys verified, like opsbot, and like it
+  each known_hosts and key file parsed once; at opsbot's concurrency: at most 64 handshakes
+  and 128 session opens at once (opsbot/reach/budget.py).
+  Its rounds alternate with opsbot's, so both see the same load on the machine.
 * parallel-ssh (``--anchors all``): ParallelSSHClient.run_command('/bin/true') + join; cold = a
   new client, warm = the same client again.
 * ansible-core (``--anchors all``): ``ansible all -m raw -a /bin/true -f N``; cold with
@@ -59,6 +61,7 @@ from blackbox import (
     verb_seconds,
 )
 
+from opsbot.reach.budget import HANDSHAKES, SESSION_OPENS
 from tests.factories import ssh_endpoint
 from tests.lab.sshd import SSHServer, count_fleet_logins
 
@@ -74,26 +77,47 @@ def median(values: list[float]) -> float:
 # --------------------------------------------------------------------------- bare asyncssh
 
 
+#: Each known_hosts and key file parsed once, before any round, as opsbot does: the floor
+#: is asyncssh's fan-out, not its file parsing.
+_PARSED: dict[Path, Any] = {}
+
+
+def _parsed(path: Path, load: Callable[[str], Any]) -> Any:
+    if path not in _PARSED:
+        _PARSED[path] = load(str(path))
+    return _PARSED[path]
+
+
 def _connect(server: SSHServer) -> Any:
     return asyncssh.connect(
         server.host, server.port, username=server.username,
-        client_keys=[str(server.client_key)], known_hosts=str(server.known_hosts),
+        client_keys=_parsed(server.client_key, asyncssh.load_keypairs),
+        known_hosts=_parsed(server.known_hosts, asyncssh.read_known_hosts),
         config=None, agent_path=None,
     )  # fmt: skip
 
 
-async def _run_true(conn: Any) -> None:
-    result = await conn.run(PROGRAM, check=True)
+async def _run_true(conn: Any, opens: asyncio.Semaphore) -> None:
+    async with opens:  # the session open, as opsbot holds a slot for it
+        process = await conn.create_process(PROGRAM)
+    result = await process.wait(check=True)
     assert result.exit_status == 0
+
+
+def _limits() -> tuple[asyncio.Semaphore, asyncio.Semaphore]:
+    """opsbot's limits (handshakes, session opens): the floor runs at the same concurrency."""
+    return asyncio.Semaphore(HANDSHAKES.limit), asyncio.Semaphore(SESSION_OPENS.limit)
 
 
 async def bare_cold(servers: list[SSHServer]) -> float:
     conns: list[Any] = []
+    handshakes, opens = _limits()
 
     async def one(server: SSHServer) -> None:
-        conn = await _connect(server)
+        async with handshakes:
+            conn = await _connect(server)
         conns.append(conn)
-        await _run_true(conn)
+        await _run_true(conn, opens)
 
     started = time.perf_counter()
     await asyncio.gather(*(one(s) for s in servers))
@@ -103,14 +127,21 @@ async def bare_cold(servers: list[SSHServer]) -> float:
 
 
 async def bare_open(servers: list[SSHServer]) -> list[Any]:
-    conns = list(await asyncio.gather(*(_connect(s) for s in servers)))
-    await asyncio.gather(*(_run_true(c) for c in conns))  # first channel opened on each
+    handshakes, opens = _limits()
+
+    async def connect(server: SSHServer) -> Any:
+        async with handshakes:
+            return await _connect(server)
+
+    conns = list(await asyncio.gather(*(connect(s) for s in servers)))
+    await asyncio.gather(*(_run_true(c, opens) for c in conns))  # first channel on each
     return conns
 
 
 async def bare_warm(conns: list[Any]) -> float:
+    _, opens = _limits()
     started = time.perf_counter()
-    await asyncio.gather(*(_run_true(c) for c in conns))
+    await asyncio.gather(*(_run_true(c, opens) for c in conns))
     return time.perf_counter() - started
 
 
