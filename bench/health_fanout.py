@@ -373,9 +373,15 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> str:
         "",
         f"opsbot handshakes: {ops['cold_handshakes']} per cold round, "
         f"{sum(ops['warm_handshakes'])} over the warm rounds; RSS after them "
-        f"{median(ops['rss']):.0f} MB.",
+        f"{median(ops['rss']):.0f} MB. Round by round (opsbot / the floor beside it): cold "
+        f"{_each(ops['cold'], floor_cold)}, warm {_each(ops['warm'], floor_warm)}; "
+        f"load average {os.getloadavg()[0]:.1f} at the end (the machine is shared).",
     ]
     return "\n".join(lines)
+
+
+def _each(values: list[float], floors: list[float]) -> str:
+    return "/".join(ratio(v, f).rstrip("×") for v, f in zip(values, floors, strict=False)) + "×"
 
 
 def main(argv: list[str] | None = None) -> None:
