@@ -26,7 +26,12 @@ if str(ROOT) not in sys.path:
 
 from tests.factories import ALICE, OPSBOT_TOKEN, OPSBOT_USERNAME, PEOPLE  # noqa: E402
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage  # noqa: E402
-from tests.lab.sshd import SSHServer, start_sshd  # noqa: E402
+from tests.lab.sshd import (  # noqa: E402
+    FLEET_ADDRESSES,
+    SSHServer,
+    start_sshd,
+    start_sshd_fleet,
+)
 
 #: Alice's private chat: no group pacing (20 a minute) between the rounds.
 CHAT = Chat(ALICE.id, "private")
@@ -67,6 +72,18 @@ def sshd_farm(tmp: Path, count: int) -> Iterator[list[SSHServer]]:
     """``count`` real sshd on loopback, each its own process, port, host key and client key."""
     with ExitStack() as stack:
         servers = [stack.enter_context(start_sshd(tmp / f"sshd{i:03d}")) for i in range(count)]
+        yield servers
+
+
+@contextmanager
+def sshd_fleet(tmp: Path, count: int) -> Iterator[list[SSHServer]]:
+    """``count`` SSH hosts on ceil(count / 16) real sshd, each listening on up to 16 loopback
+    addresses (1,000 hosts: 63 processes): a host key per sshd, a known_hosts line per host."""
+    with ExitStack() as stack:
+        servers: list[SSHServer] = []
+        for i, first in enumerate(range(0, count, FLEET_ADDRESSES)):
+            hosts = min(FLEET_ADDRESSES, count - first)
+            servers += stack.enter_context(start_sshd_fleet(tmp / f"fleet{i:03d}", hosts))
         yield servers
 
 

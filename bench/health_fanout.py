@@ -1,18 +1,22 @@
 """Benchmark: /health over N SSH hosts, cold and warm, beside its anchors in the same run.
 
 Starts N real sshd on loopback (tests/lab, root needed: one process, port, host key and key
-pair each) and configures opsbot with one command target per host, its status the program
-``/bin/true`` over SSH. Every contender runs that same program: ``true`` alone would be the
-login shell's builtin, no process at all, which no real check is (and which made the floor
-look 25-30% cheaper than any harness that starts the program). Then, on the same hosts:
+pair each; ``--lab fleet``: one sshd per 16 hosts, each host a loopback address of its own)
+and configures opsbot with one command target per host, its status the program ``/bin/true``
+over SSH, its host keys in one known_hosts file of a line per host. Every contender runs that
+same program: ``true`` alone would be the login shell's builtin, no process at all, which no
+real check is (and which made the floor look 25-30% cheaper than any harness that starts the
+program). Then, on the same hosts:
 
 * opsbot: ``python -m opsbot run`` against the fake Bot API; `/health` is a user's message,
   timed until the answer shows every target. Cold = the first /health of a fresh process (one
   handshake per host), warm = the next ones (pooled connections). First feedback = its first
   message (the progress message from 20 targets up).
 * bare asyncssh, the floor: cold = gather(connect + run `/bin/true`) over all hosts; warm = gather
-  (run `/bin/true`) on connections already open. Host keys verified, like opsbot. Its rounds
-  alternate with opsbot's, so both see the same load on the machine.
+  (run `/bin/true`) on connections already open. Host keys verified, like opsbot, and like it
+  each known_hosts and key file parsed once; at opsbot's concurrency: at most 64 handshakes
+  and 128 session opens at once (opsbot/reach/budget.py).
+  Its rounds alternate with opsbot's, so both see the same load on the machine.
 * parallel-ssh (``--anchors all``): ParallelSSHClient.run_command('/bin/true') + join; cold = a
   new client, warm = the same client again.
 * ansible-core (``--anchors all``): ``ansible all -m raw -a /bin/true -f N``; cold with
@@ -21,6 +25,7 @@ look 25-30% cheaper than any harness that starts the program). Then, on the same
 Appends a ``## health_fanout`` section with the ratios to bench/RESULTS.md (``--results``).
 
     python bench/health_fanout.py [--hosts 100] [--rounds 5] [--cold-rounds 3] [--anchors all]
+                                  [--lab fleet]   # 1,000 hosts: --hosts 1000 --lab fleet
 """
 
 from __future__ import annotations
@@ -51,12 +56,14 @@ from blackbox import (
     ratio,
     running_opsbot,
     sshd_farm,
+    sshd_fleet,
     stamp,
     verb_seconds,
 )
 
+from opsbot.reach.budget import HANDSHAKES, SESSION_OPENS
 from tests.factories import ssh_endpoint
-from tests.lab.sshd import SSHServer, count_accepted_connections
+from tests.lab.sshd import SSHServer, count_fleet_logins
 
 #: What every contender runs on every host: a program (see the module docstring);
 #: ``--program true`` measures against the builtin instead.
@@ -70,26 +77,47 @@ def median(values: list[float]) -> float:
 # --------------------------------------------------------------------------- bare asyncssh
 
 
+#: Each known_hosts and key file parsed once, before any round, as opsbot does: the floor
+#: is asyncssh's fan-out, not its file parsing.
+_PARSED: dict[Path, Any] = {}
+
+
+def _parsed(path: Path, load: Callable[[str], Any]) -> Any:
+    if path not in _PARSED:
+        _PARSED[path] = load(str(path))
+    return _PARSED[path]
+
+
 def _connect(server: SSHServer) -> Any:
     return asyncssh.connect(
         server.host, server.port, username=server.username,
-        client_keys=[str(server.client_key)], known_hosts=str(server.known_hosts),
+        client_keys=_parsed(server.client_key, asyncssh.load_keypairs),
+        known_hosts=_parsed(server.known_hosts, asyncssh.read_known_hosts),
         config=None, agent_path=None,
     )  # fmt: skip
 
 
-async def _run_true(conn: Any) -> None:
-    result = await conn.run(PROGRAM, check=True)
+async def _run_true(conn: Any, opens: asyncio.Semaphore) -> None:
+    async with opens:  # the session open, as opsbot holds a slot for it
+        process = await conn.create_process(PROGRAM)
+    result = await process.wait(check=True)
     assert result.exit_status == 0
+
+
+def _limits() -> tuple[asyncio.Semaphore, asyncio.Semaphore]:
+    """opsbot's limits (handshakes, session opens): the floor runs at the same concurrency."""
+    return asyncio.Semaphore(HANDSHAKES.limit), asyncio.Semaphore(SESSION_OPENS.limit)
 
 
 async def bare_cold(servers: list[SSHServer]) -> float:
     conns: list[Any] = []
+    handshakes, opens = _limits()
 
     async def one(server: SSHServer) -> None:
-        conn = await _connect(server)
+        async with handshakes:
+            conn = await _connect(server)
         conns.append(conn)
-        await _run_true(conn)
+        await _run_true(conn, opens)
 
     started = time.perf_counter()
     await asyncio.gather(*(one(s) for s in servers))
@@ -99,14 +127,21 @@ async def bare_cold(servers: list[SSHServer]) -> float:
 
 
 async def bare_open(servers: list[SSHServer]) -> list[Any]:
-    conns = list(await asyncio.gather(*(_connect(s) for s in servers)))
-    await asyncio.gather(*(_run_true(c) for c in conns))  # first channel opened on each
+    handshakes, opens = _limits()
+
+    async def connect(server: SSHServer) -> Any:
+        async with handshakes:
+            return await _connect(server)
+
+    conns = list(await asyncio.gather(*(connect(s) for s in servers)))
+    await asyncio.gather(*(_run_true(c, opens) for c in conns))  # first channel on each
     return conns
 
 
 async def bare_warm(conns: list[Any]) -> float:
+    _, opens = _limits()
     started = time.perf_counter()
-    await asyncio.gather(*(_run_true(c) for c in conns))
+    await asyncio.gather(*(_run_true(c, opens) for c in conns))
     return time.perf_counter() - started
 
 
@@ -130,7 +165,13 @@ def interleaved_rounds(
     """
     loop = asyncio.new_event_loop()
     n = len(servers)
-    endpoints = {f"h{i:03d}": ssh_endpoint(s, max_concurrency=8) for i, s in enumerate(servers)}
+    # One known_hosts for the fleet, as an operator keeps it (a line per host).
+    known = tmp / "known_hosts"
+    known.write_text("".join(p.read_text() for p in dict.fromkeys(s.known_hosts for s in servers)))
+    endpoints = {
+        f"h{i:03d}": ssh_endpoint(s, max_concurrency=8, known_hosts=str(known))
+        for i, s in enumerate(servers)
+    }
     targets = {
         f"bot{i:03d}": {"kind": "command", "endpoint": f"h{i:03d}",
                         "actions": {"status": [PROGRAM]}}
@@ -145,7 +186,7 @@ def interleaved_rounds(
         return text.startswith(f"Health: {n} targets")
 
     def logins() -> int:
-        return sum(count_accepted_connections(s) for s in servers)
+        return count_fleet_logins(servers)
 
     with fake_bot_api() as fake:
         for r in range(cold_rounds):
@@ -295,6 +336,7 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> str:
     command = (
         f"python bench/health_fanout.py --hosts {args.hosts} --rounds {args.rounds} "
         f"--cold-rounds {args.cold_rounds} --anchors {args.anchors}"
+        + (f" --lab {args.lab}" if args.lab != "single" else "")
         + (f" --program {args.program}" if args.program != "/bin/true" else "")
     )
     lines = [
@@ -331,9 +373,15 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> str:
         "",
         f"opsbot handshakes: {ops['cold_handshakes']} per cold round, "
         f"{sum(ops['warm_handshakes'])} over the warm rounds; RSS after them "
-        f"{median(ops['rss']):.0f} MB.",
+        f"{median(ops['rss']):.0f} MB. Round by round (opsbot / the floor beside it): cold "
+        f"{_each(ops['cold'], floor_cold)}, warm {_each(ops['warm'], floor_warm)}; "
+        f"load average {os.getloadavg()[0]:.1f} at the end (the machine is shared).",
     ]
     return "\n".join(lines)
+
+
+def _each(values: list[float], floors: list[float]) -> str:
+    return "/".join(ratio(v, f).rstrip("×") for v, f in zip(values, floors, strict=False)) + "×"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -345,6 +393,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--anchors", choices=("all", "bare"), default="all",
         help="bare: only the asyncssh floor (no parallel-ssh, no ansible: the CI smoke)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lab", choices=("single", "fleet"), default="single",
+        help="single: an sshd per host; fleet: an sshd per 16 hosts (loopback addresses)",
     )  # fmt: skip
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     parser.add_argument("--program", default=PROGRAM, help="what every contender runs")
@@ -359,8 +411,9 @@ def main(argv: list[str] | None = None) -> None:
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="opsbot-fanout-") as name:
         tmp = Path(name)
-        print(f"starting {args.hosts} sshd…", file=sys.stderr)
-        with sshd_farm(tmp, args.hosts) as servers:
+        lab = sshd_farm if args.lab == "single" else sshd_fleet
+        print(f"starting {args.hosts} SSH hosts ({args.lab})…", file=sys.stderr)
+        with lab(tmp, args.hosts) as servers:
             step: Callable[[str], None] = lambda what: print(what, file=sys.stderr)  # noqa: E731
             step("opsbot and bare asyncssh, round for round…")
             figures["opsbot"] = interleaved_rounds(servers, tmp, args.cold_rounds, args.rounds)

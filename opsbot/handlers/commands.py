@@ -117,7 +117,8 @@ class CommandHandlers:
             notifier, message.chat_id, thread_id=thread, reply_to=message.message_id
         )
         sink = progress.update if claim is None else None
-        caller = replace(self._caller(update), progress=sink)
+        shown = progress.shown if claim is None else None
+        caller = replace(self._caller(update), progress=sink, progress_shown=shown)
         # The trail is written once the reply is queued.
         with self.services.audit.after_reply() as trail:
             async with typing(context.bot, message.chat_id, thread):

@@ -6,12 +6,15 @@ own timeout: what has not answered by then is reported as failed, and the others
 
 The monitor passes a ``gate``: each check then first waits for a slot on its endpoint (see
 ``endpoint_key``) and only then starts, its timeout and the target's budget counted from that
-moment, so opsbot's own queueing never reads as the target being slow.
+moment, so opsbot's own queueing never reads as the target being slow. Without one, the same
+holds for the slots of ``opsbot.reach.budget`` (SSH handshakes and session opens, HTTP checks):
+a check's deadline, its latency and its target's budget leave out the time spent waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,6 +37,7 @@ from opsbot.config import (
     TelegramCheck,
 )
 from opsbot.errors import OpsbotError
+from opsbot.reach.budget import HTTP_CHECKS, deadline
 from opsbot.reach.executors import Executor
 from opsbot.reach.targets import Runtime, State, container_name, process_status
 from opsbot.render import ago
@@ -154,22 +158,19 @@ async def check_target(
     if gate is None and len(probes) == 1:  # the common case, without a task of its own
         label, _, probe = probes[0]
         try:
-            async with asyncio.timeout(target.timeout):
+            async with deadline(target.timeout) as spent:
                 result = await probe()
         except TimeoutError:
             result = CheckResult(label, State.FAIL, f"no answer within {target.timeout:g} s")
-        return TargetHealth(name, (result,), time.monotonic() - started)
-    if gate is None:
-        tasks = [asyncio.ensure_future(probe()) for _, _, probe in probes]
-        budget: float | None = target.timeout
-    else:
-        tasks = [
-            asyncio.ensure_future(_gated(gate, key, probe, label, target.timeout))
-            for label, key, probe in probes
-        ]
-        budget = None  # each gated check keeps its own budget, from when it starts
+        return TargetHealth(name, (result,), spent.elapsed())
+    # Each check keeps the target's budget, from when it starts (gated: once it has its slot)
+    # and less its slot waits: the checks run at once, so together they keep it too.
+    tasks = [
+        asyncio.ensure_future(_gated(gate, key, probe, label, target.timeout))
+        for label, key, probe in probes
+    ]
     try:
-        done, pending = await asyncio.wait(tasks, timeout=budget) if tasks else (set(), set())
+        done, pending = await asyncio.wait(tasks) if tasks else (set(), set())
     except asyncio.CancelledError:
         for task in tasks:
             task.cancel()
@@ -187,15 +188,24 @@ async def check_target(
             )
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
-    return TargetHealth(name, tuple(results), time.monotonic() - started)
+    latencies = [r.latency for r in results]
+    # The slowest check's time (slot waits left out), when every check measured its own.
+    latency = time.monotonic() - started
+    if latencies and None not in latencies:
+        latency = max(x for x in latencies if x is not None)
+    return TargetHealth(name, tuple(results), latency)
 
 
 async def _gated(
-    gate: Gate, key: str, probe: Callable[[], Awaitable[CheckResult]], label: str, budget: float
+    gate: Gate | None,
+    key: str,
+    probe: Callable[[], Awaitable[CheckResult]],
+    label: str,
+    budget: float,
 ) -> CheckResult:
-    async with gate(key):
+    async with contextlib.nullcontext() if gate is None else gate(key):
         try:
-            async with asyncio.timeout(budget):
+            async with deadline(budget):
                 return await probe()
         except TimeoutError:
             return CheckResult(label, State.FAIL, f"no answer within {budget:g} s")
@@ -233,10 +243,10 @@ def _label(check: Check) -> str:
 async def _timed(
     label: str, timeout: float, probe: Callable[[], Awaitable[CheckResult]]
 ) -> CheckResult:
-    """Run one probe under its own timeout; any failure becomes a FAIL result, never a crash."""
-    started = time.monotonic()
+    """Run one probe under its own timeout; any failure becomes a FAIL result, never a crash.
+    Its timeout and latency leave out the probe's slot waits (``opsbot.reach.budget``)."""
     try:
-        async with asyncio.timeout(timeout):
+        async with deadline(timeout) as spent:
             result = await probe()
     except TimeoutError:
         return CheckResult(label, State.FAIL, f"timed out after {timeout:g} s", timeout)
@@ -244,9 +254,8 @@ async def _timed(
         # httpx errors carry the URL, which may hold a token: name the error class only,
         # plus the message for our own errors, which never contain secrets.
         why = _explain(exc)
-        return CheckResult(label, State.FAIL, why, time.monotonic() - started)
-    latency = time.monotonic() - started
-    return CheckResult(result.name, result.state, result.detail, latency)
+        return CheckResult(label, State.FAIL, why, spent.elapsed())
+    return CheckResult(result.name, result.state, result.detail, spent.elapsed())
 
 
 def _explain(exc: BaseException) -> str:
@@ -292,9 +301,10 @@ async def _process(name: str, target: Target, runtime: Runtime) -> CheckResult:
 
 
 async def _http(label: str, check: HttpCheck, http: httpx.AsyncClient) -> CheckResult:
-    started = time.monotonic()
-    response = await http.get(check.url, timeout=check.timeout)
-    latency = time.monotonic() - started
+    async with HTTP_CHECKS.hold():
+        started = time.monotonic()
+        response = await http.get(check.url, timeout=check.timeout)
+        latency = time.monotonic() - started
     if response.status_code not in check.expect_status:
         return CheckResult(label, State.FAIL, f"HTTP {response.status_code}")
     if check.json_field is not None:
@@ -316,7 +326,8 @@ async def _http(label: str, check: HttpCheck, http: httpx.AsyncClient) -> CheckR
 async def _metric(label: str, check: MetricCheck, http: httpx.AsyncClient) -> CheckResult:
     from prometheus_client.parser import text_string_to_metric_families  # only metric checks
 
-    response = await http.get(check.url, timeout=check.timeout)
+    async with HTTP_CHECKS.hold():
+        response = await http.get(check.url, timeout=check.timeout)
     if response.status_code != 200:
         return CheckResult(label, State.FAIL, f"HTTP {response.status_code}")
     try:
@@ -354,12 +365,14 @@ async def _tcp(label: str, check: TcpCheck) -> CheckResult:
 
 async def _telegram(label: str, check: TelegramCheck, runtime: CheckRuntime) -> CheckResult:
     base = f"{check.api_url or runtime.telegram_api_url}/bot{check.secret()}"
-    me = (await runtime.http.get(f"{base}/getMe", timeout=check.timeout)).json()
+    async with HTTP_CHECKS.hold():
+        me = (await runtime.http.get(f"{base}/getMe", timeout=check.timeout)).json()
     if not me.get("ok"):
         why = "token revoked or invalid" if me.get("error_code") == 401 else me.get("description")
         return CheckResult(label, State.FAIL, f"getMe: {why}")
     username = "@" + str(me["result"].get("username", "?"))
-    info = (await runtime.http.get(f"{base}/getWebhookInfo", timeout=check.timeout)).json()
+    async with HTTP_CHECKS.hold():
+        info = (await runtime.http.get(f"{base}/getWebhookInfo", timeout=check.timeout)).json()
     if not info.get("ok"):
         return CheckResult(
             label, State.WARN, f"{username}; getWebhookInfo: {info.get('description')}"

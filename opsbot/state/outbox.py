@@ -9,9 +9,9 @@ Rules the worker keeps (all state is in the store, shared by replicas):
 
 * **Order.** Per chat, entries go out by (priority, enqueue time): a new critical alert,
   then replies and approval cards, cards' final states, alerts and incident cards, alert
-  counter edits, and last progress edits (see ``Priority``); within a priority, in the
-  order they were queued. One worker holds a chat
-  at a time (a store lease), and an entry that waits for a retry holds back those behind.
+  counter edits, and last progress edits (see ``Priority``); within a priority, in the order
+  they were queued. One worker holds a chat at a time (a store lease), and an entry that
+  waits for a retry holds back those behind.
 * **At most once.** An entry is claimed by compare-and-set (with a lease) before the Bot API
   is called. A send whose claimer died before recording its message id is never sent again:
   its ref is marked lost, and the next edit of that ref is posted as a new message, so the
@@ -161,6 +161,7 @@ class Outbox:
         # The outbox as this replica's last scan found it (an idle worker rescans it every
         # pass): an express reply is written on condition that it is still so.
         self.seen: dict[str, Versioned] | None = None
+        self.landing: dict[int, asyncio.Event] = {}  # set once delivered (notifier.landed)
 
     async def room(
         self, chat: int, cap: int | None = None, priority: Priority = Priority.alert
@@ -395,6 +396,7 @@ class Outbox:
             if "stamp" in entry.doc:  # how new the text it shows is: an older one is ignored
                 shown["stamp"] = entry.doc["stamp"]
             await self.store.put(REFS, str(entry.ref), shown, ttl=REF_TTL)
+            self.landing.get(entry.ref, asyncio.Event()).set()
         await self._settle(entry, None)
         await self._forget_file(entry)
 
@@ -441,10 +443,8 @@ class Outbox:
         await self._settle(entry, {})
 
     async def _settle(self, entry: Entry, again: JSONDoc | None) -> None:
-        """Leave the claim: back to pending with ``again``'s fields, or done (None).
-
-        An edit that got a newer text while in flight is queued again with that text.
-        """
+        """Leave the claim: back to pending with ``again``'s fields, or done (None). An edit
+        that got a newer text while in flight is queued again with that text."""
         key = entry.key
         while True:
             stored = await self.store.get(NAMESPACE, key)

@@ -5,6 +5,7 @@ Apart from ``outbox.py`` (the entries and their rules) so that each stays one id
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -72,6 +73,23 @@ class OutboxNotifier:
         await self.outbox.edit(chat_id, message_id, replace(reply, request_id=None),
                                priority=self.priority if priority is None else priority,
                                stamp=stamp)  # fmt: skip
+
+    async def landed(self, ref: int, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, until the message ``ref`` was delivered (by this
+        replica's worker; another's delivery is seen once ``timeout`` is up); True once it was.
+        """
+        outbox = self.outbox
+        event = outbox.landing.setdefault(ref, asyncio.Event())
+        try:
+            if await outbox.message_id(ref) is not None:
+                return True
+            async with asyncio.timeout(timeout):
+                await event.wait()
+            return True
+        except TimeoutError:
+            return await outbox.message_id(ref) is not None
+        finally:
+            outbox.landing.pop(ref, None)
 
     async def edit_message(self, chat_id: int, message_id: int, reply: Reply) -> None:
         """Edit a message known by its Telegram id (the one a button was tapped on)."""

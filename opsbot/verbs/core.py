@@ -20,7 +20,7 @@ from opsbot.errors import OpsbotError, UsageError
 from opsbot.miniapp.link import board_buttons
 from opsbot.objectives import clock as objectives_clock
 from opsbot.objectives import day_chart
-from opsbot.reach.checks import TargetHealth, check_all, check_target
+from opsbot.reach.checks import TargetHealth, check_all, check_phrase, check_target
 from opsbot.reach.targets import (
     FILTER_SCAN_LINES,
     State,
@@ -76,6 +76,7 @@ async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
     if not targets:
         return Reply(text="No targets are configured.")
     results = await _check_all_showing_progress(services, caller, targets)
+    services.keep_long_lived()  # the connections a cold fan-out opened, out of gc's sight
     await _observe(services, results)
     firing = await _firing(services)
     text = f"Health: {health_counts(results, len(firing))} · {clock()}"
@@ -89,7 +90,7 @@ async def health(services: Services, caller: Caller, args: list[str]) -> Reply:
         text += f"\n… /alerts shows {len(unseen) - FIRING_SHOWN} more"
     return Reply(
         text=text,
-        block=health_table(results),
+        block=health_block(results),
         buttons=(*failing_buttons(services, results), Button("🔄 Refresh", "h"),
                  *board_buttons(services.settings)),
     )
@@ -128,11 +129,14 @@ def failing_buttons(services: Services, results: list[TargetHealth]) -> list[But
 
 #: /health over more targets than this shows progress at once; fewer, only once it is slow.
 PROGRESS_MIN_TARGETS = 20
-#: Seconds before the progress message of a /health over many targets, and over few (an
-#: answer that comes sooner needs none). At once over many: a cold /health's SSH handshakes
-#: keep the event loop so busy that a 0.2 s timer fired ~0.8 s late (100 hosts).
-PROGRESS_SOON = 0.0
+#: Seconds before the progress message of a /health over few targets (an answer that comes
+#: sooner needs none).
 PROGRESS_AFTER = 0.5
+#: Seconds a /health over many targets waits for its progress message to be in the chat
+#: before it starts the checks: a fleet's checks keep the event loop so busy that the
+#: message, queued first but sent by the outbox worker on the same loop, came ~0.95 s late
+#: (1,000 SSH hosts, warm); a slow Bot API delays the checks by no more than this.
+PROGRESS_WAIT = 0.3
 
 
 async def _check_all_showing_progress(
@@ -159,12 +163,18 @@ async def _check_all_showing_progress(
         if showing and arrived < len(targets):  # the last one: the answer follows at once
             show()
 
-    delay = PROGRESS_SOON if len(targets) > PROGRESS_MIN_TARGETS else PROGRESS_AFTER
-    timer = asyncio.get_running_loop().call_later(delay, show)
+    timer = None
+    if len(targets) > PROGRESS_MIN_TARGETS:
+        show()
+        if caller.progress_shown is not None:
+            await caller.progress_shown(PROGRESS_WAIT)
+    else:
+        timer = asyncio.get_running_loop().call_later(PROGRESS_AFTER, show)
     try:
         return await check_all(targets, services, on_result)
     finally:
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
 
 
 def _progress_reply(arrived: int, bad: list[TargetHealth], total: int) -> Reply:
@@ -310,6 +320,39 @@ def health_table(results: list[TargetHealth]) -> str:
         why = "" if r.state == 0 else f"  {r.summary}"
         lines.append(f"{r.state.icon} {r.target:<{width}} {short_duration(r.latency):>7}{why}")
     return "\n".join(lines)
+
+
+#: Over this many targets /health lists only the worst ones, at most ``NAMED_UNHEALTHY``,
+#: and counts the rest: one message that fits Telegram's 4,096 characters and a phone.
+LISTED_TARGETS = 30
+NAMED_UNHEALTHY = 20
+#: Characters a row of that list keeps: what a phone shows of a <pre> line, unwrapped.
+PHONE_CHARS = 44
+
+
+def health_block(results: list[TargetHealth]) -> str:
+    """Every target (worst first), or over ``LISTED_TARGETS`` the worst not-healthy ones by
+    name, then "… 10 more not healthy" and "✅ 970 healthy"."""
+    if len(results) <= LISTED_TARGETS:
+        return health_table(results)
+    bad = [r for r in results if r.state]  # worst first, like results
+    named = bad[:NAMED_UNHEALTHY]
+    width = max((len(r.target) for r in named), default=0)
+    lines = []
+    for r in named:
+        line = f"{r.state.icon} {r.target:<{width}} {short_duration(r.latency):>6}  {_why(r)}"
+        lines.append(line if len(line) <= PHONE_CHARS else line[: PHONE_CHARS - 1] + "…")
+    if len(bad) > len(named):
+        lines.append(f"… {len(bad) - len(named):,} more not healthy")
+    if healthy := len(results) - len(bad):
+        lines.append(f"{State.OK.icon} {healthy:,} healthy")
+    return "\n".join(lines)
+
+
+def _why(result: TargetHealth) -> str:
+    """Its worst checks, each as a person reads it beside the target: "http /health: HTTP 500"."""
+    worst = [c for c in result.checks if c.state is result.state]
+    return "; ".join(f"{check_phrase(c.name)}: {c.detail}" for c in worst)
 
 
 def health_counts(results: list[TargetHealth], firing: int = 0) -> str:

@@ -18,7 +18,7 @@ import logging
 
 from opsbot.notify import Notifier
 from opsbot.render import Reply
-from opsbot.state.outbox_notifier import edit_at
+from opsbot.state.outbox_notifier import OutboxNotifier, edit_at
 from opsbot.state.pace import Priority
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class ProgressMessage:
         self.message_id: int | None = None
         self._latest: Reply | None = None
         self._wake = asyncio.Event()
+        self._sent = asyncio.Event()  # the first message was queued (or failed to be)
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -56,6 +57,24 @@ class ProgressMessage:
         self._wake.set()
         if self._task is None:
             self._task = asyncio.create_task(self._pump(), name="opsbot-progress")
+
+    async def shown(self, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, until the first progress message is in the chat
+        (delivered by this replica's outbox worker); True once it is. A verb about to keep
+        the event loop busy (a fleet's checks) waits for it first, so the chat hears at once.
+        """
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await self._sent.wait()
+        except TimeoutError:
+            return False
+        if self.message_id is None:
+            return False
+        if not isinstance(self.notifier, OutboxNotifier):
+            return True  # sent straight away (a notifier without an outbox)
+        return await self.notifier.landed(self.message_id, max(0.0, until - loop.time()))
 
     async def finish(self, reply: Reply) -> int | None:
         """Show ``reply`` in place of the progress; its message id, or None when no progress
@@ -97,6 +116,7 @@ class ProgressMessage:
                                   Priority.progress)  # fmt: skip
             except Exception as exc:  # progress is a courtesy: the command goes on regardless
                 log.warning("progress message in %s not updated: %s", self.chat_id, exc)
+            self._sent.set()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
                     await self._closing.wait()

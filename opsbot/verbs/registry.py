@@ -39,6 +39,11 @@ class Caller:
     thread_id: int | None = None
     #: Where a long verb may report progress (a chat's in-place message); None = nowhere.
     progress: ProgressSink | None = field(default=None, compare=False)
+    #: Waits (at most the seconds given) until the first progress message is in the chat;
+    #: True once it is. None where progress is not shown or not waited for.
+    progress_shown: Callable[[float], Awaitable[bool]] | None = field(
+        default=None, compare=False
+    )
 
     @property
     def person(self) -> Person:

@@ -46,6 +46,17 @@ def test_health_fanout_runs_opsbot_beside_the_floor(tmp_path: Path) -> None:
     assert "parallel-ssh" not in text and "ansible" not in text  # --anchors bare
 
 
+def test_health_fanout_on_a_fleet_lab(tmp_path: Path) -> None:
+    """--lab fleet: 18 hosts on two sshd (16 + 2 loopback addresses), one login per host."""
+    results = tmp_path / "RESULTS.md"
+    text = _bench(
+        "health_fanout.py", "--hosts", "18", "--rounds", "1", "--cold-rounds", "1",
+        "--anchors", "bare", "--lab", "fleet", results=results,
+    )  # fmt: skip
+    assert "18 SSH hosts" in text and "--lab fleet`" in text
+    assert "opsbot handshakes: [18] per cold round, 0 over the warm rounds" in text
+
+
 def test_logs_big_runs_opsbot_beside_ssh_tail(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     text = _bench("logs_big.py", "--size-mb", "8", "--rounds", "1", results=results)

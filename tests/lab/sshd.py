@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +108,43 @@ def start_sshd(
     tmp_path: Path, *, address: str = "127.0.0.1", netns: str | None = None
 ) -> Iterator[SSHServer]:
     """An sshd on ``address`` (inside the network namespace ``netns`` when given)."""
+    with _sshd(tmp_path, [address], netns=netns) as servers:
+        yield servers[0]
+
+
+#: Addresses one sshd of a fleet listens on (ListenAddress lines): a host each.
+FLEET_ADDRESSES = 16
+
+
+def fleet_addresses(count: int) -> list[str]:
+    """127.0.0.2, 127.0.0.3, …: the loopback addresses of ``count`` hosts of one sshd."""
+    if not 1 <= count <= FLEET_ADDRESSES:
+        raise ValueError(f"an sshd of the fleet listens on 1 to {FLEET_ADDRESSES} addresses")
+    return [f"127.0.0.{2 + i}" for i in range(count)]
+
+
+@contextmanager
+def start_sshd_fleet(tmp_path: Path, hosts: int = FLEET_ADDRESSES) -> Iterator[list[SSHServer]]:
+    """One sshd listening on ``hosts`` loopback addresses (one port): an SSHServer each.
+
+    The hosts of one sshd share its host key (each has its own known_hosts line), client key,
+    log and directories; ``count_fleet_logins`` counts their logins once. A thousand hosts
+    take ~63 processes instead of a thousand.
+    """
+    with _sshd(tmp_path, fleet_addresses(hosts)) as servers:
+        yield servers
+
+
+def count_fleet_logins(servers: Sequence[SSHServer]) -> int:
+    """SSH logins over hosts that may share an sshd (and its log): each log counted once."""
+    logs = {s.log_path: s for s in servers}
+    return sum(count_accepted_connections(s) for s in logs.values())
+
+
+@contextmanager
+def _sshd(
+    tmp_path: Path, addresses: Sequence[str], *, netns: str | None = None
+) -> Iterator[list[SSHServer]]:
     sshd = require_binary("sshd", "openssh-server")
     tmp_path.mkdir(parents=True, exist_ok=True)
     log = tmp_path / "sshd.log"
@@ -121,9 +158,9 @@ def start_sshd(
     client_key = tmp_path / "client_key"
     client_pub = _keygen(client_key, log)
     known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(f"[{address}]:{port} {host_pub}\n")
+    known_hosts.write_text("".join(f"[{a}]:{port} {host_pub}\n" for a in addresses))
     known_hosts_wrong = tmp_path / "known_hosts_wrong"
-    known_hosts_wrong.write_text(f"[{address}]:{port} {wrong_pub}\n")
+    known_hosts_wrong.write_text("".join(f"[{a}]:{port} {wrong_pub}\n" for a in addresses))
 
     shared = Path(tempfile.mkdtemp(prefix="opsbot-ssh-", dir="/tmp"))
     try:
@@ -144,7 +181,7 @@ def start_sshd(
         config.write_text(
             "\n".join([
                 f"Port {port}",
-                f"ListenAddress {address}",
+                *(f"ListenAddress {a}" for a in addresses),
                 f"HostKey {host_key}",
                 f"PidFile {tmp_path / 'sshd.pid'}",
                 f"AuthorizedKeysFile {authorized}",
@@ -171,11 +208,12 @@ def start_sshd(
             argv = [require_binary("ip", "iproute2"), "netns", "exec", netns, *argv]
         proc = start_process(argv, log)
         try:
-            if netns is None:
+            if netns is None and len(addresses) == 1:
                 wait_until(lambda: _banner(port), what="sshd", log=log, proc=proc)
             else:  # maybe unreachable from here: its own log says when it listens
-                wait_until(lambda: _listening(log, address, port), what="sshd", log=log, proc=proc)
-            yield SSHServer(
+                wait_until(lambda: all(_listening(log, a, port) for a in addresses),
+                           what="sshd", log=log, proc=proc)  # fmt: skip
+            yield [SSHServer(
                 host=address,
                 port=port,
                 username=LAB_USER,
@@ -186,7 +224,7 @@ def start_sshd(
                 canary_dir=canary_dir,
                 log_path=log,
                 bin_dir=bin_dir,
-            )
+            ) for address in addresses]  # fmt: skip
         finally:
             stop_process(proc)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import urllib.request
 from contextlib import closing
+from pathlib import Path
 
 import asyncssh
 import pytest
@@ -14,7 +15,12 @@ from tests.lab.dockerd import DockerLab, run_http_container
 from tests.lab.ports import free_port
 from tests.lab.postgres import PostgresServer, postgres_bin_dir
 from tests.lab.redis import RedisServer
-from tests.lab.sshd import SSHServer, count_accepted_connections
+from tests.lab.sshd import (
+    SSHServer,
+    count_accepted_connections,
+    count_fleet_logins,
+    start_sshd_fleet,
+)
 
 
 def test_redis_ping(redis_server: RedisServer) -> None:
@@ -52,6 +58,23 @@ async def test_ssh_refuses_wrong_host_key(sshd_server: SSHServer) -> None:
             known_hosts=str(sshd_server.known_hosts_wrong),
         ):
             pass
+
+
+async def test_ssh_fleet_one_sshd_many_hosts(tmp_path: Path) -> None:
+    """A fleet's sshd answers on each of its addresses, each with its own known_hosts line."""
+    with start_sshd_fleet(tmp_path, 3) as servers:
+        assert len({(s.host, s.port) for s in servers}) == 3
+        assert len({s.log_path for s in servers}) == 1  # one sshd
+        known = asyncssh.read_known_hosts(str(servers[0].known_hosts))
+        for server in servers:
+            async with asyncssh.connect(
+                server.host, port=server.port, username=server.username,
+                client_keys=[str(server.client_key)], known_hosts=known,
+                config=None, agent_path=None,
+            ) as conn:  # fmt: skip
+                seen = (await conn.run("echo $SSH_CONNECTION", check=True)).stdout
+                assert seen.split()[2] == server.host  # the address it was reached on
+        assert count_fleet_logins(servers) == 3
 
 
 def test_docker_images_and_http_container(docker_lab: DockerLab) -> None:

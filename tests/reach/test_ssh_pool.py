@@ -18,7 +18,7 @@ from opsbot.errors import ExecutorError, HostKeyError
 from opsbot.reach.executors.ssh import SSHHost, SSHPool
 from tests.factories import lab_ssh_host
 from tests.lab.ports import free_port
-from tests.lab.sshd import SSHServer, count_accepted_connections
+from tests.lab.sshd import SSHServer, count_accepted_connections, start_sshd_fleet
 
 
 @pytest.fixture
@@ -275,3 +275,35 @@ def _running(cmdline: str) -> bool:
         except (FileNotFoundError, NotADirectoryError, PermissionError, ProcessLookupError):
             continue
     return False
+
+
+async def test_a_fleets_known_hosts_is_parsed_once_and_again_when_it_changes(
+    pool: SSHPool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncssh given a path parses known_hosts on every connect: a 1,000-line file a thousand
+    times for a fleet's cold /health. The pool parses it once, and again once it changed."""
+    import asyncssh
+
+    parsed: list[str] = []
+    real = asyncssh.read_known_hosts
+
+    def counting(path: str) -> Any:
+        parsed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(asyncssh, "read_known_hosts", counting)
+    with start_sshd_fleet(tmp_path / "fleet", 3) as servers:
+        known = tmp_path / "known_hosts"
+        known.write_text(servers[0].known_hosts.read_text())
+        hosts = [lab_ssh_host(s, name=f"h{i}", known_hosts=known) for i, s in enumerate(servers)]
+        results = await asyncio.gather(
+            *(pool.executor(h).run(["true"], timeout=10) for h in hosts)
+        )
+        assert all(r.ok for r in results) and pool.connections_opened == 3
+        assert parsed == [str(known)]
+        # The operator replaces a key: the next handshake reads the file again and refuses.
+        known.write_text(servers[0].known_hosts_wrong.read_text())
+        await pool.discard(hosts[1], await pool.connection(hosts[1]))
+        with pytest.raises(HostKeyError):
+            await pool.executor(hosts[1]).run(["true"], timeout=10)
+        assert parsed == [str(known)] * 2

@@ -28,7 +28,7 @@ from opsbot.render import (
 )
 from opsbot.services import Services
 from opsbot.verbs import manual
-from opsbot.verbs.core import health_counts, health_table
+from opsbot.verbs.core import health_block, health_counts, health_table
 from opsbot.verbs.registry import Caller
 from tests.factories import PEOPLE, write_config
 
@@ -125,6 +125,19 @@ def test_latency_under_a_second_reads_in_milliseconds() -> None:
     assert short_duration(1.25) == "1.2 s" or short_duration(1.25) == "1.3 s"
     table = health_table([_health("web", State.OK, 0.042), _health("db", State.OK, 3.5)])
     assert table.splitlines() == ["✅ web   42 ms", "✅ db    3.5 s"]
+
+
+def test_a_fleets_health_names_the_worst_and_counts_the_rest() -> None:
+    """Up to 30 targets every one is listed; over that the not-healthy ones (20 at most, a
+    long reason cut at a phone's width), then the healthy ones counted."""
+    few = [_health(f"t{i:02d}", State.OK, 0.1) for i in range(30)]
+    assert health_block(few) == health_table(few)
+    fleet = [_health(f"t{i:04d}", State.OK, 0.1) for i in range(1200)]
+    assert health_block(fleet) == "✅ 1,200 healthy"
+    bad = TargetHealth("paybot", (CheckResult("status", State.FAIL, "y" * 80, 2.0),), 2.0)
+    lines = health_block([bad, *fleet[1:]]).splitlines()
+    assert lines[0].startswith("❌ paybot  2.0 s  status: yyy") and lines[0].endswith("…")
+    assert lines[1:] == ["✅ 1,199 healthy"]
 
 
 def test_times_and_durations_read_one_way_wherever_they_are_shown() -> None:

@@ -32,7 +32,6 @@ import re
 import shlex
 import shutil
 import tempfile
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any
 import asyncssh
 
 from opsbot.errors import ExecutorError, HostKeyError
+from opsbot.reach.budget import HANDSHAKES, SESSION_OPENS, Clock, clock, waited
 from opsbot.reach.executors import ExecResult, argv_words
 from opsbot.reach.executors.transfer import CHUNK_SIZE, TransferError, temp_beside
 
@@ -117,6 +117,11 @@ class SSHPool:
         self._forward_locks: dict[tuple[SSHHost, str], asyncio.Lock] = {}
         self._socket_dir: Path | None = None
         self._closed = False
+        # known_hosts and private keys as parsed, per file (and its mtime and size): asyncssh
+        # given paths parses them again on every connect (a 1,000-line known_hosts, a
+        # thousand times over for a fleet's /health).
+        self._known_hosts: dict[Path, tuple[tuple[int, int], Any]] = {}
+        self._client_keys: dict[tuple[Path, ...], tuple[tuple[tuple[int, int], ...], Any]] = {}
         #: Total SSH handshakes made by this pool (for tests and metrics).
         self.connections_opened = 0
 
@@ -175,7 +180,7 @@ class SSHPool:
             "keepalive_count_max": host.keepalive_count_max,
         }
         if host.client_keys is not None:
-            options["client_keys"] = [str(p) for p in host.client_keys]
+            options["client_keys"] = self._keys(host)
             options["agent_path"] = None
         if host.insecure_no_host_key_check:
             log.warning(
@@ -186,20 +191,15 @@ class SSHPool:
             )
             options["known_hosts"] = None
         elif host.known_hosts is not None:
-            if not host.known_hosts.is_file():
-                raise HostKeyError(
-                    f"SSH host {host.name} ({host.address}): known_hosts file "
-                    f"{host.known_hosts} does not exist; add the host key with "
-                    f"`ssh-keyscan -p {host.port or 22} {host.host} >> {host.known_hosts}` "
-                    "and check its fingerprint"
-                )
-            options["known_hosts"] = str(host.known_hosts)
+            options["known_hosts"] = self._known(host)
         if host.via is not None:
             # The bastion's pooled connection (opened once for all the hosts behind it);
             # asyncssh opens a direct-tcpip channel on it and runs this handshake inside.
             options["tunnel"] = await self.connection(host.via)
         try:
-            async with asyncio.timeout(host.connect_timeout):
+            # A slot first (a fleet's cold /health would start every handshake at once), then
+            # the handshake's own time: waiting for the slot is not the host being slow.
+            async with HANDSHAKES.hold(), asyncio.timeout(host.connect_timeout):
                 conn = await asyncssh.connect(host.host, **options)
         except asyncssh.HostKeyNotVerifiable as exc:
             where = host.known_hosts or "~/.ssh/known_hosts"
@@ -222,6 +222,37 @@ class SSHPool:
         self.connections_opened += 1
         log.info("SSH connected to %s (%s) as %s", host.name, host.address, host.username)
         return conn
+
+    def _known(self, host: SSHHost) -> Any:
+        """The host's known_hosts, parsed once per version of the file."""
+        path = host.known_hosts
+        assert path is not None
+        if not path.is_file():
+            raise HostKeyError(
+                f"SSH host {host.name} ({host.address}): known_hosts file "
+                f"{path} does not exist; add the host key with "
+                f"`ssh-keyscan -p {host.port or 22} {host.host} >> {path}` "
+                "and check its fingerprint"
+            )
+        version = _version(path)
+        cached = self._known_hosts.get(path)
+        if cached is None or cached[0] != version:
+            cached = self._known_hosts[path] = (version, asyncssh.read_known_hosts(str(path)))
+        return cached[1]
+
+    def _keys(self, host: SSHHost) -> Any:
+        """The host's private keys, loaded once per version of their files."""
+        paths = host.client_keys
+        assert paths is not None
+        try:
+            version = tuple(_version(p) for p in paths)
+            cached = self._client_keys.get(paths)
+            if cached is None or cached[0] != version:
+                keys = asyncssh.load_keypairs([str(p) for p in paths])
+                cached = self._client_keys[paths] = (version, keys)
+        except (OSError, asyncssh.KeyImportError) as exc:
+            raise ExecutorError(f"{host.address}: cannot load a key: {_describe(exc)}") from None
+        return cached[1]
 
     async def forward_unix_socket(self, host: SSHHost, remote_path: str) -> Path:
         """A local unix socket forwarded to ``remote_path`` over the pooled connection.
@@ -305,10 +336,12 @@ class SSHExecutor:
         probe: bool = False,
     ) -> ExecResult:
         self.command(argv, timeout)  # an empty argv fails before anything is opened
-        async with self.pool.semaphore(self.host):
-            started = time.monotonic()
-            process = await self._start(argv, timeout, stdin is not None, probe)
-            return await self._finish(process, stdin, timeout, started)
+        # The command's clock stops while it waits for a slot (this host's, a handshake's, a
+        # session open's): its timeout and duration are the host's time, not opsbot's queue.
+        async with waited(self.pool.semaphore(self.host)):
+            with clock() as spent:
+                process = await self._start(argv, timeout, stdin is not None, probe)
+                return await self._finish(process, stdin, timeout, spent)
 
     async def _start(
         self, argv: Sequence[str], timeout: float, with_stdin: bool, probe: bool
@@ -340,7 +373,7 @@ class SSHExecutor:
         for attempt in (1, 2):
             conn = await self.pool.connection(self.host)
             try:
-                async with asyncio.timeout(self.host.connect_timeout):
+                async with SESSION_OPENS.hold(), asyncio.timeout(self.host.connect_timeout):
                     return await opener(conn)
             except _START_ERRORS as exc:
                 broken = conn.is_closed() or not isinstance(exc, asyncssh.ChannelOpenError)
@@ -362,14 +395,14 @@ class SSHExecutor:
         raise AssertionError("unreachable")
 
     async def _finish(
-        self, process: Any, stdin: bytes | None, timeout: float, started: float
+        self, process: Any, stdin: bytes | None, timeout: float, spent: Clock
     ) -> ExecResult:
         # communicate() buffers both streams inside asyncssh until the channel closes: no
         # reader tasks of our own (the output is kept whole either way).
         tasks = [] if stdin is None else [asyncio.ensure_future(_feed(process.stdin, stdin))]
         timed_out = False
         try:
-            async with asyncio.timeout(max(0.0, started + timeout - time.monotonic())):
+            async with asyncio.timeout(max(0.0, timeout - spent.elapsed())):
                 out, err = await process.communicate()
                 await asyncio.gather(*tasks)
             if process.returncode is None and _lost(process):
@@ -391,7 +424,7 @@ class SSHExecutor:
             exit_status=None if timed_out else process.returncode,
             stdout=bytes(out).decode("utf-8", errors="replace"),
             stderr=bytes(err).decode("utf-8", errors="replace"),
-            duration=time.monotonic() - started,
+            duration=spent.elapsed(),
             timed_out=timed_out,
         )
 
@@ -525,6 +558,12 @@ async def _feed(stream: Any, data: bytes) -> None:
 def _lost(process: Any) -> bool:
     conn = process.get_extra_info("connection")
     return conn is None or bool(conn.is_closed())
+
+
+def _version(path: Path) -> tuple[int, int]:
+    """What tells a changed file from the one read before: its mtime and size."""
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
 
 
 def _signals_reach_the_group(conn: Any) -> bool:
