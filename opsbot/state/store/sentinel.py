@@ -214,16 +214,17 @@ class _Pool(SentinelConnectionPool, BlockingConnectionPool):
         self.sentinels = sentinels
         self.master: Master | None = None
         self._failed_at = -RETRY_FOR
+        self._unanswered = False
         self._asked = asyncio.Event()
         self._wake = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
 
-    async def confirm(self, port: int) -> None:
+    async def confirm(self, address: tuple[str, int]) -> None:
         """A write the replica did not acknowledge: fine unless the sentinels are replacing
         this master (then it would be lost with it: raise, and it is retried on the next)."""
         await self._ask()
         master = self.master
-        if master is None or master.failing_over or master.port != port:
+        if master is None or master.failing_over or master.address != address:
             self.note_failure()
             raise RedisConnectionError("the master is being replaced: written again")
 
@@ -238,9 +239,14 @@ class _Pool(SentinelConnectionPool, BlockingConnectionPool):
         try:
             master = await self.sentinels.ask()
         except RedisError as exc:
-            log.warning("redis sentinel: %s", exc)
+            if not self._unanswered:  # once an outage, not every 0.25 s
+                log.warning("redis sentinel: %s", exc)
+            self._unanswered = True
             self._failed_at = time.monotonic()
             return
+        if self._unanswered:
+            log.warning("redis sentinel: master %s found again", self.service_name)
+        self._unanswered = False
         previous, self.master = self.master, master
         if master.failing_over:
             self._failed_at = time.monotonic()
@@ -324,7 +330,7 @@ class _Client(aioredis.Redis):
         if not acked:
             pool = self.connection_pool
             assert isinstance(pool, _Pool)
-            await pool.confirm(conn.port)
+            await pool.confirm(_address(conn))
         return result
 
 
