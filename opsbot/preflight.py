@@ -29,6 +29,7 @@ from opsbot.config import (
 from opsbot.config.errors import env_name
 from opsbot.errors import HostKeyError, OpsbotError
 from opsbot.services import Services, local_path
+from opsbot.state.store import STORE_UNREACHABLE
 from opsbot.updates import notices as update_notices
 
 Unreadable = list[tuple[str, Path, str]]  # (x_file key, path, reason)
@@ -279,6 +280,26 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+async def store_rows(services: Services) -> list[Row]:
+    """With Redis Sentinel: the master the sentinels name (a plain store adds no row)."""
+    from opsbot.state.store.sentinel import SentinelStore
+
+    store = services.store
+    inner = getattr(store, "inner", store)  # under RedactingStore
+    if not isinstance(inner, SentinelStore):
+        return []
+    try:
+        master = await inner.master()
+    except STORE_UNREACHABLE as exc:
+        hint = "check store.redis_url / store.sentinels and that the sentinels run"
+        return [Row("store", "redis sentinel", False, str(exc), hint)]
+    detail = (
+        f"master {inner.sentinels.service} at {master.host}:{master.port} (config-epoch "
+        f"{master.epoch}, {master.answered} of {master.asked} sentinels answered)"
+    )
+    return [Row("store", "redis sentinel", True, detail)]
+
+
 async def run_check(
     settings: Settings, out: TextIO = sys.stdout, unreadable: Unreadable | None = None
 ) -> int:
@@ -291,6 +312,7 @@ async def run_check(
         rows += secret_file_rows(settings, unreadable)
         rows += objective_rows(settings)
         rows += await update_rows(services)
+        rows += await store_rows(services)
     finally:
         await services.close()
     redact = services.redactor.redact

@@ -21,6 +21,7 @@ from tests.fakebotapi import FakeBotAPI
 from tests.lab.dockerd import DockerLab, start_dockerd
 from tests.lab.postgres import PostgresServer, start_postgres
 from tests.lab.redis import RedisServer, start_redis
+from tests.lab.sentinel import SentinelLab, start_sentinel_lab
 from tests.lab.sshd import SSHServer, start_sshd
 
 
@@ -28,6 +29,13 @@ from tests.lab.sshd import SSHServer, start_sshd
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     with start_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def sentinel_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelLab]:
+    """A master, a replica and three sentinels; a test that fails over calls ``settle()``."""
+    with start_sentinel_lab(tmp_path_factory.mktemp("sentinel")) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="session")

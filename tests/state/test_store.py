@@ -29,6 +29,7 @@ from opsbot.state.store import (
 from opsbot.state.store.factory import open_store
 from opsbot.state.store.redacting import RedactingStore
 from opsbot.state.store.redis import RedisStore
+from opsbot.state.store.sentinel import SentinelStore
 from opsbot.state.store.sqlite import SQLiteStore
 
 TTL = 0.3
@@ -37,7 +38,7 @@ PAST_TTL = 0.45
 OpenStore = Callable[[], Store]
 
 
-@pytest_asyncio.fixture(params=["sqlite", "redis"])
+@pytest_asyncio.fixture(params=["sqlite", "redis", "sentinel"])
 async def open_another(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
     """Opens another store over the same data: a restart, or a second replica."""
     if request.param == "sqlite":
@@ -45,12 +46,18 @@ async def open_another(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
         def factory() -> Store:
             return SQLiteStore(path)
-    else:
+    elif request.param == "redis":
         url = request.getfixturevalue("redis_server").url
         prefix = f"test-{uuid.uuid4().hex}"
 
         def factory() -> Store:
             return RedisStore(url, prefix)
+    else:
+        lab = request.getfixturevalue("sentinel_lab")
+        prefix = f"test-{uuid.uuid4().hex}"
+
+        def factory() -> Store:
+            return SentinelStore(lab.sentinels, lab.service, prefix)
 
     opened: list[Store] = []
 

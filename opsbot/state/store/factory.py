@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -61,13 +60,8 @@ def open_store(settings: Settings) -> Store:
     if target is None:
         assert url is not None  # StoreSettings refuses redis without a url or sentinels
         return RedisStore(url, store.prefix)
-    from redis.asyncio.sentinel import Sentinel
+    from opsbot.state.store.sentinel import SentinelStore
 
-    # redis-py < 8.2 leaves Sentinel.__init__ untyped, 8.2 types it: called through a typed
-    # name, mypy strict passes on both sides (a type: ignore would be "unused" on the newer)
-    make_sentinel: Callable[..., Sentinel] = Sentinel
-    sentinel = make_sentinel(target.sentinels, socket_timeout=5.0)
-    master = sentinel.master_for(
-        target.service, db=target.db, password=target.password, decode_responses=True
+    return SentinelStore(
+        target.sentinels, target.service, store.prefix, db=target.db, password=target.password
     )
-    return RedisStore(None, store.prefix, client=master, also_close=sentinel.sentinels)
