@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from opsbot.actions.action import Action
 from opsbot.actions.backups.action import BACKUP, RESTORE
+from opsbot.actions.deploy.action import DEPLOY
 from opsbot.actions.restart import RESTART, ROLLBACK
 from opsbot.errors import UsageError
 
 #: A request's ``action`` names one of these (a stored request keeps the name).
-ACTIONS: dict[str, Action] = {a.name: a for a in (RESTART, ROLLBACK, BACKUP, RESTORE)}
+ACTIONS: dict[str, Action] = {a.name: a for a in (RESTART, ROLLBACK, BACKUP, RESTORE, DEPLOY)}
 
 
 def action_of(name: str) -> Action:

@@ -24,6 +24,7 @@ from opsbot.config.base import (
     Seconds,
     _Model,
 )
+from opsbot.config.deploy import Deploy
 from opsbot.config.objectives import ObjectiveOverride
 from opsbot.config.updates import UpdateNotices
 from opsbot.errors import ConfigError
@@ -353,6 +354,9 @@ class _TargetBase(_Model):
     )
     approvals: TargetApprovals | None = Field(
         default=None, description="required / step_up / allowed_hours for this target."
+    )
+    deploy: Deploy | None = Field(
+        default=None, description="/deploy TARGET VERSION: versions taken, argv (not containers)."
     )
 
 

@@ -51,6 +51,7 @@ VERB_ARGS: dict[str, str] = {
     "logs": "canary 5",
     "restart": "canary",
     "rollback": "canary",
+    "deploy": "canary 1.0",
     "backup": "canary list",
     "audit": "3",
     "alerts": "",
