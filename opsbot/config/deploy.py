@@ -3,8 +3,10 @@
 A container deploys by pulling ``<its image's repository>:VERSION`` and recreating the
 container with it (name, env, mounts, networks, restart policy kept); the registry is asked
 first through the target's ``updates`` settings (its URL, login, timeout), or the image's own
-host. Other kinds run ``argv``: an element that is exactly ``{version}`` is replaced by the
-validated version, as one argv element, never through a shell.
+host. pm2, systemd and command targets run ``argv``: an element that is exactly ``{version}``
+is replaced by the validated version, as one argv element, never through a shell; a failed
+deploy runs it again with the version that ran before (``current`` prints it, or the last one
+opsbot deployed healthy).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 
 from pydantic import Field, field_validator
 
-from opsbot.config.base import Argv, _Model
+from opsbot.config.base import Argv, Seconds, _Model
 
 #: A version as Docker spells a tag: a letter or digit first (never an option, ``-h``), then
 #: letters, digits, ``.``, ``_``, ``-`` (never a path: no ``/``; never a shell word: no ``;``).
@@ -35,6 +37,12 @@ class Deploy(_Model):
         description="pm2 / systemd / command targets: the deploy command; an element that is "
         "exactly {version} becomes the version.",
     )
+    current: Argv | None = Field(
+        default=None,
+        description="pm2 / systemd / command targets: prints the version running now (the "
+        "rollback's); default: the last version opsbot deployed healthy.",
+    )
+    timeout: Seconds = Field(default=300.0, description="Budget of each deploy command.")
     backup_first: bool = Field(
         default=True, description="Back up (verified) first when the target has backups."
     )

@@ -22,6 +22,7 @@ from opsbot.actions.backups.records import human_size
 from opsbot.actions.backups.verify import verify_restore
 from opsbot.actions.deploy.plans import DeployPlan
 from opsbot.actions.kinds import POLL_INTERVAL, observe_version
+from opsbot.actions.versions import Version, record_healthy
 from opsbot.config import Target
 from opsbot.errors import OpsbotError
 from opsbot.reach.checks import TargetHealth, check_target
@@ -143,7 +144,7 @@ async def run_plan(
     health = await wait_healthy(services, name, target, steps, f"deployed {new}")
     if health.state is State.OK:
         steps.end(True, f"healthy: {said(health)}")
-        await _record(services, name, target)
+        await _record(services, plan, target)
         return steps.outcome(True, f"deployed {new}: healthy ({said(health)})")
     steps.end(False, f"still failing: {said(health)}")
     why = f"{new} failed its checks ({said(health)})"
@@ -158,8 +159,14 @@ async def run_plan(
     return steps.outcome(False, f"not deployed: {why}; back to {old}, STILL FAILING")
 
 
-async def _record(services: Services, name: str, target: Target) -> None:
+async def _record(services: Services, plan: DeployPlan, target: Target) -> None:
+    """The new version as known-good: a container's image, another kind's release."""
     try:
-        await observe_version(name, target, services, services.store)
+        if plan.kind == "container":
+            await observe_version(plan.target, target, services, services.store)
+        else:
+            release = Version(None, None, plan.version, time.time())
+            await record_healthy(services.store, plan.target, release)
     except OpsbotError as exc:
-        log.warning("%s: deployed and healthy, but its version was not recorded: %s", name, exc)
+        log.warning("%s: deployed and healthy, but its version was not recorded: %s",
+                    plan.target, exc)  # fmt: skip
