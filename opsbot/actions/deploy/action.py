@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from opsbot.actions.action import Action, Outcome, Planned, Progress
-from opsbot.actions.deploy import argv, container
+from opsbot.actions.deploy import argv, compose, container, kubectl
 from opsbot.actions.deploy.plans import (
     PULL_BUDGET,
     DeployPlan,
@@ -14,14 +14,16 @@ from opsbot.actions.deploy.plans import (
     plan_container,
 )
 from opsbot.actions.deploy.steps import Kind, run_plan, short
-from opsbot.config import CommandTarget, ContainerTarget, PM2Target, SystemdTarget, Target
+from opsbot.config import ComposeTarget, ContainerTarget, K8sTarget, Target
 from opsbot.errors import UsageError
 
 if TYPE_CHECKING:
     from opsbot.actions.approvals import Request
     from opsbot.services import Services
 
-KINDS: dict[str, Kind] = {"container": container.CONTAINER, "argv": argv.ARGV}
+KINDS: dict[str, Kind] = {
+    "container": container.CONTAINER, "argv": argv.ARGV, "compose": compose.COMPOSE,
+}  # fmt: skip
 
 
 class Deploy(Action):
@@ -42,10 +44,12 @@ class Deploy(Action):
         check_version(name, target, version)
         if isinstance(target, ContainerTarget):
             plan = await plan_container(services, name, target, version)
-        elif isinstance(target, PM2Target | SystemdTarget | CommandTarget):
-            plan = await argv.plan_argv(services, name, target, version)
+        elif isinstance(target, K8sTarget):
+            plan = await kubectl.plan_k8s(services, name, target, version)
+        elif isinstance(target, ComposeTarget):
+            plan = await compose.plan_compose(services, name, target, version)
         else:
-            raise UsageError(f"{name}: a {target.kind} target cannot be deployed yet")
+            plan = await argv.plan_argv(services, name, target, version)
         versions = f"{short(plan.from_label)} → {short(plan.to_label)}"
         note = f"deploy {name} on {plan.endpoint}: {versions}"
         if plan.backup:

@@ -9,10 +9,10 @@ import shlex
 from typing import TYPE_CHECKING
 
 from opsbot.actions.deploy.plans import DeployPlan, backs_up_first, backup_step
-from opsbot.actions.deploy.steps import Kind, Steps
+from opsbot.actions.deploy.steps import Kind, Steps, short
 from opsbot.actions.versions import history
 from opsbot.config import Target
-from opsbot.config.deploy import PLACEHOLDER, Deploy, valid_version
+from opsbot.config.deploy import PLACEHOLDER, valid_version
 from opsbot.errors import OpsbotError, UsageError
 
 if TYPE_CHECKING:
@@ -66,19 +66,21 @@ async def plan_argv(services: Services, name: str, target: Target, version: str)
     return DeployPlan(
         "argv", name, target.endpoint, version, current or "unknown version", version,
         tuple(steps), backup=backs_up_first(target), commands=(command,), undo=undo,
+        timeout=spec.timeout,
     )  # fmt: skip
 
 
-async def _run(
-    services: Services, plan: DeployPlan, commands: tuple[tuple[str, ...], ...], spec: Deploy,
+async def run_commands(
+    services: Services, plan: DeployPlan, commands: tuple[tuple[str, ...], ...],
     steps: Steps, what: str, label: str = "",
 ) -> str | None:  # fmt: skip
+    """Each command on the endpoint in turn; None when all exited 0, else why not."""
     executor = services.executor(plan.endpoint)
     for argv in commands:
         shown = shlex.join([posixpath.basename(argv[0]), *argv[1:]])  # the card has it whole
         await steps.begin(f"{what}: {shown}")
         try:
-            result = await executor.run(argv, timeout=spec.timeout)
+            result = await executor.run(argv, timeout=plan.timeout)
         except OpsbotError as exc:
             return steps.end(False, f"{shown}: {exc}")
         if not result.ok:
@@ -90,16 +92,15 @@ async def _run(
 
 
 async def deploy(services: Services, plan: DeployPlan, target: Target, steps: Steps) -> str | None:
-    assert target.deploy is not None
-    return await _run(services, plan, plan.commands, target.deploy, steps, "deploying")
+    steps.changed = True  # a command that fails may have changed the target half-way
+    return await run_commands(services, plan, plan.commands, steps, "deploying")
 
 
 async def undo(services: Services, plan: DeployPlan, target: Target, steps: Steps) -> str | None:
-    assert target.deploy is not None
     if not plan.undo:
         return "no earlier version known to go back to"
-    back = f"back to {plan.from_label}: "
-    return await _run(services, plan, plan.undo, target.deploy, steps, "rolling back", back)
+    back = f"back to {short(plan.from_label)}: "
+    return await run_commands(services, plan, plan.undo, steps, "rolling back", back)
 
 
 ARGV = Kind(deploy, undo)

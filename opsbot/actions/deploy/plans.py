@@ -48,6 +48,7 @@ class DeployPlan:
     digest: str | None = None  # container: the digest the registry gave for the tag
     commands: tuple[tuple[str, ...], ...] = ()  # argv kinds: the deploy, then its wait
     undo: tuple[tuple[str, ...], ...] = ()  # argv kinds: the rollback to from_label
+    timeout: float = 300.0  # argv kinds: per command
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -90,6 +91,25 @@ def backup_step(target: Target) -> str:
     return f"backup first: {kinds}, verified by a test restore"
 
 
+async def registry_digest(
+    name: str, spec: UpdateNotices | None, image: str, version: str
+) -> str:
+    """The digest the registry has for ``image``'s repository at ``version``; a tag it does
+    not have, or a registry that is down or refuses the login, is a ``UsageError``."""
+    registry, repository = registry_for(spec or UpdateNotices(), image)
+    try:
+        digest = await registry.digest(repository, version)
+    except RegistryError as exc:
+        raise UsageError(f"{name}: not deployed, the registry did not answer: {exc}") from None
+    finally:
+        await registry.aclose()
+    if digest is None:
+        ref = parse_ref(image)
+        shown = f"{ref.name if ref else repository}:{version}"
+        raise UsageError(f"{name}: there is no {shown} in the registry ({registry.url})")
+    return digest
+
+
 async def plan_container(
     services: Services, name: str, target: ContainerTarget, version: str
 ) -> DeployPlan:
@@ -102,17 +122,8 @@ async def plan_container(
     ref = parse_ref(status.image)
     if ref is None or ref.digest is not None:
         raise UsageError(f"{name} runs {status.image[:80]}: pinned, or not a tag to replace")
-    spec = target.updates or UpdateNotices()
-    registry, repository = registry_for(spec, status.image)
-    try:
-        digest = await registry.digest(repository, version)
-    except RegistryError as exc:
-        raise UsageError(f"{name}: not deployed, the registry did not answer: {exc}") from None
-    finally:
-        await registry.aclose()
+    digest = await registry_digest(name, target.updates, status.image, version)
     new = f"{ref.name}:{version}"
-    if digest is None:
-        raise UsageError(f"{name}: there is no {new} in the registry ({registry.url})")
     if ref.tag == version and digest in await _running_digests(services, name, target, ref.name):
         raise UsageError(f"{name} runs {new} already (sha256:{digest[7:19]}…): nothing to do")
     steps = [backup_step(target)] if backs_up_first(target) else []

@@ -52,6 +52,8 @@ class Steps:
         self.progress = progress
         self.lines: list[str] = []
         self.began = time.monotonic()
+        #: The deploy got as far as changing the target: a failure from here on is undone.
+        self.changed = False
 
     async def begin(self, doing: str) -> None:
         self.began = time.monotonic()
@@ -139,15 +141,18 @@ async def run_plan(
     if plan.backup and not await backup_first(services, name, target, steps):
         return steps.outcome(False, f"not deployed: the backup of {name} failed")
     failed = await kind.deploy(services, plan, target, steps)
-    if failed is not None:
+    if failed is not None and not steps.changed:
         return steps.outcome(False, f"not deployed: {failed}")
-    health = await wait_healthy(services, name, target, steps, f"deployed {new}")
-    if health.state is State.OK:
-        steps.end(True, f"healthy: {said(health)}")
-        await _record(services, plan, target)
-        return steps.outcome(True, f"deployed {new}: healthy ({said(health)})")
-    steps.end(False, f"still failing: {said(health)}")
-    why = f"{new} failed its checks ({said(health)})"
+    if failed is None:
+        health = await wait_healthy(services, name, target, steps, f"deployed {new}")
+        if health.state is State.OK:
+            steps.end(True, f"healthy: {said(health)}")
+            await _record(services, plan, target)
+            return steps.outcome(True, f"deployed {new}: healthy ({said(health)})")
+        steps.end(False, f"still failing: {said(health)}")
+        why = f"{new} failed its checks ({said(health)})"
+    else:
+        why = failed
     undone = await kind.undo(services, plan, target, steps)
     if undone is not None:
         return steps.outcome(False, f"not deployed: {why}; rollback FAILED: {undone}")
