@@ -32,7 +32,8 @@ WINGS = (
 )  # fmt: skip
 
 arrange((
-    "health", "logs", "restart", "rollback", "deploy", "backup", "approve", "deny", "backups",
-    "audit", "alerts", "ack", "silence", "unsilence", "incident", "slo", "report", "latency",
+    "health", "logs", "restart", "rollback", "deploy", "freeze", "unfreeze", "backup", "approve",
+    "deny", "backups", "audit", "alerts", "ack", "silence", "unsilence", "incident", "slo",
+    "report", "latency",
     "oncall", "board", "discover", "help",
 ))  # fmt: skip

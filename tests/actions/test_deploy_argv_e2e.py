@@ -139,3 +139,53 @@ async def test_without_deploy_current_the_last_healthy_deploy_is_what_runs(
     assert "blind runs 2.3 already" in (again.text or ""), again.text
     card = await chat.ask("/deploy blind 2.4", user=OSCAR)
     assert "deploy blind on lab-ssh: 2.3 → 2.4" in (card.text or ""), card.text
+
+
+async def test_history_says_who_deployed_what_and_how_it_ended(chat: ChatSession) -> None:
+    shown = await chat.ask("/deploy app history", user=OSCAR)
+    assert "🕘 app: the last 2 deploys, newest first (UTC)" in (shown.text or ""), shown.text
+    rows = [line for line in (shown.text or "").splitlines() if line[:2] == "20"]
+    assert rows[0].endswith("oscar (bob) 2.0 → 2.2 ✓ healthy"), rows  # 2.1 was rolled back
+    assert rows[1].endswith("oscar (bob) 2.0 → 2.1 ✗ back to 2.0, healthy again"), rows
+    nothing = await chat.ask("/deploy nodeploy history", user=OSCAR)
+    assert "nodeploy: no deploys recorded yet" in (nothing.text or "")
+
+
+async def test_a_freeze_or_an_open_incident_holds_deploys_unless_an_admin_overrides(
+    chat: ChatSession, sshd_server: SSHServer
+) -> None:
+    from opsbot.incidents.state import INCIDENTS
+    from tests.factories import ALICE
+
+    refused = await chat.ask("/freeze 1h release day", user=OSCAR)
+    assert "needs the admin role" in (refused.text or "")
+    frozen = await chat.ask("/freeze 1h release day", user=ALICE)
+    assert "🧊 change freeze by alice" in (frozen.text or "") and "release day" in frozen.text
+    held = await chat.ask("/deploy app 3.0", user=OSCAR)
+    assert "app not deployed: change freeze by alice" in (held.text or ""), held.text
+    assert "override REASON" in (held.text or "") and not held.reply_markup
+    mine = await chat.ask("/deploy app 3.0 override the fix", user=OSCAR)
+    assert "override (past a change freeze or an open incident) is an admin's" in mine.text
+    card = await chat.ask("/deploy app 3.0 override hotfix for the login bug", user=ALICE)
+    text = card.text or ""
+    assert "⚠️ override (change freeze by alice" in text and "hotfix for the login bug" in text
+    await approve(chat, card, "deploy app — done")
+    audit = await chat.services.store.tail("audit", "app", 20)
+    overrides = [e for e in audit if e["event"] == "override"]
+    assert overrides and overrides[0]["who"] == "alice"
+    assert overrides[0]["reason"] == "hotfix for the login bug"
+    assert "change freeze by alice" in overrides[0]["held"]
+    rows = (await chat.ask("/deploy app history", user=OSCAR)).text or ""
+    assert "alice (bob) 2.3 → 3.0 ✓ healthy [override: hotfix for the login bug]" in rows, rows
+    lifted = await chat.ask("/unfreeze", user=ALICE)
+    assert "change freeze lifted" in (lifted.text or "")
+
+    incidents = INCIDENTS.bound(chat.services)
+    assert incidents is not None
+    declared = await incidents.declare("P2", "app logins fail", ["app"], "alice")
+    held = await chat.ask("/deploy app 3.1", user=OSCAR)
+    assert f"app not deployed: {declared.id} is open on app" in (held.text or ""), held.text
+    await incidents.resolve(declared.id, "alice", "fixed")
+    card = await chat.ask("/deploy app 3.1", user=OSCAR)
+    assert "deploy app — approval needed" in (card.text or ""), card.text
+    assert (sshd_server.workdir / "app-current").read_text() == "3.0\n"  # nothing ran yet

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.actions.test_deploy_e2e import broken_image, registry
+from tests.actions.test_deploy_e2e import broken_image, registry, untag
 from tests.factories import (
     BOB,
     OPS,
@@ -63,6 +63,7 @@ def stack(
     subprocess.run([*base, "up", "-d"], check=True, capture_output=True, timeout=120)
     yield {"image": image, "port": port, "file": compose_file, "compose": compose}
     subprocess.run([*base, "down"], check=False, capture_output=True, timeout=120)
+    untag(docker_lab, image)
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -5,11 +5,13 @@ before, verified; a good one stays, its container keeping env, mounts and restar
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import closing
 from typing import Any
 
+import docker.errors
 import pytest
 import pytest_asyncio
 
@@ -79,6 +81,16 @@ def quiz(
     yield {"image": image, "port": port}
     with closing(docker_lab.client()) as client:
         client.containers.get(NAME).remove(force=True)
+    untag(docker_lab, image)
+
+
+def untag(docker_lab: DockerLab, image: str) -> None:
+    """Drop the registry's names from the lab images (pushed and pulled, they share the ids of
+    ``image_v1`` and ``image_v2``, whose tags other tests read)."""
+    with closing(docker_lab.client()) as client:
+        for tag in ("2.0", "2.1", "2.2"):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.images.remove(f"{image}:{tag}")
 
 
 @pytest_asyncio.fixture(scope="module")

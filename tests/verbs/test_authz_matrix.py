@@ -52,6 +52,8 @@ VERB_ARGS: dict[str, str] = {
     "restart": "canary",
     "rollback": "canary",
     "deploy": "canary 1.0",
+    "freeze": "",
+    "unfreeze": "",
     "backup": "canary list",
     "audit": "3",
     "alerts": "",

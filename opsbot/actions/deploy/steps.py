@@ -45,22 +45,43 @@ def short(image: str) -> str:
     return image.rsplit("/", 1)[-1]
 
 
-class Steps:
-    """The run's step lines (``✓ pulled quizbot:2.1 · took 127 ms``), progress as it goes."""
+#: Where a run keeps its phase and lines as it goes (a replica that picks it up reads them).
+Journal = Callable[[dict[str, object]], Awaitable[None]]
 
-    def __init__(self, progress: Progress) -> None:
+
+class Steps:
+    """The run's step lines (``✓ pulled quizbot:2.1 · took 127 ms``), progress as it goes,
+    and, with a ``journal``, its phase and lines saved at every step."""
+
+    def __init__(self, progress: Progress, journal: Journal | None = None) -> None:
         self.progress = progress
+        self.journal = journal
         self.lines: list[str] = []
+        self.phase = "backup"
         self.began = time.monotonic()
         #: The deploy got as far as changing the target: a failure from here on is undone.
         self.changed = False
 
+    async def mark(self, phase: str) -> None:
+        """backup → deploying → deployed (checks) → undoing → undone (checks)."""
+        self.phase = phase
+        await self._save()
+
     async def begin(self, doing: str) -> None:
+        await self._save()
         self.began = time.monotonic()
         try:
             await self.progress(doing)
         except Exception:  # a refused card edit never stops the run
             log.exception("deploy progress failed")
+
+    async def _save(self) -> None:
+        if self.journal is None:
+            return
+        try:
+            await self.journal({"phase": self.phase, "lines": list(self.lines)})
+        except Exception as exc:  # the store is briefly away: the run goes on
+            log.warning("deploy journal not saved: %s", exc)
 
     def end(self, ok: bool, text: str) -> str:
         tail = f" · took {short_duration(time.monotonic() - self.began)}"
@@ -133,30 +154,69 @@ class Kind:
 
 
 async def run_plan(
-    services: Services, plan: DeployPlan, target: Target, kind: Kind, progress: Progress
-) -> Outcome:
+    services: Services, plan: DeployPlan, target: Target, kind: Kind, progress: Progress,
+    journal: Journal | None = None,
+) -> Outcome:  # fmt: skip
     """Backup → deploy → checks → (rollback → checks), every step on the card."""
-    steps = Steps(progress)
-    name, new, old = plan.target, short(plan.to_label), short(plan.from_label)
-    if plan.backup and not await backup_first(services, name, target, steps):
-        return steps.outcome(False, f"not deployed: the backup of {name} failed")
+    steps = Steps(progress, journal)
+    await steps.mark("backup")
+    if plan.backup and not await backup_first(services, plan.target, target, steps):
+        return steps.outcome(False, f"not deployed: the backup of {plan.target} failed")
+    await steps.mark("deploying")
     failed = await kind.deploy(services, plan, target, steps)
     if failed is not None and not steps.changed:
         return steps.outcome(False, f"not deployed: {failed}")
-    if failed is None:
-        health = await wait_healthy(services, name, target, steps, f"deployed {new}")
-        if health.state is State.OK:
-            steps.end(True, f"healthy: {said(health)}")
-            await _record(services, plan, target)
-            return steps.outcome(True, f"deployed {new}: healthy ({said(health)})")
-        steps.end(False, f"still failing: {said(health)}")
-        why = f"{new} failed its checks ({said(health)})"
-    else:
-        why = failed
+    if failed is not None:
+        return await _undo(services, plan, target, kind, steps, failed)
+    await steps.mark("deployed")
+    return await _verify(services, plan, target, kind, steps)
+
+
+async def resume(
+    services: Services, plan: DeployPlan, target: Target, kind: Kind, progress: Progress,
+    journal: Journal, saved: dict[str, object] | None,
+) -> Outcome:  # fmt: skip
+    """A run whose replica died, from its saved phase: nothing changed yet → not deployed;
+    deployed → its checks (and the rollback if they fail); during the deploy or the
+    rollback → the rollback (the same image id or version again), then its checks."""
+    steps = Steps(progress, journal)
+    lines = (saved or {}).get("lines")
+    steps.lines = [str(x) for x in lines] if isinstance(lines, list) else []
+    phase = str((saved or {}).get("phase") or "backup")
+    steps.lines.append("⚠ opsbot stopped here; another opsbot took the run over")
+    if phase == "backup":
+        return steps.outcome(False, "not deployed: opsbot stopped before the deploy began")
+    if phase == "deployed":
+        await steps.mark("deployed")
+        return await _verify(services, plan, target, kind, steps)
+    why = "opsbot stopped during the " + ("deploy" if phase == "deploying" else "rollback")
+    return await _undo(services, plan, target, kind, steps, why)
+
+
+async def _verify(
+    services: Services, plan: DeployPlan, target: Target, kind: Kind, steps: Steps
+) -> Outcome:
+    new = short(plan.to_label)
+    health = await wait_healthy(services, plan.target, target, steps, f"deployed {new}")
+    if health.state is State.OK:
+        steps.end(True, f"healthy: {said(health)}")
+        await _record(services, plan, target)
+        return steps.outcome(True, f"deployed {new}: healthy ({said(health)})")
+    steps.end(False, f"still failing: {said(health)}")
+    return await _undo(services, plan, target, kind, steps,
+                       f"{new} failed its checks ({said(health)})")  # fmt: skip
+
+
+async def _undo(
+    services: Services, plan: DeployPlan, target: Target, kind: Kind, steps: Steps, why: str
+) -> Outcome:
+    old = short(plan.from_label)
+    await steps.mark("undoing")
     undone = await kind.undo(services, plan, target, steps)
     if undone is not None:
         return steps.outcome(False, f"not deployed: {why}; rollback FAILED: {undone}")
-    again = await wait_healthy(services, name, target, steps, f"back to {old}")
+    await steps.mark("undone")
+    again = await wait_healthy(services, plan.target, target, steps, f"back to {old}")
     if again.state is State.OK:
         steps.end(True, "healthy again")
         return steps.outcome(False, f"not deployed: {why}; back to {old}, healthy again")
