@@ -24,7 +24,8 @@ def test_each_action_is_one_declared_verb_with_its_role_and_destructiveness() ->
     assert not ACTIONS["backup"].destructive and ACTIONS["restore"].destructive
     assert BUTTONS["rb"].verb == "rollback" and BUTTONS["rb"].destructive
     assert ACTIONS["deploy"].destructive and ACTIONS["deploy"].approval
-    assert BUTTONS["ud"].verb == "deploy" and VERBS["deploy"].destructive  # an update's Deploy
+    assert BUTTONS["ud"].verb == "deploy" and BUTTONS["ud"].destructive  # an update's Deploy
+    assert VERBS["deploy"].destructive
 
 
 def test_approve_is_the_approvers_role_typed_or_tapped() -> None:

@@ -129,7 +129,8 @@ async def plan_container(
     steps = [backup_step(target)] if backs_up_first(target) else []
     steps += [
         f"POST /images/create?fromImage={ref.name}&tag={version}",
-        f"recreate {cname} with {new} (name, env, mounts, networks, restart policy kept)",
+        f"recreate {cname} with {new.rsplit('/', 1)[-1]}: same name, env, mounts, networks, "
+        "restart policy",
         f"checks until healthy, {target.verify_deadline:g} s at most; else back to "
         f"{short_id(status.image_id or '') or status.image}",
     ]
