@@ -359,6 +359,16 @@ class _TargetBase(_Model):
         default=None, description="/deploy TARGET VERSION: versions taken, argv (not containers)."
     )
 
+    @model_validator(mode="after")
+    def _deploy_argv_where_it_runs(self) -> _TargetBase:
+        kind = getattr(self, "kind", None)
+        spec = self.deploy
+        runs_argv = spec is not None and (spec.argv is not None or spec.current is not None)
+        if runs_argv and kind in ("container", "compose", "k8s"):
+            raise ValueError(f"deploy.argv and deploy.current are for pm2, systemd and "
+                             f"command targets: a {kind} target deploys its image's tag")
+        return self
+
 
 class ContainerTarget(_TargetBase):
     kind: Literal["container"]
