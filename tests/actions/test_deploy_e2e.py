@@ -172,6 +172,7 @@ async def test_a_failing_version_is_rolled_back_to_what_ran(
     assert "deploy quiz on lab-docker: quizbot:2.0 → quizbot:2.1\nbackup first" in text, text
     assert f"POST /images/create?fromImage={quiz['image']}&tag=2.1" in text  # the exact call
     assert "recreate dep-quiz with quizbot:2.1: same name, env, mounts, networks, " in text
+    assert "POST /containers/create, /containers/dep-quiz/stop, /rename (both), /start" in text
     failed = await approve(chat, card, "deploy quiz — failed")
     shown = failed.text or ""
     assert "approved by bob" in shown

@@ -131,6 +131,7 @@ async def plan_container(
         f"POST /images/create?fromImage={ref.name}&tag={version}",
         f"recreate {cname} with {new.rsplit('/', 1)[-1]}: same name, env, mounts, networks, "
         "restart policy",
+        f"  POST /containers/create, /containers/{cname}/stop, /rename (both), /start",
         f"checks until healthy, {target.verify_deadline:g} s at most; else back to "
         f"{short_id(status.image_id or '') or status.image}",
     ]
