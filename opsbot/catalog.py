@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from opsbot.actions import verbs as action_verbs
 from opsbot.actions.backups import verbs as backup_verbs
+from opsbot.actions.deploy import verbs as deploy_verbs
 from opsbot.alerting import verbs as alert_verbs
 from opsbot.incidents import oncall_verbs
 from opsbot.incidents import verbs as incident_verbs
@@ -23,14 +24,16 @@ __all__ = ["BUTTONS", "VERBS", "WINGS", "dispatch", "dispatch_outcome"]
 
 #: The modules whose import registers verbs and buttons.
 WINGS = (
-    core, action_verbs, backup_verbs, alert_verbs, incident_verbs, oncall_verbs, onboarding_verbs,
+    core, action_verbs, deploy_verbs, backup_verbs, alert_verbs, incident_verbs, oncall_verbs,
+    onboarding_verbs,
     board_verbs,
     objective_verbs,
     update_buttons,
 )  # fmt: skip
 
 arrange((
-    "health", "logs", "restart", "rollback", "backup", "approve", "deny", "backups", "audit",
-    "alerts", "ack", "silence", "unsilence", "incident", "slo", "report", "latency",
+    "health", "logs", "restart", "rollback", "deploy", "freeze", "unfreeze", "backup", "approve",
+    "deny", "backups", "audit", "alerts", "ack", "silence", "unsilence", "incident", "slo",
+    "report", "latency",
     "oncall", "board", "discover", "help",
 ))  # fmt: skip

@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # each wing's verbs, registering into the registry below
     (
         "opsbot.verbs.core", "opsbot.actions.verbs", "opsbot.actions.backups.verbs",
+        "opsbot.actions.deploy.verbs",
         "opsbot.alerting.verbs", "opsbot.incidents.verbs", "opsbot.incidents.oncall_verbs",
         "opsbot.onboarding.verbs", "opsbot.miniapp.verbs", "opsbot.objectives.verbs",
         "opsbot.updates.buttons",
@@ -65,6 +66,8 @@ WINGS = {
     ("opsbot.objectives", "opsbot.alerting"),  # a burning budget raises an alert
     ("opsbot.objectives", "opsbot.actions"),  # the report says how old the backups are
     ("opsbot.objectives", "opsbot.incidents"),  # … and how fast incidents were acked, resolved
+    # a deploy asks the target's registry for the tag, with the update notices' client
+    ("opsbot.actions", "opsbot.updates"),
 }
 
 #: Modules allowed over MAX_LINES, each with why it is one idea.

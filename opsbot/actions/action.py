@@ -67,6 +67,13 @@ class Action(ABC):
     step_up: ClassVar[bool] = False
     #: A failed card offers a Rollback where the target has one.
     falls_back: ClassVar[bool] = False
+    #: A run whose replica died is handed to ``recover`` (else it is marked failed, unknown).
+    recovers: ClassVar[bool] = False
+
+    def refusal(self, role: Role, args: tuple[str, ...]) -> str | None:
+        """Why someone of ``role`` may not file it with these arguments (beyond ``role``)."""
+        del role, args
+        return None
 
     def budget(self, target: Target) -> float:
         """Seconds a run may take at most (its locks are held this long plus a margin)."""
@@ -84,3 +91,9 @@ class Action(ABC):
     ) -> Outcome:
         """Run exactly what the request's payload pins, then verify it; never run twice
         (the lifecycle calls this once, under the target's lock)."""
+
+    async def recover(
+        self, services: Services, request: Request, target: Target, progress: Progress
+    ) -> Outcome:
+        """Finish a run its replica died in, from what the run persisted (``recovers``)."""
+        raise NotImplementedError(f"{self.name} does not recover a run")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from opsbot.actions import kinds
 from opsbot.actions.action import Action, Outcome, Planned, Progress
 from opsbot.actions.backups.action import BACKUP, RESTORE
+from opsbot.actions.deploy.action import DEPLOY
 from opsbot.config import Target
 from opsbot.errors import UsageError
 
@@ -73,7 +74,7 @@ RESTART, ROLLBACK = Restart(), Rollback()
 
 
 #: A request's ``action`` names one of these (a stored request keeps the name).
-ACTIONS: dict[str, Action] = {a.name: a for a in (RESTART, ROLLBACK, BACKUP, RESTORE)}
+ACTIONS: dict[str, Action] = {a.name: a for a in (RESTART, ROLLBACK, BACKUP, RESTORE, DEPLOY)}
 
 
 def action_of(name: str) -> Action:

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from opsbot.actions.action import Action, Outcome
 from opsbot.actions.approvals import APPROVALS, Request, Status
@@ -61,6 +62,9 @@ async def request(
     (its card's progress then goes to ``progress``, the caller's in-place message)."""
     if not person.role.allows(action.role):  # a verb may file more than one action
         raise UsageError(f"{action.name} needs the {action.role.value} role")
+    refused = action.refusal(person.role, args)
+    if refused is not None:
+        raise UsageError(refused)
     planned = await action.plan(services, name, target, args)
     approvals = APPROVALS.of(services)
     filed = await approvals.create(
@@ -190,17 +194,42 @@ async def perform(
     once; the reaper tells a run in progress (lease held) from a dead one (lease gone).
     """
     target = services.settings.targets.get(filed.target)
-    owner = json.dumps({"action": filed.action, "by": filed.requester.name, "at": time.time(),
-                        "request": filed.id})  # fmt: skip
-    run_lease = f"run:{filed.id}"
-    if await services.store.acquire(run_lease, owner, ttl=RUN_LEASE) is not None:
-        return Outcome(False, "already running")
-    renewing = asyncio.create_task(_renew(services, run_lease, owner))
-    try:
+    async with _run_lease(services, filed) as owner:
+        if owner is None:
+            return Outcome(False, "already running")
         started = await APPROVALS.of(services).start(filed.id)
         if started is None:
             return Outcome(False, "already started")
         return await _perform(services, started, target, owner, notifier, sink)
+
+
+async def resume(services: Services, filed: Request, notifier: Notifier | None) -> Outcome:
+    """Hand a run whose replica died to its action's ``recover`` (the reaper calls this for
+    an action that ``recovers``): under a new run lease, once, the dead run's target lock
+    taken over, the outcome recorded and reported as ``perform`` does."""
+    async with _run_lease(services, filed) as owner:
+        if owner is None:
+            return Outcome(False, "already running")
+        current = await APPROVALS.of(services).get(filed.id)
+        if current is None or current.status is not Status.approved or current.started is None:
+            return Outcome(False, "already settled")
+        log.warning("request %s was running on a replica that died: recovering it", filed.id)
+        target = services.settings.targets.get(filed.target)
+        return await _perform(services, current, target, owner, notifier, recovering=True)
+
+
+@contextlib.asynccontextmanager
+async def _run_lease(services: Services, filed: Request) -> AsyncIterator[str | None]:
+    """The request's run lease, renewed while held: its owner, or None when another has it."""
+    owner = json.dumps({"action": filed.action, "by": filed.requester.name, "at": time.time(),
+                        "request": filed.id})  # fmt: skip
+    run_lease = f"run:{filed.id}"
+    if await services.store.acquire(run_lease, owner, ttl=RUN_LEASE) is not None:
+        yield None
+        return
+    renewing = asyncio.create_task(_renew(services, run_lease, owner))
+    try:
+        yield owner
     finally:
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -229,13 +258,16 @@ async def _perform(
     owner: str,
     notifier: Notifier | None,
     sink: ProgressSink | None = None,
+    *,
+    recovering: bool = False,
 ) -> Outcome:
     started = time.monotonic()
     lock = f"target:{filed.target}"
     if target is None:
         outcome = Outcome(False, f"target {filed.target} is no longer configured")
     else:
-        outcome = await _locked(services, filed, target, owner, lock, notifier, sink)
+        outcome = await _locked(services, filed, target, owner, lock, notifier, sink,
+                                recovering=recovering)  # fmt: skip
     duration = time.monotonic() - started
     summary = services.redactor.redact(outcome.summary)
     output = services.redactor.redact(outcome.output)
@@ -263,18 +295,25 @@ async def _locked(
     lock: str,
     notifier: Notifier | None,
     sink: ProgressSink | None,
+    *,
+    recovering: bool = False,
 ) -> Outcome:
-    """The action's run under the target's lock, or why it could not take it."""
+    """The action's run (or recovery) under the target's lock, or why it could not take it."""
     try:
         action = action_of(filed.action)
     except UsageError as exc:
         return Outcome(False, f"failed: {exc}")
     ttl = action.budget(target) + LOCK_TTL_MARGIN
     holder = await services.store.acquire(lock, owner, ttl=ttl)
+    if holder is not None and recovering and _request_of(holder) == filed.id:
+        await services.store.release(lock, holder)  # the dead run's own lock: taken over
+        holder = await services.store.acquire(lock, owner, ttl=ttl)
     if holder is not None:
         return Outcome(False, _busy(holder))
     progress = CardProgress(notifier, filed, pace_of(filed), sink)
     try:
+        if recovering:
+            return await action.recover(services, filed, target, progress)
         return await action.run(services, filed, target, progress)
     except OpsbotError as exc:
         return Outcome(False, f"failed: {exc}")
@@ -284,6 +323,13 @@ async def _locked(
             await services.store.release(lock, owner)
         except Exception as exc:  # it lapses by itself; the outcome must be recorded
             log.warning("could not release %s: %s", lock, exc)
+
+
+def _request_of(holder: str) -> str | None:
+    try:
+        return str(json.loads(holder)["request"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _busy(holder: str) -> str:

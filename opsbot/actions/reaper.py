@@ -1,7 +1,9 @@
 """What a tap's handler could not settle: expiries, and approved requests a replica left.
 
 An approved request that never started is run (``spawn``ed, once: ``perform`` claims it).
-One that started on a replica that died since is marked failed, never run a second time.
+One that started on a replica that died since is handed to its action's ``recover`` when the
+action ``recovers`` (a deploy finishes its checks and rolls back what is not healthy), else
+marked failed, never run a second time.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from collections.abc import Awaitable, Callable
 from opsbot.actions.action import Outcome
 from opsbot.actions.approvals import APPROVALS, Request, Status
 from opsbot.actions.cards import offered, report, show
-from opsbot.actions.lifecycle import needs_step_up, perform
+from opsbot.actions.declared import ACTIONS
+from opsbot.actions.lifecycle import needs_step_up, perform, resume
 from opsbot.notify import Notifier
 from opsbot.services import Services
 
@@ -59,7 +62,11 @@ async def reap(
             if current is None or current.status is not Status.approved:
                 continue
             if current.started is not None:
-                await _abandoned(services, notifier, current)
+                action = ACTIONS.get(current.action)
+                if action is not None and action.recovers:
+                    spawn(resume(services, current, notifier))  # it takes the run lease
+                else:
+                    await _abandoned(services, notifier, current)
                 continue
         finally:
             await services.store.release(f"run:{request.id}", probe)

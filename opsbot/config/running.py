@@ -28,6 +28,7 @@ class ApprovalPolicy(_Model):
     rollback: bool | None = None
     restore: bool | None = None
     backup: bool | None = Field(default=None, description="Backups need none by default.")
+    deploy: bool | None = None
     step_up: Literal["none", "totp"] = Field(
         default="none",
         description="totp: after Approve, the approver sends a TOTP code in a private chat.",

@@ -24,6 +24,7 @@ from opsbot.config.base import (
     Seconds,
     _Model,
 )
+from opsbot.config.deploy import Deploy
 from opsbot.config.objectives import ObjectiveOverride
 from opsbot.config.updates import UpdateNotices
 from opsbot.errors import ConfigError
@@ -354,6 +355,19 @@ class _TargetBase(_Model):
     approvals: TargetApprovals | None = Field(
         default=None, description="required / step_up / allowed_hours for this target."
     )
+    deploy: Deploy | None = Field(
+        default=None, description="/deploy TARGET VERSION: versions taken, argv (not containers)."
+    )
+
+    @model_validator(mode="after")
+    def _deploy_argv_where_it_runs(self) -> _TargetBase:
+        kind = getattr(self, "kind", None)
+        spec = self.deploy
+        runs_argv = spec is not None and (spec.argv is not None or spec.current is not None)
+        if runs_argv and kind in ("container", "compose", "k8s"):
+            raise ValueError(f"deploy.argv and deploy.current are for pm2, systemd and "
+                             f"command targets: a {kind} target deploys its image's tag")
+        return self
 
 
 class ContainerTarget(_TargetBase):

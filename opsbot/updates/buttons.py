@@ -53,6 +53,7 @@ register_buttons(
         DEPLOY,
         Role.operator,
         "deploy the version an update notice announces (ud:ID)",
+        destructive=True,  # it files /deploy, which another admin approves
         verb="deploy",
     ),
     ButtonSpec(IGNORE, Role.operator, "ignore an update notice: never announced again (ui:ID)"),

@@ -51,6 +51,16 @@ def _can_roll_back(target: Target) -> bool:
     return target.actions.rollback is not None or target.kind in ("container", "k8s")
 
 
+def _can_deploy(target: Target) -> bool:
+    if target.kind in ("container", "compose", "k8s"):
+        return True
+    return target.deploy is not None and target.deploy.argv is not None
+
+
+def _any_deploys(settings: Settings) -> bool:
+    return any(_can_deploy(t) for t in settings.targets.values())
+
+
 def _has_backups(target: Target) -> bool:
     return bool(target.backups)
 
@@ -97,6 +107,27 @@ PAGES: dict[str, Page] = {
         "shows the revisions, /rollback TARGET N picks one.",
         ("/rollback {target}",),
         fits=_can_roll_back,
+    ),
+    "deploy": Page(
+        ((Role.operator, "a new version, rolled back if not healthy"),),
+        "Shows current → new and every step; once another admin approves: a verified backup "
+        "(if any), the deploy, the target's checks, and back to what ran before if they fail. "
+        "/deploy TARGET history: who deployed what, when, how it ended.",
+        ("/deploy {target} 2.1", "/deploy {target} history"),
+        fits=_can_deploy,
+    ),
+    "freeze": Page(
+        ((Role.admin, "a change freeze: no deploys"),),
+        "Refuses /deploy until it ends (a DURATION such as 2h) or /unfreeze; an admin may still "
+        "deploy with override REASON, audited.",
+        ("/freeze 2h release day", "/unfreeze"),
+        configured=_any_deploys,
+    ),
+    "unfreeze": Page(
+        ((Role.admin, "end the change freeze"),),
+        "Lifts the change freeze: /deploy runs again.",
+        ("/unfreeze",),
+        configured=_any_deploys,
     ),
     "backup": Page(
         ((Role.operator, "back up a target now; list, verify, restore"),),

@@ -14,7 +14,7 @@ OSCAR = Person(id=4, name="oscar", role=Role.operator)
 
 
 def test_each_action_is_one_declared_verb_with_its_role_and_destructiveness() -> None:
-    assert set(ACTIONS) == {"restart", "rollback", "backup", "restore"}
+    assert set(ACTIONS) == {"restart", "rollback", "backup", "restore", "deploy"}
     for action in ACTIONS.values():
         verb = VERBS[action.verb]
         assert verb.role == action.role, action.name
@@ -23,6 +23,9 @@ def test_each_action_is_one_declared_verb_with_its_role_and_destructiveness() ->
     assert VERBS["backup"].destructive, "/backup TARGET restore NAME replaces live data"
     assert not ACTIONS["backup"].destructive and ACTIONS["restore"].destructive
     assert BUTTONS["rb"].verb == "rollback" and BUTTONS["rb"].destructive
+    assert ACTIONS["deploy"].destructive and ACTIONS["deploy"].approval
+    assert BUTTONS["ud"].verb == "deploy" and BUTTONS["ud"].destructive  # an update's Deploy
+    assert VERBS["deploy"].destructive
 
 
 def test_approve_is_the_approvers_role_typed_or_tapped() -> None:
@@ -38,7 +41,7 @@ async def test_approval_is_the_declared_default_unless_the_configuration_says(
     try:
         declared = Approvals(store, ApprovalPolicy())
         assert [a for a in ACTIONS.values() if declared.needs_approval(a)] == [
-            ACTIONS["restart"], ACTIONS["rollback"], ACTIONS["restore"],
+            ACTIONS["restart"], ACTIONS["rollback"], ACTIONS["restore"], ACTIONS["deploy"],
         ]  # fmt: skip
         configured = Approvals(store, ApprovalPolicy(backup=True, restart=False))
         assert configured.needs_approval(ACTIONS["backup"])

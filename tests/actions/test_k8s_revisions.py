@@ -3,8 +3,9 @@
 No cluster can run here, so ``kubectl`` on the lab host is a small executable (a test double
 of the binary, not of opsbot) that the fixture puts first on the lab user's PATH: it records
 every argv it is run with and answers like kubectl does, from a state file of ReplicaSets that
-``rollout undo --to-revision`` changes the way Kubernetes does (the chosen ReplicaSet becomes
-the newest revision). The target uses the default ``kubectl`` argv. The tests assert on the
+``rollout undo --to-revision`` and ``set image`` change the way Kubernetes does (the chosen, or
+a new, ReplicaSet becomes the newest revision; an image listed in the state's ``broken`` never
+finishes its rollout). The target uses the default ``kubectl`` argv. The tests assert on the
 exact argv opsbot ran and on what the chat shows.
 """
 
@@ -83,7 +84,29 @@ elif args[:3] == ["rollout", "undo", "deployment/quizbot"]:
     with open(os.path.join(here, "state.json"), "w") as f:
         json.dump(state, f)
     print("deployment.apps/quizbot rolled back")
-elif args[:3] == ["rollout", "status", "deployment/quizbot"] and state.get("stuck"):
+elif args[:3] == ["set", "image", "deployment/quizbot"]:
+    container, _, image = args[3].partition("=")
+    mine = [rs for rs in state["replicasets"] if owned(rs, "quizbot")]
+    top = max(mine, key=revision)
+    if container not in [c["name"] for c in top["spec"]["template"]["spec"]["containers"]]:
+        sys.exit(f'error: unable to find container named "{container}"')
+    same = [rs for rs in mine
+            if rs["spec"]["template"]["spec"]["containers"][0]["image"] == image]
+    if same:  # as Kubernetes does: the ReplicaSet of that template becomes the newest
+        chosen = same[0]
+    else:
+        chosen = json.loads(json.dumps(top))
+        chosen["metadata"]["name"] = f"quizbot-s{len(mine)}"
+        chosen["spec"]["template"]["spec"]["containers"][0]["image"] = image
+        state["replicasets"].append(chosen)
+    chosen["metadata"]["annotations"][REV] = str(revision(top) + 1)
+    with open(os.path.join(here, "state.json"), "w") as f:
+        json.dump(state, f)
+    print("deployment.apps/quizbot image updated")
+elif args[:3] == ["rollout", "status", "deployment/quizbot"] and (state.get("stuck") or any(
+        revision(rs) == max(revision(r) for r in state["replicasets"] if owned(r, "quizbot"))
+        and rs["spec"]["template"]["spec"]["containers"][0]["image"] in state.get("broken", [])
+        for rs in state["replicasets"] if owned(rs, "quizbot"))):
     print('Waiting for deployment "quizbot" rollout to finish: 0 of 2 updated replicas are '
           'available...')
     sys.exit('error: deployment "quizbot" exceeded its progress deadline')
@@ -285,3 +308,54 @@ async def test_a_rollout_that_does_not_finish_is_a_failed_rollback(
     assert failed.text is not None
     assert "exceeded its progress deadline" in failed.text
     assert "kubectl -n bots rollout status deployment/quizbot --timeout=20s" in failed.text
+
+
+def _current_image(kube_dir: Path) -> str:
+    state = json.loads((kube_dir / "state.json").read_text())
+    mine = [rs for rs in state["replicasets"] if rs["metadata"]["name"].startswith("quizbot")]
+    top = max(mine, key=lambda rs: int(rs["metadata"]["annotations"][REVISION]))
+    return str(top["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+REVISION = "deployment.kubernetes.io/revision"
+
+
+async def test_deploy_sets_the_image_and_a_rollout_that_fails_is_set_back(
+    chat: ChatSession, kube_dir: Path
+) -> None:
+    before = _current_image(kube_dir)
+    set_image = "kubectl -n bots set image deployment/quizbot bot=registry.local/quizbot:1.3"
+    card = await chat.ask("/deploy quiz 1.3", user=OSCAR)
+    text = card.text or ""
+    assert f"deploy quiz on lab-ssh: {before.rsplit('/', 1)[1]} → quizbot:1.3" in text, text
+    assert set_image in text
+    assert "kubectl -n bots rollout status deployment/quizbot --timeout=20s" in text
+    done = await approve(chat, card, "deploy quiz — done")
+    assert "deployed quizbot:1.3: healthy" in (done.text or ""), done.text
+    assert _current_image(kube_dir) == "registry.local/quizbot:1.3"
+    again = await chat.ask("/deploy quiz 1.3", user=OSCAR)
+    assert "runs registry.local/quizbot:1.3 already" in (again.text or "")
+
+    state = json.loads((kube_dir / "state.json").read_text())
+    (kube_dir / "state.json").write_text(json.dumps({**state, "broken": [
+        "registry.local/quizbot:1.9"]}))  # fmt: skip
+    mark = len(ran(kube_dir))
+    card = await chat.ask("/deploy quiz 1.9", user=OSCAR)
+    failed = await approve(chat, card, "deploy quiz — failed")
+    shown = failed.text or ""
+    assert "back to quizbot:1.3, healthy again" in shown, shown
+    assert "exceeded its progress deadline" in shown
+    assert [a[2:4] + a[4:5] for a in ran(kube_dir)[mark:] if a[2] in ("set", "rollout")] == [
+        ["set", "image", "deployment/quizbot"], ["rollout", "status", "deployment/quizbot"],
+        ["set", "image", "deployment/quizbot"], ["rollout", "status", "deployment/quizbot"],
+    ]  # fmt: skip
+    assert _current_image(kube_dir) == "registry.local/quizbot:1.3"
+
+
+async def approve(chat: ChatSession, card: Any, done: str) -> Any:
+    request_id = (card.text or "").split("id ")[1].split()[0]
+    chat.tap(card, f"a:{request_id}", user=BOB)
+    return await chat.fake.wait_for_message(
+        OPS.id, lambda m: m.message_id == card.message_id and done in (m.text or ""),
+        timeout=60,
+    )  # fmt: skip

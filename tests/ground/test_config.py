@@ -150,7 +150,7 @@ def test_secret_files_may_live_in_the_systemd_credentials_directory(
         ("targets:\n  x:\n    kind: command\n    actions: {statu: [a]}\n",
          "targets.x.actions.statu: Extra inputs are not permitted; did you mean 'status'?"),
         ("approvals:\n  zzz: 1\n", "approvals.zzz: Extra inputs are not permitted (valid here: "
-                                   "allow_self_approval, allowed_hours, backup, required, "
+                                   "allow_self_approval, allowed_hours, backup, deploy, required, "
                                    "restart, restore, rollback, step_up, step_up_actions, "
                                    "step_up_timeout, totp_key, totp_key_file, ttl)"),
     ],

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from opsbot.catalog import VERBS
 from opsbot.state.outbox import Priority
 from opsbot.updates.notices import CHECKS, NOTICES, Notice, UpdateChecker, notice_id
 from tests.factories import (
@@ -152,10 +151,9 @@ async def test_a_moved_tag_is_a_notice_and_deploy_files_the_deploy_command(
             OPS.id, lambda m: m.reply_to_message_id == card.message_id, timeout=20,
             token=OPSBOT_TOKEN,
         )  # fmt: skip
-        if "deploy" in VERBS:  # the deploy branch has landed: the tap filed /deploy quizbot 1.4
-            assert "quizbot" in (answer.text or "") and "1.4" in (answer.text or "")
-        else:  # until then the tap reaches the verb path, which does not know it yet
-            assert answer.text == "unknown command /deploy; try /help"
+        # the tap filed /deploy quizbot 1.4: its approval card (the moved tag is pulled anew)
+        assert "deploy quizbot — approval needed" in (answer.text or ""), answer.text
+        assert "quizbot:1.4 → quizbot:1.4" in (answer.text or "")
         stored = await chat.services.store.scan(NOTICES)
         assert [d.value["state"] for d in stored.values()] == ["announced"]
 

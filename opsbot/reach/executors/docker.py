@@ -260,6 +260,19 @@ class DockerEngine:
             return None
         return str(attrs["Id"])
 
+    async def pull(self, repository: str, tag: str) -> str:
+        """``POST /images/create?fromImage=REPOSITORY&tag=TAG``; the id the tag resolves to."""
+        client = await self.client()
+        what = f"pull {repository}:{tag}"
+        try:
+            await self._call(what, _pull_blocking, client.api, repository, tag)
+        except docker.errors.NotFound:
+            raise ExecutorError(f"Docker engine {self.name}: {what}: not found") from None
+        found = await self.image_id(f"{repository}:{tag}")
+        if found is None:
+            raise ExecutorError(f"Docker engine {self.name}: {what}: no image after the pull")
+        return found
+
     async def recreate_with_image(
         self, name: str, image: str, *, stop_timeout: float = 10.0
     ) -> None:
@@ -473,3 +486,8 @@ class DockerExecExecutor:
 # -- blocking helpers (run in worker threads) -------------------------------------------------
 
 
+def _pull_blocking(api: Any, repository: str, tag: str) -> None:
+    """The pull's progress stream read to its end; an error in it raises (as an APIError)."""
+    for line in api.pull(repository, tag=tag, stream=True, decode=True):
+        if isinstance(line, dict) and line.get("error"):
+            raise docker.errors.APIError(str(line["error"])[:300])
