@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +99,24 @@ def _banner(port: int) -> bool:
         return sock.recv(256).startswith(b"SSH-2.0-")
 
 
+def _free_port_on(addresses: Sequence[str]) -> int:
+    """A port that was free a moment ago on every one of ``addresses``."""
+    for _ in range(50):
+        port = free_port()
+        if all(_bindable(a, port) for a in addresses):
+            return port
+    raise LabError(f"no port free on all of {', '.join(addresses)}")
+
+
+def _bindable(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+        return True
+
+
 def _listening(log: Path, address: str, port: int) -> bool:
     return f"Server listening on {address} port {port}." in log.read_text(errors="replace")
 
@@ -131,8 +149,18 @@ def start_sshd_fleet(tmp_path: Path, hosts: int = FLEET_ADDRESSES) -> Iterator[l
     log and directories; ``count_fleet_logins`` counts their logins once. A thousand hosts
     take ~63 processes instead of a thousand.
     """
-    with _sshd(tmp_path, fleet_addresses(hosts)) as servers:
-        yield servers
+    addresses = fleet_addresses(hosts)
+    for attempt in range(3):  # a port free a moment ago may be taken on some address by then
+        with ExitStack() as stack:
+            try:
+                where = tmp_path if attempt == 0 else tmp_path / f"again{attempt}"
+                servers = stack.enter_context(_sshd(where, addresses))
+            except LabError:
+                if attempt == 2:
+                    raise
+                continue
+            yield servers
+            return
 
 
 def count_fleet_logins(servers: Sequence[SSHServer]) -> int:
@@ -151,7 +179,7 @@ def _sshd(
     ensure_lab_user(log)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
 
-    port = free_port()
+    port = free_port() if netns is not None else _free_port_on(addresses)
     host_key = tmp_path / "ssh_host_ed25519_key"
     host_pub = _keygen(host_key, log)
     wrong_pub = _keygen(tmp_path / "wrong_host_key", log)
