@@ -19,6 +19,24 @@ def lab_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRegist
         yield registries
 
 
+@pytest.fixture(autouse=True)
+def _untag_pushed(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that pushed to the registry: its names dropped from the lab images (a push
+    tags ``image_v1`` / ``image_v2`` themselves, whose tags tests/reach/test_docker_tls.py
+    reads)."""
+    if not {"docker_lab", "lab_registry"} <= set(request.fixturenames):
+        yield
+        return
+    docker_lab: DockerLab = request.getfixturevalue("docker_lab")
+    registry: LabRegistry = request.getfixturevalue("lab_registry")
+    yield
+    with closing(docker_lab.client()) as client:
+        for image in client.images.list():
+            for tag in image.tags:
+                if tag.startswith(f"{registry.host}/"):
+                    client.images.remove(tag)
+
+
 def push(docker_lab: DockerLab, registry: LabRegistry, source: str, repository: str,
          tag: str) -> str:  # fmt: skip
     """Tag the lab image ``source`` as ``registry/repository:tag`` and push it; its digest."""
