@@ -15,6 +15,7 @@ design sets, lease + standby retry. A lost burst command is the ingress dedup's 
 trade-off (an update claimed by a replica that dies before answering is not run again).
 
     python bench/failover.py [--rounds 5]
+    python bench/failover.py --sentinel [--rounds 10]   # bench/sentinel_failover.py
 """
 
 from __future__ import annotations
@@ -185,7 +186,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    parser.add_argument("--sentinel", action="store_true",
+                        help="a Redis Sentinel failover mid-approval instead")  # fmt: skip
     args = parser.parse_args()
+    if args.sentinel:
+        return sentinel_main(args.rounds, write=not args.no_write)
     with tempfile.TemporaryDirectory(prefix="opsbot-failover-") as tmp:
         failovers, counts, anchors = run(args.rounds, Path(tmp))
     print("failovers (s):", " ".join(f"{f:.2f}" for f in failovers))
@@ -200,6 +205,21 @@ def main() -> None:
     print(row)
     if not args.no_write:
         append_result(SECTION, HEADER, row)
+
+
+def sentinel_main(rounds: int, *, write: bool) -> None:
+    import asyncio
+
+    from bench import sentinel_failover
+
+    with tempfile.TemporaryDirectory(prefix="opsbot-sentinel-failover-") as tmp:
+        figures = asyncio.run(sentinel_failover.measure(rounds, Path(tmp)))
+    rows = sentinel_failover.rows(figures, rounds, machine())
+    print(sentinel_failover.HEADER)
+    for row in rows:
+        print(row)
+        if write:
+            append_result(sentinel_failover.SECTION, sentinel_failover.HEADER, row)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,16 @@ def test_idle_rss_of_a_config_without_ssh_docker_or_web_stays_small(tmp_path: Pa
     assert 0 < idle <= peak < 90  # an eager import of asyncssh/docker/aiohttp would show
 
 
+async def test_sentinel_failover_runs_every_approval_once(tmp_path: Path) -> None:
+    from bench import sentinel_failover
+
+    figures = await sentinel_failover.measure(1, tmp_path)
+    for kind in sentinel_failover.KINDS:
+        assert figures.outcomes[kind] == [sentinel_failover.APPROVALS, 0, 0, 0]
+        assert 0 < max(figures.pauses[kind]) < 10
+    assert len(sentinel_failover.rows(figures, 1, "here")) == 2
+
+
 def test_results_get_one_row_more_under_their_own_section(tmp_path: Path) -> None:
     from bench import scale_lab
 
