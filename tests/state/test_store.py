@@ -118,6 +118,14 @@ async def test_concurrent_swaps_exactly_one_wins(store: Store) -> None:
     assert stored is not None and stored.value == {"winner": winners[0]}
 
 
+async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing(store: Store) -> None:
+    """A monitor round over thousands of targets puts hundreds of writes in flight at once:
+    redis-py's default pool refused the 101st ("Too many connections"); each one lands."""
+    await asyncio.gather(*(store.put("burst", f"k{i}", {"i": i}) for i in range(400)))
+    stored = await asyncio.gather(*(store.get("burst", f"k{i}") for i in range(400)))
+    assert [s.value["i"] for s in stored if s is not None] == list(range(400))
+
+
 async def test_two_instances_swap_exactly_once(open_another: OpenStore) -> None:
     """Two replicas on one Redis (or two connections on one SQLite file)."""
     one, two = open_another(), open_another()

@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
 
 from opsbot.state.store import (
     SCAN_PAGE,
@@ -30,6 +31,9 @@ from opsbot.state.store import (
     check_ops,
 )
 from opsbot.state.store.updating import Updating
+
+POOL_SIZE = 64  # connections to Redis at most; more commands in flight wait for one
+POOL_WAIT = 10.0  # seconds a command waits for a connection before it fails
 
 # KEYS: doc, index, counter. ARGV: value, ttl in ms or '', key, condition. The condition is
 # 'absent' (create), 'any' (put, which also drops an old ttl) or the expected version (swap,
@@ -181,8 +185,13 @@ class RedisStore(Updating):
         self._also_close = list(also_close)
         if client is None:
             assert url is not None
-            # from_url connects lazily, on the first command.
-            client = aioredis.from_url(url, decode_responses=True)
+            # Connects lazily, on the first command. A blocking pool: redis-py's default one
+            # refuses the 101st command in flight ("Too many connections"), which a monitor
+            # round over thousands of targets reaches; here a burst waits for a connection.
+            pool = BlockingConnectionPool.from_url(
+                url, max_connections=POOL_SIZE, timeout=POOL_WAIT, decode_responses=True
+            )
+            client = aioredis.Redis.from_pool(pool)
         self._redis = client
         self._write = self._redis.register_script(_WRITE)
         self._commit = self._redis.register_script(_COMMIT)
