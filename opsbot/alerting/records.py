@@ -186,7 +186,8 @@ class AlertRecords:
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         # this replica's last write per fingerprint, the WRITTEN_CACHE newest
-        self._written: OrderedDict[str, Versioned] = OrderedDict()
+        # (as Alerts: 10,000 storm alerts hold ~13 MB, as parsed documents ~35 MB)
+        self._written: OrderedDict[str, tuple[Alert, int]] = OrderedDict()
         self._forgot = False  # the cache has dropped a fingerprint: a miss may be a known one
 
     async def record(
@@ -209,19 +210,20 @@ class AlertRecords:
         groups: dict[str, list[AlertEvent]] = {}
         for event in events:
             groups.setdefault(event.fingerprint, []).append(event)
+        known: dict[str, tuple[Alert, int] | None]
         if fresh:
-            read = await self.store.get_many(ALERTS, list(groups))
-            known = {fingerprint: read.get(fingerprint) for fingerprint in groups}
+            known = dict.fromkeys(groups)
+            known.update(_alerts(await self.store.get_many(ALERTS, list(groups))))
         else:
             known = {fingerprint: self._written.get(fingerprint) for fingerprint in groups}
             missed = [fingerprint for fingerprint, stored in known.items() if stored is None]
             if missed and self._forgot:  # maybe forgotten, not new: read rather than fail
-                known.update(await self.store.get_many(ALERTS, missed))
+                known.update(_alerts(await self.store.get_many(ALERTS, missed)))
         ops: list[Op] = list(expect)
         folded: dict[str, tuple[Alert | None, Alert, int]] = {}  # and its write's index
         for fingerprint, evs in groups.items():
             stored = known[fingerprint]
-            before = None if stored is None else Alert.from_doc(stored.value)
+            before = None if stored is None else stored[0]
             if before is None:
                 alert_id = new_alert_id()
                 ops.append(Write(IDS, alert_id, {"fingerprint": fingerprint},
@@ -232,7 +234,7 @@ class AlertRecords:
             if now - after.id_refreshed > 7 * 86400:  # keep the short id alive
                 ops.append(Write(IDS, alert_id, {"fingerprint": fingerprint}, ttl=IDS_TTL))
                 after = replace(after, id_refreshed=now)
-            condition: int | Literal["absent"] = "absent" if stored is None else stored.version
+            condition: int | Literal["absent"] = "absent" if stored is None else stored[1]
             folded[fingerprint] = (before, after, len(ops))
             ops.append(Write(ALERTS, fingerprint, after.to_doc(), condition, _ttl(after)))
         ids = {fingerprint: after.id for fingerprint, (_, after, _) in folded.items()}
@@ -242,13 +244,11 @@ class AlertRecords:
             for fingerprint in groups:
                 self._written.pop(fingerprint, None)
             return None
-        for fingerprint, (_, _, index) in folded.items():
-            written = ops[index]
-            assert isinstance(written, Write)
-            self._remember(fingerprint, Versioned(written.value, versions[index]))
+        for fingerprint, (_, after, index) in folded.items():
+            self._remember(fingerprint, (after, versions[index]))
         return {fp: (before, after) for fp, (before, after, _) in folded.items()}
 
-    def _remember(self, fingerprint: str, stored: Versioned) -> None:
+    def _remember(self, fingerprint: str, stored: tuple[Alert, int]) -> None:
         self._written[fingerprint] = stored
         self._written.move_to_end(fingerprint)
         while len(self._written) > WRITTEN_CACHE:
@@ -435,6 +435,10 @@ class AlertRecords:
     async def list(self, firing_only: bool = True, limit: int = 50) -> list[Alert]:
         """Firing alerts first (most severe, newest), then the others, newest first."""
         return (await self.listing(firing_only, limit)).shown
+
+
+def _alerts(read: dict[str, Versioned]) -> dict[str, tuple[Alert, int] | None]:
+    return {key: (Alert.from_doc(doc.value), doc.version) for key, doc in read.items()}
 
 
 def _ttl(alert: Alert) -> float:
