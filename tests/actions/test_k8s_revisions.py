@@ -28,9 +28,8 @@ from tests.factories import (
     ChatSession,
     base_config,
     fake_fixture,
-    running_opsbot,
+    opsbot_chat,
     ssh_endpoint,
-    write_config,
 )
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.sshd import SSHServer
@@ -203,8 +202,7 @@ async def chat(
         },
         "proc": {"kind": "command", "endpoint": "lab-ssh", "actions": {"status": ["true"]}},
     }  # fmt: skip
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 

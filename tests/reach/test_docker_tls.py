@@ -15,15 +15,7 @@ import pytest_asyncio
 
 from opsbot.errors import ExecutorError
 from opsbot.reach.executors.docker import DockerEngine, DockerTLS
-from tests.factories import (
-    BOB,
-    OPS,
-    OSCAR,
-    ChatSession,
-    base_config,
-    fake_fixture,
-    opsbot_chat,
-)
+from tests.factories import BOB, OPS, OSCAR, ChatSession, base_config, fake_fixture, opsbot_chat
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.dockerd import DockerLab
 from tests.lab.ports import free_port
