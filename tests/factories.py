@@ -39,6 +39,10 @@ VIC = User(1003, "Vic", "vic")  # viewer
 OSCAR = User(1004, "Oscar", "oscar")  # operator
 STRANGER = User(6666, "Mallory", "mallory")
 
+# private chats with opsbot (a command there does not use the group's budget)
+ALICE_PRIVATE = Chat(ALICE.id, "private")
+VIC_PRIVATE = Chat(VIC.id, "private")
+
 OPS = Chat(-1001000000100, "supergroup", "ops")
 INCIDENTS = Chat(-1001000000200, "supergroup", "incidents")
 FOREIGN = Chat(-1001000000999, "supergroup", "someone else's group")
@@ -90,6 +94,28 @@ def ssh_endpoint(server: SSHServer, **overrides: Any) -> dict[str, Any]:
         "known_hosts": str(server.known_hosts),
         **overrides,
     }
+
+
+# status.sh NAME: exit 0 while NAME's process runs (a zombie does not count: nothing reaps here);
+# NAME's pid is in NAME.pid beside the script (a ``lab_user_dir`` of the lab sshd).
+PID_STATUS_SCRIPT = """#!/bin/sh
+cd "$(dirname "$0")" || exit 1
+pid=$(cat "$1.pid" 2>/dev/null) || { echo "$1: no pid file" >&2; exit 1; }
+stat=$(cat "/proc/$pid/stat" 2>/dev/null) || { echo "$1: pid $pid is gone" >&2; exit 1; }
+case "$stat" in *") Z "*) echo "$1: pid $pid is a zombie" >&2; exit 1 ;; esac
+echo "$1 running as pid $pid"
+"""
+
+
+def lab_user_dir(server: SSHServer, name: str, files: dict[str, str]) -> Path:
+    """A new folder ``name`` in the lab sshd's workdir holding ``files`` (name: text), all
+    owned by the lab user (its scripts may write pid files beside themselves)."""
+    folder = server.workdir / name
+    folder.mkdir()
+    for file, text in files.items():
+        (folder / file).write_text(text)
+    subprocess.run(["chown", "-R", server.username, str(folder)], check=True)
+    return folder
 
 
 def counting_target(counter: Path, then: str = "true") -> dict[str, Any]:

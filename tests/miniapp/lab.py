@@ -23,11 +23,19 @@ REFRESH = 2
 
 
 def board_settings(
-    fake: FakeBotAPI, tmp_path: Path, *, tweak: Any = None, **miniapp: Any
+    fake: FakeBotAPI,
+    tmp_path: Path,
+    *,
+    tweak: Any = None,
+    ledger_down: bool = False,
+    **miniapp: Any,
 ) -> Settings:
-    """The lab's configuration; ``tweak(config)`` may change the dict before it is written."""
+    """The lab's configuration; ``tweak(config)`` may change the dict before it is written;
+    ``ledger_down``: the ledger fails its status check until it is restarted."""
     config: dict[str, Any] = base_config(fake, tmp_path / "data")
     down = tmp_path / "down"
+    if ledger_down:
+        down.touch()
     config["targets"] = {
         "payments": {"kind": "command", "actions": {"status": ["true"]}},
         "ledger": {

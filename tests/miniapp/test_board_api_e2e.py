@@ -97,8 +97,7 @@ async def test_the_page_allows_no_inline_script_and_only_telegrams_web_clients_a
 async def test_targets_come_worst_first_and_a_viewer_is_offered_no_action(
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
-    settings = board_settings(fake, tmp_path)
-    (tmp_path / "down").touch()
+    settings = board_settings(fake, tmp_path, ledger_down=True)
     async with (
         running_opsbot(fake, settings),
         httpx.AsyncClient(base_url=base_url(settings)) as web,
@@ -151,8 +150,7 @@ async def test_targets_come_worst_first_and_a_viewer_is_offered_no_action(
 async def test_a_restart_from_the_board_is_the_chats_request_approved_in_the_group(
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
-    settings = board_settings(fake, tmp_path)
-    (tmp_path / "down").touch()
+    settings = board_settings(fake, tmp_path, ledger_down=True)
     async with (
         running_opsbot(fake, settings) as chat,
         httpx.AsyncClient(base_url=base_url(settings), headers=signed(OSCAR)) as web,
@@ -191,8 +189,7 @@ async def test_a_restart_from_the_board_is_the_chats_request_approved_in_the_gro
 async def test_an_admin_approves_from_the_board_within_the_same_rules(
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
-    settings = board_settings(fake, tmp_path)
-    (tmp_path / "down").touch()
+    settings = board_settings(fake, tmp_path, ledger_down=True)
     alice, bob = signed(ALICE), signed(BOB)
     async with (
         running_opsbot(fake, settings),
@@ -220,8 +217,7 @@ async def test_an_admin_approves_from_the_board_within_the_same_rules(
 async def test_ack_and_update_from_the_board_are_the_chats_buttons_and_commands(
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
-    settings = board_settings(fake, tmp_path)
-    (tmp_path / "down").touch()
+    settings = board_settings(fake, tmp_path, ledger_down=True)
     async with (
         running_opsbot(fake, settings) as chat,
         httpx.AsyncClient(base_url=base_url(settings), headers=signed(OSCAR)) as web,
@@ -263,8 +259,7 @@ async def test_each_person_has_a_rate_limit(fake: FakeBotAPI, tmp_path: Path) ->
 async def test_ways_in_the_menu_button_board_and_the_health_and_alert_buttons(
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
-    settings = board_settings(fake, tmp_path)
-    (tmp_path / "down").touch()
+    settings = board_settings(fake, tmp_path, ledger_down=True)
     async with running_opsbot(fake, settings) as chat:
         board = await chat.ask("/board", user=VIC)
         assert buttons(board) == [{"text": "📊 Board", "url": LINK}]
@@ -306,8 +301,7 @@ async def test_approving_from_the_board_keeps_step_up_and_change_windows(
             "approvals": {"allowed_hours": window_excluding_now()},
         }
 
-    settings = board_settings(fake, tmp_path, tweak=tweak)
-    (tmp_path / "down").touch()
+    settings = board_settings(fake, tmp_path, tweak=tweak, ledger_down=True)
     async with (
         running_opsbot(fake, settings),
         httpx.AsyncClient(base_url=base_url(settings), headers=signed(OSCAR)) as web,
