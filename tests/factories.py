@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import pytest
 import yaml
 
@@ -32,6 +33,8 @@ OPSBOT_TOKEN = "7000000001:AAopsbotTESTtokenXXXXXXXXXXXXXXXXXXX"
 OPSBOT_USERNAME = "opsbot_test_bot"
 OPERATED_TOKEN = "7000000002:AAoperatedBOTtokenYYYYYYYYYYYYYYYYYY"
 OPERATED_USERNAME = "quiz_prod_bot"
+#: The bearer token of the alert webhook in the alerting e2e tests' ``web:`` (``web_on``).
+WEBHOOK_TOKEN = "webhook-bearer-secret-0123456789"
 
 ALICE = User(1001, "Alice", "alice")  # admin
 BOB = User(1002, "Bob", "bob")  # admin
@@ -171,6 +174,15 @@ def base_config(fake: FakeBotAPI, data_dir: Path) -> dict[str, Any]:
     }
 
 
+def module_config(
+    fake: FakeBotAPI, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> tuple[Path, dict[str, Any]]:
+    """A test module's own folder ``name`` and a ``base_config`` keeping its data in it, for a
+    module-scoped opsbot (``opsbot_chat(fake, folder, config)``)."""
+    folder = tmp_path_factory.mktemp(name)
+    return folder, base_config(fake, folder / "data")
+
+
 class Clock:
     """Real time plus an offset the test moves forward."""
 
@@ -226,6 +238,38 @@ class ChatSession:
 
     def bot_messages(self, chat: Chat = OPS) -> list[FakeMessage]:
         return self.fake.bot_messages(chat.id, OPSBOT_TOKEN)
+
+
+async def post_alerts_webhook(chat: ChatSession, body: object) -> httpx.Response:
+    """POST ``body`` to the running opsbot's /alerts/webhook with ``WEBHOOK_TOKEN``."""
+    web = chat.services.settings.web
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.post(
+            f"http://{web.host}:{web.port}/alerts/webhook",
+            json=body,
+            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"},
+        )
+
+
+def request_id(card: FakeMessage) -> str:
+    """The id of the approval request a card shows ("… id 3f2a9c …")."""
+    return (card.text or "").split("id ")[1].split()[0]
+
+
+def approve(chat: ChatSession, card: FakeMessage, user: User = BOB) -> None:
+    """``user`` taps Approve on the request ``card`` shows in the ops group."""
+    chat.tap(card, f"a:{request_id(card)}", user=user)
+
+
+async def approved(
+    chat: ChatSession, card: FakeMessage, done: str, timeout: float = 60.0
+) -> FakeMessage:
+    """Bob approves the request on ``card``: the card, once opsbot has edited it to ``done``."""
+    approve(chat, card)
+    return await chat.fake.wait_for_message(
+        OPS.id, lambda m: m.message_id == card.message_id and done in (m.text or ""),
+        timeout=timeout,
+    )  # fmt: skip
 
 
 def start_opsbot(config_path: Path) -> subprocess.Popen[str]:

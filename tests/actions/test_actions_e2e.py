@@ -27,8 +27,8 @@ from tests.factories import (
     OSCAR,
     VIC,
     ChatSession,
-    base_config,
     fake_fixture,
+    module_config,
     opsbot_chat,
     ssh_endpoint,
 )
@@ -131,8 +131,7 @@ async def chat(
     rollback_port: int,
     sqlite_db: Path,
 ) -> AsyncIterator[ChatSession]:
-    tmp = tmp_path_factory.mktemp("actions")
-    config = base_config(fake, tmp / "data")
+    tmp, config = module_config(fake, tmp_path_factory, "actions")
     config["approvals"] = {"ttl": TTL}
     config["endpoints"] = {
         "lab-ssh": ssh_endpoint(sshd_server),

@@ -22,12 +22,11 @@ import pytest
 import pytest_asyncio
 
 from tests.factories import (
-    BOB,
-    OPS,
     OSCAR,
     ChatSession,
-    base_config,
+    approved,
     fake_fixture,
+    module_config,
     opsbot_chat,
     ssh_endpoint,
 )
@@ -192,8 +191,7 @@ async def chat(
     sshd_server: SSHServer,
     kube_dir: Path,
 ) -> AsyncIterator[ChatSession]:
-    tmp = tmp_path_factory.mktemp("k8s")
-    config = base_config(fake, tmp / "data")
+    tmp, config = module_config(fake, tmp_path_factory, "k8s")
     config["endpoints"] = {"lab-ssh": ssh_endpoint(sshd_server)}
     config["targets"] = {
         "quiz": {
@@ -235,13 +233,7 @@ async def test_rollback_to_a_revision_after_approval_is_verified(
     assert not any("undo" in argv for argv in ran(kube_dir))  # nothing ran before approval
 
     before = len(ran(kube_dir))
-    request_id = text.split("id ")[1].split()[0]
-    chat.tap(card, f"a:{request_id}", user=BOB)
-    done = await chat.fake.wait_for_message(
-        OPS.id,
-        lambda m: m.message_id == card.message_id and "rollback quiz — done" in (m.text or ""),
-        timeout=40,
-    )
+    done = await approved(chat, card, "rollback quiz — done", timeout=40)
     assert (
         done.text is not None and "healthy after" in done.text and "approved by bob" in done.text
     )
@@ -290,15 +282,7 @@ async def test_a_rollout_that_does_not_finish_is_a_failed_rollback(
         card = await chat.ask("/rollback quiz 2", user=OSCAR)
         text = card.text or ""
         assert "→ revision 2 (registry.local/quizbot:1.1)" in text, text
-        request_id = text.split("id ")[1].split()[0]
-        chat.tap(card, f"a:{request_id}", user=BOB)
-        failed = await chat.fake.wait_for_message(
-            OPS.id,
-            lambda m: (
-                m.message_id == card.message_id and "rollback quiz — failed" in (m.text or "")
-            ),
-            timeout=40,
-        )
+        failed = await approved(chat, card, "rollback quiz — failed", timeout=40)
     finally:
         state = json.loads((kube_dir / "state.json").read_text())
         state.pop("stuck", None)
@@ -328,7 +312,7 @@ async def test_deploy_sets_the_image_and_a_rollout_that_fails_is_set_back(
     assert f"deploy quiz on lab-ssh: {before.rsplit('/', 1)[1]} → quizbot:1.3" in text, text
     assert set_image in text
     assert "kubectl -n bots rollout status deployment/quizbot --timeout=20s" in text
-    done = await approve(chat, card, "deploy quiz — done")
+    done = await approved(chat, card, "deploy quiz — done")
     assert "deployed quizbot:1.3: healthy" in (done.text or ""), done.text
     assert _current_image(kube_dir) == "registry.local/quizbot:1.3"
     again = await chat.ask("/deploy quiz 1.3", user=OSCAR)
@@ -339,7 +323,7 @@ async def test_deploy_sets_the_image_and_a_rollout_that_fails_is_set_back(
         "registry.local/quizbot:1.9"]}))  # fmt: skip
     mark = len(ran(kube_dir))
     card = await chat.ask("/deploy quiz 1.9", user=OSCAR)
-    failed = await approve(chat, card, "deploy quiz — failed")
+    failed = await approved(chat, card, "deploy quiz — failed")
     shown = failed.text or ""
     assert "back to quizbot:1.3, healthy again" in shown, shown
     assert "exceeded its progress deadline" in shown
@@ -350,10 +334,3 @@ async def test_deploy_sets_the_image_and_a_rollout_that_fails_is_set_back(
     assert _current_image(kube_dir) == "registry.local/quizbot:1.3"
 
 
-async def approve(chat: ChatSession, card: Any, done: str) -> Any:
-    request_id = (card.text or "").split("id ")[1].split()[0]
-    chat.tap(card, f"a:{request_id}", user=BOB)
-    return await chat.fake.wait_for_message(
-        OPS.id, lambda m: m.message_id == card.message_id and done in (m.text or ""),
-        timeout=60,
-    )  # fmt: skip

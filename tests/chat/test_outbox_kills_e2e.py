@@ -28,10 +28,12 @@ from tests.factories import (
     OPSBOT_TOKEN,
     OSCAR,
     ChatSession,
+    approve,
     base_config,
     counting_target,
     fake_fixture,
     redis_store,
+    request_id,
     running_opsbot,
     runs,
     start_opsbot,
@@ -78,10 +80,6 @@ def bot_api_down(fake: FakeBotAPI) -> None:
     fake.set_down(True, except_methods=("getUpdates",))
 
 
-def request_id(card: FakeMessage) -> str:
-    return (card.text or "").split("id ")[1].split()[0]
-
-
 async def ask_restart(chat: ChatSession) -> FakeMessage:
     sent = chat.send("/restart counter", user=OSCAR)
     return await chat.fake.wait_for_message(
@@ -94,7 +92,7 @@ async def approved_while_down(chat: ChatSession) -> FakeMessage:
     """Oscar asks for the restart; the Bot API goes down (``bot_api_down``); Bob approves."""
     card = await ask_restart(chat)
     bot_api_down(chat.fake)
-    chat.tap(card, f"a:{request_id(card)}", user=BOB)
+    approve(chat, card)
     return card
 
 
@@ -140,7 +138,7 @@ async def test_stopped_before_the_card_was_delivered(
     fake.set_down(False)
     async with running_opsbot(fake, settings) as chat:
         card = await fake.wait_for_message(OPS.id, lambda m: "approval" in (m.text or ""))
-        chat.tap(card, f"a:{request_id(card)}", user=BOB)
+        approve(chat, card)
         done = await final_card(fake, card.message_id, "done")
     assert runs_in(tmp_path) == 1 and "approved by bob" in (done.text or "")
     cards = restart_cards(fake, OPS)
