@@ -24,6 +24,8 @@ from opsbot.config import Settings, load_config
 from opsbot.reach.executors.ssh import SSHHost
 from opsbot.services import Services
 from opsbot.state.store import Store
+from opsbot.state.store.redis import RedisStore
+from opsbot.state.store.sqlite import SQLiteStore
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage, User
 from tests.lab.ports import free_port
 from tests.lab.sshd import SSHServer
@@ -181,6 +183,23 @@ def module_config(
     module-scoped opsbot (``opsbot_chat(fake, folder, config)``)."""
     folder = tmp_path_factory.mktemp(name)
     return folder, base_config(fake, folder / "data")
+
+
+@contextlib.asynccontextmanager
+async def backend_store(
+    backend: Literal["sqlite", "redis"], tmp_path: Path, redis_url: str, prefix: str
+) -> AsyncIterator[Store]:
+    """A store on ``backend``: SQLite in ``tmp_path``, or the lab Redis under ``prefix``;
+    closed afterwards."""
+    opened: Store
+    if backend == "sqlite":
+        opened = SQLiteStore(tmp_path / "state.sqlite3")
+    else:
+        opened = RedisStore(redis_url, prefix=prefix)
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 class Clock:
