@@ -66,6 +66,13 @@ def discover(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def problems_of(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """The one-line problems a discover that failed printed (never a traceback)."""
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    return [line for line in done.stderr.splitlines() if line.startswith("problem:")]
+
+
 def drafted(stdout: str, tmp: Path) -> Any:
     """The draft as opsbot check reads it: it must load as a configuration."""
     path = tmp / "draft.yaml"
@@ -131,9 +138,7 @@ def test_unreachable_and_refused_are_one_line_each_beside_a_partial_draft(
     closed = free_port()
     done = discover("lab-docker", f"ssh://opsbot-lab@127.0.0.1:{closed}", "keyless",
                     "--config", str(config), "--timeout", "15")  # fmt: skip
-    assert done.returncode == 1
-    assert "Traceback" not in done.stderr
-    problems = [line for line in done.stderr.splitlines() if line.startswith("problem:")]
+    problems = problems_of(done)
     assert len(problems) == 2, done.stderr
     assert f"127.0.0.1:{closed} unreachable" in problems[0]
     assert "refused login as 'opsbot-lab'" in problems[1]
