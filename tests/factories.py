@@ -270,6 +270,25 @@ async def post_alerts_webhook(chat: ChatSession, body: object) -> httpx.Response
         )
 
 
+async def replies_say(
+    chat: ChatSession, cases: Sequence[tuple[str, str]], user: User = OSCAR
+) -> list[FakeMessage]:
+    """``user`` sends each command of ``cases`` (command, what its reply says) in turn; each
+    reply says it. The replies, in order."""
+    replies = []
+    for command, expected in cases:
+        reply = await chat.ask(command, user=user)
+        assert reply.text is not None and expected in reply.text, (command, reply.text)
+        replies.append(reply)
+    return replies
+
+
+async def viewer_refused(chat: ChatSession, command: str) -> None:
+    """Vic (a viewer) sends ``command``: opsbot says it needs the operator role."""
+    viewer = await chat.ask(command, user=VIC)
+    assert viewer.text is not None and "needs the operator role" in viewer.text
+
+
 def request_id(card: FakeMessage) -> str:
     """The id of the approval request a card shows ("… id 3f2a9c …")."""
     return (card.text or "").split("id ")[1].split()[0]

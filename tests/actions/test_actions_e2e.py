@@ -30,7 +30,9 @@ from tests.factories import (
     fake_fixture,
     module_config,
     opsbot_chat,
+    replies_say,
     ssh_endpoint,
+    viewer_refused,
 )
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.dockerd import DockerLab, run_http_container
@@ -539,13 +541,10 @@ async def test_each_request_and_decision_is_one_audit_entry(chat: ChatSession) -
 
 
 async def test_bad_requests_run_nothing(chat: ChatSession) -> None:
-    for command, expected in [
+    await replies_say(chat, [
         ("/restart", "usage: /restart TARGET"),
         ("/restart nosuch", "unknown target"),
         ("/backup db restore nosuch.dump", "no backup named"),
         ("/backup web", "has no backups configured"),
-    ]:
-        reply = await chat.ask(command, user=OSCAR)
-        assert reply.text is not None and expected in reply.text, (command, reply.text)
-    viewer = await chat.ask("/restart web", user=VIC)
-    assert viewer.text is not None and "needs the operator role" in viewer.text
+    ])  # fmt: skip
+    await viewer_refused(chat, "/restart web")
