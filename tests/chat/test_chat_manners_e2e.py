@@ -27,7 +27,7 @@ from tests.factories import (
     opsbot_chat,
     ssh_endpoint,
 )
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
 from tests.lab.sshd import SSHServer
 
 BIG_MB = 16  # a real copy home (bytes done while copying: tests/test_backups.py)
@@ -95,6 +95,16 @@ def _typing(fake: FakeBotAPI, since: int) -> list[dict[str, object]]:
     return [c.params for c in fake.calls[since:] if c.method == "sendChatAction"]
 
 
+async def edited_to(chat: ChatSession, where: Chat, card: FakeMessage, says: str) -> FakeMessage:
+    """``card`` (in ``where``) once opsbot has edited it to say ``says``: 90 s at most."""
+    return await chat.fake.wait_for_message(
+        where.id,
+        lambda m: m.message_id == card.message_id and says in (m.text or ""),
+        token=OPSBOT_TOKEN,
+        timeout=90,
+    )
+
+
 async def test_a_slow_command_shows_typing_and_its_answer_is_threaded(
     chat: ChatSession,
 ) -> None:
@@ -152,12 +162,7 @@ async def test_a_backup_card_shows_elapsed_time_and_bytes_and_ends_on_the_result
         ALICE_PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=10
     )
     assert card.reply_to_message_id == sent["message_id"]
-    final = await chat.fake.wait_for_message(
-        ALICE_PRIVATE.id,
-        lambda m: m.message_id == card.message_id and "backup bigdb — done" in (m.text or ""),
-        token=OPSBOT_TOKEN,
-        timeout=90,
-    )
+    final = await edited_to(chat, ALICE_PRIVATE, card, "backup bigdb — done")
     shown = [t for t in final.history if t is not None]
     assert any(re.search(r"dumping .*… · [1-9]\d* s", t) for t in shown), shown
     seconds = [int(m[1]) for t in shown if (m := re.search(r"… · (\d+) s\n", t))]
@@ -183,12 +188,7 @@ async def test_an_approved_restore_card_shows_elapsed_time_then_the_total(
     assert card.text is not None and "approval needed" in card.text
     assert card.reply_to_message_id == sent["message_id"]
     approve(chat, card)
-    final = await chat.fake.wait_for_message(
-        OPS.id,
-        lambda m: m.message_id == card.message_id and "restore bigdb — done" in (m.text or ""),
-        token=OPSBOT_TOKEN,
-        timeout=90,
-    )
+    final = await edited_to(chat, OPS, card, "restore bigdb — done")
     shown = [t for t in final.history if t is not None]
     assert any(re.search(r"restoring .*… · [1-9]\d* s", t) for t in shown), shown
     assert final.text is not None and re.search(r"\ntook \d+(\.\d)? m?s\n", final.text)

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import ssh_endpoint
 from tests.lab.dockerd import DockerLab
 from tests.lab.ports import free_port
 from tests.lab.sshd import SSHServer
-from tests.onboarding.test_discover_lab import discover, drafted, problems_of
+from tests.onboarding.test_discover_lab import discover, drafted, lab_endpoints, problems_of
 
 CONTAINER = "opsbot-denied-probe"
 
@@ -45,15 +44,9 @@ def config(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Path]:  # fmt: skip
     path = tmp_path_factory.mktemp("denied") / "opsbot.yaml"
-    path.write_text(json.dumps({
-        "endpoints": {
-            "lab": ssh_endpoint(sshd_server),
-            "lab-docker": {"type": "docker", "via_ssh": "lab",
-                           "remote_socket": str(docker_lab.socket_path)},
-            "denied-docker": {"type": "docker", "via_ssh": "lab",
-                              "remote_socket": str(root_only_socket)},
-        },
-    }))  # fmt: skip
+    denied = {"type": "docker", "via_ssh": "lab", "remote_socket": str(root_only_socket)}
+    endpoints = {**lab_endpoints(sshd_server, docker_lab), "denied-docker": denied}
+    path.write_text(json.dumps({"endpoints": endpoints}))
     with closing(docker_lab.client()) as client:
         container = client.containers.run(
             docker_lab.image_v1, ["sleep", "600"], name=CONTAINER, detach=True, init=True

@@ -39,19 +39,24 @@ def host(
         yield made
 
 
+def lab_endpoints(sshd_server: SSHServer, docker_lab: DockerLab) -> dict[str, Any]:
+    """The endpoints discover reaches in the lab: ``lab`` (its sshd) and ``lab-docker`` (the
+    lab's Docker engine through it)."""
+    return {
+        "lab": ssh_endpoint(sshd_server),
+        "lab-docker": {"type": "docker", "via_ssh": "lab",
+                       "remote_socket": str(docker_lab.socket_path)},
+    }  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def config(
     docker_lab: DockerLab, sshd_server: SSHServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     path = tmp_path_factory.mktemp("discover") / "opsbot.yaml"
-    path.write_text(json.dumps({
-        "endpoints": {
-            "lab": ssh_endpoint(sshd_server),
-            "lab-docker": {"type": "docker", "via_ssh": "lab",
-                           "remote_socket": str(docker_lab.socket_path)},
-            "keyless": ssh_endpoint(sshd_server, key_files=[str(path.parent / "nokey")]),
-        },
-    }))  # fmt: skip
+    keyless = ssh_endpoint(sshd_server, key_files=[str(path.parent / "nokey")])
+    endpoints = {**lab_endpoints(sshd_server, docker_lab), "keyless": keyless}
+    path.write_text(json.dumps({"endpoints": endpoints}))
     # A real key the lab user never authorized: the login is refused.
     key = str(path.parent / "nokey")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
