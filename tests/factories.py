@@ -248,6 +248,12 @@ class ChatSession:
     ) -> FakeMessage:
         """Send a message and wait for opsbot's next message in that chat."""
         sent = self.send(text, user, chat)
+        return await self.next_message(sent, chat, timeout)
+
+    async def next_message(
+        self, sent: dict[str, Any], chat: Chat = OPS, timeout: float = 20.0
+    ) -> FakeMessage:
+        """opsbot's next message in ``chat`` after the message ``sent`` (``send``'s result)."""
         return await self.fake.wait_for_message(
             chat.id, timeout=timeout, after_message_id=sent["message_id"], token=OPSBOT_TOKEN
         )

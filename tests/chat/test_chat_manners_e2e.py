@@ -110,9 +110,7 @@ async def test_a_slow_command_shows_typing_and_its_answer_is_threaded(
 ) -> None:
     since = len(chat.fake.calls)
     sent = chat.send("/logs slowbot", chat=ALICE_PRIVATE)
-    reply = await chat.fake.wait_for_message(
-        ALICE_PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=15
-    )
+    reply = await chat.next_message(sent, ALICE_PRIVATE, timeout=15)
     assert "slow line" in (reply.text or "")
     assert reply.reply_to_message_id == sent["message_id"]
     actions = _typing(chat.fake, since)
@@ -125,9 +123,7 @@ async def test_a_slow_command_shows_typing_and_its_answer_is_threaded(
 async def test_a_fast_command_shows_no_typing(chat: ChatSession) -> None:
     since = len(chat.fake.calls)
     sent = chat.send("/help", chat=ALICE_PRIVATE)
-    reply = await chat.fake.wait_for_message(
-        ALICE_PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=10
-    )
+    reply = await chat.next_message(sent, ALICE_PRIVATE, timeout=10)
     assert reply.reply_to_message_id == sent["message_id"]
     await chat.fake.wait_for_call("sendMessage", since=since)
     assert _typing(chat.fake, since) == []
@@ -136,9 +132,7 @@ async def test_a_fast_command_shows_no_typing(chat: ChatSession) -> None:
 async def test_an_answer_to_a_deleted_command_still_arrives(chat: ChatSession) -> None:
     sent = chat.send("/logs slowbot", chat=ALICE_PRIVATE)
     chat.fake.delete_message(ALICE_PRIVATE.id, sent["message_id"])  # gone before the answer
-    reply = await chat.fake.wait_for_message(
-        ALICE_PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=15
-    )
+    reply = await chat.next_message(sent, ALICE_PRIVATE, timeout=15)
     assert "slow line" in (reply.text or "")
     assert reply.reply_to_message_id is None
 
@@ -158,9 +152,7 @@ async def test_a_backup_card_shows_elapsed_time_and_bytes_and_ends_on_the_result
     chat: ChatSession,
 ) -> None:
     sent = chat.send("/backup bigdb", chat=ALICE_PRIVATE)
-    card = await chat.fake.wait_for_message(
-        ALICE_PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=10
-    )
+    card = await chat.next_message(sent, ALICE_PRIVATE, timeout=10)
     assert card.reply_to_message_id == sent["message_id"]
     final = await edited_to(chat, ALICE_PRIVATE, card, "backup bigdb — done")
     shown = [t for t in final.history if t is not None]
@@ -182,9 +174,7 @@ async def test_an_approved_restore_card_shows_elapsed_time_then_the_total(
         listed = await chat.ask("/backup bigdb list", chat=ALICE_PRIVATE)
         names = [line.split()[0] for line in (listed.text or "").splitlines()[1:]]
     sent = chat.send(f"/backup bigdb restore {names[0]}", chat=OPS)
-    card = await chat.fake.wait_for_message(
-        OPS.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=15
-    )
+    card = await chat.next_message(sent, OPS, timeout=15)
     assert card.text is not None and "approval needed" in card.text
     assert card.reply_to_message_id == sent["message_id"]
     approve(chat, card)

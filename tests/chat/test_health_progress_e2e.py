@@ -73,9 +73,7 @@ async def test_slow_health_shows_progress_within_a_second_then_every_target(
     since = len(chat.fake.calls)
     sent = chat.send("/health", chat=ALICE_PRIVATE)
     started = time.monotonic()
-    first = await chat.fake.wait_for_message(
-        ALICE_PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=5
-    )
+    first = await chat.next_message(sent, ALICE_PRIVATE, timeout=5)
     waited = time.monotonic() - started
     assert waited < 1.0, f"first feedback after {waited:.2f} s"
     assert first.text is not None and first.text.startswith("⏳ Health: ")
