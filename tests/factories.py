@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import pytest
 import yaml
 
@@ -23,6 +24,8 @@ from opsbot.config import Settings, load_config
 from opsbot.reach.executors.ssh import SSHHost
 from opsbot.services import Services
 from opsbot.state.store import Store
+from opsbot.state.store.redis import RedisStore
+from opsbot.state.store.sqlite import SQLiteStore
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage, User
 from tests.lab.ports import free_port
 from tests.lab.sshd import SSHServer
@@ -32,12 +35,18 @@ OPSBOT_TOKEN = "7000000001:AAopsbotTESTtokenXXXXXXXXXXXXXXXXXXX"
 OPSBOT_USERNAME = "opsbot_test_bot"
 OPERATED_TOKEN = "7000000002:AAoperatedBOTtokenYYYYYYYYYYYYYYYYYY"
 OPERATED_USERNAME = "quiz_prod_bot"
+#: The bearer token of the alert webhook in the alerting e2e tests' ``web:`` (``web_on``).
+WEBHOOK_TOKEN = "webhook-bearer-secret-0123456789"
 
 ALICE = User(1001, "Alice", "alice")  # admin
 BOB = User(1002, "Bob", "bob")  # admin
 VIC = User(1003, "Vic", "vic")  # viewer
 OSCAR = User(1004, "Oscar", "oscar")  # operator
 STRANGER = User(6666, "Mallory", "mallory")
+
+# private chats with opsbot (a command there does not use the group's budget)
+ALICE_PRIVATE = Chat(ALICE.id, "private")
+VIC_PRIVATE = Chat(VIC.id, "private")
 
 OPS = Chat(-1001000000100, "supergroup", "ops")
 INCIDENTS = Chat(-1001000000200, "supergroup", "incidents")
@@ -90,6 +99,28 @@ def ssh_endpoint(server: SSHServer, **overrides: Any) -> dict[str, Any]:
         "known_hosts": str(server.known_hosts),
         **overrides,
     }
+
+
+# status.sh NAME: exit 0 while NAME's process runs (a zombie does not count: nothing reaps here);
+# NAME's pid is in NAME.pid beside the script (a ``lab_user_dir`` of the lab sshd).
+PID_STATUS_SCRIPT = """#!/bin/sh
+cd "$(dirname "$0")" || exit 1
+pid=$(cat "$1.pid" 2>/dev/null) || { echo "$1: no pid file" >&2; exit 1; }
+stat=$(cat "/proc/$pid/stat" 2>/dev/null) || { echo "$1: pid $pid is gone" >&2; exit 1; }
+case "$stat" in *") Z "*) echo "$1: pid $pid is a zombie" >&2; exit 1 ;; esac
+echo "$1 running as pid $pid"
+"""
+
+
+def lab_user_dir(server: SSHServer, name: str, files: dict[str, str]) -> Path:
+    """A new folder ``name`` in the lab sshd's workdir holding ``files`` (name: text), all
+    owned by the lab user (its scripts may write pid files beside themselves)."""
+    folder = server.workdir / name
+    folder.mkdir()
+    for file, text in files.items():
+        (folder / file).write_text(text)
+    subprocess.run(["chown", "-R", server.username, str(folder)], check=True)
+    return folder
 
 
 def counting_target(counter: Path, then: str = "true") -> dict[str, Any]:
@@ -145,6 +176,32 @@ def base_config(fake: FakeBotAPI, data_dir: Path) -> dict[str, Any]:
     }
 
 
+def module_config(
+    fake: FakeBotAPI, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> tuple[Path, dict[str, Any]]:
+    """A test module's own folder ``name`` and a ``base_config`` keeping its data in it, for a
+    module-scoped opsbot (``opsbot_chat(fake, folder, config)``)."""
+    folder = tmp_path_factory.mktemp(name)
+    return folder, base_config(fake, folder / "data")
+
+
+@contextlib.asynccontextmanager
+async def backend_store(
+    backend: Literal["sqlite", "redis"], tmp_path: Path, redis_url: str, prefix: str
+) -> AsyncIterator[Store]:
+    """A store on ``backend``: SQLite in ``tmp_path``, or the lab Redis under ``prefix``;
+    closed afterwards."""
+    opened: Store
+    if backend == "sqlite":
+        opened = SQLiteStore(tmp_path / "state.sqlite3")
+    else:
+        opened = RedisStore(redis_url, prefix=prefix)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
 class Clock:
     """Real time plus an offset the test moves forward."""
 
@@ -191,6 +248,12 @@ class ChatSession:
     ) -> FakeMessage:
         """Send a message and wait for opsbot's next message in that chat."""
         sent = self.send(text, user, chat)
+        return await self.next_message(sent, chat, timeout)
+
+    async def next_message(
+        self, sent: dict[str, Any], chat: Chat = OPS, timeout: float = 20.0
+    ) -> FakeMessage:
+        """opsbot's next message in ``chat`` after the message ``sent`` (``send``'s result)."""
         return await self.fake.wait_for_message(
             chat.id, timeout=timeout, after_message_id=sent["message_id"], token=OPSBOT_TOKEN
         )
@@ -200,6 +263,57 @@ class ChatSession:
 
     def bot_messages(self, chat: Chat = OPS) -> list[FakeMessage]:
         return self.fake.bot_messages(chat.id, OPSBOT_TOKEN)
+
+
+async def post_alerts_webhook(chat: ChatSession, body: object) -> httpx.Response:
+    """POST ``body`` to the running opsbot's /alerts/webhook with ``WEBHOOK_TOKEN``."""
+    web = chat.services.settings.web
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.post(
+            f"http://{web.host}:{web.port}/alerts/webhook",
+            json=body,
+            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"},
+        )
+
+
+async def replies_say(
+    chat: ChatSession, cases: Sequence[tuple[str, str]], user: User = OSCAR
+) -> list[FakeMessage]:
+    """``user`` sends each command of ``cases`` (command, what its reply says) in turn; each
+    reply says it. The replies, in order."""
+    replies = []
+    for command, expected in cases:
+        reply = await chat.ask(command, user=user)
+        assert reply.text is not None and expected in reply.text, (command, reply.text)
+        replies.append(reply)
+    return replies
+
+
+async def viewer_refused(chat: ChatSession, command: str) -> None:
+    """Vic (a viewer) sends ``command``: opsbot says it needs the operator role."""
+    viewer = await chat.ask(command, user=VIC)
+    assert viewer.text is not None and "needs the operator role" in viewer.text
+
+
+def request_id(card: FakeMessage) -> str:
+    """The id of the approval request a card shows ("… id 3f2a9c …")."""
+    return (card.text or "").split("id ")[1].split()[0]
+
+
+def approve(chat: ChatSession, card: FakeMessage, user: User = BOB) -> None:
+    """``user`` taps Approve on the request ``card`` shows in the ops group."""
+    chat.tap(card, f"a:{request_id(card)}", user=user)
+
+
+async def approved(
+    chat: ChatSession, card: FakeMessage, done: str, timeout: float = 60.0
+) -> FakeMessage:
+    """Bob approves the request on ``card``: the card, once opsbot has edited it to ``done``."""
+    approve(chat, card)
+    return await chat.fake.wait_for_message(
+        OPS.id, lambda m: m.message_id == card.message_id and done in (m.text or ""),
+        timeout=timeout,
+    )  # fmt: skip
 
 
 def start_opsbot(config_path: Path) -> subprocess.Popen[str]:

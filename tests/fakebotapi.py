@@ -531,6 +531,15 @@ def _read_body(req: BaseHTTPRequestHandler) -> bytes:
     return req.rfile.read(length) if length else b""
 
 
+def _respond(req: BaseHTTPRequestHandler, status: int, content_type: str, body: bytes) -> None:
+    """One whole HTTP response: status, type and length headers, then the body."""
+    req.send_response(status)
+    req.send_header("Content-Type", content_type)
+    req.send_header("Content-Length", str(len(body)))
+    req.end_headers()
+    req.wfile.write(body)
+
+
 def _parse_body(content_type: str, body: bytes) -> JSON:
     media = content_type.split(";")[0].strip().lower()
     if not body:
@@ -1173,13 +1182,8 @@ class FakeBotAPI:
                                 self._too_many.append(RateLimitHit(
                                     unquote(match[1]), match[2], None, error.retry_after or 1,
                                     True))  # fmt: skip
-                    status, payload = error.code, error.payload()
-                    data = json.dumps(payload).encode()
-                    req.send_response(status)
-                    req.send_header("Content-Type", "application/json")
-                    req.send_header("Content-Length", str(len(data)))
-                    req.end_headers()
-                    req.wfile.write(data)
+                    data = json.dumps(error.payload()).encode()
+                    _respond(req, error.code, "application/json", data)
                     return
                 params: JSON
                 try:
@@ -1194,18 +1198,9 @@ class FakeBotAPI:
             elif match := _FILE_PATH.match(url.path):
                 raw = self._file_bytes(unquote(match[1]), unquote(match[2]))
             if raw is not None:
-                req.send_response(200)
-                req.send_header("Content-Type", "application/octet-stream")
-                req.send_header("Content-Length", str(len(raw)))
-                req.end_headers()
-                req.wfile.write(raw)
+                _respond(req, 200, "application/octet-stream", raw)
                 return
-            data = json.dumps(payload).encode()
-            req.send_response(status)
-            req.send_header("Content-Type", "application/json")
-            req.send_header("Content-Length", str(len(data)))
-            req.end_headers()
-            req.wfile.write(data)
+            _respond(req, status, "application/json", json.dumps(payload).encode())
         except (ConnectionError, TimeoutError):
             req.close_connection = True
 

@@ -154,9 +154,8 @@ async def plan_restart(name: str, target: Target, runtime: CheckRuntime, store: 
             argv = ["pm2", "restart", target.process]
             return _argv_plan("restart", name, target, [argv], f"pm2 process {target.process}")
         case K8sTarget():
-            restart = [*_kubectl(target), "rollout", "restart", f"deployment/{target.deployment}"]
-            return _argv_plan(
-                "restart", name, target, [restart, _rollout_status(target)],
+            return _k8s_rollout(
+                "restart", name, target, "restart",
                 f"a rolling restart of deployment {target.deployment} in {target.namespace}",
             )  # fmt: skip
         case CommandTarget():
@@ -184,9 +183,8 @@ async def plan_rollback(
         case ContainerTarget():
             return await _container_rollback(name, target, runtime, store)
         case K8sTarget():
-            undo = [*_kubectl(target), "rollout", "undo", f"deployment/{target.deployment}"]
-            return _argv_plan(
-                "rollback", name, target, [undo, _rollout_status(target)],
+            return _k8s_rollout(
+                "rollback", name, target, "undo",
                 f"deployment {target.deployment} back to its previous revision",
             )  # fmt: skip
         case ComposeTarget():
@@ -285,6 +283,12 @@ def _argv_plan(
         operation="argv", commands=tuple(tuple(argv) for argv in commands),
         container=container, command_timeout=_command_timeout(target),
     )  # fmt: skip
+
+
+def _k8s_rollout(action: str, name: str, target: K8sTarget, how: str, what: str) -> Plan:
+    """``kubectl rollout HOW`` of the target's deployment, then its rollout status."""
+    argv = [*_kubectl(target), "rollout", how, f"deployment/{target.deployment}"]
+    return _argv_plan(action, name, target, [argv, _rollout_status(target)], what)
 
 
 def _rollout_status(target: K8sTarget) -> list[str]:

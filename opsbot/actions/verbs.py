@@ -29,16 +29,29 @@ from opsbot.verbs.registry import (
 )
 
 
+async def request_as(
+    caller: Caller,
+    services: Services,
+    action: Action,
+    name: str,
+    target: Target,
+    args: tuple[str, ...] = (),
+) -> Reply:
+    """``action`` on ``name`` requested by the caller, from the chat (and thread) it wrote in;
+    its "requested" audit entry, with the arguments, is the command's."""
+    filed = await lifecycle.request(
+        services, caller.person, action, name, target, args,
+        chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
+    )  # fmt: skip
+    audited()
+    return filed
+
+
 async def _file(action: Action, services: Services, caller: Caller, args: list[str]) -> Reply:
     if len(args) != 1:
         raise UsageError(f"usage: /{action.verb} TARGET")
     name, target = parse_target(services, args[0])
-    filed = await lifecycle.request(
-        services, caller.person, action, name, target, (),
-        chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
-    )  # fmt: skip
-    audited()  # its "requested" entry, with the arguments, is the command's
-    return filed
+    return await request_as(caller, services, action, name, target)
 
 
 async def restart(services: Services, caller: Caller, args: list[str]) -> Reply:
@@ -63,12 +76,7 @@ async def rollback(services: Services, caller: Caller, args: list[str]) -> Reply
             f"usage: /rollback TARGET [list | REVISION]; a revision is a number, not "
             f"{args[1][:20]!r}"
         )
-    filed = await lifecycle.request(
-        services, caller.person, ROLLBACK_ACTION, name, target, (args[1],),
-        chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
-    )  # fmt: skip
-    audited()
-    return filed
+    return await request_as(caller, services, ROLLBACK_ACTION, name, target, (args[1],))
 
 
 async def _revisions(services: Services, name: str, target: Target) -> Reply:

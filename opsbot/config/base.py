@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,6 +29,18 @@ Argv = Annotated[list[str], Field(min_length=1)]
 
 
 Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression ({exc}): {value!r}") from None
+    return value
+
+
+#: A regular expression, checked to compile when the config loads.
+Regex = Annotated[str, AfterValidator(_compiles)]
 
 
 class _Model(BaseModel):

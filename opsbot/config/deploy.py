@@ -15,7 +15,7 @@ import re
 
 from pydantic import Field, field_validator
 
-from opsbot.config.base import Argv, Seconds, _Model
+from opsbot.config.base import Argv, Regex, Seconds, _Model
 
 #: A version as Docker spells a tag: a letter or digit first (never an option, ``-h``), then
 #: letters, digits, ``.``, ``_``, ``-`` (never a path: no ``/``; never a shell word: no ``;``).
@@ -27,7 +27,7 @@ PLACEHOLDER = "{version}"
 class Deploy(_Model):
     """How ``/deploy TARGET VERSION`` deploys this target."""
 
-    versions: str = Field(
+    versions: Regex = Field(
         default=DEFAULT_VERSIONS,
         description="Regular expression a version must match in full (always a tag's "
         "characters: no '/', no leading '-').",
@@ -46,15 +46,6 @@ class Deploy(_Model):
     backup_first: bool = Field(
         default=True, description="Back up (verified) first when the target has backups."
     )
-
-    @field_validator("versions")
-    @classmethod
-    def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression ({exc}): {value!r}") from None
-        return value
 
     @field_validator("argv")
     @classmethod

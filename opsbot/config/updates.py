@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 
-from opsbot.config.base import Duration, Seconds, _Model
+from opsbot.config.base import Duration, Regex, Seconds, _Model
 
 #: The tags compared by default: 1, 1.4, v1.4.2, 1.4.2.7 (a suffix such as -alpine is kept
 #: apart: only tags with the running tag's own prefix and suffix are compared).
@@ -36,7 +35,7 @@ class UpdateNotices(_Model):
         pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*$",
         description="The repository at the registry; default: from the running image.",
     )
-    tags: str = Field(
+    tags: Regex = Field(
         default=DEFAULT_TAGS, description="Regular expression of the tags worth comparing."
     )
     username: str | None = Field(default=None, description="Basic auth / token-server login.")
@@ -44,15 +43,6 @@ class UpdateNotices(_Model):
     password_file: Path | None = None
     timeout: Seconds = Field(default=10.0, description="Budget of each registry request.")
     verify_tls: bool = True
-
-    @field_validator("tags")
-    @classmethod
-    def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression ({exc}): {value!r}") from None
-        return value
 
     @model_validator(mode="after")
     def _login_pairs(self) -> UpdateNotices:

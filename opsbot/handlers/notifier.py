@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 
 from telegram import Bot
-from telegram.constants import ParseMode
 from telegram.error import BadRequest, TelegramError
 
-from opsbot.handlers.reply import keyboard, send_reply, to_html
+from opsbot.handlers.reply import edit_text, send_reply
 from opsbot.redact import Redactor
 from opsbot.render import Reply
 
@@ -39,13 +38,7 @@ class TelegramNotifier:
     async def edit(self, chat_id: int, message_id: int, reply: Reply) -> None:
         reply = reply.redacted(self.redactor)
         try:
-            await self.bot.edit_message_text(
-                to_html(reply),
-                chat_id=chat_id,
-                message_id=message_id,
-                parse_mode=ParseMode.HTML,
-                reply_markup=keyboard(reply),
-            )
+            await edit_text(self.bot, chat_id, message_id, reply)
         except BadRequest as exc:
             if "not modified" not in str(exc).lower():
                 raise

@@ -23,10 +23,9 @@ from collections.abc import Awaitable
 from datetime import timedelta
 
 from telegram import Bot
-from telegram.constants import ParseMode
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
-from opsbot.handlers.reply import edit_photo, keyboard, send_reply, to_html
+from opsbot.handlers.reply import edit_photo, edit_text, send_reply
 from opsbot.metrics import Metrics
 from opsbot.state import prompts
 from opsbot.state.liveness import Liveness
@@ -373,13 +372,7 @@ class OutboxWorker:
         if reply.document is not None and reply.document.photo:  # a refreshed chart
             await edit_photo(self.bot, chat, message_id, reply)
             return message_id
-        await self.bot.edit_message_text(
-            to_html(reply),
-            chat_id=chat,
-            message_id=message_id,
-            parse_mode=ParseMode.HTML,
-            reply_markup=keyboard(reply),
-        )
+        await edit_text(self.bot, chat, message_id, reply)
         return message_id
 
 

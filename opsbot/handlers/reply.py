@@ -112,6 +112,17 @@ def fits_caption(reply: Reply) -> bool:
     return len(reply.text) + (len(reply.block) + 1 if reply.block else 0) <= MAX_CAPTION
 
 
+async def edit_text(bot: Bot, chat_id: int, message_id: int, reply: Reply) -> None:
+    """A text message rewritten in place: the reply's HTML and its buttons."""
+    await bot.edit_message_text(
+        to_html(reply),
+        chat_id=chat_id,
+        message_id=message_id,
+        parse_mode=ParseMode.HTML,
+        reply_markup=keyboard(reply),
+    )
+
+
 async def edit_photo(bot: Bot, chat_id: int, message_id: int, reply: Reply) -> None:
     """A photo message refreshed in place: the new picture with the reply as its caption and
     buttons (``editMessageMedia``), where ``send_reply`` would post a new photo."""

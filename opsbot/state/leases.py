@@ -17,7 +17,6 @@ four a second per standby cost Redis nothing noticeable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -27,6 +26,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from opsbot.metrics import Metrics
+from opsbot.state.renewal import Renewal, give_back
 from opsbot.state.store import STORE_DOWN, Store
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-class Lease:
+class Lease(Renewal):
     def __init__(
         self,
         store: Store,
@@ -72,26 +72,16 @@ class Lease:
         return self._changed
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"lease-{self.name}")
+        self._start_renewing(f"lease-{self.name}")
 
     async def stop(self) -> None:
         """Stop renewing and give the lease back, so a standby takes over at once."""
-        task, self._task = self._task, None
-        if task is None:
+        if not await self._stop_renewing():
             return
-        self._stopping = True  # in case a cancellation is swallowed by a store call
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        self._valid_until = 0.0
         self._publish()
         if self.term:  # ever taken: give it back (only if still ours: release checks the owner)
-            try:
-                async with asyncio.timeout(2.0):
-                    await self.store.release(self.name, self.owner)
-            except Exception as exc:  # it expires by itself
-                log.warning("could not release the %s lease: %s", self.name, exc)
+            failed = f"could not release the {self.name} lease"
+            await give_back(self.store.release(self.name, self.owner), log, failed)
 
     async def _run(self) -> None:
         while not self._stopping:

@@ -18,10 +18,10 @@ whose heartbeat resumes does not go on with a call that another replica already 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
+from opsbot.state.renewal import Renewal, give_back
 from opsbot.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ NAMESPACE = "replicas"
 TTL = 3.0  # a dead replica's leases are taken over this long after its last renewal
 
 
-class Liveness:
+class Liveness(Renewal):
     """This replica's heartbeat document, and the question "is that owner alive?"."""
 
     def __init__(self, store: Store, owner: str, ttl: float = TTL) -> None:
@@ -54,25 +54,13 @@ class Liveness:
         return self.held and self.epoch == epoch
 
     def start(self) -> None:
-        if self._task is None:
-            self._stopping = False
-            self._task = asyncio.create_task(self._run(), name=f"liveness-{self.owner}")
+        self._start_renewing(f"liveness-{self.owner}")
 
     async def stop(self) -> None:
         """Stop renewing and remove the document: this replica's leases are free at once."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping = True  # in case a cancellation is swallowed by a store call
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        self._valid_until = 0.0
-        try:
-            async with asyncio.timeout(2.0):
-                await self.store.delete(NAMESPACE, self.owner)
-        except Exception as exc:  # it lapses by itself within the ttl
-            log.warning("could not remove the liveness of %s: %s", self.owner, exc)
+        if await self._stop_renewing():
+            failed = f"could not remove the liveness of {self.owner}"
+            await give_back(self.store.delete(NAMESPACE, self.owner), log, failed)
 
     async def beat(self) -> bool:
         """Renew once; True when the store took it."""

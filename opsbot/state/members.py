@@ -24,12 +24,12 @@ to well under ``ttl / 4`` (NTP is enough).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
 from collections.abc import Callable
 
+from opsbot.state.renewal import Renewal, give_back
 from opsbot.state.store import STORE_DOWN, Store
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def weight(member: str, key: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-class Members:
+class Members(Renewal):
     """This replica's membership of ``group``: ``start()``, then ``owns(key)``; ``stop()``."""
 
     def __init__(
@@ -70,29 +70,16 @@ class Members:
         self._error: str | None = None
 
     def start(self) -> None:
-        if self._task is None:
-            self._stopping = False
-            self._task = asyncio.create_task(self._run(), name=f"members-{self.namespace}")
+        self._start_renewing(f"members-{self.namespace}")
 
     async def stop(self, *, release: bool = True) -> None:
         """Stop counting; delete the document so the others take the share at once.
 
         ``release=False`` leaves the document to expire, as a replica that crashed does.
         """
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping = True  # in case a cancellation is swallowed by a store call
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        self._valid_until = 0.0
-        if release and self._since:
-            try:
-                async with asyncio.timeout(2.0):
-                    await self.store.delete(self.namespace, self.owner)
-            except Exception as exc:  # it expires by itself
-                log.warning("could not leave %s: %s", self.namespace, exc)
+        if await self._stop_renewing() and release and self._since:
+            failed = f"could not leave {self.namespace}"
+            await give_back(self.store.delete(self.namespace, self.owner), log, failed)
 
     def active(self) -> tuple[str, ...]:
         """The replicas that count now, in a stable order (this one included when it counts)."""

@@ -14,9 +14,11 @@ Image references are read as Docker reads them (``quizbot:1.4``, ``localhost:500
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -194,14 +196,8 @@ class Registry:
         if self._login is not None:
             auth = httpx.BasicAuth(self._login.username, self._login.password)
         realm = params["realm"]
-        try:
+        with _reaching(f"token server {realm}"):
             response = await self._client.get(realm, params=query, auth=auth)
-        except httpx.TimeoutException:
-            raise RegistryError("timeout", f"token server {realm} timed out") from None
-        except httpx.HTTPError as exc:
-            raise RegistryError(
-                "unreachable", f"token server {realm} unreachable: {type(exc).__name__}"
-            ) from None
         if response.status_code in (401, 403):
             who = "the configured login" if self._login is not None else "no login"
             raise RegistryError(
@@ -226,16 +222,10 @@ class Registry:
         self, method: str, path: str, headers: dict[str, str], auth: httpx.Auth | None = None
     ) -> httpx.Response:
         url = path if path.startswith("http") else self.url + path
-        try:
+        with _reaching(self.url):
             if auth is None:
                 return await self._client.request(method, url, headers=headers)
             return await self._client.request(method, url, headers=headers, auth=auth)
-        except httpx.TimeoutException:
-            raise RegistryError("timeout", f"{self.url} timed out") from None
-        except httpx.HTTPError as exc:
-            raise RegistryError(
-                "unreachable", f"{self.url} unreachable: {type(exc).__name__}"
-            ) from None
 
     def _expect_ok(self, response: httpx.Response, what: str) -> None:
         if response.status_code == 404:
@@ -245,6 +235,17 @@ class Registry:
 
 
 _PARAM = re.compile(r'(\w+)="([^"]*)"|(\w+)=([^\s,]+)')
+
+
+@contextlib.contextmanager
+def _reaching(what: str) -> Iterator[None]:
+    """httpx's failure to reach ``what`` as a RegistryError: it timed out, or is unreachable."""
+    try:
+        yield
+    except httpx.TimeoutException:
+        raise RegistryError("timeout", f"{what} timed out") from None
+    except httpx.HTTPError as exc:
+        raise RegistryError("unreachable", f"{what} unreachable: {type(exc).__name__}") from None
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:

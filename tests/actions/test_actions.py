@@ -39,6 +39,7 @@ from opsbot.errors import ExecutorError, UsageError
 from opsbot.reach.targets import State
 from opsbot.services import Services
 from opsbot.state.store.sqlite import SQLiteStore
+from tests.factories import PID_STATUS_SCRIPT, lab_user_dir
 from tests.lab.dockerd import DockerLab, run_http_container
 from tests.lab.ports import free_port, process_alive, wait_http
 from tests.lab.sshd import SSHServer
@@ -70,15 +71,6 @@ i=0
 while [ ! -f "$name.pid" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 echo "INFO: $name started as pid $(cat "$name.pid")" >> "$name.log"
 echo "started $name as pid $(cat "$name.pid")"
-"""
-
-# status.sh NAME: exit 0 while NAME's process runs (a zombie does not count: nothing reaps here).
-STATUS_SCRIPT = """#!/bin/sh
-cd "$(dirname "$0")" || exit 1
-pid=$(cat "$1.pid" 2>/dev/null) || { echo "$1: no pid file" >&2; exit 1; }
-stat=$(cat "/proc/$pid/stat" 2>/dev/null) || { echo "$1: pid $pid is gone" >&2; exit 1; }
-case "$stat" in *") Z "*) echo "$1: pid $pid is a zombie" >&2; exit 1 ;; esac
-echo "$1 running as pid $pid"
 """
 
 
@@ -145,11 +137,8 @@ def ports(docker_lab: DockerLab) -> Iterator[dict[str, int]]:
 @pytest.fixture(scope="module")
 def app_dir(sshd_server: SSHServer) -> Iterator[Path]:
     """The scripts, and two processes of the lab user already running: app and broken."""
-    folder = sshd_server.workdir / f"actions-{SUFFIX}"
-    folder.mkdir()
-    (folder / "restart.sh").write_text(RESTART_SCRIPT)
-    (folder / "status.sh").write_text(STATUS_SCRIPT)
-    subprocess.run(["chown", "-R", sshd_server.username, str(folder)], check=True)
+    scripts = {"restart.sh": RESTART_SCRIPT, "status.sh": PID_STATUS_SCRIPT}
+    folder = lab_user_dir(sshd_server, f"actions-{SUFFIX}", scripts)
     for name in ("app", "broken"):
         subprocess.run(
             ["runuser", "-u", sshd_server.username, "--", "sh", str(folder / "restart.sh"), name],

@@ -27,11 +27,12 @@ from tests.factories import (
     OSCAR,
     VIC,
     ChatSession,
-    base_config,
     fake_fixture,
-    running_opsbot,
+    module_config,
+    opsbot_chat,
+    replies_say,
     ssh_endpoint,
-    write_config,
+    viewer_refused,
 )
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.dockerd import DockerLab, run_http_container
@@ -132,8 +133,7 @@ async def chat(
     rollback_port: int,
     sqlite_db: Path,
 ) -> AsyncIterator[ChatSession]:
-    tmp = tmp_path_factory.mktemp("actions")
-    config = base_config(fake, tmp / "data")
+    tmp, config = module_config(fake, tmp_path_factory, "actions")
     config["approvals"] = {"ttl": TTL}
     config["endpoints"] = {
         "lab-ssh": ssh_endpoint(sshd_server),
@@ -211,8 +211,7 @@ async def chat(
             ],
         },
     }
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 
@@ -542,13 +541,10 @@ async def test_each_request_and_decision_is_one_audit_entry(chat: ChatSession) -
 
 
 async def test_bad_requests_run_nothing(chat: ChatSession) -> None:
-    for command, expected in [
+    await replies_say(chat, [
         ("/restart", "usage: /restart TARGET"),
         ("/restart nosuch", "unknown target"),
         ("/backup db restore nosuch.dump", "no backup named"),
         ("/backup web", "has no backups configured"),
-    ]:
-        reply = await chat.ask(command, user=OSCAR)
-        assert reply.text is not None and expected in reply.text, (command, reply.text)
-    viewer = await chat.ask("/restart web", user=VIC)
-    assert viewer.text is not None and "needs the operator role" in viewer.text
+    ])  # fmt: skip
+    await viewer_refused(chat, "/restart web")

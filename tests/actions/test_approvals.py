@@ -14,8 +14,7 @@ import pytest_asyncio
 from opsbot.actions.approvals import ID_ALPHABET, NAMESPACE, Approvals, Request, Status
 from opsbot.config import ApprovalPolicy, Person, Role
 from opsbot.state.store import Store
-from opsbot.state.store.redis import RedisStore
-from opsbot.state.store.sqlite import SQLiteStore
+from tests.factories import backend_store
 from tests.lab.redis import RedisServer
 
 OSCAR = Person(id=4, name="oscar", role=Role.operator)
@@ -30,15 +29,9 @@ _prefixes = itertools.count()
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer
 ) -> AsyncIterator[Store]:
-    opened: Store
-    if request.param == "sqlite":
-        opened = SQLiteStore(tmp_path / "state.sqlite3")
-    else:
-        opened = RedisStore(redis_server.url, prefix=f"approvals-test-{next(_prefixes)}")
-    try:
+    prefix = f"approvals-test-{next(_prefixes)}"
+    async with backend_store(request.param, tmp_path, redis_server.url, prefix) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 async def file_request(

@@ -23,13 +23,7 @@ from opsbot.services import Services
 from opsbot.state.leases import Lease, only_when_leading
 from opsbot.state.outbox import Priority
 from tests.actions.test_backup_schedule import make_sqlite
-from tests.factories import (
-    Clock,
-    base_config,
-    fake_fixture,
-    ssh_endpoint,
-    write_config,
-)
+from tests.factories import Clock, base_config, fake_fixture, ssh_endpoint, write_config
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.redis import RedisServer
 from tests.lab.sshd import SSHServer

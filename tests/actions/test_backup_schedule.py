@@ -35,8 +35,10 @@ from tests.factories import (
     Clock,
     base_config,
     fake_fixture,
+    replies_say,
     running_opsbot,
     ssh_endpoint,
+    viewer_refused,
     write_config,
 )
 from tests.fakebotapi import FakeBotAPI
@@ -339,12 +341,9 @@ async def test_backups_overview_and_test_restore_in_the_chat(chat: ChatSession) 
     assert text.startswith("✅ test restore of faceswap"), text
     assert "integrity_check ok: 1 table, 5 rows" in text and "users" in text
 
-    for command, expected in [
+    await replies_say(chat, [
         ("/backup faceswap verify nosuch.sqlite3", "no backup named"),
         ("/backup web verify", "has no backups configured"),
         ("/backups now", "usage: /backups"),
-    ]:
-        reply = await chat.ask(command, user=OSCAR)
-        assert reply.text is not None and expected in reply.text, (command, reply.text)
-    viewer = await chat.ask("/backup faceswap verify", user=VIC)
-    assert viewer.text is not None and "needs the operator role" in viewer.text
+    ])  # fmt: skip
+    await viewer_refused(chat, "/backup faceswap verify")

@@ -34,7 +34,7 @@ from opsbot.reach.executors.ssh import SSHExecutor, SSHPool
 from opsbot.reach.executors.transfer import TransferError, transfer_of
 from opsbot.state.store.sqlite import SQLiteStore
 from tests.factories import lab_ssh_host
-from tests.lab.dockerd import DockerLab
+from tests.lab.dockerd import DockerLab, sleeping_container
 from tests.lab.postgres import PostgresServer, postgres_bin_dir
 from tests.lab.redis import RedisServer
 from tests.lab.sshd import LAB_USER, SSHServer
@@ -413,16 +413,8 @@ async def test_redis_bgsave_copy_via_local_executor(
 
 @pytest.fixture(scope="module")
 def transfer_container(docker_lab: DockerLab) -> Iterator[str]:
-    name = f"opsbot-transfer-{uuid.uuid4().hex[:8]}"
-    with closing(docker_lab.client()) as client:
-        container = client.containers.run(
-            docker_lab.image_v1, ["sleep", "3600"], name=name, detach=True,
-            init=True, network_mode="none",
-        )  # fmt: skip
-        try:
-            yield name
-        finally:
-            container.remove(force=True)
+    with sleeping_container(docker_lab, "opsbot-transfer") as container:
+        yield container.name
 
 
 @pytest.fixture

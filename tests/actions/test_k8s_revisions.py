@@ -22,15 +22,14 @@ import pytest
 import pytest_asyncio
 
 from tests.factories import (
-    BOB,
-    OPS,
     OSCAR,
     ChatSession,
-    base_config,
+    approved,
     fake_fixture,
-    running_opsbot,
+    module_config,
+    opsbot_chat,
+    replies_say,
     ssh_endpoint,
-    write_config,
 )
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.sshd import SSHServer
@@ -193,8 +192,7 @@ async def chat(
     sshd_server: SSHServer,
     kube_dir: Path,
 ) -> AsyncIterator[ChatSession]:
-    tmp = tmp_path_factory.mktemp("k8s")
-    config = base_config(fake, tmp / "data")
+    tmp, config = module_config(fake, tmp_path_factory, "k8s")
     config["endpoints"] = {"lab-ssh": ssh_endpoint(sshd_server)}
     config["targets"] = {
         "quiz": {
@@ -203,8 +201,7 @@ async def chat(
         },
         "proc": {"kind": "command", "endpoint": "lab-ssh", "actions": {"status": ["true"]}},
     }  # fmt: skip
-    settings = write_config(tmp / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
 
@@ -237,13 +234,7 @@ async def test_rollback_to_a_revision_after_approval_is_verified(
     assert not any("undo" in argv for argv in ran(kube_dir))  # nothing ran before approval
 
     before = len(ran(kube_dir))
-    request_id = text.split("id ")[1].split()[0]
-    chat.tap(card, f"a:{request_id}", user=BOB)
-    done = await chat.fake.wait_for_message(
-        OPS.id,
-        lambda m: m.message_id == card.message_id and "rollback quiz — done" in (m.text or ""),
-        timeout=40,
-    )
+    done = await approved(chat, card, "rollback quiz — done", timeout=40)
     assert (
         done.text is not None and "healthy after" in done.text and "approved by bob" in done.text
     )
@@ -262,7 +253,7 @@ async def test_rollback_to_a_revision_after_approval_is_verified(
 
 async def test_bad_revisions_run_nothing(chat: ChatSession, kube_dir: Path) -> None:
     before = len(ran(kube_dir))
-    for command, expected in [
+    replies = await replies_say(chat, [
         ("/rollback quiz 9", "has no revision 9"),
         ("/rollback quiz 0", "a revision is a number"),
         ("/rollback quiz 2;reboot", "a revision is a number"),
@@ -271,10 +262,8 @@ async def test_bad_revisions_run_nothing(chat: ChatSession, kube_dir: Path) -> N
         ("/rollback quiz 1 2", "usage: /rollback TARGET [list | REVISION]"),
         ("/rollback proc list", "only k8s targets have revisions"),
         ("/rollback proc 2", "only a k8s target"),
-    ]:
-        reply = await chat.ask(command, user=OSCAR)
-        assert reply.text is not None and expected in reply.text, (command, reply.text)
-        assert reply.reply_markup is None, command
+    ])  # fmt: skip
+    assert [r.reply_markup for r in replies] == [None] * len(replies)  # nothing to tap
     current = await chat.ask("/rollback quiz list", user=OSCAR)
     newest = next(line.split()[0] for line in (current.text or "").splitlines()
                   if "current" in line)  # fmt: skip
@@ -292,15 +281,7 @@ async def test_a_rollout_that_does_not_finish_is_a_failed_rollback(
         card = await chat.ask("/rollback quiz 2", user=OSCAR)
         text = card.text or ""
         assert "→ revision 2 (registry.local/quizbot:1.1)" in text, text
-        request_id = text.split("id ")[1].split()[0]
-        chat.tap(card, f"a:{request_id}", user=BOB)
-        failed = await chat.fake.wait_for_message(
-            OPS.id,
-            lambda m: (
-                m.message_id == card.message_id and "rollback quiz — failed" in (m.text or "")
-            ),
-            timeout=40,
-        )
+        failed = await approved(chat, card, "rollback quiz — failed", timeout=40)
     finally:
         state = json.loads((kube_dir / "state.json").read_text())
         state.pop("stuck", None)
@@ -330,7 +311,7 @@ async def test_deploy_sets_the_image_and_a_rollout_that_fails_is_set_back(
     assert f"deploy quiz on lab-ssh: {before.rsplit('/', 1)[1]} → quizbot:1.3" in text, text
     assert set_image in text
     assert "kubectl -n bots rollout status deployment/quizbot --timeout=20s" in text
-    done = await approve(chat, card, "deploy quiz — done")
+    done = await approved(chat, card, "deploy quiz — done")
     assert "deployed quizbot:1.3: healthy" in (done.text or ""), done.text
     assert _current_image(kube_dir) == "registry.local/quizbot:1.3"
     again = await chat.ask("/deploy quiz 1.3", user=OSCAR)
@@ -341,7 +322,7 @@ async def test_deploy_sets_the_image_and_a_rollout_that_fails_is_set_back(
         "registry.local/quizbot:1.9"]}))  # fmt: skip
     mark = len(ran(kube_dir))
     card = await chat.ask("/deploy quiz 1.9", user=OSCAR)
-    failed = await approve(chat, card, "deploy quiz — failed")
+    failed = await approved(chat, card, "deploy quiz — failed")
     shown = failed.text or ""
     assert "back to quizbot:1.3, healthy again" in shown, shown
     assert "exceeded its progress deadline" in shown
@@ -352,10 +333,3 @@ async def test_deploy_sets_the_image_and_a_rollout_that_fails_is_set_back(
     assert _current_image(kube_dir) == "registry.local/quizbot:1.3"
 
 
-async def approve(chat: ChatSession, card: Any, done: str) -> Any:
-    request_id = (card.text or "").split("id ")[1].split()[0]
-    chat.tap(card, f"a:{request_id}", user=BOB)
-    return await chat.fake.wait_for_message(
-        OPS.id, lambda m: m.message_id == card.message_id and done in (m.text or ""),
-        timeout=60,
-    )  # fmt: skip

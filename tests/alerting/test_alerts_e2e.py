@@ -18,22 +18,22 @@ import pytest_asyncio
 from opsbot.alerting.engine import ALERT_ENGINE
 from tests.factories import (
     ALICE,
+    ALICE_PRIVATE,
     INCIDENTS,
     OPSBOT_TOKEN,
     STRANGER,
+    WEBHOOK_TOKEN,
     ChatSession,
-    base_config,
     fake_fixture,
+    module_config,
     opsbot_chat,
+    post_alerts_webhook,
+    web_on,
 )
-from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
+from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.alertmanager import AlertmanagerFactory, post_alerts, rfc3339
 from tests.lab.dockerd import DockerLab, run_http_container
 from tests.lab.ports import free_port
-
-WEBHOOK_TOKEN = "webhook-bearer-secret-0123456789"
-ALICE_PRIVATE = Chat(ALICE.id, "private")  # commands here do not use the group's budget
-
 
 # Telegram's rate limits on
 fake = fake_fixture(scope="module")
@@ -55,8 +55,7 @@ async def chat(
     docker_lab: DockerLab,
     web_port: int,
 ) -> AsyncIterator[ChatSession]:
-    tmp = tmp_path_factory.mktemp("alerts")
-    config = base_config(fake, tmp / "data")
+    tmp, config = module_config(fake, tmp_path_factory, "alerts")
     config["endpoints"] = {"lab-docker": {"type": "docker", "url": docker_lab.base_url}}
     config["targets"] = {
         "web": {
@@ -72,7 +71,7 @@ async def chat(
         "quizbot": {"kind": "command", "actions": {"status": ["true"]}},
     }
     config["alerts"] = {"digest_interval": 5, "monitor": {"enabled": False}}
-    config["web"] = {"enabled": True, "port": free_port(), "token": WEBHOOK_TOKEN}
+    config["web"] = web_on(WEBHOOK_TOKEN)
     async with opsbot_chat(fake, tmp, config) as session:
         yield session
 
@@ -84,15 +83,6 @@ def webhook_url(chat: ChatSession, path: str) -> str:
 
 def alert_messages(chat: ChatSession, needle: str) -> list[FakeMessage]:
     return [m for m in chat.bot_messages(INCIDENTS) if needle in (m.text or "")]
-
-
-async def post(chat: ChatSession, body: object) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=10) as http:
-        return await http.post(
-            webhook_url(chat, "/alerts/webhook"),
-            json=body,
-            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"},
-        )
 
 
 async def test_alertmanager_firing_then_resolved_is_one_message_edited(
@@ -155,7 +145,7 @@ async def test_a_stopped_container_alerts_once_and_recovers_once(
 async def test_alert_buttons_ack_logs_and_silence_and_strangers_do_nothing(
     chat: ChatSession,
 ) -> None:
-    response = await post(
+    response = await post_alerts_webhook(
         chat, {"target": "web", "severity": "warning", "summary": "slow answers on web"}
     )
     assert response.status_code == 202
@@ -210,7 +200,7 @@ async def test_five_thousand_alerts_at_once_are_all_kept_and_never_flood(
              "summary": f"storm alert {batch * 100 + i}", "fingerprint": f"storm-{batch}-{i}"}
             for i in range(100)
         ]  # fmt: skip
-        assert (await post(chat, body)).status_code == 202
+        assert (await post_alerts_webhook(chat, body)).status_code == 202
     listed = await ALERT_ENGINE.of(chat.services).list(firing_only=False, limit=20_000)
     storm = [a for a in listed if a.summary.startswith("storm alert")]
     assert len(storm) == 5000  # every alert recorded and listable

@@ -29,12 +29,7 @@ from opsbot.state.outbox import Outbox, Priority
 from opsbot.state.outbox_notifier import OutboxNotifier
 from opsbot.state.store.sqlite import SQLiteStore
 from opsbot.web.server import WebServer
-from tests.factories import (
-    INCIDENTS,
-    base_config,
-    fake_fixture,
-    write_config,
-)
+from tests.factories import INCIDENTS, base_config, fake_fixture, write_config
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.ports import free_port
 

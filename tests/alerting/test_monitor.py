@@ -33,7 +33,7 @@ from opsbot.config import Settings
 from opsbot.reach.checks import check_target
 from opsbot.reach.targets import State
 from opsbot.services import Services
-from tests.factories import ssh_endpoint, write_config
+from tests.factories import PID_STATUS_SCRIPT, lab_user_dir, ssh_endpoint, write_config
 from tests.lab.dockerd import DockerLab, run_http_container
 from tests.lab.ports import free_port, process_alive, wait_http
 from tests.lab.sshd import SSHServer
@@ -51,15 +51,6 @@ setsid sh -c 'echo $$ > "$1.pid.new"; mv "$1.pid.new" "$1.pid"; exec tail -f /de
 i=0
 while [ ! -f "$1.pid" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 test -f "$1.pid"
-"""
-
-# status.sh NAME: exit 0 while NAME's process runs (a zombie does not count: nothing reaps here).
-STATUS_SCRIPT = """#!/bin/sh
-cd "$(dirname "$0")" || exit 1
-pid=$(cat "$1.pid" 2>/dev/null) || { echo "$1: no pid file" >&2; exit 1; }
-stat=$(cat "/proc/$pid/stat" 2>/dev/null) || { echo "$1: pid $pid is gone" >&2; exit 1; }
-case "$stat" in *") Z "*) echo "$1: pid $pid is a zombie" >&2; exit 1 ;; esac
-echo "$1 running as pid $pid"
 """
 
 METRICS = """\
@@ -227,11 +218,8 @@ async def test_a_stopped_container_fires_once_after_three_rounds_and_resolves_on
 @pytest.fixture(scope="module")
 def app_dir(sshd_server: SSHServer) -> Iterator[Path]:
     """The scripts, and the lab user's process `app` already running."""
-    folder = sshd_server.workdir / f"monitor-{SUFFIX}"
-    folder.mkdir()
-    (folder / "start.sh").write_text(START_SCRIPT)
-    (folder / "status.sh").write_text(STATUS_SCRIPT)
-    subprocess.run(["chown", "-R", sshd_server.username, str(folder)], check=True)
+    scripts = {"start.sh": START_SCRIPT, "status.sh": PID_STATUS_SCRIPT}
+    folder = lab_user_dir(sshd_server, f"monitor-{SUFFIX}", scripts)
     _start_app(sshd_server, folder)
     yield folder
     with suppress(ProcessLookupError, ValueError, FileNotFoundError):

@@ -8,25 +8,23 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
-import httpx
 import pytest
 import pytest_asyncio
 
 from tests.factories import (
     ALICE,
+    ALICE_PRIVATE,
     INCIDENTS,
     OPSBOT_TOKEN,
+    WEBHOOK_TOKEN,
     ChatSession,
-    base_config,
     fake_fixture,
+    module_config,
     opsbot_chat,
+    post_alerts_webhook,
+    web_on,
 )
-from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
-from tests.lab.ports import free_port
-
-WEBHOOK_TOKEN = "webhook-bearer-secret-0123456789"
-ALICE_PRIVATE = Chat(ALICE.id, "private")
-
+from tests.fakebotapi import FakeBotAPI, FakeMessage
 
 # Telegram's rate limits on
 fake = fake_fixture(scope="module")
@@ -36,23 +34,12 @@ fake = fake_fixture(scope="module")
 async def chat(
     fake: FakeBotAPI, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ChatSession]:
-    tmp = tmp_path_factory.mktemp("silences")
-    config = base_config(fake, tmp / "data")
+    tmp, config = module_config(fake, tmp_path_factory, "silences")
     config["targets"] = {"web": {"kind": "command", "actions": {"status": ["true"]}}}
     config["alerts"] = {"monitor": {"enabled": False}}
-    config["web"] = {"enabled": True, "port": free_port(), "token": WEBHOOK_TOKEN}
+    config["web"] = web_on(WEBHOOK_TOKEN)
     async with opsbot_chat(fake, tmp, config) as session:
         yield session
-
-
-async def post(chat: ChatSession, body: object) -> httpx.Response:
-    web = chat.services.settings.web
-    async with httpx.AsyncClient(timeout=10) as http:
-        return await http.post(
-            f"http://{web.host}:{web.port}/alerts/webhook",
-            json=body,
-            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"},
-        )
 
 
 def _data(message: FakeMessage) -> dict[str, str]:
@@ -80,7 +67,7 @@ async def test_a_silenced_alert_hides_no_new_outage_and_every_step_is_audited_on
     since = time.time()
     body = {"target": "web", "severity": "critical", "summary": "web: disk full",
             "fingerprint": "e2e-disk"}  # fmt: skip
-    assert (await post(chat, body)).status_code == 202
+    assert (await post_alerts_webhook(chat, body)).status_code == 202
     card = await chat.fake.wait_for_message(INCIDENTS.id, _alert_text("web: disk full"))
     tap = _data(card)
     chat.fake.tap_button(OPSBOT_TOKEN, INCIDENTS, ALICE, card.message_id, tap["🔕 Silence 1h"])
@@ -92,7 +79,7 @@ async def test_a_silenced_alert_hides_no_new_outage_and_every_step_is_audited_on
     # a different failure of the same target, four minutes later or now: posted
     other = {"target": "web", "severity": "critical", "summary": "web: 5xx rate 12%",
              "fingerprint": "e2e-5xx"}  # fmt: skip
-    assert (await post(chat, other)).status_code == 202
+    assert (await post_alerts_webhook(chat, other)).status_code == 202
     second = await chat.fake.wait_for_message(INCIDENTS.id, _alert_text("web: 5xx rate 12%"))
     assert "silenced" not in (second.text or "")
 

@@ -25,6 +25,7 @@ from tests.factories import (
     OPS,
     OSCAR,
     ChatSession,
+    approve,
     base_config,
     engine_of,
     fake_fixture,
@@ -143,8 +144,7 @@ async def restart(chat: ChatSession, target: str) -> FakeMessage:
         OPS.id, lambda m: "approval needed" in (m.text or "") and target in (m.text or ""),
         after_message_id=sent["message_id"], timeout=30,
     )  # fmt: skip
-    request = (card.text or "").split("id ")[1].split()[0]
-    chat.tap(card, f"a:{request}", user=BOB)
+    approve(chat, card)
     return card
 
 

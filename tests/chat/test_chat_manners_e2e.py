@@ -17,20 +17,19 @@ import pytest
 import pytest_asyncio
 
 from tests.factories import (
-    ALICE,
-    BOB,
+    ALICE_PRIVATE,
     OPS,
     OPSBOT_TOKEN,
     ChatSession,
-    base_config,
+    approve,
     fake_fixture,
+    module_config,
     opsbot_chat,
     ssh_endpoint,
 )
-from tests.fakebotapi import Chat, FakeBotAPI
+from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
 from tests.lab.sshd import SSHServer
 
-PRIVATE = Chat(ALICE.id, "private")
 BIG_MB = 16  # a real copy home (bytes done while copying: tests/test_backups.py)
 
 
@@ -55,8 +54,7 @@ async def chat(
     sshd_server: SSHServer,
     big_db: Path,
 ) -> AsyncIterator[ChatSession]:
-    tmp = tmp_path_factory.mktemp("manners")
-    config = base_config(fake, tmp / "data")
+    tmp, config = module_config(fake, tmp_path_factory, "manners")
     config["endpoints"] = {"lab-ssh": ssh_endpoint(sshd_server)}
     config["targets"] = {
         "slowbot": {
@@ -97,50 +95,54 @@ def _typing(fake: FakeBotAPI, since: int) -> list[dict[str, object]]:
     return [c.params for c in fake.calls[since:] if c.method == "sendChatAction"]
 
 
+async def edited_to(chat: ChatSession, where: Chat, card: FakeMessage, says: str) -> FakeMessage:
+    """``card`` (in ``where``) once opsbot has edited it to say ``says``: 90 s at most."""
+    return await chat.fake.wait_for_message(
+        where.id,
+        lambda m: m.message_id == card.message_id and says in (m.text or ""),
+        token=OPSBOT_TOKEN,
+        timeout=90,
+    )
+
+
 async def test_a_slow_command_shows_typing_and_its_answer_is_threaded(
     chat: ChatSession,
 ) -> None:
     since = len(chat.fake.calls)
-    sent = chat.send("/logs slowbot", chat=PRIVATE)
-    reply = await chat.fake.wait_for_message(
-        PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=15
-    )
+    sent = chat.send("/logs slowbot", chat=ALICE_PRIVATE)
+    reply = await chat.next_message(sent, ALICE_PRIVATE, timeout=15)
     assert "slow line" in (reply.text or "")
     assert reply.reply_to_message_id == sent["message_id"]
     actions = _typing(chat.fake, since)
     assert actions, chat.fake.dump_calls()
-    assert all(a["action"] == "typing" and a["chat_id"] == PRIVATE.id for a in actions)
+    assert all(a["action"] == "typing" and a["chat_id"] == ALICE_PRIVATE.id for a in actions)
     # 2.5 s: one after 1 s, the next only ~4 s later (after the reply): no flood.
     assert len(actions) <= 2
 
 
 async def test_a_fast_command_shows_no_typing(chat: ChatSession) -> None:
     since = len(chat.fake.calls)
-    sent = chat.send("/help", chat=PRIVATE)
-    reply = await chat.fake.wait_for_message(
-        PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=10
-    )
+    sent = chat.send("/help", chat=ALICE_PRIVATE)
+    reply = await chat.next_message(sent, ALICE_PRIVATE, timeout=10)
     assert reply.reply_to_message_id == sent["message_id"]
     await chat.fake.wait_for_call("sendMessage", since=since)
     assert _typing(chat.fake, since) == []
 
 
 async def test_an_answer_to_a_deleted_command_still_arrives(chat: ChatSession) -> None:
-    sent = chat.send("/logs slowbot", chat=PRIVATE)
-    chat.fake.delete_message(PRIVATE.id, sent["message_id"])  # gone before the answer
-    reply = await chat.fake.wait_for_message(
-        PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=15
-    )
+    sent = chat.send("/logs slowbot", chat=ALICE_PRIVATE)
+    chat.fake.delete_message(ALICE_PRIVATE.id, sent["message_id"])  # gone before the answer
+    reply = await chat.next_message(sent, ALICE_PRIVATE, timeout=15)
     assert "slow line" in (reply.text or "")
     assert reply.reply_to_message_id is None
 
 
 async def test_a_button_answer_is_threaded_to_the_tapped_message(chat: ChatSession) -> None:
-    health = await chat.ask("/health fastbot", chat=PRIVATE)
+    health = await chat.ask("/health fastbot", chat=ALICE_PRIVATE)
     assert health.reply_markup is not None
-    chat.tap(health, "l:fastbot", chat=PRIVATE)
+    chat.tap(health, "l:fastbot", chat=ALICE_PRIVATE)
     logs = await chat.fake.wait_for_message(
-        PRIVATE.id, after_message_id=health.message_id, token=OPSBOT_TOKEN, timeout=10
+        ALICE_PRIVATE.id, after_message_id=health.message_id, token=OPSBOT_TOKEN, timeout=10
     )
     assert "fast line" in (logs.text or "")
     assert logs.reply_to_message_id == health.message_id
@@ -149,17 +151,10 @@ async def test_a_button_answer_is_threaded_to_the_tapped_message(chat: ChatSessi
 async def test_a_backup_card_shows_elapsed_time_and_bytes_and_ends_on_the_result(
     chat: ChatSession,
 ) -> None:
-    sent = chat.send("/backup bigdb", chat=PRIVATE)
-    card = await chat.fake.wait_for_message(
-        PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=10
-    )
+    sent = chat.send("/backup bigdb", chat=ALICE_PRIVATE)
+    card = await chat.next_message(sent, ALICE_PRIVATE, timeout=10)
     assert card.reply_to_message_id == sent["message_id"]
-    final = await chat.fake.wait_for_message(
-        PRIVATE.id,
-        lambda m: m.message_id == card.message_id and "backup bigdb — done" in (m.text or ""),
-        token=OPSBOT_TOKEN,
-        timeout=90,
-    )
+    final = await edited_to(chat, ALICE_PRIVATE, card, "backup bigdb — done")
     shown = [t for t in final.history if t is not None]
     assert any(re.search(r"dumping .*… · [1-9]\d* s", t) for t in shown), shown
     seconds = [int(m[1]) for t in shown if (m := re.search(r"… · (\d+) s\n", t))]
@@ -172,26 +167,18 @@ async def test_an_approved_restore_card_shows_elapsed_time_then_the_total(
     chat: ChatSession,
 ) -> None:
     """The approval path: the card itself (in a group) is edited with progress."""
-    listed = await chat.ask("/backup bigdb list", chat=PRIVATE)
+    listed = await chat.ask("/backup bigdb list", chat=ALICE_PRIVATE)
     names = [line.split()[0] for line in (listed.text or "").splitlines()[1:]]
     if not names:  # this test run alone: make one
-        await chat.ask("/backup bigdb", chat=PRIVATE, timeout=90)
-        listed = await chat.ask("/backup bigdb list", chat=PRIVATE)
+        await chat.ask("/backup bigdb", chat=ALICE_PRIVATE, timeout=90)
+        listed = await chat.ask("/backup bigdb list", chat=ALICE_PRIVATE)
         names = [line.split()[0] for line in (listed.text or "").splitlines()[1:]]
     sent = chat.send(f"/backup bigdb restore {names[0]}", chat=OPS)
-    card = await chat.fake.wait_for_message(
-        OPS.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=15
-    )
+    card = await chat.next_message(sent, OPS, timeout=15)
     assert card.text is not None and "approval needed" in card.text
     assert card.reply_to_message_id == sent["message_id"]
-    request_id = card.text.split("id ")[1].split()[0]
-    chat.tap(card, f"a:{request_id}", user=BOB, chat=OPS)
-    final = await chat.fake.wait_for_message(
-        OPS.id,
-        lambda m: m.message_id == card.message_id and "restore bigdb — done" in (m.text or ""),
-        token=OPSBOT_TOKEN,
-        timeout=90,
-    )
+    approve(chat, card)
+    final = await edited_to(chat, OPS, card, "restore bigdb — done")
     shown = [t for t in final.history if t is not None]
     assert any(re.search(r"restoring .*… · [1-9]\d* s", t) for t in shown), shown
     assert final.text is not None and re.search(r"\ntook \d+(\.\d)? m?s\n", final.text)

@@ -16,17 +16,16 @@ from aiohttp import web
 
 from opsbot.verbs.core import NAMED_UNHEALTHY, PHONE_CHARS
 from tests.factories import (
-    ALICE,
+    ALICE_PRIVATE,
     OPSBOT_TOKEN,
     ChatSession,
-    base_config,
     fake_fixture,
+    module_config,
     opsbot_chat,
 )
-from tests.fakebotapi import Chat, FakeBotAPI
+from tests.fakebotapi import FakeBotAPI
 from tests.lab.ports import free_port
 
-PRIVATE = Chat(ALICE.id, "private")
 TARGETS = 1000
 SERVERS = 4
 FAILING = set(list(range(7, TARGETS, 41))[:24])  # spread over the names
@@ -67,8 +66,7 @@ async def servers() -> AsyncIterator[list[int]]:
 async def chat(
     fake: FakeBotAPI, tmp_path_factory: pytest.TempPathFactory, servers: list[int]
 ) -> AsyncIterator[ChatSession]:
-    tmp = tmp_path_factory.mktemp("fleet")
-    config = base_config(fake, tmp / "data")
+    tmp, config = module_config(fake, tmp_path_factory, "fleet")
     config["targets"] = {
         name(i): {
             "kind": "command",
@@ -89,14 +87,12 @@ async def chat(
 async def test_health_over_a_thousand_targets_is_one_message_worst_first(
     chat: ChatSession,
 ) -> None:
-    sent = chat.send("/health", chat=PRIVATE)
-    first = await chat.fake.wait_for_message(
-        PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=5
-    )
+    sent = chat.send("/health", chat=ALICE_PRIVATE)
+    first = await chat.next_message(sent, ALICE_PRIVATE, timeout=5)
     # Progress first, posted before the checks start (its time is the bench's to measure).
     assert first.text is not None and first.text.startswith("⏳ Health: ")
     final = await chat.fake.wait_for_message(
-        PRIVATE.id,
+        ALICE_PRIVATE.id,
         lambda m: m.message_id == first.message_id and (m.text or "").startswith("Health:"),
         token=OPSBOT_TOKEN,
         timeout=60,
@@ -115,5 +111,5 @@ async def test_health_over_a_thousand_targets_is_one_message_worst_first(
     assert rows[NAMED_UNHEALTHY:] == ["… 10 more not healthy", "✅ 970 healthy"]
     assert all(len(r) <= PHONE_CHARS for r in rows)  # a phone's width, unwrapped
     # One message: the progress, edited in place into the answer.
-    later = [m for m in chat.bot_messages(PRIVATE) if m.message_id > sent["message_id"]]
+    later = [m for m in chat.bot_messages(ALICE_PRIVATE) if m.message_id > sent["message_id"]]
     assert [m.message_id for m in later] == [first.message_id]

@@ -20,18 +20,17 @@ from opsbot.render import Reply
 from opsbot.services import Services
 from opsbot.verbs.registry import Caller
 from tests.factories import (
-    ALICE,
+    ALICE_PRIVATE,
     OPSBOT_TOKEN,
     ChatSession,
-    base_config,
     fake_fixture,
+    module_config,
     opsbot_chat,
     ssh_endpoint,
 )
-from tests.fakebotapi import Chat, FakeBotAPI
+from tests.fakebotapi import FakeBotAPI
 from tests.lab.sshd import SSHServer
 
-PRIVATE = Chat(ALICE.id, "private")
 SLOW_SECONDS = 3.0
 MEDIUM_SECONDS = 1.5
 MANY = 24  # above the 20 targets from which progress shows at once
@@ -44,8 +43,7 @@ fake = fake_fixture(scope="module", group_per_minute=None)
 async def chat(
     fake: FakeBotAPI, tmp_path_factory: pytest.TempPathFactory, sshd_server: SSHServer
 ) -> AsyncIterator[ChatSession]:
-    tmp = tmp_path_factory.mktemp("progress")
-    config = base_config(fake, tmp / "data")
+    tmp, config = module_config(fake, tmp_path_factory, "progress")
     config["endpoints"] = {"lab-ssh": ssh_endpoint(sshd_server)}
     targets: dict[str, object] = {
         "slowbot": {
@@ -73,11 +71,9 @@ async def test_slow_health_shows_progress_within_a_second_then_every_target(
     """In a private chat, where the message may be edited every second."""
     total = 4
     since = len(chat.fake.calls)
-    sent = chat.send("/health", chat=PRIVATE)
+    sent = chat.send("/health", chat=ALICE_PRIVATE)
     started = time.monotonic()
-    first = await chat.fake.wait_for_message(
-        PRIVATE.id, after_message_id=sent["message_id"], token=OPSBOT_TOKEN, timeout=5
-    )
+    first = await chat.next_message(sent, ALICE_PRIVATE, timeout=5)
     waited = time.monotonic() - started
     assert waited < 1.0, f"first feedback after {waited:.2f} s"
     assert first.text is not None and first.text.startswith("⏳ Health: ")
@@ -86,7 +82,7 @@ async def test_slow_health_shows_progress_within_a_second_then_every_target(
 
     # Progress shows the failing target before the slow one has answered.
     shown = await chat.fake.wait_for_message(
-        PRIVATE.id,
+        ALICE_PRIVATE.id,
         lambda m: m.message_id == first.message_id and "brokenbot" in (m.text or ""),
         token=OPSBOT_TOKEN,
         timeout=SLOW_SECONDS,
@@ -95,7 +91,7 @@ async def test_slow_health_shows_progress_within_a_second_then_every_target(
     assert "slowbot" not in shown.text
 
     final = await chat.fake.wait_for_message(
-        PRIVATE.id,
+        ALICE_PRIVATE.id,
         lambda m: m.message_id == first.message_id and (m.text or "").startswith("Health:"),
         token=OPSBOT_TOKEN,
         timeout=15,
@@ -109,7 +105,7 @@ async def test_slow_health_shows_progress_within_a_second_then_every_target(
     assert rows[0].startswith("❌ brokenbot")
     assert final.reply_markup is not None  # the Refresh button arrives with the final state
     # One message, edited in place: no second answer was posted.
-    later = [m for m in chat.bot_messages(PRIVATE) if m.message_id > sent["message_id"]]
+    later = [m for m in chat.bot_messages(ALICE_PRIVATE) if m.message_id > sent["message_id"]]
     assert [m.message_id for m in later] == [first.message_id]
     edits = [
         c for c in chat.fake.calls[since:]

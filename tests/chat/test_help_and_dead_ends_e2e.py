@@ -20,9 +20,11 @@ from opsbot.alerting.engine import ALERT_ENGINE
 from opsbot.alerting.event import AlertEvent, Severity
 from tests.factories import (
     ALICE,
+    ALICE_PRIVATE,
     OPS,
     OPSBOT_TOKEN,
     VIC,
+    VIC_PRIVATE,
     ChatSession,
     base_config,
     fake_fixture,
@@ -33,8 +35,6 @@ from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
 from tests.lab.sshd import SSHServer
 
 LEAKED_TOKEN = "5123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
-VIC_PRIVATE = Chat(VIC.id, "private")
-ALICE_PRIVATE = Chat(ALICE.id, "private")
 #: Where quizbot's ERROR lines are (1-based line numbers of its 60,000-line log).
 ERRORS_AT = (100, 20_000, 30_000, 40_000, 50_000, 59_000)
 

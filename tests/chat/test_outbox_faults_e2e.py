@@ -21,11 +21,11 @@ import pytest
 import pytest_asyncio
 
 from tests.factories import (
-    BOB,
     INCIDENTS,
     OPS,
     OSCAR,
     ChatSession,
+    approved,
     base_config,
     counting_target,
     fake_fixture,
@@ -83,12 +83,7 @@ async def restart_flow(chat: ChatSession, counter: Path) -> tuple[FakeMessage, F
         OPS.id, lambda m: "approval needed" in (m.text or ""),
         after_message_id=sent["message_id"], timeout=40,
     )  # fmt: skip
-    request = (card.text or "").split("id ")[1].split()[0]
-    chat.tap(card, f"a:{request}", user=BOB)
-    done = await fake.wait_for_message(
-        OPS.id, lambda m: m.message_id == card.message_id and "— done" in (m.text or ""),
-        timeout=60,
-    )  # fmt: skip
+    done = await approved(chat, card, "— done")
     copy = await fake.wait_for_message(
         INCIDENTS.id,
         lambda m: m.message_id not in copies_before and "restart counter" in (m.text or ""),

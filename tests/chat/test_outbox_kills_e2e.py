@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from opsbot.actions.approvals import APPROVALS
 from opsbot.config import Settings
 from opsbot.services import Services
@@ -26,16 +28,18 @@ from tests.factories import (
     OPSBOT_TOKEN,
     OSCAR,
     ChatSession,
+    approve,
     base_config,
     counting_target,
     fake_fixture,
     redis_store,
+    request_id,
     running_opsbot,
     runs,
     start_opsbot,
     write_config,
 )
-from tests.fakebotapi import FakeBotAPI, FakeMessage
+from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
 from tests.lab.redis import RedisServer
 
 # Telegram's limits on
@@ -56,12 +60,24 @@ def settings_for(fake: FakeBotAPI, tmp_path: Path, redis: RedisServer) -> Settin
     return write_config(tmp_path / "opsbot.yaml", config_for(fake, tmp_path, redis))
 
 
+@pytest.fixture
+def settings(fake: FakeBotAPI, tmp_path: Path, redis_server: RedisServer) -> Settings:
+    """The config every replica of a test starts on (``settings_for``)."""
+    return settings_for(fake, tmp_path, redis_server)
+
+
 def runs_in(tmp_path: Path) -> int:
     return runs(tmp_path / "runs")
 
 
-def request_id(card: FakeMessage) -> str:
-    return (card.text or "").split("id ")[1].split()[0]
+def restart_cards(fake: FakeBotAPI, chat: Chat) -> list[FakeMessage]:
+    """opsbot's messages in ``chat`` about the counter's restart."""
+    return [m for m in fake.bot_messages(chat.id) if "restart counter" in (m.text or "")]
+
+
+def bot_api_down(fake: FakeBotAPI) -> None:
+    """The Bot API refuses every call but getUpdates: opsbot hears the chat, can't answer."""
+    fake.set_down(True, except_methods=("getUpdates",))
 
 
 async def ask_restart(chat: ChatSession) -> FakeMessage:
@@ -70,6 +86,21 @@ async def ask_restart(chat: ChatSession) -> FakeMessage:
         OPS.id, lambda m: "approval needed" in (m.text or ""),
         after_message_id=sent["message_id"], timeout=30,
     )  # fmt: skip
+
+
+async def approved_while_down(chat: ChatSession) -> FakeMessage:
+    """Oscar asks for the restart; the Bot API goes down (``bot_api_down``); Bob approves."""
+    card = await ask_restart(chat)
+    bot_api_down(chat.fake)
+    approve(chat, card)
+    return card
+
+
+async def incidents_copy(fake: FakeBotAPI) -> FakeMessage:
+    """The restart's copy in the incident chat, once it arrives."""
+    return await fake.wait_for_message(
+        INCIDENTS.id, lambda m: "restart counter" in (m.text or ""), timeout=30
+    )
 
 
 async def final_card(
@@ -98,20 +129,19 @@ def bob(services: Services) -> Any:
 
 
 async def test_stopped_before_the_card_was_delivered(
-    fake: FakeBotAPI, tmp_path: Path, redis_server: RedisServer
+    fake: FakeBotAPI, tmp_path: Path, settings: Settings
 ) -> None:
-    settings = settings_for(fake, tmp_path, redis_server)
     async with running_opsbot(fake, settings) as chat:
-        fake.set_down(True, except_methods=("getUpdates",))
+        bot_api_down(fake)
         chat.send("/restart counter", user=OSCAR)
         await until(lambda: _has_pending(chat.services))
     fake.set_down(False)
     async with running_opsbot(fake, settings) as chat:
         card = await fake.wait_for_message(OPS.id, lambda m: "approval" in (m.text or ""))
-        chat.tap(card, f"a:{request_id(card)}", user=BOB)
+        approve(chat, card)
         done = await final_card(fake, card.message_id, "done")
     assert runs_in(tmp_path) == 1 and "approved by bob" in (done.text or "")
-    cards = [m for m in fake.bot_messages(OPS.id) if "restart counter" in (m.text or "")]
+    cards = restart_cards(fake, OPS)
     assert len(cards) == 1
 
 
@@ -120,10 +150,9 @@ async def _has_pending(services: Services) -> bool:
 
 
 async def test_stopped_after_the_approval_won_and_before_the_run(
-    fake: FakeBotAPI, tmp_path: Path, redis_server: RedisServer
+    fake: FakeBotAPI, tmp_path: Path, settings: Settings
 ) -> None:
     """The approving replica won the compare-and-set and died: the reaper runs it, once."""
-    settings = settings_for(fake, tmp_path, redis_server)
     async with running_opsbot(fake, settings) as chat:
         card = await ask_restart(chat)
         decision = await APPROVALS.of(chat.services).decide(
@@ -135,14 +164,13 @@ async def test_stopped_after_the_approval_won_and_before_the_run(
         done = await final_card(fake, card.message_id, "done")
         await asyncio.sleep(3)  # a reaper round more: still once
     assert runs_in(tmp_path) == 1 and "approved by bob" in (done.text or "")
-    copy = [m for m in fake.bot_messages(INCIDENTS.id) if "restart counter" in (m.text or "")]
+    copy = restart_cards(fake, INCIDENTS)
     assert len(copy) == 1
 
 
 async def test_stopped_mid_run_is_marked_failed_with_the_reason_and_never_rerun(
-    fake: FakeBotAPI, tmp_path: Path, redis_server: RedisServer
+    fake: FakeBotAPI, tmp_path: Path, settings: Settings
 ) -> None:
-    settings = settings_for(fake, tmp_path, redis_server)
     async with running_opsbot(fake, settings) as chat:
         card = await ask_restart(chat)
         approvals = APPROVALS.of(chat.services)
@@ -155,21 +183,16 @@ async def test_stopped_mid_run_is_marked_failed_with_the_reason_and_never_rerun(
 
 
 async def test_stopped_before_the_final_edit_was_delivered(
-    fake: FakeBotAPI, tmp_path: Path, redis_server: RedisServer
+    fake: FakeBotAPI, tmp_path: Path, settings: Settings
 ) -> None:
-    settings = settings_for(fake, tmp_path, redis_server)
     async with running_opsbot(fake, settings) as chat:
-        card = await ask_restart(chat)
-        fake.set_down(True, except_methods=("getUpdates",))
-        chat.tap(card, f"a:{request_id(card)}", user=BOB)
+        card = await approved_while_down(chat)
         await until(lambda: _done_in_store(chat.services, request_id(card)))
     fake.set_down(False)
     assert runs_in(tmp_path) == 1
     async with running_opsbot(fake, settings):
         done = await final_card(fake, card.message_id, "done")
-        copy = await fake.wait_for_message(
-            INCIDENTS.id, lambda m: "restart counter" in (m.text or ""), timeout=30
-        )
+        copy = await incidents_copy(fake)
     assert runs_in(tmp_path) == 1 and "approved by bob" in (done.text or "")
     assert "✅" in (copy.text or "")
 
@@ -213,7 +236,7 @@ async def test_opsbot_sigkilled_mid_action_runs_it_once_and_the_card_says_so(
     assert second.returncode == 0, stderr[-2000:]
     assert "opsbot stopped while this was running" in (failed.text or "")
     assert runs_in(tmp_path) == 1
-    copies = [m for m in fake.bot_messages(INCIDENTS.id) if "restart counter" in (m.text or "")]
+    copies = restart_cards(fake, INCIDENTS)
     assert len(copies) == 1 and "❌" in (copies[0].text or "")
 
 
@@ -221,14 +244,11 @@ async def test_opsbot_sigkilled_mid_action_runs_it_once_and_the_card_says_so(
 
 
 async def test_bot_api_down_for_a_minute_then_everything_arrives_in_order(
-    fake: FakeBotAPI, tmp_path: Path, redis_server: RedisServer
+    fake: FakeBotAPI, tmp_path: Path, settings: Settings
 ) -> None:
-    settings = settings_for(fake, tmp_path, redis_server)
     async with running_opsbot(fake, settings) as chat:
-        card = await ask_restart(chat)
-        fake.set_down(True, except_methods=("getUpdates",))
+        card = await approved_while_down(chat)
         down_at = time.monotonic()
-        chat.tap(card, f"a:{request_id(card)}", user=BOB)
         for i in range(5):
             chat.send(f"/nope{i}", user=OSCAR)
             await asyncio.sleep(0.3)
@@ -241,9 +261,7 @@ async def test_bot_api_down_for_a_minute_then_everything_arrives_in_order(
         done = await final_card(fake, card.message_id, "done")
         await fake.wait_for_message(OPS.id, lambda m: "/nope4" in (m.text or ""), timeout=30)
         took = time.monotonic() - up_at
-        copy = await fake.wait_for_message(
-            INCIDENTS.id, lambda m: "restart counter" in (m.text or ""), timeout=30
-        )
+        copy = await incidents_copy(fake)
     print(f"down 60 s: {refused} calls refused; all delivered {took:.1f} s after it came back")
     replies = [
         m.text or "" for m in fake.bot_messages(OPS.id) if "unknown command" in (m.text or "")

@@ -30,8 +30,8 @@ from tests.factories import (
     OPS,
     OSCAR,
     ChatSession,
-    base_config,
     fake_fixture,
+    module_config,
     running_opsbot,
     write_config,
 )
@@ -53,11 +53,10 @@ fake = fake_fixture(scope="module", group_per_minute=None)
 
 @pytest.fixture(scope="module")
 def setup(fake: FakeBotAPI, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    tmp = tmp_path_factory.mktemp("stepup")
+    tmp, config = module_config(fake, tmp_path_factory, "stepup")
     canary = tmp / "ran"
     restart = ["sh", "-c", 'echo restart >> "$0"', str(canary)]
     actions = {"status": ["true"], "restart": restart}
-    config = base_config(fake, tmp / "data")
     config["telegram"]["allow_private_chats"] = True
     config["telegram"]["incident_chat_id"] = BOB.id
     config["approvals"] = {"step_up": "totp", "totp_key": KEY, "step_up_timeout": 3}

@@ -29,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from opsbot.catalog import VERBS
 from tests.factories import (
     ALICE,
+    ALICE_PRIVATE,
     FOREIGN,
     OPERATED_TOKEN,
     OPERATED_USERNAME,
@@ -38,8 +39,8 @@ from tests.factories import (
     STRANGER,
     VIC,
     ChatSession,
-    base_config,
     fake_bot_api,
+    module_config,
     opsbot_chat,
     ssh_endpoint,
 )
@@ -53,7 +54,6 @@ from tests.lab.sshd import SSHServer, count_accepted_connections
 SECRET_DSN_PASSWORD = "hunter2-very-secret"
 LEAKED_TOKEN = "5123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
 # Many tests talk in Alice's private chat: opsbot paces group chats at Telegram's 20 a minute.
-ALICE_PRIVATE = Chat(ALICE.id, "private")
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +135,7 @@ async def chat(
     containers: dict[str, int],
     canary: Path,
 ) -> AsyncIterator[ChatSession]:
-    tmp = tmp_path_factory.mktemp("e2e")
-    config = base_config(fake, tmp / "data")
+    tmp, config = module_config(fake, tmp_path_factory, "e2e")
     config["endpoints"] = {
         "lab-ssh": ssh_endpoint(sshd_server),
         "hung-ssh": ssh_endpoint(sshd_server, port=silent_host, connect_timeout=2),

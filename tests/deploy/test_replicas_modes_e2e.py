@@ -29,14 +29,7 @@ from typing import Any
 
 import httpx
 
-from tests.factories import (
-    ALICE,
-    INCIDENTS,
-    OPS,
-    OPSBOT_TOKEN,
-    OSCAR,
-    base_config,
-)
+from tests.factories import ALICE, INCIDENTS, OPS, OPSBOT_TOKEN, OSCAR, base_config
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.ports import free_port, start_process, stop_process, wait_until
 from tests.lab.redis import RedisServer, pings

@@ -36,6 +36,7 @@ from opsbot.incidents.state import INCIDENTS
 from opsbot.redact import MASK, Redactor, install_log_redaction
 from tests.factories import (
     ALICE,
+    ALICE_PRIVATE,
     BOB,
     OPS,
     OPSBOT_TOKEN,
@@ -47,12 +48,9 @@ from tests.factories import (
     web_on,
     write_config,
 )
-from tests.fakebotapi import Chat, FakeBotAPI, UploadedFile
+from tests.fakebotapi import FakeBotAPI, UploadedFile
 from tests.lab.redis import RedisServer
 from tests.secrets_corpus import CORPUS, HMAC_SECRET, OPSBOT_BOT_TOKEN, WEB_TOKEN, leaks
-
-ALICE_PRIVATE = Chat(ALICE.id, "private")
-
 
 fake = fake_fixture(scope="module", group_per_minute=None)
 

@@ -28,13 +28,7 @@ from opsbot.services import Services
 from opsbot.state.store import Store
 from opsbot.state.store.sqlite import SQLiteStore
 from opsbot.verbs.registry import Caller
-from tests.factories import (
-    INCIDENTS,
-    Clock,
-    base_config,
-    fake_fixture,
-    write_config,
-)
+from tests.factories import INCIDENTS, Clock, base_config, fake_fixture, write_config
 from tests.fakebotapi import Chat, FakeBotAPI, FakeMessage
 
 CHAT = INCIDENTS.id

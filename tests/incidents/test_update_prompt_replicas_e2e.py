@@ -18,14 +18,7 @@ from tests.deploy.test_replicas_modes_e2e import (
     until,
     write_config,
 )
-from tests.factories import (
-    ALICE,
-    INCIDENTS,
-    OPS,
-    OPSBOT_TOKEN,
-    OSCAR,
-    fake_fixture,
-)
+from tests.factories import ALICE, INCIDENTS, OPS, OPSBOT_TOKEN, OSCAR, fake_fixture
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.redis import RedisServer
 

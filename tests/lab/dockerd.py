@@ -17,10 +17,12 @@ import tarfile
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.tls
@@ -103,6 +105,21 @@ def run_http_container(lab: DockerLab, name: str, port: int, image: str | None =
                     f"--- container logs ---\n{container.logs().decode(errors='replace')}"
                 )
             time.sleep(0.05)
+
+
+@contextmanager
+def sleeping_container(lab: DockerLab, prefix: str) -> Iterator[Any]:
+    """A container of ``lab.image_v1`` that only sleeps, with no network, named ``prefix-…``
+    (a place to exec in); removed afterwards."""
+    with closing(lab.client()) as client:
+        container = client.containers.run(
+            lab.image_v1, ["sleep", "3600"], name=f"{prefix}-{uuid.uuid4().hex[:8]}",
+            detach=True, init=True, network_mode="none",
+        )  # fmt: skip
+        try:
+            yield container
+        finally:
+            container.remove(force=True)
 
 
 def _raw_ping(sock: Path) -> bool:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import urllib.request
-from contextlib import closing
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 
 import asyncssh
@@ -30,15 +31,24 @@ def test_redis_ping(redis_server: RedisServer) -> None:
         assert client.get("lab") == b"ok"
 
 
+@asynccontextmanager
+async def lab_login(
+    server: SSHServer, known_hosts: Path
+) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    """A login to the lab sshd as the lab user with its key, checking ``known_hosts``."""
+    async with asyncssh.connect(
+        server.host,
+        port=server.port,
+        username=server.username,
+        client_keys=[str(server.client_key)],
+        known_hosts=str(known_hosts),
+    ) as conn:
+        yield conn
+
+
 async def test_ssh_runs_command_as_lab_user(sshd_server: SSHServer) -> None:
     before = count_accepted_connections(sshd_server)
-    async with asyncssh.connect(
-        sshd_server.host,
-        port=sshd_server.port,
-        username=sshd_server.username,
-        client_keys=[str(sshd_server.client_key)],
-        known_hosts=str(sshd_server.known_hosts),
-    ) as conn:
+    async with lab_login(sshd_server, sshd_server.known_hosts) as conn:
         for _ in range(3):
             result = await conn.run("id -un", check=True)
             assert str(result.stdout).strip() == "opsbot-lab"
@@ -50,13 +60,7 @@ async def test_ssh_runs_command_as_lab_user(sshd_server: SSHServer) -> None:
 
 async def test_ssh_refuses_wrong_host_key(sshd_server: SSHServer) -> None:
     with pytest.raises(asyncssh.HostKeyNotVerifiable):
-        async with asyncssh.connect(
-            sshd_server.host,
-            port=sshd_server.port,
-            username=sshd_server.username,
-            client_keys=[str(sshd_server.client_key)],
-            known_hosts=str(sshd_server.known_hosts_wrong),
-        ):
+        async with lab_login(sshd_server, sshd_server.known_hosts_wrong):
             pass
 
 

@@ -3,16 +3,20 @@ its restart cures it), a web server with the Mini App on, and initData signed li
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
+
 from opsbot.config import Settings
-from tests.factories import OPSBOT_TOKEN, base_config, write_config
+from tests.factories import OPSBOT_TOKEN, ChatSession, base_config, running_opsbot, write_config
 from tests.fakebotapi import FakeBotAPI, User
 from tests.lab.ports import free_port
 
@@ -23,11 +27,19 @@ REFRESH = 2
 
 
 def board_settings(
-    fake: FakeBotAPI, tmp_path: Path, *, tweak: Any = None, **miniapp: Any
+    fake: FakeBotAPI,
+    tmp_path: Path,
+    *,
+    tweak: Any = None,
+    ledger_down: bool = False,
+    **miniapp: Any,
 ) -> Settings:
-    """The lab's configuration; ``tweak(config)`` may change the dict before it is written."""
+    """The lab's configuration; ``tweak(config)`` may change the dict before it is written;
+    ``ledger_down``: the ledger fails its status check until it is restarted."""
     config: dict[str, Any] = base_config(fake, tmp_path / "data")
     down = tmp_path / "down"
+    if ledger_down:
+        down.touch()
     config["targets"] = {
         "payments": {"kind": "command", "actions": {"status": ["true"]}},
         "ledger": {
@@ -78,3 +90,16 @@ def init_data(user: User, *, token: str = OPSBOT_TOKEN, age: float = 5.0, **extr
 
 def base_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.web.port}"
+
+
+@contextlib.asynccontextmanager
+async def opsbot_and_board(
+    fake: FakeBotAPI, settings: Settings, headers: dict[str, str] | None = None
+) -> AsyncIterator[tuple[ChatSession, httpx.AsyncClient]]:
+    """opsbot running on ``settings``, and an HTTP client of its web server (``headers``:
+    e.g. the signed initData of a person)."""
+    async with (
+        running_opsbot(fake, settings) as chat,
+        httpx.AsyncClient(base_url=base_url(settings), headers=headers) as web,
+    ):
+        yield chat, web

@@ -7,8 +7,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from opsbot.actions.stepup import new_key
 from opsbot.miniapp.routes import CSP
 from tests.chat.test_stepup import window_excluding_now
@@ -25,7 +23,7 @@ from tests.factories import (
     running_opsbot,
 )
 from tests.fakebotapi import FakeBotAPI, FakeMessage, User
-from tests.miniapp.lab import LINK, URL, base_url, board_settings, init_data
+from tests.miniapp.lab import LINK, URL, board_settings, init_data, opsbot_and_board
 from tests.web.test_statuspage import poll
 
 
@@ -41,10 +39,7 @@ async def test_only_a_configured_persons_fresh_telegram_signature_opens_the_api(
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
     settings = board_settings(fake, tmp_path, max_age="10m")
-    async with (
-        running_opsbot(fake, settings),
-        httpx.AsyncClient(base_url=base_url(settings)) as web,
-    ):
+    async with opsbot_and_board(fake, settings) as (_, web):
         ok = await web.get("/board/api/state", headers=signed(ALICE))
         assert ok.status_code == 200 and ok.json()["you"] == {"name": "alice", "role": "admin"}
         forged = init_data(ALICE).replace(str(ALICE.id), str(BOB.id))
@@ -72,10 +67,7 @@ async def test_the_page_allows_no_inline_script_and_only_telegrams_web_clients_a
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
     settings = board_settings(fake, tmp_path)
-    async with (
-        running_opsbot(fake, settings),
-        httpx.AsyncClient(base_url=base_url(settings)) as web,
-    ):
+    async with opsbot_and_board(fake, settings) as (_, web):
         page = await web.get("/board")
         assert page.status_code == 200
         csp = page.headers["Content-Security-Policy"]
@@ -97,12 +89,8 @@ async def test_the_page_allows_no_inline_script_and_only_telegrams_web_clients_a
 async def test_targets_come_worst_first_and_a_viewer_is_offered_no_action(
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
-    settings = board_settings(fake, tmp_path)
-    (tmp_path / "down").touch()
-    async with (
-        running_opsbot(fake, settings),
-        httpx.AsyncClient(base_url=base_url(settings)) as web,
-    ):
+    settings = board_settings(fake, tmp_path, ledger_down=True)
+    async with opsbot_and_board(fake, settings) as (_, web):
         web.headers.update(signed(ALICE))
         board = await poll(
             web, "/board/api/state", lambda b: b["targets"][0]["state"] == "fail" and b["alerts"]
@@ -151,12 +139,8 @@ async def test_targets_come_worst_first_and_a_viewer_is_offered_no_action(
 async def test_a_restart_from_the_board_is_the_chats_request_approved_in_the_group(
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
-    settings = board_settings(fake, tmp_path)
-    (tmp_path / "down").touch()
-    async with (
-        running_opsbot(fake, settings) as chat,
-        httpx.AsyncClient(base_url=base_url(settings), headers=signed(OSCAR)) as web,
-    ):
+    settings = board_settings(fake, tmp_path, ledger_down=True)
+    async with opsbot_and_board(fake, settings, signed(OSCAR)) as (chat, web):
         answer = await web.post("/board/api/act", json={"do": "restart", "target": "ledger"})
         assert answer.json()["ok"] is True and "restart ledger" in answer.json()["text"]
         card = await fake.wait_for_message(
@@ -191,13 +175,9 @@ async def test_a_restart_from_the_board_is_the_chats_request_approved_in_the_gro
 async def test_an_admin_approves_from_the_board_within_the_same_rules(
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
-    settings = board_settings(fake, tmp_path)
-    (tmp_path / "down").touch()
+    settings = board_settings(fake, tmp_path, ledger_down=True)
     alice, bob = signed(ALICE), signed(BOB)
-    async with (
-        running_opsbot(fake, settings),
-        httpx.AsyncClient(base_url=base_url(settings), headers=alice) as web,
-    ):
+    async with opsbot_and_board(fake, settings, alice) as (_, web):
         await web.post("/board/api/act", json={"do": "restart", "target": "ledger"})
         board = await poll(web, "/board/api/state", lambda b: bool(b["requests"]))
         request_id = board["requests"][0]["id"]
@@ -220,12 +200,8 @@ async def test_an_admin_approves_from_the_board_within_the_same_rules(
 async def test_ack_and_update_from_the_board_are_the_chats_buttons_and_commands(
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
-    settings = board_settings(fake, tmp_path)
-    (tmp_path / "down").touch()
-    async with (
-        running_opsbot(fake, settings) as chat,
-        httpx.AsyncClient(base_url=base_url(settings), headers=signed(OSCAR)) as web,
-    ):
+    settings = board_settings(fake, tmp_path, ledger_down=True)
+    async with opsbot_and_board(fake, settings, signed(OSCAR)) as (chat, web):
         await chat.ask("/incident P2 ledger disk full ledger", user=ALICE)
         board = await poll(web, "/board/api/state", lambda b: b["alerts"] and b["incidents"])
         alert = board["alerts"][0]
@@ -249,10 +225,7 @@ async def test_ack_and_update_from_the_board_are_the_chats_buttons_and_commands(
 
 async def test_each_person_has_a_rate_limit(fake: FakeBotAPI, tmp_path: Path) -> None:
     settings = board_settings(fake, tmp_path, requests_per_minute=3)
-    async with (
-        running_opsbot(fake, settings),
-        httpx.AsyncClient(base_url=base_url(settings)) as web,
-    ):
+    async with opsbot_and_board(fake, settings) as (_, web):
         codes = [
             (await web.get("/board/api/state", headers=signed(VIC))).status_code for _ in range(4)
         ]
@@ -263,8 +236,7 @@ async def test_each_person_has_a_rate_limit(fake: FakeBotAPI, tmp_path: Path) ->
 async def test_ways_in_the_menu_button_board_and_the_health_and_alert_buttons(
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
-    settings = board_settings(fake, tmp_path)
-    (tmp_path / "down").touch()
+    settings = board_settings(fake, tmp_path, ledger_down=True)
     async with running_opsbot(fake, settings) as chat:
         board = await chat.ask("/board", user=VIC)
         assert buttons(board) == [{"text": "📊 Board", "url": LINK}]
@@ -306,12 +278,8 @@ async def test_approving_from_the_board_keeps_step_up_and_change_windows(
             "approvals": {"allowed_hours": window_excluding_now()},
         }
 
-    settings = board_settings(fake, tmp_path, tweak=tweak)
-    (tmp_path / "down").touch()
-    async with (
-        running_opsbot(fake, settings),
-        httpx.AsyncClient(base_url=base_url(settings), headers=signed(OSCAR)) as web,
-    ):
+    settings = board_settings(fake, tmp_path, tweak=tweak, ledger_down=True)
+    async with opsbot_and_board(fake, settings, signed(OSCAR)) as (_, web):
         for target in ("ledger", "nightly"):
             filed = await web.post("/board/api/act", json={"do": "restart", "target": target})
             assert filed.json()["ok"] is True, filed.json()

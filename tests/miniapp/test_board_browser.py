@@ -227,8 +227,7 @@ async def test_the_admins_board_shows_the_lab_live_and_a_restart_is_approved_in_
     tmp_path: Path,
 ) -> None:
     script, _ = telegram_org
-    settings = board_settings(fake, tmp_path)
-    (tmp_path / "down").touch()
+    settings = board_settings(fake, tmp_path, ledger_down=True)
     async with running_opsbot(fake, settings) as chat:
         await seed_a_day(chat.services)
         await chat.ask("/incident P2 ledger writes failing ledger", user=ALICE)
@@ -285,8 +284,7 @@ async def test_a_viewer_sees_the_board_without_a_single_action(
     tmp_path: Path,
 ) -> None:
     script, _ = telegram_org
-    settings = board_settings(fake, tmp_path)
-    (tmp_path / "down").touch()
+    settings = board_settings(fake, tmp_path, ledger_down=True)
     async with running_opsbot(fake, settings) as chat:
         await chat.ask("/incident P2 ledger writes failing ledger", user=ALICE)
         script.init_data = init_data(VIC)

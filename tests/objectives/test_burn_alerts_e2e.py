@@ -26,13 +26,7 @@ from opsbot.alerting.engine import ALERT_ENGINE, AlertEngine
 from opsbot.alerting.records import Alert
 from opsbot.objectives import alerts as burn_alerts
 from opsbot.objectives import clock
-from tests.factories import (
-    INCIDENTS,
-    OPSBOT_TOKEN,
-    base_config,
-    running_opsbot,
-    write_config,
-)
+from tests.factories import INCIDENTS, OPSBOT_TOKEN, base_config, running_opsbot, write_config
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.ports import free_port
 

@@ -27,7 +27,7 @@ from tests.factories import (
     ChatSession,
     base_config,
     fake_fixture,
-    running_opsbot,
+    opsbot_chat,
     write_config,
 )
 from tests.fakebotapi import FakeBotAPI
@@ -69,8 +69,7 @@ async def chat(
     fake: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[ChatSession]:
     monkeypatch.setattr(clock, "now", lambda: NOW)
-    settings = write_config(tmp_path / "opsbot.yaml", report_config(fake, tmp_path))
-    async with running_opsbot(fake, settings) as session:
+    async with opsbot_chat(fake, tmp_path, report_config(fake, tmp_path)) as session:
         services = session.services
         await seed(services, NOW)
         # what the week held besides the rounds: an incident acked and resolved, an alert,

@@ -21,8 +21,7 @@ from tests.factories import (
     ChatSession,
     base_config,
     fake_fixture,
-    running_opsbot,
-    write_config,
+    opsbot_chat,
 )
 from tests.fakebotapi import FakeBotAPI
 
@@ -47,9 +46,9 @@ async def chat(
                    "objective": {"availability": 99.5, "latency": 0.5}},
         "scratch": {"kind": "command", "checks": TRUE},  # monitor off: no objective
     }  # fmt: skip
-    settings = write_config(tmp_path / "opsbot.yaml", config)
-    async with running_opsbot(fake, settings) as session:
-        recorder = Recorder(session.services.store, settings, clock=lambda: END)
+    async with opsbot_chat(fake, tmp_path, config) as session:
+        services = session.services
+        recorder = Recorder(services.store, services.settings, clock=lambda: END)
         for minute in range(30 * 1440):
             at = START + minute * 60
             # quizbot: 30 failed rounds, 2 of them in the last hour; paybot: none, and slow

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import yaml
 
-from tests.onboarding.test_import_cli import RUNBOOKS, opsbot
+from tests.onboarding.test_import_cli import RUNBOOKS, imported
 
 
 def test_three_ways_of_running_one_bot_draft_one_target_and_the_others_as_comments() -> None:
-    done = opsbot("import", str(RUNBOOKS / "three_ways.md"))
-    assert done.returncode == 0, done.stderr
+    done = imported(RUNBOOKS / "three_ways.md")
     config = yaml.safe_load(done.stdout)
     # not db (only its logs were read), not docker.service (the engine is an endpoint)
     assert list(config["targets"]) == ["chef"]
@@ -48,8 +47,7 @@ def test_a_dump_through_kubectl_exec_is_a_backup_and_a_bare_pod_name_is_flagged(
         "kubectl -n notes exec notes-db-7f9c -- pg_dump -U notes -Fc notes > /tmp/n.dump\n"
         "kubectl -n notes exec deploy/notes-bot -- curl -fsS http://notes-svc/healthz\n```\n"
     )
-    done = opsbot("import", str(runbook))
-    assert done.returncode == 0, done.stderr
+    done = imported(runbook)
     bot = yaml.safe_load(done.stdout)["targets"]["notes-bot"]
     assert bot["backups"][0]["pg_dump"] == [
         "kubectl", "exec", "-n", "notes", "notes-db-7f9c", "--", "pg_dump"
@@ -70,8 +68,7 @@ def test_a_probe_through_compose_beside_a_pm2_bot_is_the_bots_own_check(tmp_path
         "# Menu bot\n\n```bash\npm2 restart menu\n"
         "docker compose -f /srv/menu/compose.yml exec -T redis redis-cli ping\n```\n"
     )
-    done = opsbot("import", str(runbook))
-    assert done.returncode == 0, done.stderr
+    done = imported(runbook)
     menu = yaml.safe_load(done.stdout)["targets"]["menu"]
     assert menu["checks"] == [{"type": "command", "argv": [
         "docker", "compose", "-f", "/srv/menu/compose.yml", "exec", "-T", "redis", "redis-cli",

@@ -39,19 +39,24 @@ def host(
         yield made
 
 
+def lab_endpoints(sshd_server: SSHServer, docker_lab: DockerLab) -> dict[str, Any]:
+    """The endpoints discover reaches in the lab: ``lab`` (its sshd) and ``lab-docker`` (the
+    lab's Docker engine through it)."""
+    return {
+        "lab": ssh_endpoint(sshd_server),
+        "lab-docker": {"type": "docker", "via_ssh": "lab",
+                       "remote_socket": str(docker_lab.socket_path)},
+    }  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def config(
     docker_lab: DockerLab, sshd_server: SSHServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     path = tmp_path_factory.mktemp("discover") / "opsbot.yaml"
-    path.write_text(json.dumps({
-        "endpoints": {
-            "lab": ssh_endpoint(sshd_server),
-            "lab-docker": {"type": "docker", "via_ssh": "lab",
-                           "remote_socket": str(docker_lab.socket_path)},
-            "keyless": ssh_endpoint(sshd_server, key_files=[str(path.parent / "nokey")]),
-        },
-    }))  # fmt: skip
+    keyless = ssh_endpoint(sshd_server, key_files=[str(path.parent / "nokey")])
+    endpoints = {**lab_endpoints(sshd_server, docker_lab), "keyless": keyless}
+    path.write_text(json.dumps({"endpoints": endpoints}))
     # A real key the lab user never authorized: the login is refused.
     key = str(path.parent / "nokey")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
@@ -64,6 +69,13 @@ def discover(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True, text=True, timeout=90, cwd=REPO,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": "/root"},
     )  # fmt: skip
+
+
+def problems_of(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """The one-line problems a discover that failed printed (never a traceback)."""
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    return [line for line in done.stderr.splitlines() if line.startswith("problem:")]
 
 
 def drafted(stdout: str, tmp: Path) -> Any:
@@ -131,9 +143,7 @@ def test_unreachable_and_refused_are_one_line_each_beside_a_partial_draft(
     closed = free_port()
     done = discover("lab-docker", f"ssh://opsbot-lab@127.0.0.1:{closed}", "keyless",
                     "--config", str(config), "--timeout", "15")  # fmt: skip
-    assert done.returncode == 1
-    assert "Traceback" not in done.stderr
-    problems = [line for line in done.stderr.splitlines() if line.startswith("problem:")]
+    problems = problems_of(done)
     assert len(problems) == 2, done.stderr
     assert f"127.0.0.1:{closed} unreachable" in problems[0]
     assert "refused login as 'opsbot-lab'" in problems[1]

@@ -8,12 +8,11 @@ from pathlib import Path
 import yaml
 
 from opsbot.config import load_config
-from tests.onboarding.test_import_cli import RUNBOOKS, opsbot
+from tests.onboarding.test_import_cli import RUNBOOKS, imported
 
 
 def test_only_production_is_config_and_the_rest_is_commented(tmp_path: Path) -> None:
-    done = opsbot("import", str(RUNBOOKS / "multi_env.md"))
-    assert done.returncode == 0, done.stderr
+    done = imported(RUNBOOKS / "multi_env.md")
     draft = tmp_path / "opsbot.yaml"
     draft.write_text(done.stdout)
     bot = load_config(draft).targets["parcel-bot"]
@@ -50,8 +49,7 @@ def test_a_text_naming_production_too_says_nothing(tmp_path: Path) -> None:
         "curl -f http://127.0.0.1:8080/health\n```\n\n## Checks\n\n```bash\n"
         "# the same on staging and on production\ncurl -f http://127.0.0.1:8080/ready\n```\n"
     )
-    done = opsbot("import", str(runbook))
-    assert done.returncode == 0, done.stderr
+    done = imported(runbook)
     checks = yaml.safe_load(done.stdout)["targets"]["web"]["checks"]
     assert [c["url"] for c in checks] == [
         "http://127.0.0.1:8080/health", "http://127.0.0.1:8080/ready"

@@ -25,9 +25,15 @@ def opsbot(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_the_draft_is_config_that_opsbot_check_loads(tmp_path: Path) -> None:
-    done = opsbot("import", str(RUNBOOKS / "pm2_sqlite.md"))
+def imported(runbook: Path) -> subprocess.CompletedProcess[str]:
+    """``opsbot import RUNBOOK``, which must succeed: the draft on stdout, a report on stderr."""
+    done = opsbot("import", str(runbook))
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_the_draft_is_config_that_opsbot_check_loads(tmp_path: Path) -> None:
+    done = imported(RUNBOOKS / "pm2_sqlite.md")
     draft = tmp_path / "opsbot.yaml"
     draft.write_text(done.stdout)
     faceswap = load_config(draft).targets["faceswap"]

@@ -19,11 +19,17 @@ async def _busy(slots: Slots, holding: asyncio.Event) -> None:
         await asyncio.sleep(HELD)  # the other holder's work
 
 
-async def test_a_slot_wait_counts_against_neither_deadline_nor_latency() -> None:
+async def _held_elsewhere() -> tuple[Slots, asyncio.Task[None]]:
+    """One slot, held by another task for ``HELD`` seconds from now (that task)."""
     slots = Slots(1, "test")
     holding = asyncio.Event()
     other = asyncio.create_task(_busy(slots, holding))
     await holding.wait()
+    return slots, other
+
+
+async def test_a_slot_wait_counts_against_neither_deadline_nor_latency() -> None:
+    slots, other = await _held_elsewhere()
     started = time.monotonic()
     async with deadline(BUDGET) as outer:  # a target's budget
         with clock() as inner:  # a check's latency
@@ -39,10 +45,7 @@ async def test_a_slot_wait_counts_against_neither_deadline_nor_latency() -> None
 
 
 async def test_past_the_slot_the_deadline_holds() -> None:
-    slots = Slots(1, "test")
-    holding = asyncio.Event()
-    other = asyncio.create_task(_busy(slots, holding))
-    await holding.wait()
+    slots, other = await _held_elsewhere()
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         async with deadline(BUDGET), slots.hold():

@@ -15,15 +15,7 @@ import pytest_asyncio
 
 from opsbot.errors import ExecutorError
 from opsbot.reach.executors.docker import DockerEngine, DockerTLS
-from tests.factories import (
-    BOB,
-    OPS,
-    OSCAR,
-    ChatSession,
-    base_config,
-    fake_fixture,
-    opsbot_chat,
-)
+from tests.factories import BOB, OPS, OSCAR, ChatSession, fake_fixture, module_config, opsbot_chat
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.dockerd import DockerLab
 from tests.lab.ports import free_port
@@ -65,8 +57,7 @@ def _tls(cert: ClientCert) -> dict[str, str]:
 async def chat(
     fake: FakeBotAPI, tmp_path_factory: pytest.TempPathFactory, docker_lab: DockerLab, port: int
 ) -> AsyncIterator[ChatSession]:
-    tmp = tmp_path_factory.mktemp("tls")
-    config = base_config(fake, tmp / "data")
+    tmp, config = module_config(fake, tmp_path_factory, "tls")
     config["endpoints"] = {
         "tls-docker": {
             "type": "docker", "url": docker_lab.tls_url, "tls": _tls(docker_lab.pki.client),

@@ -14,7 +14,6 @@ import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from opsbot.reach.executors.docker import DockerEngine
 from opsbot.reach.executors.local import LocalExecutor
 from opsbot.reach.executors.ssh import SSHPool
 from tests.factories import lab_ssh_host
-from tests.lab.dockerd import DockerLab
+from tests.lab.dockerd import DockerLab, sleeping_container
 from tests.lab.sshd import SSHServer
 
 _markers = itertools.count()
@@ -45,17 +44,9 @@ class Subject:
 
 @pytest.fixture(scope="module")
 def exec_container(docker_lab: DockerLab) -> Iterator[str]:
-    name = f"opsbot-exec-{uuid.uuid4().hex[:8]}"
-    with closing(docker_lab.client()) as client:
-        container = client.containers.run(
-            docker_lab.image_v1, ["sleep", "3600"], name=name, detach=True,
-            init=True, network_mode="none",
-        )  # fmt: skip
+    with sleeping_container(docker_lab, "opsbot-exec") as container:
         container.exec_run(["mkdir", "-p", "/tmp/canary"])
-        try:
-            yield name
-        finally:
-            container.remove(force=True)
+        yield container.name
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,7 @@ from tests.factories import (
     Clock,
     base_config,
     fake_fixture,
-    running_opsbot,
-    write_config,
+    opsbot_chat,
 )
 from tests.fakebotapi import FakeBotAPI, FakeMessage
 from tests.lab.dockerd import DockerLab
@@ -64,7 +63,7 @@ def config(fake: FakeBotAPI, tmp_path: Path, docker_lab: DockerLab, container: s
 @asynccontextmanager
 async def opsbot(fake: FakeBotAPI, tmp_path: Path, data: dict[str, Any]
                  ) -> AsyncIterator[ChatSession]:  # fmt: skip
-    async with running_opsbot(fake, write_config(tmp_path / "opsbot.yaml", data)) as chat:
+    async with opsbot_chat(fake, tmp_path, data) as chat:
         yield chat
 
 

@@ -5,7 +5,7 @@ fails (down, 401, 404, a timeout) as a clear RegistryError that never names the 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 
 import pytest
 
@@ -62,40 +62,38 @@ async def test_token_auth_follows_the_challenge_with_the_login(
     ]
 
 
+async def refusal(registry: Registry, call: Awaitable[object]) -> RegistryError:
+    """The RegistryError that ``call`` (one of ``registry``'s) raises; the registry closed."""
+    try:
+        with pytest.raises(RegistryError) as raised:
+            await call
+    finally:
+        await registry.aclose()
+    return raised.value
+
+
 @pytest.mark.parametrize("login", [Login(USERNAME, "wrong-password-1234"), None])
 async def test_a_refused_login_is_unauthorized_and_never_named(
     lab_registry: LabRegistry, pushed: tuple[str, dict[str, str]], login: Login | None
 ) -> None:
     registry = Registry(lab_registry.token_url, login=login)
-    try:
-        with pytest.raises(RegistryError) as raised:
-            await registry.tags(pushed[0])
-    finally:
-        await registry.aclose()
-    assert raised.value.problem == "unauthorized"
-    assert "401" in str(raised.value)
-    assert "wrong-password" not in str(raised.value) and PASSWORD not in str(raised.value)
+    error = await refusal(registry, registry.tags(pushed[0]))
+    assert error.problem == "unauthorized"
+    assert "401" in str(error)
+    assert "wrong-password" not in str(error) and PASSWORD not in str(error)
 
 
 async def test_an_unknown_repository_is_not_found(lab_registry: LabRegistry) -> None:
     registry = Registry(lab_registry.url)
-    try:
-        with pytest.raises(RegistryError) as raised:
-            await registry.tags("nobody/here")
-    finally:
-        await registry.aclose()
-    assert raised.value.problem == "not found"
-    assert "nobody/here" in str(raised.value)
+    error = await refusal(registry, registry.tags("nobody/here"))
+    assert error.problem == "not found"
+    assert "nobody/here" in str(error)
 
 
 async def test_a_registry_that_is_down_is_unreachable() -> None:
     registry = Registry(f"http://127.0.0.1:{free_port()}")
-    try:
-        with pytest.raises(RegistryError) as raised:
-            await registry.tags("quizbot")
-    finally:
-        await registry.aclose()
-    assert raised.value.problem == "unreachable"
+    error = await refusal(registry, registry.tags("quizbot"))
+    assert error.problem == "unreachable"
 
 
 @pytest.fixture
@@ -109,12 +107,8 @@ def silent_port() -> Iterator[int]:
 
 async def test_a_registry_that_hangs_times_out(silent_port: int) -> None:
     registry = Registry(f"http://127.0.0.1:{silent_port}", timeout=0.3)
-    try:
-        with pytest.raises(RegistryError) as raised:
-            await registry.digest("quizbot", "1.4")
-    finally:
-        await registry.aclose()
-    assert raised.value.problem == "timeout"
+    error = await refusal(registry, registry.digest("quizbot", "1.4"))
+    assert error.problem == "timeout"
 
 
 def test_references_and_challenges_are_read_as_docker_reads_them() -> None:

@@ -23,12 +23,7 @@ from opsbot.metrics import Metrics
 from opsbot.state.store.sqlite import SQLiteStore
 from opsbot.web.server import WebServer
 from opsbot.web.statuspage import StatusPage
-from tests.factories import (
-    ALICE,
-    base_config,
-    running_opsbot,
-    write_config,
-)
+from tests.factories import ALICE, base_config, running_opsbot, write_config
 from tests.fakebotapi import FakeBotAPI
 from tests.lab.ports import free_port
 

@@ -42,7 +42,6 @@ from opsbot.actions.backups.home import _checksum, _copy_home
 from opsbot.actions.backups.records import (
     HISTORY_KEEP,
     HISTORY_NAMESPACE,
-    BackupBusy,
     BackupError,
     BackupRecord,
     _add_to_index,
@@ -55,16 +54,13 @@ from opsbot.actions.backups.records import (
     source_of,
 )
 from opsbot.actions.backups.session import (
-    LOCK_MARGIN,
     REDIS_POLL_INTERVAL,
     Progress,
     _check_remote_path,
     _check_target,
-    _lock_name,
+    _holding_lock,
     _output_tail,
-    _owner,
     _pg_connection,
-    _release,
     _remove_files,
     _Session,
 )
@@ -109,15 +105,9 @@ async def run_backup(
             f"{target_name}: {executor!r} cannot copy files back to opsbot; set copy_local: "
             "false for this backup or use an SSH, Docker or local endpoint"
         )
-    lock, owner = _lock_name(target_name), _owner(f"{spec.type} backup")
-    holder = await store.acquire(lock, owner, ttl=spec.timeout + LOCK_MARGIN)
-    if holder is not None:
-        raise BackupBusy(f"a backup of {target_name} is already running ({holder})")
-    try:
+    async with _holding_lock(store, target_name, f"{spec.type} backup", spec.timeout):
         session = _Session(target_name, executor, spec.timeout, progress)
         return await _backup(session, spec, store, backups_dir, transfer, now)
-    finally:
-        await _release(store, lock, owner)
 
 
 async def restore_backup(
@@ -157,18 +147,10 @@ async def restore_backup(
         raise BackupError("a database to restore into only applies to postgres backups")
     if database is not None and not _DATABASE.match(database):
         raise BackupError(f"{database!r} is not a plain database name")
-    lock, owner = _lock_name(target_name), _owner(f"restore of {record.name}")
-    if store is not None:
-        holder = await store.acquire(lock, owner, ttl=spec.timeout + LOCK_MARGIN)
-        if holder is not None:
-            raise BackupError(f"a backup of {target_name} is already running ({holder})")
-    try:
+    async with _holding_lock(store, target_name, f"restore of {record.name}", spec.timeout):
         session = _Session(target_name, executor, spec.timeout, progress)
         await _ensure_remote_copy(session, record)
         return await _restore(session, spec, record, database)
-    finally:
-        if store is not None:
-            await _release(store, lock, owner)
 
 
 REDIS_RESTORE = (

@@ -4,16 +4,18 @@ every backup method shares."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 from opsbot.actions.backups.records import (
+    BackupBusy,
     BackupError,
 )
 from opsbot.config import (
@@ -112,6 +114,24 @@ async def _release(store: Store, lock: str, owner: str) -> None:
         await asyncio.shield(store.release(lock, owner))
     except Exception:
         log.warning("could not release %s (it expires by itself)", lock, exc_info=True)
+
+
+@contextlib.asynccontextmanager
+async def _holding_lock(
+    store: Store | None, target: str, what: str, timeout: float
+) -> AsyncIterator[None]:
+    """The target's backup lease held for ``what`` (its ``timeout`` and a margin), given back
+    after; BackupBusy when another backup or restore holds it. Without a store: no lease."""
+    lock, owner = _lock_name(target), _owner(what)
+    if store is not None:
+        holder = await store.acquire(lock, owner, ttl=timeout + LOCK_MARGIN)
+        if holder is not None:
+            raise BackupBusy(f"a backup of {target} is already running ({holder})")
+    try:
+        yield
+    finally:
+        if store is not None:
+            await _release(store, lock, owner)
 
 
 def _output_tail(result: ExecResult, limit: int = 400) -> str:

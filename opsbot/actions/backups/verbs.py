@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import time
 
-from opsbot.actions import lifecycle
 from opsbot.actions.backups import records as backups
 from opsbot.actions.backups import schedule as backup_schedule
 from opsbot.actions.backups.action import BACKUP, RESTORE, backup_executor
 from opsbot.actions.backups.verify import verify_restore
+from opsbot.actions.verbs import request_as
 from opsbot.alerting.silences import describe as describe_duration
 from opsbot.config import Backup, Role, Target
 from opsbot.errors import OpsbotError, UsageError
 from opsbot.render import Reply, clock, moment
 from opsbot.services import Services
-from opsbot.verbs.registry import Caller, Verb, audited, parse_target, register
+from opsbot.verbs.registry import Caller, Verb, parse_target, register
 
 BACKUP_USAGE = "usage: /backup TARGET [list | verify [NAME] | restore NAME]"
 
@@ -34,19 +34,10 @@ async def backup(services: Services, caller: Caller, args: list[str]) -> Reply:
         lines = [backups.describe(r) for r in records]
         return Reply(text=f"💾 backups of {name}, newest first", block="\n".join(lines))
     if sub == "restore" and len(args) == 3:
-        filed = await lifecycle.request(
-            services, caller.person, RESTORE, name, target, (args[2],),
-            chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
-        )  # fmt: skip
-    elif sub:
+        return await request_as(caller, services, RESTORE, name, target, (args[2],))
+    if sub:
         raise UsageError(BACKUP_USAGE)
-    else:
-        filed = await lifecycle.request(
-            services, caller.person, BACKUP, name, target, (),
-            chat_id=caller.chat_id, thread_id=caller.thread_id, progress=caller.progress,
-        )  # fmt: skip
-    audited()  # its "requested" entry, with the arguments, is the command's
-    return filed
+    return await request_as(caller, services, BACKUP, name, target)
 
 
 async def _verify_backups(

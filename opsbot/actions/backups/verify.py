@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 from opsbot.actions.backups.methods import _ensure_remote_copy
 from opsbot.actions.backups.records import (
-    BackupBusy,
     BackupError,
     BackupRecord,
     _count,
@@ -22,16 +21,13 @@ from opsbot.actions.backups.records import (
 )
 from opsbot.actions.backups.session import (
     CLEANUP_TIMEOUT,
-    LOCK_MARGIN,
     REDIS_POLL_INTERVAL,
     Progress,
     _check_remote_path,
     _check_target,
-    _lock_name,
+    _holding_lock,
     _output_tail,
-    _owner,
     _pg_connection,
-    _release,
     _Session,
 )
 from opsbot.config import (
@@ -69,12 +65,8 @@ async def verify_restore(
     _check_target(target_name)
     if record.target != target_name or record.kind != spec.type:
         raise BackupError(f"{record.name} is not a {spec.type} backup of {target_name}")
-    lock, owner = _lock_name(target_name), _owner(f"test restore of {record.name}")
-    if store is not None:
-        holder = await store.acquire(lock, owner, ttl=spec.timeout + LOCK_MARGIN)
-        if holder is not None:
-            raise BackupBusy(f"a backup of {target_name} is already running ({holder})")
-    try:
+    what = f"test restore of {record.name}"
+    async with _holding_lock(store, target_name, what, spec.timeout):
         session = _Session(target_name, executor, spec.timeout, progress)
         await _ensure_remote_copy(session, record)
         if isinstance(spec, PostgresBackup):
@@ -82,9 +74,6 @@ async def verify_restore(
         else:
             found = await _in_scratch_dir(session, spec, record)
         return f"test restore of {record.name} ({human_size(record.size)}): ok\n{found}"
-    finally:
-        if store is not None:
-            await _release(store, lock, owner)
 
 
 #: Exact row counts of every user table, in one statement (names quoted by format's %I).

@@ -56,10 +56,10 @@ redis.call('SADD', KEYS[2], ARGV[3])
 return version
 """
 
-# KEYS: index. ARGV: the doc key prefix. Returns key, value, version, key, value, ...
-_SCAN = """
-local found = {}
-for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+# The loop over index KEYS[1]'s ``keys`` of both scans: a live document's key, value and
+# version go into ``found``; a key whose document has expired leaves the index.
+_COLLECT = """
+for _, key in ipairs(keys) do
     local doc = redis.call('HMGET', ARGV[1] .. key, 'value', 'version')
     if doc[1] then
         table.insert(found, key)
@@ -72,23 +72,19 @@ end
 return found
 """
 
+# KEYS: index. ARGV: the doc key prefix. Returns key, value, version, key, value, ...
+_SCAN = """
+local keys = redis.call('SMEMBERS', KEYS[1])
+local found = {}
+""" + _COLLECT
+
 # KEYS: index. ARGV: the doc key prefix, the SSCAN cursor, its COUNT. Returns the next cursor,
 # then key, value, version, key, ... of that page's live documents (the others are pruned).
 _SCAN_PAGE = """
 local reply = redis.call('SSCAN', KEYS[1], ARGV[2], 'COUNT', ARGV[3])
+local keys = reply[2]
 local found = {reply[1]}
-for _, key in ipairs(reply[2]) do
-    local doc = redis.call('HMGET', ARGV[1] .. key, 'value', 'version')
-    if doc[1] then
-        table.insert(found, key)
-        table.insert(found, doc[1])
-        table.insert(found, doc[2])
-    else
-        redis.call('SREM', KEYS[1], key)
-    end
-end
-return found
-"""
+""" + _COLLECT
 
 # KEYS: counter. ARGV[1]: the ops as a JSON array, each [kind, key, second key, condition,
 # ttl in ms or '', member]; ARGV[i + 1]: op i's value. A write ('w': doc, index; the condition
