@@ -170,7 +170,7 @@ async def measure(args: argparse.Namespace, root: Path) -> str:
                 with contextlib.ExitStack() as stack:
                     a = stack.enter_context(OpsbotProcess(config["a"], root / "a"))
                     await asyncio.to_thread(wait_for_startup, fake, a, 120)
-                    await asyncio.sleep(interval + 5)  # every target checked once
+                    await asyncio.sleep(interval + args.settle / 2)  # every target checked once
                     (alone,) = await phase([a], window)
                     b = stack.enter_context(OpsbotProcess(config["b"], root / "b"))
                     await asyncio.sleep(interval + args.settle)  # B is up, its share taken
@@ -181,7 +181,7 @@ async def measure(args: argparse.Namespace, root: Path) -> str:
                     killed = time.monotonic()
                     assert b.proc is not None
                     b.proc.wait()
-                    (after,) = await phase([a], max(window, 2 * interval + 5))
+                    (after,) = await phase([a], max(window, 2 * interval + args.settle / 2))
                     ended = time.monotonic()
                     b.proc = None  # already gone
         checks = watched.checks
@@ -213,7 +213,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--targets", type=int, default=10000)
     parser.add_argument("--interval", type=float, default=60.0)
     parser.add_argument("--window", type=float, default=120.0, help="seconds of each phase")
-    parser.add_argument("--settle", type=float, default=10.0, help="B's start-up, seconds")
+    parser.add_argument("--settle", type=float, default=10.0, help="B's start-up (A's: half)")
     parser.add_argument("--objectives", action="store_true", help="record SLIs as well")
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     return parser.parse_args(argv)

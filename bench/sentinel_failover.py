@@ -192,7 +192,10 @@ async def one_failover(
         await asyncio.to_thread(lab.restart, old)
 
 
-async def measure(rounds: int, folder: Path) -> Figures:
+async def measure(
+    rounds: int, folder: Path, kinds: tuple[str, ...] = KINDS
+) -> Figures:
+    """``rounds`` of each failover in ``kinds`` against one opsbot on the lab's sentinels."""
     figures = Figures()
     with contextlib.ExitStack() as stack:
         lab = stack.enter_context(start_sentinel_lab(folder / "sentinel"))
@@ -205,7 +208,7 @@ async def measure(rounds: int, folder: Path) -> Figures:
         opsbot = stack.enter_context(OpsbotProcess(config, folder / "opsbot"))
         await fake.wait_for_call("getUpdates", since=0, timeout=60)
         for n in range(rounds):
-            for kind in KINDS:
+            for kind in kinds:
                 opsbot.alive()
                 await one_failover(fake, lab, kind, counters, figures, n * 2 + KINDS.index(kind))
     return figures
@@ -222,6 +225,8 @@ SECTION = "failover on Redis Sentinel (one opsbot, 4 approvals tapped at each fa
 def rows(figures: Figures, rounds: int, machine: str) -> list[str]:
     out = []
     for kind in KINDS:
+        if not figures.pauses[kind]:
+            continue  # not measured in this run
         pauses, anchor = figures.pauses[kind], figures.anchor_pauses[kind]
         once, lost, doubled, left = figures.outcomes[kind]
         out.append(

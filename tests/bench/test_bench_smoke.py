@@ -61,11 +61,12 @@ def test_idle_rss_of_a_config_without_ssh_docker_or_web_stays_small(tmp_path: Pa
 async def test_sentinel_failover_runs_every_approval_once(tmp_path: Path) -> None:
     from bench import sentinel_failover
 
-    figures = await sentinel_failover.measure(1, tmp_path)
-    for kind in sentinel_failover.KINDS:
-        assert figures.outcomes[kind] == [sentinel_failover.APPROVALS, 0, 0, 0]
-        assert 0 < max(figures.pauses[kind]) < 10
-    assert len(sentinel_failover.rows(figures, 1, "here")) == 2
+    # one kind here: a SIGKILLed master is ridden out in tests/state and tests/deploy
+    kind = "SENTINEL FAILOVER"
+    figures = await sentinel_failover.measure(1, tmp_path, kinds=(kind,))
+    assert figures.outcomes[kind] == [sentinel_failover.APPROVALS, 0, 0, 0]
+    assert 0 < max(figures.pauses[kind]) < 10
+    assert len(sentinel_failover.rows(figures, 1, "here")) == 1
 
 
 def test_results_get_one_row_more_under_their_own_section(tmp_path: Path) -> None:
@@ -98,13 +99,13 @@ async def test_monitor_replicas_shares_the_targets_and_hands_over_without_an_ale
 ) -> None:
     """Two real replicas on a real Redis: each target checked, B's share taken, no alert."""
     args = monitor_replicas.parse([
-        "--targets", "40", "--interval", "2", "--window", "3", "--settle", "4", "--no-write",
+        "--targets", "40", "--interval", "1", "--window", "2", "--settle", "4", "--no-write",
     ])  # fmt: skip
     row = await monitor_replicas.measure(args, tmp_path)
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     checks, expected = cells[5].rstrip(")").split(" (")
     assert int(checks) >= 0.8 * int(expected) > 0
-    # "twice" is two checks under half an interval apart: at a 2 s interval on a loaded
+    # "twice" is two checks under half an interval apart: at a 1 s interval on a loaded
     # machine a late round and the next on time can be that close, so a few are allowed here
     assert int(cells[6]) <= int(checks) // 20
     assert cells[10] == "0"  # no alert
