@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import hashlib
 import logging
@@ -252,4 +253,24 @@ async def _first(*waits: Awaitable[object]) -> None:
 
 
 def run(settings: Settings) -> None:
+    fewer_malloc_arenas()
     asyncio.run(serve(settings))
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+
+
+def fewer_malloc_arenas(arenas: int = 2) -> None:
+    """Two malloc arenas, as ``MALLOC_ARENA_MAX=2`` would set, unless the environment says.
+
+    glibc gives threads that allocate arenas of their own (up to eight per core); the SQLite
+    thread, /metrics rendering and the Docker SDK's calls each kept one, and the memory freed
+    there stayed apart: ~20 MB of RSS at 10,000 monitored targets. Elsewhere than glibc this
+    does nothing."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_ARENA_MAX, arenas)
+    except (OSError, AttributeError):
+        return
