@@ -29,16 +29,13 @@ import signal
 import sys
 import tempfile
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.monitor_scale import http_servers
 from bench.scale_lab import (
     INCIDENTS,
     OPS,
@@ -57,37 +54,6 @@ HEADER = (
     "| checks shared (expected) | twice | missed | missed rounds due until | A after kill "
     "| alerts | machine |"
 )
-
-
-class Watched:
-    """Loopback HTTP servers (always 200) that note when each target was checked."""
-
-    def __init__(self) -> None:
-        self.ports: list[int] = []
-        self.checks: dict[str, list[float]] = defaultdict(list)
-
-    async def ok(self, request: web.Request) -> web.Response:
-        self.checks[request.match_info["name"]].append(time.monotonic())
-        return web.Response(text="ok")
-
-
-@contextlib.asynccontextmanager
-async def http_servers(count: int) -> AsyncIterator[Watched]:
-    watched = Watched()
-    runners = []
-    try:
-        for _ in range(count):
-            app = web.Application()
-            app.router.add_get("/{name}", watched.ok)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            runners.append(runner)
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-            watched.ports.append(int(runner.addresses[0][1]))
-        yield watched
-    finally:
-        for runner in runners:
-            await runner.cleanup()
 
 
 @dataclass

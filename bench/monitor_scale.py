@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,14 +113,15 @@ class Figures:
 
 
 class Watched:
-    """HTTP servers the HTTP and TCP targets point at (always 200)."""
+    """HTTP servers the HTTP and TCP targets point at (always 200), noting when each target
+    was checked (``GET /NAME``)."""
 
     def __init__(self) -> None:
         self.ports: list[int] = []
-        self.requests = 0
+        self.checks: dict[str, list[float]] = defaultdict(list)
 
     async def ok(self, request: web.Request) -> web.Response:
-        self.requests += 1
+        self.checks[request.match_info["name"]].append(time.monotonic())
         return web.Response(text="ok")
 
 
