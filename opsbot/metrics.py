@@ -8,9 +8,9 @@ web server serves :meth:`Metrics.render`.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
-from itertools import accumulate, islice
+from itertools import accumulate
 from typing import TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
@@ -172,34 +172,43 @@ class SLITotals(Collector):
         and the freed memory stayed in the process. A family's header comes with its first
         chunk only, so each family's samples stay one block, as the format wants."""
         items = list(self._totals.items())
-        for family in range(3):
+        for build in self._builders:
             for start in range(0, max(len(items), 1), chunk):
-                part = next(islice(self._families(items[start : start + chunk]), family, None))
-                text = generate_latest(_Families([part]))
+                text = generate_latest(_Families([build(items[start : start + chunk])]))
                 if start:
                     text = b"".join(line for line in text.splitlines(keepends=True)
                                     if not line.startswith(b"# "))  # fmt: skip
                 yield text
 
+    @property
+    def _builders(self) -> tuple[Callable[[list[tuple[str, list[float]]]], Metric], ...]:
+        return (self._rounds, self._good, self._seconds)
+
     def _families(self, totals: list[tuple[str, list[float]]]) -> Iterator[Metric]:
-        """Rounds, good rounds, latency: each family built only when it is reached."""
-        p = self._prefix
+        return (build(totals) for build in self._builders)
+
+    def _rounds(self, totals: list[tuple[str, list[float]]]) -> Metric:
         rounds = CounterMetricFamily(
-            f"{p}slo_rounds", "Monitor rounds of targets with an objective.", labels=["target"]
-        )
+            f"{self._prefix}slo_rounds", "Monitor rounds of targets with an objective.",
+            labels=["target"],
+        )  # fmt: skip
         for target, counts in totals:
             rounds.add_metric([target], counts[SLI_ROUNDS])
-        yield rounds
+        return rounds
+
+    def _good(self, totals: list[tuple[str, list[float]]]) -> Metric:
         good = CounterMetricFamily(
-            f"{p}slo_rounds_good",
+            f"{self._prefix}slo_rounds_good",
             "Those rounds that were not failing (the availability SLI).",
             labels=["target"],
         )
         for target, counts in totals:
             good.add_metric([target], counts[SLI_GOOD])
-        yield good
+        return good
+
+    def _seconds(self, totals: list[tuple[str, list[float]]]) -> Metric:
         seconds = HistogramMetricFamily(
-            f"{p}slo_round_seconds",
+            f"{self._prefix}slo_round_seconds",
             "Those rounds' latency (the latency SLI's buckets).",
             labels=["target"],
         )
@@ -209,7 +218,7 @@ class SLITotals(Collector):
             seconds.add_metric(
                 [target], list(zip(bounds, cumulative, strict=True)), counts[SLI_SUM]
             )
-        yield seconds
+        return seconds
 
 
 class _Families:
